@@ -1,0 +1,44 @@
+"""Wiring of the backends one Strata process uses (built once from Settings)."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from strata.backends.db import Database
+from strata.core.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from strata.backends.artifacts import ArtifactStore
+
+
+class Backends:
+    """The metadata database and artifact store for one set of settings.
+
+    Construction is cheap; the database is migrated on first use of :attr:`db`.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, migrate: bool = True) -> None:
+        self.settings = settings or load_settings()
+        self._migrate = migrate
+        self._lock = threading.Lock()
+
+    @cached_property
+    def db(self) -> Database:
+        database = Database(self.settings.db_uri)
+        if self._migrate:
+            database.upgrade()
+        return database
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        from strata.backends.artifacts import ArtifactStore
+
+        return ArtifactStore(
+            self.settings.artifact_uri, s3_endpoint_url=self.settings.s3_endpoint_url or None
+        )
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()

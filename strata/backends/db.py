@@ -1,0 +1,200 @@
+"""The metadata database: SQLAlchemy 2 engines, sessions and Alembic migrations.
+
+SQLite (the embedded default) runs in WAL mode with a long busy timeout, and every write
+transaction starts with ``BEGIN IMMEDIATE``: a writer takes the write lock up front and waits
+for it, instead of failing with "database is locked" when a read lock cannot be upgraded.
+Reads use deferred transactions on a separate engine, so readers never queue behind writers.
+PostgreSQL (``postgresql+psycopg://``) uses one engine; serialisation points (the audit
+chain, migrations) take advisory locks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from strata.core.config import redact_uri
+from strata.core.errors import InvalidInput, Unavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """The one declarative base every layer's ``tables.py`` derives from."""
+
+    metadata = sa.MetaData(naming_convention=_NAMING)
+
+
+def normalize_db_uri(uri: str) -> str:
+    """Map ``postgresql://`` to the psycopg 3 driver; reject unknown schemes."""
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg:" + uri.split(":", 1)[1]
+    if scheme not in SUPPORTED_SCHEMES:
+        raise InvalidInput(
+            f"Unsupported metadata database URI scheme {scheme!r}; "
+            f"expected one of: sqlite:///PATH, postgresql+psycopg://USER@HOST/DB",
+            details={"field": "db_uri"},
+        )
+    return uri
+
+
+def _sqlite_engine(uri: str, immediate: bool) -> Engine:
+    engine = sa.create_engine(uri, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Engines and transactional sessions over one metadata database."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = normalize_db_uri(uri)
+        self.dialect = self.uri.split(":", 1)[0].split("+", 1)[0]
+        if self.dialect == "sqlite":
+            path = self.uri.split(":///", 1)[1] if ":///" in self.uri else ""
+            if path and path != ":memory:":
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.read_engine = _sqlite_engine(self.uri, immediate=False)
+            self.write_engine = _sqlite_engine(self.uri, immediate=True)
+        else:
+            self.read_engine = self.write_engine = sa.create_engine(
+                self.uri, pool_pre_ping=True, pool_size=10, max_overflow=20
+            )
+        self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._upgraded = False
+        self._upgrade_lock = threading.Lock()
+
+    @property
+    def safe_uri(self) -> str:
+        """The URI with any password masked, for messages and logs."""
+        return redact_uri(self.uri)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session; closing it on exit ends (rolls back) its transaction.
+
+        Objects loaded in it stay readable after the block (they are detached, not expired).
+        """
+        try:
+            with self._read() as session:
+                yield session
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write session: commits on success, rolls back everything on any exception."""
+        try:
+            with self._write() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    def lock(self, session: Session, key: int) -> None:
+        """Serialise a critical section inside a write transaction (no-op on SQLite).
+
+        SQLite write transactions are already exclusive (BEGIN IMMEDIATE); PostgreSQL takes a
+        transaction-scoped advisory lock on ``key``.
+        """
+        if self.dialect == "postgresql":
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def _unavailable(self, exc: DBAPIError) -> Unavailable:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return Unavailable(
+            f"Metadata database {self.safe_uri} is unavailable: {redact_uri(reason)}",
+            details={"backend": self.dialect},
+        )
+
+    def check(self) -> None:
+        """Raise Unavailable unless the database answers ``SELECT 1``."""
+        try:
+            with self.read_engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except DBAPIError as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- migrations -----------------------------------------------------------------------
+    def _alembic_config(self, connection: Connection) -> Any:
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def head(self) -> str:
+        """The newest migration revision this code knows."""
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory(str(MIGRATIONS_DIR))
+        return str(script.get_current_head())
+
+    def current(self) -> str | None:
+        """The revision the database is at, or None before the first migration."""
+        try:
+            with self.read_engine.connect() as conn:
+                if not sa.inspect(conn).has_table("alembic_version"):
+                    return None
+                row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+                return None if row is None else str(row[0])
+        except DBAPIError as exc:
+            raise self._unavailable(exc) from exc
+
+    def upgrade(self) -> str:
+        """Apply pending migrations (idempotent, safe when several processes race)."""
+        with self._upgrade_lock:
+            if self._upgraded:
+                return self.head()
+            head = self.head()
+            if self.current() != head:
+                from alembic import command
+
+                try:
+                    with self.write_engine.begin() as conn:
+                        if self.dialect == "postgresql":
+                            conn.execute(sa.text("SELECT pg_advisory_xact_lock(731000001)"))
+                        command.upgrade(self._alembic_config(conn), "head")
+                except DBAPIError as exc:
+                    raise self._unavailable(exc) from exc
+            self._upgraded = True
+            return head
+
+    def dispose(self) -> None:
+        """Close all pooled connections."""
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()

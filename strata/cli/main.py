@@ -1,0 +1,135 @@
+"""The ``strata`` command: assembles every layer's commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from strata.core.config import config_file_path, load_settings
+from strata.core.console import console, print_error, print_json
+from strata.core.errors import StrataError
+from strata.governance.cli import audit_app, tokens_app, users_app
+
+app = typer.Typer(
+    name="strata",
+    help="Strata: the whole ML lifecycle in one package. Embedded by default (STRATA_HOME); "
+    "set STRATA_URI and STRATA_TOKEN to work against a server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the effective configuration.")
+db_app = typer.Typer(help="Metadata database migrations.")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address to bind; auth is mandatory off loopback.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Disable auth (loopback only).")
+    ] = False,
+) -> None:
+    """Serve the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
+    from strata.backends.context import Backends
+    from strata.governance.service import EmbeddedGovernance
+    from strata.server.logs import configure_logging
+    from strata.server.run import check_auth_binding, serve
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    check_auth_binding(host, not no_auth)
+    backends = Backends(settings)
+    with console.status("Migrating the metadata database..."):
+        backends.db.upgrade()
+    if not no_auth:
+        secret = settings.admin_token.get_secret_value() if settings.admin_token else None
+        new = EmbeddedGovernance(backends.db).bootstrap_admin(secret=secret)
+        if new is not None:
+            console.print("[bold]First start:[/bold] created user 'admin' (role admin).")
+            if secret is None:
+                console.print("Its API token, shown only now:", highlight=False)
+                typer.echo(new.secret)
+    backends.close()
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    console.print(
+        f"Strata serving on [bold]{base}[/bold]  (auth {'off' if no_auth else 'on'})\n"
+        f"  API docs  {base}/docs\n  health    {base}/healthz\n  ready     {base}/readyz\n"
+        f"  metrics   {base}/metrics",
+        highlight=False,
+    )
+    serve(settings, host=host, port=port, workers=workers, auth=not no_auth)
+
+
+@config_app.command("show")
+def config_show(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the effective settings (secrets and URI passwords masked)."""
+    settings = load_settings()
+    data = settings.masked()
+    source = config_file_path()
+    if json_out:
+        print_json(data | {"config_file": str(source) if source else None})
+        return
+    from rich.table import Table
+
+    table = Table(title="Strata settings", header_style="bold")
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in data.items():
+        table.add_row(key, "" if value is None else str(value))
+    console.print(table)
+    console.print(f"[dim]config file: {source or 'none'}; environment prefix STRATA_[/dim]")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations to the metadata database."""
+    from strata.backends.db import Database
+
+    db = Database(load_settings().db_uri)
+    before = db.current()
+    head = db.upgrade()
+    console.print(f"Database at revision {head} (was {before or 'empty'}).")
+
+
+@db_app.command("current")
+def db_current(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the database's migration revision and the newest one known."""
+    from strata.backends.db import Database
+
+    db = Database(load_settings().db_uri)
+    current, head = db.current(), db.head()
+    if json_out:
+        print_json({"current": current, "head": head, "up_to_date": current == head})
+        return
+    state = "up to date" if current == head else "needs `strata db upgrade`"
+    console.print(f"current: {current or 'none'}\nhead:    {head}\n({state})")
+
+
+def main() -> None:
+    """Console entry point: errors are printed for a person, never as a traceback."""
+    try:
+        app()
+    except StrataError as exc:
+        print_error(exc.message)
+        sys.exit(2 if exc.http_status in (400, 413) else 1)
+    except KeyboardInterrupt:
+        print_error("Interrupted.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""``strata.Client``: one interface, embedded (in-process) or remote (over HTTP).
+
+``Client()`` runs every service in this process on the local stores (``STRATA_HOME``);
+``Client("http://host:8080", token=...)`` talks to a ``strata server`` with the same methods.
+With no argument, ``STRATA_URI``/``STRATA_TOKEN`` select remote mode when set.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from strata.backends.context import Backends
+from strata.core.config import Settings, load_settings
+from strata.core.transport import HttpTransport
+from strata.governance.remote import RemoteGovernance
+from strata.governance.service import EmbeddedGovernance, GovernanceService
+
+
+class Client:
+    """Entry point to every Strata service.
+
+    Attributes are the layers' services: ``governance`` (users, tokens, audit) and, as
+    layers land, ``tracking`` and the rest. Each has the same methods in both modes.
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        token: str | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = settings or load_settings(**overrides)
+        remote_uri = uri if uri is not None else self.settings.uri
+        if remote_uri and not remote_uri.startswith(("http://", "https://")):
+            from strata.core.errors import InvalidInput
+
+            raise InvalidInput(
+                f"Client URI must be http:// or https://, got {remote_uri!r}; "
+                "call Client() with no URI for embedded mode",
+                details={"field": "uri"},
+            )
+        self.uri = remote_uri or None
+        if self.uri:
+            secret = token
+            if secret is None and self.settings.token is not None:
+                secret = self.settings.token.get_secret_value()
+            self._http: HttpTransport | None = HttpTransport(self.uri, secret)
+            self._backends: Backends | None = None
+        else:
+            self._http = None
+            self._backends = Backends(self.settings)
+
+    @property
+    def is_remote(self) -> bool:
+        return self._http is not None
+
+    @property
+    def backends(self) -> Backends:
+        """The local backends (embedded mode only)."""
+        if self._backends is None:
+            from strata.core.errors import InvalidInput
+
+            raise InvalidInput("A remote client has no local backends")
+        return self._backends
+
+    @cached_property
+    def governance(self) -> GovernanceService:
+        if self._http is not None:
+            return RemoteGovernance(self._http)
+        return EmbeddedGovernance(self.backends.db)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._backends is not None:
+            self._backends.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.uri!r})" if self.uri else "Client(embedded)"

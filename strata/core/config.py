@@ -1,0 +1,121 @@
+"""Settings: ``STRATA_*`` environment variables, then an optional ``strata.toml``, then defaults.
+
+The TOML file is read from ``$STRATA_CONFIG`` if set, else ``$STRATA_HOME/strata.toml``, else
+``./strata.toml``. Backends are chosen by URI scheme; every URI left unset derives from
+``home`` so that a bare ``pip install`` runs embedded on SQLite and local files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("STRATA_HOME") or Path.home() / ".strata").expanduser()
+
+
+def config_file_path() -> Path | None:
+    """The TOML file the settings read, or None when there is none."""
+    explicit = os.environ.get("STRATA_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    for candidate in (_default_home() / "strata.toml", Path.cwd() / "strata.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one Strata process."""
+
+    model_config = SettingsConfigDict(env_prefix="STRATA_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Root of embedded state.")
+    db_uri: str = Field("", description="Metadata database (sqlite:/// or postgresql+psycopg://).")
+    artifact_uri: str = Field("", description="Artifact root (a directory, file:// or s3://).")
+    online_uri: str = Field("", description="Online store (sqlite:/// or redis://).")
+    stream_uri: str = Field("", description="Event stream (embedded, kafka://, redis://).")
+    executor_uri: str = Field("local", description="Compute executor (local or ray://).")
+    uri: str = Field("", description="Remote Strata server used by the SDK/CLI when set.")
+    token: SecretStr | None = Field(None, description="API token for the remote server.")
+    admin_token: SecretStr | None = Field(
+        None, description="Token given to the first admin on first server start."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    auth: bool = True
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, description="Largest JSON request body accepted (bytes); 413 above."
+    )
+    log_json: bool = False
+    log_level: str = "INFO"
+    s3_endpoint_url: str = Field("", description="Custom S3 endpoint (MinIO, moto, ...).")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.db_uri:
+            self.db_uri = f"sqlite:///{self.home / 'strata.db'}"
+        if not self.artifact_uri:
+            self.artifact_uri = str(self.home / "artifacts")
+        if not self.online_uri:
+            self.online_uri = f"sqlite:///{self.home / 'online.db'}"
+        if not self.stream_uri:
+            self.stream_uri = f"embedded://{self.home / 'streams'}"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with secrets and URI passwords replaced by ``***``."""
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[key] = "***" if value.get_secret_value() else ""
+            elif value is None:
+                out[key] = None
+            elif isinstance(value, str):
+                out[key] = redact_uri(value)
+            else:
+                out[key] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+
+
+def redact_uri(text: str) -> str:
+    """Replace the password part of any ``scheme://user:password@`` in ``text`` with ``***``."""
+    return _CRED_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings now (environment and TOML are re-read on every call)."""
+    return Settings(**overrides)

@@ -1,0 +1,68 @@
+"""Terminal output shared by every layer's CLI: Rich tables, JSON, errors for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Pydantic models, datetimes and containers to plain JSON values."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as JSON on stdout (plain, machine-readable: no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def print_table(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], title: str | None = None
+) -> None:
+    """A Rich table of ``rows`` showing ``columns`` in that order."""
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in columns:
+        table.add_column(col)
+    count = 0
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+        count += 1
+    if count == 0:
+        console.print(f"[dim]No {title.lower() if title else 'rows'} found.[/dim]")
+        return
+    console.print(table)
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False)
+    if hint:
+        err_console.print(f"[dim]{hint}[/dim]", highlight=False)

@@ -1,0 +1,102 @@
+"""Who is calling: roles, permissions and the per-call context (principal + request id).
+
+The call context lives in a ``contextvars.ContextVar`` so services can audit "who" without
+every signature carrying it. The server sets it per request; embedded use defaults to the
+local OS user with the ``admin`` role.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """Roles in increasing order of power; each includes the ones before it."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    """What a route or operation needs."""
+
+    READ = "read"
+    WRITE = "write"
+    APPROVE = "approve"
+    ADMIN = "admin"
+
+
+_MIN_ROLE: dict[Permission, Role] = {
+    Permission.READ: Role.VIEWER,
+    Permission.WRITE: Role.EDITOR,
+    Permission.APPROVE: Role.APPROVER,
+    Permission.ADMIN: Role.ADMIN,
+}
+_ORDER = {role: i for i, role in enumerate(Role)}
+
+
+def role_allows(role: Role, permission: Permission) -> bool:
+    """True when ``role`` carries ``permission``."""
+    return _ORDER[role] >= _ORDER[_MIN_ROLE[permission]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    name: str
+    role: Role
+    user_id: str | None = None
+    token_id: str | None = None
+
+    def can(self, permission: Permission) -> bool:
+        return role_allows(self.role, permission)
+
+
+@dataclass(frozen=True)
+class CallContext:
+    principal: Principal
+    request_id: str | None = None
+
+
+def local_principal() -> Principal:
+    """The embedded caller: the local OS user, with admin rights."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "local"
+    return Principal(name=name, role=Role.ADMIN)
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "strata_call_context", default=None
+)
+
+
+def current() -> CallContext:
+    """The context of the running call (embedded default when none was set)."""
+    ctx = _current.get()
+    return ctx if ctx is not None else CallContext(principal=local_principal())
+
+
+@contextmanager
+def acting_as(principal: Principal, request_id: str | None = None) -> Iterator[CallContext]:
+    """Run a block as ``principal`` (used by the server per request and by tests)."""
+    ctx = CallContext(principal=principal, request_id=request_id)
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+def set_request_id(request_id: str) -> None:
+    """Attach a request id to the current context."""
+    _current.set(replace(current(), request_id=request_id))

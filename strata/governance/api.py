@@ -1,0 +1,114 @@
+"""REST routes of the governance layer (``/api/v1/users|tokens|audit|whoami``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from strata.core.principal import Permission
+from strata.governance.deps import require
+from strata.governance.models import (
+    AuditRecord,
+    AuditVerification,
+    NewToken,
+    TokenInfo,
+    User,
+    WhoAmI,
+)
+from strata.governance.service import GovernanceService
+
+router = APIRouter(prefix="/api/v1", tags=["governance"])
+READ = [Depends(require(Permission.READ))]
+ADMIN = [Depends(require(Permission.ADMIN))]
+
+
+def _svc(request: Request) -> GovernanceService:
+    svc: GovernanceService = request.app.state.client.governance
+    return svc
+
+
+class CreateUser(BaseModel):
+    name: str
+    role: str = "viewer"
+
+
+class UpdateUser(BaseModel):
+    role: str | None = None
+    disabled: bool | None = None
+
+
+class CreateToken(BaseModel):
+    user: str
+    name: str = ""
+    expires_in_days: float | None = None
+
+
+@router.get("/whoami", dependencies=READ)
+def whoami(request: Request) -> WhoAmI:
+    return _svc(request).whoami()
+
+
+@router.post("/users", dependencies=ADMIN, status_code=201)
+def create_user(body: CreateUser, request: Request) -> User:
+    return _svc(request).create_user(body.name, body.role)
+
+
+@router.get("/users", dependencies=ADMIN)
+def list_users(request: Request) -> dict[str, list[User]]:
+    return {"users": _svc(request).list_users()}
+
+
+@router.get("/users/{name}", dependencies=ADMIN)
+def get_user(name: str, request: Request) -> User:
+    return _svc(request).get_user(name)
+
+
+@router.patch("/users/{name}", dependencies=ADMIN)
+def update_user(name: str, body: UpdateUser, request: Request) -> User:
+    return _svc(request).update_user(name, role=body.role, disabled=body.disabled)
+
+
+@router.post("/tokens", dependencies=ADMIN, status_code=201)
+def create_token(body: CreateToken, request: Request) -> NewToken:
+    return _svc(request).create_token(
+        body.user, name=body.name, expires_in_days=body.expires_in_days
+    )
+
+
+@router.get("/tokens", dependencies=ADMIN)
+def list_tokens(request: Request, user: str | None = None) -> dict[str, list[TokenInfo]]:
+    return {"tokens": _svc(request).list_tokens(user)}
+
+
+@router.delete("/tokens/{token_id}", dependencies=ADMIN)
+def revoke_token(token_id: str, request: Request) -> TokenInfo:
+    return _svc(request).revoke_token(token_id)
+
+
+@router.get("/audit", dependencies=ADMIN)
+def list_audit(
+    request: Request,
+    actor: str | None = None,
+    action: str | None = None,
+    resource_type: str | None = None,
+    since: datetime | None = None,
+    limit: int = Query(100, ge=1, le=10_000),
+    after_seq: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    records: list[AuditRecord] = _svc(request).list_audit(
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        since=since,
+        limit=limit,
+        after_seq=after_seq,
+    )
+    return {"records": records}
+
+
+@router.get("/audit/verify", dependencies=ADMIN)
+def verify_audit(request: Request) -> AuditVerification:
+    return _svc(request).verify_audit()

@@ -1,0 +1,169 @@
+"""CLI: ``strata users|tokens|audit ...`` (built on the SDK, embedded or remote)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from strata.client import Client
+from strata.core.console import console, print_error, print_json, print_table
+
+users_app = typer.Typer(help="Manage users and their roles (viewer, editor, approver, admin).")
+tokens_app = typer.Typer(help="Create, list and revoke API tokens.")
+audit_app = typer.Typer(help="Read and verify the hash-chained audit log.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
+    role: Annotated[str, typer.Option(help="viewer, editor, approver or admin.")] = "viewer",
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a user with a role."""
+    user = Client().governance.create_user(name, role)
+    if json_out:
+        print_json(user)
+    else:
+        console.print(f"Created user [bold]{user.name}[/bold] with role {user.role.value}.")
+
+
+@users_app.command("list")
+def users_list(json_out: JsonOpt = False) -> None:
+    """List users."""
+    users = Client().governance.list_users()
+    if json_out:
+        print_json(users)
+        return
+    print_table(
+        (u.model_dump() | {"role": u.role.value} for u in users),
+        ["name", "role", "disabled", "created_at", "created_by"],
+        title="Users",
+    )
+
+
+@users_app.command("disable")
+def users_disable(
+    name: Annotated[str, typer.Argument(help="User to disable; its tokens stop working.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Disable a user (its tokens stop working at once)."""
+    user = Client().governance.disable_user(name)
+    if json_out:
+        print_json(user)
+    else:
+        console.print(f"Disabled user [bold]{user.name}[/bold].")
+
+
+@users_app.command("enable")
+def users_enable(name: str, json_out: JsonOpt = False) -> None:
+    """Enable a disabled user again."""
+    user = Client().governance.update_user(name, disabled=False)
+    if json_out:
+        print_json(user)
+    else:
+        console.print(f"Enabled user [bold]{user.name}[/bold].")
+
+
+@users_app.command("set-role")
+def users_set_role(name: str, role: str, json_out: JsonOpt = False) -> None:
+    """Change a user's role."""
+    user = Client().governance.update_user(name, role=role)
+    if json_out:
+        print_json(user)
+    else:
+        console.print(f"User [bold]{user.name}[/bold] now has role {user.role.value}.")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    user: Annotated[str, typer.Option("--user", help="Owner of the token.")],
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
+    expires_in_days: Annotated[
+        float | None, typer.Option("--expires-in-days", help="Expiry; none by default.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an API token and print it once; only its digest is stored."""
+    new = Client().governance.create_token(user, name=name, expires_in_days=expires_in_days)
+    if json_out:
+        print_json(new)
+        return
+    typer.echo(new.secret)
+    note = f"Token {new.info.id} for {new.info.user}. It is shown only now; store it."
+    typer.echo(note, err=True)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's tokens.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    tokens = Client().governance.list_tokens(user)
+    if json_out:
+        print_json(tokens)
+        return
+    print_table(
+        (t.model_dump() | {"active": t.active} for t in tokens),
+        ["id", "user", "name", "prefix", "created_at", "expires_at", "revoked_at", "active"],
+        title="Tokens",
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str, json_out: JsonOpt = False) -> None:
+    """Revoke a token by id (see `strata tokens list`)."""
+    info = Client().governance.revoke_token(token_id)
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"Revoked token {info.id} of {info.user}.")
+
+
+@audit_app.command("list")
+def audit_list(
+    actor: Annotated[str | None, typer.Option(help="Only records by this user.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action, e.g. user.create or 'run.*'.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only records at or after this time (UTC).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """List audit records, oldest first."""
+    from datetime import UTC
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    records = Client().governance.list_audit(actor=actor, action=action, since=since, limit=limit)
+    if json_out:
+        print_json(records)
+        return
+    print_table(
+        (r.model_dump() for r in records),
+        ["seq", "ts", "actor", "action", "resource_type", "resource_id", "outcome", "request_id"],
+        title="Audit records",
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(json_out: JsonOpt = False) -> None:
+    """Check the audit hash chain; exit 1 naming the first broken record if any."""
+    result = Client().governance.verify_audit()
+    if json_out:
+        print_json(result)
+    elif result.ok:
+        console.print(f"[green]Audit chain intact[/green]: {result.checked} records verified.")
+    else:
+        print_error(
+            f"Audit chain broken at record {result.first_broken_seq}: {result.reason}",
+            f"{result.checked} records before it verified.",
+        )
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,80 @@
+"""Governance domain objects: users, API tokens, audit records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from strata.core.principal import Role
+
+
+class User(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    role: Role
+    disabled: bool
+    created_at: datetime
+    created_by: str
+
+
+class TokenInfo(BaseModel):
+    """An API token without its secret (the secret is shown once, at creation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    user: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        from strata.core.clock import utcnow
+
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > utcnow())
+
+
+class NewToken(BaseModel):
+    """A freshly created token: ``secret`` is never stored nor shown again."""
+
+    info: TokenInfo
+    secret: str
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    resource_type: str
+    resource_id: str
+    request_id: str
+    outcome: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    """The result of walking the audit hash chain."""
+
+    ok: bool
+    checked: int
+    first_broken_seq: int | None = None
+    reason: str = ""
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: Role
+    user_id: str | None

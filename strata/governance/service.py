@@ -1,0 +1,335 @@
+"""Governance: users, roles, API tokens and the audit log (interface + embedded service)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from abc import ABC, abstractmethod
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from strata.backends.db import Database
+from strata.core.clock import utcnow
+from strata.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from strata.core.ids import new_id
+from strata.core.principal import Principal, Role, current
+from strata.governance import audit
+from strata.governance.models import (
+    AuditRecord,
+    AuditVerification,
+    NewToken,
+    TokenInfo,
+    User,
+    WhoAmI,
+)
+from strata.governance.tables import TokenRow, UserRow
+
+USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+TOKEN_PREFIX = "strata_"
+
+
+def token_digest(secret: str) -> str:
+    """The stored form of a token: its SHA-256 (tokens carry 256 random bits, so no salt)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise InvalidInput(
+            f"Unknown role {value!r}; expected one of: {allowed}", details={"field": "role"}
+        ) from None
+
+
+class GovernanceService(ABC):
+    """Users, tokens and audit; the same interface embedded and remote."""
+
+    @abstractmethod
+    def create_user(self, name: str, role: Role | str = Role.VIEWER) -> User: ...
+    @abstractmethod
+    def get_user(self, name: str) -> User: ...
+    @abstractmethod
+    def list_users(self) -> list[User]: ...
+    @abstractmethod
+    def update_user(
+        self, name: str, *, role: Role | str | None = None, disabled: bool | None = None
+    ) -> User: ...
+    def disable_user(self, name: str) -> User:
+        """Disable a user: its tokens stop working at once. Reversible with ``update_user``."""
+        return self.update_user(name, disabled=True)
+
+    @abstractmethod
+    def create_token(
+        self, user: str, *, name: str = "", expires_in_days: float | None = None
+    ) -> NewToken:
+        """Create an API token; the secret is in the result only, never stored."""
+
+    @abstractmethod
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]: ...
+    @abstractmethod
+    def revoke_token(self, token_id: str) -> TokenInfo: ...
+    @abstractmethod
+    def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        resource_type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        after_seq: int = 0,
+    ) -> list[AuditRecord]:
+        """Audit records in ascending sequence order; ``action`` may end in ``*``."""
+
+    @abstractmethod
+    def verify_audit(self) -> AuditVerification: ...
+    @abstractmethod
+    def whoami(self) -> WhoAmI: ...
+
+
+def _user(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        disabled=row.disabled,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+def _token(row: TokenRow, user: str) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        user=user,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return None if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class EmbeddedGovernance(GovernanceService):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _user_row(self, session: sa.orm.Session, name: str) -> UserRow:
+        row = session.scalar(sa.select(UserRow).where(UserRow.name == name))
+        if row is None:
+            raise NotFound(f"User {name!r} does not exist", details={"user": name})
+        return row
+
+    def create_user(self, name: str, role: Role | str = Role.VIEWER) -> User:
+        if not USER_NAME_RE.match(name or ""):
+            raise InvalidInput(
+                f"Invalid user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-',"
+                " starting with a letter or digit",
+                details={"field": "name"},
+            )
+        role = parse_role(str(role))
+        try:
+            with audit.audited(self.db, "user.create", "user", name, {"role": role.value}) as sc:
+                if sc.session.scalar(sa.select(UserRow.id).where(UserRow.name == name)):
+                    raise AlreadyExists(f"User {name!r} already exists", details={"user": name})
+                row = UserRow(
+                    id=new_id(),
+                    name=name,
+                    role=role.value,
+                    disabled=False,
+                    created_at=utcnow(),
+                    created_by=current().principal.name,
+                )
+                sc.session.add(row)
+                sc.session.flush()
+                return _user(row)
+        except IntegrityError as exc:
+            raise AlreadyExists(f"User {name!r} already exists", details={"user": name}) from exc
+
+    def get_user(self, name: str) -> User:
+        with self.db.read() as session:
+            return _user(self._user_row(session, name))
+
+    def list_users(self) -> list[User]:
+        with self.db.read() as session:
+            return [_user(r) for r in session.scalars(sa.select(UserRow).order_by(UserRow.name))]
+
+    def update_user(
+        self, name: str, *, role: Role | str | None = None, disabled: bool | None = None
+    ) -> User:
+        new_role = parse_role(str(role)) if role is not None else None
+        details = {"role": new_role.value if new_role else None, "disabled": disabled}
+        action = "user.disable" if disabled and new_role is None else "user.update"
+        with audit.audited(self.db, action, "user", name, details) as sc:
+            row = self._user_row(sc.session, name)
+            if new_role is not None:
+                row.role = new_role.value
+            if disabled is not None:
+                row.disabled = disabled
+            sc.session.flush()
+            return _user(row)
+
+    def create_token(
+        self, user: str, *, name: str = "", expires_in_days: float | None = None
+    ) -> NewToken:
+        if expires_in_days is not None and expires_in_days <= 0:
+            raise InvalidInput(
+                f"expires_in_days must be positive, got {expires_in_days}",
+                details={"field": "expires_in_days"},
+            )
+        if len(name) > 128:
+            raise InvalidInput(
+                "Token name is longer than 128 characters", details={"field": "name"}
+            )
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = utcnow()
+        with audit.audited(self.db, "token.create", "token", details={"user": user}) as sc:
+            owner = self._user_row(sc.session, user)
+            row = TokenRow(
+                id=new_id(),
+                user_id=owner.id,
+                name=name,
+                prefix=secret[: len(TOKEN_PREFIX) + 4],
+                digest=token_digest(secret),
+                created_at=now,
+                expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+                revoked_at=None,
+                last_used_at=None,
+            )
+            sc.session.add(row)
+            sc.resource_id = row.id
+            sc.session.flush()
+            return NewToken(info=_token(row, owner.name), secret=secret)
+
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        stmt = sa.select(TokenRow, UserRow.name).join(UserRow, TokenRow.user_id == UserRow.id)
+        if user:
+            stmt = stmt.where(UserRow.name == user)
+        with self.db.read() as session:
+            if user:
+                self._user_row(session, user)
+            return [_token(t, n) for t, n in session.execute(stmt.order_by(TokenRow.id))]
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        with audit.audited(self.db, "token.revoke", "token", token_id) as sc:
+            row = sc.session.get(TokenRow, token_id)
+            if row is None:
+                raise NotFound(f"Token {token_id!r} does not exist", details={"token": token_id})
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            owner = sc.session.get(UserRow, row.user_id)
+            sc.session.flush()
+            return _token(row, owner.name if owner else "")
+
+    def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        resource_type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        after_seq: int = 0,
+    ) -> list[AuditRecord]:
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must be 1..10000, got {limit}", details={"field": "limit"})
+        return audit.list_records(
+            self.db,
+            actor=actor,
+            action=action,
+            resource_type=resource_type,
+            since=since,
+            limit=limit,
+            after_seq=after_seq,
+        )
+
+    def verify_audit(self) -> AuditVerification:
+        return audit.verify(self.db)
+
+    def whoami(self) -> WhoAmI:
+        p = current().principal
+        return WhoAmI(name=p.name, role=p.role, user_id=p.user_id)
+
+    # -- used by the server ------------------------------------------------------------------
+    def authenticate(self, secret: str) -> Principal:
+        """The principal owning ``secret``; Unauthenticated if unknown, expired, revoked or
+        its user is disabled (one message for all, so tokens cannot be probed)."""
+        invalid = Unauthenticated("Invalid, expired or revoked API token")
+        if not secret.startswith(TOKEN_PREFIX):
+            raise invalid
+        digest = token_digest(secret)
+        with self.db.read() as session:
+            found = session.execute(
+                sa.select(TokenRow, UserRow)
+                .join(UserRow, TokenRow.user_id == UserRow.id)
+                .where(TokenRow.digest == digest)
+            ).first()
+        if found is None:
+            raise invalid
+        token, user = found
+        expires = _aware(token.expires_at)
+        if token.revoked_at is not None or user.disabled or (expires and expires <= utcnow()):
+            raise invalid
+        return Principal(name=user.name, role=Role(user.role), user_id=user.id, token_id=token.id)
+
+    def has_admin(self) -> bool:
+        with self.db.read() as session:
+            return bool(
+                session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(UserRow)
+                    .where(UserRow.role == Role.ADMIN.value, UserRow.disabled.is_(False))
+                )
+            )
+
+    def bootstrap_admin(self, name: str = "admin", secret: str | None = None) -> NewToken | None:
+        """On first start: create an admin and a token for it (``secret`` if given).
+
+        Returns None when an enabled admin exists already.
+        """
+        if self.has_admin():
+            return None
+        try:
+            self.get_user(name)
+        except NotFound:
+            self.create_user(name, Role.ADMIN)
+        else:
+            self.update_user(name, role=Role.ADMIN, disabled=False)
+        if secret is None:
+            return self.create_token(name, name="bootstrap")
+        if not secret.startswith(TOKEN_PREFIX) or len(secret) < len(TOKEN_PREFIX) + 24:
+            raise InvalidInput(
+                f"STRATA_ADMIN_TOKEN must start with {TOKEN_PREFIX!r} and carry at least 24 more"
+                " characters",
+                details={"field": "admin_token"},
+            )
+        now = utcnow()
+        with audit.audited(self.db, "token.create", "token", details={"user": name}) as sc:
+            owner = self._user_row(sc.session, name)
+            row = TokenRow(
+                id=new_id(),
+                user_id=owner.id,
+                name="bootstrap",
+                prefix=secret[: len(TOKEN_PREFIX) + 4],
+                digest=token_digest(secret),
+                created_at=now,
+                expires_at=None,
+                revoked_at=None,
+                last_used_at=None,
+            )
+            sc.session.add(row)
+            sc.resource_id = row.id
+            sc.session.flush()
+            return NewToken(info=_token(row, name), secret=secret)

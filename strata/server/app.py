@@ -1,0 +1,181 @@
+"""The FastAPI app factory: mounts each layer's router, auth, errors, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from strata import __version__
+from strata.client import Client
+from strata.core.config import Settings, load_settings
+from strata.core.errors import StrataError
+from strata.governance.api import router as governance_router
+from strata.governance.deps import AuthState
+from strata.governance.service import EmbeddedGovernance
+from strata.server.middleware import Metrics, RequestMiddleware
+
+log = logging.getLogger("strata.server")
+
+#: Routes that stream bodies of any size (artifact uploads); the JSON limit does not apply.
+STREAMING_PREFIXES: tuple[str, ...] = ("/api/2.0/mlflow-artifacts/", "/api/v1/artifacts/")
+
+
+def _error_response(status: int, payload: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(payload, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StrataError)
+    async def _strata(_: Request, exc: StrataError) -> JSONResponse:
+        return _error_response(exc.http_status, exc.to_payload())
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append({"field": loc, "problem": err.get("msg", "invalid")})
+        first = problems[0] if problems else {"field": "", "problem": "invalid request"}
+        message = f"Invalid request: {first['field'] or 'body'}: {first['problem']}"
+        payload = {
+            "error_code": "INVALID_PARAMETER_VALUE",
+            "message": message,
+            "details": {"errors": problems},
+        }
+        return _error_response(400, payload)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "ENDPOINT_NOT_FOUND" if exc.status_code == 404 else "BAD_REQUEST"
+        if exc.status_code == 405:
+            code = "METHOD_NOT_ALLOWED"
+        message = (
+            f"No endpoint {request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return _error_response(
+            exc.status_code, {"error_code": code, "message": message, "details": {}}
+        )
+
+
+def _metrics_payload(registry: CollectorRegistry) -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
+    return generate_latest(registry)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    client: Client | None = None,
+    auth: bool | None = None,
+) -> FastAPI:
+    """Build the Strata ASGI app on embedded services.
+
+    ``auth`` overrides ``settings.auth``; the CLI refuses ``auth=False`` off loopback.
+    """
+    settings = settings or load_settings()
+    client = client or Client("", settings=settings)
+    if client.is_remote:
+        raise ValueError("the server needs an embedded client")
+    governance = client.governance
+    assert isinstance(governance, EmbeddedGovernance)
+    auth_enabled = settings.auth if auth is None else auth
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(lambda: client.backends.db)  # migrate before serving
+        yield
+        client.close()
+
+    app = FastAPI(
+        title="Strata",
+        version=__version__,
+        description="The whole ML lifecycle in one package. Auth: `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.client = client
+    app.state.settings = settings
+    app.state.auth = AuthState(enabled=auth_enabled, governance=governance, db=client.backends.db)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=metrics,
+        max_bytes=settings.max_request_bytes,
+        unlimited_prefixes=STREAMING_PREFIXES,
+    )
+    _install_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> dict[str, Any]:
+        return {
+            "name": "strata",
+            "version": __version__,
+            "links": {
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "health": "/healthz",
+                "ready": "/readyz",
+                "metrics": "/metrics",
+            },
+        }
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        """Readiness: the metadata database and the artifact store are reachable."""
+        checks: dict[str, str] = {}
+        ok = True
+        for name, probe in (
+            ("database", client.backends.db.check),
+            ("artifacts", client.backends.artifacts.check),
+        ):
+            try:
+                probe()
+                checks[name] = "ok"
+            except StrataError as exc:
+                ok = False
+                checks[name] = exc.message
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics: request count and latency by route template and status."""
+        return Response(_metrics_payload(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in _layer_routers():
+        app.include_router(router)
+    return app
+
+
+def _layer_routers() -> list[Any]:
+    return [governance_router]
+
+
+def app_from_env() -> FastAPI:
+    """Factory used by ``uvicorn --factory`` for multi-worker servers (reads the env)."""
+    settings = load_settings()
+    return create_app(settings, auth=settings.auth)
