@@ -15,6 +15,7 @@ from strata.core.config import Settings, load_settings
 from strata.core.transport import HttpTransport
 from strata.governance.remote import RemoteGovernance
 from strata.governance.service import EmbeddedGovernance, GovernanceService
+from strata.tracking.service import TrackingService
 
 
 class Client:
@@ -71,6 +72,17 @@ class Client:
         if self._http is not None:
             return RemoteGovernance(self._http)
         return EmbeddedGovernance(self.backends.db)
+
+    @cached_property
+    def tracking(self) -> TrackingService:
+        """Experiments, runs, metrics, params, tags, inputs and artifacts."""
+        if self._http is not None:
+            from strata.tracking.remote import RemoteTracking
+
+            return RemoteTracking(self._http)
+        from strata.tracking.embedded import EmbeddedTracking
+
+        return EmbeddedTracking(self.backends)
 
     def close(self) -> None:
         if self._http is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,27 @@ _NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime column, on every backend.
+
+    SQLite keeps no zone and hands back naive values; this type stores UTC and always
+    returns aware UTC datetimes (naive values written are taken as UTC).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -67,6 +89,8 @@ def _sqlite_engine(uri: str, immediate: bool) -> Engine:
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        # LIKE is case-sensitive on PostgreSQL and in MLflow's grammar; make SQLite agree.
+        cur.execute("PRAGMA case_sensitive_like=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -131,6 +155,46 @@ class Database:
         """
         if self.dialect == "postgresql":
             session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def upsert(
+        self,
+        session: Session,
+        table: Any,
+        rows: list[dict[str, Any]],
+        keys: list[str],
+        update: list[str],
+    ) -> None:
+        """Insert ``rows``, replacing ``update`` columns where the ``keys`` already exist."""
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            pg_stmt = pg_insert(table)
+            pg_stmt = pg_stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: pg_stmt.excluded[c] for c in update}
+            )
+            session.execute(pg_stmt, rows)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            lite_stmt = sqlite_insert(table)
+            lite_stmt = lite_stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: lite_stmt.excluded[c] for c in update}
+            )
+            session.execute(lite_stmt, rows)
+
+    def executemany(self, session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run one raw INSERT for many tuples at driver speed (``?`` placeholders in ``sql``).
+
+        The hot path for metric points: no per-row dicts or ORM objects.
+        """
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s")
+        conn = session.connection()
+        conn.exec_driver_sql(sql, rows)
 
     def _unavailable(self, exc: DBAPIError) -> Unavailable:
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__

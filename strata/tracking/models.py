@@ -1,0 +1,162 @@
+"""Tracking domain objects: experiments, runs, params, metrics, tags, dataset inputs.
+
+Times are epoch milliseconds (UTC), as in MLflow, so values cross the MLflow REST API
+unchanged. Metric points are plain named tuples: a training loop creates many of them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT_NAME = "Default"
+
+# Limits (documented in docs/tracking.md). Values are MLflow's or larger.
+MAX_KEY_LENGTH = 250
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_EXPERIMENT_NAME_LENGTH = 500
+MAX_BATCH_METRICS = 1000
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
+MAX_BATCH_TOTAL = 1000
+
+
+class RunStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SCHEDULED = "SCHEDULED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class LifecycleStage(StrEnum):
+    ACTIVE = "active"
+    DELETED = "deleted"
+
+
+class ViewType(StrEnum):
+    """Which lifecycle stages a search returns."""
+
+    ACTIVE_ONLY = "ACTIVE_ONLY"
+    DELETED_ONLY = "DELETED_ONLY"
+    ALL = "ALL"
+
+
+class Metric(NamedTuple):
+    """One metric point. ``timestamp`` in epoch ms; ``value`` may be NaN or ±inf."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int = 0
+
+
+class Param(NamedTuple):
+    key: str
+    value: str
+
+
+class RunTag(NamedTuple):
+    key: str
+    value: str
+
+
+class MetricPoint(NamedTuple):
+    """A metric point as returned by history queries (``run_id`` set by bulk queries).
+
+    A named tuple, not a model: histories hold 100k+ points and must load in milliseconds.
+    """
+
+    key: str
+    value: float
+    timestamp: int
+    step: int
+    run_id: str | None = None
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: LifecycleStage
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    creation_time: int
+    last_update_time: int
+
+
+class DatasetInput(BaseModel):
+    """A dataset a run used: a reference (name + digest + source) and the context it served.
+
+    ``context`` is ``train``, ``validation``, ``test`` or any label (MLflow's
+    ``mlflow.data.context`` input tag).
+    """
+
+    name: str
+    digest: str
+    source_type: str = ""
+    source: str = ""
+    schema_: str | None = Field(None, alias="schema")
+    profile: str | None = None
+    context: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class RunInfo(BaseModel):
+    run_id: str
+    run_name: str
+    experiment_id: str
+    user_id: str
+    status: RunStatus
+    start_time: int
+    end_time: int | None = None
+    lifecycle_stage: LifecycleStage
+    artifact_uri: str
+    parent_run_id: str | None = None
+
+
+class Run(BaseModel):
+    """A run with its params, tags and the latest value of each metric."""
+
+    info: RunInfo
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    metric_steps: dict[str, int] = Field(default_factory=dict)
+    metric_timestamps: dict[str, int] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    inputs: list[DatasetInput] = Field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+
+class FileInfo(BaseModel):
+    """An artifact: ``path`` is relative to the run's artifact root."""
+
+    path: str
+    is_dir: bool
+    file_size: int | None = None
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of results; pass ``next_page_token`` back to get the next one (None at end)."""
+
+    items: list[T]
+    next_page_token: str | None = None
+
+    def __iter__(self) -> Any:  # iterate items, not fields
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -1,0 +1,344 @@
+"""The tracking interface over HTTP (Strata's own REST API, ``/api/v1``).
+
+Non-finite metric values travel as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``
+(the proto3 JSON spelling), so bodies stay valid JSON. Artifacts are streamed both ways:
+uploads are sent in chunks, downloads are written to a temp file next to the destination,
+hashed on the way, and renamed into place only when the sha256 the server recorded matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import orjson
+
+from strata.backends.artifacts import DigestMismatch, safe_relpath
+from strata.core.errors import NotFound
+from strata.core.transport import HttpTransport
+from strata.tracking.models import (
+    DatasetInput,
+    Experiment,
+    FileInfo,
+    Metric,
+    MetricPoint,
+    Page,
+    Param,
+    Run,
+    RunInfo,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+from strata.tracking.service import TrackingService
+
+P = "/api/v1"
+UPLOAD_CHUNK = 1024 * 1024
+SHA256_HEADER = "x-strata-sha256"
+_JSON = {"content-type": "application/json"}
+
+
+def encode_float(value: float) -> float | str:
+    """A float as JSON can carry it: non-finite values as ``"NaN"``/``"Infinity"``/...."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _q(segment: str) -> str:
+    """Quote one path segment (ids and names may hold any character)."""
+    return quote(segment, safe="")
+
+
+def _qpath(path: str) -> str:
+    """Quote a relative artifact path, keeping its ``/`` separators."""
+    return quote(path, safe="/")
+
+
+def _points(body: dict[str, Any]) -> list[MetricPoint]:
+    return [
+        MetricPoint(p["key"], float(p["value"]), p["timestamp"], p["step"], p.get("run_id"))
+        for p in body["metrics"]
+    ]
+
+
+class RemoteTracking(TrackingService):
+    """:class:`TrackingService` against a ``strata server``; raises the server's error classes."""
+
+    def __init__(self, http: HttpTransport) -> None:
+        self.http = http
+
+    def _post(self, path: str, body: Any) -> Any:
+        return self.http.request("POST", path, content=orjson.dumps(body), headers=_JSON)
+
+    # -- experiments -------------------------------------------------------------------------
+    def create_experiment(
+        self,
+        name: str,
+        *,
+        artifact_location: str | None = None,
+        tags: dict[str, str] | None = None,
+        description: str | None = None,
+    ) -> Experiment:
+        body = {
+            "name": name,
+            "artifact_location": artifact_location,
+            "tags": tags or {},
+            "description": description,
+        }
+        return Experiment.model_validate(self._post(f"{P}/experiments", body))
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        body = self.http.request("GET", f"{P}/experiments/{_q(experiment_id)}")
+        return Experiment.model_validate(body)
+
+    def get_experiment_by_name(self, name: str) -> Experiment:
+        body = self.http.request("GET", f"{P}/experiments/by-name", params={"name": name})
+        return Experiment.model_validate(body)
+
+    def search_experiments(
+        self,
+        *,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        view: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page[Experiment]:
+        body = self._post(
+            f"{P}/experiments/search",
+            {
+                "filter": filter,
+                "order_by": list(order_by or []),
+                "view": str(view),
+                "max_results": max_results,
+                "page_token": page_token,
+            },
+        )
+        items = [Experiment.model_validate(e) for e in body["experiments"]]
+        return Page[Experiment](items=items, next_page_token=body.get("next_page_token"))
+
+    def update_experiment(
+        self, experiment_id: str, *, name: str | None = None, description: str | None = None
+    ) -> Experiment:
+        body = self.http.request(
+            "PATCH",
+            f"{P}/experiments/{_q(experiment_id)}",
+            content=orjson.dumps({"name": name, "description": description}),
+            headers=_JSON,
+        )
+        return Experiment.model_validate(body)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self._post(f"{P}/experiments/{_q(experiment_id)}/tags", {"key": key, "value": value})
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self.http.request("DELETE", f"{P}/experiments/{_q(experiment_id)}")
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self.http.request("POST", f"{P}/experiments/{_q(experiment_id)}/restore")
+
+    # -- runs --------------------------------------------------------------------------------
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str | None = None,
+        start_time: int | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        user: str | None = None,
+    ) -> Run:
+        body = {
+            "experiment_id": experiment_id,
+            "run_name": run_name,
+            "start_time": start_time,
+            "tags": tags or {},
+            "parent_run_id": parent_run_id,
+            "user": user,
+        }
+        return Run.model_validate(self._post(f"{P}/runs", body))
+
+    def get_run(self, run_id: str) -> Run:
+        return Run.model_validate(self.http.request("GET", f"{P}/runs/{_q(run_id)}"))
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> RunInfo:
+        body = {
+            "status": None if status is None else str(status),
+            "end_time": end_time,
+            "run_name": run_name,
+        }
+        out = self.http.request(
+            "PATCH", f"{P}/runs/{_q(run_id)}", content=orjson.dumps(body), headers=_JSON
+        )
+        return RunInfo.model_validate(out)
+
+    def delete_run(self, run_id: str) -> None:
+        self.http.request("DELETE", f"{P}/runs/{_q(run_id)}")
+
+    def restore_run(self, run_id: str) -> None:
+        self.http.request("POST", f"{P}/runs/{_q(run_id)}/restore")
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        body = {
+            "metrics": [
+                {"key": m[0], "value": encode_float(m[1]), "timestamp": m[2], "step": m[3]}
+                for m in metrics
+            ],
+            "params": [{"key": p[0], "value": p[1]} for p in params],
+            "tags": [{"key": t[0], "value": t[1]} for t in tags],
+        }
+        self._post(f"{P}/runs/{_q(run_id)}/log-batch", body)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self._post(f"{P}/runs/{_q(run_id)}/delete-tag", {"key": key})
+
+    def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput]) -> None:
+        body = {"datasets": [d.model_dump(mode="json", by_alias=True) for d in datasets]}
+        self._post(f"{P}/runs/{_q(run_id)}/log-inputs", body)
+
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_results: int | None = None
+    ) -> list[MetricPoint]:
+        body = self.http.request(
+            "GET",
+            f"{P}/runs/{_q(run_id)}/metrics/history",
+            params={"key": key, "max_results": max_results},
+        )
+        return _points(body)
+
+    def get_metric_history_bulk(
+        self, run_ids: Sequence[str], key: str, *, max_results: int = 25_000
+    ) -> list[MetricPoint]:
+        if not run_ids:
+            return []
+        body = self.http.request(
+            "GET",
+            f"{P}/metrics/history-bulk",
+            params={"run_id": [str(r) for r in run_ids], "key": key, "max_results": max_results},
+        )
+        return _points(body)
+
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str] | str,
+        filter: str | None = None,
+        *,
+        view: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+        body = self._post(
+            f"{P}/runs/search",
+            {
+                "experiment_ids": ids,
+                "filter": filter,
+                "view": str(view),
+                "max_results": max_results,
+                "order_by": list(order_by or []),
+                "page_token": page_token,
+            },
+        )
+        items = [Run.model_validate(r) for r in body["runs"]]
+        return Page[Run](items=items, next_page_token=body.get("next_page_token"))
+
+    # -- artifacts ---------------------------------------------------------------------------
+    def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
+        def chunks() -> Iterator[bytes]:
+            while chunk := fileobj.read(UPLOAD_CHUNK):
+                yield bytes(chunk)
+
+        # Checked here too: an HTTP client would resolve ``..`` in the URL before sending.
+        rel = safe_relpath(path)
+        body = self.http.request(
+            "PUT",
+            f"{P}/artifacts/runs/{_q(run_id)}/{_qpath(rel)}",
+            content=chunks(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        return FileInfo.model_validate(body)
+
+    def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
+        body = self.http.request(
+            "GET", f"{P}/runs/{_q(run_id)}/artifacts", params={"path": path or None}
+        )
+        return [FileInfo.model_validate(f) for f in body["files"]]
+
+    def _download_file(self, run_id: str, path: str, dest: Path) -> None:
+        """Stream one file to a temp name next to ``dest``; rename only if the digest holds."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name[:100]}.tmp-{uuid.uuid4().hex}"
+        url = f"{P}/artifacts/runs/{_q(run_id)}/{_qpath(path)}"
+        sha = hashlib.sha256()
+        try:
+            with self.http.stream("GET", url) as response, tmp.open("xb") as out:
+                expected = response.headers.get(SHA256_HEADER, "")
+                for chunk in response.iter_bytes(UPLOAD_CHUNK):
+                    sha.update(chunk)
+                    out.write(chunk)
+            if expected and sha.hexdigest() != expected:
+                raise DigestMismatch(
+                    f"artifact {path!r} of run {run_id} is corrupted: the server recorded "
+                    f"sha256 {expected}, the bytes received hash to {sha.hexdigest()}",
+                    details={"path": path, "expected": expected, "actual": sha.hexdigest()},
+                )
+            os.replace(tmp, dest)
+        except BaseException:
+            with suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _walk(self, run_id: str, path: str) -> Iterator[str]:
+        for info in self.list_artifacts(run_id, path):
+            if info.is_dir:
+                yield from self._walk(run_id, info.path)
+            else:
+                yield info.path
+
+    def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
+        rel = safe_relpath(path) if path.strip("/") else ""
+        root = Path(dst_path)
+        if rel:
+            parent = rel.rpartition("/")[0]
+            entry = next((f for f in self.list_artifacts(run_id, parent) if f.path == rel), None)
+            if entry is None:
+                raise NotFound(
+                    f"artifact {rel!r} does not exist in run {run_id}",
+                    details={"run_id": run_id, "path": rel},
+                )
+            if not entry.is_dir:
+                dest = root / rel
+                self._download_file(run_id, rel, dest)
+                return dest
+        for file in self._walk(run_id, rel):
+            self._download_file(run_id, file, root / file)
+        target = root / rel if rel else root
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+
+__all__ = ["RemoteTracking", "encode_float"]

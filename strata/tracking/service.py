@@ -1,0 +1,255 @@
+"""The tracking interface: experiments, runs, params, metrics, tags, inputs, artifacts.
+
+One interface, two implementations: :class:`strata.tracking.embedded.EmbeddedTracking`
+(in-process, on the metadata DB and artifact store) and
+:class:`strata.tracking.remote.RemoteTracking` (the same methods over HTTP). The single-item
+logging methods are built on :meth:`TrackingService.log_batch`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from strata.core.clock import now_ms
+from strata.tracking.models import (
+    DatasetInput,
+    Experiment,
+    FileInfo,
+    Metric,
+    MetricPoint,
+    Page,
+    Param,
+    Run,
+    RunInfo,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class TrackingService(ABC):
+    """Experiment tracking. Every ``get_*`` raises NotFound naming the missing id."""
+
+    # -- experiments -------------------------------------------------------------------------
+    @abstractmethod
+    def create_experiment(
+        self,
+        name: str,
+        *,
+        artifact_location: str | None = None,
+        tags: dict[str, str] | None = None,
+        description: str | None = None,
+    ) -> Experiment:
+        """Create an experiment; AlreadyExists if the name is taken (even by a deleted one)."""
+
+    @abstractmethod
+    def get_experiment(self, experiment_id: str) -> Experiment: ...
+
+    @abstractmethod
+    def get_experiment_by_name(self, name: str) -> Experiment: ...
+
+    @abstractmethod
+    def search_experiments(
+        self,
+        *,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        view: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page[Experiment]:
+        """Experiments matching ``filter`` (``name LIKE 'x%'``, ``tags.k = 'v'``,
+        ``creation_time > ms``...), ordered by ``order_by`` (default newest first)."""
+
+    @abstractmethod
+    def update_experiment(
+        self, experiment_id: str, *, name: str | None = None, description: str | None = None
+    ) -> Experiment: ...
+
+    @abstractmethod
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Mark an experiment (and so its runs) deleted; restorable."""
+
+    @abstractmethod
+    def restore_experiment(self, experiment_id: str) -> None: ...
+
+    # -- runs --------------------------------------------------------------------------------
+    @abstractmethod
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str | None = None,
+        start_time: int | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        user: str | None = None,
+    ) -> Run:
+        """Start a RUNNING run; a name is generated when none is given."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> Run: ...
+
+    @abstractmethod
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> RunInfo: ...
+
+    def end_run(self, run_id: str, status: RunStatus | str = RunStatus.FINISHED) -> RunInfo:
+        """Set a terminal status and the end time (now)."""
+        return self.update_run(run_id, status=status, end_time=now_ms())
+
+    @abstractmethod
+    def delete_run(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def restore_run(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        """Log metrics, params and tags atomically: a batch that fails writes nothing.
+
+        Params are immutable: the same value again is accepted, a different one raises
+        Conflict naming both values. Metric values may be NaN or ±inf.
+        """
+
+    def log_metric(
+        self,
+        run_id: str,
+        key: str,
+        value: float,
+        step: int = 0,
+        timestamp: int | None = None,
+    ) -> None:
+        self.log_batch(run_id, metrics=[Metric(key, value, timestamp or now_ms(), step)])
+
+    def log_param(self, run_id: str, key: str, value: object) -> None:
+        self.log_batch(run_id, params=[Param(key, str(value))])
+
+    def set_tag(self, run_id: str, key: str, value: object) -> None:
+        self.log_batch(run_id, tags=[RunTag(key, str(value))])
+
+    @abstractmethod
+    def delete_tag(self, run_id: str, key: str) -> None: ...
+
+    @abstractmethod
+    def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput]) -> None:
+        """Record datasets the run used (idempotent per name + digest + context)."""
+
+    @abstractmethod
+    def get_metric_history(
+        self, run_id: str, key: str, *, max_results: int | None = None
+    ) -> list[MetricPoint]:
+        """Every point of one metric, ordered by step, then timestamp."""
+
+    @abstractmethod
+    def get_metric_history_bulk(
+        self, run_ids: Sequence[str], key: str, *, max_results: int = 25_000
+    ) -> list[MetricPoint]:
+        """History of ``key`` for several runs (each point carries its run_id), ordered by
+        run, step, timestamp; at most ``max_results`` points in all."""
+
+    @abstractmethod
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str] | str,
+        filter: str | None = None,
+        *,
+        view: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        """Runs matching MLflow's filter grammar, compiled to SQL.
+
+        ``filter``: clauses joined by ``and``, e.g. ``metrics.auc > 0.8 and params.model =
+        'lgbm' and tags.team LIKE 'ml%' and attributes.status = 'FINISHED'``. ``order_by``:
+        ``["metrics.auc DESC", "attributes.start_time"]``; runs without the ordering value
+        come last. Default order: newest first. Malformed filters raise InvalidInput with the
+        position of the offending token.
+        """
+
+    def compare_runs(
+        self,
+        experiment_ids: Sequence[str] | str,
+        filter: str | None = None,
+        *,
+        order_by: Sequence[str] | None = None,
+        max_results: int = 1000,
+    ) -> pd.DataFrame:
+        """A DataFrame, one row per run: run_id, run_name, status, start_time, then
+        ``params.*`` and ``metrics.*`` (latest values) columns."""
+        import pandas as pd
+
+        runs = self.search_runs(
+            experiment_ids, filter, order_by=order_by, max_results=max_results
+        ).items
+        rows = []
+        for run in runs:
+            row: dict[str, object] = {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "experiment_id": run.info.experiment_id,
+                "status": run.info.status.value,
+                "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+            }
+            row.update({f"params.{k}": v for k, v in sorted(run.params.items())})
+            row.update({f"metrics.{k}": v for k, v in sorted(run.metrics.items())})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # -- artifacts ---------------------------------------------------------------------------
+    @abstractmethod
+    def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
+        """Stream one file into the run's artifacts at ``path`` (relative, no ``..``)."""
+
+    def log_artifact(
+        self, run_id: str, local_path: str | Path, artifact_path: str | None = None
+    ) -> FileInfo:
+        """Upload a local file under ``artifact_path`` (a directory in the run's artifacts)."""
+        src = Path(local_path)
+        dest = f"{artifact_path.strip('/')}/{src.name}" if artifact_path else src.name
+        with src.open("rb") as fh:
+            return self.log_artifact_stream(run_id, dest, fh)
+
+    def log_artifacts(
+        self, run_id: str, local_dir: str | Path, artifact_path: str | None = None
+    ) -> list[FileInfo]:
+        """Upload every file below ``local_dir``, keeping the tree."""
+        root = Path(local_dir)
+        out = []
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = file.relative_to(root).as_posix()
+            dest = f"{artifact_path.strip('/')}/{rel}" if artifact_path else rel
+            with file.open("rb") as fh:
+                out.append(self.log_artifact_stream(run_id, dest, fh))
+        return out
+
+    @abstractmethod
+    def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
+        """Immediate children of ``path`` in the run's artifacts, sorted by path."""
+
+    @abstractmethod
+    def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
+        """Download a file or directory (recursively) below ``dst_path``; returns its local
+        path. Digests are checked; a corrupted file never appears at the destination."""
