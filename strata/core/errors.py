@@ -115,6 +115,7 @@ _BY_CODE.update(
         "BAD_REQUEST": InvalidInput,
         "ENDPOINT_NOT_FOUND": NotFound,
         "NOT_FOUND": NotFound,
+        "DIGEST_MISMATCH": Conflict,
     }
 )
 
