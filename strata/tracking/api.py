@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, BinaryIO, NotRequired, cast
+from urllib.parse import quote
 
 import anyio
 import anyio.from_thread
@@ -23,7 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from pydantic_core import to_json
+from pydantic_core import to_json, to_jsonable_python
 from starlette.requests import ClientDisconnect
 from typing_extensions import TypedDict
 
@@ -66,9 +67,14 @@ def _embedded(request: Request) -> EmbeddedTracking:
     return svc
 
 
-def _json(obj: Any, status_code: int = 200) -> Response:
-    """Render models and containers; NaN/±inf become ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    body = to_json(obj, by_alias=True, inf_nan_mode="strings")
+def _json(obj: Any, status_code: int = 200, *, plain: bool = False) -> Response:
+    """Render models and containers; NaN/±inf become ``"NaN"``/``"Infinity"``/``"-Infinity"``.
+
+    Models are turned into plain values first (their own serializer would write ``null`` for
+    a NaN); ``plain=True`` skips that for bodies built of dicts, lists and scalars only.
+    """
+    data = obj if plain else to_jsonable_python(obj, by_alias=True)
+    body = to_json(data, inf_nan_mode="strings")
     return Response(body, status_code=status_code, media_type="application/json")
 
 
@@ -323,7 +329,7 @@ def compare_runs(body: CompareRuns, request: Request) -> Response:
                 value = None
             row[str(col)] = value
         rows.append(row)
-    return _json({"columns": columns, "rows": rows})
+    return _json({"columns": columns, "rows": rows}, plain=True)
 
 
 @router.get("/runs/{run_id}", dependencies=READ, response_model=Run)
@@ -402,7 +408,12 @@ def get_metric_history(
     """Every point of one metric, ordered by step, then timestamp."""
     points = _svc(request).get_metric_history(run_id, key, max_results=max_results)
     return _json(
-        {"metrics": [{"key": p[0], "value": p[1], "timestamp": p[2], "step": p[3]} for p in points]}
+        {
+            "metrics": [
+                {"key": p[0], "value": p[1], "timestamp": p[2], "step": p[3]} for p in points
+            ]
+        },
+        plain=True,
     )
 
 
@@ -422,7 +433,8 @@ def get_metric_history_bulk(
                 {"key": p[0], "value": p[1], "timestamp": p[2], "step": p[3], "run_id": p[4]}
                 for p in points
             ]
-        }
+        },
+        plain=True,
     )
 
 
@@ -542,15 +554,9 @@ def download_artifact(run_id: str, path: str, request: Request) -> StreamingResp
     reader = svc.store.open_read(store_path, chunk_size=DOWNLOAD_CHUNK)
     headers = {SHA256_HEADER: info.sha256} if info.sha256 else {}
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{_quote(name)}"
+    headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
     return StreamingResponse(
         _stream(cast(BinaryIO, reader), f"{path!r} of run {run_id}"),
         media_type="application/octet-stream",
         headers=headers,
     )
-
-
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")

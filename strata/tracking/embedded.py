@@ -411,6 +411,12 @@ class EmbeddedTracking(TrackingService):
                 )
             row.lifecycle_stage = stage.value
             row.last_update_time = now_ms()
+            # As in MLflow: an experiment's runs are deleted and restored with it.
+            sc.session.execute(
+                sa.update(RunRow)
+                .where(RunRow.experiment_id == row.id)
+                .values(lifecycle_stage=stage.value)
+            )
 
     def delete_experiment(self, experiment_id: str) -> None:
         self._set_exp_stage(experiment_id, LifecycleStage.DELETED)
@@ -571,7 +577,7 @@ class EmbeddedTracking(TrackingService):
             if new_status is not None:
                 row.status = new_status.value
                 if (
-                    new_status is not RunStatus.RUNNING
+                    new_status not in (RunStatus.RUNNING, RunStatus.SCHEDULED)
                     and end_time is None
                     and row.end_time is None
                 ):
@@ -880,8 +886,17 @@ class EmbeddedTracking(TrackingService):
     def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
         prefix = self.run_artifact_path(run_id, path)
         root = self.run_artifact_path(run_id)
+        try:
+            items = self.store.list(prefix)
+        except NotFound:
+            if prefix == root:
+                return []  # nothing logged yet
+            raise NotFound(
+                f"Run {run_id} has no artifact directory {path!r}",
+                details={"run_id": run_id, "path": path},
+            ) from None
         out = []
-        for item in self.store.list(prefix):
+        for item in items:
             rel = item.path[len(root) :].strip("/")
             out.append(
                 FileInfo(path=rel, is_dir=item.is_dir, file_size=None if item.is_dir else item.size)
@@ -897,13 +912,17 @@ class EmbeddedTracking(TrackingService):
             target.parent.mkdir(parents=True, exist_ok=True)
             self.store.get_file(src, target)
             return target
-        entries = self.store.list(src)
+        try:
+            entries = self.store.list(src)
+        except NotFound:
+            entries = []  # a run with no artifacts yet has no directory in the store
         if not entries and rel:
             raise NotFound(
                 f"No artifact {rel!r} in run {run_id}", details={"run_id": run_id, "path": rel}
             )
         target.mkdir(parents=True, exist_ok=True)
-        self.store.download_dir(src, target)
+        if entries:
+            self.store.download_dir(src, target)
         return target
 
     def _is_dir(self, store_path: str) -> bool:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import orjson
 
 from strata.backends.artifacts import DigestMismatch, safe_relpath
-from strata.core.errors import NotFound
+from strata.core.errors import InvalidInput, NotFound
 from strata.core.transport import HttpTransport
 from strata.tracking.models import (
     DatasetInput,
@@ -54,6 +54,36 @@ def encode_float(value: float) -> float | str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
+def _default(obj: Any) -> Any:
+    """JSON for what orjson does not know: numpy scalars become Python numbers."""
+    item = getattr(obj, "item", None)
+    if callable(item):
+        return item()
+    raise InvalidInput(
+        f"cannot send a {type(obj).__name__} value to the server: use str, int or float",
+        details={"type": type(obj).__name__},
+    )
+
+
+def _dumps(body: Any) -> bytes:
+    return orjson.dumps(body, default=_default)
+
+
+def _metric(m: Metric) -> dict[str, Any]:
+    key, value, timestamp, step = m
+    sent: object = value
+    try:
+        sent = encode_float(float(value))
+    except (TypeError, ValueError):
+        pass  # sent as is: the server names what is wrong with it
+    return {"key": key, "value": sent, "timestamp": timestamp, "step": step}
+
+
+def _text(value: object) -> object:
+    """Param/tag values as the embedded service stores them (``str(value)``)."""
+    return value if isinstance(value, str) else str(value)
+
+
 def _q(segment: str) -> str:
     """Quote one path segment (ids and names may hold any character)."""
     return quote(segment, safe="")
@@ -78,7 +108,7 @@ class RemoteTracking(TrackingService):
         self.http = http
 
     def _post(self, path: str, body: Any) -> Any:
-        return self.http.request("POST", path, content=orjson.dumps(body), headers=_JSON)
+        return self.http.request("POST", path, content=_dumps(body), headers=_JSON)
 
     # -- experiments -------------------------------------------------------------------------
     def create_experiment(
@@ -92,7 +122,7 @@ class RemoteTracking(TrackingService):
         body = {
             "name": name,
             "artifact_location": artifact_location,
-            "tags": tags or {},
+            "tags": {k: _text(v) for k, v in (tags or {}).items()},
             "description": description,
         }
         return Experiment.model_validate(self._post(f"{P}/experiments", body))
@@ -133,13 +163,13 @@ class RemoteTracking(TrackingService):
         body = self.http.request(
             "PATCH",
             f"{P}/experiments/{_q(experiment_id)}",
-            content=orjson.dumps({"name": name, "description": description}),
+            content=_dumps({"name": name, "description": description}),
             headers=_JSON,
         )
         return Experiment.model_validate(body)
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
-        self._post(f"{P}/experiments/{_q(experiment_id)}/tags", {"key": key, "value": value})
+        self._post(f"{P}/experiments/{_q(experiment_id)}/tags", {"key": key, "value": _text(value)})
 
     def delete_experiment(self, experiment_id: str) -> None:
         self.http.request("DELETE", f"{P}/experiments/{_q(experiment_id)}")
@@ -162,7 +192,7 @@ class RemoteTracking(TrackingService):
             "experiment_id": experiment_id,
             "run_name": run_name,
             "start_time": start_time,
-            "tags": tags or {},
+            "tags": {k: _text(v) for k, v in (tags or {}).items()},
             "parent_run_id": parent_run_id,
             "user": user,
         }
@@ -185,7 +215,7 @@ class RemoteTracking(TrackingService):
             "run_name": run_name,
         }
         out = self.http.request(
-            "PATCH", f"{P}/runs/{_q(run_id)}", content=orjson.dumps(body), headers=_JSON
+            "PATCH", f"{P}/runs/{_q(run_id)}", content=_dumps(body), headers=_JSON
         )
         return RunInfo.model_validate(out)
 
@@ -203,12 +233,9 @@ class RemoteTracking(TrackingService):
         tags: Sequence[RunTag] = (),
     ) -> None:
         body = {
-            "metrics": [
-                {"key": m[0], "value": encode_float(m[1]), "timestamp": m[2], "step": m[3]}
-                for m in metrics
-            ],
-            "params": [{"key": p[0], "value": p[1]} for p in params],
-            "tags": [{"key": t[0], "value": t[1]} for t in tags],
+            "metrics": [_metric(m) for m in metrics],
+            "params": [{"key": p[0], "value": _text(p[1])} for p in params],
+            "tags": [{"key": t[0], "value": _text(t[1])} for t in tags],
         }
         self._post(f"{P}/runs/{_q(run_id)}/log-batch", body)
 
@@ -324,10 +351,14 @@ class RemoteTracking(TrackingService):
         root = Path(dst_path)
         if rel:
             parent = rel.rpartition("/")[0]
-            entry = next((f for f in self.list_artifacts(run_id, parent) if f.path == rel), None)
+            try:
+                siblings = self.list_artifacts(run_id, parent)
+            except NotFound:
+                siblings = []
+            entry = next((f for f in siblings if f.path == rel), None)
             if entry is None:
                 raise NotFound(
-                    f"artifact {rel!r} does not exist in run {run_id}",
+                    f"No artifact {rel!r} in run {run_id}",
                     details={"run_id": run_id, "path": rel},
                 )
             if not entry.is_dir:

