@@ -120,6 +120,7 @@ class Database:
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
+        self._sql_cache: dict[str, str] = {}
 
     @property
     def safe_uri(self) -> str:
@@ -184,6 +185,14 @@ class Database:
             )
             session.execute(lite_stmt, rows)
 
+    def sql(self, text: str) -> str:
+        """Raw SQL written with ``?`` placeholders, in this driver's paramstyle (cached)."""
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = text.replace("?", "%s") if self.dialect == "postgresql" else text
+            self._sql_cache[text] = cached
+        return cached
+
     def executemany(self, session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """Run one raw INSERT for many tuples at driver speed (``?`` placeholders in ``sql``).
 
@@ -191,10 +200,7 @@ class Database:
         """
         if not rows:
             return
-        if self.dialect == "postgresql":
-            sql = sql.replace("?", "%s")
-        conn = session.connection()
-        conn.exec_driver_sql(sql, rows)
+        session.connection().exec_driver_sql(self.sql(sql), rows)
 
     def _unavailable(self, exc: DBAPIError) -> Unavailable:
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from strata.core.errors import InvalidInput
 
 
 def _default_home() -> Path:
@@ -29,7 +32,14 @@ def config_file_path() -> Path | None:
     """The TOML file the settings read, or None when there is none."""
     explicit = os.environ.get("STRATA_CONFIG")
     if explicit:
-        return Path(explicit).expanduser()
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise InvalidInput(
+                f"STRATA_CONFIG names {str(path)!r}, which is not a file; point it at a "
+                "strata.toml or unset it",
+                details={"field": "STRATA_CONFIG"},
+            )
+        return path
     for candidate in (_default_home() / "strata.toml", Path.cwd() / "strata.toml"):
         if candidate.is_file():
             return candidate
@@ -80,7 +90,13 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_file_path()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            except tomllib.TOMLDecodeError as exc:
+                raise InvalidInput(
+                    f"Config file {str(path)!r} is not valid TOML: {exc}",
+                    details={"field": "config_file"},
+                ) from None
         return tuple(sources)
 
     def model_post_init(self, __context: Any) -> None:
@@ -108,7 +124,11 @@ class Settings(BaseSettings):
         return out
 
 
-_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+# The password may itself contain '@' (unescaped): match greedily up to the last '@' of the
+# authority, so nothing of it survives.
+_CRED_RE = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@"
+)
 
 
 def redact_uri(text: str) -> str:
@@ -117,5 +137,19 @@ def redact_uri(text: str) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings now (environment and TOML are re-read on every call)."""
-    return Settings(**overrides)
+    """Read the settings now (environment and TOML are re-read on every call).
+
+    Raises InvalidInput naming the setting (and its ``STRATA_*`` variable) when a value does
+    not parse, or when the config file is missing or not valid TOML.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            problems.append(f"{name} (STRATA_{name.upper()}): {err.get('msg', 'invalid')}")
+        raise InvalidInput(
+            "Invalid setting " + "; ".join(problems),
+            details={"fields": [str(e.get("loc", ("",))[0]) for e in exc.errors()]},
+        ) from None

@@ -48,10 +48,14 @@ def _cell(value: Any) -> str:
 def print_table(
     rows: Iterable[dict[str, Any]], columns: Sequence[str], title: str | None = None
 ) -> None:
-    """A Rich table of ``rows`` showing ``columns`` in that order."""
+    """A Rich table of ``rows`` showing ``columns`` in that order.
+
+    In a terminal, long cells fold onto more lines (never cut); piped, the table is as wide as
+    its content.
+    """
     table = Table(title=title, show_lines=False, header_style="bold")
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # never cut an id someone has to copy
     count = 0
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
@@ -59,7 +63,12 @@ def print_table(
     if count == 0:
         console.print(f"[dim]No {title.lower() if title else 'rows'} found.[/dim]")
         return
-    console.print(table)
+    # Piped output has no terminal width to respect: print every row on one line, uncut.
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+    Console(file=console.file, width=max(console.width, natural)).print(table)
 
 
 def print_error(message: str, hint: str | None = None) -> None:

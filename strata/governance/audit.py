@@ -31,9 +31,16 @@ GENESIS = "0" * 64
 _AUDIT_LOCK_KEY = 731000002
 
 
+def _digest_values(values: tuple[Any, ...]) -> str:
+    """sha256 of (seq, ts_ms, actor, action, resource_type, resource_id, request_id, outcome,
+    details, prev_hash) as canonical JSON."""
+    body = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 def _digest(row: AuditRow) -> str:
-    body = json.dumps(
-        [
+    return _digest_values(
+        (
             row.seq,
             row.ts_ms,
             row.actor,
@@ -44,11 +51,8 @@ def _digest(row: AuditRow) -> str:
             row.outcome,
             row.details,
             row.prev_hash,
-        ],
-        separators=(",", ":"),
-        ensure_ascii=False,
+        )
     )
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def append(
@@ -61,30 +65,48 @@ def append(
     outcome: str = "ok",
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append one record inside the caller's write transaction."""
+    """Append one record inside the caller's write transaction.
+
+    Plain SQL on the session's connection: every mutating call pays for this, so it skips
+    the ORM (about 10x cheaper per record).
+    """
     db.lock(session, _AUDIT_LOCK_KEY)
+    session.flush()  # keep the ORM's pending rows ahead of ours
+    conn = session.connection()
     ctx = current()
-    head = session.get(AuditHeadRow, 1)
-    seq = 1 if head is None else head.seq + 1
-    prev = GENESIS if head is None else head.hash
-    row = AuditRow(
-        seq=seq,
-        ts_ms=now_ms(),
-        actor=ctx.principal.name,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id[:256],
-        request_id=ctx.request_id or "",
-        outcome=outcome,
-        details=json.dumps(details or {}, sort_keys=True, default=str),
-        prev_hash=prev,
+    head = conn.exec_driver_sql(db.sql("SELECT seq, hash FROM gov_audit_head WHERE id = 1")).first()
+    seq = 1 if head is None else int(head[0]) + 1
+    prev = GENESIS if head is None else str(head[1])
+    # Clip to the column widths: PostgreSQL rejects longer values (a denied call's action is
+    # "METHOD /route/template", which can be long) and an audit write must never fail on it.
+    values = (
+        seq,
+        now_ms(),
+        ctx.principal.name[:64],
+        action[:64],
+        resource_type[:64],
+        resource_id[:256],
+        (ctx.request_id or "")[:64],
+        outcome[:64],
+        json.dumps(details or {}, sort_keys=True, default=str),
+        prev,
     )
-    row.hash = _digest(row)
-    session.add(row)
+    digest = _digest_values(values)
+    conn.exec_driver_sql(db.sql(_INSERT_AUDIT), (*values, digest))
     if head is None:
-        session.add(AuditHeadRow(id=1, seq=seq, hash=row.hash))
+        conn.exec_driver_sql(
+            db.sql("INSERT INTO gov_audit_head (id, seq, hash) VALUES (1, ?, ?)"), (seq, digest)
+        )
     else:
-        head.seq, head.hash = seq, row.hash
+        conn.exec_driver_sql(
+            db.sql("UPDATE gov_audit_head SET seq = ?, hash = ? WHERE id = 1"), (seq, digest)
+        )
+
+
+_INSERT_AUDIT = (
+    "INSERT INTO gov_audit (seq, ts_ms, actor, action, resource_type, resource_id, request_id,"
+    " outcome, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass
@@ -198,11 +220,18 @@ def list_records(
 
 
 def verify(db: Database, batch: int = 5000) -> AuditVerification:
-    """Walk the whole chain; report the first broken record (altered, inserted or deleted)."""
+    """Walk the whole chain; report the first broken record (altered, inserted or deleted).
+
+    Reads one consistent snapshot, so it can run while other processes append.
+    """
     checked = 0
     prev_hash = GENESIS
     expected_seq = 1
     with db.read() as session:
+        if db.dialect == "postgresql":
+            # One snapshot for the head and every batch, so records appended meanwhile are
+            # not mistaken for records outside the chain (SQLite reads are snapshots anyway).
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         head = session.get(AuditHeadRow, 1)
         last_seq = 0
         while True:
@@ -241,11 +270,27 @@ def verify(db: Database, batch: int = 5000) -> AuditVerification:
                 checked += 1
                 last_seq = row.seq
         head_seq = head.seq if head is not None else 0
-        if head_seq != checked or (head is not None and head.hash != prev_hash):
+        if head_seq > checked:  # the newest records were deleted
             return AuditVerification(
                 ok=False,
                 checked=checked,
-                first_broken_seq=checked + 1 if head_seq > checked else head_seq,
-                reason=f"the chain head says {head_seq} records but {checked} were found",
+                first_broken_seq=checked + 1,
+                reason=f"records {checked + 1}..{head_seq} are missing: the chain head says "
+                f"{head_seq} records but {checked} were found",
+            )
+        if head_seq < checked:  # records appended behind the chain's back (or head removed)
+            return AuditVerification(
+                ok=False,
+                checked=head_seq,
+                first_broken_seq=head_seq + 1,
+                reason=f"record {head_seq + 1} is not part of the chain: the chain head says "
+                f"{head_seq} records but {checked} were found",
+            )
+        if head is not None and head.hash != prev_hash:  # the last record was rewritten
+            return AuditVerification(
+                ok=False,
+                checked=checked - 1,
+                first_broken_seq=head_seq,
+                reason=f"record {head_seq} does not match the chain head (it was replaced)",
             )
     return AuditVerification(ok=True, checked=checked)

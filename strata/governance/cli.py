@@ -59,7 +59,10 @@ def users_disable(
 
 
 @users_app.command("enable")
-def users_enable(name: str, json_out: JsonOpt = False) -> None:
+def users_enable(
+    name: Annotated[str, typer.Argument(help="User to enable; its live tokens work again.")],
+    json_out: JsonOpt = False,
+) -> None:
     """Enable a disabled user again."""
     user = Client().governance.update_user(name, disabled=False)
     if json_out:
@@ -69,7 +72,11 @@ def users_enable(name: str, json_out: JsonOpt = False) -> None:
 
 
 @users_app.command("set-role")
-def users_set_role(name: str, role: str, json_out: JsonOpt = False) -> None:
+def users_set_role(
+    name: Annotated[str, typer.Argument(help="User whose role changes.")],
+    role: Annotated[str, typer.Argument(help="viewer, editor, approver or admin.")],
+    json_out: JsonOpt = False,
+) -> None:
     """Change a user's role."""
     user = Client().governance.update_user(name, role=role)
     if json_out:
@@ -115,7 +122,10 @@ def tokens_list(
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(token_id: str, json_out: JsonOpt = False) -> None:
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="Id of the token (see `strata tokens list`).")],
+    json_out: JsonOpt = False,
+) -> None:
     """Revoke a token by id (see `strata tokens list`)."""
     info = Client().governance.revoke_token(token_id)
     if json_out:

@@ -27,7 +27,11 @@ from strata.server.middleware import Metrics, RequestMiddleware
 log = logging.getLogger("strata.server")
 
 #: Routes that stream bodies of any size (artifact uploads); the JSON limit does not apply.
-STREAMING_PREFIXES: tuple[str, ...] = ("/api/2.0/mlflow-artifacts/", "/api/v1/artifacts/")
+STREAMING_PREFIXES: tuple[str, ...] = (
+    "/api/2.0/mlflow-artifacts/",
+    "/api/v1/artifacts/",
+    "/api/v1/data/upload/",
+)
 
 
 def _error_response(status: int, payload: dict[str, Any]) -> JSONResponse:
@@ -74,7 +78,7 @@ def _metrics_payload(registry: CollectorRegistry) -> bytes:
         from prometheus_client import multiprocess
 
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
     return generate_latest(registry)
 
@@ -172,7 +176,11 @@ def create_app(
 
 
 def _layer_routers() -> list[Any]:
-    return [governance_router]
+    from strata.data.api import router as data_router
+    from strata.tracking.api import router as tracking_router
+    from strata.tracking.mlflow_api import router as mlflow_router
+
+    return [governance_router, data_router, tracking_router, mlflow_router]
 
 
 def app_from_env() -> FastAPI:

@@ -36,8 +36,12 @@ class Metrics:
         )
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """Raised from ``receive`` when a streamed body passes the limit.
+
+    A BaseException on purpose: FastAPI turns any Exception raised while it reads a body into
+    a 400 "error parsing the body", which would hide the 413 this must become.
+    """
 
 
 class RequestMiddleware:

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import signal
 import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -69,10 +75,45 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, auth: bool)
         "server_header": False,
     }
     if workers > 1:
+        own_dir = None
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="strata-prom-")
-        uvicorn.run("strata.server.app:app_from_env", factory=True, workers=workers, **common)
+            own_dir = tempfile.mkdtemp(prefix="strata-prom-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+        try:
+            with _exit_zero_after_shutdown():
+                uvicorn.run(
+                    "strata.server.app:app_from_env", factory=True, workers=workers, **common
+                )
+        finally:
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
     else:
         from strata.server.app import create_app
 
-        uvicorn.run(create_app(settings, auth=auth), **common)
+        app = create_app(settings, auth=auth)
+        with _exit_zero_after_shutdown():
+            uvicorn.run(app, **common)
+
+
+@contextmanager
+def _exit_zero_after_shutdown() -> Iterator[None]:
+    """Make SIGINT/SIGTERM end the process with status 0 once uvicorn has drained.
+
+    uvicorn handles the signal (graceful shutdown), restores the previous handler and then
+    raises the signal again; with the default handler the process would die of SIGTERM
+    (status -15) after a clean shutdown. A signal arriving before uvicorn takes over exits 0
+    at once, as nothing is being served yet.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,316 @@
+"""Tracking speed: the unmodified ``mlflow`` client against ``strata server`` and against
+``mlflow server`` (SQLite backend, MLflow 3.x, its default settings), side by side in one run.
+
+    .venv/bin/python benchmarks/tracking_vs_mlflow.py [--seconds 5] [--search-runs 2000]
+
+Prints one table: each workload's rate on both servers and the ratio, with the issue's target.
+Then Strata-only figures: search over 10,000 runs (p50), metric history of 100,000 steps
+(embedded and through the mlflow client), and 4 concurrent SQLite writer processes (errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _servers import mlflow_server, strata_server  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+TOKEN = "strata_" + "b" * 43
+console = Console()
+FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
+ORDER = ["metrics.acc DESC"]
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def bench_log_batch(uri: str, seconds: float) -> float:
+    from mlflow.entities import Metric
+
+    c = _client(uri)
+    exp = c.create_experiment(f"batch-{random.random()}")
+    run = c.create_run(exp)
+    now = int(time.time() * 1000)
+    points = 0
+    step = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        metrics = [Metric(f"m{i % 10}", random.random(), now, step + i) for i in range(1000)]
+        c.log_batch(run.info.run_id, metrics=metrics)
+        step += 1000
+        points += 1000
+    return points / (time.perf_counter() - start)
+
+
+def bench_log_metric(uri: str, seconds: float) -> float:
+    c = _client(uri)
+    exp = c.create_experiment(f"single-{random.random()}")
+    run = c.create_run(exp)
+    calls = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        c.log_metric(run.info.run_id, "loss", random.random(), step=calls)
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+def bench_runs(uri: str, seconds: float) -> float:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(f"runs-{random.random()}")
+    runs = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        with mlflow.start_run():
+            mlflow.log_params({f"p{i}": i for i in range(10)})
+            for i in range(5):
+                mlflow.log_metric(f"m{i}", random.random())
+        runs += 1
+    return runs / (time.perf_counter() - start)
+
+
+def _run_rows(n: int, seed: int = 7) -> list[tuple[dict[str, str], dict[str, float]]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        params = {f"p{i}": str(rng.randint(0, 9)) for i in range(9)}
+        params["lr"] = rng.choice(["0.001", "0.01", "0.1"])
+        metrics = {"acc": rng.random(), **{f"m{i}": rng.random() for i in range(4)}}
+        rows.append((params, metrics))
+    return rows
+
+
+def populate_mlflow(db_uri: str, root: Path, rows: list[Any]) -> str:
+    """Fill MLflow's own store directly (its server manages ~3 runs/s; this is faster)."""
+    from mlflow.entities import Metric, Param, RunStatus
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(db_uri, str(root / "mlartifacts"))
+    exp = store.create_experiment("search")
+    now = int(time.time() * 1000)
+    for i, (params, metrics) in enumerate(rows):
+        run = store.create_run(exp, "bench", now + i, [], f"r{i}")
+        store.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[],
+        )
+        store.update_run_info(run.info.run_id, RunStatus.FINISHED, now + i + 1, None)
+    store.engine.dispose()
+    return str(exp)
+
+
+def populate_strata(home: Path, rows: list[Any], exp_name: str = "search") -> str:
+    os.environ["STRATA_HOME"] = str(home)
+    from strata import Client
+    from strata.tracking.models import Metric, Param
+
+    client = Client()
+    t = client.tracking
+    try:
+        exp = t.get_experiment_by_name(exp_name).experiment_id
+    except Exception:
+        exp = t.create_experiment(exp_name).experiment_id
+    now = int(time.time() * 1000)
+    for i, (params, metrics) in enumerate(rows):
+        run = t.create_run(exp, run_name=f"r{i}", start_time=now + i)
+        t.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+        t.end_run(run.info.run_id)
+    client.close()
+    return exp
+
+
+def bench_search(uri: str, exp: str, reps: int = 7) -> tuple[float, int]:
+    c = _client(uri)
+    times = []
+    hits = 0
+    for _ in range(reps):
+        start = time.perf_counter()
+        runs = c.search_runs([exp], FILTER, order_by=ORDER, max_results=1000)
+        times.append(time.perf_counter() - start)
+        hits = len(runs)
+        accs = [r.data.metrics["acc"] for r in runs]
+        assert accs == sorted(accs, reverse=True), "order_by not honoured"
+    return statistics.median(times), hits
+
+
+def _writer(home: str, n: int, q: Any) -> None:
+    os.environ["STRATA_HOME"] = home
+    from strata import Client
+    from strata.tracking.models import Metric
+
+    errors = 0
+    t = Client().tracking
+    for i in range(n):
+        try:
+            run = t.create_run("0", run_name=f"w{os.getpid()}-{i}")
+            t.log_batch(run.info.run_id, metrics=[Metric("x", float(j), 0, j) for j in range(50)])
+            t.end_run(run.info.run_id)
+        except Exception as exc:  # counted, not hidden: the figure is the error count
+            errors += 1
+            print("writer error:", type(exc).__name__, exc, file=sys.stderr)
+    q.put(errors)
+
+
+def concurrent_writers(home: Path, procs: int = 4, n: int = 100) -> tuple[int, float]:
+    from strata import Client
+
+    Client(settings=None, home=home).tracking.search_runs("0")  # migrate once up front
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    start = time.perf_counter()
+    ps = [ctx.Process(target=_writer, args=(str(home), n, q)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    return sum(q.get() for _ in ps), time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each rate workload")
+    ap.add_argument(
+        "--search-runs",
+        type=int,
+        default=2000,
+        help="runs in both stores for the side-by-side search",
+    )
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
+    (work / "mlflow").mkdir()
+    (work / "strata").mkdir()
+    rows = _run_rows(10_000)
+    results: dict[str, dict[str, float]] = {"strata": {}, "mlflow": {}}
+
+    console.print(f"populating {args.search_runs} runs into both stores (same data)...")
+    ml_exp = populate_mlflow(
+        f"sqlite:///{work / 'mlflow' / 'mlflow.db'}", work / "mlflow", rows[: args.search_runs]
+    )
+    st_exp = populate_strata(work / "strata", rows[: args.search_runs])
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = TOKEN
+    for name, ctx in (
+        ("mlflow", mlflow_server(work / "mlflow")),
+        ("strata", strata_server(work / "strata", token=TOKEN)),
+    ):
+        with ctx as uri:
+            console.print(f"[bold]{name}[/bold] server at {uri}")
+            exp = ml_exp if name == "mlflow" else st_exp
+            r = results[name]
+            r["search_s"], r["search_hits"] = bench_search(uri, exp)
+            r["log_batch"] = bench_log_batch(uri, args.seconds)
+            r["log_metric"] = bench_log_metric(uri, args.seconds)
+            r["runs"] = bench_runs(uri, args.seconds * 2)
+            console.print(r)
+
+    table = Table(
+        title="mlflow client → strata server vs mlflow server (SQLite), one run",
+        header_style="bold",
+    )
+    for col in ("workload", "mlflow server", "strata server", "ratio", "target", "result"):
+        table.add_column(col)
+
+    def row(label: str, key: str, unit: str, target: float, higher_better: bool = True) -> None:
+        m, s = results["mlflow"][key], results["strata"][key]
+        ratio = s / m if higher_better else m / s
+        table.add_row(
+            label,
+            f"{m:,.1f} {unit}",
+            f"{s:,.1f} {unit}",
+            f"{ratio:,.1f}×",
+            f"≥ {target:g}×",
+            "PASS" if ratio >= target else "FAIL",
+        )
+
+    row("log_batch (1,000 metrics/call)", "log_batch", "points/s", 20)
+    row("single log_metric calls", "log_metric", "calls/s", 20)
+    row("start_run + 10 params + 5 metrics + end_run", "runs", "runs/s", 20)
+    m_s, s_s = results["mlflow"]["search_s"], results["strata"]["search_s"]
+    table.add_row(
+        f"search_runs p50, {args.search_runs:,} runs, 2 clauses + order_by "
+        f"({int(results['strata']['search_hits'])} hits)",
+        f"{m_s * 1000:,.0f} ms",
+        f"{s_s * 1000:,.0f} ms",
+        f"{m_s / s_s:,.1f}×",
+        "≥ 10×",
+        "PASS" if m_s / s_s >= 10 else "FAIL",
+    )
+    assert results["mlflow"]["search_hits"] == results["strata"]["search_hits"], "hit counts differ"
+    console.print(table)
+
+    # Strata-only figures at full scale.
+    console.print("adding runs to Strata up to 10,000 ...")
+    populate_strata(work / "strata", rows[args.search_runs :])
+    with strata_server(work / "strata", token=TOKEN) as uri:
+        p50, hits = bench_search(uri, st_exp)
+        from strata import Client
+        from strata.tracking.models import Metric
+
+        os.environ["STRATA_HOME"] = str(work / "strata")
+        t = Client().tracking
+        run = t.create_run("0")
+        t.log_batch(
+            run.info.run_id, metrics=[Metric("loss", float(i), 0, i) for i in range(100_000)]
+        )
+        start = time.perf_counter()
+        hist = t.get_metric_history(run.info.run_id, "loss")
+        embedded_hist = time.perf_counter() - start
+        start = time.perf_counter()
+        remote_hist = _client(uri).get_metric_history(run.info.run_id, "loss")
+        mlflow_client_hist = time.perf_counter() - start
+        assert len(hist) == len(remote_hist) == 100_000
+    errors, secs = concurrent_writers(work / "writers")
+    t2 = Table(title="Strata at scale", header_style="bold")
+    for col in ("figure", "value", "target", "result"):
+        t2.add_column(col)
+    t2.add_row(
+        f"search_runs p50 over 10,000 runs via mlflow client ({hits} hits)",
+        f"{p50 * 1000:.0f} ms",
+        "< 100 ms",
+        "PASS" if p50 < 0.1 else "FAIL",
+    )
+    t2.add_row(
+        "metric history, 100,000 steps, embedded SDK",
+        f"{embedded_hist * 1000:.0f} ms",
+        "< 200 ms",
+        "PASS" if embedded_hist < 0.2 else "FAIL",
+    )
+    t2.add_row(
+        "metric history, 100,000 steps, mlflow client → strata server",
+        f"{mlflow_client_hist * 1000:.0f} ms",
+        "(info)",
+        "",
+    )
+    t2.add_row(
+        "4 SQLite writer processes × 100 runs (create + 50 points + end)",
+        f"{errors} errors in {secs:.1f} s",
+        "0 errors",
+        "PASS" if errors == 0 else "FAIL",
+    )
+    console.print(t2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Shared plumbing of the MLflow-compatible routes: registration, request fields, errors.
+
+Requests are decoded straight from JSON (orjson) or the query string into plain Python
+values, validated field by field (a 400 names the field), and handed to the services in a
+worker thread; responses are proto-JSON shaped dicts encoded by orjson. Errors use MLflow's
+``{"error_code", "message"}`` body and the HTTP status the ``mlflow`` client expects for the
+code, so its exceptions map the same way as against an MLflow server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from strata.core.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    StrataError,
+    Unauthenticated,
+    Unavailable,
+)
+from strata.core.principal import Permission
+from strata.governance.deps import require
+from strata.tracking.logged_models import LoggedModels
+from strata.tracking.service import TrackingService
+
+API = "/api/2.0/mlflow"
+AJAX = "/ajax-api/2.0/mlflow"
+PREFIXES = (API, AJAX)
+DEPENDENCIES = {
+    Permission.READ: [Depends(require(Permission.READ))],
+    Permission.WRITE: [Depends(require(Permission.WRITE))],
+}
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+Body = dict[str, Any]
+
+_EMPTY = b"{}"
+
+
+# -- services ------------------------------------------------------------------------------
+def tracking(request: Request) -> TrackingService:
+    svc: TrackingService = request.app.state.client.tracking
+    return svc
+
+
+def logged_models(request: Request) -> LoggedModels:
+    """The app's LoggedModels service (built on first use)."""
+    state = request.app.state
+    svc: LoggedModels | None = getattr(state, "mlflow_logged_models", None)
+    if svc is None:
+        client = state.client
+        svc = state.mlflow_logged_models = LoggedModels(client.backends, client.tracking)
+    return svc
+
+
+async def run_sync(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking service call in a worker thread (the call context goes along)."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+# -- responses -----------------------------------------------------------------------------
+def json_response(payload: Any = None, status: int = 200) -> Response:
+    body = _EMPTY if payload is None else orjson.dumps(payload)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def num(value: float) -> float | str:
+    """A double as proto JSON writes it: NaN and ±inf as the strings MLflow's server sends."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def mlflow_status(exc: StrataError) -> tuple[int, str]:
+    """(HTTP status, MLflow error code) for a Strata error.
+
+    A param conflict keeps MLflow's code (INVALID_PARAMETER_VALUE, so the client raises what
+    it raises against MLflow) with Strata's 409; RESOURCE_ALREADY_EXISTS is 400 as in MLflow.
+    """
+    if isinstance(exc, NotFound):
+        return 404, "RESOURCE_DOES_NOT_EXIST"
+    if isinstance(exc, AlreadyExists):
+        return 400, "RESOURCE_ALREADY_EXISTS"
+    if isinstance(exc, PayloadTooLarge):
+        return 413, "INVALID_PARAMETER_VALUE"
+    if isinstance(exc, InvalidInput):
+        return 400, "INVALID_PARAMETER_VALUE"
+    if isinstance(exc, Conflict):
+        if exc.error_code == "DIGEST_MISMATCH":  # stored bytes no longer match their digest
+            return 500, "DATA_LOSS"
+        return 409, "INVALID_PARAMETER_VALUE"
+    if isinstance(exc, PermissionDenied):
+        return 403, "PERMISSION_DENIED"
+    if isinstance(exc, Unauthenticated):
+        return 401, "UNAUTHENTICATED"
+    if isinstance(exc, Unavailable):
+        return 503, "TEMPORARILY_UNAVAILABLE"
+    return 500, "INTERNAL_ERROR"
+
+
+def error_response(exc: StrataError) -> Response:
+    status, code = mlflow_status(exc)
+    return json_response({"error_code": code, "message": exc.message}, status)
+
+
+def mlflow_errors(fn: Handler) -> Handler:
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except StrataError as exc:
+            return error_response(exc)
+
+    return wrapper
+
+
+def add_route(
+    router: APIRouter,
+    path: str,
+    fn: Handler,
+    methods: list[str],
+    permission: Permission,
+    *,
+    prefixes: tuple[str, ...] = PREFIXES,
+) -> None:
+    """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc)."""
+    wrapped = mlflow_errors(fn)
+    for prefix in prefixes:
+        for method in methods:  # one route per method: OpenAPI operation ids stay unique
+            router.add_api_route(
+                prefix + path,
+                wrapped,
+                methods=[method],
+                dependencies=DEPENDENCIES[permission],
+                include_in_schema=prefix.startswith("/api/"),
+                name=f"mlflow_{fn.__name__}_{prefix.split('/')[1]}_{method.lower()}",
+                tags=["mlflow"],
+            )
+
+
+# -- requests ------------------------------------------------------------------------------
+async def read_body(request: Request) -> Body:
+    """Query parameters for GET/DELETE (repeated names become lists), else the JSON object."""
+    if request.method in ("GET", "DELETE"):
+        out: Body = {}
+        for key, value in request.query_params.multi_items():
+            have = out.get(key)
+            if have is None:
+                out[key] = value
+            elif isinstance(have, list):
+                have.append(value)
+            else:
+                out[key] = [have, value]
+        return out
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"request body must be a JSON object, got {type(data).__name__}",
+            details={"field": "body"},
+        )
+    return data
+
+
+def bad_value(field: str, expected: str, got: object) -> InvalidInput:
+    shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+    return InvalidInput(
+        f"Invalid value {shown} for parameter '{field}': expected {expected}",
+        details={"field": field},
+    )
+
+
+def missing(field: str) -> InvalidInput:
+    return InvalidInput(f"Missing value for required parameter '{field}'", details={"field": field})
+
+
+def opt_str(body: Body, field: str) -> str | None:
+    value = body.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    raise bad_value(field, "a string", value)
+
+
+def req_str(body: Body, field: str, *aliases: str) -> str:
+    """A required, non-empty string (``aliases`` are older names, e.g. ``run_uuid``)."""
+    value = opt_str(body, field)
+    for alias in aliases:
+        value = value or opt_str(body, alias)
+    if not value:
+        raise missing(field)
+    return value
+
+
+def to_int(value: object, field: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise bad_value(field, "an integer", value)
+
+
+def opt_int(body: Body, field: str) -> int | None:
+    value = body.get(field)
+    return None if value is None else to_int(value, field)
+
+
+def to_float(value: object, field: str) -> float:
+    """Numbers, or the proto JSON strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise bad_value(field, "a number (or 'NaN', 'Infinity', '-Infinity')", value)
+
+
+def str_list(body: Body, field: str) -> list[str]:
+    value = body.get(field)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise bad_value(field, "a list of strings", value)
+
+
+def obj_list(body: Body, field: str) -> list[Body]:
+    value = body.get(field)
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        return value
+    raise bad_value(field, "a list of objects", value)
+
+
+def key_values(body: Body, field: str) -> list[tuple[str, str]]:
+    """``[{"key": k, "value": v}, ...]`` as pairs; a missing value is ``""`` as in proto."""
+    out = []
+    for i, item in enumerate(obj_list(body, field)):
+        key = item.get("key")
+        if not isinstance(key, str) or not key:
+            raise (
+                missing(f"{field}[{i}].key")
+                if key is None
+                else bad_value(f"{field}[{i}].key", "a non-empty string", key)
+            )
+        value = item.get("value", "")
+        if not isinstance(value, str):
+            raise bad_value(f"{field}[{i}].value", "a string", value)
+        out.append((key, value))
+    return out
+
+
+_VIEW_TYPES = {"1": "ACTIVE_ONLY", "2": "DELETED_ONLY", "3": "ALL"}
+
+
+def view_type(body: Body, field: str) -> str:
+    """A ViewType name from the enum name or number; ACTIVE_ONLY when absent."""
+    value = body.get(field)
+    if value is None:
+        return "ACTIVE_ONLY"
+    text = str(value).upper()
+    text = _VIEW_TYPES.get(text, text)
+    if text not in _VIEW_TYPES.values():
+        raise bad_value(field, "one of ACTIVE_ONLY, DELETED_ONLY, ALL", value)
+    return text

@@ -1,0 +1,110 @@
+"""MLflow experiment routes: create, get, get-by-name, search, update, delete, restore, tags."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from strata.core.principal import Permission
+from strata.tracking.mlflow_api._common import (
+    add_route,
+    json_response,
+    key_values,
+    opt_int,
+    opt_str,
+    read_body,
+    req_str,
+    run_sync,
+    str_list,
+    tracking,
+    view_type,
+)
+from strata.tracking.mlflow_api._convert import NOTE_TAG, experiment_json
+from strata.tracking.models import ViewType
+
+router = APIRouter()
+
+
+async def create_experiment(request: Request) -> Response:
+    body = await read_body(request)
+    name = req_str(body, "name")
+    tags = dict(key_values(body, "tags"))
+    exp = await run_sync(
+        tracking(request).create_experiment,
+        name,
+        artifact_location=opt_str(body, "artifact_location") or None,
+        tags=tags or None,
+        description=tags.get(NOTE_TAG),
+    )
+    return json_response({"experiment_id": exp.experiment_id})
+
+
+async def get_experiment(request: Request) -> Response:
+    body = await read_body(request)
+    exp = await run_sync(tracking(request).get_experiment, req_str(body, "experiment_id"))
+    return json_response({"experiment": experiment_json(exp)})
+
+
+async def get_experiment_by_name(request: Request) -> Response:
+    body = await read_body(request)
+    name = req_str(body, "experiment_name")
+    exp = await run_sync(tracking(request).get_experiment_by_name, name)
+    return json_response({"experiment": experiment_json(exp)})
+
+
+async def search_experiments(request: Request) -> Response:
+    body = await read_body(request)
+    page = await run_sync(
+        tracking(request).search_experiments,
+        filter=opt_str(body, "filter") or None,
+        order_by=str_list(body, "order_by") or None,
+        view=ViewType(view_type(body, "view_type")),
+        max_results=opt_int(body, "max_results") or 1000,
+        page_token=opt_str(body, "page_token") or None,
+    )
+    out: dict[str, object] = {"experiments": [experiment_json(e) for e in page.items]}
+    if page.next_page_token:
+        out["next_page_token"] = page.next_page_token
+    return json_response(out)
+
+
+async def update_experiment(request: Request) -> Response:
+    body = await read_body(request)
+    experiment_id = req_str(body, "experiment_id")
+    await run_sync(
+        tracking(request).update_experiment, experiment_id, name=req_str(body, "new_name")
+    )
+    return json_response()
+
+
+async def delete_experiment(request: Request) -> Response:
+    body = await read_body(request)
+    await run_sync(tracking(request).delete_experiment, req_str(body, "experiment_id"))
+    return json_response()
+
+
+async def restore_experiment(request: Request) -> Response:
+    body = await read_body(request)
+    await run_sync(tracking(request).restore_experiment, req_str(body, "experiment_id"))
+    return json_response()
+
+
+async def set_experiment_tag(request: Request) -> Response:
+    body = await read_body(request)
+    experiment_id = req_str(body, "experiment_id")
+    key = req_str(body, "key")
+    value = opt_str(body, "value") or ""
+    await run_sync(tracking(request).set_experiment_tag, experiment_id, key, value)
+    return json_response()
+
+
+R, W = Permission.READ, Permission.WRITE
+add_route(router, "/experiments/create", create_experiment, ["POST"], W)
+add_route(router, "/experiments/get", get_experiment, ["GET"], R)
+add_route(router, "/experiments/get-by-name", get_experiment_by_name, ["GET"], R)
+add_route(router, "/experiments/search", search_experiments, ["GET", "POST"], R)
+add_route(router, "/experiments/update", update_experiment, ["POST"], W)
+add_route(router, "/experiments/delete", delete_experiment, ["POST"], W)
+add_route(router, "/experiments/restore", restore_experiment, ["POST"], W)
+add_route(router, "/experiments/set-experiment-tag", set_experiment_tag, ["POST"], W)

@@ -1,0 +1,209 @@
+"""MLflow metric-history routes (single, bulk, sampled bulk), run artifact listing, and the
+``server-info`` capabilities document the 3.x client reads before artifact transfers."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from strata.backends.artifacts import safe_relpath
+from strata.core.errors import InvalidInput, NotFound
+from strata.core.principal import Permission
+from strata.tracking import search
+from strata.tracking.mlflow_api._common import (
+    add_route,
+    json_response,
+    missing,
+    opt_int,
+    opt_str,
+    read_body,
+    req_str,
+    run_sync,
+    str_list,
+    tracking,
+)
+from strata.tracking.mlflow_api._convert import metric_points_json
+from strata.tracking.service import TrackingService
+
+router = APIRouter()
+MAX_BULK_RUNS = 100
+MAX_BULK_POINTS = 25_000
+MAX_SAMPLED_PER_RUN = 2500
+
+
+async def get_metric_history(request: Request) -> Response:
+    """Points of one metric by step, then timestamp. With ``max_results`` the history comes
+    in pages: ``next_page_token`` is set while more points follow (the 3.x client asks for
+    pages of 25,000 and follows the tokens)."""
+    body = await read_body(request)
+    run_id = req_str(body, "run_id", "run_uuid")
+    key = req_str(body, "metric_key")
+    max_results = opt_int(body, "max_results")
+    if max_results is not None and max_results <= 0:
+        raise InvalidInput(
+            f"Invalid value {max_results} for parameter 'max_results': it must be positive",
+            details={"field": "max_results"},
+        )
+    offset = search.decode_page_token(opt_str(body, "page_token") or None)
+    limit = None if max_results is None else offset + max_results + 1
+    points = await run_sync(tracking(request).get_metric_history, run_id, key, max_results=limit)
+    out: dict[str, Any] = {}
+    if max_results is not None:
+        if len(points) > offset + max_results:
+            out["next_page_token"] = search.encode_page_token(offset + max_results)
+        points = points[offset : offset + max_results]
+    elif offset:
+        points = points[offset:]
+    if points:
+        out["metrics"] = metric_points_json(points)
+    return json_response(out)
+
+
+def _bulk_args(body: dict[str, Any], field: str) -> tuple[list[str], str]:
+    run_ids = str_list(body, field)
+    if not run_ids:
+        raise missing(field)
+    if len(run_ids) > MAX_BULK_RUNS:
+        raise InvalidInput(
+            f"at most {MAX_BULK_RUNS} run ids per request; got {len(run_ids)}",
+            details={"field": field},
+        )
+    return run_ids, req_str(body, "metric_key")
+
+
+async def get_metric_history_bulk(request: Request) -> Response:
+    """History of one key for several runs: ordered by run id, then step and timestamp."""
+    body = await read_body(request)
+    run_ids, key = _bulk_args(body, "run_id")
+    limit = min(opt_int(body, "max_results") or MAX_BULK_POINTS, MAX_BULK_POINTS)
+    if limit <= 0:
+        raise InvalidInput("max_results must be positive", details={"field": "max_results"})
+    points = await run_sync(
+        tracking(request).get_metric_history_bulk, sorted(set(run_ids)), key, max_results=limit
+    )
+    return json_response({"metrics": metric_points_json(points, with_run=True)})
+
+
+def sampled_history(
+    svc: TrackingService,
+    run_ids: Sequence[str],
+    key: str,
+    max_results: int,
+    start_step: int | None,
+    end_step: int | None,
+) -> list[dict[str, Any]]:
+    """MLflow's sampling: up to ``max_results`` steps spread evenly over the steps logged in
+    ``[start_step, end_step]`` by any of the runs, plus each run's first and last step; the
+    points at those steps (as MLflow metric JSON with ``run_id``), per run in the given order,
+    by step then timestamp."""
+    histories = {rid: svc.get_metric_history(rid, key) for rid in dict.fromkeys(run_ids)}
+    per_run = [sorted({p.step for p in points}) for points in histories.values()]
+    all_steps = sorted({s for steps in per_run for s in steps})
+    if start_step is None or end_step is None:
+        start_step, end_step = 0, all_steps[-1] if all_steps else 0
+    lo = bisect.bisect_left(all_steps, start_step)
+    hi = bisect.bisect_right(all_steps, end_step)
+    if hi - lo <= max_results:
+        chosen = set(all_steps[lo:hi])
+    else:
+        interval = (hi - lo) / max_results
+        chosen = {all_steps[lo + int(i * interval)] for i in range(max_results)}
+        chosen.add(all_steps[hi - 1])
+    for steps in per_run:
+        chosen.update(s for s in (steps[:1] + steps[-1:]) if start_step <= s <= end_step)
+    cap = max(max_results, len(chosen))
+    out: list[dict[str, Any]] = []
+    for rid, points in histories.items():
+        picked = [p for p in points if p.step in chosen]
+        if len(picked) > cap:  # many values share steps: thin evenly, keep the last
+            stride = len(picked) / cap
+            picked = [picked[int(i * stride)] for i in range(cap - 1)] + [picked[-1]]
+        for row in metric_points_json(picked):
+            row["run_id"] = rid
+            out.append(row)
+    return out
+
+
+async def get_metric_history_bulk_interval(request: Request) -> Response:
+    body = await read_body(request)
+    run_ids, key = _bulk_args(body, "run_ids")
+    max_results = opt_int(body, "max_results")
+    if max_results is None:
+        max_results = MAX_SAMPLED_PER_RUN
+    if not 1 <= max_results <= MAX_SAMPLED_PER_RUN:
+        raise InvalidInput(
+            f"max_results must be between 1 and {MAX_SAMPLED_PER_RUN}, got {max_results}",
+            details={"field": "max_results"},
+        )
+    start, end = opt_int(body, "start_step"), opt_int(body, "end_step")
+    if (start is None) != (end is None):
+        raise InvalidInput(
+            "start_step and end_step must be given together (or neither)",
+            details={"field": "start_step" if start is None else "end_step"},
+        )
+    if start is not None and end is not None and start > end:
+        raise InvalidInput(
+            f"end_step must not be below start_step; got start_step={start}, end_step={end}",
+            details={"field": "end_step"},
+        )
+    rows = await run_sync(sampled_history, tracking(request), run_ids, key, max_results, start, end)
+    return json_response({"metrics": rows} if rows else {})
+
+
+async def list_run_artifacts(request: Request) -> Response:
+    """A run's artifacts below ``path``; a missing directory or a file lists as empty."""
+    body = await read_body(request)
+    run_id = req_str(body, "run_id", "run_uuid")
+    path = opt_str(body, "path") or ""
+    if path.strip("/"):
+        path = safe_relpath(path)
+    svc = tracking(request)
+
+    def work() -> dict[str, Any]:
+        run = svc.get_run(run_id)
+        try:
+            files = svc.list_artifacts(run_id, path)
+        except (NotFound, InvalidInput):
+            files = []
+        out: dict[str, Any] = {"root_uri": run.info.artifact_uri}
+        if files:
+            out["files"] = [
+                {"path": f.path, "is_dir": f.is_dir}
+                | ({} if f.file_size is None else {"file_size": f.file_size})
+                for f in files
+            ]
+        return out
+
+    return json_response(await run_sync(work))
+
+
+async def server_info(request: Request) -> Response:
+    """What MLflow 3 clients probe: proxied artifacts with plain (not multipart) transfers."""
+    del request
+    return json_response(
+        {
+            "store_type": "SqlStore",
+            "workspaces_enabled": False,
+            "trace_archival_enabled": False,
+            "multipart_uploads_enabled": False,
+            "multipart_downloads_enabled": False,
+            "presigned_upload_run_id_supported": False,
+            "presigned_upload_model_id_supported": False,
+            "features_enabled": {"gateway": False},
+        }
+    )
+
+
+R = Permission.READ
+add_route(router, "/metrics/get-history", get_metric_history, ["GET"], R)
+add_route(router, "/metrics/get-history-bulk", get_metric_history_bulk, ["GET"], R)
+add_route(
+    router, "/metrics/get-history-bulk-interval", get_metric_history_bulk_interval, ["GET"], R
+)
+add_route(router, "/artifacts/list", list_run_artifacts, ["GET"], R)
+add_route(router, "/server-info", server_info, ["GET"], R, prefixes=("/api/3.0/mlflow",))

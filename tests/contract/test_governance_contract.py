@@ -1,0 +1,284 @@
+"""The governance contract: the same tests on the embedded and the remote client.
+
+``client`` runs each test embedded (in-process) and remote (a real server on loopback, called
+with an admin token), each on SQLite and PostgreSQL. Errors must arrive as the same class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import timedelta
+
+import pytest
+
+from strata.backends.db import Database
+from strata.client import Client
+from strata.core.clock import utcnow
+from strata.core.config import Settings
+from strata.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    StrataError,
+    Unauthenticated,
+)
+from strata.core.principal import Role
+from strata.governance.models import User
+from strata.governance.service import EmbeddedGovernance
+from strata.governance.tables import TokenRow
+
+INVALID_NAMES = [
+    "",
+    "a b",
+    "-lead",
+    ".dot",
+    "_under",
+    "x" * 65,
+    "semi;colon",
+    "slash/name",
+    "quote'",
+    "tab\tname",
+    "new\nline",
+    "ümlaut",
+]
+
+
+def _raises_exactly(cls: type[StrataError], fn: object, *args: object, **kw: object) -> StrataError:
+    """Call ``fn`` and return the error, which must be exactly ``cls`` (not a subclass)."""
+    assert callable(fn)
+    with pytest.raises(StrataError) as info:
+        fn(*args, **kw)
+    assert type(info.value) is cls, f"expected {cls.__name__}, got {info.value!r}"
+    assert info.value.message  # a sentence, never empty
+    return info.value
+
+
+@pytest.fixture
+def db(settings: Settings) -> Database:
+    """Direct access to the metadata database the client works on (to inspect rows)."""
+    database = Database(settings.db_uri)
+    database.upgrade()
+    return database
+
+
+def test_whoami_and_user_lifecycle(client: Client) -> None:
+    gov = client.governance
+    me = gov.whoami()
+    assert me.role is Role.ADMIN
+    if client.is_remote:
+        assert me.name == "admin" and me.user_id
+    else:
+        assert me.name and me.user_id is None  # the local OS user, not a stored user
+
+    before = utcnow() - timedelta(seconds=5)
+    alice = gov.create_user("alice", "editor")
+    assert isinstance(alice, User)
+    assert (alice.name, alice.role, alice.disabled) == ("alice", Role.EDITOR, False)
+    assert alice.created_by == gov.whoami().name
+    assert before <= alice.created_at <= utcnow() + timedelta(seconds=5)
+    assert alice.created_at.utcoffset() == timedelta(0)
+    assert gov.get_user("alice") == alice
+
+    gov.create_user("bob@example.org", Role.VIEWER)
+    gov.create_user("carol.c_d-e", "admin")
+    gov.create_user("A" * 64)  # default role, longest name
+    names = [u.name for u in gov.list_users()]
+    assert names == sorted(names)
+    assert {"alice", "bob@example.org", "carol.c_d-e", "A" * 64} <= set(names)
+    assert gov.get_user("A" * 64).role is Role.VIEWER
+
+    promoted = gov.update_user("alice", role=Role.APPROVER)
+    assert promoted.role is Role.APPROVER and promoted.id == alice.id
+    disabled = gov.disable_user("alice")
+    assert disabled.disabled and disabled.role is Role.APPROVER
+    assert gov.get_user("alice").disabled
+    enabled = gov.update_user("alice", disabled=False, role="viewer")
+    assert not enabled.disabled and enabled.role is Role.VIEWER
+    unchanged = gov.update_user("alice")
+    assert unchanged == enabled
+
+
+def test_invalid_names_and_roles(client: Client) -> None:
+    gov = client.governance
+    for name in INVALID_NAMES:
+        err = _raises_exactly(InvalidInput, gov.create_user, name, "viewer")
+        assert err.details.get("field") == "name", name
+    assert [u.name for u in gov.list_users() if u.name != "admin"] == []
+    for role in ("superuser", "", "Admin ", "root"):
+        err = _raises_exactly(InvalidInput, gov.create_user, "dave", role)
+        assert err.details.get("field") == "role"
+        assert "viewer, editor, approver, admin" in err.message
+    gov.create_user("dave")
+    err = _raises_exactly(InvalidInput, gov.update_user, "dave", role="owner")
+    assert "'owner'" in err.message
+    assert gov.get_user("dave").role is Role.VIEWER
+
+
+def test_duplicates_and_missing(client: Client) -> None:
+    gov = client.governance
+    gov.create_user("erin", "editor")
+    err = _raises_exactly(AlreadyExists, gov.create_user, "erin", "viewer")
+    assert "erin" in err.message
+    assert gov.get_user("erin").role is Role.EDITOR  # the failed call changed nothing
+
+    for call, args, kw in [
+        (gov.get_user, ("nobody",), {}),
+        (gov.update_user, ("nobody",), {"role": "editor"}),
+        (gov.disable_user, ("nobody",), {}),
+        (gov.create_token, ("nobody",), {}),
+        (gov.list_tokens, ("nobody",), {}),
+        (gov.revoke_token, ("0" * 32,), {}),
+    ]:
+        err = _raises_exactly(NotFound, call, *args, **kw)
+        assert "nobody" in err.message or "0" * 32 in err.message
+
+    failed = gov.list_audit(action="user.create", limit=10_000)
+    assert [r.outcome for r in failed if r.resource_id == "erin"] == [
+        "ok",
+        "error:RESOURCE_ALREADY_EXISTS",
+    ]
+
+
+def test_tokens_shown_once_and_stored_as_digests(client: Client, db: Database) -> None:
+    gov = client.governance
+    gov.create_user("frank", "editor")
+    new = gov.create_token("frank", name="laptop")
+    secret = new.secret
+    assert secret.startswith("strata_") and len(secret) >= 40
+    info = new.info
+    assert (info.user, info.name, info.revoked_at, info.expires_at) == (
+        "frank",
+        "laptop",
+        None,
+        None,
+    )
+    assert info.prefix == secret[: len(info.prefix)] and len(info.prefix) < 16
+    assert info.active
+
+    second = gov.create_token("frank")
+    assert second.secret != secret
+
+    listed = gov.list_tokens("frank")
+    assert [t.id for t in listed] == [info.id, second.info.id]
+    assert all(secret not in t.model_dump_json() for t in listed)
+    assert all(second.secret not in t.model_dump_json() for t in gov.list_tokens())
+    assert not hasattr(listed[0], "secret")
+
+    with db.read() as session:
+        row = session.get(TokenRow, info.id)
+        assert row is not None
+        stored = [str(v) for v in (row.digest, row.prefix, row.name)]
+        assert row.digest != secret
+        assert row.digest == hashlib.sha256(secret.encode()).hexdigest()
+    assert all(secret not in v for v in stored)
+    audit_text = " ".join(r.model_dump_json() for r in gov.list_audit(limit=10_000))
+    assert secret not in audit_text
+
+    revoked = gov.revoke_token(info.id)
+    assert revoked.revoked_at is not None and not revoked.active
+    again = gov.revoke_token(info.id)  # idempotent: the first revocation time stays
+    assert again.revoked_at == revoked.revoked_at
+    by_id = {t.id: t for t in gov.list_tokens("frank")}
+    assert by_id[info.id].revoked_at is not None
+    assert by_id[second.info.id].active
+
+    auth = EmbeddedGovernance(db)
+    with pytest.raises(Unauthenticated):
+        auth.authenticate(secret)
+    assert auth.authenticate(second.secret).name == "frank"
+
+
+def test_token_expiry(client: Client, db: Database) -> None:
+    gov = client.governance
+    gov.create_user("gina", "viewer")
+    for bad in (0, -1.5):
+        err = _raises_exactly(InvalidInput, gov.create_token, "gina", expires_in_days=bad)
+        assert err.details.get("field") == "expires_in_days"
+    _raises_exactly(InvalidInput, gov.create_token, "gina", name="n" * 129)
+
+    new = gov.create_token("gina", expires_in_days=2)
+    assert new.info.expires_at is not None
+    lifetime = new.info.expires_at - new.info.created_at
+    assert abs(lifetime - timedelta(days=2)) < timedelta(seconds=1)
+    assert new.info.active
+
+    auth = EmbeddedGovernance(db)
+    assert auth.authenticate(new.secret).name == "gina"
+    if client.is_remote:
+        assert client.uri is not None
+        with Client(client.uri, token=new.secret) as as_gina:
+            assert as_gina.governance.whoami().name == "gina"
+
+    with db.write() as session:  # let the token run out without waiting two days
+        row = session.get(TokenRow, new.info.id)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    with pytest.raises(Unauthenticated):
+        auth.authenticate(new.secret)
+    (listed,) = gov.list_tokens("gina")
+    assert not listed.active and listed.revoked_at is None
+    if client.is_remote:
+        assert client.uri is not None
+        with Client(client.uri, token=new.secret) as as_gina:
+            _raises_exactly(Unauthenticated, as_gina.governance.whoami)
+
+
+def test_audit_records_filters_and_verify(client: Client) -> None:
+    gov = client.governance
+    me = gov.whoami().name
+    gov.create_user("hank", "editor")
+    gov.create_user("ivy", "viewer")
+    time.sleep(0.02)
+    since = utcnow()
+    time.sleep(0.02)
+    token = gov.create_token("hank", name="ci")
+    gov.disable_user("ivy")
+    gov.revoke_token(token.info.id)
+
+    everything = gov.list_audit(limit=10_000)
+    seqs = [r.seq for r in everything]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    mine = gov.list_audit(actor=me, limit=10_000)
+    actions = [r.action for r in mine]
+    assert actions[-5:] == [
+        "user.create",
+        "user.create",
+        "token.create",
+        "user.disable",
+        "token.revoke",
+    ]
+    assert gov.list_audit(actor="nobody-at-all") == []
+
+    created = gov.list_audit(action="user.create")
+    assert {r.resource_id for r in created} >= {"hank", "ivy"}
+    assert all(r.action == "user.create" and r.resource_type == "user" for r in created)
+    assert {r.action for r in gov.list_audit(action="token.*")} == {
+        "token.create",
+        "token.revoke",
+    }
+    recent = gov.list_audit(since=since)
+    assert [r.action for r in recent] == ["token.create", "user.disable", "token.revoke"]
+    assert all(r.ts >= since - timedelta(milliseconds=1) for r in recent)
+    assert gov.list_audit(since=utcnow() + timedelta(hours=1)) == []
+    tokens = gov.list_audit(resource_type="token", since=since)
+    assert [r.action for r in tokens] == ["token.create", "token.revoke"]
+
+    first_two = gov.list_audit(limit=2)
+    assert [r.seq for r in first_two] == seqs[:2]
+    assert [r.seq for r in gov.list_audit(after_seq=seqs[-2])] == [seqs[-1]]
+    _raises_exactly(InvalidInput, gov.list_audit, limit=0)
+
+    (tok_create,) = [r for r in recent if r.action == "token.create"]
+    assert tok_create.resource_id == token.info.id
+    assert tok_create.details == {"user": "hank"}
+    assert tok_create.outcome == "ok"
+    assert tok_create.actor == me
+    assert len(tok_create.hash) == 64 and len(tok_create.prev_hash) == 64
+    if client.is_remote:
+        assert all(r.request_id for r in recent), "REST calls carry their request id"
+
+    result = gov.verify_audit()
+    assert result.ok, result.reason
+    assert result.checked == len(everything)
+    assert result.first_broken_seq is None

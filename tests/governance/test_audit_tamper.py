@@ -1,0 +1,211 @@
+"""The audit hash chain finds altered, deleted and smuggled-in rows (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from strata.backends.db import Database
+from strata.cli.main import app
+from strata.core.config import Settings
+from strata.governance import audit
+from strata.governance.service import EmbeddedGovernance
+
+RECORDS = 6
+
+
+@pytest.fixture
+def db(gov_db: Database) -> Database:
+    """A database with RECORDS intact audit records (seq 1..RECORDS)."""
+    gov = EmbeddedGovernance(gov_db)
+    for i in range(RECORDS // 2):
+        gov.create_user(f"user{i}", "viewer")
+        gov.create_token(f"user{i}")
+    assert gov.verify_audit().ok
+    return gov_db
+
+
+@pytest.fixture
+def settings(gov_settings: Settings) -> Settings:
+    return gov_settings
+
+
+def _exec(db: Database, sql: str, **params: object) -> None:
+    with db.write() as session:
+        session.execute(sa.text(sql), params)
+
+
+def _verify_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> tuple[int, str]:
+    monkeypatch.setenv("STRATA_DB_URI", settings.db_uri)
+    result = CliRunner().invoke(app, ["audit", "verify"])
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result.exit_code, result.output
+
+
+def test_intact_chain(db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = audit.verify(db)
+    assert (result.ok, result.checked, result.first_broken_seq) == (True, RECORDS, None)
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code == 0, out
+    assert f"{RECORDS} records verified" in out
+
+
+ALTERATIONS = [
+    ("actor", "'mallory'"),
+    ("action", "'user.delete'"),
+    ("resource_type", "'dataset'"),
+    ("resource_id", "'someone-else'"),
+    ("outcome", "'denied'"),
+    ("details", """'{"role": "admin"}'"""),
+    ("ts_ms", "ts_ms + 1"),
+    ("request_id", "'forged'"),
+    ("prev_hash", "'" + "f" * 64 + "'"),
+    ("hash", "'" + "e" * 64 + "'"),
+]
+
+
+def test_altered_field_is_reported(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for column, value in ALTERATIONS:
+        with db.read() as session:
+            original = session.execute(
+                sa.text(f"SELECT {column} FROM gov_audit WHERE seq = 3")
+            ).scalar()
+        _exec(db, f"UPDATE gov_audit SET {column} = {value} WHERE seq = 3")
+        result = audit.verify(db)
+        assert not result.ok, column
+        assert result.first_broken_seq == 3, (column, result)
+        assert result.checked == 2
+        assert "record 3" in result.reason
+        if column == "actor":
+            code, out = _verify_cli(monkeypatch, settings)
+            assert code != 0
+            assert "record 3" in out
+        _exec(db, f"UPDATE gov_audit SET {column} = :v WHERE seq = 3", v=original)
+        assert audit.verify(db).ok, f"restoring {column} restores the chain"
+
+
+def test_altered_row_with_recomputed_hash_breaks_the_next_link(db: Database) -> None:
+    with db.write() as session:
+        row = session.get(audit.AuditRow, 3)
+        assert row is not None
+        row.actor = "mallory"
+        row.hash = audit._digest(row)  # a forger who knows the algorithm
+    result = audit.verify(db)
+    assert not result.ok
+    assert result.first_broken_seq == 4
+    assert "does not link" in result.reason
+
+
+def test_rewritten_last_record_is_reported(db: Database) -> None:
+    with db.write() as session:
+        row = session.get(audit.AuditRow, RECORDS)
+        assert row is not None
+        row.outcome = "denied"
+        row.hash = audit._digest(row)
+    result = audit.verify(db)
+    assert not result.ok
+    assert result.first_broken_seq == RECORDS
+
+
+def test_deleted_middle_record_is_reported(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _exec(db, "DELETE FROM gov_audit WHERE seq = 3")
+    result = audit.verify(db)
+    assert not result.ok
+    assert result.first_broken_seq == 3
+    assert "missing" in result.reason
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code != 0
+    assert "record 3" in out
+
+
+def test_deleted_first_record_is_reported(db: Database) -> None:
+    _exec(db, "DELETE FROM gov_audit WHERE seq = 1")
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq) == (False, 1)
+
+
+def test_deleted_last_record_is_reported(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _exec(db, "DELETE FROM gov_audit WHERE seq = :s", s=RECORDS)
+    result = audit.verify(db)
+    assert not result.ok
+    assert result.first_broken_seq == RECORDS
+    assert result.checked == RECORDS - 1
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code != 0
+    assert f"record {RECORDS}" in out
+
+
+def test_truncated_log_is_reported(db: Database) -> None:
+    _exec(db, "DELETE FROM gov_audit")
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq, result.checked) == (False, 1, 0)
+
+
+def test_appended_row_outside_the_chain_is_reported(db: Database) -> None:
+    with db.write() as session:
+        last = session.get(audit.AuditRow, RECORDS)
+        assert last is not None
+        forged = audit.AuditRow(
+            seq=RECORDS + 1,
+            ts_ms=last.ts_ms + 1,
+            actor="mallory",
+            action="user.create",
+            resource_type="user",
+            resource_id="backdoor",
+            request_id="",
+            outcome="ok",
+            details="{}",
+            prev_hash=last.hash,
+        )
+        forged.hash = audit._digest(forged)
+        session.add(forged)
+    result = audit.verify(db)
+    assert not result.ok
+    assert result.first_broken_seq == RECORDS + 1
+    assert "not part of the chain" in result.reason
+
+
+def test_appends_continue_the_chain_after_verification(db: Database) -> None:
+    gov = EmbeddedGovernance(db)
+    gov.create_user("late", "editor")
+    result = audit.verify(db, batch=2)  # several batches
+    assert result.ok and result.checked == RECORDS + 1
+    records = gov.list_audit(limit=10_000)
+    for prev, rec in itertools.pairwise(records):
+        assert rec.prev_hash == prev.hash
+    assert records[0].prev_hash == audit.GENESIS
+
+
+def test_failed_call_is_audited_in_its_own_transaction(db: Database) -> None:
+    gov = EmbeddedGovernance(db)
+    with pytest.raises(Exception, match="already exists"):
+        gov.create_user("user0", "admin")
+    last = gov.list_audit(after_seq=RECORDS)
+    assert [(r.action, r.resource_id, r.outcome) for r in last] == [
+        ("user.create", "user0", "error:RESOURCE_ALREADY_EXISTS")
+    ]
+    assert gov.get_user("user0").role.value == "viewer"
+    assert audit.verify(db).ok
+
+
+def test_audit_json_output_of_cli(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    _exec(db, "DELETE FROM gov_audit WHERE seq = 2")
+    monkeypatch.setenv("STRATA_DB_URI", settings.db_uri)
+    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False
+    assert payload["first_broken_seq"] == 2

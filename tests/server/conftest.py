@@ -1,0 +1,123 @@
+"""Fixtures for server tests: the app served by a real uvicorn on loopback, a token per role.
+
+(starlette's TestClient is not used: it is deprecated with the httpx we ship, and a real
+server on a socket is the thing we serve anyway.)
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from strata.client import Client
+from strata.core.config import Settings
+from strata.core.principal import Role
+from strata.governance.service import EmbeddedGovernance
+from strata.server.app import create_app
+from strata.server.run import NoDelayHttpToolsProtocol
+
+
+@dataclass
+class AppEnv:
+    """An app, an HTTP client on it, the governance behind it and one token per role."""
+
+    app: FastAPI
+    http: httpx.Client
+    gov: EmbeddedGovernance
+    settings: Settings
+    tokens: dict[Role, str]
+    users: dict[Role, str]
+
+    def auth(self, role: Role) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+
+def build_env(settings: Settings, *, auth: bool = True) -> Iterator[AppEnv]:
+    embedded = Client("", settings=settings)
+    gov = embedded.governance
+    assert isinstance(gov, EmbeddedGovernance)
+    tokens: dict[Role, str] = {}
+    users: dict[Role, str] = {}
+    for role in Role:
+        name = f"{role.value}-user"
+        gov.create_user(name, role)
+        tokens[role] = gov.create_token(name).secret
+        users[role] = name
+    app = create_app(settings, client=embedded, auth=auth)
+    for url in serve_in_thread(app):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            yield AppEnv(app, http, gov, settings, tokens, users)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL; stop it."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        http=NoDelayHttpToolsProtocol,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+def env(sqlite_settings: Settings) -> Iterator[AppEnv]:
+    yield from build_env(sqlite_settings)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo what ``configure_logging`` (called by `strata server`) does to the strata logger."""
+    logger = logging.getLogger("strata")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    try:
+        yield
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        for handler in saved[0]:
+            logger.addHandler(handler)
+        logger.propagate, logger.level = saved[1], saved[2]
+
+
+@pytest.fixture(scope="module")
+def shared_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppEnv]:
+    """One app for a module's tests that leave no state others could see (saves start-ups)."""
+    yield from build_env(Settings(home=tmp_path_factory.mktemp("shared") / "strata-home"))
+
+
+@pytest.fixture
+def small_env(tmp_path: Path) -> Iterator[AppEnv]:
+    """An app whose JSON request bodies are limited to 1000 bytes."""
+    yield from build_env(Settings(home=tmp_path / "small-home", max_request_bytes=1000))
