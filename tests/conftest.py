@@ -86,8 +86,9 @@ def db_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_uri: str) -> Settings:
-    return Settings(home=tmp_path / "strata-home", db_uri=db_uri,
-                    artifact_uri=str(tmp_path / "artifacts"))
+    return Settings(
+        home=tmp_path / "strata-home", db_uri=db_uri, artifact_uri=str(tmp_path / "artifacts")
+    )
 
 
 @pytest.fixture
@@ -119,8 +120,9 @@ class LiveServer:
     embedded: Client
 
     def client(self, token: str | None = None) -> Client:
-        return Client(self.url, token=self.admin_token if token is None else token,
-                      settings=self.settings)
+        return Client(
+            self.url, token=self.admin_token if token is None else token, settings=self.settings
+        )
 
     def token_for(self, role: Role | str, name: str | None = None) -> str:
         """Create a user with ``role`` and return a fresh token of theirs."""
@@ -145,8 +147,15 @@ def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
         token = new.secret
     app = create_app(settings, client=embedded, auth=auth)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                            access_log=False, http=NoDelayHttpToolsProtocol, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        http=NoDelayHttpToolsProtocol,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -156,8 +165,9 @@ def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", admin_token=token,
-                         settings=settings, embedded=embedded)
+        yield LiveServer(
+            url=f"http://127.0.0.1:{port}", admin_token=token, settings=settings, embedded=embedded
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=20)

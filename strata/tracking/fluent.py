@@ -547,7 +547,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # -- logging calls -----------------------------------------------------------------------------
 def _check_key(key: object, kind: str) -> str:
     # Imported here, on a cache miss only: `import strata` stays light.
-    from strata.tracking.embedded import validate_key
+    from strata.tracking.validation import validate_key
 
     validate_key(key, kind)
     if len(_ok_keys) < 100_000:

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
+#: Artifact URIs of runs and experiments; the path after it is the artifact-store path.
+ARTIFACT_SCHEME = "mlflow-artifacts:/"
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 

@@ -1,0 +1,424 @@
+"""The data REST API (``/api/v1/data``): datasets, versions, ingestion, quality, lineage.
+
+Routes parse, call the data service and render; the rules live in the service. A version
+reference in a path (``{ref}``) is ``NAME``, ``NAME@latest``, ``NAME@<id or prefix>`` or
+``NAME@<tag>`` (URL-encode the ``@`` or not; both work).
+
+Ingestion comes three ways: ``POST /datasets/{name}/ingest`` has the server read a URL it can
+reach (``s3://``, ``https://``...) or run a SQL query; ``PUT /upload/{name}`` streams a file of
+any size in the body (exempt from the JSON size limit); ``POST /datasets/{name}/rows`` pushes
+rows as a JSON array or NDJSON (``application/x-ndjson``), appended to the latest version by
+default. The server never reads its own local files on a client's behalf.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+from pydantic_core import to_json, to_jsonable_python
+from starlette.requests import ClientDisconnect
+
+from strata.core.errors import InvalidInput
+from strata.core.principal import Permission
+from strata.data.embedded import EmbeddedData
+from strata.data.models import ColumnAnnotation
+from strata.governance.deps import require
+
+router = APIRouter(prefix="/api/v1/data", tags=["data"])
+READ = [Depends(require(Permission.READ))]
+WRITE = [Depends(require(Permission.WRITE))]
+SHA256_HEADER = "X-Strata-Sha256"
+UPLOAD_PREFIX = "/api/v1/data/upload/"
+CHUNK = 1024 * 1024
+
+
+def _svc(request: Request) -> EmbeddedData:
+    svc = request.app.state.client.data
+    if not isinstance(svc, EmbeddedData):  # the server always runs embedded services
+        raise TypeError(f"the server needs embedded data, got {type(svc).__name__}")
+    return svc
+
+
+def _json(obj: Any, status_code: int = 200) -> Response:
+    data = to_jsonable_python(obj, by_alias=True)
+    return Response(
+        to_json(data, inf_nan_mode="strings"),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+async def _run(fn: Any) -> Any:
+    return await anyio.to_thread.run_sync(fn)
+
+
+# -- bodies -------------------------------------------------------------------------------------
+class CreateDataset(BaseModel):
+    name: str
+    project: str = "default"
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    owner: str | None = None
+
+
+class UpdateDataset(BaseModel):
+    project: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class IngestOptions(BaseModel):
+    """Options shared by URL/SQL ingestion and uploads (see ``DataService.ingest``)."""
+
+    format: str | None = None
+    suite: dict[str, Any] | str | None = None
+    on_fail: str = "fail"
+    mode: str = "replace"
+    allow_breaking: bool = False
+    parents: list[str] = Field(default_factory=list)
+    run_id: str | None = None
+    source_info: dict[str, Any] | None = None
+    annotations: dict[str, ColumnAnnotation] | None = None
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+    project: str | None = None
+    delimiter: str | None = None
+    column_types: dict[str, str] | None = None
+    profile: bool = True
+    raise_on_fail: bool = True
+    transform: dict[str, Any] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=False)
+
+
+class IngestRequest(IngestOptions):
+    source: str
+    sql_url: str | None = None
+
+
+class TagBody(BaseModel):
+    tag: str
+
+
+class AnnotateBody(BaseModel):
+    annotations: dict[str, ColumnAnnotation]
+
+
+class ValidateBody(BaseModel):
+    suite: dict[str, Any] | str
+    sample_size: int = 20
+
+
+class TransformBody(BaseModel):
+    inputs: list[str] | dict[str, str]
+    output: str
+    sql: str
+    run_id: str | None = None
+    description: str = ""
+    allow_breaking: bool = False
+    suite: dict[str, Any] | str | None = None
+    on_fail: str = "fail"
+    git_commit: str | None = None
+
+
+# -- datasets -----------------------------------------------------------------------------------
+@router.get("/datasets", dependencies=READ)
+def list_datasets(
+    request: Request,
+    q: str | None = None,
+    project: str | None = None,
+    tag: str | None = None,
+    column: str | None = None,
+    pii: bool | None = None,
+    include_quarantine: bool = False,
+) -> Response:
+    """The catalog: datasets filtered by name/description text, project, tag, column, PII."""
+    found = _svc(request).list_datasets(
+        query=q,
+        project=project,
+        tag=tag,
+        column=column,
+        pii=pii,
+        include_quarantine=include_quarantine,
+    )
+    return _json({"datasets": found})
+
+
+@router.post("/datasets", dependencies=WRITE, status_code=201)
+def create_dataset(body: CreateDataset, request: Request) -> Response:
+    ds = _svc(request).create_dataset(
+        body.name,
+        project=body.project,
+        description=body.description,
+        tags=body.tags,
+        owner=body.owner,
+    )
+    return _json(ds, 201)
+
+
+@router.get("/datasets/{name}", dependencies=READ)
+def get_dataset(name: str, request: Request) -> Response:
+    return _json(_svc(request).get_dataset(name))
+
+
+@router.patch("/datasets/{name}", dependencies=WRITE)
+def update_dataset(name: str, body: UpdateDataset, request: Request) -> Response:
+    return _json(
+        _svc(request).update_dataset(
+            name,
+            project=body.project,
+            description=body.description,
+            owner=body.owner,
+            tags=body.tags,
+        )
+    )
+
+
+@router.get("/datasets/{name}/versions", dependencies=READ)
+def list_versions(name: str, request: Request) -> Response:
+    """Every version of the dataset, oldest first."""
+    return _json({"versions": _svc(request).list_versions(name)})
+
+
+@router.get("/datasets/{name}/stream-position", dependencies=READ)
+def stream_position(name: str, request: Request, stream: str = Query(...)) -> Response:
+    """The stream offsets committed with the dataset's versions (``null`` when none)."""
+    return _json({"position": _svc(request).stream_position(name, stream)})
+
+
+# -- ingestion ----------------------------------------------------------------------------------
+@router.post("/datasets/{name}/ingest", dependencies=WRITE, status_code=201)
+async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
+    """Ingest from a URL the server can reach or a SQL query (``sql_url``); 201 with the result.
+
+    Local paths are refused: upload local files with ``PUT /api/v1/data/upload/{name}``."""
+    if body.sql_url is None and ("://" not in body.source or body.source.startswith("file:")):
+        raise InvalidInput(
+            f"The server does not read its own files ({body.source!r}): upload the file with "
+            f"PUT {UPLOAD_PREFIX}{name}, or give a URL (s3://, https://) or a SQL query",
+            details={"field": "source"},
+        )
+    svc = _svc(request)
+    opts = body.model_dump(exclude={"source", "sql_url"})
+    result = await _run(lambda: svc.ingest(body.source, name, sql_url=body.sql_url, **opts))
+    return _json(result, 201)
+
+
+def _json_object(text: str | None, field: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{field} is not valid JSON: {exc}", details={"field": field}) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object", details={"field": field})
+    return value
+
+
+async def _spool(request: Request, path: str) -> int:
+    size = 0
+    with open(path, "wb") as out:
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    size += len(chunk)
+                    await anyio.to_thread.run_sync(out.write, chunk)
+        except ClientDisconnect:
+            raise InvalidInput(
+                "The upload was interrupted: the client disconnected; nothing was stored"
+            ) from None
+    return size
+
+
+@router.put(
+    "/upload/{name}",
+    dependencies=WRITE,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload(
+    name: str,
+    request: Request,
+    filename: str = Query(
+        "upload",
+        description="The file's name (its extension sets the format unless options.format does).",
+    ),
+    options: str = Query("{}", description="IngestOptions as JSON."),
+) -> Response:
+    """Stream a CSV/Parquet/JSONL file of any size in the body and ingest it."""
+    try:
+        opts = IngestOptions.model_validate(orjson.loads(options or "{}"))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise InvalidInput(f"Invalid upload options: {exc}", details={"field": "options"}) from None
+    svc = _svc(request)
+    workdir = svc.workdir()
+    base = os.path.basename(filename.replace("\\", "/")) or "upload"
+    path = os.path.join(workdir, base)
+    try:
+        if await _spool(request, path) == 0:
+            raise InvalidInput(
+                f"The uploaded file {base!r} is empty: nothing to ingest", details={"source": base}
+            )
+        info = {"kind": "upload", "uri": base} | (opts.source_info or {})
+        kwargs = opts.kwargs() | {"source_info": info}
+        result = await _run(lambda: svc.ingest(path, name, label=base, **kwargs))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _json(result, 201)
+
+
+@router.post("/datasets/{name}/rows", dependencies=WRITE, status_code=201)
+async def push_rows(
+    name: str,
+    request: Request,
+    mode: str = Query("append", description="append (default) or replace"),
+    source_info: str | None = Query(
+        None,
+        description='JSON object merged into the recorded source; {"stream": KEY, '
+        '"offsets": {...}} is committed with the version (stream consumers).',
+    ),
+) -> Response:
+    """Push rows: a JSON array of objects, or NDJSON (one object per line)."""
+    info = _json_object(source_info, "source_info")
+    body = await request.body()
+    svc = _svc(request)
+    result = await _run(lambda: svc.push_rows(name, body, mode=mode, source_info=info))
+    return _json(result, 201)
+
+
+# -- versions -----------------------------------------------------------------------------------
+@router.get("/versions/{ref}", dependencies=READ)
+def get_version(ref: str, request: Request) -> Response:
+    return _json(_svc(request).get_version(ref))
+
+
+@router.get("/versions/{ref}/files", dependencies=READ)
+def list_files(ref: str, request: Request) -> Response:
+    """The version's Parquet parts in row order."""
+    return _json({"files": _svc(request).files(ref)})
+
+
+def _stream(reader: BinaryIO) -> Iterator[bytes]:
+    with reader:
+        while chunk := reader.read(CHUNK):
+            yield chunk
+
+
+@router.get(
+    "/versions/{ref}/files/{index}",
+    dependencies=READ,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_file(ref: str, index: int, request: Request) -> StreamingResponse:
+    """Stream one Parquet part; ``X-Strata-Sha256`` carries its digest to verify."""
+    svc = _svc(request)
+    files = svc.files(ref)
+    match = [f for f in files if f.index == index]
+    if not match:
+        raise InvalidInput(
+            f"Version {ref} has parts 0..{len(files) - 1}, not {index}", details={"index": index}
+        )
+    part = match[0]
+    reader = svc.store.open_read(part.path, chunk_size=CHUNK)
+    return StreamingResponse(
+        _stream(cast(BinaryIO, reader)),
+        media_type="application/octet-stream",
+        headers={SHA256_HEADER: part.sha256},
+    )
+
+
+@router.post("/versions/{ref}/tags", dependencies=WRITE)
+def tag_version(ref: str, body: TagBody, request: Request) -> Response:
+    return _json(_svc(request).tag_version(ref, body.tag))
+
+
+@router.put("/versions/{ref}/annotations", dependencies=WRITE)
+def annotate(ref: str, body: AnnotateBody, request: Request) -> Response:
+    annotations: dict[str, ColumnAnnotation | dict[str, Any]] = dict(body.annotations)
+    return _json(_svc(request).annotate(ref, annotations))
+
+
+@router.post("/versions/{ref}/validate", dependencies=WRITE)
+async def validate(ref: str, body: ValidateBody, request: Request) -> Response:
+    """Run a suite (parsed YAML/JSON object or YAML text); the report is stored."""
+    svc = _svc(request)
+    report = await _run(lambda: svc.validate(ref, body.suite, sample_size=body.sample_size))
+    return _json(report)
+
+
+@router.get("/versions/{ref}/reports", dependencies=READ)
+def list_reports(ref: str, request: Request) -> Response:
+    return _json({"reports": _svc(request).list_reports(ref)})
+
+
+@router.get("/versions/{ref}/profile", dependencies=READ)
+async def profile(ref: str, request: Request) -> Response:
+    svc = _svc(request)
+    return _json(await _run(lambda: svc.profile(ref)))
+
+
+@router.get("/versions/{ref}/suggest-suite", dependencies=READ)
+async def suggest_suite(ref: str, request: Request) -> Response:
+    svc = _svc(request)
+    return _json(await _run(lambda: svc.suggest_suite(ref)))
+
+
+@router.get("/versions/{ref}/quarantine", dependencies=READ)
+def quarantine(ref: str, request: Request) -> Response:
+    return _json({"quarantine": _svc(request).quarantine(ref)})
+
+
+@router.get("/versions/{ref}/lineage", dependencies=READ)
+def lineage(ref: str, request: Request, direction: str = "up", depth: int = 5) -> Response:
+    return _json(_svc(request).lineage(ref, direction=direction, depth=depth))
+
+
+@router.get("/diff", dependencies=READ)
+async def diff(request: Request, a: str = Query(...), b: str = Query(...)) -> Response:
+    svc = _svc(request)
+    return _json(await _run(lambda: svc.diff(a, b)))
+
+
+# -- transforms ---------------------------------------------------------------------------------
+@router.post("/transforms", dependencies=WRITE, status_code=201)
+async def transform(body: TransformBody, request: Request) -> Response:
+    """Run a SQL transform server-side (Python transforms run in the client and upload)."""
+    svc = _svc(request)
+    result = await _run(
+        lambda: svc.transform(
+            body.inputs,
+            output=body.output,
+            sql=body.sql,
+            run_id=body.run_id,
+            description=body.description,
+            allow_breaking=body.allow_breaking,
+            suite=body.suite,
+            on_fail=body.on_fail,
+            git_commit=body.git_commit,
+        )
+    )
+    return _json(result, 201)
+
+
+@router.get("/transforms/{transform_id}", dependencies=READ)
+def get_transform(transform_id: str, request: Request) -> Response:
+    return _json(_svc(request).get_transform(transform_id))

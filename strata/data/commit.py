@@ -1,0 +1,569 @@
+"""Publishing versions: stage an ingest, then upload its parts and commit its metadata.
+
+Order of a publish: stage locally (:func:`strata.data.publish.stage`), check the schema
+evolution, digest the parts into the version id, upload the parts (skipped when the version
+exists: identical data is never copied), then one audited transaction inserts the version,
+its columns, files, parents, transform, report, profile, quarantine version and stream
+offsets, and moves ``latest``. The version is visible only once that transaction commits.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from strata.backends.artifacts import ArtifactStore
+from strata.backends.db import Database
+from strata.core.clock import utcnow
+from strata.core.errors import Conflict, InvalidInput
+from strata.core.ids import new_id
+from strata.core.principal import current
+from strata.data import catalog, lineage
+from strata.data.ingest import Reader
+from strata.data.models import (
+    ColumnAnnotation,
+    DatasetVersion,
+    IngestMode,
+    IngestResult,
+    OnFail,
+    VersionKind,
+    check_name,
+    quarantine_name,
+)
+from strata.data.publish import Staged, stage
+from strata.data.service import Progress
+from strata.data.storage import Part, schema_bytes, store_path, version_digest, version_id
+from strata.data.tables import (
+    ColumnRow,
+    DatasetRow,
+    DatasetTagRow,
+    FileRow,
+    ParentRow,
+    ProfileRow,
+    ReportRow,
+    StreamPositionRow,
+    TransformRow,
+    VersionRow,
+    VersionTagRow,
+)
+from strata.governance.audit import audited
+
+if TYPE_CHECKING:
+    from strata.data.validation import Suite
+
+_LOCK_BASE = 731_100_000
+
+
+@dataclass
+class _Parent:
+    dataset_id: str
+    version_id: str
+    ref: str
+
+
+def jsonable(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return obj
+
+
+class Committer:
+    """Turns a :class:`~strata.data.ingest.Reader` into a published version."""
+
+    def __init__(self, db: Database, store: ArtifactStore, workdir: Callable[[], str]) -> None:
+        self.db = db
+        self.store = store
+        self.workdir = workdir
+
+    def lock(self, session: Session, name: str) -> None:
+        key = _LOCK_BASE + int.from_bytes(hashlib.sha256(name.encode()).digest()[:3], "big")
+        self.db.lock(session, key)
+
+    def new_dataset(
+        self,
+        session: Session,
+        name: str,
+        *,
+        project: str = "default",
+        description: str = "",
+        owner: str | None = None,
+        kind: VersionKind = VersionKind.DATA,
+        tags: dict[str, str] | None = None,
+    ) -> DatasetRow:
+        now = utcnow()
+        row = DatasetRow(
+            id=new_id(),
+            name=name,
+            project=project or "default",
+            description=description,
+            owner=owner if owner is not None else current().principal.name,
+            kind=kind.value,
+            latest_version=None,
+            next_seq=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        for key, value in (tags or {}).items():
+            session.add(DatasetTagRow(dataset_id=row.id, key=key, value=value))
+        session.flush()
+        return row
+
+    def resolve_parents(self, refs: Sequence[str]) -> list[_Parent]:
+        out = []
+        with self.db.read() as s:
+            for ref in refs:
+                ds, row = catalog.resolve(s, ref)
+                out.append(_Parent(ds.id, row.id, f"{ds.name}@{row.id}"))
+        return out
+
+    def base(self, name: str) -> tuple[DatasetVersion | None, list[FileRow]]:
+        """The latest version of ``name`` and its file rows (None, [] when there is none)."""
+        with self.db.read() as s:
+            ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
+            if ds is None or ds.latest_version is None:
+                return None, []
+            row = s.get(VersionRow, (ds.id, ds.latest_version))
+            assert row is not None
+            return catalog.to_version(s, ds, row), catalog.file_rows(s, ds, row)
+
+    def ingest(
+        self,
+        reader: Reader,
+        name: str,
+        *,
+        suite: Suite | None,
+        on_fail: OnFail,
+        mode: IngestMode,
+        allow_breaking: bool = False,
+        parents: Sequence[str] = (),
+        run_id: str | None = None,
+        source_info: dict[str, Any] | None = None,
+        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
+        tags: Sequence[str] = (),
+        description: str = "",
+        project: str | None = None,
+        want_profile: bool = True,
+        raise_on_fail: bool = True,
+        progress: Progress | None = None,
+        transform: dict[str, Any] | None = None,
+    ) -> IngestResult:
+        started = time.perf_counter()
+        for tag in tags:
+            check_name(tag, "tag")
+        parent_rows = self.resolve_parents(parents)
+        base, base_files = self.base(name)
+        appending = mode is IngestMode.APPEND and base is not None
+        base_schema = None
+        if appending:
+            assert base is not None
+            with self.db.read() as s:
+                _, brow = catalog.resolve(s, base.ref)
+                base_schema = catalog.arrow_schema(brow)
+            if base.ref not in [p.ref for p in parent_rows]:
+                parent_rows.insert(0, self.resolve_parents([base.ref])[0])
+        workdir = self.workdir()
+        try:
+            staged = stage(
+                reader,
+                workdir,
+                base_schema=base_schema,
+                suite=suite,
+                on_fail=on_fail,
+                want_profile=want_profile,
+                progress=progress,
+            )
+            columns = catalog.columns_of(staged.schema)
+            changes = None
+            if base is not None:
+                changes = catalog.schema_changes(base.columns, columns, base.ref)
+                if changes.breaking and not allow_breaking:
+                    raise Conflict(
+                        f"Ingesting into {name!r} would be a breaking schema change from "
+                        f"{base.ref} ({changes.summary()}); pass allow_breaking=True "
+                        "(--allow-breaking) if it is intended",
+                        details={"schema_changes": changes.to_json()},
+                    )
+            catalog.parse_annotations(annotations, [c.name for c in columns])
+            info = reader.info | (source_info or {})
+            if staged.gate_failed:
+                return self.gate_failed(name, staged, suite, raise_on_fail, started, reader)
+            return self.publish(
+                name,
+                staged,
+                columns=columns,
+                changes=changes,
+                info=info,
+                base_files=base_files if appending else [],
+                parents=parent_rows,
+                run_id=run_id,
+                annotations=annotations,
+                tags=tags,
+                description=description,
+                project=project,
+                suite=suite,
+                on_fail=on_fail,
+                transform=transform,
+                started=started,
+                base=base,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def gate_failed(
+        self,
+        name: str,
+        staged: Staged,
+        suite: Suite | None,
+        raise_on_fail: bool,
+        started: float,
+        reader: Reader,
+    ) -> IngestResult:
+        assert staged.report is not None and suite is not None
+        report = staged.report.model_dump(mode="json")
+        with audited(self.db, "data.ingest", "dataset", name, {"gate": "failed"}) as scope:
+            ds = scope.session.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
+            if ds is None:
+                ds = self.new_dataset(scope.session, name)
+            report_id = new_id()
+            scope.session.add(
+                ReportRow(
+                    id=report_id,
+                    dataset_id=ds.id,
+                    version_id=None,
+                    suite=suite.name,
+                    success=False,
+                    gate="fail",
+                    created_at=utcnow(),
+                    report=json.dumps(report),
+                )
+            )
+        failed = [r.expectation_type for r in staged.report.results if not r.success]
+        if raise_on_fail:
+            raise InvalidInput(
+                f"Ingest into {name!r} not published: suite {suite.name!r} failed "
+                f"{len(failed)} of {len(staged.report.results)} expectations "
+                f"({', '.join(failed[:5])}); see report {report_id} or use "
+                "on_fail='quarantine'/'warn'",
+                details={"validation": report, "report_id": report_id},
+            )
+        return IngestResult(
+            dataset=name,
+            version=None,
+            ref=None,
+            rows=staged.rows,
+            published=False,
+            validation=report,
+            report_id=report_id,
+            seconds=time.perf_counter() - started,
+            input_bytes=reader.bytes_read,
+            created=False,
+        )
+
+    def upload(self, name: str, vid: str, parts: list[Part], offset: int = 0) -> list[FileRow]:
+        rows = []
+        for i, part in enumerate(parts, start=offset):
+            path = store_path(name, vid, i)
+            info = self.store.put_file(path, part.path)
+            rows.append(
+                FileRow(idx=i, path=path, rows=part.rows, bytes=info.size, sha256=info.sha256)
+            )
+        return rows
+
+    def publish(
+        self,
+        name: str,
+        staged: Staged,
+        *,
+        columns: list[Any],
+        changes: Any,
+        info: dict[str, Any],
+        base_files: list[FileRow],
+        parents: list[_Parent],
+        run_id: str | None,
+        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None,
+        tags: Sequence[str],
+        description: str,
+        project: str | None,
+        suite: Suite | None,
+        on_fail: OnFail,
+        transform: dict[str, Any] | None,
+        started: float,
+        base: DatasetVersion | None,
+    ) -> IngestResult:
+        reused = [Part(f.path, f.rows, f.bytes, f.sha256) for f in base_files]
+        all_parts = reused + staged.parts
+        digest = version_digest(all_parts)
+        vid = version_id(digest)
+        q_vid = q_digest = None
+        if staged.quarantine_parts:
+            q_digest = version_digest(staged.quarantine_parts)
+            q_vid = version_id(q_digest)
+        with self.db.read() as s:
+            ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
+            exists = ds is not None and s.get(VersionRow, (ds.id, vid)) is not None
+        new_files: list[FileRow] = []
+        q_files: list[FileRow] = []
+        if not exists:
+            new_files = self.upload(name, vid, staged.parts, offset=len(reused))
+            if q_vid is not None:
+                q_files = self.upload(quarantine_name(name), q_vid, staged.quarantine_parts)
+        ref = f"{name}@{vid}"
+        with audited(self.db, "data.ingest", "dataset_version", ref) as scope:
+            s = scope.session
+            self.lock(s, name)
+            ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
+            if ds is None:
+                ds = self.new_dataset(s, name, project=project or "default")
+            elif project and ds.project != project:
+                ds.project = project
+            existing = s.get(VersionRow, (ds.id, vid))
+            created = existing is None
+            scope.details["created"] = created
+            transform_id = None
+            if transform is not None:
+                transform_id = self.add_transform(s, transform, [p.ref for p in parents], ref)
+            if existing is None:
+                if not new_files and staged.parts:
+                    raise Conflict(
+                        f"Version {ref} appeared and vanished during the ingest; retry it",
+                        details={"version": vid},
+                    )
+                inherited = catalog.annotations_of(s, ds, base.id) if base is not None else {}
+                explicit = catalog.parse_annotations(annotations, [c.name for c in columns])
+                q_ref = None
+                if q_vid is not None and staged.quarantine_schema is not None:
+                    q_ref = self.add_quarantine(
+                        s, name, q_vid, q_digest or "", staged, q_files, info, ref
+                    )
+                row = VersionRow(
+                    dataset_id=ds.id,
+                    id=vid,
+                    digest=digest,
+                    seq=ds.next_seq,
+                    kind=VersionKind.DATA.value,
+                    rows=sum(p.rows for p in reused) + staged.rows,
+                    bytes=sum(f.bytes for f in base_files) + sum(f.bytes for f in new_files),
+                    num_files=len(base_files) + len(new_files),
+                    arrow_schema=base64.b64encode(schema_bytes(staged.schema)).decode(),
+                    source=json.dumps(info, default=str),
+                    created_by=current().principal.name,
+                    created_at=utcnow(),
+                    transform_id=transform_id,
+                    run_id=run_id,
+                    schema_changes=json.dumps(changes.to_json()) if changes is not None else None,
+                    quarantine_version=q_ref,
+                    quarantined_rows=staged.quarantined_rows,
+                    quarantine_of=None,
+                    description=description,
+                )
+                ds.next_seq += 1
+                s.add(row)
+                s.flush()
+                for i, c in enumerate(columns):
+                    ann = explicit.get(c.name) or inherited.get(c.name) or ColumnAnnotation()
+                    s.add(
+                        ColumnRow(
+                            dataset_id=ds.id,
+                            version_id=vid,
+                            position=i,
+                            name=c.name,
+                            type=c.type,
+                            nullable=c.nullable,
+                            description=ann.description,
+                            pii=ann.pii,
+                            semantic_type=ann.semantic_type,
+                        )
+                    )
+                for f in base_files:
+                    s.add(
+                        FileRow(
+                            dataset_id=ds.id,
+                            version_id=vid,
+                            idx=f.idx,
+                            path=f.path,
+                            rows=f.rows,
+                            bytes=f.bytes,
+                            sha256=f.sha256,
+                        )
+                    )
+                for f in new_files:
+                    f.dataset_id, f.version_id = ds.id, vid
+                    s.add(f)
+                for i, p in enumerate(parents):
+                    s.add(
+                        ParentRow(
+                            dataset_id=ds.id,
+                            version_id=vid,
+                            position=i,
+                            parent_dataset_id=p.dataset_id,
+                            parent_version_id=p.version_id,
+                        )
+                    )
+                if staged.profile is not None:
+                    s.add(
+                        ProfileRow(
+                            dataset_id=ds.id,
+                            version_id=vid,
+                            created_at=utcnow(),
+                            profile=json.dumps(jsonable(staged.profile)),
+                        )
+                    )
+            else:
+                row = existing
+            report_id = None
+            if staged.report is not None and suite is not None:
+                report_id = new_id()
+                s.add(
+                    ReportRow(
+                        id=report_id,
+                        dataset_id=ds.id,
+                        version_id=vid,
+                        suite=suite.name,
+                        success=staged.report.success,
+                        gate=on_fail.value,
+                        created_at=utcnow(),
+                        report=json.dumps(staged.report.model_dump(mode="json")),
+                    )
+                )
+            for tag in tags:
+                t = s.get(VersionTagRow, (ds.id, tag))
+                if t is None:
+                    s.add(
+                        VersionTagRow(
+                            dataset_id=ds.id, tag=tag, version_id=vid, created_at=utcnow()
+                        )
+                    )
+                else:
+                    t.version_id = vid
+            stream = info.get("stream")
+            if isinstance(stream, str) and isinstance(info.get("offsets"), dict):
+                pos = s.get(StreamPositionRow, (ds.id, stream))
+                if pos is None:
+                    s.add(
+                        StreamPositionRow(
+                            dataset_id=ds.id,
+                            stream=stream,
+                            offsets=json.dumps(info["offsets"]),
+                            version_id=vid,
+                            updated_at=utcnow(),
+                        )
+                    )
+                else:
+                    pos.offsets, pos.version_id = json.dumps(info["offsets"]), vid
+                    pos.updated_at = utcnow()
+            ds.latest_version = vid
+            ds.updated_at = utcnow()
+            s.flush()
+            version = catalog.to_version(s, ds, row)
+        return IngestResult(
+            dataset=name,
+            version=vid,
+            ref=ref,
+            rows=version.rows,
+            bytes=version.bytes,
+            quarantined_rows=version.quarantined_rows,
+            quarantine=version.quarantine,
+            created=created,
+            published=True,
+            schema_changes=version.schema_changes,
+            validation=staged.report.model_dump(mode="json") if staged.report else None,
+            report_id=report_id,
+            seconds=time.perf_counter() - started,
+            input_bytes=staged.input_bytes,
+        )
+
+    def add_quarantine(
+        self,
+        s: Session,
+        name: str,
+        q_vid: str,
+        q_digest: str,
+        staged: Staged,
+        q_files: list[FileRow],
+        info: dict[str, Any],
+        of_ref: str,
+    ) -> str:
+        qname = quarantine_name(name)
+        qds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == qname))
+        if qds is None:
+            qds = self.new_dataset(
+                s,
+                qname,
+                kind=VersionKind.QUARANTINE,
+                description=f"Rows set aside while ingesting {name!r}",
+            )
+        if s.get(VersionRow, (qds.id, q_vid)) is None:
+            assert staged.quarantine_schema is not None
+            s.add(
+                VersionRow(
+                    dataset_id=qds.id,
+                    id=q_vid,
+                    digest=q_digest,
+                    seq=qds.next_seq,
+                    kind=VersionKind.QUARANTINE.value,
+                    rows=staged.quarantined_rows,
+                    bytes=sum(f.bytes for f in q_files),
+                    num_files=len(q_files),
+                    arrow_schema=base64.b64encode(schema_bytes(staged.quarantine_schema)).decode(),
+                    source=json.dumps(info, default=str),
+                    created_by=current().principal.name,
+                    created_at=utcnow(),
+                    transform_id=None,
+                    run_id=None,
+                    schema_changes=None,
+                    quarantine_version=None,
+                    quarantined_rows=0,
+                    quarantine_of=of_ref,
+                    description="",
+                )
+            )
+            qds.next_seq += 1
+            s.flush()
+            for i, c in enumerate(catalog.columns_of(staged.quarantine_schema)):
+                s.add(
+                    ColumnRow(
+                        dataset_id=qds.id,
+                        version_id=q_vid,
+                        position=i,
+                        name=c.name,
+                        type=c.type,
+                        nullable=c.nullable,
+                        description="",
+                        pii=False,
+                        semantic_type=None,
+                    )
+                )
+            for f in q_files:
+                f.dataset_id, f.version_id = qds.id, q_vid
+                s.add(f)
+        qds.latest_version = q_vid
+        qds.updated_at = utcnow()
+        return q_vid
+
+    def add_transform(self, s: Session, t: dict[str, Any], inputs: list[str], output: str) -> str:
+        code = str(t.get("code", ""))
+        row = TransformRow(
+            id=new_id(),
+            kind=str(t.get("kind", "python")),
+            name=str(t.get("name", ""))[:256],
+            code=code,
+            code_digest=str(t.get("code_digest") or lineage.code_digest(code)),
+            git_commit=t.get("git_commit"),
+            inputs=json.dumps(inputs),
+            output=output,
+            created_by=current().principal.name,
+            created_at=utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        return row.id

@@ -1,0 +1,607 @@
+"""The embedded data service: metadata in the DB, Parquet parts in the artifact store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import sqlalchemy as sa
+
+from strata.backends.context import Backends
+from strata.core.clock import utcnow
+from strata.core.errors import AlreadyExists, InvalidInput, NotFound
+from strata.core.ids import new_id
+from strata.data import catalog, lineage
+from strata.data.commit import Committer, jsonable
+from strata.data.ingest import open_reader
+from strata.data.models import (
+    QUARANTINE_SUFFIX,
+    ColumnAnnotation,
+    DataFile,
+    Dataset,
+    DatasetVersion,
+    Direction,
+    IngestMode,
+    IngestResult,
+    LineageGraph,
+    OnFail,
+    StoredReport,
+    StreamPosition,
+    Transform,
+    VersionDiff,
+    VersionKind,
+    check_name,
+    with_as_of,
+)
+from strata.data.rows import rows_reader
+from strata.data.service import DataService, Progress
+from strata.data.storage import (
+    VersionFiles,
+    create_view,
+)
+from strata.data.tables import (
+    ColumnRow,
+    DatasetRow,
+    DatasetTagRow,
+    ProfileRow,
+    ReportRow,
+    StreamPositionRow,
+    TransformRow,
+    VersionRow,
+    VersionTagRow,
+)
+from strata.governance.audit import audited
+
+if TYPE_CHECKING:
+    from strata.data.validation import Suite, ValidationReport
+
+
+def _enum(cls: Any, value: Any, field: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(v.value for v in cls)
+        raise InvalidInput(
+            f"{field} must be one of {allowed}, got {value!r}", details={"field": field}
+        ) from None
+
+
+def _load_suite(suite: Suite | str | Path | dict[str, Any]) -> Suite:
+    from strata.data.validation import Suite as SuiteModel
+    from strata.data.validation import load_suite
+
+    return suite if isinstance(suite, SuiteModel) else load_suite(suite)
+
+
+_STALE_SECONDS = 24 * 3600
+
+
+class EmbeddedData(DataService):
+    """:class:`DataService` in this process."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.db = backends.db
+        self.store = backends.artifacts
+        self.vfiles = VersionFiles(self.store, backends.settings.s3_endpoint_url or None)
+        self.tmp_root = str(backends.settings.home / "tmp")
+        self.committer = Committer(self.db, self.store, self.workdir)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def workdir(self) -> str:
+        """A fresh private directory under ``$STRATA_HOME/tmp`` (the caller removes it).
+
+        Work directories a killed process left behind are removed once a day old."""
+        os.makedirs(self.tmp_root, exist_ok=True)
+        cutoff = time.time() - _STALE_SECONDS
+        for entry in os.scandir(self.tmp_root):
+            if entry.name.startswith("ingest-") and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        return tempfile.mkdtemp(prefix="ingest-", dir=self.tmp_root)
+
+    def _storage_options(self, source: Any) -> dict[str, Any] | None:
+        """S3 sources use the configured S3 endpoint (MinIO, moto...) like the store does."""
+        endpoint = self.backends.settings.s3_endpoint_url
+        if endpoint and isinstance(source, str) and source.startswith(("s3://", "s3a://")):
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+        return None
+
+    # -- datasets ------------------------------------------------------------------------------
+    def create_dataset(
+        self,
+        name: str,
+        *,
+        project: str = "default",
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        owner: str | None = None,
+    ) -> Dataset:
+        check_name(name)
+        if name.endswith(QUARANTINE_SUFFIX):
+            raise InvalidInput(
+                f"Dataset names ending in {QUARANTINE_SUFFIX!r} are reserved for quarantines",
+                details={"field": "name"},
+            )
+        with audited(self.db, "data.create_dataset", "dataset", name) as scope:
+            self.committer.lock(scope.session, name)
+            exists = scope.session.scalar(sa.select(DatasetRow.id).where(DatasetRow.name == name))
+            if exists is not None:
+                raise AlreadyExists(f"Dataset {name!r} already exists", details={"dataset": name})
+            row = self.committer.new_dataset(
+                scope.session,
+                name,
+                project=project,
+                description=description,
+                owner=owner,
+                tags=tags,
+            )
+            return catalog.to_datasets(scope.session, [row])[0]
+
+    def get_dataset(self, name: str) -> Dataset:
+        with self.db.read() as s:
+            return catalog.to_datasets(s, [catalog.dataset_row(s, name)])[0]
+
+    def update_dataset(
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Dataset:
+        with audited(self.db, "data.update_dataset", "dataset", name) as scope:
+            s = scope.session
+            row = catalog.dataset_row(s, name)
+            if project is not None:
+                row.project = project or "default"
+            if description is not None:
+                row.description = description
+            if owner is not None:
+                row.owner = owner
+            for key, value in (tags or {}).items():
+                existing = s.get(DatasetTagRow, (row.id, key))
+                if value == "" and existing is not None:
+                    s.delete(existing)
+                elif existing is not None:
+                    existing.value = value
+                elif value != "":
+                    s.add(DatasetTagRow(dataset_id=row.id, key=key, value=value))
+            row.updated_at = utcnow()
+            s.flush()
+            return catalog.to_datasets(s, [row])[0]
+
+    def list_datasets(
+        self,
+        *,
+        query: str | None = None,
+        project: str | None = None,
+        tag: str | None = None,
+        column: str | None = None,
+        pii: bool | None = None,
+        include_quarantine: bool = False,
+    ) -> list[Dataset]:
+        with self.db.read() as s:
+            return catalog.search(
+                s,
+                query=query,
+                project=project,
+                tag=tag,
+                column=column,
+                pii=pii,
+                include_quarantine=include_quarantine,
+            )
+
+    # -- versions ------------------------------------------------------------------------------
+    def list_versions(self, name: str) -> list[DatasetVersion]:
+        with self.db.read() as s:
+            ds = catalog.dataset_row(s, name)
+            rows = s.scalars(
+                sa.select(VersionRow).where(VersionRow.dataset_id == ds.id).order_by(VersionRow.seq)
+            ).all()
+            return catalog.to_versions(s, ds, rows)
+
+    def get_version(self, ref: str) -> DatasetVersion:
+        with self.db.read() as s:
+            ds, row = catalog.resolve(s, ref)
+            return catalog.to_version(s, ds, row)
+
+    def tag_version(self, ref: str, tag: str) -> DatasetVersion:
+        check_name(tag, "tag")
+        if tag == "latest" or (len(tag) >= 4 and all(c in "0123456789abcdef" for c in tag)):
+            raise InvalidInput(
+                f"Tag {tag!r} would shadow 'latest' or a version id; pick a "
+                "name that is not all hex digits",
+                details={"field": "tag"},
+            )
+        with audited(self.db, "data.tag_version", "dataset_version", ref) as scope:
+            ds, row = catalog.resolve(scope.session, ref)
+            scope.resource_id = f"{ds.name}@{row.id}"
+            scope.details["tag"] = tag
+            existing = scope.session.get(VersionTagRow, (ds.id, tag))
+            if existing is None:
+                scope.session.add(
+                    VersionTagRow(dataset_id=ds.id, tag=tag, version_id=row.id, created_at=utcnow())
+                )
+            else:
+                existing.version_id, existing.created_at = row.id, utcnow()
+            scope.session.flush()
+            return catalog.to_version(scope.session, ds, row)
+
+    def annotate(
+        self, ref: str, annotations: dict[str, ColumnAnnotation | dict[str, Any]]
+    ) -> DatasetVersion:
+        with audited(self.db, "data.annotate", "dataset_version", ref) as scope:
+            s = scope.session
+            ds, row = catalog.resolve(s, ref)
+            scope.resource_id = f"{ds.name}@{row.id}"
+            cols = {
+                c.name: c
+                for c in s.scalars(
+                    sa.select(ColumnRow).where(
+                        ColumnRow.dataset_id == ds.id, ColumnRow.version_id == row.id
+                    )
+                )
+            }
+            parsed = catalog.parse_annotations(annotations, list(cols))
+            for name, ann in parsed.items():
+                c = cols[name]
+                c.description, c.pii, c.semantic_type = ann.description, ann.pii, ann.semantic_type
+            scope.details["columns"] = sorted(parsed)
+            s.flush()
+            return catalog.to_version(s, ds, row)
+
+    def files(self, ref: str, *, as_of: str | None = None) -> list[DataFile]:
+        ref = with_as_of(ref, as_of)
+        with self.db.read() as s:
+            ds, row = catalog.resolve(s, ref)
+            return [
+                DataFile(
+                    index=f.idx,
+                    path=f.path,
+                    uri=self.store.uri_for(f.path),
+                    rows=f.rows,
+                    bytes=f.bytes,
+                    sha256=f.sha256,
+                )
+                for f in catalog.file_rows(s, ds, row)
+            ]
+
+    def locations(self, ref: str) -> list[str]:
+        """What DuckDB/pyarrow open for the version's parts (local paths or s3:// URLs)."""
+        return [self.vfiles.location(f.path) for f in self.files(ref)]
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_arrow(
+        self, ref: str, *, columns: Sequence[str] | None = None, as_of: str | None = None
+    ) -> pa.Table:
+        ref = with_as_of(ref, as_of)
+        files = self.files(ref)
+        version = self.get_version(ref)
+        missing = [c for c in columns or () if c not in version.column_names]
+        if missing:
+            raise InvalidInput(
+                f"Version {version.ref} has no column {missing[0]!r}; existing columns: "
+                f"{', '.join(version.column_names)}",
+                details={"column": missing[0], "columns": version.column_names},
+            )
+        dataset = self.vfiles.arrow_dataset([f.path for f in files])
+        return dataset.to_table(columns=list(columns) if columns else None)
+
+    def duckdb(
+        self,
+        ref: str,
+        *,
+        con: duckdb.DuckDBPyConnection | None = None,
+        view: str | None = None,
+        as_of: str | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        locations = self.locations(with_as_of(ref, as_of))
+        if con is None:
+            con = self.vfiles.connect()
+        elif self.vfiles.remote:
+            con.register_filesystem(self.vfiles.filesystem())
+        if view:
+            create_view(con, view, locations)
+            return con.view(view)
+        from strata.data.storage import parquet_scan
+
+        return con.sql(f"SELECT * FROM {parquet_scan(locations)}")
+
+    # -- ingestion -----------------------------------------------------------------------------
+    def ingest(
+        self,
+        source: Any,
+        name: str,
+        *,
+        format: str | None = None,
+        sql_url: str | None = None,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+        mode: IngestMode | str = IngestMode.REPLACE,
+        allow_breaking: bool = False,
+        parents: Sequence[str] = (),
+        run_id: str | None = None,
+        source_info: dict[str, Any] | None = None,
+        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
+        tags: Sequence[str] = (),
+        description: str = "",
+        project: str | None = None,
+        delimiter: str | None = None,
+        column_types: dict[str, str] | None = None,
+        profile: bool = True,
+        raise_on_fail: bool = True,
+        progress: Progress | None = None,
+        transform: dict[str, Any] | None = None,
+        label: str | None = None,
+    ) -> IngestResult:
+        """See :meth:`DataService.ingest`; ``label`` names an uploaded file in place of its
+        temporary path."""
+        check_name(name)
+        if name.endswith(QUARANTINE_SUFFIX):
+            raise InvalidInput(
+                f"Cannot ingest into {name!r}: names ending in "
+                f"{QUARANTINE_SUFFIX!r} are the quarantines' own",
+                details={"field": "name"},
+            )
+        suite_obj = _load_suite(suite) if suite is not None else None
+        reader = open_reader(
+            source,
+            format=format,
+            sql_url=sql_url,
+            delimiter=delimiter,
+            column_types=column_types,
+            label=label,
+            storage_options=self._storage_options(source),
+        )
+        return self.committer.ingest(
+            reader,
+            name,
+            suite=suite_obj,
+            on_fail=_enum(OnFail, on_fail, "on_fail"),
+            mode=_enum(IngestMode, mode, "mode"),
+            allow_breaking=allow_breaking,
+            parents=parents,
+            run_id=run_id,
+            source_info=source_info,
+            annotations=annotations,
+            tags=tags,
+            description=description,
+            project=project,
+            want_profile=profile,
+            raise_on_fail=raise_on_fail,
+            progress=progress,
+            transform=transform,
+        )
+
+    def push_rows(
+        self,
+        name: str,
+        rows: list[dict[str, Any]] | bytes | str,
+        *,
+        mode: IngestMode | str = IngestMode.APPEND,
+        source_info: dict[str, Any] | None = None,
+    ) -> IngestResult:
+        check_name(name)
+        workdir = self.workdir()
+        try:
+            reader = rows_reader(rows, workdir)
+            return self.committer.ingest(
+                reader,
+                name,
+                suite=None,
+                on_fail=OnFail.FAIL,
+                mode=_enum(IngestMode, mode, "mode"),
+                source_info={"kind": "push"} | (source_info or {}),
+                want_profile=False,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def stream_position(self, name: str, stream: str) -> StreamPosition | None:
+        with self.db.read() as s:
+            ds = catalog.dataset_row(s, name)
+            row = s.get(StreamPositionRow, (ds.id, stream))
+            if row is None:
+                return None
+            return StreamPosition(
+                dataset=name,
+                stream=stream,
+                offsets=json.loads(row.offsets),
+                version=row.version_id,
+                updated_at=row.updated_at,
+            )
+
+    # -- quality -------------------------------------------------------------------------------
+    def validate(
+        self, ref: str, suite: Suite | str | Path | dict[str, Any], *, sample_size: int = 20
+    ) -> ValidationReport:
+        from strata.data.validation import validate
+
+        suite_obj = _load_suite(suite)
+        version = self.get_version(ref)
+        con = self.vfiles.connect()
+        try:
+            create_view(con, version.dataset, self.locations(version.ref))
+            report = validate(con, version.dataset, suite_obj, sample_size=sample_size)
+        finally:
+            con.close()
+        with audited(self.db, "data.validate", "dataset_version", version.ref) as scope:
+            ds = catalog.dataset_row(scope.session, version.dataset)
+            scope.session.add(
+                ReportRow(
+                    id=new_id(),
+                    dataset_id=ds.id,
+                    version_id=version.id,
+                    suite=suite_obj.name,
+                    success=report.success,
+                    gate=None,
+                    created_at=utcnow(),
+                    report=json.dumps(report.model_dump(mode="json")),
+                )
+            )
+            scope.details["success"] = report.success
+        return report
+
+    def list_reports(self, ref: str) -> list[StoredReport]:
+        with self.db.read() as s:
+            ds, row = catalog.resolve(s, ref)
+            reports = s.scalars(
+                sa.select(ReportRow)
+                .where(ReportRow.dataset_id == ds.id, ReportRow.version_id == row.id)
+                .order_by(ReportRow.created_at.desc(), ReportRow.id.desc())
+            ).all()
+            return [
+                StoredReport(
+                    id=r.id,
+                    dataset=ds.name,
+                    version=r.version_id,
+                    suite=r.suite,
+                    success=r.success,
+                    gate=r.gate,
+                    created_at=r.created_at,
+                    report=json.loads(r.report),
+                )
+                for r in reports
+            ]
+
+    def profile(self, ref: str) -> Any:
+        from strata.data.profiling import DatasetProfile
+
+        version = self.get_version(ref)
+        with self.db.read() as s:
+            ds = catalog.dataset_row(s, version.dataset)
+            stored = s.get(ProfileRow, (ds.id, version.id))
+            if stored is not None:
+                return DatasetProfile.model_validate(json.loads(stored.profile))
+        from strata.data.publish import profile_relation
+
+        con = self.vfiles.connect()
+        try:
+            create_view(con, "version", self.locations(version.ref))
+            result = profile_relation(con, "version")
+        finally:
+            con.close()
+        with audited(self.db, "data.profile", "dataset_version", version.ref) as scope:
+            ds = catalog.dataset_row(scope.session, version.dataset)
+            if scope.session.get(ProfileRow, (ds.id, version.id)) is None:
+                scope.session.add(
+                    ProfileRow(
+                        dataset_id=ds.id,
+                        version_id=version.id,
+                        created_at=utcnow(),
+                        profile=json.dumps(jsonable(result)),
+                    )
+                )
+        return result
+
+    def suggest_suite(self, ref: str) -> Suite:
+        from strata.data.profiling import suggest_suite
+
+        suite: Suite = suggest_suite(self.profile(ref))
+        return suite
+
+    def diff(self, a: str, b: str) -> VersionDiff:
+        va, vb = self.get_version(a), self.get_version(b)
+        changes = catalog.schema_changes(va.columns, vb.columns, va.ref)
+        columns: dict[str, Any] = {}
+        if va.kind is VersionKind.DATA and vb.kind is VersionKind.DATA:
+            from strata.data.profiling import compare_profiles
+
+            columns = jsonable(compare_profiles(self.profile(va.ref), self.profile(vb.ref)))
+        return VersionDiff(
+            a=va.ref,
+            b=vb.ref,
+            schema_changes=changes,
+            rows_a=va.rows,
+            rows_b=vb.rows,
+            same_content=va.digest == vb.digest,
+            columns=columns,
+        )
+
+    def quarantine(self, ref: str) -> DatasetVersion | None:
+        version = self.get_version(ref)
+        return self.get_version(version.quarantine) if version.quarantine else None
+
+    # -- lineage -------------------------------------------------------------------------------
+    def transform(
+        self,
+        inputs: Sequence[str] | dict[str, str],
+        *,
+        output: str,
+        fn: Callable[..., Any] | None = None,
+        sql: str | None = None,
+        run_id: str | None = None,
+        description: str = "",
+        allow_breaking: bool = False,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+        git_commit: str | None = None,
+    ) -> IngestResult:
+        """See :meth:`DataService.transform`; ``git_commit`` overrides the detected commit
+        (a remote client sends its own)."""
+        named = lineage.named_inputs(inputs, fn, sql)
+        versions = {alias: self.get_version(ref) for alias, ref in named.items()}
+        con = self.vfiles.connect()
+        try:
+            if sql is not None:
+                for alias, v in versions.items():
+                    create_view(con, alias, self.locations(v.ref))
+                reader, record = lineage.sql_step(con, sql, list(versions), output, git_commit)
+            else:
+                assert fn is not None
+                frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
+                reader, record = lineage.python_step(
+                    fn, frames, isinstance(inputs, dict), git_commit
+                )
+            check_name(output)
+            return self.committer.ingest(
+                reader,
+                output,
+                suite=_load_suite(suite) if suite is not None else None,
+                on_fail=_enum(OnFail, on_fail, "on_fail"),
+                mode=IngestMode.REPLACE,
+                allow_breaking=allow_breaking,
+                parents=[v.ref for v in versions.values()],
+                run_id=run_id,
+                description=description,
+                transform=record,
+            )
+        finally:
+            con.close()
+
+    def get_transform(self, transform_id: str) -> Transform:
+        with self.db.read() as s:
+            t = s.get(TransformRow, transform_id)
+            if t is None:
+                raise NotFound(
+                    f"Transform {transform_id!r} does not exist",
+                    details={"transform": transform_id},
+                )
+            return Transform(
+                id=t.id,
+                kind=t.kind,
+                name=t.name,
+                code=t.code,
+                code_digest=t.code_digest,
+                git_commit=t.git_commit,
+                inputs=json.loads(t.inputs),
+                output=t.output,
+                created_by=t.created_by,
+                created_at=t.created_at,
+            )
+
+    def lineage(
+        self, ref: str, *, direction: Direction | str = Direction.UP, depth: int = 5
+    ) -> LineageGraph:
+        with self.db.read() as s:
+            _, row = catalog.resolve(s, ref)
+            return lineage.build(s, row, direction, depth)

@@ -1,0 +1,291 @@
+"""Lineage: the graph of versions, transforms and runs; code identity of transforms.
+
+Node ids are ``dataset:<name>``, ``version:<name>@<id>``, ``transform:<id>`` and
+``run:<id>``. Edges point downstream: ``input`` (parent version → transform), ``output``
+(transform → version), ``parent`` (parent version → version, when no transform is recorded),
+``produced`` (run → version), ``version`` (dataset → its version), ``quarantine`` (version →
+the quarantine version of its set-aside rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import subprocess
+import textwrap
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from strata.core.errors import InvalidInput
+from strata.data.ingest import Reader, memory_reader
+from strata.data.models import Direction, LineageEdge, LineageGraph, LineageNode
+from strata.data.tables import DatasetRow, ParentRow, TransformRow, VersionRow
+
+MAX_DEPTH = 50
+
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def function_code(fn: Callable[..., Any]) -> tuple[str, str, str | None]:
+    """(name, source text, file) of ``fn``; the source falls back to a bytecode listing when
+    Python cannot find it (a lambda typed at a prompt), so the digest still changes with it."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    try:
+        code = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        raw = getattr(fn, "__code__", None)
+        code = f"# source unavailable; bytecode of {name}\n" + (
+            raw.co_code.hex() + repr(raw.co_consts) if raw is not None else repr(fn)
+        )
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        path = None
+    return str(name), code, path
+
+
+def git_commit(path: str | None = None) -> str | None:
+    """The HEAD commit of the git repository holding ``path`` (a file or directory; default
+    the working directory), or None outside a repository or without git."""
+    where = path or os.getcwd()
+    if os.path.isfile(where):
+        where = os.path.dirname(where)
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where or ".",
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) >= 40 else None
+
+
+def named_inputs(
+    inputs: Sequence[str] | dict[str, str], fn: Callable[..., Any] | None, sql: str | None
+) -> dict[str, str]:
+    """``{alias: ref}`` for a transform's inputs (alias = dataset name unless given); checks
+    that exactly one of ``fn`` and ``sql`` is set."""
+    if (fn is None) == (sql is None):
+        raise InvalidInput(
+            "transform needs exactly one of fn= (a Python function) and sql= (a DuckDB query)",
+            details={"field": "fn"},
+        )
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    named = dict(inputs) if isinstance(inputs, dict) else {r.partition("@")[0]: r for r in inputs}
+    if not named:
+        raise InvalidInput("transform needs at least one input", details={"field": "inputs"})
+    return named
+
+
+def sql_step(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    aliases: Sequence[str],
+    output: str,
+    commit: str | None,
+) -> tuple[Reader, dict[str, Any]]:
+    """A reader streaming ``sql``'s result from ``con`` (inputs already registered as views
+    named ``aliases``) and the transform record. InvalidInput carries DuckDB's message."""
+    try:
+        stream = con.sql(sql).to_arrow_reader(64 * 1024)
+    except duckdb.Error as exc:
+        raise InvalidInput(
+            f"Transform SQL failed: {str(exc).strip().splitlines()[0]} (inputs are views named "
+            f"{', '.join(repr(a) for a in aliases)})",
+            details={"field": "sql"},
+        ) from None
+    reader = memory_reader(stream)
+    assert reader is not None
+    reader.info = {"kind": "transform", "sql": sql}
+    record = {"kind": "sql", "name": output, "code": sql, "git_commit": commit or git_commit()}
+    return reader, record
+
+
+def python_step(
+    fn: Callable[..., Any],
+    frames: dict[str, pd.DataFrame],
+    by_name: bool,
+    commit: str | None,
+) -> tuple[Reader, dict[str, Any]]:
+    """Call ``fn`` on the input frames (by keyword when ``by_name``) and return a reader of
+    its result with the transform record (source, digest, git commit)."""
+    fname, code, path = function_code(fn)
+    out = fn(**frames) if by_name else fn(*frames.values())
+    reader = memory_reader(out)
+    if reader is None:
+        raise InvalidInput(
+            f"Transform function {fname} returned {type(out).__name__}; return a DataFrame, "
+            "an Arrow table or an Arrow stream",
+            details={"field": "fn"},
+        )
+    reader.info = {"kind": "transform", "function": fname}
+    record = {
+        "kind": "python",
+        "name": fname,
+        "code": code,
+        "git_commit": commit or git_commit(path),
+    }
+    return reader, record
+
+
+class _Builder:
+    def __init__(self, session: Session, root: str, direction: Direction, depth: int) -> None:
+        self.session = session
+        self.graph = LineageGraph(root=root, direction=direction, depth=depth)
+        self._nodes: set[str] = set()
+        self._edges: set[tuple[str, str, str]] = set()
+        self._names: dict[str, str] = {}
+
+    def name(self, dataset_id: str) -> str:
+        if dataset_id not in self._names:
+            ds = self.session.get(DatasetRow, dataset_id)
+            self._names[dataset_id] = ds.name if ds is not None else dataset_id
+        return self._names[dataset_id]
+
+    def node(self, node_id: str, kind: str, label: str, **attrs: Any) -> None:
+        if node_id not in self._nodes:
+            self._nodes.add(node_id)
+            self.graph.nodes.append(LineageNode(id=node_id, kind=kind, label=label, attrs=attrs))
+
+    def edge(self, source: str, target: str, kind: str) -> None:
+        key = (source, target, kind)
+        if key not in self._edges:
+            self._edges.add(key)
+            self.graph.edges.append(LineageEdge(source=source, target=target, kind=kind))
+
+    def version(self, row: VersionRow) -> str:
+        name = self.name(row.dataset_id)
+        node_id = f"version:{name}@{row.id}"
+        self.node(
+            node_id,
+            "version",
+            f"{name}@{row.id}",
+            dataset=name,
+            version=row.id,
+            rows=row.rows,
+            created_at=row.created_at.isoformat(),
+            version_kind=row.kind,
+        )
+        self.node(f"dataset:{name}", "dataset", name)
+        self.edge(f"dataset:{name}", node_id, "version")
+        if row.run_id:
+            self.node(f"run:{row.run_id}", "run", row.run_id)
+            self.edge(f"run:{row.run_id}", node_id, "produced")
+        return node_id
+
+    def transform(self, transform_id: str) -> str | None:
+        t = self.session.get(TransformRow, transform_id)
+        if t is None:
+            return None
+        node_id = f"transform:{t.id}"
+        self.node(
+            node_id,
+            "transform",
+            t.name,
+            language=t.kind,
+            code_digest=t.code_digest,
+            git_commit=t.git_commit,
+            inputs=json.loads(t.inputs),
+        )
+        return node_id
+
+    def link(self, parent: VersionRow, child: VersionRow) -> None:
+        p, c = self.version(parent), self.version(child)
+        t = self.transform(child.transform_id) if child.transform_id else None
+        if t is None:
+            self.edge(p, c, "parent")
+        else:
+            self.edge(p, t, "input")
+            self.edge(t, c, "output")
+
+
+def build(
+    session: Session, root: VersionRow, direction: Direction | str, depth: int
+) -> LineageGraph:
+    """BFS from ``root``, ``depth`` version hops up (ancestors) or down (descendants)."""
+    try:
+        direction = Direction(direction)
+    except ValueError:
+        raise InvalidInput(
+            f"direction must be 'up' or 'down', got {direction!r}", details={"field": "direction"}
+        ) from None
+    if not 0 <= depth <= MAX_DEPTH:
+        raise InvalidInput(
+            f"depth must be between 0 and {MAX_DEPTH}, got {depth}", details={"field": "depth"}
+        )
+    b = _Builder(session, "", direction, depth)
+    b.graph.root = b.version(root)
+    if root.transform_id:
+        t = b.transform(root.transform_id)
+        if t is not None:
+            b.edge(t, b.graph.root, "output")
+    queue: deque[tuple[VersionRow, int]] = deque([(root, 0)])
+    seen = {(root.dataset_id, root.id)}
+    while queue:
+        row, d = queue.popleft()
+        if direction is Direction.DOWN and row.quarantine_version:
+            q = session.scalar(
+                sa.select(VersionRow).where(
+                    VersionRow.id == row.quarantine_version,
+                    VersionRow.quarantine_of == f"{b.name(row.dataset_id)}@{row.id}",
+                )
+            )
+            if q is not None:
+                b.edge(b.version(row), b.version(q), "quarantine")
+        if d >= depth:
+            continue
+        if direction is Direction.UP:
+            links = session.execute(
+                sa.select(VersionRow)
+                .join(
+                    ParentRow,
+                    sa.and_(
+                        ParentRow.parent_dataset_id == VersionRow.dataset_id,
+                        ParentRow.parent_version_id == VersionRow.id,
+                    ),
+                )
+                .where(ParentRow.dataset_id == row.dataset_id, ParentRow.version_id == row.id)
+                .order_by(ParentRow.position)
+            ).scalars()
+            pairs = [(other, row) for other in links]
+        else:
+            links = session.execute(
+                sa.select(VersionRow)
+                .join(
+                    ParentRow,
+                    sa.and_(
+                        ParentRow.dataset_id == VersionRow.dataset_id,
+                        ParentRow.version_id == VersionRow.id,
+                    ),
+                )
+                .where(
+                    ParentRow.parent_dataset_id == row.dataset_id,
+                    ParentRow.parent_version_id == row.id,
+                )
+                .order_by(VersionRow.created_at)
+            ).scalars()
+            pairs = [(row, other) for other in links]
+        for parent, child in pairs:
+            b.link(parent, child)
+            other = parent if direction is Direction.UP else child
+            key = (other.dataset_id, other.id)
+            if key not in seen:
+                seen.add(key)
+                queue.append((other, d + 1))
+    return b.graph

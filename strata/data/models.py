@@ -1,0 +1,329 @@
+"""Data-layer domain objects: datasets, immutable versions, ingest results, diffs, lineage.
+
+Times are timezone-aware UTC datetimes. A *reference* names a version: ``NAME`` (the latest),
+``NAME@latest``, ``NAME@<version id or unique prefix>`` or ``NAME@<version tag>``.
+
+Version ids are content addresses: the first 16 hex digits of :attr:`DatasetVersion.digest`,
+the sha256 over the ordered list of the version's Parquet parts (each part's own sha256 and
+row count). Parts are written with fixed settings and fixed row-group and file sizes, so the
+same rows in the same order with the same Arrow schema always give the same bytes, the same
+digest and so the same version (see :mod:`strata.data.storage`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from strata.core.errors import InvalidInput
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+QUARANTINE_SUFFIX = "__quarantine"
+#: Columns every quarantine version carries after the data columns.
+QUARANTINE_COLUMNS = ("_line", "_row", "_reason", "_raw", "_source")
+LATEST = "latest"
+
+
+class OnFail(StrEnum):
+    """What an ingest does when its suite fails."""
+
+    FAIL = "fail"  # nothing is published; the report is stored
+    QUARANTINE = "quarantine"  # failing rows go to the quarantine with a reason
+    WARN = "warn"  # everything publishes; the report records the failures
+
+
+class IngestMode(StrEnum):
+    """``replace``: the new version holds just the ingested rows. ``append``: the latest
+    version's parts followed by the ingested rows (what stream consumers use)."""
+
+    REPLACE = "replace"
+    APPEND = "append"
+
+
+class VersionKind(StrEnum):
+    DATA = "data"
+    QUARANTINE = "quarantine"
+
+
+class Direction(StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+class ColumnAnnotation(BaseModel):
+    """What a person knows about a column that its type does not say."""
+
+    description: str = ""
+    pii: bool = False
+    semantic_type: str | None = None
+
+
+class ColumnSchema(BaseModel):
+    """One column of a version: Arrow type as its string form (``int64``, ``timestamp[s]``)."""
+
+    name: str
+    type: str
+    nullable: bool = True
+    annotation: ColumnAnnotation = Field(default_factory=ColumnAnnotation)
+
+
+class TypeChange(BaseModel):
+    name: str
+    old: str
+    new: str
+    widening: bool = False
+
+
+class SchemaChanges(BaseModel):
+    """Schema evolution from one version to the next (by column name).
+
+    ``breaking`` is true when a column was removed or changed type other than by a lossless
+    widening (int8→int16→int32→int64, float32→float64, string→large_string, ...).
+    """
+
+    base: str | None = None
+    added: list[ColumnSchema] = Field(default_factory=list)
+    removed: list[ColumnSchema] = Field(default_factory=list)
+    type_changed: list[TypeChange] = Field(default_factory=list)
+
+    @property
+    def breaking(self) -> bool:
+        return bool(self.removed) or any(not c.widening for c in self.type_changed)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.type_changed)
+
+    def summary(self) -> str:
+        parts = []
+        if self.added:
+            parts.append("added " + ", ".join(c.name for c in self.added))
+        if self.removed:
+            parts.append("removed " + ", ".join(c.name for c in self.removed))
+        if self.type_changed:
+            parts.append(
+                "changed "
+                + ", ".join(
+                    f"{c.name} {c.old}→{c.new}{' (widening)' if c.widening else ''}"
+                    for c in self.type_changed
+                )
+            )
+        return "; ".join(parts) or "no changes"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json") | {"breaking": self.breaking}
+
+
+class Dataset(BaseModel):
+    name: str
+    project: str = "default"
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    kind: VersionKind = VersionKind.DATA
+    created_at: datetime
+    updated_at: datetime
+    latest_version: str | None = None
+    version_count: int = 0
+
+
+class DataFile(BaseModel):
+    """One Parquet part of a version; ``uri`` is where the server's artifact store keeps it."""
+
+    index: int
+    path: str
+    uri: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class DatasetVersion(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    dataset: str
+    id: str
+    digest: str
+    seq: int
+    kind: VersionKind = VersionKind.DATA
+    rows: int
+    bytes: int
+    num_files: int
+    columns: list[ColumnSchema]
+    source: dict[str, Any] = Field(default_factory=dict)
+    created_by: str = ""
+    created_at: datetime
+    parents: list[str] = Field(default_factory=list)
+    transform_id: str | None = None
+    run_id: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    schema_changes: SchemaChanges | None = None
+    quarantine: str | None = None
+    quarantined_rows: int = 0
+    quarantine_of: str | None = None
+    description: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}@{self.id}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+class IngestResult(BaseModel):
+    """What one ingest (or transform, or push) did.
+
+    ``published`` is false only when the suite failed with ``on_fail="fail"`` and the caller
+    asked not to raise. ``created`` is false when identical data existed already (the
+    existing version is returned, nothing was copied).
+    """
+
+    dataset: str
+    version: str | None
+    ref: str | None
+    rows: int
+    bytes: int = 0
+    quarantined_rows: int = 0
+    quarantine: str | None = None
+    created: bool = True
+    published: bool = True
+    schema_changes: SchemaChanges | None = None
+    validation: dict[str, Any] | None = None
+    report_id: str | None = None
+    seconds: float = 0.0
+    input_bytes: int = 0
+
+
+class StoredReport(BaseModel):
+    """A validation report as stored, linked to the version it describes (if published)."""
+
+    id: str
+    dataset: str
+    version: str | None
+    suite: str
+    success: bool
+    gate: str | None = None
+    created_at: datetime
+    report: dict[str, Any]
+
+
+class VersionDiff(BaseModel):
+    a: str
+    b: str
+    schema_changes: SchemaChanges
+    rows_a: int
+    rows_b: int
+    same_content: bool
+    columns: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def rows_delta(self) -> int:
+        return self.rows_b - self.rows_a
+
+
+class Transform(BaseModel):
+    id: str
+    kind: str  # "python" | "sql"
+    name: str
+    code: str
+    code_digest: str
+    git_commit: str | None = None
+    inputs: list[str]
+    output: str | None = None
+    created_by: str = ""
+    created_at: datetime
+
+
+class LineageNode(BaseModel):
+    id: str
+    kind: str  # "dataset" | "version" | "transform" | "run"
+    label: str
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LineageEdge(BaseModel):
+    source: str
+    target: str
+    kind: str  # "input" (version→transform), "output" (transform→version), "parent", ...
+
+
+class LineageGraph(BaseModel):
+    root: str
+    direction: Direction
+    depth: int
+    nodes: list[LineageNode] = Field(default_factory=list)
+    edges: list[LineageEdge] = Field(default_factory=list)
+
+    def node(self, node_id: str) -> LineageNode:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def parents_of(self, node_id: str) -> list[str]:
+        """Direct upstream nodes (transform, parent version, run), not the dataset."""
+        return [e.source for e in self.edges if e.target == node_id and e.kind != "version"]
+
+
+class StreamPosition(BaseModel):
+    """The stream offsets stored atomically with the version that holds their rows."""
+
+    dataset: str
+    stream: str
+    offsets: dict[str, Any]
+    version: str
+    updated_at: datetime
+
+
+def check_name(name: str, what: str = "dataset") -> str:
+    """Return ``name`` if valid; InvalidInput naming the rule otherwise."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(
+            f"Invalid {what} name {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+            details={"field": "name", "value": str(name)[:200]},
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``NAME[@SELECTOR]`` into (name, selector); the selector defaults to ``latest``."""
+    if not isinstance(ref, str) or not ref:
+        raise InvalidInput(
+            f"Invalid dataset reference {ref!r}: expected NAME, NAME@VERSION or NAME@latest",
+            details={"field": "ref"},
+        )
+    name, sep, selector = ref.partition("@")
+    check_name(name)
+    if sep and not selector:
+        raise InvalidInput(
+            f"Invalid dataset reference {ref!r}: nothing after '@' (expected a version id, "
+            "a unique prefix, a tag or 'latest')",
+            details={"field": "ref"},
+        )
+    return name, selector or LATEST
+
+
+def with_as_of(ref: str, as_of: str | None) -> str:
+    """``ref`` pinned to ``as_of`` (a version id, unique prefix, tag or ``latest``) if given.
+
+    InvalidInput when ``ref`` already names a version and ``as_of`` differs."""
+    if as_of is None:
+        return ref
+    name, sep, selector = ref.partition("@")
+    if sep and selector != as_of:
+        raise InvalidInput(
+            f"Reference {ref!r} already names a version; drop as_of={as_of!r} or the '@' part",
+            details={"field": "as_of"},
+        )
+    return f"{name}@{as_of}"
+
+
+def quarantine_name(name: str) -> str:
+    return f"{name}{QUARANTINE_SUFFIX}"

@@ -1,0 +1,572 @@
+"""File sources: CSV, Parquet and JSON Lines from local paths, globs, directories or URLs.
+
+Files are read block by block (:data:`~strata.data.ingest.BLOCK_BYTES`). For CSV, rows with
+the wrong number of fields are caught by pyarrow's invalid-row handler with their line
+number. A value that does not convert to its column's type (inferred from the first block)
+switches the file to a line-exact mode: it resumes after the rows already read, parses blocks
+of whole lines with the fixed types and bisects a failing block down to the offending lines.
+JSON Lines always runs that way: the schema comes from the first block, and a line that is
+not a JSON object, does not match a column's type or has a field the schema lacks goes to
+quarantine. Embedded newlines inside quoted CSV values are not supported (rows = lines).
+Empty strings read as NULL in every column type.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import io
+import os
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from strata.core.config import redact_uri
+from strata.core.errors import InvalidInput, NotFound, StrataError, Unavailable
+from strata.data.ingest import (
+    BATCH_ROWS,
+    BLOCK_BYTES,
+    BadRow,
+    BadRowSink,
+    Reader,
+    empty_batch,
+    normalize_schema,
+)
+
+FORMATS = ("csv", "parquet", "jsonl")
+_COMPRESSED = (".gz", ".bz2", ".zst", ".xz", ".lz4")
+_EXT = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_CSV_COLUMN = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?")
+
+
+# -- files ------------------------------------------------------------------------------------
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _fs_error(display: str, exc: BaseException) -> StrataError:
+    reason = redact_uri(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return Unavailable(
+        f"Source {display} is unreachable: {type(exc).__name__}: {reason[:300]}",
+        details={"source": display},
+    )
+
+
+def resolve_files(
+    source: str, storage_options: dict[str, Any] | None = None
+) -> tuple[Any, list[str]]:
+    """(fsspec filesystem or None for local, sorted file paths) for a path, dir, glob or URL.
+
+    NotFound names the path when nothing is there; Unavailable when the URL cannot be reached.
+    """
+    display = redact_uri(source)
+    if "://" in source and not source.startswith("file://"):
+        import fsspec
+
+        try:
+            fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+            if _is_glob(path):
+                found = sorted(str(p) for p in fs.glob(path))
+            elif fs.isdir(path):
+                found = sorted(str(p) for p in fs.find(path) if not _hidden(str(p)))
+            elif fs.exists(path):
+                found = [path]
+            else:
+                found = []
+        except StrataError:
+            raise
+        except (ImportError, ValueError) as exc:
+            raise InvalidInput(f"Source {display} is not a readable URL: {exc}") from None
+        except Exception as exc:
+            raise _fs_error(display, exc) from None
+        if not found:
+            raise NotFound(
+                f"Source {display} does not exist (no file at that URL)",
+                details={"source": display},
+            )
+        protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+        if protocol in ("http", "https"):
+            return fs, [source] if not _is_glob(path) else found
+        return fs, [f"{protocol}://{p}" if "://" not in p else p for p in found]
+    path = os.path.abspath(os.path.expanduser(source.removeprefix("file://")))
+    if _is_glob(path):
+        found = sorted(p for p in globlib.glob(path, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise NotFound(f"No file matches {source!r}", details={"source": source})
+        return None, found
+    if os.path.isdir(path):
+        found = sorted(
+            os.path.join(d, f) for d, _, files in os.walk(path) for f in files if not _hidden(f)
+        )
+        if not found:
+            raise InvalidInput(f"Source directory {path!r} holds no files: nothing to ingest")
+        return None, found
+    if not os.path.exists(path):
+        raise NotFound(f"Source file {path!r} does not exist", details={"source": path})
+    return None, [path]
+
+
+def _hidden(path: str) -> bool:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith((".", "_"))
+
+
+def detect_format(path: str) -> str:
+    base = path.lower().split("?", 1)[0]
+    for suffix in _COMPRESSED:
+        base = base.removesuffix(suffix)
+    ext = os.path.splitext(base)[1]
+    if ext in _EXT:
+        return _EXT[ext]
+    raise InvalidInput(
+        f"Cannot tell the format of {redact_uri(path)!r} from its extension {ext or '(none)'}; "
+        f"pass format= one of {', '.join(FORMATS)}",
+        details={"field": "format"},
+    )
+
+
+def _compression(path: str) -> str | None:
+    for suffix, name in (
+        (".gz", "gzip"),
+        (".bz2", "bz2"),
+        (".zst", "zstd"),
+        (".xz", "xz"),
+        (".lz4", "lz4"),
+    ):
+        if path.lower().endswith(suffix):
+            return name
+    return None
+
+
+def _open(fs: Any, path: str, display: str) -> Any:
+    """A binary file object for ``path`` (decompressing by extension)."""
+    try:
+        if fs is None:
+            if os.path.getsize(path) == 0:
+                raise InvalidInput(
+                    f"Source file {path!r} is empty: nothing to ingest", details={"source": path}
+                )
+            comp = _compression(path)
+            if comp in ("gzip", "bz2", "zstd", "lz4"):
+                return pa.input_stream(path, compression=comp)
+            if comp is not None:
+                import lzma
+
+                return lzma.open(path, "rb")
+            return pa.OSFile(path, "rb")
+        import fsspec
+
+        of = fsspec.core.OpenFile(
+            fs,
+            path.split("://", 1)[-1] if "://" in path and not path.startswith("http") else path,
+            mode="rb",
+            compression=_compression(path),
+        )
+        return of.open()
+    except StrataError:
+        raise
+    except FileNotFoundError:
+        raise NotFound(f"Source file {display!r} does not exist", details={"source": display})
+    except Exception as exc:
+        raise _fs_error(display, exc) from None
+
+
+def _size(fs: Any, path: str) -> int | None:
+    try:
+        return int(os.path.getsize(path) if fs is None else fs.size(path))
+    except Exception:
+        return None
+
+
+def file_reader(
+    source: str,
+    *,
+    format: str | None = None,
+    delimiter: str | None = None,
+    column_types: dict[str, str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> Reader:
+    """A reader over every file ``source`` names (in sorted order; one format, one schema).
+
+    ``label`` replaces the file name in messages and in the quarantine's ``_source``."""
+    fs, paths = resolve_files(source, storage_options)
+    fmt = (format or detect_format(paths[0])).lower()
+    if fmt == "json":
+        fmt = "jsonl"
+    if fmt not in FORMATS:
+        raise InvalidInput(
+            f"Unknown format {format!r}; expected one of {', '.join(FORMATS)}",
+            details={"field": "format"},
+        )
+    sizes = [_size(fs, p) for p in paths]
+    total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+    display = label or redact_uri(source)
+    info: dict[str, Any] = {"kind": "file", "uri": display, "format": fmt}
+    if len(paths) > 1:
+        info["files"] = [redact_uri(p) for p in paths[:1000]]
+    types = _parse_types(column_types)
+
+    def batches(bad: BadRowSink, r: Reader) -> Iterator[pa.RecordBatch]:
+        done = 0
+        for path, size in zip(paths, sizes, strict=True):
+            shown = label or redact_uri(path)
+            r.extra["base"], r.extra["size"] = done, size
+            if fmt == "csv":
+                gen = _csv_batches(fs, path, shown, bad, r, delimiter, types)
+            elif fmt == "jsonl":
+                gen = _jsonl_batches(fs, path, shown, bad, r)
+            else:
+                gen = _parquet_batches(fs, path, shown, r)
+            yield from gen
+            done += size or 0
+            r.bytes_read = done
+
+    return Reader(info, display, batches, total_bytes=total)
+
+
+def _advance(r: Reader, f: Any) -> None:
+    """Progress: the current file's bytes consumed so far (decompressed bytes for compressed
+    files, capped at the file's size), on top of the files before it."""
+    try:
+        pos = int(f.tell())
+    except (OSError, ValueError, AttributeError):
+        return
+    size = r.extra.get("size")
+    if isinstance(size, int):
+        pos = min(pos, size)
+    r.bytes_read = int(r.extra.get("base", 0)) + pos
+
+
+def _parse_types(column_types: dict[str, str] | None) -> dict[str, pa.DataType]:
+    out: dict[str, pa.DataType] = {}
+    for name, spec in (column_types or {}).items():
+        try:
+            out[name] = pa.type_for_alias(spec)
+        except ValueError:
+            raise InvalidInput(
+                f"Unknown type {spec!r} for column {name!r}: use an Arrow type name such as "
+                "int64, float64, string, bool, date32, timestamp[s]",
+                details={"column": name},
+            ) from None
+    return out
+
+
+def _parquet_batches(fs: Any, path: str, shown: str, r: Reader) -> Iterator[pa.RecordBatch]:
+    f = _open(fs, path, shown)
+    with f:
+        try:
+            pf = pq.ParquetFile(f)
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"Source {shown} is not a Parquet file: {exc}") from None
+        if pf.metadata.num_rows == 0:
+            yield empty_batch(pf.schema_arrow.empty_table())
+            return
+        yield from pf.iter_batches(batch_size=BATCH_ROWS)
+
+
+def _csv_message(exc: BaseException, names: Sequence[str]) -> str:
+    text = str(exc).splitlines()[0]
+    m = _CSV_COLUMN.match(text)
+    if m:
+        idx = int(m.group(1))
+        name = names[idx] if idx < len(names) else f"#{idx}"
+        text = f"column {name!r}: " + text[m.end() :]
+    return text
+
+
+class _Pending:
+    """Bad rows seen by the optimistic CSV pass, released once the rows around them are out."""
+
+    def __init__(self, bad: BadRowSink) -> None:
+        self.bad = bad
+        self.rows: list[BadRow] = []
+        self.released = 0
+
+    def last_line(self, emitted: int) -> int:
+        """The physical line of the last emitted row (header = line 1; rows = lines)."""
+        last = 1 + emitted + self.released
+        for line in sorted(p.line or 0 for p in self.rows):
+            if line <= last:
+                last += 1
+        return last
+
+    def release(self, upto: int | None) -> None:
+        keep = []
+        for row in self.rows:
+            if upto is None or (row.line or 0) <= upto:
+                self.bad.add(row)
+                self.released += 1
+            else:
+                keep.append(row)
+        self.rows = keep
+
+
+def _csv_batches(
+    fs: Any,
+    path: str,
+    shown: str,
+    bad: BadRowSink,
+    r: Reader,
+    delimiter: str | None,
+    types: dict[str, pa.DataType],
+) -> Iterator[pa.RecordBatch]:
+    delim = delimiter or ("\t" if ".tsv" in path.lower() else ",")
+    pending = _Pending(bad)
+
+    def handler(row: Any) -> str:
+        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        pending.rows.append(BadRow(row.number, reason, row.text, shown))
+        return "skip"
+
+    parse = pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler)
+    fixed = dict(types)
+    if r.schema is not None:  # later files of a glob keep the first file's types
+        fixed = {f.name: f.type for f in r.schema} | fixed
+    convert = pacsv.ConvertOptions(column_types=fixed, strings_can_be_null=True)
+    emitted = 0
+    schema: pa.Schema | None = None
+    f = _open(fs, path, shown)
+    try:
+        try:
+            reader = pacsv.open_csv(
+                f,
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
+                parse_options=parse,
+                convert_options=convert,
+            )
+            schema = reader.schema
+            for batch in reader:
+                emitted += batch.num_rows
+                pending.release(pending.last_line(emitted))
+                _advance(r, f)
+                yield batch
+        except pa.ArrowInvalid as exc:
+            message = str(exc)
+            if "Empty CSV" in message:
+                raise InvalidInput(
+                    f"Source file {shown!r} is empty: nothing to ingest", details={"source": shown}
+                ) from None
+            if schema is None or "conversion error" not in message:
+                names = schema.names if schema is not None else []
+                raise InvalidInput(
+                    f"Source {shown} is not valid CSV: {_csv_message(exc, names)}"
+                ) from None
+        else:
+            pending.release(None)
+            if emitted == 0:
+                yield empty_batch(schema.empty_table())
+            return
+    finally:
+        f.close()
+    # A value did not convert: resume after the rows already emitted, line-exact. Bad rows
+    # past that point are dropped here because the exact pass finds them again.
+    last = pending.last_line(emitted)
+    pending.release(last)
+    yield from _csv_exact(fs, path, shown, bad, r, schema, delim, last)
+
+
+def _line_blocks(f: Any, skip_lines: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(line number of the first line, whole lines each ending in \\n) after ``skip_lines``."""
+    line = 1
+    carry = b""
+    while True:
+        chunk = f.read(BLOCK_BYTES)
+        data = carry + chunk if carry else chunk
+        if not data:
+            return
+        cut = data.rfind(b"\n") + 1 if chunk else len(data)
+        if cut == 0:
+            carry = data
+            continue
+        block, carry = data[:cut], data[cut:]
+        pos = 0
+        while skip_lines > 0 and pos < len(block):
+            nl = block.find(b"\n", pos)
+            pos = len(block) if nl < 0 else nl + 1
+            skip_lines -= 1
+            line += 1
+        lines = [ln + b"\n" for ln in block[pos:].split(b"\n")]
+        if block.endswith(b"\n"):
+            lines.pop()
+        if lines:
+            yield line, lines
+            line += len(lines)
+        if not chunk:
+            return
+
+
+def _csv_exact(
+    fs: Any,
+    path: str,
+    shown: str,
+    bad: BadRowSink,
+    r: Reader,
+    schema: pa.Schema,
+    delim: str,
+    skip: int,
+) -> Iterator[pa.RecordBatch]:
+    names = list(schema.names)
+    convert = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema}, strings_can_be_null=True
+    )
+
+    def parse(first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
+        rows: list[BadRow] = []
+
+        def handler(row: Any) -> str:
+            rows.append(
+                BadRow(
+                    first + row.number - 1,
+                    f"expected {row.expected_columns} fields, found {row.actual_columns}",
+                    row.text,
+                    shown,
+                )
+            )
+            return "skip"
+
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(b"".join(lines)),
+                read_options=pacsv.ReadOptions(
+                    column_names=names, use_threads=False, block_size=BLOCK_BYTES * 2
+                ),
+                parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
+                convert_options=convert,
+            )
+        except pa.ArrowInvalid as exc:
+            if len(lines) == 1:
+                text = lines[0].decode("utf-8", "replace").rstrip("\r\n")
+                bad.add(BadRow(first, _csv_message(exc, names), text, shown))
+                return
+            mid = len(lines) // 2
+            yield from parse(first, lines[:mid])
+            yield from parse(first + mid, lines[mid:])
+            return
+        for row in rows:
+            bad.add(row)
+        yield from table.to_batches(max_chunksize=BATCH_ROWS)
+
+    f = _open(fs, path, shown)
+    with f:
+        for first, lines in _line_blocks(f, skip):
+            _advance(r, f)
+            for batch in parse(first, lines):
+                if batch.num_rows:
+                    yield batch
+
+
+def _jsonl_batches(
+    fs: Any, path: str, shown: str, bad: BadRowSink, r: Reader
+) -> Iterator[pa.RecordBatch]:
+    import orjson
+
+    schema: pa.Schema | None = r.schema
+
+    def read(lines: list[bytes], explicit: pa.Schema | None) -> pa.Table:
+        opts = (
+            pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="error")
+            if explicit is not None
+            else pajson.ParseOptions()
+        )
+        return pajson.read_json(
+            io.BytesIO(b"".join(lines)),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=BLOCK_BYTES * 4),
+            parse_options=opts,
+        )
+
+    def reason(line: bytes, exc: BaseException) -> str:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            return f"invalid JSON: {err}"
+        if not isinstance(value, dict):
+            return f"not a JSON object (found {type(value).__name__})"
+        return str(exc).splitlines()[0].removeprefix("JSON parse error: ").split(" in row ")[0]
+
+    def parse(first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
+        try:
+            table = read(lines, schema)
+        except pa.ArrowInvalid as exc:
+            if len(lines) == 1:
+                text = lines[0].decode("utf-8", "replace").rstrip("\r\n")
+                bad.add(BadRow(first, reason(lines[0], exc), text, shown))
+                return
+            mid = len(lines) // 2
+            yield from parse(first, lines[:mid])
+            yield from parse(first + mid, lines[mid:])
+            return
+        yield from table.to_batches(max_chunksize=BATCH_ROWS)
+
+    def infer(first: int, lines: list[bytes]) -> tuple[pa.Schema, int]:
+        """The schema of the longest clean prefix of ``lines``; bad lines before it go out."""
+        good: list[bytes] = []
+        for i, ln in enumerate(lines):
+            if not ln.strip():
+                continue
+            try:
+                value = orjson.loads(ln)
+            except orjson.JSONDecodeError as err:
+                bad.add(
+                    BadRow(
+                        first + i,
+                        f"invalid JSON: {err}",
+                        ln.decode("utf-8", "replace").rstrip("\r\n"),
+                        shown,
+                    )
+                )
+                lines[i] = b"\n"
+                continue
+            if not isinstance(value, dict):
+                bad.add(
+                    BadRow(
+                        first + i,
+                        f"not a JSON object (found {type(value).__name__})",
+                        ln.decode("utf-8", "replace").rstrip("\r\n"),
+                        shown,
+                    )
+                )
+                lines[i] = b"\n"
+                continue
+            good.append(ln)
+        if not good:
+            return pa.schema([]), len(lines)
+        lo, hi = 1, len(good)
+        while lo < hi:  # the largest prefix that reads without a type conflict
+            mid = (lo + hi + 1) // 2
+            try:
+                read(good[:mid], None)
+                lo = mid
+            except pa.ArrowInvalid:
+                hi = mid - 1
+        return read(good[:lo], None).schema, 0
+
+    f = _open(fs, path, shown)
+    seen = False
+    with f:
+        for first, lines in _line_blocks(f, 0):
+            _advance(r, f)
+            if schema is None:
+                inferred, _ = infer(first, lines)
+                if len(inferred) == 0:
+                    continue
+                schema = normalize_schema(inferred)
+            for batch in parse(first, lines):
+                if batch.num_rows:
+                    seen = True
+                    yield batch
+    if not seen and schema is not None:
+        yield empty_batch(schema.empty_table())

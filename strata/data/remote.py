@@ -1,0 +1,525 @@
+"""The data interface over HTTP (``/api/v1/data``).
+
+Where the data goes: a local file is streamed to the server (``PUT /upload/{name}``); an
+in-memory DataFrame/Arrow table is written to a temporary Parquet file first and uploaded the
+same way (the server re-chunks it canonically, so the version id equals an embedded ingest's);
+URLs and SQL queries are handed to the server, which reads them itself. Python transforms run
+here, on downloaded inputs, and upload their output with the transform's record; SQL
+transforms run on the server. Reading a version downloads its Parquet parts once into
+``$STRATA_HOME/cache/datasets/<name>/<version>/`` (verified against their sha256; versions
+are immutable, so the cache never goes stale).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from strata.backends.artifacts import DigestMismatch
+from strata.core.config import Settings
+from strata.core.errors import InvalidInput
+from strata.core.transport import HttpTransport
+from strata.data import lineage
+from strata.data.ingest import BadRowSink, Reader, memory_reader
+from strata.data.models import (
+    ColumnAnnotation,
+    DataFile,
+    Dataset,
+    DatasetVersion,
+    Direction,
+    IngestMode,
+    IngestResult,
+    LineageGraph,
+    OnFail,
+    StoredReport,
+    StreamPosition,
+    Transform,
+    VersionDiff,
+    parse_ref,
+    with_as_of,
+)
+from strata.data.readers import resolve_files
+from strata.data.service import DataService, Progress
+from strata.data.storage import parquet_scan
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from strata.data.validation import Suite, ValidationReport
+
+P = "/api/v1/data"
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _suite_json(suite: Suite | str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Parse the suite here (errors with line numbers come from this side), send it as JSON."""
+    from strata.data.validation import Suite as SuiteModel
+    from strata.data.validation import load_suite
+
+    parsed = suite if isinstance(suite, SuiteModel) else load_suite(suite)
+    return parsed.model_dump(mode="json")
+
+
+class RemoteData(DataService):
+    """:class:`DataService` against a ``strata server``; raises the server's error classes."""
+
+    def __init__(self, http: HttpTransport, settings: Settings) -> None:
+        self.http = http
+        self.cache_root = settings.home / "cache" / "datasets"
+        self.tmp_root = settings.home / "tmp"
+
+    # -- datasets ------------------------------------------------------------------------------
+    def create_dataset(
+        self,
+        name: str,
+        *,
+        project: str = "default",
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        owner: str | None = None,
+    ) -> Dataset:
+        body = {
+            "name": name,
+            "project": project,
+            "description": description,
+            "tags": tags or {},
+            "owner": owner,
+        }
+        return Dataset.model_validate(self.http.request("POST", f"{P}/datasets", json=body))
+
+    def get_dataset(self, name: str) -> Dataset:
+        return Dataset.model_validate(self.http.request("GET", f"{P}/datasets/{_q(name)}"))
+
+    def update_dataset(
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Dataset:
+        body = {"project": project, "description": description, "owner": owner, "tags": tags}
+        out = self.http.request("PATCH", f"{P}/datasets/{_q(name)}", json=body)
+        return Dataset.model_validate(out)
+
+    def list_datasets(
+        self,
+        *,
+        query: str | None = None,
+        project: str | None = None,
+        tag: str | None = None,
+        column: str | None = None,
+        pii: bool | None = None,
+        include_quarantine: bool = False,
+    ) -> list[Dataset]:
+        params = {
+            "q": query,
+            "project": project,
+            "tag": tag,
+            "column": column,
+            "pii": None if pii is None else str(pii).lower(),
+            "include_quarantine": str(include_quarantine).lower(),
+        }
+        out = self.http.request("GET", f"{P}/datasets", params=params)
+        return [Dataset.model_validate(d) for d in out["datasets"]]
+
+    # -- versions ------------------------------------------------------------------------------
+    def list_versions(self, name: str) -> list[DatasetVersion]:
+        out = self.http.request("GET", f"{P}/datasets/{_q(name)}/versions")
+        return [DatasetVersion.model_validate(v) for v in out["versions"]]
+
+    def get_version(self, ref: str) -> DatasetVersion:
+        parse_ref(ref)
+        return DatasetVersion.model_validate(self.http.request("GET", f"{P}/versions/{_q(ref)}"))
+
+    def tag_version(self, ref: str, tag: str) -> DatasetVersion:
+        out = self.http.request("POST", f"{P}/versions/{_q(ref)}/tags", json={"tag": tag})
+        return DatasetVersion.model_validate(out)
+
+    def annotate(
+        self, ref: str, annotations: dict[str, ColumnAnnotation | dict[str, Any]]
+    ) -> DatasetVersion:
+        body = {
+            "annotations": {
+                k: v.model_dump() if isinstance(v, ColumnAnnotation) else v
+                for k, v in annotations.items()
+            }
+        }
+        out = self.http.request("PUT", f"{P}/versions/{_q(ref)}/annotations", json=body)
+        return DatasetVersion.model_validate(out)
+
+    def files(self, ref: str, *, as_of: str | None = None) -> list[DataFile]:
+        out = self.http.request("GET", f"{P}/versions/{_q(with_as_of(ref, as_of))}/files")
+        return [DataFile.model_validate(f) for f in out["files"]]
+
+    # -- ingestion -----------------------------------------------------------------------------
+    def ingest(
+        self,
+        source: Any,
+        name: str,
+        *,
+        format: str | None = None,
+        sql_url: str | None = None,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+        mode: IngestMode | str = IngestMode.REPLACE,
+        allow_breaking: bool = False,
+        parents: Sequence[str] = (),
+        run_id: str | None = None,
+        source_info: dict[str, Any] | None = None,
+        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
+        tags: Sequence[str] = (),
+        description: str = "",
+        project: str | None = None,
+        delimiter: str | None = None,
+        column_types: dict[str, str] | None = None,
+        profile: bool = True,
+        raise_on_fail: bool = True,
+        progress: Progress | None = None,
+        transform: dict[str, Any] | None = None,
+    ) -> IngestResult:
+        options = self._options(
+            format=format,
+            suite=suite,
+            on_fail=on_fail,
+            mode=mode,
+            allow_breaking=allow_breaking,
+            parents=parents,
+            run_id=run_id,
+            source_info=source_info,
+            annotations=annotations,
+            tags=tags,
+            description=description,
+            project=project,
+            delimiter=delimiter,
+            column_types=column_types,
+            profile=profile,
+            raise_on_fail=raise_on_fail,
+            transform=transform,
+        )
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if sql_url is not None or (
+            isinstance(source, str) and "://" in source and not source.startswith("file:")
+        ):
+            body = options | {"source": source, "sql_url": sql_url}
+            out = self.http.request("POST", f"{P}/datasets/{_q(name)}/ingest", json=body)
+            return IngestResult.model_validate(out)
+        if isinstance(source, str):
+            _, paths = resolve_files(source)
+            if len(paths) != 1:
+                raise InvalidInput(
+                    f"{source!r} names {len(paths)} files; a remote ingest uploads one file: "
+                    "ingest them one at a time, or give a URL the server reads (s3://...)",
+                    details={"source": source},
+                )
+            return self._upload(paths[0], os.path.basename(paths[0]), name, options, progress)
+        return self._upload_memory(source, name, options, progress)
+
+    @staticmethod
+    def _options(
+        *,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+        mode: IngestMode | str = IngestMode.REPLACE,
+        parents: Sequence[str] = (),
+        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
+        tags: Sequence[str] = (),
+        **rest: Any,
+    ) -> dict[str, Any]:
+        """The upload/ingest options as the API takes them (suite parsed here, as JSON)."""
+        return rest | {
+            "suite": _suite_json(suite) if suite is not None else None,
+            "on_fail": str(on_fail),
+            "mode": str(mode),
+            "parents": list(parents),
+            "annotations": {
+                k: v.model_dump() if isinstance(v, ColumnAnnotation) else v
+                for k, v in (annotations or {}).items()
+            }
+            or None,
+            "tags": list(tags),
+        }
+
+    def _upload_memory(
+        self, source: Any, name: str, options: dict[str, Any], progress: Progress | None
+    ) -> IngestResult:
+        """Write in-memory data (or a Reader of it) to a temp Parquet file and upload it."""
+        reader = source if isinstance(source, Reader) else memory_reader(source)
+        if reader is None:
+            raise InvalidInput(
+                f"Cannot ingest a {type(source).__name__}: pass a DataFrame, an Arrow table or "
+                "stream, a path or URL, or a SQL query with sql_url=",
+                details={"field": "source"},
+            )
+        os.makedirs(self.tmp_root, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix="upload-", dir=self.tmp_root)
+        try:
+            path = os.path.join(workdir, "data.parquet")
+            writer: pq.ParquetWriter | None = None
+            sink = BadRowSink(os.path.join(workdir, "bad.parquet"))
+            for batch in reader.batches(sink):
+                if writer is None:
+                    assert reader.schema is not None
+                    writer = pq.ParquetWriter(path, reader.schema)
+                writer.write_batch(batch)
+            if writer is None:
+                raise InvalidInput(f"{reader.display} holds no rows: nothing to ingest")
+            writer.close()
+            sink.close()
+            options = options | {
+                "format": "parquet",
+                "source_info": reader.info | (options.get("source_info") or {}),
+            }
+            return self._upload(path, "data.parquet", name, options, progress)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _upload(
+        self,
+        path: str,
+        filename: str,
+        name: str,
+        options: dict[str, Any],
+        progress: Progress | None,
+    ) -> IngestResult:
+        total = os.path.getsize(path)
+
+        def chunks() -> Iterator[bytes]:
+            sent = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(0, sent, total)
+                    yield chunk
+
+        params = {"filename": filename, "options": orjson.dumps(options).decode()}
+        out = self.http.request(
+            "PUT",
+            f"{P}/upload/{_q(name)}",
+            params=params,
+            content=chunks(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        return IngestResult.model_validate(out)
+
+    def push_rows(
+        self,
+        name: str,
+        rows: list[dict[str, Any]] | bytes | str,
+        *,
+        mode: IngestMode | str = IngestMode.APPEND,
+        source_info: dict[str, Any] | None = None,
+    ) -> IngestResult:
+        if isinstance(rows, list):
+            body, ctype = orjson.dumps(rows), "application/json"
+        else:
+            body = rows.encode() if isinstance(rows, str) else bytes(rows)
+            ctype = "application/x-ndjson"
+        out = self.http.request(
+            "POST",
+            f"{P}/datasets/{_q(name)}/rows",
+            params={
+                "mode": str(mode),
+                "source_info": orjson.dumps(source_info).decode() if source_info else None,
+            },
+            content=body,
+            headers={"content-type": ctype},
+        )
+        return IngestResult.model_validate(out)
+
+    def stream_position(self, name: str, stream: str) -> StreamPosition | None:
+        out = self.http.request(
+            "GET", f"{P}/datasets/{_q(name)}/stream-position", params={"stream": stream}
+        )
+        pos = out.get("position")
+        return None if pos is None else StreamPosition.model_validate(pos)
+
+    # -- reading -------------------------------------------------------------------------------
+    def download(self, ref: str) -> list[str]:
+        """The version's parts as local files (downloaded once, verified, then cached)."""
+        version = self.get_version(ref)
+        folder = self.cache_root / version.dataset / version.id
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for f in self.files(version.ref):
+            dest = folder / f"part-{f.index:05d}.parquet"
+            if not (dest.is_file() and dest.stat().st_size == f.bytes):
+                self._fetch(version.ref, f, str(dest))
+            out.append(str(dest))
+        return out
+
+    def _fetch(self, ref: str, f: DataFile, dest: str) -> None:
+        tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        try:
+            with (
+                self.http.stream("GET", f"{P}/versions/{_q(ref)}/files/{f.index}") as resp,
+                open(tmp, "wb") as out,
+            ):
+                for chunk in resp.iter_bytes(UPLOAD_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != f.sha256:
+                raise DigestMismatch(
+                    f"Part {f.index} of {ref} arrived corrupted: sha256 {digest.hexdigest()} "
+                    f"!= recorded {f.sha256}; retry the read",
+                    details={"index": f.index},
+                )
+            os.replace(tmp, dest)
+        finally:
+            with suppress(OSError):
+                os.remove(tmp)
+
+    def read_arrow(
+        self, ref: str, *, columns: Sequence[str] | None = None, as_of: str | None = None
+    ) -> pa.Table:
+        version = self.get_version(with_as_of(ref, as_of))
+        missing = [c for c in columns or () if c not in version.column_names]
+        if missing:
+            raise InvalidInput(
+                f"Version {version.ref} has no column {missing[0]!r}; existing columns: "
+                f"{', '.join(version.column_names)}",
+                details={"column": missing[0], "columns": version.column_names},
+            )
+        import pyarrow.dataset as ds
+
+        paths = self.download(version.ref)
+        return ds.dataset(paths, format="parquet").to_table(
+            columns=list(columns) if columns else None
+        )
+
+    def duckdb(
+        self,
+        ref: str,
+        *,
+        con: duckdb.DuckDBPyConnection | None = None,
+        view: str | None = None,
+        as_of: str | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        import duckdb as _duckdb
+
+        from strata.data.storage import create_view
+
+        paths = self.download(with_as_of(ref, as_of))
+        con = con if con is not None else _duckdb.connect(":memory:")
+        if view:
+            create_view(con, view, paths)
+            return con.view(view)
+        return con.sql(f"SELECT * FROM {parquet_scan(paths)}")
+
+    # -- quality -------------------------------------------------------------------------------
+    def validate(
+        self, ref: str, suite: Suite | str | Path | dict[str, Any], *, sample_size: int = 20
+    ) -> ValidationReport:
+        from strata.data.validation import ValidationReport
+
+        body = {"suite": _suite_json(suite), "sample_size": sample_size}
+        out = self.http.request("POST", f"{P}/versions/{_q(ref)}/validate", json=body)
+        return ValidationReport.model_validate(out)
+
+    def list_reports(self, ref: str) -> list[StoredReport]:
+        out = self.http.request("GET", f"{P}/versions/{_q(ref)}/reports")
+        return [StoredReport.model_validate(r) for r in out["reports"]]
+
+    def profile(self, ref: str) -> Any:
+        from strata.data.profiling import DatasetProfile
+
+        out = self.http.request("GET", f"{P}/versions/{_q(ref)}/profile")
+        return DatasetProfile.model_validate(out)
+
+    def suggest_suite(self, ref: str) -> Suite:
+        from strata.data.validation import Suite
+
+        out = self.http.request("GET", f"{P}/versions/{_q(ref)}/suggest-suite")
+        return Suite.model_validate(out)
+
+    def diff(self, a: str, b: str) -> VersionDiff:
+        out = self.http.request("GET", f"{P}/diff", params={"a": a, "b": b})
+        return VersionDiff.model_validate(out)
+
+    def quarantine(self, ref: str) -> DatasetVersion | None:
+        out = self.http.request("GET", f"{P}/versions/{_q(ref)}/quarantine")
+        q = out.get("quarantine")
+        return None if q is None else DatasetVersion.model_validate(q)
+
+    # -- lineage -------------------------------------------------------------------------------
+    def transform(
+        self,
+        inputs: Sequence[str] | dict[str, str],
+        *,
+        output: str,
+        fn: Callable[..., Any] | None = None,
+        sql: str | None = None,
+        run_id: str | None = None,
+        description: str = "",
+        allow_breaking: bool = False,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+    ) -> IngestResult:
+        named = lineage.named_inputs(inputs, fn, sql)
+        if sql is not None:
+            body = {
+                "inputs": named,
+                "output": output,
+                "sql": sql,
+                "run_id": run_id,
+                "description": description,
+                "allow_breaking": allow_breaking,
+                "suite": _suite_json(suite) if suite is not None else None,
+                "on_fail": str(on_fail),
+                "git_commit": lineage.git_commit(),
+            }
+            out = self.http.request("POST", f"{P}/transforms", json=body)
+            return IngestResult.model_validate(out)
+        assert fn is not None
+        versions = {alias: self.get_version(ref) for alias, ref in named.items()}
+        frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
+        reader, record = lineage.python_step(fn, frames, isinstance(inputs, dict), None)
+        return self._upload_memory(
+            reader,
+            output,
+            self._options(
+                parents=[v.ref for v in versions.values()],
+                run_id=run_id,
+                description=description,
+                allow_breaking=allow_breaking,
+                suite=suite,
+                on_fail=on_fail,
+                transform=record,
+            ),
+            None,
+        )
+
+    def get_transform(self, transform_id: str) -> Transform:
+        return Transform.model_validate(
+            self.http.request("GET", f"{P}/transforms/{_q(transform_id)}")
+        )
+
+    def lineage(
+        self, ref: str, *, direction: Direction | str = Direction.UP, depth: int = 5
+    ) -> LineageGraph:
+        out = self.http.request(
+            "GET",
+            f"{P}/versions/{_q(ref)}/lineage",
+            params={"direction": str(direction), "depth": depth},
+        )
+        return LineageGraph.model_validate(out)

@@ -1,0 +1,286 @@
+"""The data interface: datasets, immutable versions, ingestion, validation, lineage, catalog.
+
+One interface, two implementations: :class:`strata.data.embedded.EmbeddedData` (in-process,
+on the metadata DB and the artifact store) and :class:`strata.data.remote.RemoteData` (the
+same methods over HTTP). References (``ref``) are ``NAME``, ``NAME@latest``,
+``NAME@<version id or unique prefix>`` or ``NAME@<tag>``; every ``get_*`` raises NotFound
+naming what is missing, an ambiguous prefix raises InvalidInput listing the candidates.
+
+Quarantine: rows that cannot be read (with their line number) and, under
+``on_fail="quarantine"``, rows failing the suite's row-level expectations go to a version of
+the companion dataset ``<name>__quarantine``. Its columns are the data columns followed by
+``_line`` (1-based physical line in the source; the header is line 1), ``_row`` (1-based
+row number among the rows that were read, for suite failures), ``_reason``, ``_raw`` (the
+unparseable text) and ``_source`` (file or URI). The data version records its quarantine
+version (``DatasetVersion.quarantine``) and the count; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from strata.data.models import (
+    ColumnAnnotation,
+    DataFile,
+    Dataset,
+    DatasetVersion,
+    Direction,
+    IngestMode,
+    IngestResult,
+    LineageGraph,
+    OnFail,
+    StoredReport,
+    StreamPosition,
+    Transform,
+    VersionDiff,
+)
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
+
+    from strata.data.validation import Suite, ValidationReport
+
+#: ``progress(rows_so_far, input_bytes_so_far, total_input_bytes_or_None)``
+Progress = Callable[[int, int, int | None], None]
+
+
+class DataService(ABC):
+    """Versioned, validated, traceable datasets."""
+
+    # -- datasets ------------------------------------------------------------------------------
+    @abstractmethod
+    def create_dataset(
+        self,
+        name: str,
+        *,
+        project: str = "default",
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        owner: str | None = None,
+    ) -> Dataset:
+        """Create an empty dataset; AlreadyExists if the name is taken. ``owner`` defaults to
+        the caller. Ingesting into an unknown name creates the dataset implicitly."""
+
+    @abstractmethod
+    def get_dataset(self, name: str) -> Dataset: ...
+
+    @abstractmethod
+    def update_dataset(
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Dataset:
+        """Change metadata; ``tags`` are merged (an empty-string value deletes the key)."""
+
+    @abstractmethod
+    def list_datasets(
+        self,
+        *,
+        query: str | None = None,
+        project: str | None = None,
+        tag: str | None = None,
+        column: str | None = None,
+        pii: bool | None = None,
+        include_quarantine: bool = False,
+    ) -> list[Dataset]:
+        """The catalog, sorted by name. ``query`` matches a substring of the name or
+        description (case-insensitive); ``tag`` is ``KEY`` or ``KEY=VALUE``; ``column`` and
+        ``pii`` look at the latest version's columns (``pii=True``: has a PII column)."""
+
+    # -- versions ------------------------------------------------------------------------------
+    @abstractmethod
+    def list_versions(self, name: str) -> list[DatasetVersion]:
+        """All versions of ``name``, oldest first."""
+
+    @abstractmethod
+    def get_version(self, ref: str) -> DatasetVersion: ...
+
+    @abstractmethod
+    def tag_version(self, ref: str, tag: str) -> DatasetVersion:
+        """Point ``tag`` (unique per dataset; moved if it existed) at the version."""
+
+    @abstractmethod
+    def annotate(
+        self, ref: str, annotations: dict[str, ColumnAnnotation | dict[str, Any]]
+    ) -> DatasetVersion:
+        """Set column annotations (description, PII flag, semantic type) of a version.
+
+        Annotations are metadata: the data and the version id do not change. Later versions
+        inherit the annotations of same-named columns. InvalidInput names unknown columns.
+        """
+
+    @abstractmethod
+    def files(self, ref: str, *, as_of: str | None = None) -> list[DataFile]:
+        """The version's Parquet parts in row order (``as_of`` pins ``NAME`` to a version)."""
+
+    # -- ingestion -----------------------------------------------------------------------------
+    @abstractmethod
+    def ingest(
+        self,
+        source: Any,
+        name: str,
+        *,
+        format: str | None = None,
+        sql_url: str | None = None,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+        mode: IngestMode | str = IngestMode.REPLACE,
+        allow_breaking: bool = False,
+        parents: Sequence[str] = (),
+        run_id: str | None = None,
+        source_info: dict[str, Any] | None = None,
+        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
+        tags: Sequence[str] = (),
+        description: str = "",
+        project: str | None = None,
+        delimiter: str | None = None,
+        column_types: dict[str, str] | None = None,
+        profile: bool = True,
+        raise_on_fail: bool = True,
+        progress: Progress | None = None,
+        transform: dict[str, Any] | None = None,
+    ) -> IngestResult:
+        """Read ``source`` (see :mod:`strata.data.ingest`) into a new version of ``name``.
+
+        The version id is the content digest: identical data gives the existing version
+        (``created=False``). With a ``suite``: ``on_fail="fail"`` publishes nothing when it
+        fails (InvalidInput carrying the report in ``details["validation"]``, or a result
+        with ``published=False`` when ``raise_on_fail=False``); ``"quarantine"`` moves rows
+        failing row-level expectations to the quarantine and publishes the rest (aggregate
+        failures are reported, like ``"warn"``); ``"warn"`` publishes everything. The report
+        is stored and linked to the version. A schema change that removes a column or
+        narrows/changes a type raises Conflict unless ``allow_breaking=True``.
+        ``source_info`` is merged into the recorded source; a ``{"stream": KEY, "offsets":
+        {...}}`` entry is stored atomically with the version (see :meth:`stream_position`).
+        ``transform`` (``{"kind", "name", "code", "git_commit"}``) records how the data was
+        derived from ``parents`` (what :meth:`transform` does for you).
+        Raises NotFound (missing file, naming the path), InvalidInput (empty input, bad
+        options), Unavailable (unreachable URL or database; messages without credentials).
+        """
+
+    @abstractmethod
+    def push_rows(
+        self,
+        name: str,
+        rows: list[dict[str, Any]] | bytes | str,
+        *,
+        mode: IngestMode | str = IngestMode.APPEND,
+        source_info: dict[str, Any] | None = None,
+    ) -> IngestResult:
+        """Ingest rows given as dicts, a JSON array or NDJSON text (the HTTP push path).
+
+        Defaults to ``append``: each push adds its rows to the latest version.
+        """
+
+    @abstractmethod
+    def stream_position(self, name: str, stream: str) -> StreamPosition | None:
+        """The offsets last committed with a version of ``name`` for ``stream`` (or None).
+
+        A consumer resumes from here after a crash: offsets and rows are stored in one
+        transaction, so nothing is lost or duplicated."""
+
+    # -- reading -------------------------------------------------------------------------------
+    @abstractmethod
+    def read_arrow(
+        self, ref: str, *, columns: Sequence[str] | None = None, as_of: str | None = None
+    ) -> pa.Table:
+        """The version as an Arrow table, rows in ingest order. ``as_of`` (a version id,
+        unique prefix, tag or ``latest``) pins a bare ``NAME``; InvalidInput names an unknown
+        column."""
+
+    def read_pandas(
+        self, ref: str, *, columns: Sequence[str] | None = None, as_of: str | None = None
+    ) -> pd.DataFrame:
+        """The version as a pandas DataFrame (see :meth:`read_arrow`)."""
+        frame: pd.DataFrame = self.read_arrow(ref, columns=columns, as_of=as_of).to_pandas()
+        return frame
+
+    @abstractmethod
+    def duckdb(
+        self,
+        ref: str,
+        *,
+        con: duckdb.DuckDBPyConnection | None = None,
+        view: str | None = None,
+        as_of: str | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        """A lazy DuckDB relation over the version's Parquet parts (nothing is loaded).
+
+        With ``view``, the parts are also registered as that view in ``con``."""
+
+    # -- quality -------------------------------------------------------------------------------
+    @abstractmethod
+    def validate(
+        self,
+        ref: str,
+        suite: Suite | str | Path | dict[str, Any],
+        *,
+        sample_size: int = 20,
+    ) -> ValidationReport:
+        """Run ``suite`` over the version (DuckDB over Parquet); the report is stored.
+
+        InvalidInput names an expectation's unknown column and lists the existing ones."""
+
+    @abstractmethod
+    def list_reports(self, ref: str) -> list[StoredReport]:
+        """Validation reports stored for the version, newest first."""
+
+    @abstractmethod
+    def profile(self, ref: str) -> Any:
+        """The version's profile (computed once, then stored with the version)."""
+
+    @abstractmethod
+    def suggest_suite(self, ref: str) -> Suite:
+        """A suite proposed from the version's profile, to edit and use."""
+
+    @abstractmethod
+    def diff(self, a: str, b: str) -> VersionDiff:
+        """Schema changes, row counts and per-column statistic changes from ``a`` to ``b``."""
+
+    @abstractmethod
+    def quarantine(self, ref: str) -> DatasetVersion | None:
+        """The quarantine version holding the rows set aside when ``ref`` was ingested."""
+
+    # -- lineage -------------------------------------------------------------------------------
+    @abstractmethod
+    def transform(
+        self,
+        inputs: Sequence[str] | dict[str, str],
+        *,
+        output: str,
+        fn: Callable[..., Any] | None = None,
+        sql: str | None = None,
+        run_id: str | None = None,
+        description: str = "",
+        allow_breaking: bool = False,
+        suite: Suite | str | Path | dict[str, Any] | None = None,
+        on_fail: OnFail | str = OnFail.FAIL,
+    ) -> IngestResult:
+        """Derive a version of ``output`` from ``inputs`` and record how.
+
+        ``sql`` runs in DuckDB where each input is a view named after its dataset (or the
+        key when ``inputs`` is a dict ``{alias: ref}``). ``fn`` is called with one pandas
+        DataFrame per input (positionally, or by keyword for a dict) and returns a
+        DataFrame, Arrow table or anything Arrow-streamable. The new version's parents are
+        the inputs' versions; the transform records the code (SQL text or the function's
+        source), its sha256 and the git commit of the code's repository (None outside one).
+        """
+
+    @abstractmethod
+    def get_transform(self, transform_id: str) -> Transform: ...
+
+    @abstractmethod
+    def lineage(
+        self, ref: str, *, direction: Direction | str = Direction.UP, depth: int = 5
+    ) -> LineageGraph:
+        """The graph around a version: ``up`` to its ancestors, ``down`` to its descendants,
+        ``depth`` version hops. Nodes are datasets, versions, transforms and runs."""

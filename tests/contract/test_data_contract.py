@@ -1,0 +1,181 @@
+"""The data contract: the same tests on the embedded and the remote client (SQLite and PG).
+
+Remote ingestion uploads local files and DataFrames; the server re-chunks them canonically,
+so version ids are the same as an embedded ingest's. Errors arrive as the same class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from conftest import LiveServer
+
+from strata.backends.context import Backends
+from strata.client import Client
+from strata.core.config import Settings
+from strata.core.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StrataError,
+)
+from strata.data.embedded import EmbeddedData
+from strata.data.models import ColumnAnnotation
+
+FRAME = pd.DataFrame(
+    {
+        "id": [1, 2, 3, 4],
+        "city": ["a", "b", None, "a"],
+        "fare": [1.5, 2.5, 3.5, None],
+    }
+)
+SUITE = {"expectations": [{"expect_column_values_to_not_be_null": {"column": "fare"}}]}
+
+
+def _exactly(cls: type[StrataError], fn: object, *args: object, **kw: object) -> StrataError:
+    assert callable(fn)
+    with pytest.raises(StrataError) as info:
+        fn(*args, **kw)
+    assert type(info.value) is cls, f"expected {cls.__name__}, got {info.value!r}"
+    return info.value
+
+
+def test_versions_round_trip(client: Client, tmp_path: Path) -> None:
+    data = client.data
+    ds = data.create_dataset("trips", project="p1", description="Trips", tags={"t": "1"})
+    assert ds.name == "trips" and ds.latest_version is None and ds.tags == {"t": "1"}
+    r = data.ingest(
+        FRAME, "trips", tags=["first"], annotations={"city": ColumnAnnotation(pii=True)}
+    )
+    assert r.created and r.rows == 4 and r.version and r.ref == f"trips@{r.version}"
+    backends = Backends(Settings(home=tmp_path / "other"))
+    try:
+        assert EmbeddedData(backends).ingest(FRAME, "trips").version == r.version
+    finally:
+        backends.close()
+    again = data.ingest(FRAME, "trips")
+    assert not again.created and again.version == r.version
+    v = data.get_version("trips@first")
+    assert v.id == r.version and v.rows == 4 and v.columns[1].annotation.pii
+    assert [c.type for c in v.columns] == ["int64", "string", "double"]
+    assert data.read_pandas(f"trips@{r.version[:6]}").equals(FRAME)
+    assert data.read_arrow("trips", columns=["fare"]).column_names == ["fare"]
+    assert data.duckdb("trips").aggregate("sum(id)").fetchall() == [(10,)]
+    files = data.files("trips")
+    assert len(files) == 1 and files[0].rows == 4 and len(files[0].sha256) == 64
+    assert [x.id for x in data.list_versions("trips")] == [r.version]
+    assert data.get_dataset("trips").latest_version == r.version
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,city,fare\n1,a,1.5\n2,b\nx,y,z,w\n")
+    c = data.ingest(csv, "fromcsv")
+    assert (c.rows, c.quarantined_rows) == (1, 2)
+    q = data.quarantine(c.ref or "")
+    assert q is not None and q.rows == 2
+    assert sorted(data.read_pandas(q.ref)["_line"].tolist()) == [3, 4]
+    updated = data.update_dataset("trips", description="All trips", tags={"t": ""})
+    assert updated.description == "All trips" and updated.tags == {}
+    assert [d.name for d in data.list_datasets(pii=True)] == ["trips"]
+
+
+def test_push_rows_and_stream_position(client: Client) -> None:
+    data = client.data
+    first = data.push_rows(
+        "ev",
+        [{"k": 1, "s": "a"}, {"k": 2, "s": "b"}],
+        source_info={"stream": "redis://s", "offsets": {"id": "1-0"}},
+    )
+    second = data.push_rows("ev", '{"k": 3, "s": "c"}\nnot json\n{"k": 4, "s": "d"}\n')
+    assert (second.rows, second.quarantined_rows) == (4, 1)
+    assert data.get_version("ev").parents == [first.ref]
+    assert data.read_pandas("ev")["k"].tolist() == [1, 2, 3, 4]
+    pos = data.stream_position("ev", "redis://s")
+    assert pos is not None and pos.offsets == {"id": "1-0"} and pos.version == first.version
+
+
+def test_errors_are_the_same_class(client: Client, tmp_path: Path) -> None:
+    data = client.data
+    _exactly(NotFound, data.get_dataset, "ghost")
+    _exactly(NotFound, data.get_version, "ghost@latest")
+    _exactly(InvalidInput, data.get_version, "bad name")
+    data.ingest(FRAME, "trips")
+    err = _exactly(
+        InvalidInput,
+        data.validate,
+        "trips",
+        {"expectations": [{"expect_column_values_to_be_unique": {"column": "nope"}}]},
+    )
+    assert "'nope'" in err.message and "id, city, fare" in err.message
+    gate = _exactly(InvalidInput, data.ingest, FRAME.assign(id=[5, 6, 7, 8]), "trips", suite=SUITE)
+    assert gate.details["validation"]["success"] is False
+    _exactly(Conflict, data.ingest, FRAME.drop(columns=["fare"]), "trips")
+    _exactly(NotFound, data.ingest, tmp_path / "missing.csv", "trips")
+    _exactly(InvalidInput, data.ingest, FRAME, "x__quarantine")
+    _exactly(AlreadyExists, data.create_dataset, "trips")
+    _exactly(InvalidInput, data.lineage, "trips", direction="sideways")
+
+
+def test_quality_transforms_and_lineage(client: Client) -> None:
+    data = client.data
+    base = data.ingest(FRAME, "trips", suite=SUITE, on_fail="quarantine")
+    assert (base.rows, base.quarantined_rows) == (3, 1)
+    report = data.validate("trips", SUITE)
+    assert report.success and report.row_count == 3
+    assert [r.gate for r in data.list_reports("trips")] == [None, "quarantine"]
+    prof = data.profile("trips")
+    assert prof.row_count == 3 and prof.column("fare").mean == pytest.approx(2.5)
+    assert data.suggest_suite("trips").expectations
+    sql = data.transform(
+        ["trips"],
+        sql="SELECT city, sum(fare) AS total FROM trips GROUP BY city ORDER BY city",
+        output="by_city",
+    )
+    py = data.transform({"t": "trips"}, fn=lambda t: t[t.fare > 2], output="pricey")
+    assert data.get_version("by_city").parents == [base.ref]
+    assert data.read_pandas("pricey")["id"].tolist() == [2, 3]
+    t = data.get_transform(data.get_version("pricey").transform_id or "")
+    assert t.kind == "python" and "t.fare > 2" in t.code
+    down = data.lineage("trips", direction="down")
+    ids = {n.id for n in down.nodes}
+    assert {f"version:{sql.ref}", f"version:{py.ref}", f"version:{base.quarantine}"} <= ids
+    d = data.diff("trips", "pricey")
+    assert (d.rows_a, d.rows_b) == (3, 2)
+    tagged = data.tag_version("trips", "gold")
+    assert tagged.tags == ["gold"]
+    annotated = data.annotate("trips", {"fare": {"description": "USD", "semantic_type": "money"}})
+    assert annotated.columns[2].annotation.semantic_type == "money"
+
+
+def test_viewer_reads_but_cannot_write(live_server: LiveServer) -> None:
+    live_server.client().data.ingest(FRAME, "trips")
+    viewer = live_server.client(live_server.token_for("viewer"))
+    assert viewer.data.get_version("trips").rows == 4
+    _exactly(PermissionDenied, viewer.data.ingest, FRAME, "trips2")
+    _exactly(PermissionDenied, viewer.data.push_rows, "trips", [{"id": 9}])
+
+
+def test_http_push_and_server_refuses_local_paths(live_server: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {live_server.admin_token}"}
+    with httpx.Client(base_url=live_server.url, headers=headers) as http:
+        r = http.post(
+            "/api/v1/data/datasets/pushed/rows",
+            content=b'[{"a": 1}, {"a": 2}]',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 201 and r.json()["rows"] == 2
+        r = http.post(
+            "/api/v1/data/datasets/pushed/rows",
+            content=b'{"a": 3}\n{"a": "x"}\n',
+            headers={"content-type": "application/x-ndjson"},
+        )
+        assert r.status_code == 201 and r.json()["quarantined_rows"] == 1
+        r = http.post("/api/v1/data/datasets/pushed/ingest", json={"source": "/etc/passwd"})
+        assert r.status_code == 400 and "does not read its own files" in r.json()["message"]
+        r = http.get("/api/v1/data/versions/pushed@latest/files/7")
+        assert r.status_code == 400
+        r = http.get("/api/v1/data/versions/pushed%40latest")
+        assert r.status_code == 200 and r.json()["rows"] == 3
