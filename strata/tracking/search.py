@@ -399,7 +399,11 @@ def parse_order_by(
 
 
 def apply_run_order(stmt: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select[Any]:
-    """Order runs by ``keys`` (missing values last), then newest first, then by id."""
+    """Order runs by ``keys`` (missing values last), then newest first.
+
+    Ties on start time are broken by id, descending: ids are time-sortable, so runs started
+    in the same millisecond still come newest first.
+    """
     order: list[Any] = []
     alias: Any
     for i, k in enumerate(keys):
@@ -419,7 +423,7 @@ def apply_run_order(stmt: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select
             col = alias.value
         order.append(sa.case((col.is_(None), 1), else_=0))
         order.append(col.asc() if k.ascending else col.desc())
-    order.extend([RunRow.start_time.desc(), RunRow.id.asc()])
+    order.extend([RunRow.start_time.desc(), RunRow.id.desc()])
     return stmt.order_by(*order)
 
 
@@ -480,7 +484,7 @@ def experiment_order(items: Sequence[str] | None) -> list[Any]:
         order.append(col.asc() if k.ascending else col.desc())
     if not order:
         order.append(ExperimentRow.creation_time.desc())
-    order.append(ExperimentRow.id.asc())
+    order.append(ExperimentRow.id.desc())  # time-sortable ids: newest first on ties too
     return order
 
 
