@@ -46,6 +46,7 @@ from strata.data.service import DataService, Progress
 from strata.data.storage import (
     VersionFiles,
     create_view,
+    sandbox,
 )
 from strata.data.tables import (
     ColumnRow,
@@ -430,7 +431,9 @@ class EmbeddedData(DataService):
         version = self.get_version(ref)
         con = self.vfiles.connect()
         try:
-            create_view(con, version.dataset, self.locations(version.ref))
+            locations = self.locations(version.ref)
+            create_view(con, version.dataset, locations)
+            sandbox(con, locations)  # suites may carry custom SQL
             report = validate(con, version.dataset, suite_obj, sample_size=sample_size)
         finally:
             con.close()
@@ -553,8 +556,11 @@ class EmbeddedData(DataService):
         con = self.vfiles.connect()
         try:
             if sql is not None:
+                allowed: list[str] = []
                 for alias, v in versions.items():
+                    allowed += self.locations(v.ref)
                     create_view(con, alias, self.locations(v.ref))
+                sandbox(con, allowed)  # the SQL is the user's: it may read its inputs only
                 reader, record = lineage.sql_step(con, sql, list(versions), output, git_commit)
             else:
                 assert fn is not None

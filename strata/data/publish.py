@@ -27,6 +27,7 @@ from strata.data.storage import (
     parquet_scan,
     quote_ident,
     relation_batches,
+    sandbox,
     sql_literal,
 )
 
@@ -187,6 +188,8 @@ def stage(
                 staged.rows = good.rows
                 create_view(con, "staged", [p.path for p in staged.parts])
         if suite is not None:
+            # Suites may carry custom SQL: from here on, only the staged parts are readable.
+            sandbox(con, [p.path for p in staged.parts], [os.path.join(workdir, "duckdb-tmp")])
             staged.report = validate(con, "staged", suite)
             staged.gate_failed = not staged.report.success and on_fail is OnFail.FAIL
         if qwriter is not None:

@@ -262,6 +262,32 @@ def create_view(
     )
 
 
+def sandbox(
+    con: duckdb.DuckDBPyConnection,
+    locations: Sequence[str],
+    directories: Sequence[str] = (),
+) -> None:
+    """Lock ``con`` down before it runs SQL a user wrote (transform SQL, custom expectations).
+
+    From here on the connection may read only ``locations`` (the parts behind its views) and
+    ``directories`` (e.g. its spill directory): no other files, no COPY TO, no ATTACH, no
+    extension installs — and the lock cannot be lifted from SQL. Without it, a server user
+    allowed to validate or transform could read any file the server can.
+    """
+    allowed: list[str] = []
+    for loc in locations:
+        allowed.append(loc)
+        if "://" in loc:  # DuckDB normalises registered-filesystem URLs to scheme:///path
+            allowed.append(loc.replace("://", ":///", 1))
+    paths = ", ".join(sql_literal(p) for p in allowed)
+    dirs = ", ".join(sql_literal(d.rstrip("/") + "/") for d in directories)
+    con.execute(f"SET allowed_paths = [{paths}]")
+    if dirs:
+        con.execute(f"SET allowed_directories = [{dirs}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 def relation_batches(
     con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int = 64 * 1024
 ) -> Iterator[pa.RecordBatch]:
