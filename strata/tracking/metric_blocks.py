@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -28,18 +29,17 @@ class MetricBlock:
 
     def points(self, key: str, run_id: str | None, limit: int | None) -> list[MetricPoint]:
         n = len(self.steps) if limit is None else min(limit, len(self.steps))
-        keys = [key] * n
-        rids = [run_id] * n
-        return list(
-            map(
-                MetricPoint,
-                keys,
-                self.values[:n].tolist(),
-                self.timestamps[:n].tolist(),
-                self.steps[:n].tolist(),
-                rids,
-            )
+        rows = zip(
+            repeat(key, n),
+            self.values[:n].tolist(),
+            self.timestamps[:n].tolist(),
+            self.steps[:n].tolist(),
+            repeat(run_id, n),
+            strict=True,
         )
+        # tuple.__new__ straight from C: the named tuple's own __new__ is Python code and
+        # would cost ~1 µs a point (0.1 s for a 100k-step history).
+        return list(map(tuple.__new__, repeat(MetricPoint, n), rows))
 
 
 def metric_blocks(metrics: Sequence[Metric]) -> dict[str, MetricBlock]:
