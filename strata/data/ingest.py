@@ -117,14 +117,15 @@ class Reader:
 
 
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """Metadata stripped; large_string/large_binary as string/binary (pandas 3 emits large_*),
-    so the same data reads to the same schema from every source."""
+    """Metadata stripped; large_string/large_binary and the view types as string/binary (pandas
+    3 emits large_*, Polars string_view), so the same data reads to the same schema — and the
+    same version id — from every source."""
     fields = []
     for f in schema:
         t = f.type
-        if pa.types.is_large_string(t):
+        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
             t = pa.string()
-        elif pa.types.is_large_binary(t):
+        elif pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
             t = pa.binary()
         fields.append(pa.field(f.name, t, f.nullable))
     return pa.schema(fields)

@@ -189,6 +189,18 @@ def test_arrow_c_stream_source(lite: EmbeddedData) -> None:
     assert lite.ingest(table, "cstream").version == r.version
 
 
+def test_polars_dataframe_source(lite: EmbeddedData) -> None:
+    import polars as pl
+
+    df = pl.DataFrame({"carrier": ["UA", "AA", None], "delay": [3.5, -1.0, 12.25]})
+    r = lite.ingest(df, "pl_flights")
+    assert r.rows == 3
+    back = lite.read_arrow("pl_flights")
+    assert back.column("carrier").to_pylist() == ["UA", "AA", None]
+    # the same rows from pandas are the same version (content-addressed, not source-addressed)
+    assert lite.ingest(df.to_pandas(), "pl_flights").version == r.version
+
+
 def test_sql_source_on_postgres(lite: EmbeddedData, pg_url: str) -> None:
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
