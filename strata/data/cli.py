@@ -1,5 +1,6 @@
 """CLI: ``strata data ingest|list|show|versions|diff|validate|profile|suggest-suite|lineage|
-quarantine|tag`` (embedded, or remote when ``STRATA_URI`` is set).
+quarantine|tag|consume`` (embedded, or remote when ``STRATA_URI`` is set; ``consume`` is
+embedded only: it commits stream offsets in the metadata DB's transaction).
 
 ``--json`` prints exactly one JSON object on stdout; progress bars and tables go elsewhere
 (progress to stderr). Exit codes: 0 ok, 1 a failed suite (validate, or a gated ingest), 2 bad
@@ -549,6 +550,64 @@ def tag(
         _print_json(v)
         return
     console.print(f"{v.dataset}@{name} → {v.ref}", highlight=False)
+
+
+@data_app.command("consume")
+def consume(
+    source: Annotated[
+        str, typer.Argument(help="kafka://HOST:PORT/TOPIC or redis://HOST:PORT/DB?stream=NAME")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Dataset each batch is appended to.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Most records a batch.")] = 10_000,
+    batch_seconds: Annotated[
+        float, typer.Option("--batch-seconds", help="Longest wait for a batch to fill.")
+    ] = 5.0,
+    max_batches: Annotated[
+        int | None, typer.Option("--max-batches", help="Stop after this many batches.")
+    ] = None,
+    idle: Annotated[
+        float | None, typer.Option("--stop-when-idle", help="Stop after SECONDS without records.")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Consumer group (default strata.NAME).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Append a Kafka topic or Redis stream to NAME in micro-batches (one version each);
+    offsets are stored with the data, so a restart resumes exactly where it stopped."""
+    from strata.data.streaming import ConsumeResult, StreamBatch, consume_uri
+
+    opts: dict[str, Any] = {"batch_size": batch_size, "batch_seconds": batch_seconds}
+    opts |= {"max_batches": max_batches, "idle_seconds": idle, "group": group}
+    with (
+        _data() as svc,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=json_out,
+        ) as bar,
+    ):
+        task = bar.add_task(f"consume → {name}", total=max_batches, info="waiting for records")
+
+        def shown(b: StreamBatch, t: ConsumeResult) -> None:
+            rate = t.rows / t.seconds if t.seconds else 0.0
+            info = f"{t.batches} batches  {t.rows:,} rows  {rate:,.0f} rows/s"
+            bar.update(task, completed=t.batches, info=info + f"  {t.quarantined:,} quarantined")
+
+        result = consume_uri(svc, source, name, on_batch=shown, **opts)
+    if json_out:
+        _print_json(result)
+        return
+    console.print(
+        f"{result.batches} batches, {result.rows:,} rows into [bold]{name}[/bold]"
+        f"{f'@{result.version}' if result.version else ''} ({result.quarantined:,} quarantined, "
+        f"{result.skipped:,} already stored) in {result.seconds:.1f}s; offsets {result.offsets}",
+        highlight=False,
+    )
 
 
 __all__ = ["data_app", "suite_yaml"]

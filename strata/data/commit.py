@@ -179,7 +179,9 @@ class Committer:
                 base_schema=base_schema,
                 suite=suite,
                 on_fail=on_fail,
-                want_profile=want_profile,
+                # An append's staged rows are only the new part of the version: its profile
+                # would describe them, not the version. It is computed on first use instead.
+                want_profile=want_profile and not appending,
                 progress=progress,
             )
             columns = catalog.columns_of(staged.schema)
@@ -322,6 +324,14 @@ class Committer:
             s = scope.session
             self.lock(s, name)
             ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
+            if reused and base is not None and ds is not None and ds.latest_version != base.id:
+                # Another append landed since we read the base: publishing ours would drop
+                # its rows from the new latest version.
+                raise Conflict(
+                    f"Dataset {name!r} moved from {base.ref} to {name}@{ds.latest_version} "
+                    "while this append was staged; retry it on the new latest version",
+                    details={"base": base.ref, "latest": ds.latest_version},
+                )
             if ds is None:
                 ds = self.new_dataset(s, name, project=project or "default")
             elif project and ds.project != project:

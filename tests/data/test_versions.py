@@ -211,3 +211,31 @@ def test_failed_ingest_leaves_nothing(data: EmbeddedData, tmp_path: Path) -> Non
     with data.db.read() as s:
         n = s.execute(sa.text("SELECT count(*) FROM dat_versions")).scalar_one()
     assert n == 1
+
+
+def test_append_version_profile_covers_the_whole_version(lite: EmbeddedData) -> None:
+    lite.ingest(pd.DataFrame({"v": [1.0, 2.0, 3.0]}), "grow")
+    lite.ingest(pd.DataFrame({"v": [10.0, 20.0]}), "grow", mode="append")
+    profile = lite.profile("grow")
+    assert profile.row_count == 5
+    assert profile.column("v").count == 5
+
+
+def test_concurrent_append_is_refused_not_lost(
+    lite: EmbeddedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import strata.data.commit as commit
+
+    lite.ingest(pd.DataFrame({"v": [1]}), "race")
+    real_stage = commit.stage
+
+    def stage_while_another_append_lands(*args: object, **kwargs: object) -> object:
+        staged = real_stage(*args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(commit, "stage", real_stage)
+        lite.ingest(pd.DataFrame({"v": [2]}), "race", mode="append")  # wins the race
+        return staged
+
+    monkeypatch.setattr(commit, "stage", stage_while_another_append_lands)
+    with pytest.raises(Conflict, match="moved from"):
+        lite.ingest(pd.DataFrame({"v": [3]}), "race", mode="append")
+    assert sorted(lite.read_pandas("race")["v"]) == [1, 2]
