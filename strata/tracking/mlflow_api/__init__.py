@@ -14,7 +14,8 @@ from fastapi import APIRouter
 from strata.tracking.mlflow_api import artifacts, experiments, metrics, models, runs
 
 router = APIRouter()
-for _module in (experiments, runs, metrics, models, artifacts):
+# Matched in this order: run logging (the hot path of training scripts) first.
+for _module in (runs, experiments, metrics, models, artifacts):
     router.include_router(_module.router)
 
 __all__ = ["router"]

@@ -402,17 +402,18 @@ async def search_runs(request: Request) -> Response:
 
 
 R, W = Permission.READ, Permission.WRITE
-add_route(router, "/runs/create", create_run, ["POST"], W)
-add_route(router, "/runs/get", get_run, ["GET"], R)
-add_route(router, "/runs/update", update_run, ["POST"], W)
-add_route(router, "/runs/delete", delete_run, ["POST"], W)
-add_route(router, "/runs/restore", restore_run, ["POST"], W)
-add_route(router, "/runs/search", search_runs, ["POST"], R)
+# Routes are matched one by one in this order: the calls a training loop makes come first.
 add_route(router, "/runs/log-metric", log_metric, ["POST"], W)
+add_route(router, "/runs/log-batch", log_batch, ["POST"], W)
 add_route(router, "/runs/log-parameter", log_param, ["POST"], W)
 add_route(router, "/runs/set-tag", set_tag, ["POST"], W)
+add_route(router, "/runs/create", create_run, ["POST"], W)
+add_route(router, "/runs/update", update_run, ["POST"], W)
+add_route(router, "/runs/get", get_run, ["GET"], R)
+add_route(router, "/runs/search", search_runs, ["POST"], R)
+add_route(router, "/runs/delete", delete_run, ["POST"], W)
+add_route(router, "/runs/restore", restore_run, ["POST"], W)
 add_route(router, "/runs/delete-tag", delete_tag, ["POST"], W)
-add_route(router, "/runs/log-batch", log_batch, ["POST"], W)
 add_route(router, "/runs/log-inputs", log_inputs, ["POST"], W)
 add_route(router, "/runs/outputs", log_outputs, ["POST"], W)
 add_route(router, "/runs/log-model", log_model, ["POST"], W)
