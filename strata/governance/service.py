@@ -29,6 +29,7 @@ from strata.governance.tables import TokenRow, UserRow
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "strata_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 _AUTH_QUERY = (
@@ -36,6 +37,7 @@ _AUTH_QUERY = (
         TokenRow.id,
         TokenRow.expires_at,
         TokenRow.revoked_at,
+        TokenRow.last_used_at,
         UserRow.id,
         UserRow.name,
         UserRow.role,
@@ -285,9 +287,17 @@ class EmbeddedGovernance(GovernanceService):
             found = conn.execute(_AUTH_QUERY, {"digest": digest}).first()
         if found is None:
             raise invalid
-        token_id, expires, revoked, user_id, name, role, disabled = found
-        if revoked is not None or disabled or (expires and expires <= utcnow()):
+        token_id, expires, revoked, last_used, user_id, name, role, disabled = found
+        now = utcnow()
+        if revoked is not None or disabled or (expires and expires <= now):
             raise invalid
+        if last_used is None or now - last_used > LAST_USED_RESOLUTION:
+            # At most one write per token per minute: enough to spot unused tokens, and
+            # read requests do not each take the write lock.
+            with self.db.write() as session:
+                session.execute(
+                    sa.update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=now)
+                )
         return Principal(name=name, role=Role(role), user_id=user_id, token_id=token_id)
 
     def has_admin(self) -> bool:

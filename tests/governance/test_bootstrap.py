@@ -93,3 +93,14 @@ def test_token_digest_is_sha256_hex() -> None:
     assert len(digest) == 64 and digest != "strata_abc"
     assert token_digest("strata_abc") == digest
     assert token_digest("strata_abd") != digest
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(gov: EmbeddedGovernance) -> None:
+    gov.create_user("carol", Role.VIEWER)
+    new = gov.create_token("carol")
+    assert gov.list_tokens("carol")[0].last_used_at is None
+    gov.authenticate(new.secret)
+    first = gov.list_tokens("carol")[0].last_used_at
+    assert first is not None
+    gov.authenticate(new.secret)  # within the minute: no new write
+    assert gov.list_tokens("carol")[0].last_used_at == first
