@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -16,22 +14,16 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Pydantic models, datetimes and containers to plain JSON values."""
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    return obj
-
-
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as JSON on stdout (plain, machine-readable: no colour, no wrapping)."""
-    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, default=str) + "\n")
+    """Print ``obj`` as JSON on stdout (plain, machine-readable: no colour, no wrapping).
+
+    Models by their aliases; NaN and ±inf as the strings "NaN", "Infinity", "-Infinity"
+    (the output stays valid JSON, as MLflow's API writes them).
+    """
+    from pydantic_core import to_json, to_jsonable_python
+
+    data = to_jsonable_python(obj, by_alias=True, fallback=str)
+    sys.stdout.write(to_json(data, indent=2, inf_nan_mode="strings").decode() + "\n")
     sys.stdout.flush()
 
 

@@ -18,12 +18,12 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from pydantic_core import to_json, to_jsonable_python
+from pydantic_core import to_jsonable_python
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.tree import Tree
 
-from strata.core.config import load_settings
-from strata.core.console import console, err_console, print_table
+from strata.client import Client
+from strata.core.console import console, err_console, print_json, print_table
 from strata.data.models import IngestResult, LineageGraph
 from strata.data.service import DataService
 
@@ -37,33 +37,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 @contextmanager
 def _data() -> Iterator[DataService]:
-    """The data service the settings select: remote when ``STRATA_URI`` is set."""
-    settings = load_settings()
-    if settings.uri:
-        from strata.core.transport import HttpTransport
-        from strata.data.remote import RemoteData
-
-        token = settings.token.get_secret_value() if settings.token else None
-        http = HttpTransport(settings.uri, token)
-        try:
-            yield RemoteData(http, settings)
-        finally:
-            http.close()
-    else:
-        from strata.backends.context import Backends
-        from strata.data.embedded import EmbeddedData
-
-        backends = Backends(settings)
-        try:
-            yield EmbeddedData(backends)
-        finally:
-            backends.close()
-
-
-def _print_json(obj: Any) -> None:
-    data = to_jsonable_python(obj, by_alias=True)
-    sys.stdout.write(to_json(data, indent=2, inf_nan_mode="strings").decode() + "\n")
-    sys.stdout.flush()
+    """The data service of ``strata.Client()``: remote when ``STRATA_URI`` is set."""
+    with Client() as client:
+        yield client.data
 
 
 def _size(n: float) -> str:
@@ -132,7 +108,7 @@ def ingest(
         else:
             result = _ingest_with_progress(svc, source, name, kwargs)
     if json_out:
-        _print_json(result)
+        print_json(result)
     else:
         _show_result(result)
     if not result.published:
@@ -245,7 +221,7 @@ def list_cmd(
             query=query, project=project, tag=tag, column=column, pii=pii, include_quarantine=all_
         )
     if json_out:
-        _print_json({"datasets": found})
+        print_json({"datasets": found})
         return
     print_table(
         [
@@ -265,7 +241,7 @@ def show(
     with _data() as svc:
         v = svc.get_version(ref)
     if json_out:
-        _print_json(
+        print_json(
             v.model_dump(mode="json")
             | {
                 "ref": v.ref,
@@ -307,7 +283,7 @@ def versions(
     with _data() as svc:
         found = svc.list_versions(name)
     if json_out:
-        _print_json({"versions": found})
+        print_json({"versions": found})
         return
     print_table(
         [
@@ -334,7 +310,7 @@ def diff(
     with _data() as svc:
         d = svc.diff(a, b)
     if json_out:
-        _print_json(d.model_dump(mode="json") | {"rows_delta": d.rows_delta})
+        print_json(d.model_dump(mode="json") | {"rows_delta": d.rows_delta})
         return
     console.print(
         f"{d.a} → {d.b}: rows {d.rows_a:,} → {d.rows_b:,} ({d.rows_delta:+,}); "
@@ -371,7 +347,7 @@ def validate(
     with _data() as svc:
         report = svc.validate(ref, suite)
     if json_out:
-        _print_json(report)
+        print_json(report)
     else:
         _report_table(report.model_dump(mode="json"))
     if not report.success:
@@ -387,7 +363,7 @@ def profile(
         prof = svc.profile(ref)
     data = to_jsonable_python(prof)
     if json_out:
-        _print_json(data)
+        print_json(data)
         return
     print_table(
         [
@@ -421,7 +397,7 @@ def suggest_suite(
     with _data() as svc:
         suite = svc.suggest_suite(ref)
     if json_out:
-        _print_json(suite)
+        print_json(suite)
         return
     text = suite_yaml(suite)
     if output is not None:
@@ -442,7 +418,7 @@ def lineage_cmd(
     with _data() as svc:
         graph = svc.lineage(ref, direction=direction, depth=depth)
     if json_out:
-        _print_json(graph)
+        print_json(graph)
         return
     console.print(_tree(graph))
 
@@ -484,7 +460,7 @@ def quarantine(
                 dict(zip(rel.columns, row, strict=True)) for row in rel.limit(limit).fetchall()
             ]
     if json_out:
-        _print_json({"ref": ref, "quarantine": q, "rows": q.rows if q else 0, "sample": sample})
+        print_json({"ref": ref, "quarantine": q, "rows": q.rows if q else 0, "sample": sample})
         return
     if q is None:
         console.print(f"{ref}: nothing was quarantined.")
@@ -532,7 +508,7 @@ def transform(
             allow_breaking=allow_breaking,
         )
     if json_out:
-        _print_json(result)
+        print_json(result)
     else:
         _show_result(result)
 
@@ -547,7 +523,7 @@ def tag(
     with _data() as svc:
         v = svc.tag_version(ref, name)
     if json_out:
-        _print_json(v)
+        print_json(v)
         return
     console.print(f"{v.dataset}@{name} → {v.ref}", highlight=False)
 
@@ -600,7 +576,7 @@ def consume(
 
         result = consume_uri(svc, source, name, on_batch=shown, **opts)
     if json_out:
-        _print_json(result)
+        print_json(result)
         return
     console.print(
         f"{result.batches} batches, {result.rows:,} rows into [bold]{name}[/bold]"

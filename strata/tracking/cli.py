@@ -5,7 +5,6 @@ non-finite metric values are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infin
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,10 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic_core import to_json, to_jsonable_python
 
-from strata.core.config import load_settings
-from strata.core.console import console, print_table
+from strata.client import Client
+from strata.core.console import console, print_json, print_table
 from strata.core.errors import InvalidInput, NotFound
 from strata.tracking.models import Experiment, Run, ViewType
 from strata.tracking.service import TrackingService
@@ -39,33 +37,9 @@ _MAX_TABLE_KEYS = 8
 
 @contextmanager
 def _tracking() -> Iterator[TrackingService]:
-    """The tracking service the settings select: remote when ``STRATA_URI`` is set."""
-    settings = load_settings()
-    if settings.uri:
-        from strata.core.transport import HttpTransport
-        from strata.tracking.remote import RemoteTracking
-
-        token = settings.token.get_secret_value() if settings.token else None
-        http = HttpTransport(settings.uri, token)
-        try:
-            yield RemoteTracking(http)
-        finally:
-            http.close()
-    else:
-        from strata.backends.context import Backends
-        from strata.tracking.embedded import EmbeddedTracking
-
-        backends = Backends(settings)
-        try:
-            yield EmbeddedTracking(backends)
-        finally:
-            backends.close()
-
-
-def _print_json(obj: Any) -> None:
-    data = to_jsonable_python(obj, by_alias=True)
-    sys.stdout.write(to_json(data, indent=2, inf_nan_mode="strings").decode() + "\n")
-    sys.stdout.flush()
+    """The tracking service of ``strata.Client()``: remote when ``STRATA_URI`` is set."""
+    with Client() as client:
+        yield client.tracking
 
 
 def _view(value: str) -> ViewType:
@@ -148,7 +122,7 @@ def experiments_list(
             filter=filter, view=_view(view), max_results=max_results
         ).items
     if json_out:
-        _print_json(exps)
+        print_json(exps)
         return
     print_table(
         (
@@ -188,7 +162,7 @@ def experiments_create(
             description=description,
         )
     if json_out:
-        _print_json(exp)
+        print_json(exp)
     else:
         console.print(f"Created experiment [bold]{exp.name}[/bold] (id {exp.experiment_id}).")
 
@@ -301,7 +275,7 @@ def runs_list(
             ids, filter, view=_view(view), max_results=max_results, order_by=order_by
         ).items
     if json_out:
-        _print_json([_run_json(r) for r in runs])
+        print_json([_run_json(r) for r in runs])
         return
     _runs_table(runs, "Runs")
 
@@ -315,7 +289,7 @@ def runs_show(
     with _tracking() as svc:
         run = svc.get_run(run_id)
     if json_out:
-        _print_json(_run_json(run) | {"inputs": run.inputs})
+        print_json(_run_json(run) | {"inputs": run.inputs})
         return
     info = run.info
     console.print(f"[bold]Run {info.run_name}[/bold] ({info.run_id})", highlight=False)
@@ -384,7 +358,7 @@ def runs_compare(
             row[str(key)] = value
         rows.append(row)
     if json_out:
-        _print_json(rows)
+        print_json(rows)
         return
     for row in rows:
         row["start_time"] = _time(row.get("start_time"))
