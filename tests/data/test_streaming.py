@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from backends.test_streams import create_topic, produce, start_tansu, xadd
+from brokers import create_topic, produce, start_tansu, xadd
 from conftest import need_service
 from typer.testing import CliRunner
 
