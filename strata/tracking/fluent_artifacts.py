@@ -12,9 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from strata.backends.context import Backends
+from strata.core.config import load_settings
 from strata.core.errors import InvalidInput
+from strata.core.transport import HttpTransport
+from strata.data.service import DataService
 from strata.tracking.fluent import current_run
 from strata.tracking.models import DatasetInput, FileInfo
+from strata.tracking.service import TrackingService
 
 
 def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> FileInfo:
@@ -114,27 +119,59 @@ def log_table(data: Any, artifact_file: str) -> FileInfo:
 
 def log_input(
     dataset_name: str,
-    digest: str,
+    digest: str | None = None,
     source: str = "",
     context: str | None = "train",
     *,
     source_type: str = "",
     schema: str | None = None,
     tags: Mapping[str, str] | None = None,
-) -> None:
-    """Record a dataset the active run used (idempotent per name + digest + context)."""
+) -> DatasetInput:
+    """Record a dataset the active run used (idempotent per name + digest + context).
+
+    Without ``digest``, ``dataset_name`` is a reference into Strata's data layer (``NAME``,
+    ``NAME@VERSION``, ``NAME@latest``, ``NAME@TAG``): it is resolved now, and the run records
+    that exact version (name, version digest, ``strata:NAME@VERSION`` as the source, its
+    schema) — so the run traces back to the data it was trained on. Raises NotFound for an
+    unknown dataset or version.
+    """
     run = current_run()
-    run.tracking.log_inputs(
-        run.run_id,
-        [
-            DatasetInput(
-                name=dataset_name,
-                digest=digest,
-                source=source,
-                source_type=source_type,
-                schema=schema,
-                context=context,
-                tags=dict(tags or {}),
+    if digest is None:
+        version = _data_service(run.tracking).get_version(dataset_name)
+        dataset_name, digest = version.dataset, version.digest
+        source = source or f"strata:{version.ref}"
+        source_type = source_type or "strata"
+        if schema is None:
+            schema = json.dumps(
+                {"columns": [{"name": c.name, "type": c.type} for c in version.columns]}
             )
-        ],
+    item = DatasetInput(
+        name=dataset_name,
+        digest=digest,
+        source=source,
+        source_type=source_type,
+        schema=schema,
+        context=context,
+        tags=dict(tags or {}),
+    )
+    run.tracking.log_inputs(run.run_id, [item])
+    return item
+
+
+def _data_service(tracking: TrackingService) -> DataService:
+    """The data service beside a tracking service (same store, or same server)."""
+    backends = getattr(tracking, "backends", None)
+    if isinstance(backends, Backends):
+        from strata.data.embedded import EmbeddedData
+
+        return EmbeddedData(backends)
+    http = getattr(tracking, "http", None)
+    if isinstance(http, HttpTransport):
+        from strata.data.remote import RemoteData
+
+        return RemoteData(http, load_settings())
+    raise InvalidInput(
+        "log_input without a digest resolves a Strata dataset reference, which needs the run "
+        "to log through Strata's own tracking service; pass digest= for other datasets",
+        details={"field": "digest"},
     )

@@ -535,3 +535,28 @@ def test_uncaught_exception_outside_a_with_block_marks_failed(tmp_path: Path) ->
         got = client.tracking.get_run(run_id)
         assert got.info.status is RunStatus.FAILED
         assert got.metrics == {"m": 1.0}
+
+
+def test_log_input_resolves_a_data_layer_version(both: Client) -> None:
+    """A run records the exact dataset version it trained on: lineage from run to data."""
+    ingested = both.data.ingest(
+        pd.DataFrame({"dep_delay": [1.0, 2.0], "origin": ["EWR", "JFK"]}), "flights_small"
+    )
+    with strata.start_run(experiment="lineage", client=both) as run:
+        item = strata.log_input("flights_small@latest", context="train")
+    assert (
+        item.name == "flights_small" and item.source == f"strata:flights_small@{ingested.version}"
+    )
+    assert item.digest == both.data.get_version(f"flights_small@{ingested.version}").digest
+    stored = both.tracking.get_run(run.run_id).inputs
+    assert [(i.name, i.digest, i.context) for i in stored] == [
+        ("flights_small", item.digest, "train")
+    ]
+    assert "dep_delay" in (stored[0].schema_ or "")
+    found = both.tracking.search_runs(
+        run.info.experiment_id, "datasets.name = 'flights_small' and datasets.context = 'train'"
+    ).items
+    assert [r.info.run_id for r in found] == [run.run_id]
+    with strata.start_run(experiment="lineage", client=both):
+        with pytest.raises(strata.NotFound):
+            strata.log_input("no_such_dataset@latest")
