@@ -204,7 +204,13 @@ class EmbeddedGovernance(GovernanceService):
             raise InvalidInput(
                 "Token name is longer than 128 characters", details={"field": "name"}
             )
-        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires = timedelta(days=expires_in_days) if expires_in_days else None
+        return self._store_token(user, name, TOKEN_PREFIX + secrets.token_urlsafe(32), expires)
+
+    def _store_token(
+        self, user: str, name: str, secret: str, expires_in: timedelta | None
+    ) -> NewToken:
+        """Record a token's digest (never the secret) for ``user``, audited."""
         now = utcnow()
         with audit.audited(self.db, "token.create", "token", details={"user": user}) as sc:
             owner = self._user_row(sc.session, user)
@@ -215,7 +221,7 @@ class EmbeddedGovernance(GovernanceService):
                 prefix=secret[: len(TOKEN_PREFIX) + 4],
                 digest=token_digest(secret),
                 created_at=now,
-                expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+                expires_at=now + expires_in if expires_in else None,
                 revoked_at=None,
                 last_used_at=None,
             )
@@ -331,21 +337,4 @@ class EmbeddedGovernance(GovernanceService):
                 " characters",
                 details={"field": "admin_token"},
             )
-        now = utcnow()
-        with audit.audited(self.db, "token.create", "token", details={"user": name}) as sc:
-            owner = self._user_row(sc.session, name)
-            row = TokenRow(
-                id=new_id(),
-                user_id=owner.id,
-                name="bootstrap",
-                prefix=secret[: len(TOKEN_PREFIX) + 4],
-                digest=token_digest(secret),
-                created_at=now,
-                expires_at=None,
-                revoked_at=None,
-                last_used_at=None,
-            )
-            sc.session.add(row)
-            sc.resource_id = row.id
-            sc.session.flush()
-            return NewToken(info=_token(row, name), secret=secret)
+        return self._store_token(name, "bootstrap", secret, None)

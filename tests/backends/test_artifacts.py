@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import S3_BUCKET
 
 from strata.backends.artifacts import (
     DIGEST_PREFIX,
@@ -23,8 +24,6 @@ from strata.backends.artifacts import (
     safe_relpath,
 )
 from strata.core.errors import Conflict, InvalidInput, NotFound, Unavailable
-
-from .conftest import S3_BUCKET
 
 MiB = 1024 * 1024
 

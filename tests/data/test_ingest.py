@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from conftest import S3_BUCKET
 
 from strata.backends.context import Backends
 from strata.core.config import Settings
@@ -19,8 +20,6 @@ from strata.core.errors import InvalidInput, NotFound, Unavailable
 from strata.data import ingest as ingest_mod
 from strata.data.embedded import EmbeddedData
 from strata.data.storage import write_parts
-
-from .conftest import S3_BUCKET
 
 
 def _csv(path: Path, text: str) -> Path:
