@@ -13,10 +13,13 @@ default. The server never reads its own local files on a client's behalf.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 import orjson
@@ -197,17 +200,61 @@ def stream_position(name: str, request: Request, stream: str = Query(...)) -> Re
 
 
 # -- ingestion ----------------------------------------------------------------------------------
+#: URL schemes the server fetches on a caller's behalf. Everything else (local paths, file://,
+#: fsspec's local:// or memory://, chained "a::b" URLs) would let a caller read the server's
+#: own files.
+SERVER_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "http", "https"})
+
+
+def check_server_source(source: str, name: str) -> None:
+    """Refuse sources that would make the server read its own files or loopback services."""
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme not in SERVER_SCHEMES or "::" in source:
+        raise InvalidInput(
+            f"The server does not read its own files or {scheme or 'local'} URLs "
+            f"({source!r}): upload the file with PUT {UPLOAD_PREFIX}{name}, or give an "
+            f"{', '.join(sorted(SERVER_SCHEMES))} URL or a SQL query",
+            details={"field": "source"},
+        )
+    if scheme in ("http", "https"):
+        host = urlsplit(source).hostname or ""
+        for info in _resolve(host):
+            ip = ipaddress.ip_address(info)
+            if ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+                raise InvalidInput(
+                    f"The server does not fetch {host!r} ({ip}): loopback and link-local "
+                    "addresses (e.g. cloud metadata services) are off limits",
+                    details={"field": "source"},
+                )
+
+
+def check_server_sql_url(sql_url: str) -> None:
+    """SQL sources the server connects to: database servers, never a local SQLite/DuckDB file."""
+    scheme = sql_url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in ("sqlite", "duckdb", ""):
+        raise InvalidInput(
+            f"The server does not open local {scheme or 'database'} files for SQL ingestion: "
+            "give a database server URL (postgresql://, mysql://, ...) or ingest embedded",
+            details={"field": "sql_url"},
+        )
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        return sorted({str(a[4][0]) for a in socket.getaddrinfo(host, None)})
+    except (socket.gaierror, UnicodeError):
+        return []  # unresolvable: the fetch itself fails with a clear error
+
+
 @router.post("/datasets/{name}/ingest", dependencies=WRITE, status_code=201)
 async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
     """Ingest from a URL the server can reach or a SQL query (``sql_url``); 201 with the result.
 
     Local paths are refused: upload local files with ``PUT /api/v1/data/upload/{name}``."""
-    if body.sql_url is None and ("://" not in body.source or body.source.startswith("file:")):
-        raise InvalidInput(
-            f"The server does not read its own files ({body.source!r}): upload the file with "
-            f"PUT {UPLOAD_PREFIX}{name}, or give a URL (s3://, https://) or a SQL query",
-            details={"field": "source"},
-        )
+    if body.sql_url is None:
+        check_server_source(body.source, name)
+    else:
+        check_server_sql_url(body.sql_url)
     svc = _svc(request)
     opts = body.model_dump(exclude={"source", "sql_url"})
     result = await _run(lambda: svc.ingest(body.source, name, sql_url=body.sql_url, **opts))

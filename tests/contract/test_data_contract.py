@@ -175,6 +175,22 @@ def test_http_push_and_server_refuses_local_paths(live_server: LiveServer) -> No
         assert r.status_code == 201 and r.json()["quarantined_rows"] == 1
         r = http.post("/api/v1/data/datasets/pushed/ingest", json={"source": "/etc/passwd"})
         assert r.status_code == 400 and "does not read its own files" in r.json()["message"]
+        for sneaky in (
+            "local:///etc/passwd",
+            "memory://x/y.csv",
+            "simplecache::file:///etc/passwd",
+            "file:///etc/passwd",
+            "http://127.0.0.1:5432/x.csv",
+            "http://169.254.169.254/latest/meta-data/",
+        ):
+            r = http.post("/api/v1/data/datasets/pushed/ingest", json={"source": sneaky})
+            assert r.status_code == 400, sneaky
+            assert "root:" not in r.text
+        r = http.post(
+            "/api/v1/data/datasets/pushed/ingest",
+            json={"source": "SELECT 1", "sql_url": "sqlite:////etc/passwd"},
+        )
+        assert r.status_code == 400 and r.json()["details"]["field"] == "sql_url"
         r = http.get("/api/v1/data/versions/pushed@latest/files/7")
         assert r.status_code == 400
         r = http.get("/api/v1/data/versions/pushed%40latest")
