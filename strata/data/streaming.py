@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -192,11 +193,9 @@ def to_table(
             )
     for f in schema:
         rows = [i for i in range(len(docs)) if i not in bad]
-        try:
+        with suppress(*_ARROW_ERRORS):
             _column([docs[i][1].get(f.name) for i in rows], f.type)
             continue
-        except _ARROW_ERRORS:
-            pass
         for i in rows:  # only on the failure path: find which records break the column
             value = docs[i][1].get(f.name)
             try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,10 +82,8 @@ def _grid(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
 
 def resolve_experiment(svc: TrackingService, name_or_id: str) -> Experiment:
     """The experiment with this name, else with this id; NotFound naming both tries."""
-    try:
+    with suppress(NotFound):
         return svc.get_experiment_by_name(name_or_id)
-    except NotFound:
-        pass
     try:
         return svc.get_experiment(name_or_id)
     except NotFound:

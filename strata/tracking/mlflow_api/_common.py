@@ -13,6 +13,7 @@ import asyncio
 import functools
 import math
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -217,10 +218,8 @@ def to_int(value: object, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        try:
+        with suppress(ValueError):
             return int(value)
-        except ValueError:
-            pass
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise bad_value(field, "an integer", value)
@@ -238,10 +237,8 @@ def to_float(value: object, field: str) -> float:
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        try:
+        with suppress(ValueError):
             return float(value)
-        except ValueError:
-            pass
     raise bad_value(field, "a number (or 'NaN', 'Infinity', '-Infinity')", value)
 
 
