@@ -36,19 +36,15 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from strata.core.errors import Conflict, InvalidInput, StrataError
-from strata.core.errors import Unavailable as _Unavailable
 from strata.tracking import capture
 from strata.tracking import fluent_services as _services
+from strata.tracking import fluent_writer as _writer
 from strata.tracking.fluent_services import HasTracking
 from strata.tracking.models import (
     DEFAULT_EXPERIMENT_ID,
     MAX_BATCH_METRICS,
-    MAX_BATCH_PARAMS,
-    MAX_BATCH_TAGS,
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
-    Metric,
-    Param,
     RunInfo,
     RunStatus,
     RunTag,
@@ -60,9 +56,8 @@ FLUSH_THRESHOLD = 10_000
 EMBEDDED_CHUNK = 50_000  # points per transaction: bounds how long the SQLite write lock is held
 REMOTE_CHUNK = 10_000  # points per request to a strata server (~0.7 MB of JSON)
 MAX_BUFFERED = 500_000  # points of one run held in memory at most (backpressure beyond)
-RETRY_DELAYS_S = (0.2, 0.5, 1.0)  # Unavailable: retried this many times, then dropped
 EXPERIMENT_ENV = "STRATA_EXPERIMENT_NAME"
-_PARAM, _TAG = 0, 1
+_PARAM, _TAG = _writer.PARAM, _writer.TAG
 _log = logging.getLogger("strata.tracking")
 _time_ns = time.time_ns
 
@@ -186,55 +181,12 @@ def _record(run: ActiveRun, exc: BaseException, dropped: int) -> None:
 
 
 # -- writing buffers ---------------------------------------------------------------------------
-def _call(fn: Any, run_id: str, **batch: Any) -> None:
-    """One service call; Unavailable is retried after each of RETRY_DELAYS_S."""
-    for delay in (*RETRY_DELAYS_S, None):
-        try:
-            fn(run_id, **batch)
-            return
-        except _Unavailable:
-            if delay is None:
-                raise
-            time.sleep(delay)
-
-
 def _write_other(run: ActiveRun, items: list[tuple[int, str, str]]) -> None:
-    params: dict[str, str] = {}
-    tags: dict[str, str] = {}
-    for kind, key, value in items:
-        (params if kind == _PARAM else tags)[key] = value
-    p = [Param(k, v) for k, v in params.items()]
-    t = [RunTag(k, v) for k, v in tags.items()]
-    if _is(run.tracking, "strata.tracking.embedded", "EmbeddedTracking"):
-        pn = tn = max(len(p), len(t), 1)
-    else:  # over HTTP: MLflow's per-request limits for params and tags
-        pn, tn = MAX_BATCH_PARAMS, MAX_BATCH_TAGS
-    for b in range(max(-(-len(p) // pn), -(-len(t) // tn))):
-        pc, tc = p[b * pn : (b + 1) * pn], t[b * tn : (b + 1) * tn]
-        try:
-            _call(run.tracking.log_batch, run.run_id, params=pc, tags=tc)
-        except (Conflict, InvalidInput):
-            # One bad item fails the batch: write the others, report each failing one.
-            for one in [{"params": [x]} for x in pc] + [{"tags": [x]} for x in tc]:
-                try:
-                    _call(run.tracking.log_batch, run.run_id, **one)
-                except Exception as exc:
-                    _record(run, exc, 1)
-        except Exception as exc:
-            _record(run, exc, len(pc) + len(tc))
+    _writer.write_other(run, items, _record)
 
 
 def _write_metrics(run: ActiveRun, points: list[tuple[str, float, int, int]]) -> None:
-    size, new = run._chunk, tuple.__new__
-    for i in range(0, len(points), size):
-        chunk = [new(Metric, p) for p in points[i : i + size]]
-        try:
-            _call(run.tracking.log_batch, run.run_id, metrics=chunk)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # SIGTERM/Ctrl-C: keep the rest for later
-                run._metrics.extendleft(reversed(points[i:]))
-                raise
-            _record(run, exc, len(chunk))
+    _writer.write_metrics(run, points, _record)
 
 
 def _flush_run(run: ActiveRun) -> None:
@@ -425,18 +377,12 @@ def start_run(
     return run
 
 
-def _is(service: TrackingService, module: str, cls: str) -> bool:
-    """isinstance without importing ``module`` (not imported: ``service`` cannot be one)."""
-    mod = sys.modules.get(module)
-    return mod is not None and isinstance(service, getattr(mod, cls))
-
-
 def _chunk_size(service: TrackingService) -> int:
     """Points per log_batch call: big transactions embedded, big requests to a strata server,
     MLflow's limit for any other implementation."""
-    if _is(service, "strata.tracking.embedded", "EmbeddedTracking"):
+    if _writer.is_instance(service, "strata.tracking.embedded", "EmbeddedTracking"):
         return EMBEDDED_CHUNK
-    if _is(service, "strata.tracking.remote", "RemoteTracking"):
+    if _writer.is_instance(service, "strata.tracking.remote", "RemoteTracking"):
         return REMOTE_CHUNK
     return MAX_BATCH_METRICS
 
