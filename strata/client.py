@@ -13,6 +13,7 @@ from typing import Any
 from strata.backends.context import Backends
 from strata.core.config import Settings, load_settings
 from strata.core.transport import HttpTransport
+from strata.data.models import LineageEdge, LineageGraph, LineageNode
 from strata.data.service import DataService
 from strata.governance.remote import RemoteGovernance
 from strata.governance.service import EmbeddedGovernance, GovernanceService
@@ -95,6 +96,57 @@ class Client:
         from strata.data.embedded import EmbeddedData
 
         return EmbeddedData(self.backends)
+
+    def lineage(self, ref: str, *, direction: str = "up", depth: int = 5) -> LineageGraph:
+        """The data lineage of a dataset version, joined with tracking.
+
+        Same graph as ``client.data.lineage``; going ``down`` it also holds the runs that
+        recorded a version of the graph as an input (``strata.log_input``), as ``run`` nodes
+        with an ``input`` edge from the version — data to the models trained on it. Runs
+        are found in every experiment, deleted ones included.
+        """
+        graph = self.data.lineage(ref, direction=direction, depth=depth)
+        versions = [n for n in graph.nodes if n.kind == "version"]
+        if graph.direction.value != "down" or not versions:
+            return graph
+        from strata.tracking.models import ViewType
+
+        experiments = self.tracking.search_experiments(view=ViewType.ALL, max_results=50_000)
+        exp_ids = [e.experiment_id for e in experiments.items]
+        known = {n.id for n in graph.nodes}
+        for node in versions:
+            version = self.data.get_version(node.label)
+            runs = self.tracking.search_runs(
+                exp_ids,
+                f"datasets.name = '{version.dataset}' and datasets.digest = '{version.digest}'",
+                view=ViewType.ALL,
+                max_results=50_000,
+            ).items
+            for run in runs:
+                run_node = f"run:{run.info.run_id}"
+                if run_node not in known:
+                    known.add(run_node)
+                    graph.nodes.append(
+                        LineageNode(
+                            id=run_node,
+                            kind="run",
+                            label=run.info.run_name,
+                            attrs={
+                                "run_id": run.info.run_id,
+                                "experiment_id": run.info.experiment_id,
+                                "status": run.info.status.value,
+                                "contexts": sorted(
+                                    {
+                                        i.context or ""
+                                        for i in run.inputs
+                                        if i.digest == version.digest
+                                    }
+                                ),
+                            },
+                        )
+                    )
+                graph.edges.append(LineageEdge(source=node.id, target=run_node, kind="input"))
+        return graph
 
     def close(self) -> None:
         if self._http is not None:

@@ -414,9 +414,10 @@ def lineage_cmd(
     depth: Annotated[int, typer.Option("--depth", help="Version hops to follow.")] = 5,
     json_out: JsonOpt = False,
 ) -> None:
-    """The lineage graph of a version: datasets, versions, transforms, runs."""
-    with _data() as svc:
-        graph = svc.lineage(ref, direction=direction, depth=depth)
+    """The lineage graph of a version: datasets, versions, transforms, runs (going down: also
+    the runs that trained on it)."""
+    with Client() as client:
+        graph = client.lineage(ref, direction=direction, depth=depth)
     if json_out:
         print_json(graph)
         return
