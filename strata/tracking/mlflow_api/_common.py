@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, ParamSpec, TypeVar
@@ -143,6 +144,12 @@ def add_route(
 ) -> None:
     """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc)."""
     wrapped = mlflow_errors(fn)
+    # The handlers read the raw request, so FastAPI cannot see their path parameters:
+    # document them, or the OpenAPI document names parameters it never defines.
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)(?::\w+)?}", path)
+    ]
     for prefix in prefixes:
         for method in methods:  # one route per method: OpenAPI operation ids stay unique
             router.add_api_route(
@@ -153,6 +160,7 @@ def add_route(
                 include_in_schema=prefix.startswith("/api/"),
                 name=f"mlflow_{fn.__name__}_{prefix.split('/')[1]}_{method.lower()}",
                 tags=["mlflow"],
+                openapi_extra={"parameters": params} if params else None,
             )
 
 
