@@ -43,8 +43,15 @@ from strata.backends.streams import Positions, StreamRecord, StreamSource, open_
 from strata.core.errors import InvalidInput, NotFound, StrataError
 from strata.data import catalog
 from strata.data.embedded import EmbeddedData
-from strata.data.ingest import BATCH_ROWS, BadRow, BadRowSink, Reader, normalize_schema
-from strata.data.models import IngestMode, OnFail, check_name
+from strata.data.ingest import (
+    BATCH_ROWS,
+    BadRow,
+    BadRowSink,
+    Reader,
+    normalize_schema,
+    open_reader,
+)
+from strata.data.models import IngestMode, IngestResult, OnFail, check_name
 from strata.data.service import DataService
 from strata.data.tables import DatasetRow, VersionRow
 
@@ -69,6 +76,10 @@ class StreamBatch(BaseModel):
     source_committed: bool
 
 
+#: Parts of a stream-grown version after which the consumer rewrites it into canonical parts.
+COMPACT_AFTER = 64
+
+
 class ConsumeResult(BaseModel):
     """What a :func:`consume` run did (``stopped``: ``max_batches``, ``idle`` or ``stop``).
 
@@ -84,6 +95,7 @@ class ConsumeResult(BaseModel):
     records: int = 0
     rows: int = 0
     quarantined: int = 0
+    compactions: int = 0
     skipped: int = 0
     uncommitted: int = 0
     source_commit_failures: int = 0
@@ -297,6 +309,7 @@ def consume(
     on_fail: OnFail | str = OnFail.FAIL,
     on_batch: OnBatch | None = None,
     stop: threading.Event | None = None,
+    compact_after: int = COMPACT_AFTER,
 ) -> ConsumeResult:
     """Append ``source`` to dataset ``name`` batch by batch (see the module doc).
 
@@ -398,6 +411,9 @@ def consume(
             assert ingested.version is not None
             held, result.uncommitted = [], 0
             positions = end
+            if data.get_version(f"{name}@{ingested.version}").num_files > compact_after:
+                ingested = _compact(data, name, ingested.version, source.key, end)
+                result.compactions += 1
             failed = _commit(source, end)
             result.source_commit_failures += failed
             result.batches += 1
@@ -429,6 +445,36 @@ def consume(
         source.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _compact(
+    data: EmbeddedData, name: str, version: str, stream: str, offsets: Positions
+) -> IngestResult:
+    """Rewrite a stream-grown version (one small part per batch) into canonical parts.
+
+    Each appended version lists all its parts, so without this a long stream would store a
+    quadratic number of file rows. The rewrite holds the same rows in the same order (a new
+    version, parent the old one) and carries the same stream offsets, so a restart resumes
+    exactly where it did. Cost: one sequential pass over the dataset every ``compact_after``
+    batches.
+    """
+    ref = f"{name}@{version}"
+    files = data.files(ref)
+    dataset = data.vfiles.arrow_dataset([f.path for f in files])
+    ordered = pa.RecordBatchReader.from_batches(
+        dataset.schema,
+        dataset.to_batches(use_threads=False),  # file order = row order
+    )
+    return data.committer.ingest(
+        open_reader(ordered, label=f"compaction of {ref}"),
+        name,
+        suite=None,  # the rows passed the gate when their batches were appended
+        on_fail=OnFail.FAIL,
+        mode=IngestMode.REPLACE,
+        parents=[ref],
+        source_info={"stream": stream, "offsets": dict(offsets), "compacted_from": ref},
+        want_profile=False,
+    )
 
 
 def _commit(source: StreamSource, positions: Positions) -> int:

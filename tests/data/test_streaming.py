@@ -375,3 +375,23 @@ def test_cli_consume_shows_a_summary_and_refuses_remote(
     refused = runner.invoke(app, args)
     assert isinstance(refused.exception, InvalidInput)
     assert "unset STRATA_URI" in refused.exception.message
+
+
+def test_long_streams_are_compacted_with_offsets_kept(
+    lite: EmbeddedData, kafka: str, topic: str
+) -> None:
+    """Each batch appends a part; past ``compact_after`` parts the consumer rewrites the
+    version into canonical parts, same rows in the same order, same offsets."""
+    uri = f"kafka://{kafka}/{topic}"
+    produce(kafka, topic, records(90), 3)
+    result = consume_uri(
+        lite, uri, "ev", batch_size=10, batch_seconds=0.5, idle_seconds=1, compact_after=3
+    )
+    assert result.rows == 90 and result.compactions >= 2
+    latest = lite.get_version("ev@latest")
+    assert latest.num_files <= 3 and latest.rows == 90
+    assert ids(lite, "ev") == list(range(90))
+    assert stored_positions(lite, "ev", f"kafka:{topic}") == result.offsets
+    produce(kafka, topic, records(100, 90), 3)
+    more = consume_uri(lite, uri, "ev", batch_size=50, batch_seconds=0.5, idle_seconds=1)
+    assert more.rows == 10 and ids(lite, "ev") == list(range(100))
