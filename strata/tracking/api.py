@@ -269,6 +269,13 @@ def set_experiment_tag(experiment_id: str, body: SetTag, request: Request) -> Re
     return _empty()
 
 
+@router.post("/experiments/{experiment_id}/delete-tag", dependencies=WRITE, status_code=204)
+def delete_experiment_tag(experiment_id: str, body: DeleteTag, request: Request) -> Response:
+    """Remove a tag; 404 when the experiment has no such tag."""
+    _svc(request).delete_experiment_tag(experiment_id, body.key)
+    return _empty()
+
+
 @router.delete("/experiments/{experiment_id}", dependencies=WRITE, status_code=204)
 def delete_experiment(experiment_id: str, request: Request) -> Response:
     """Mark the experiment (and so its runs) deleted; restorable."""

@@ -213,6 +213,25 @@ class ExperimentsMixin(ABC):
                 row.description = value
             row.last_update_time = now_ms()
 
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        with audited(
+            self.db, "experiment.delete_tag", "experiment", str(experiment_id), {"key": key}
+        ) as sc:
+            row = self._exp_row(sc.session, experiment_id)
+            deleted = sc.session.execute(
+                sa.delete(ExperimentTagRow).where(
+                    ExperimentTagRow.experiment_id == row.id, ExperimentTagRow.key == key
+                )
+            )
+            if deleted.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(
+                    f"Experiment {row.id!r} has no tag {key!r}",
+                    details={"experiment_id": row.id, "key": key},
+                )
+            if key == "mlflow.note.content":
+                row.description = None
+            row.last_update_time = now_ms()
+
     def _set_exp_stage(self, experiment_id: str, stage: LifecycleStage) -> None:
         action = "experiment.delete" if stage is LifecycleStage.DELETED else "experiment.restore"
         with audited(self.db, action, "experiment", str(experiment_id)) as sc:

@@ -168,6 +168,9 @@ class RemoteTracking(TrackingService):
         )
         return Experiment.model_validate(body)
 
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        self._post(f"{P}/experiments/{_q(experiment_id)}/delete-tag", {"key": key})
+
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
         self._post(f"{P}/experiments/{_q(experiment_id)}/tags", {"key": key, "value": _text(value)})
 

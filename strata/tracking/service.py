@@ -76,6 +76,10 @@ class TrackingService(ABC):
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None: ...
 
     @abstractmethod
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Remove a tag of an experiment; NotFound when the experiment has no such tag."""
+
+    @abstractmethod
     def delete_experiment(self, experiment_id: str) -> None:
         """Mark an experiment (and so its runs) deleted; restorable."""
 

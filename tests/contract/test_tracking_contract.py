@@ -130,6 +130,10 @@ def test_update_experiment_rename_description_and_tags(t: TrackingService) -> No
         t.set_experiment_tag(exp.experiment_id, "bad*key", "v")
     with pytest.raises(NotFound, match="missing-exp"):
         t.set_experiment_tag("missing-exp", "k", "v")
+    t.delete_experiment_tag(exp.experiment_id, "owner")
+    assert t.get_experiment(exp.experiment_id).tags == {"mlflow.note.content": "notes"}
+    with pytest.raises(NotFound, match="owner"):
+        t.delete_experiment_tag(exp.experiment_id, "owner")
 
 
 def test_delete_and_restore_experiment_hides_and_restores_its_runs(t: TrackingService) -> None:

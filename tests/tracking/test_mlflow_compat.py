@@ -73,6 +73,9 @@ def test_experiments_create_get_search_update_delete(server: LiveServer) -> None
     client.rename_experiment(exp_id, "flights-2")
     assert client.get_experiment(exp_id).tags["stage"] == "dev"
     assert client.get_experiment(exp_id).name == "flights-2"
+    client.set_experiment_tag(exp_id, "tmp", "x")
+    client.delete_experiment_tag(exp_id, "tmp")
+    assert "tmp" not in client.get_experiment(exp_id).tags
 
     with pytest.raises(MlflowException) as info:
         client.create_experiment("weather")

@@ -99,6 +99,14 @@ async def set_experiment_tag(request: Request) -> Response:
     return json_response()
 
 
+async def delete_experiment_tag(request: Request) -> Response:
+    body = await read_body(request)
+    experiment_id = req_str(body, "experiment_id")
+    key = req_str(body, "key")
+    await run_sync(tracking(request).delete_experiment_tag, experiment_id, key)
+    return json_response()
+
+
 R, W = Permission.READ, Permission.WRITE
 add_route(router, "/experiments/create", create_experiment, ["POST"], W)
 add_route(router, "/experiments/get", get_experiment, ["GET"], R)
@@ -108,3 +116,4 @@ add_route(router, "/experiments/update", update_experiment, ["POST"], W)
 add_route(router, "/experiments/delete", delete_experiment, ["POST"], W)
 add_route(router, "/experiments/restore", restore_experiment, ["POST"], W)
 add_route(router, "/experiments/set-experiment-tag", set_experiment_tag, ["POST"], W)
+add_route(router, "/experiments/delete-experiment-tag", delete_experiment_tag, ["POST"], W)
