@@ -142,12 +142,15 @@ def test_real_server_two_workers_keepalive_and_bootstrap(tmp_path: Path) -> None
         with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
             for _ in range(5):  # warm up the connection and the worker
                 assert http.get("/api/v1/whoami").json()["name"] == "admin"
-            start = time.perf_counter()
+            times = []
             for _ in range(20):
+                start = time.perf_counter()
                 assert http.get("/api/v1/whoami").status_code == 200
-            elapsed = time.perf_counter() - start
-            # Without TCP_NODELAY every reused connection stalls ~40 ms (Nagle + delayed ACK).
-            assert elapsed < 20 * 0.040 / 2, f"20 keep-alive requests took {elapsed * 1000:.0f} ms"
+                times.append(time.perf_counter() - start)
+            # Without TCP_NODELAY every reused connection stalls ~40 ms (Nagle + delayed ACK);
+            # the median is immune to the odd slow request of a busy CI machine.
+            median = sorted(times)[len(times) // 2]
+            assert median < 0.020, f"keep-alive requests: median {median * 1000:.0f} ms"
             assert http.get("/api/v1/users").status_code == 200
             metrics = http.get("/metrics").text
         counts = re.findall(
