@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -133,20 +134,13 @@ class LiveServer:
         return gov.create_token(user).secret
 
 
-def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn (as ``strata server`` does) on a free loopback port, in a
+    thread of this process; yield its base URL; stop it afterwards."""
     import uvicorn
 
-    from strata.governance.service import EmbeddedGovernance
-    from strata.server.app import create_app
     from strata.server.run import NoDelayHttpToolsProtocol
 
-    embedded = Client("", settings=settings)
-    token = ""
-    if auth:
-        new = EmbeddedGovernance(embedded.backends.db).bootstrap_admin()
-        assert new is not None
-        token = new.secret
-    app = create_app(settings, client=embedded, auth=auth)
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -164,14 +158,28 @@ def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
-        time.sleep(0.02)
+        time.sleep(0.01)
     try:
-        yield LiveServer(
-            url=f"http://127.0.0.1:{port}", admin_token=token, settings=settings, embedded=embedded
-        )
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
+    """A live server on ``settings``; with auth, an admin whose token the clients use."""
+    from strata.governance.service import EmbeddedGovernance
+    from strata.server.app import create_app
+
+    embedded = Client("", settings=settings)
+    token = ""
+    if auth:
+        new = EmbeddedGovernance(embedded.backends.db).bootstrap_admin()
+        assert new is not None
+        token = new.secret
+    app = create_app(settings, client=embedded, auth=auth)
+    for url in serve_in_thread(app):
+        yield LiveServer(url=url, admin_token=token, settings=settings, embedded=embedded)
 
 
 @pytest.fixture

@@ -6,29 +6,21 @@ governance tables are instead wiped between tests (the tests here only touch tho
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import need_service
 
 from strata.backends.db import Database
 from strata.core.config import Settings
 from strata.governance.tables import AuditHeadRow, AuditRow, TokenRow, UserRow
 
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 def _postgres_base_url() -> str:
-    url = os.environ.get("STRATA_TEST_POSTGRES_URL", "")
-    if not url:
-        message = "PostgreSQL tests need STRATA_TEST_POSTGRES_URL (e.g. export it as .ci/run does)"
-        if ON_CI:
-            pytest.fail(f"{message}; on CI it must be set")
-        pytest.skip(message)
-    return url
+    return need_service("STRATA_TEST_POSTGRES_URL", "PostgreSQL")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

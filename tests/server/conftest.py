@@ -7,16 +7,13 @@ server on a socket is the thing we serve anyway.)
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from conftest import free_port, serve_in_thread  # noqa: F401 - re-exported for tests here
 from fastapi import FastAPI
 
 from strata.client import Client
@@ -24,7 +21,6 @@ from strata.core.config import Settings
 from strata.core.principal import Role
 from strata.governance.service import EmbeddedGovernance
 from strata.server.app import create_app
-from strata.server.run import NoDelayHttpToolsProtocol
 
 
 @dataclass
@@ -57,38 +53,6 @@ def build_env(settings: Settings, *, auth: bool = True) -> Iterator[AppEnv]:
     for url in serve_in_thread(app):
         with httpx.Client(base_url=url, timeout=30) as http:
             yield AppEnv(app, http, gov, settings, tokens, users)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL; stop it."""
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        http=NoDelayHttpToolsProtocol,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @pytest.fixture

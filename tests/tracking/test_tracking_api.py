@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,14 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from conftest import serve_in_thread
 
 from strata.client import Client
 from strata.core.config import Settings
 from strata.core.principal import Role
 from strata.governance.service import EmbeddedGovernance
 from strata.server.app import create_app
-from strata.server.run import NoDelayHttpToolsProtocol
 
 LIMIT = 256 * 1024
 V1 = "/api/v1"
@@ -51,33 +49,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         gov.create_user(f"{role.value}-user", role)
         tokens[role] = gov.create_token(f"{role.value}-user").secret
     app = create_app(settings, client=embedded, auth=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        http=NoDelayHttpToolsProtocol,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {tokens[Role.EDITOR]}"}
-    try:
+    for url in serve_in_thread(app):
         with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
             yield Api(http, url, tokens, settings)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
