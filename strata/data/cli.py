@@ -35,6 +35,11 @@ data_app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
+def _working(message: str) -> Any:
+    """A spinner on stderr while a long computation runs (stdout stays clean for --json)."""
+    return err_console.status(message, spinner="dots")
+
+
 @contextmanager
 def _data() -> Iterator[DataService]:
     """The data service of ``strata.Client()``: remote when ``STRATA_URI`` is set."""
@@ -307,7 +312,7 @@ def diff(
     json_out: JsonOpt = False,
 ) -> None:
     """What changed from version A to version B: schema, rows, column statistics."""
-    with _data() as svc:
+    with _data() as svc, _working(f"Comparing {a} and {b}..."):
         d = svc.diff(a, b)
     if json_out:
         print_json(d.model_dump(mode="json") | {"rows_delta": d.rows_delta})
@@ -344,7 +349,7 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Run a suite over a version; exit code 1 when it fails. The report is stored."""
-    with _data() as svc:
+    with _data() as svc, _working(f"Validating {ref}..."):
         report = svc.validate(ref, suite)
     if json_out:
         print_json(report)
@@ -359,7 +364,7 @@ def profile(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION")], json_out: JsonOpt = False
 ) -> None:
     """Per-column statistics of a version (stored with it; computed on first use)."""
-    with _data() as svc:
+    with _data() as svc, _working(f"Profiling {ref}..."):
         prof = svc.profile(ref)
     data = to_jsonable_python(prof)
     if json_out:
@@ -394,7 +399,7 @@ def suggest_suite(
     json_out: JsonOpt = False,
 ) -> None:
     """Propose an expectation suite from a version's profile, to edit and use."""
-    with _data() as svc:
+    with _data() as svc, _working(f"Profiling {ref} to suggest a suite..."):
         suite = svc.suggest_suite(ref)
     if json_out:
         print_json(suite)
