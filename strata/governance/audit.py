@@ -219,6 +219,34 @@ def list_records(
         return [_to_model(r) for r in session.scalars(stmt)]
 
 
+def _broken_link(
+    session: Session, row: AuditRow, head: AuditHeadRow | None, checked: int
+) -> AuditVerification:
+    """Name the rewritten record when ``row`` does not link to its predecessor.
+
+    Either the predecessor was rewritten with a recomputed hash, or ``row`` itself was
+    (its ``prev_hash`` and hash). ``row`` is authentic when its own hash matches its fields
+    and what comes after it (the next record's ``prev_hash``, or the chain head for the
+    last record) still commits to that hash: then the predecessor is the altered one.
+    """
+    nxt = session.get(AuditRow, row.seq + 1)
+    anchor = nxt.prev_hash if nxt is not None else (head.hash if head is not None else None)
+    if row.seq > 1 and _digest(row) == row.hash and anchor == row.hash:
+        return AuditVerification(
+            ok=False,
+            checked=checked - 1,
+            first_broken_seq=row.seq - 1,
+            reason=f"record {row.seq - 1} was replaced: record {row.seq} committed to a "
+            "different hash for it",
+        )
+    return AuditVerification(
+        ok=False,
+        checked=checked,
+        first_broken_seq=row.seq,
+        reason=f"record {row.seq} does not link to record {row.seq - 1}",
+    )
+
+
 def verify(db: Database, batch: int = 5000) -> AuditVerification:
     """Walk the whole chain; report the first broken record (altered, inserted or deleted).
 
@@ -252,12 +280,7 @@ def verify(db: Database, batch: int = 5000) -> AuditVerification:
                         reason=f"record {expected_seq} is missing (next present is {row.seq})",
                     )
                 if row.prev_hash != prev_hash:
-                    return AuditVerification(
-                        ok=False,
-                        checked=checked,
-                        first_broken_seq=row.seq,
-                        reason=f"record {row.seq} does not link to record {row.seq - 1}",
-                    )
+                    return _broken_link(session, row, head, checked)
                 if _digest(row) != row.hash:
                     return AuditVerification(
                         ok=False,

@@ -145,7 +145,19 @@ def test_read_objects_stay_usable_after_the_block(settings: Settings) -> None:
 def test_check_passes_on_a_live_database(settings: Settings) -> None:
     db = Database(settings.db_uri)
     try:
-        db.check()
+        assert db.check() is None
+    finally:
+        db.dispose()
+
+
+def test_check_fails_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """check() really asks the database: a garbage file behind the URI is Unavailable."""
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"not a database, just bytes " * 200)
+    db = Database(f"sqlite:///{path}")
+    try:
+        with pytest.raises(Unavailable, match=r"garbage\.db"):
+            db.check()
     finally:
         db.dispose()
 

@@ -274,7 +274,10 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
     assert tok_create.details == {"user": "hank"}
     assert tok_create.outcome == "ok"
     assert tok_create.actor == me
-    assert len(tok_create.hash) == 64 and len(tok_create.prev_hash) == 64
+    by_seq = {r.seq: r for r in gov.list_audit(limit=10_000)}
+    assert tok_create.prev_hash == by_seq[tok_create.seq - 1].hash, "records link by hash"
+    assert all(by_seq[s].prev_hash == by_seq[s - 1].hash for s in by_seq if s - 1 in by_seq)
+    assert len({r.hash for r in by_seq.values()}) == len(by_seq)
     if client.is_remote:
         assert all(r.request_id for r in recent), "REST calls carry their request id"
 

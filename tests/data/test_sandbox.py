@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from strata.core.errors import StrataError
+from strata.core.errors import InvalidInput, NotFound
 from strata.data.embedded import EmbeddedData
 
 
@@ -22,14 +22,27 @@ def test_transform_sql_cannot_read_other_files(lite: EmbeddedData, secret_file: 
     lite.ingest(pd.DataFrame({"a": [1, 2, 3]}), name="src")
     ok = lite.transform(["src"], sql="SELECT a * 2 AS b FROM src", output="doubled")
     assert ok.rows == 3
-    with pytest.raises(StrataError) as info:
+    # The file exists and is readable: only the sandbox stands between the SQL and it.
+    assert pd.read_csv(secret_file)["token"].tolist() == ["hunter2"]
+    with pytest.raises(InvalidInput) as info:
         lite.transform(["src"], sql=f"SELECT * FROM read_csv('{secret_file}')", output="leak")
-    assert "hunter2" not in str(info.value)
-    with pytest.raises(StrataError):
+    _assert_refused(info.value, "leak")
+    with pytest.raises(InvalidInput) as info:
         lite.transform(
             ["src"], sql=f"COPY (SELECT 1) TO '{secret_file.parent / 'w.csv'}'", output="w"
         )
+    _assert_refused(info.value, "w")
     assert not (secret_file.parent / "w.csv").exists()
+    with pytest.raises(NotFound):  # nothing half-written either
+        lite.get_dataset("leak")
+
+
+def _assert_refused(err: InvalidInput, output: str) -> None:
+    """The refusal is DuckDB's permission error, reported as bad transform SQL."""
+    assert type(err) is InvalidInput, repr(err)
+    assert err.message.startswith("Transform SQL failed: Permission Error"), err.message
+    assert "hunter2" not in err.message and "hunter2" not in repr(err.details)
+    assert err.details == {"field": "sql"}, (output, err.details)
 
 
 def test_custom_sql_expectation_is_sandboxed(lite: EmbeddedData, secret_file: Path) -> None:

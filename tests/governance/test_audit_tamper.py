@@ -97,8 +97,41 @@ def test_altered_row_with_recomputed_hash_breaks_the_next_link(db: Database) -> 
         row.hash = audit._digest(row)  # a forger who knows the algorithm
     result = audit.verify(db)
     assert not result.ok
-    assert result.first_broken_seq == 4
-    assert "does not link" in result.reason
+    # Record 3 is the one that changed: record 4 still commits to its original hash.
+    assert (result.first_broken_seq, result.checked) == (3, 2), result
+    assert "record 3 was replaced" in result.reason
+
+
+def test_first_record_rewritten_with_recomputed_hash_is_reported(db: Database) -> None:
+    with db.write() as session:
+        row = session.get(audit.AuditRow, 1)
+        assert row is not None
+        row.actor = "mallory"
+        row.hash = audit._digest(row)
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq, result.checked) == (False, 1, 0), result
+
+
+def test_rewired_record_is_reported_not_its_predecessor(db: Database) -> None:
+    """A forger who rewrites record 4's link and hash breaks 3->4 *and* 4->5: 4 is named."""
+    with db.write() as session:
+        row = session.get(audit.AuditRow, 4)
+        assert row is not None
+        row.prev_hash = "a" * 64
+        row.hash = audit._digest(row)
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq, result.checked) == (False, 4, 3), result
+    assert "record 4 does not link to record 3" in result.reason
+
+
+def test_rewired_last_record_is_reported(db: Database) -> None:
+    with db.write() as session:
+        row = session.get(audit.AuditRow, RECORDS)
+        assert row is not None
+        row.prev_hash = "a" * 64
+        row.hash = audit._digest(row)
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq) == (False, RECORDS), result
 
 
 def test_rewritten_last_record_is_reported(db: Database) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from strata.backends.db import Database
@@ -90,7 +92,7 @@ def test_authenticate_rejects_everything_but_a_live_token(gov: EmbeddedGovernanc
 
 def test_token_digest_is_sha256_hex() -> None:
     digest = token_digest("strata_abc")
-    assert len(digest) == 64 and digest != "strata_abc"
+    assert digest == hashlib.sha256(b"strata_abc").hexdigest()
     assert token_digest("strata_abc") == digest
     assert token_digest("strata_abd") != digest
 
