@@ -33,6 +33,27 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from strata import __version__
+
+        typer.echo(f"strata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Strata: the whole ML lifecycle in one package. Embedded by default (STRATA_HOME); set
+    STRATA_URI and STRATA_TOKEN to work against a server."""
+
+
 @app.command()
 def server(
     host: Annotated[str, typer.Option(help="Address to bind; auth is mandatory off loopback.")] = (
@@ -58,21 +79,34 @@ def server(
         backends.db.upgrade()
     if not no_auth:
         secret = settings.admin_token.get_secret_value() if settings.admin_token else None
-        new = EmbeddedGovernance(backends.db).bootstrap_admin(secret=secret)
+        governance = EmbeddedGovernance(backends.db)
+        new = governance.bootstrap_admin(secret=secret)
         if new is not None:
             console.print("[bold]First start:[/bold] created user 'admin' (role admin).")
             if secret is None:
                 console.print("Its API token, shown only now:", highlight=False)
                 typer.echo(new.secret)
+        else:
+            users = governance.list_users()
+            admins = [u.name for u in users if u.role.value == "admin" and not u.disabled]
+            name = "admin" if "admin" in admins or not admins else admins[0]
+            console.print(
+                f"An admin exists already. A new API token: [bold]strata tokens create --user "
+                f"{name}[/bold] (run where this server's STRATA_HOME/STRATA_DB_URI point).",
+                highlight=False,
+            )
     backends.close()
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    console.print(
-        f"Strata serving on [bold]{base}[/bold]  (auth {'off' if no_auth else 'on'})\n"
-        f"  API docs  {base}/docs\n  health    {base}/healthz\n  ready     {base}/readyz\n"
-        f"  metrics   {base}/metrics",
-        highlight=False,
-    )
-    serve(settings, host=host, port=port, workers=workers, auth=not no_auth)
+
+    def announce() -> None:
+        console.print(
+            f"Strata serving on [bold]{base}[/bold]  (auth {'off' if no_auth else 'on'})\n"
+            f"  API docs  {base}/docs\n  health    {base}/healthz\n  ready     {base}/readyz\n"
+            f"  metrics   {base}/metrics",
+            highlight=False,
+        )
+
+    serve(settings, host=host, port=port, workers=workers, auth=not no_auth, on_started=announce)
 
 
 @config_app.command("show")

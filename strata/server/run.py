@@ -7,6 +7,8 @@ class sets it on each connection, for one worker or many.
 
 from __future__ import annotations
 
+import errno
+import inspect
 import ipaddress
 import os
 import shutil
@@ -14,15 +16,16 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from strata.core.config import Settings
-from strata.core.errors import InvalidInput
+from strata.core.errors import Conflict, InvalidInput
 
 
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
@@ -58,11 +61,47 @@ def check_auth_binding(host: str, auth: bool) -> None:
         )
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int, auth: bool) -> None:
-    """Start uvicorn and block until it shuts down (SIGINT/SIGTERM drain in-flight requests)."""
-    import uvicorn
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host:port`` (as uvicorn binds it), or one clear
+    error: Conflict when the port is taken, InvalidInput when the address cannot be used."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Conflict(
+                f"Port {port} on {host} is already in use (another `strata server`?): stop "
+                f"that process or choose another port, e.g. --port {port + 1 if port else 8081}",
+                details={"field": "port", "port": port},
+            ) from None
+        raise InvalidInput(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port",
+            details={"field": "host", "host": host, "port": port},
+        ) from None
+    sock.set_inheritable(True)  # worker processes serve on it
+    return sock
 
+
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    auth: bool,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Start uvicorn and block until it shuts down (SIGINT/SIGTERM drain in-flight requests).
+
+    The port is bound before anything else starts, so a port in use is one clear error;
+    ``on_started`` runs once the server accepts connections (one worker: after the app's
+    startup; several: once the port is bound, before the workers spawn).
+    """
     check_auth_binding(host, auth)
+    sock = bind_socket(host, port)
     os.environ["STRATA_AUTH"] = "true" if auth else "false"
     os.environ["STRATA_HOME"] = str(settings.home)
     common: dict[str, Any] = {
@@ -74,25 +113,59 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, auth: bool)
         "access_log": False,
         "server_header": False,
     }
-    if workers > 1:
-        own_dir = None
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            own_dir = tempfile.mkdtemp(prefix="strata-prom-")
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-        try:
-            with _exit_zero_after_shutdown():
-                uvicorn.run(
-                    "strata.server.app:app_from_env", factory=True, workers=workers, **common
-                )
-        finally:
-            if own_dir is not None:
-                shutil.rmtree(own_dir, ignore_errors=True)
-    else:
-        from strata.server.app import create_app
+    try:
+        if workers > 1:
+            _serve_workers(sock, workers, common, on_started)
+        else:
+            from strata.server.app import create_app
 
-        app = create_app(settings, auth=auth)
+            config = uvicorn.Config(create_app(settings, auth=auth), **common)
+            with _exit_zero_after_shutdown():
+                _AnnouncingServer(config, on_started).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _serve_workers(
+    sock: socket.socket,
+    workers: int,
+    common: dict[str, Any],
+    on_started: Callable[[], None] | None,
+) -> None:
+    """What ``uvicorn.run(workers=N)`` does, on our already bound socket."""
+    from uvicorn.supervisors import Multiprocess
+
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="strata-prom-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        config = uvicorn.Config(
+            "strata.server.app:app_from_env", factory=True, workers=workers, **common
+        )
+        kwargs: dict[str, Any] = {"sockets": [sock]}
+        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.54
+            kwargs["target"] = uvicorn.Server(config).run
+        if on_started is not None:
+            on_started()
         with _exit_zero_after_shutdown():
-            uvicorn.run(app, **common)
+            Multiprocess(config, **kwargs).run()
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_started`` once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self._on_started is not None and not self.should_exit:
+            self._on_started()
 
 
 @contextmanager

@@ -192,3 +192,76 @@ def test_real_server_takes_admin_token_from_environment(tmp_path: Path) -> None:
         }
         assert httpx.get(f"{server.url}/api/v1/whoami").status_code == 401
         _stop(server)
+
+
+def test_second_start_says_how_to_get_a_token_and_announces_only_when_serving(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    with cli_server(home) as first:
+        (token,) = first.tokens_printed()
+        _stop(first)
+    port = free_port()
+    proc = subprocess.Popen(
+        _cli("server", "--port", str(port)),
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Strata serving on" in line:
+                break
+        # the banner comes only once the port answers: no retry needed
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        out = " ".join("".join(lines).split())
+        hint = "strata tokens create --user admin"
+        assert hint in out, out
+        created = subprocess.run(
+            _cli(*hint.split()[1:]), env=_env(home), capture_output=True, text=True, timeout=60
+        )
+        assert created.returncode == 0, created.stderr
+        (new_token,) = [w for w in created.stdout.split() if TOKEN_LINE.match(w)]
+        for secret in (token, new_token):
+            r = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/whoami",
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            assert r.json()["name"] == "admin"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            _cli("server", "--port", str(port)),
+            env=_env(tmp_path / "home"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    err = " ".join(done.stderr.split())
+    assert f"Error: Port {port} on 127.0.0.1 is already in use" in err, err
+    assert f"--port {port + 1}" in err
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "serving on" not in done.stdout
+
+
+def test_version() -> None:
+    import strata
+
+    done = subprocess.run(_cli("--version"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout == f"strata {strata.__version__}\n"
