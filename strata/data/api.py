@@ -25,14 +25,15 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json, to_jsonable_python
 from starlette.requests import ClientDisconnect
 
 from strata.core.errors import InvalidInput
+from strata.core.parse import parse_options
 from strata.core.principal import Permission
 from strata.data.embedded import EmbeddedData
-from strata.data.models import ColumnAnnotation
+from strata.data.models import ColumnAnnotation, IngestOptions
 from strata.governance.deps import require
 
 router = APIRouter(prefix="/api/v1/data", tags=["data"])
@@ -79,34 +80,17 @@ class UpdateDataset(BaseModel):
     tags: dict[str, str] | None = None
 
 
-class IngestOptions(BaseModel):
-    """Options shared by URL/SQL ingestion and uploads (see ``DataService.ingest``)."""
+class RestIngestOptions(IngestOptions):
+    """:class:`IngestOptions` as the REST API takes them: unknown names are ignored, as they
+    always were over HTTP (a newer client's option reaches an older server harmlessly)."""
 
-    format: str | None = None
-    suite: dict[str, Any] | str | None = None
-    on_fail: str = "fail"
-    mode: str = "replace"
-    allow_breaking: bool = False
-    parents: list[str] = Field(default_factory=list)
-    run_id: str | None = None
-    source_info: dict[str, Any] | None = None
-    annotations: dict[str, ColumnAnnotation] | None = None
-    tags: list[str] = Field(default_factory=list)
-    description: str = ""
-    project: str | None = None
-    delimiter: str | None = None
-    column_types: dict[str, str] | None = None
-    profile: bool = True
-    raise_on_fail: bool = True
-    transform: dict[str, Any] | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=False)
+    model_config = ConfigDict(extra="ignore")
 
 
-class IngestRequest(IngestOptions):
+class IngestRequest(RestIngestOptions):
+    """``POST /datasets/{name}/ingest``: a URL or (with ``sql_url``) a query, plus the options."""
+
     source: str
-    sql_url: str | None = None
 
 
 class TagBody(BaseModel):
@@ -256,8 +240,8 @@ async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
     else:
         check_server_sql_url(body.sql_url)
     svc = _svc(request)
-    opts = body.model_dump(exclude={"source", "sql_url"})
-    result = await _run(lambda: svc.ingest(body.source, name, sql_url=body.sql_url, **opts))
+    opts = IngestOptions.model_validate(body.model_dump(exclude={"source"}))
+    result = await _run(lambda: svc.ingest_with(body.source, name, opts))
     return _json(result, 201)
 
 
@@ -311,10 +295,14 @@ async def upload(
     options: str = Query("{}", description="IngestOptions as JSON."),
 ) -> Response:
     """Stream a CSV/Parquet/JSONL file of any size in the body and ingest it."""
-    try:
-        opts = IngestOptions.model_validate(orjson.loads(options or "{}"))
-    except (orjson.JSONDecodeError, ValueError) as exc:
-        raise InvalidInput(f"Invalid upload options: {exc}", details={"field": "options"}) from None
+    raw = _json_object(options or "{}", "options")
+    opts = parse_options(RestIngestOptions, **(raw or {}))
+    if opts.sql_url is not None:
+        raise InvalidInput(
+            "An upload ingests the file in the body; sql_url belongs to "
+            "POST /api/v1/data/datasets/{name}/ingest",
+            details={"field": "options.sql_url"},
+        )
     svc = _svc(request)
     workdir = svc.workdir()
     base = os.path.basename(filename.replace("\\", "/")) or "upload"
@@ -325,8 +313,8 @@ async def upload(
                 f"The uploaded file {base!r} is empty: nothing to ingest", details={"source": base}
             )
         info = {"kind": "upload", "uri": base} | (opts.source_info or {})
-        kwargs = opts.kwargs() | {"source_info": info}
-        result = await _run(lambda: svc.ingest(path, name, label=base, **kwargs))
+        opts = opts.model_copy(update={"source_info": info})
+        result = await _run(lambda: svc.ingest_with(path, name, opts, label=base))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return _json(result, 201)

@@ -6,7 +6,7 @@ import base64
 import json
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -327,7 +327,7 @@ def annotations_of(
 
 
 def parse_annotations(
-    values: dict[str, ColumnAnnotation | dict[str, Any]] | None, columns: Sequence[str]
+    values: Mapping[str, ColumnAnnotation | dict[str, Any]] | None, columns: Sequence[str]
 ) -> dict[str, ColumnAnnotation]:
     """Annotations validated against ``columns``; InvalidInput names an unknown column."""
     out: dict[str, ColumnAnnotation] = {}

@@ -24,7 +24,8 @@ from rich.tree import Tree
 
 from strata.client import Client
 from strata.core.console import console, err_console, print_json, print_table
-from strata.data.models import IngestResult, LineageGraph
+from strata.core.parse import parse_options
+from strata.data.models import IngestOptions, IngestResult, LineageGraph
 from strata.data.service import DataService
 
 data_app = typer.Typer(
@@ -93,25 +94,26 @@ def ingest(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest SOURCE as a new version of NAME (identical data returns the existing version)."""
+    options = parse_options(
+        IngestOptions,
+        format=fmt,
+        sql_url=db,
+        suite=suite,
+        on_fail=on_fail,
+        mode=mode,
+        allow_breaking=allow_breaking,
+        tags=tag or [],
+        description=description,
+        project=project,
+        delimiter=delimiter,
+        profile=not no_profile,
+        raise_on_fail=False,
+    )
     with _data() as svc:
-        kwargs: dict[str, Any] = {
-            "format": fmt,
-            "sql_url": db,
-            "suite": suite,
-            "on_fail": on_fail,
-            "mode": mode,
-            "allow_breaking": allow_breaking,
-            "tags": tag or [],
-            "description": description,
-            "project": project,
-            "delimiter": delimiter,
-            "profile": not no_profile,
-            "raise_on_fail": False,
-        }
         if json_out:
-            result = svc.ingest(source, name, **kwargs)
+            result = svc.ingest(source, name, options)
         else:
-            result = _ingest_with_progress(svc, source, name, kwargs)
+            result = _ingest_with_progress(svc, source, name, options)
     if json_out:
         print_json(result)
     else:
@@ -121,7 +123,7 @@ def ingest(
 
 
 def _ingest_with_progress(
-    svc: DataService, source: str, name: str, kwargs: dict[str, Any]
+    svc: DataService, source: str, name: str, options: IngestOptions
 ) -> IngestResult:
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -150,7 +152,7 @@ def _ingest_with_progress(
                 bytes_rate=_size(nbytes / elapsed),
             )
 
-        return svc.ingest(source, name, progress=report, **kwargs)
+        return svc.ingest(source, name, options, progress=report)
 
 
 def _show_result(r: IngestResult) -> None:

@@ -33,8 +33,8 @@ from strata.data.models import (
     ColumnAnnotation,
     DatasetVersion,
     IngestMode,
+    IngestOptions,
     IngestResult,
-    OnFail,
     VersionKind,
     check_name,
     quarantine_name,
@@ -140,23 +140,19 @@ class Committer:
         self,
         reader: Reader,
         name: str,
+        options: IngestOptions,
         *,
         suite: Suite | None,
-        on_fail: OnFail,
-        mode: IngestMode,
-        allow_breaking: bool = False,
-        parents: Sequence[str] = (),
-        run_id: str | None = None,
-        source_info: dict[str, Any] | None = None,
-        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
-        tags: Sequence[str] = (),
-        description: str = "",
-        project: str | None = None,
-        want_profile: bool = True,
-        raise_on_fail: bool = True,
         progress: Progress | None = None,
-        transform: dict[str, Any] | None = None,
     ) -> IngestResult:
+        """Stage, check and publish ``reader`` as a version of ``name`` under ``options``
+        (``options.suite`` arrives parsed as ``suite``; reader options are already applied)."""
+        on_fail, mode, parents, tags = (
+            options.on_fail,
+            options.mode,
+            options.parents,
+            options.tags,
+        )
         started = time.perf_counter()
         for tag in tags:
             check_name(tag, "tag")
@@ -181,24 +177,24 @@ class Committer:
                 on_fail=on_fail,
                 # An append's staged rows are only the new part of the version: its profile
                 # would describe them, not the version. It is computed on first use instead.
-                want_profile=want_profile and not appending,
+                want_profile=options.profile and not appending,
                 progress=progress,
             )
             columns = catalog.columns_of(staged.schema)
             changes = None
             if base is not None:
                 changes = catalog.schema_changes(base.columns, columns, base.ref)
-                if changes.breaking and not allow_breaking:
+                if changes.breaking and not options.allow_breaking:
                     raise Conflict(
                         f"Ingesting into {name!r} would be a breaking schema change from "
                         f"{base.ref} ({changes.summary()}); pass allow_breaking=True "
                         "(--allow-breaking) if it is intended",
                         details={"schema_changes": changes.to_json()},
                     )
-            catalog.parse_annotations(annotations, [c.name for c in columns])
-            info = reader.info | (source_info or {})
+            catalog.parse_annotations(options.annotations, [c.name for c in columns])
+            info = reader.info | (options.source_info or {})
             if staged.gate_failed:
-                return self.gate_failed(name, staged, suite, raise_on_fail, started, reader)
+                return self.gate_failed(name, staged, suite, options.raise_on_fail, started, reader)
             return self.publish(
                 name,
                 staged,
@@ -207,14 +203,8 @@ class Committer:
                 info=info,
                 base_files=base_files if appending else [],
                 parents=parent_rows,
-                run_id=run_id,
-                annotations=annotations,
-                tags=tags,
-                description=description,
-                project=project,
+                options=options,
                 suite=suite,
-                on_fail=on_fail,
-                transform=transform,
                 started=started,
                 base=base,
             )
@@ -291,17 +281,14 @@ class Committer:
         info: dict[str, Any],
         base_files: list[FileRow],
         parents: list[_Parent],
-        run_id: str | None,
-        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None,
-        tags: Sequence[str],
-        description: str,
-        project: str | None,
+        options: IngestOptions,
         suite: Suite | None,
-        on_fail: OnFail,
-        transform: dict[str, Any] | None,
         started: float,
         base: DatasetVersion | None,
     ) -> IngestResult:
+        project, transform, run_id = options.project, options.transform, options.run_id
+        annotations, description, tags = options.annotations, options.description, options.tags
+        on_fail = options.on_fail
         reused = [Part(f.path, f.rows, f.bytes, f.sha256) for f in base_files]
         all_parts = reused + staged.parts
         digest = version_digest(all_parts)

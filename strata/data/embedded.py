@@ -19,6 +19,7 @@ from strata.backends.context import Backends
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.core.ids import new_id
+from strata.core.parse import parse_enum, parse_options
 from strata.data import catalog, lineage
 from strata.data.commit import Committer, jsonable
 from strata.data.ingest import open_reader
@@ -30,6 +31,7 @@ from strata.data.models import (
     DatasetVersion,
     Direction,
     IngestMode,
+    IngestOptions,
     IngestResult,
     LineageGraph,
     OnFail,
@@ -63,16 +65,6 @@ from strata.governance.audit import audited
 
 if TYPE_CHECKING:
     from strata.data.validation import Suite, ValidationReport
-
-
-def _enum(cls: Any, value: Any, field: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(v.value for v in cls)
-        raise InvalidInput(
-            f"{field} must be one of {allowed}, got {value!r}", details={"field": field}
-        ) from None
 
 
 def _load_suite(suite: Suite | str | Path | dict[str, Any]) -> Suite:
@@ -318,34 +310,15 @@ class EmbeddedData(DataService):
         return con.sql(f"SELECT * FROM {parquet_scan(locations)}")
 
     # -- ingestion -----------------------------------------------------------------------------
-    def ingest(
+    def ingest_with(
         self,
         source: Any,
         name: str,
+        options: IngestOptions,
         *,
-        format: str | None = None,
-        sql_url: str | None = None,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        mode: IngestMode | str = IngestMode.REPLACE,
-        allow_breaking: bool = False,
-        parents: Sequence[str] = (),
-        run_id: str | None = None,
-        source_info: dict[str, Any] | None = None,
-        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
-        tags: Sequence[str] = (),
-        description: str = "",
-        project: str | None = None,
-        delimiter: str | None = None,
-        column_types: dict[str, str] | None = None,
-        profile: bool = True,
-        raise_on_fail: bool = True,
         progress: Progress | None = None,
-        transform: dict[str, Any] | None = None,
         label: str | None = None,
     ) -> IngestResult:
-        """See :meth:`DataService.ingest`; ``label`` names an uploaded file in place of its
-        temporary path."""
         check_name(name)
         if name.endswith(QUARANTINE_SUFFIX):
             raise InvalidInput(
@@ -353,35 +326,17 @@ class EmbeddedData(DataService):
                 f"{QUARANTINE_SUFFIX!r} are the quarantines' own",
                 details={"field": "name"},
             )
-        suite_obj = _load_suite(suite) if suite is not None else None
+        suite_obj = _load_suite(options.suite) if options.suite is not None else None
         reader = open_reader(
             source,
-            format=format,
-            sql_url=sql_url,
-            delimiter=delimiter,
-            column_types=column_types,
+            format=options.format,
+            sql_url=options.sql_url,
+            delimiter=options.delimiter,
+            column_types=options.column_types,
             label=label,
             storage_options=self._storage_options(source),
         )
-        return self.committer.ingest(
-            reader,
-            name,
-            suite=suite_obj,
-            on_fail=_enum(OnFail, on_fail, "on_fail"),
-            mode=_enum(IngestMode, mode, "mode"),
-            allow_breaking=allow_breaking,
-            parents=parents,
-            run_id=run_id,
-            source_info=source_info,
-            annotations=annotations,
-            tags=tags,
-            description=description,
-            project=project,
-            want_profile=profile,
-            raise_on_fail=raise_on_fail,
-            progress=progress,
-            transform=transform,
-        )
+        return self.committer.ingest(reader, name, options, suite=suite_obj, progress=progress)
 
     def push_rows(
         self,
@@ -395,15 +350,13 @@ class EmbeddedData(DataService):
         workdir = self.workdir()
         try:
             reader = rows_reader(rows, workdir)
-            return self.committer.ingest(
-                reader,
-                name,
-                suite=None,
-                on_fail=OnFail.FAIL,
-                mode=_enum(IngestMode, mode, "mode"),
+            options = parse_options(
+                IngestOptions,
+                mode=parse_enum(IngestMode, mode, "mode"),
                 source_info={"kind": "push"} | (source_info or {}),
-                want_profile=False,
+                profile=False,
             )
+            return self.committer.ingest(reader, name, options, suite=None)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -569,18 +522,17 @@ class EmbeddedData(DataService):
                     fn, frames, isinstance(inputs, dict), git_commit
                 )
             check_name(output)
-            return self.committer.ingest(
-                reader,
-                output,
-                suite=_load_suite(suite) if suite is not None else None,
-                on_fail=_enum(OnFail, on_fail, "on_fail"),
-                mode=IngestMode.REPLACE,
+            options = parse_options(
+                IngestOptions,
+                on_fail=parse_enum(OnFail, on_fail, "on_fail"),
                 allow_breaking=allow_breaking,
                 parents=[v.ref for v in versions.values()],
                 run_id=run_id,
                 description=description,
                 transform=record,
             )
+            suite_obj = _load_suite(suite) if suite is not None else None
+            return self.committer.ingest(reader, output, options, suite=suite_obj)
         finally:
             con.close()
 

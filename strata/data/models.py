@@ -12,12 +12,13 @@ digest and so the same version (see :mod:`strata.data.storage`).
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from strata.core.errors import InvalidInput
 
@@ -174,6 +175,63 @@ class DatasetVersion(BaseModel):
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+
+#: A suite as an option: a ``Suite``, YAML/JSON text, a path to a ``.yaml``/``.json`` file or a
+#: parsed dict. Over HTTP it travels as the parsed dict (the client parses it).
+SuiteSpec = Annotated[
+    Any,
+    WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "string"}, {"type": "null"}]}),
+]
+
+
+class IngestOptions(BaseModel):
+    """How to read a source and publish it: the one spelling of ingest's options.
+
+    Built once where a call enters (``DataService.ingest`` keywords, the REST body, the CLI
+    flags) and passed unchanged to the remote client, the embedded service and the committer.
+    A new option is a new field here (plus its use where it takes effect). See
+    :meth:`strata.data.service.DataService.ingest` for what each does.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``csv`` | ``parquet`` | ``jsonl``; default from the extension.
+    format: str | None = None
+    #: SQLAlchemy URL: the source is a query on that database.
+    sql_url: str | None = None
+    suite: SuiteSpec = None
+    on_fail: OnFail = OnFail.FAIL
+    mode: IngestMode = IngestMode.REPLACE
+    allow_breaking: bool = False
+    #: References of the versions this one was derived from.
+    parents: list[str] = Field(default_factory=list)
+    run_id: str | None = None
+    #: Merged into the recorded source; ``{"stream", "offsets"}`` is committed with the version.
+    source_info: dict[str, Any] | None = None
+    annotations: dict[str, ColumnAnnotation] | None = None
+    #: Version tags to set on the new version.
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+    project: str | None = None
+    delimiter: str | None = None
+    #: Column name → Arrow type name, overriding inference.
+    column_types: dict[str, str] | None = None
+    profile: bool = True
+    raise_on_fail: bool = True
+    #: ``{"kind", "name", "code", "git_commit"}``: how the data was derived from ``parents``.
+    transform: dict[str, Any] | None = None
+
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, value: Any) -> Any:
+        is_suite = hasattr(value, "expectations") and isinstance(value, BaseModel)
+        if value is None or is_suite or isinstance(value, str | dict | os.PathLike):
+            return value
+        raise ValueError(
+            "a suite is a Suite, YAML/JSON text, a .yaml/.json path or a parsed dict, "
+            f"not a {type(value).__name__}"
+        )
 
 
 class IngestResult(BaseModel):

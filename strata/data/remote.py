@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from strata.backends.artifacts import DigestMismatch
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput
+from strata.core.parse import parse_options
 from strata.core.transport import HttpTransport
 from strata.data import lineage
 from strata.data.ingest import BadRowSink, Reader, memory_reader
@@ -40,6 +41,7 @@ from strata.data.models import (
     DatasetVersion,
     Direction,
     IngestMode,
+    IngestOptions,
     IngestResult,
     LineageGraph,
     OnFail,
@@ -74,6 +76,13 @@ def _suite_json(suite: Suite | str | Path | dict[str, Any]) -> dict[str, Any]:
 
     parsed = suite if isinstance(suite, SuiteModel) else load_suite(suite)
     return parsed.model_dump(mode="json")
+
+
+def _wire(options: IngestOptions) -> dict[str, Any]:
+    """The options as the REST body spells them (JSON). The suite is parsed here, so its
+    errors (with line numbers) come from this side."""
+    suite = _suite_json(options.suite) if options.suite is not None else None
+    return options.model_dump(mode="json", exclude={"suite"}) | {"suite": suite}
 
 
 class RemoteData(DataService):
@@ -170,56 +179,21 @@ class RemoteData(DataService):
         return [DataFile.model_validate(f) for f in out["files"]]
 
     # -- ingestion -----------------------------------------------------------------------------
-    def ingest(
+    def ingest_with(
         self,
         source: Any,
         name: str,
+        options: IngestOptions,
         *,
-        format: str | None = None,
-        sql_url: str | None = None,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        mode: IngestMode | str = IngestMode.REPLACE,
-        allow_breaking: bool = False,
-        parents: Sequence[str] = (),
-        run_id: str | None = None,
-        source_info: dict[str, Any] | None = None,
-        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
-        tags: Sequence[str] = (),
-        description: str = "",
-        project: str | None = None,
-        delimiter: str | None = None,
-        column_types: dict[str, str] | None = None,
-        profile: bool = True,
-        raise_on_fail: bool = True,
         progress: Progress | None = None,
-        transform: dict[str, Any] | None = None,
+        label: str | None = None,
     ) -> IngestResult:
-        options = self._options(
-            format=format,
-            suite=suite,
-            on_fail=on_fail,
-            mode=mode,
-            allow_breaking=allow_breaking,
-            parents=parents,
-            run_id=run_id,
-            source_info=source_info,
-            annotations=annotations,
-            tags=tags,
-            description=description,
-            project=project,
-            delimiter=delimiter,
-            column_types=column_types,
-            profile=profile,
-            raise_on_fail=raise_on_fail,
-            transform=transform,
-        )
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
-        if sql_url is not None or (
+        if options.sql_url is not None or (
             isinstance(source, str) and "://" in source and not source.startswith("file:")
         ):
-            body = options | {"source": source, "sql_url": sql_url}
+            body = _wire(options) | {"source": source}
             out = self.http.request("POST", f"{P}/datasets/{_q(name)}/ingest", json=body)
             return IngestResult.model_validate(out)
         if isinstance(source, str):
@@ -230,36 +204,12 @@ class RemoteData(DataService):
                     "ingest them one at a time, or give a URL the server reads (s3://...)",
                     details={"source": source},
                 )
-            return self._upload(paths[0], os.path.basename(paths[0]), name, options, progress)
+            filename = label or os.path.basename(paths[0])
+            return self._upload(paths[0], filename, name, options, progress)
         return self._upload_memory(source, name, options, progress)
 
-    @staticmethod
-    def _options(
-        *,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        mode: IngestMode | str = IngestMode.REPLACE,
-        parents: Sequence[str] = (),
-        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
-        tags: Sequence[str] = (),
-        **rest: Any,
-    ) -> dict[str, Any]:
-        """The upload/ingest options as the API takes them (suite parsed here, as JSON)."""
-        return rest | {
-            "suite": _suite_json(suite) if suite is not None else None,
-            "on_fail": str(on_fail),
-            "mode": str(mode),
-            "parents": list(parents),
-            "annotations": {
-                k: v.model_dump() if isinstance(v, ColumnAnnotation) else v
-                for k, v in (annotations or {}).items()
-            }
-            or None,
-            "tags": list(tags),
-        }
-
     def _upload_memory(
-        self, source: Any, name: str, options: dict[str, Any], progress: Progress | None
+        self, source: Any, name: str, options: IngestOptions, progress: Progress | None
     ) -> IngestResult:
         """Write in-memory data (or a Reader of it) to a temp Parquet file and upload it."""
         reader = source if isinstance(source, Reader) else memory_reader(source)
@@ -284,10 +234,12 @@ class RemoteData(DataService):
                 raise InvalidInput(f"{reader.display} holds no rows: nothing to ingest")
             writer.close()
             sink.close()
-            options = options | {
-                "format": "parquet",
-                "source_info": reader.info | (options.get("source_info") or {}),
-            }
+            options = options.model_copy(
+                update={
+                    "format": "parquet",
+                    "source_info": reader.info | (options.source_info or {}),
+                }
+            )
             return self._upload(path, "data.parquet", name, options, progress)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -297,7 +249,7 @@ class RemoteData(DataService):
         path: str,
         filename: str,
         name: str,
-        options: dict[str, Any],
+        options: IngestOptions,
         progress: Progress | None,
     ) -> IngestResult:
         total = os.path.getsize(path)
@@ -311,7 +263,7 @@ class RemoteData(DataService):
                         progress(0, sent, total)
                     yield chunk
 
-        params = {"filename": filename, "options": orjson.dumps(options).decode()}
+        params = {"filename": filename, "options": orjson.dumps(_wire(options)).decode()}
         out = self.http.request(
             "PUT",
             f"{P}/upload/{_q(name)}",
@@ -497,7 +449,8 @@ class RemoteData(DataService):
         return self._upload_memory(
             reader,
             output,
-            self._options(
+            parse_options(
+                IngestOptions,
                 parents=[v.ref for v in versions.values()],
                 run_id=run_id,
                 description=description,

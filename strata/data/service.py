@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strata.core.parse import parse_options
 from strata.data.models import (
     ColumnAnnotation,
     DataFile,
@@ -29,6 +30,7 @@ from strata.data.models import (
     DatasetVersion,
     Direction,
     IngestMode,
+    IngestOptions,
     IngestResult,
     LineageGraph,
     OnFail,
@@ -123,33 +125,23 @@ class DataService(ABC):
         """The version's Parquet parts in row order (``as_of`` pins ``NAME`` to a version)."""
 
     # -- ingestion -----------------------------------------------------------------------------
-    @abstractmethod
     def ingest(
         self,
         source: Any,
         name: str,
+        options: IngestOptions | None = None,
         *,
-        format: str | None = None,
-        sql_url: str | None = None,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        mode: IngestMode | str = IngestMode.REPLACE,
-        allow_breaking: bool = False,
-        parents: Sequence[str] = (),
-        run_id: str | None = None,
-        source_info: dict[str, Any] | None = None,
-        annotations: dict[str, ColumnAnnotation | dict[str, Any]] | None = None,
-        tags: Sequence[str] = (),
-        description: str = "",
-        project: str | None = None,
-        delimiter: str | None = None,
-        column_types: dict[str, str] | None = None,
-        profile: bool = True,
-        raise_on_fail: bool = True,
         progress: Progress | None = None,
-        transform: dict[str, Any] | None = None,
+        **option_fields: Any,
     ) -> IngestResult:
         """Read ``source`` (see :mod:`strata.data.ingest`) into a new version of ``name``.
+
+        Options are the fields of :class:`~strata.data.models.IngestOptions`, given as an
+        ``options`` object, as keywords (``format=``, ``sql_url=``, ``suite=``, ``on_fail=``,
+        ``mode=``, ``allow_breaking=``, ``parents=``, ``run_id=``, ``source_info=``,
+        ``annotations=``, ``tags=``, ``description=``, ``project=``, ``delimiter=``,
+        ``column_types=``, ``profile=``, ``raise_on_fail=``, ``transform=``), or both
+        (keywords win). An unknown keyword or a bad value raises InvalidInput naming it.
 
         The version id is the content digest: identical data gives the existing version
         (``created=False``). With a ``suite``: ``on_fail="fail"`` publishes nothing when it
@@ -166,6 +158,22 @@ class DataService(ABC):
         Raises NotFound (missing file, naming the path), InvalidInput (empty input, bad
         options), Unavailable (unreachable URL or database; messages without credentials).
         """
+        opts = parse_options(IngestOptions, options, **option_fields)
+        return self.ingest_with(source, name, opts, progress=progress)
+
+    @abstractmethod
+    def ingest_with(
+        self,
+        source: Any,
+        name: str,
+        options: IngestOptions,
+        *,
+        progress: Progress | None = None,
+        label: str | None = None,
+    ) -> IngestResult:
+        """:meth:`ingest` with validated options. ``label`` names the source in the
+        recorded source info and in messages in place of its path (an uploaded file's own
+        name rather than the server's temporary copy)."""
 
     @abstractmethod
     def push_rows(

@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from strata.backends.streams import Positions, StreamRecord, StreamSource, open_source
 from strata.core.errors import InvalidInput, NotFound, StrataError
+from strata.core.parse import parse_enum
 from strata.data import catalog
 from strata.data.embedded import EmbeddedData
 from strata.data.ingest import (
@@ -51,7 +52,7 @@ from strata.data.ingest import (
     normalize_schema,
     open_reader,
 )
-from strata.data.models import IngestMode, IngestResult, OnFail, check_name
+from strata.data.models import IngestMode, IngestOptions, IngestResult, OnFail, check_name
 from strata.data.service import DataService
 from strata.data.tables import DatasetRow, VersionRow
 
@@ -326,13 +327,7 @@ def consume(
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size}")
     if batch_seconds <= 0:
         raise InvalidInput(f"batch_seconds must be positive, got {batch_seconds}")
-    try:
-        gate = OnFail(on_fail)
-    except ValueError:
-        raise InvalidInput(
-            f"on_fail must be one of fail, quarantine, warn, got {on_fail!r}",
-            details={"field": "on_fail"},
-        ) from None
+    gate = parse_enum(OnFail, on_fail, "on_fail")
     suite_obj = None
     if suite is not None:
         from strata.data.validation import Suite, load_suite
@@ -399,14 +394,14 @@ def consume(
             order = {id(r): i for i, r in enumerate(records)}
             bad = sorted(bad + misfits, key=lambda b: order[id(b[0])])
             nbytes = sum(len(r.value or b"") for r in records)
-            ingested = data.committer.ingest(
-                _reader(source, table, bad, nbytes),
-                name,
-                suite=suite_obj,
+            batch_options = IngestOptions(
                 on_fail=gate,
                 mode=IngestMode.APPEND,
                 source_info={"stream": source.key, "offsets": end, "records": len(records)},
-                want_profile=False,
+                profile=False,
+            )
+            ingested = data.committer.ingest(
+                _reader(source, table, bad, nbytes), name, batch_options, suite=suite_obj
             )
             assert ingested.version is not None
             held, result.uncommitted = [], 0
@@ -465,15 +460,14 @@ def _compact(
         dataset.schema,
         dataset.to_batches(use_threads=False),  # file order = row order
     )
-    return data.committer.ingest(
-        open_reader(ordered, label=f"compaction of {ref}"),
-        name,
-        suite=None,  # the rows passed the gate when their batches were appended
-        on_fail=OnFail.FAIL,
-        mode=IngestMode.REPLACE,
+    options = IngestOptions(
         parents=[ref],
         source_info={"stream": stream, "offsets": dict(offsets), "compacted_from": ref},
-        want_profile=False,
+        profile=False,
+    )
+    # suite=None: the rows passed the gate when their batches were appended
+    return data.committer.ingest(
+        open_reader(ordered, label=f"compaction of {ref}"), name, options, suite=None
     )
 
 

@@ -27,7 +27,7 @@ from strata.core.errors import (
     StrataError,
 )
 from strata.data.embedded import EmbeddedData
-from strata.data.models import ColumnAnnotation
+from strata.data.models import ColumnAnnotation, IngestOptions
 
 FRAME = pd.DataFrame(
     {
@@ -200,3 +200,42 @@ def test_http_push_and_server_refuses_local_paths(live_server: LiveServer) -> No
         assert r.status_code == 400
         r = http.get("/api/v1/data/versions/pushed%40latest")
         assert r.status_code == 200 and r.json()["rows"] == 3
+
+
+def test_ingest_options_one_object(client: Client, tmp_path: Path) -> None:
+    """Options as an IngestOptions object, as keywords, or both (keywords win); the same
+    validation on every implementation; ``label`` names an uploaded file."""
+    data = client.data
+    opts = IngestOptions(tags=["first"], description="from options", profile=False)
+    r = data.ingest(FRAME, "trips", opts, description="keyword wins")
+    v = data.get_version(r.ref or "")
+    assert v.tags == ["first"] and v.description == "keyword wins"
+    err = _exactly(InvalidInput, data.ingest, FRAME, "trips", on_fial="warn")
+    assert err.details["field"] == "on_fial" and "on_fail" in err.message
+    err = _exactly(InvalidInput, data.ingest, FRAME, "trips", on_fail="sometimes")
+    assert err.details["field"] == "on_fail" and "'fail', 'quarantine' or 'warn'" in err.message
+    err = _exactly(InvalidInput, data.ingest, FRAME, "trips", suite=42)
+    assert err.details["field"] == "suite"
+    csv = tmp_path / "tmp-1234.csv"
+    csv.write_text("id,fare\n1,2.5\n")
+    labelled = data.ingest_with(csv, "labelled", IngestOptions(), label="fares.csv")
+    source = data.get_version(labelled.ref or "").source
+    assert "fares.csv" in str(source) and "tmp-1234" not in str(source)
+
+
+def test_upload_options_are_validated(live_server: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {live_server.admin_token}"}
+    with httpx.Client(base_url=live_server.url, headers=headers) as http:
+        for options, field in (
+            ('{"on_fail": "sometimes"}', "on_fail"),
+            ('{"sql_url": "postgresql://db/x"}', "options.sql_url"),
+            ("[1]", "options"),
+        ):
+            r = http.put(
+                "/api/v1/data/upload/up",
+                params={"filename": "a.csv", "options": options},
+                content=b"a\n1\n",
+            )
+            assert r.status_code == 400, options
+            assert r.json()["details"]["field"] == field
+        assert http.get("/api/v1/data/datasets/up").status_code == 404
