@@ -238,9 +238,13 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(HERE))
-    from _flights import flights_parquet
-
-    parquet = flights_parquet(args.rows)
+    # Generated in a child process: workers inherit this process's ru_maxrss high-water mark
+    # across fork+exec, so a big parent would inflate both engines' reported peaks.
+    code = f"from _flights import flights_parquet; print(flights_parquet({args.rows}))"
+    gen = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True)
+    parquet = Path(gen.stdout.strip().splitlines()[-1]) if gen.returncode == 0 else None
+    if parquet is None:
+        raise SystemExit(f"generating the data failed:\n{gen.stderr[-2000:]}")
     ge_python = ensure_ge_venv()
     print(f"data: {parquet.name} ({args.rows:,} rows), {len(SUITE)} expectations", flush=True)
     strata = run_worker(sys.executable, "strata", parquet, args.repeat)
@@ -272,6 +276,22 @@ def main() -> int:
         print(f"{name:<36}{measured:>12}  {'PASS' if ok else 'FAIL'}")
     for p in problems:
         print("  differs:", p)
+    from _summary import emit, row
+
+    emit(
+        "data_validation",
+        [
+            row(
+                f"{len(SUITE)}-expectation suite, {args.rows:,} rows",
+                f"{s_med:.2f} s, {s_rss:.2f} GiB",
+                f"GE {ge['version']} {g_med:.2f} s, {g_rss:.2f} GiB",
+                f"{ratio:.1f}x",
+                f"< 2 s: {'PASS' if s_med < 2.0 else 'FAIL'}; same answers "
+                f"{agree}/{len(SUITE)}: {'PASS' if not problems else 'FAIL'}",
+                check=not problems,
+            )
+        ],
+    )
     return 0 if all(ok for _, _, ok in checks) else 1
 
 

@@ -24,6 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _servers import mlflow_server, strata_server
+from _summary import emit
+from _summary import row as summary_row
 from rich.console import Console
 from rich.table import Table
 
@@ -128,7 +130,8 @@ def populate_mlflow(db_uri: str, root: Path, rows: list[Any]) -> str:
     return str(exp)
 
 
-def populate_strata(home: Path, rows: list[Any], exp_name: str = "search") -> str:
+def populate_strata(home: Path, rows: list[Any], exp_name: str = "search", first: int = 0) -> str:
+    """Runs ``r<first + i>`` for ``rows`` (the names the search comparison checks)."""
     os.environ["STRATA_HOME"] = str(home)
     from strata import Client
     from strata.tracking.models import Metric, Param
@@ -141,7 +144,7 @@ def populate_strata(home: Path, rows: list[Any], exp_name: str = "search") -> st
         exp = t.create_experiment(exp_name).experiment_id
     now = int(time.time() * 1000)
     for i, (params, metrics) in enumerate(rows):
-        run = t.create_run(exp, run_name=f"r{i}", start_time=now + i)
+        run = t.create_run(exp, run_name=f"r{first + i}", start_time=now + first + i)
         t.log_batch(
             run.info.run_id,
             metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
@@ -152,18 +155,32 @@ def populate_strata(home: Path, rows: list[Any], exp_name: str = "search") -> st
     return exp
 
 
-def bench_search(uri: str, exp: str, reps: int = 7, max_results: int = 1000) -> tuple[float, int]:
+def bench_search(
+    uri: str, exp: str, reps: int = 7, max_results: int = 1000
+) -> tuple[float, list[str]]:
+    """(p50 seconds, the run names returned, in order). Both stores hold the same runs
+    under the same names (``r<i>``), so equal lists mean the same runs in the same order."""
     c = _client(uri)
     times = []
-    hits = 0
+    names: list[str] = []
     for _ in range(reps):
         start = time.perf_counter()
         runs = c.search_runs([exp], FILTER, order_by=ORDER, max_results=max_results)
         times.append(time.perf_counter() - start)
-        hits = len(runs)
+        names = [r.info.run_name for r in runs]
         accs = [r.data.metrics["acc"] for r in runs]
         assert accs == sorted(accs, reverse=True), "order_by not honoured"
-    return statistics.median(times), hits
+    return statistics.median(times), names
+
+
+def expected_search(rows: list[Any], max_results: int) -> list[str]:
+    """The run names FILTER + ORDER must return, computed from the generated rows."""
+    hits = [
+        (metrics["acc"], f"r{i}")
+        for i, (params, metrics) in enumerate(rows)
+        if metrics["acc"] > 0.5 and params["lr"] == "0.01"
+    ]
+    return [name for _, name in sorted(hits, reverse=True)][:max_results]
 
 
 def _writer(home: str, n: int, q: Any) -> None:
@@ -199,7 +216,7 @@ def concurrent_writers(home: Path, procs: int = 4, n: int = 100) -> tuple[int, f
     return sum(q.get() for _ in ps), time.perf_counter() - start
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each rate workload")
     ap.add_argument(
@@ -208,12 +225,16 @@ def main() -> None:
         default=2000,
         help="runs in both stores for the side-by-side search",
     )
+    ap.add_argument(
+        "--scale-runs", type=int, default=10_000, help="runs for the Strata-only search figures"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
     (work / "mlflow").mkdir()
     (work / "strata").mkdir()
-    rows = _run_rows(10_000)
+    rows = _run_rows(max(args.scale_runs, args.search_runs))
     results: dict[str, dict[str, float]] = {"strata": {}, "mlflow": {}}
+    found: dict[str, list[str]] = {}
 
     console.print(f"populating {args.search_runs} runs into both stores (same data)...")
     ml_exp = populate_mlflow(
@@ -230,7 +251,7 @@ def main() -> None:
             console.print(f"[bold]{name}[/bold] server at {uri}")
             exp = ml_exp if name == "mlflow" else st_exp
             r = results[name]
-            r["search_s"], r["search_hits"] = bench_search(uri, exp)
+            r["search_s"], found[name] = bench_search(uri, exp)
             r["log_batch"], r["log_batch_cpu"] = timed(bench_log_batch, uri, args.seconds)
             r["log_metric"], r["log_metric_cpu"] = timed(bench_log_metric, uri, args.seconds)
             r["runs"], r["runs_cpu"] = timed(bench_runs, uri, args.seconds * 2)
@@ -272,7 +293,7 @@ def main() -> None:
     m_s, s_s = results["mlflow"]["search_s"], results["strata"]["search_s"]
     table.add_row(
         f"search_runs p50, {args.search_runs:,} runs, 2 clauses + order_by, "
-        f"max_results=1000 ({int(results['strata']['search_hits'])} hits)",
+        f"max_results=1000 ({len(found['strata'])} hits)",
         f"{m_s * 1000:,.0f} ms",
         f"{s_s * 1000:,.0f} ms",
         f"{m_s / s_s:,.1f}x",
@@ -280,18 +301,56 @@ def main() -> None:
         "PASS" if m_s / s_s >= 10 else "FAIL",
         "",
     )
-    assert results["mlflow"]["search_hits"] == results["strata"]["search_hits"], "hit counts differ"
     console.print(table)
+    expected = expected_search(rows[: args.search_runs], 1000)
+    same_runs = found["mlflow"] == found["strata"] == expected
+    console.print(
+        f"search: both servers returned the same {len(expected)} runs in the same order: "
+        f"{'PASS' if same_runs else 'FAIL'}"
+    )
+    if not same_runs:
+        for name in ("mlflow", "strata"):
+            extra = sorted(set(found[name]) - set(expected))[:5]
+            missing = sorted(set(expected) - set(found[name]))[:5]
+            console.print(f"  {name}: {len(found[name])} runs, extra {extra}, missing {missing}")
+
+    def ceiling(key: str) -> float:
+        return 1.0 / results["strata"][f"{key}_cpu"]
+
+    summary = [
+        summary_row(
+            label,
+            f"{results['strata'][key]:,.0f} {unit}",
+            f"mlflow server {results['mlflow'][key]:,.0f} {unit}",
+            f"{results['strata'][key] / results['mlflow'][key]:.1f}x",
+            f"mlflow-client ceiling {ceiling(key) / results['mlflow'][key]:.1f}x",
+        )
+        for label, key, unit in (
+            ("mlflow client log_batch (1,000/call)", "log_batch", "points/s"),
+            ("mlflow client log_metric", "log_metric", "calls/s"),
+            ("mlflow client start_run..end_run", "runs", "runs/s"),
+        )
+    ]
+    summary.append(
+        summary_row(
+            f"search_runs, {args.search_runs:,} runs, mlflow client",
+            f"{s_s * 1000:,.0f} ms",
+            f"mlflow server {m_s * 1000:,.0f} ms",
+            f"{m_s / s_s:.1f}x",
+            f"same runs: {'PASS' if same_runs else 'FAIL'}",
+            check=same_runs,
+        )
+    )
 
     # Strata-only figures at full scale.
-    console.print("adding runs to Strata up to 10,000 ...")
-    populate_strata(work / "strata", rows[args.search_runs :])
+    console.print(f"adding runs to Strata up to {len(rows):,} ...")
+    populate_strata(work / "strata", rows[args.search_runs :], first=args.search_runs)
     os.environ["STRATA_HOME"] = str(work / "strata")
     from strata import Client
     from strata.tracking.models import Metric
 
     t = Client().tracking
-    t2 = Table(title="Strata at scale (10,000 runs)", header_style="bold")
+    t2 = Table(title=f"Strata at scale ({len(rows):,} runs)", header_style="bold")
     for col in ("figure", "value", "target", "result"):
         t2.add_column(col)
     with strata_server(work / "strata", token=TOKEN) as uri:
@@ -301,9 +360,18 @@ def main() -> None:
             )
             rest = _p50(lambda mr=max_results: _rest_search(uri, st_exp, mr))
             via_client, hits = bench_search(uri, st_exp, max_results=max_results)
+            assert hits == expected_search(rows, max_results), "search returned other runs"
+            if max_results == 1000:
+                summary.append(
+                    summary_row(
+                        f"search_runs, {len(rows):,} runs, 1,000 results, embedded",
+                        f"{emb * 1000:.0f} ms",
+                        target=f"< 100 ms: {'PASS' if emb < 0.1 else 'FAIL'}",
+                    )
+                )
             t2.add_row(
                 f"search_runs p50, 2 clauses + order_by, max_results={max_results} "
-                f"({hits} hits): embedded SDK",
+                f"({len(hits)} hits): embedded SDK",
                 f"{emb * 1000:.0f} ms",
                 "< 100 ms",
                 "PASS" if emb < 0.1 else "FAIL",
@@ -349,6 +417,22 @@ def main() -> None:
         "PASS" if errors == 0 else "FAIL",
     )
     console.print(t2)
+    summary.append(
+        summary_row(
+            "metric history, 100,000 steps, embedded",
+            f"{embedded_hist * 1000:.0f} ms",
+            target=f"< 200 ms: {'PASS' if embedded_hist < 0.2 else 'FAIL'}",
+        )
+    )
+    summary.append(
+        summary_row(
+            "4 SQLite writer processes x 100 runs",
+            f"{errors} errors",
+            target=f"0 errors: {'PASS' if errors == 0 else 'FAIL'}",
+        )
+    )
+    emit("tracking_vs_mlflow", summary)
+    return 0 if same_runs and errors == 0 else 1
 
 
 def _p50(fn: Any, reps: int = 7) -> float:
@@ -379,4 +463,4 @@ def _rest_search(uri: str, exp: str, max_results: int) -> bytes:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

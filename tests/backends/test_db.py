@@ -212,70 +212,137 @@ WRITERS = 4
 # Each user is two write transactions (user + token): 200 per process on SQLite, the embedded
 # default whose single-writer lock is the point; PostgreSQL runs a lighter round of the same.
 USERS_PER_WRITER = {"sqlite": 100, "postgresql": 40}
+RUNS_PER_WRITER = 15  # tracking: create_run + log_batch (params, tags, metrics) + end_run
+POINTS_PER_RUN = 40
+COMMITS_PER_WRITER = 4  # data: versions of the writer's own dataset
 
 
-def _hammer(db_uri: str, worker: int, users: int, go: Any, results: Any) -> None:
-    """One writer process: create users and tokens as fast as it can; report its errors."""
-    db = Database(db_uri)
-    gov = EmbeddedGovernance(db)
+def _hammer(settings: Settings, worker: int, users: int, ready: Any, results: Any) -> None:
+    """One writer process: governance, tracking and data writes as fast as it can, after
+    every writer (and the parent) reached the barrier; reports its errors and the wall-clock
+    span of its writes."""
+    import pandas as pd
+
+    from strata.client import Client
+    from strata.tracking.models import Metric, Param
+
+    client = Client(settings=settings)
+    gov, tracking, data = client.governance, client.tracking, client.data
+    exp = tracking.get_experiment_by_name("hammer").experiment_id  # a read: connected
     errors: list[str] = []
-    go.wait(60)
-    for i in range(users):
-        name = f"w{worker}-u{i}"
+    ready.wait(120)  # everyone imported and connected: start together
+    first = time.time()
+
+    def attempt(what: str, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
-            gov.create_user(name, "editor")
-            gov.create_token(name, name=f"t{i}")
+            return fn(*args, **kw)
         except Exception as exc:
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-    db.dispose()
-    results.put((worker, errors))
+            errors.append(f"w{worker} {what}: {type(exc).__name__}: {exc}")
+            return None
+
+    for i in range(max(users, RUNS_PER_WRITER, COMMITS_PER_WRITER)):
+        if i < users:
+            name = f"w{worker}-u{i}"
+            attempt(name, gov.create_user, name, "editor")
+            attempt(name, gov.create_token, name, name=f"t{i}")
+        if i < RUNS_PER_WRITER:
+            run = attempt("create_run", tracking.create_run, exp, run_name=f"w{worker}-r{i}")
+            if run is not None:
+                rid = run.info.run_id
+                attempt(
+                    "log_batch",
+                    tracking.log_batch,
+                    rid,
+                    metrics=[Metric("m", float(j), 0, j) for j in range(POINTS_PER_RUN)],
+                    params=[Param("worker", str(worker)), Param("i", str(i))],
+                )
+                attempt("end_run", tracking.end_run, rid)
+        if i < COMMITS_PER_WRITER:
+            frame = pd.DataFrame({"w": [worker] * (i + 1), "i": list(range(i + 1))})
+            attempt("ingest", data.ingest, frame, f"w{worker}", profile=False)
+    last = time.time()
+    client.close()
+    results.put((worker, errors, first, last))
 
 
 def test_concurrent_writer_processes(settings: Settings) -> None:
-    Backends(settings).db.dispose()  # migrate once, up front
+    """WRITERS processes write governance, tracking and data records at the same time: no
+    lock errors, every record there exactly once, the audit chain intact while they write."""
+    from strata.client import Client
+
+    setup = Client(settings=settings)  # migrate once, up front
+    exp = setup.tracking.create_experiment("hammer").experiment_id
+    setup.close()
     users = USERS_PER_WRITER["sqlite" if settings.db_uri.startswith("sqlite") else "postgresql"]
     ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
+    ready = ctx.Barrier(WRITERS + 1)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_hammer, args=(settings.db_uri, w, users, go, results))
+        ctx.Process(target=_hammer, args=(settings, w, users, ready, results))
         for w in range(WRITERS)
     ]
     for p in procs:
         p.start()
     db = Database(settings.db_uri)
     gov = EmbeddedGovernance(db)
-    time.sleep(0.2)
-    go.set()
+    ready.wait(120)  # returns once every child is imported, connected and waiting
     # While the writers run, the chain verifies at every moment (one consistent snapshot).
-    reports: dict[int, list[str]] = {}
+    reports: dict[int, tuple[list[str], float, float]] = {}
     verified_while_writing = 0
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     try:
         while len(reports) < WRITERS:
-            assert time.monotonic() < deadline, "writers did not finish in 120 s"
+            assert time.monotonic() < deadline, "writers did not finish in 240 s"
             midway = gov.verify_audit()
             assert midway.ok, midway.reason
             verified_while_writing += 1
             try:
-                worker, errors = results.get(timeout=0.05)
+                worker, errors, first, last = results.get(timeout=0.05)
             except queue.Empty:
                 continue
-            reports[worker] = errors
+            reports[worker] = (errors, first, last)
         for p in procs:
             p.join(timeout=30)
             assert p.exitcode == 0
-        assert {w: errs for w, errs in reports.items() if errs} == {}
+        assert [e for errs, _, _ in reports.values() for e in errs] == []
         assert verified_while_writing > 1
+        # The writers really overlapped: each started before any other finished.
+        starts = [first for _, first, _ in reports.values()]
+        ends = [last for _, _, last in reports.values()]
+        assert max(starts) < min(ends), f"writers ran one after another: {reports}"
+
         names = {u.name for u in gov.list_users()}
         expected = {f"w{w}-u{i}" for w in range(WRITERS) for i in range(users)}
         assert names == expected
         assert len(gov.list_tokens()) == WRITERS * users
+
+        check = Client(settings=settings)
+        try:
+            runs = check.tracking.search_runs(exp, max_results=1000)
+            assert sorted(r.info.run_name for r in runs) == sorted(
+                f"w{w}-r{i}" for w in range(WRITERS) for i in range(RUNS_PER_WRITER)
+            )
+            for r in runs:
+                assert r.info.status == "FINISHED", r.info
+                assert r.params["worker"] == r.info.run_name[1:].split("-")[0]
+                history = check.tracking.get_metric_history(r.info.run_id, "m")
+                assert [m.step for m in history] == list(range(POINTS_PER_RUN))
+            for w in range(WRITERS):
+                versions = check.data.list_versions(f"w{w}")
+                assert sorted(v.rows for v in versions) == list(range(1, COMMITS_PER_WRITER + 1))
+                assert len(check.data.read_pandas(f"w{w}")) == COMMITS_PER_WRITER
+        finally:
+            check.close()
+
         verification = gov.verify_audit()
         assert verification.ok, verification.reason
-        assert verification.checked == 2 * WRITERS * users
         records = gov.list_audit(limit=10_000)
         assert [r.seq for r in records] == list(range(1, verification.checked + 1))
         assert {r.outcome for r in records} == {"ok"}
+        by_action: dict[str, int] = {}
+        for r in records:
+            by_action[r.action] = by_action.get(r.action, 0) + 1
+        assert by_action["user.create"] == by_action["token.create"] == WRITERS * users
+        assert by_action["data.ingest"] == WRITERS * COMMITS_PER_WRITER
     finally:
         db.dispose()
