@@ -23,6 +23,7 @@ from strata.governance.api import router as governance_router
 from strata.governance.deps import AuthState
 from strata.governance.service import EmbeddedGovernance
 from strata.server.middleware import Metrics, RequestMiddleware
+from strata.ui.pages import mount_ui
 
 log = logging.getLogger("strata.server")
 
@@ -112,6 +113,8 @@ def create_app(
         version=__version__,
         description="The whole ML lifecycle in one package. Auth: `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        docs_url=None,  # served by the UI from vendored assets (works offline)
+        redoc_url=None,
     )
     app.state.client = client
     app.state.settings = settings
@@ -126,12 +129,13 @@ def create_app(
     )
     _install_error_handlers(app)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/api", include_in_schema=False)
     def index() -> dict[str, Any]:
         return {
             "name": "strata",
             "version": __version__,
             "links": {
+                "ui": "/",
                 "docs": "/docs",
                 "openapi": "/openapi.json",
                 "health": "/healthz",
@@ -172,6 +176,7 @@ def create_app(
 
     for router in _layer_routers():
         app.include_router(router)
+    mount_ui(app)  # last: its pages never shadow an API route
     return app
 
 

@@ -7,8 +7,9 @@ A filter is comparisons joined by ``AND``::
 
 Entities: ``metrics``, ``params``, ``tags``, ``attributes`` (``run_id``, ``run_name``,
 ``status``, ``user_id``, ``start_time``/``created``, ``end_time``, ``artifact_uri``,
-``lifecycle_stage``) and ``datasets`` (``name``, ``digest``, ``context``). Keys may be quoted
-with backticks or double quotes. Errors are InvalidInput naming the character position.
+``lifecycle_stage``, ``parent_run_id``) and ``datasets`` (``name``, ``digest``,
+``context``). Keys may be quoted with backticks or double quotes. Errors are InvalidInput
+naming the character position.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _RUN_ATTRS: dict[str, Any] = {
     "artifact_uri": RunRow.artifact_uri,
     "lifecycle_stage": RunRow.lifecycle_stage,
     "experiment_id": RunRow.experiment_id,
+    "parent_run_id": RunRow.parent_run_id,
 }
 _NUMERIC_ATTRS = {"start_time", "created", "end_time"}
 _DATASET_ATTRS: dict[str, Any] = {
