@@ -129,13 +129,12 @@ def create_app(
     )
     _install_error_handlers(app)
 
-    @app.get("/api", include_in_schema=False)
+    @app.get("/index.json", include_in_schema=False)
     def index() -> dict[str, Any]:
         return {
             "name": "strata",
             "version": __version__,
             "links": {
-                "ui": "/",
                 "docs": "/docs",
                 "openapi": "/openapi.json",
                 "health": "/healthz",

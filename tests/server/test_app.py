@@ -43,7 +43,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 def test_healthz_and_index(shared_env: AppEnv) -> None:
     r = shared_env.http.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
-    links = shared_env.http.get("/api").json()["links"]
+    links = shared_env.http.get("/index.json").json()["links"]
     for path in links.values():
         assert shared_env.http.get(path).status_code == 200, path
 

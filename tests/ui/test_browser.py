@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,16 @@ def page(browser: Any, ui_env: UiEnv) -> Iterator[Any]:
     assert not errors, f"script errors: {errors}"
 
 
+def _wait_js(page: Any, function: str, timeout_s: float = 20) -> None:
+    """Poll a JS function until it returns true (page.wait_for_function compiles its
+    predicate with eval, which the UI's Content-Security-Policy forbids, as it should)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(function):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {function}")
+        time.sleep(0.05)
+
+
 def _login(page: Any, ui_env: UiEnv, role: Role, start: str = "/") -> None:
     page.goto(start)
     page.wait_for_url("**/login**")
@@ -98,7 +109,7 @@ def test_login_then_runs_table_with_filter(page: Any, ui_env: UiEnv) -> None:
     assert rows.count() == 5  # parent, three children, the long run
     page.fill("input[name=filter]", "params.alpha = '0.01' and metrics.auc > 0.5")
     page.press("input[name=filter]", "Enter")
-    page.wait_for_function("document.querySelectorAll('tr[data-run]').length === 1")
+    _wait_js(page, "() => document.querySelectorAll('tr[data-run]').length === 1")
     assert "alpha-0.01" in rows.first.inner_text()
     assert "filter=params.alpha" in page.url  # htmx pushed the URL: the filter is shareable
     page.fill("input[name=filter]", "metrics.auc >> 1")
@@ -142,9 +153,10 @@ def test_run_chart_draws_points_and_log_scale(page: Any, ui_env: UiEnv) -> None:
     page.locator("#preview").get_by_text("hello artifacts").wait_for()
     page.click("summary:has-text('figures/')")
     page.click("text=roc.png")
-    page.wait_for_function(
+    _wait_js(
+        page,
         "() => { const i = document.querySelector('#preview img');"
-        " return i && i.complete && i.naturalWidth === 8; }"
+        " return i && i.complete && i.naturalWidth === 8; }",
     )
 
 
@@ -161,14 +173,15 @@ def test_long_metric_is_downsampled_and_zooms(page: Any, ui_env: UiEnv) -> None:
     page.mouse.move(box["x"] + 15, y, steps=4)
     page.mouse.up()
     # The server sends the zoomed range (a few thousand steps) at its own resolution.
-    page.wait_for_function(
+    _wait_js(
+        page,
         f"() => {{ const f = document.querySelector('{chart}');"
         " const [lo, hi] = (f.dataset.range || '').split(':').map(Number);"
-        " return f.dataset.state === 'ready' && lo > 0 && hi - lo < 10000; }"
+        " return f.dataset.state === 'ready' && lo > 0 && hi - lo < 10000; }",
     )
     assert _drawn_pixels(page, chart) > 50
     page.dblclick(f"{chart} .u-over")
-    page.wait_for_function(f"() => document.querySelector('{chart}').dataset.range === '0:99999'")
+    _wait_js(page, f"() => document.querySelector('{chart}').dataset.range === '0:99999'")
 
 
 def test_compare_overlays_curves(page: Any, ui_env: UiEnv) -> None:
