@@ -32,7 +32,16 @@ from urllib.parse import unquote, urlsplit
 
 from fsspec.implementations.local import LocalFileSystem
 
-from strata.core.errors import Conflict, InvalidInput, NotFound, StrataError, Unavailable
+from strata.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StrataError,
+    Unavailable,
+)
+from strata.core.errors import (
+    DigestMismatch as DigestMismatch,
+)
 
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 DIGEST_PREFIX = ".strata-digests"
@@ -40,12 +49,6 @@ _S3_MIN_PART = 5 * 1024 * 1024
 _TEMP_RE = re.compile(r"^\..*\.tmp-[0-9a-f]{32}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _T = TypeVar("_T")
-
-
-class DigestMismatch(Conflict):
-    """The bytes read back do not match the sha256/size recorded when the artifact was written."""
-
-    error_code = "DIGEST_MISMATCH"
 
 
 class SupportsRead(Protocol):
@@ -172,6 +175,7 @@ class ArtifactStore:
         parts = urlsplit(root_uri)
         scheme = parts.scheme.lower()
         self._fs_factory: Callable[..., Any] = LocalFileSystem
+        self._verified: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._fs_kwargs: dict[str, Any] = {}
         self._local = scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive
         if self._local:
@@ -376,6 +380,52 @@ class ArtifactStore:
             else:
                 raw = self._fs.open(self._full(rel), "rb", block_size=max(chunk_size, _S3_MIN_PART))
         return ArtifactReader(raw, rel, self.uri, expected)
+
+    def _fingerprint(self, rel: str) -> tuple[Any, ...]:
+        """What changes whenever the file's bytes may have: its identity on disk or on S3."""
+        if self._local:
+            st = os.stat(self._full(rel), follow_symlinks=False)
+            return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+        info = self._fs.info(self._full(rel))
+        return (int(info["size"]), info.get("ETag"), str(info.get("LastModified")))
+
+    def verify(self, path: str, sha256: str, size: int) -> None:
+        """Raise DigestMismatch unless ``path`` holds exactly ``size`` bytes of ``sha256``.
+
+        The digest comes from the caller's own record (the metadata database), not from the
+        sidecar beside the file, which whoever rewrote the file could rewrite too. A success
+        is remembered per (path, digest) with the file's fingerprint (size, mtime, ctime,
+        inode locally; size, ETag and time on S3), so an unchanged file is hashed once per
+        process and any write to it makes the next call hash it again.
+        """
+        rel = self._rel(path)
+        with self._err(rel):
+            before = self._fingerprint(rel)
+            if self._verified.get((rel, sha256)) == before:
+                return
+            digest, n = hashlib.sha256(), 0
+            block = {} if self._local else {"block_size": _S3_MIN_PART}
+            with self._fs.open(self._full(rel), "rb", **block) as raw:
+                while chunk := raw.read(DEFAULT_CHUNK_SIZE):
+                    digest.update(chunk)
+                    n += len(chunk)
+        if (digest.hexdigest(), n) != (sha256, size):
+            self._verified.pop((rel, sha256), None)
+            raise DigestMismatch(
+                f"artifact {rel!r} in {self.uri} was changed after it was recorded: recorded "
+                f"sha256 {sha256} ({size} bytes), found {digest.hexdigest()} ({n} bytes); "
+                "refusing to read it",
+                details={"path": rel, "expected": sha256, "actual": digest.hexdigest()},
+            )
+        self._verified[(rel, sha256)] = before
+
+    def protect(self, path: str) -> None:
+        """Make a local file read-only on disk (published dataset parts never change); a
+        no-op on S3, where the recorded digest is checked before every read instead."""
+        if self._local:
+            rel = self._rel(path)
+            with self._err(rel):
+                os.chmod(self._full(rel), 0o444)
 
     def get_bytes(self, path: str) -> bytes:
         """The whole content, verified (DigestMismatch on corruption)."""

@@ -7,6 +7,7 @@ StrataError (500, INTERNAL_ERROR)
  ├── InvalidInput      400  INVALID_PARAMETER_VALUE
  │    └── PayloadTooLarge 413 REQUEST_TOO_LARGE
  ├── Conflict          409  CONFLICT
+ │    └── DigestMismatch  409 DIGEST_MISMATCH
  ├── PermissionDenied  403  PERMISSION_DENIED
  ├── Unauthenticated   401  UNAUTHENTICATED
  └── Unavailable       503  TEMPORARILY_UNAVAILABLE
@@ -96,6 +97,13 @@ class Unavailable(StrataError):
     http_status = 503
 
 
+class DigestMismatch(Conflict):
+    """Bytes read back do not match the sha256/size recorded when they were written (a stored
+    artifact or dataset part changed, or arrived corrupted)."""
+
+    error_code = "DIGEST_MISMATCH"
+
+
 _ALL: tuple[type[StrataError], ...] = (
     StrataError,
     NotFound,
@@ -115,7 +123,7 @@ _BY_CODE.update(
         "BAD_REQUEST": InvalidInput,
         "ENDPOINT_NOT_FOUND": NotFound,
         "NOT_FOUND": NotFound,
-        "DIGEST_MISMATCH": Conflict,
+        "DIGEST_MISMATCH": DigestMismatch,
     }
 )
 

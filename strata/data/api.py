@@ -368,6 +368,8 @@ def download_file(ref: str, index: int, request: Request) -> StreamingResponse:
     svc = _svc(request)
     files = svc.files(ref)
     match = [f for f in files if f.index == index]
+    if match:  # verified before the first byte: a changed part is a 409, not a cut stream
+        svc.store.verify(match[0].path, match[0].sha256, match[0].bytes)
     if not match:
         raise InvalidInput(
             f"Version {ref} has parts 0..{len(files) - 1}, not {index}", details={"index": index}

@@ -266,6 +266,7 @@ class Committer:
         for i, part in enumerate(parts, start=offset):
             path = store_path(name, vid, i)
             info = self.store.put_file(path, part.path)
+            self.store.protect(path)  # a published part never changes; DuckDB can't write it
             rows.append(
                 FileRow(idx=i, path=path, rows=part.rows, bytes=info.size, sha256=info.sha256)
             )

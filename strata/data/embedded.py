@@ -268,16 +268,28 @@ class EmbeddedData(DataService):
                 for f in catalog.file_rows(s, ds, row)
             ]
 
+    def verified_files(self, ref: str) -> list[DataFile]:
+        """The version's parts, each checked against the sha256 recorded at commit (hashed
+        once per process while the file is unchanged); DigestMismatch names a changed part.
+
+        Every read goes through here — DuckDB views, pyarrow, downloads — so a part rewritten
+        on disk or in the bucket is never served as the version it claims to be."""
+        files = self.files(ref)
+        for f in files:
+            self.store.verify(f.path, f.sha256, f.bytes)
+        return files
+
     def locations(self, ref: str) -> list[str]:
-        """What DuckDB/pyarrow open for the version's parts (local paths or s3:// URLs)."""
-        return [self.vfiles.location(f.path) for f in self.files(ref)]
+        """What DuckDB/pyarrow open for the version's parts (local paths or s3:// URLs),
+        verified (see :meth:`verified_files`)."""
+        return [self.vfiles.location(f.path) for f in self.verified_files(ref)]
 
     # -- reading -------------------------------------------------------------------------------
     def read_arrow(
         self, ref: str, *, columns: Sequence[str] | None = None, as_of: str | None = None
     ) -> pa.Table:
         ref = with_as_of(ref, as_of)
-        files = self.files(ref)
+        files = self.verified_files(ref)
         version = self.get_version(ref)
         missing = [c for c in columns or () if c not in version.column_names]
         if missing:

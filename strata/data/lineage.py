@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from strata.core.errors import InvalidInput
 from strata.data.ingest import Reader, memory_reader
 from strata.data.models import Direction, LineageEdge, LineageGraph, LineageNode
+from strata.data.storage import read_only_sql
 from strata.data.tables import DatasetRow, ParentRow, TransformRow, VersionRow
 
 MAX_DEPTH = 50
@@ -101,7 +102,9 @@ def sql_step(
     commit: str | None,
 ) -> tuple[Reader, dict[str, Any]]:
     """A reader streaming ``sql``'s result from ``con`` (inputs already registered as views
-    named ``aliases``) and the transform record. InvalidInput carries DuckDB's message."""
+    named ``aliases``) and the transform record. InvalidInput carries DuckDB's message, or
+    says the SQL is not one read-only SELECT."""
+    read_only_sql(sql)
     try:
         stream = con.sql(sql).to_arrow_reader(64 * 1024)
     except duckdb.Error as exc:

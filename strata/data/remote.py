@@ -65,6 +65,25 @@ P = "/api/v1/data"
 UPLOAD_CHUNK = 1024 * 1024
 
 
+_CACHE_DIGESTS: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _sha256_file(path: Path) -> str:
+    """The sha256 of a cached part, hashed again only when the file changed on disk (size,
+    mtime, ctime, inode), so a tampered or truncated cache entry is never reused."""
+    st = path.stat()
+    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    known = _CACHE_DIGESTS.get(str(path))
+    if known is not None and known[0] == key:
+        return known[1]
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(UPLOAD_CHUNK):
+            digest.update(chunk)
+    _CACHE_DIGESTS[str(path)] = (key, digest.hexdigest())
+    return digest.hexdigest()
+
+
 def _q(segment: str) -> str:
     return quote(segment, safe="")
 
@@ -314,7 +333,7 @@ class RemoteData(DataService):
         out = []
         for f in self.files(version.ref):
             dest = folder / f"part-{f.index:05d}.parquet"
-            if not (dest.is_file() and dest.stat().st_size == f.bytes):
+            if not (dest.is_file() and _sha256_file(dest) == f.sha256):
                 self._fetch(version.ref, f, str(dest))
             out.append(str(dest))
         return out

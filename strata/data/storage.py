@@ -262,6 +262,33 @@ def create_view(
     )
 
 
+def read_only_sql(sql: str, field: str = "sql") -> str:
+    """``sql`` if it is exactly one SELECT statement (DuckDB's own parser decides), else
+    InvalidInput naming ``field``.
+
+    User SQL runs on a connection allowed to read its inputs' parts; DuckDB's
+    ``allowed_paths`` grants writing them too, so a COPY, EXPORT or ATTACH (or a second
+    statement smuggled after a ``;``) must never reach it. ``PIVOT`` as a statement parses as
+    several statements: wrap it as ``SELECT * FROM (PIVOT ...)``.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InvalidInput(
+            f"{field} is not valid SQL: {str(exc).strip().splitlines()[0]}",
+            details={"field": field},
+        ) from None
+    kinds = [s.type for s in statements]
+    if kinds != [duckdb.StatementType.SELECT]:
+        got = ", ".join(k.name for k in kinds) or "nothing"
+        raise InvalidInput(
+            f"{field} must be exactly one SELECT statement (read-only); got {got}. COPY, "
+            "EXPORT, ATTACH and other statements are not allowed",
+            details={"field": field, "statements": [k.name for k in kinds]},
+        )
+    return sql
+
+
 def sandbox(
     con: duckdb.DuckDBPyConnection,
     locations: Sequence[str],

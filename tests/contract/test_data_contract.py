@@ -239,3 +239,36 @@ def test_upload_options_are_validated(live_server: LiveServer) -> None:
             assert r.status_code == 400, options
             assert r.json()["details"]["field"] == field
         assert http.get("/api/v1/data/datasets/up").status_code == 404
+
+
+def test_changed_parts_are_refused_before_streaming_and_stale_cache_is_refetched(
+    live_server: LiveServer,
+) -> None:
+    """A part changed in the server's store is a DigestMismatch before the first byte (not a
+    cut stream read as "server unreachable"); a cached part is reused only by its digest."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from strata.core.errors import DigestMismatch
+
+    remote = live_server.client().data
+    remote.ingest(FRAME, "cached")
+    paths = remote.download("cached")
+    assert remote.read_pandas("cached")["id"].tolist() == [1, 2, 3, 4]
+    # Same size, other bytes: a size check would reuse it.
+    size = os.path.getsize(paths[0])
+    with open(paths[0], "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\x00" * 8)
+    assert os.path.getsize(paths[0]) == size
+    assert remote.read_pandas("cached")["id"].tolist() == [1, 2, 3, 4]
+
+    server = live_server.embedded.data
+    assert isinstance(server, EmbeddedData)
+    part = server.vfiles.location(server.files("cached")[0].path)
+    os.chmod(part, 0o644)
+    pq.write_table(pa.table({"id": [666]}), part)
+    os.remove(paths[0])
+    _exactly(DigestMismatch, remote.read_pandas, "cached")

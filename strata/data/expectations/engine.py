@@ -26,6 +26,7 @@ from strata.core.errors import InvalidInput
 from strata.data.expectations import sql as q
 from strata.data.expectations.suite import Expectation, Suite, parse_duration
 from strata.data.expectations.values import as_utc, jsonable, start_of_day, within
+from strata.data.storage import read_only_sql
 
 
 class ExpectationResult(BaseModel):
@@ -375,7 +376,10 @@ def _run_query_plan(
     con: duckdb.DuckDBPyConnection, plan: _Plan, sample_size: int
 ) -> tuple[_Outcome, list[dict[str, Any]]]:
     assert plan.query is not None
-    count_row = con.execute(f"SELECT COUNT(*) FROM ({plan.query}) AS _q").fetchone()
+    # One SELECT, whatever the query smuggles after a ")" or ";" (it runs where the parts are
+    # writable to DuckDB).
+    counting = read_only_sql(f"SELECT COUNT(*) FROM ({plan.query}) AS _q", "query")
+    count_row = con.execute(counting).fetchone()
     count = int(count_row[0]) if count_row else 0
     sample: list[dict[str, Any]] = []
     if count and sample_size > 0:
@@ -470,7 +474,7 @@ def validate(
                 else:
                     assert plan.finish is not None
                     outcome = plan.finish(values, n)
-            except (duckdb.Error, TypeError, ValueError) as exc:
+            except (duckdb.Error, InvalidInput, TypeError, ValueError) as exc:
                 error = _first_line(exc)
                 outcome = _Outcome(success=False)
         if (

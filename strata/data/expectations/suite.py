@@ -128,9 +128,20 @@ def _check_duration(v: Any) -> str | None:
 
 
 def _check_query(v: Any) -> str | None:
-    if isinstance(v, str) and ("{relation}" in v or "{batch}" in v):
-        return None
-    return "a SQL SELECT using the {relation} placeholder for the data being validated"
+    expected = "one SQL SELECT using the {relation} placeholder for the data being validated"
+    if not (isinstance(v, str) and ("{relation}" in v or "{batch}" in v)):
+        return expected
+    import duckdb
+
+    # DuckDB's own parser: exactly one SELECT (no COPY/EXPORT/ATTACH, no second statement).
+    probe = f"SELECT COUNT(*) FROM ({v.replace('{relation}', '_r').replace('{batch}', '_r')}) _q"
+    try:
+        kinds = [s.type for s in duckdb.extract_statements(probe)]
+    except duckdb.Error:
+        return expected + " (this one does not parse)"
+    if kinds != [duckdb.StatementType.SELECT]:
+        return expected + "; read-only: COPY, EXPORT, ATTACH or a second statement are refused"
+    return None
 
 
 @dataclass(frozen=True)
