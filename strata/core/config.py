@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     s3_endpoint_url: str = Field("", description="Custom S3 endpoint (MinIO, moto, ...).")
+    source_allow_networks: str = Field(
+        "",
+        description="Networks (comma-separated CIDRs) the server may fetch http(s) sources "
+        "from although they are private, loopback, link-local or reserved (refused by default).",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -131,9 +136,21 @@ _CRED_RE = re.compile(
 )
 
 
+# Query parameters that carry secrets: ?password=, sasl_password=, aws_secret_access_key=,
+# token=, api_key=, ... (any name containing one of these words).
+_SECRET_PARAM_RE = re.compile(
+    r"(?P<key>[?&;](?:[^=&;#\s]*?)(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key"
+    r"|credential|signature|sig)(?:[^=&;#\s]*)=)(?P<value>[^&;#\s]*)",
+    re.IGNORECASE,
+)
+
+
 def redact_uri(text: str) -> str:
-    """Replace the password part of any ``scheme://user:password@`` in ``text`` with ``***``."""
-    return _CRED_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Replace the password of any ``scheme://user:password@`` in ``text`` and the value of
+    secret-looking query parameters (``password=``, ``sasl_password=``,
+    ``aws_secret_access_key=``, ``token=``, ...) with ``***``."""
+    text = _CRED_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _SECRET_PARAM_RE.sub(lambda m: f"{m['key']}***", text)
 
 
 def load_settings(**overrides: Any) -> Settings:

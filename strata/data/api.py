@@ -13,13 +13,10 @@ default. The server never reads its own local files on a client's behalf.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 import orjson
@@ -29,9 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json, to_jsonable_python
 from starlette.requests import ClientDisconnect
 
+from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
 from strata.core.principal import Permission
+from strata.data import fetch
 from strata.data.embedded import EmbeddedData
 from strata.data.models import ColumnAnnotation, IngestOptions
 from strata.governance.deps import require
@@ -190,26 +189,22 @@ def stream_position(name: str, request: Request, stream: str = Query(...)) -> Re
 SERVER_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "http", "https"})
 
 
-def check_server_source(source: str, name: str) -> None:
-    """Refuse sources that would make the server read its own files or loopback services."""
+def check_server_source(source: str, name: str) -> str:
+    """The source's scheme, if the server may read it: s3/gs URLs (no fsspec chaining with
+    ``::``) and http(s) URLs, which :func:`strata.data.fetch.download` fetches with every
+    address and redirect checked."""
     scheme = source.split("://", 1)[0].lower() if "://" in source else ""
-    if scheme not in SERVER_SCHEMES or "::" in source:
+    chained = "::" in source and scheme not in ("http", "https")  # IPv6 literals are fine
+    if scheme not in SERVER_SCHEMES or chained:
         raise InvalidInput(
             f"The server does not read its own files or {scheme or 'local'} URLs "
-            f"({source!r}): upload the file with PUT {UPLOAD_PREFIX}{name}, or give an "
-            f"{', '.join(sorted(SERVER_SCHEMES))} URL or a SQL query",
+            f"({redact_uri(source)!r}): upload the file with PUT {UPLOAD_PREFIX}{name}, or "
+            f"give an {', '.join(sorted(SERVER_SCHEMES))} URL or a SQL query",
             details={"field": "source"},
         )
     if scheme in ("http", "https"):
-        host = urlsplit(source).hostname or ""
-        for info in _resolve(host):
-            ip = ipaddress.ip_address(info)
-            if ip.is_loopback or ip.is_link_local or ip.is_unspecified:
-                raise InvalidInput(
-                    f"The server does not fetch {host!r} ({ip}): loopback and link-local "
-                    "addresses (e.g. cloud metadata services) are off limits",
-                    details={"field": "source"},
-                )
+        fetch.check_url(source)
+    return scheme
 
 
 def check_server_sql_url(sql_url: str) -> None:
@@ -223,24 +218,27 @@ def check_server_sql_url(sql_url: str) -> None:
         )
 
 
-def _resolve(host: str) -> list[str]:
-    try:
-        return sorted({str(a[4][0]) for a in socket.getaddrinfo(host, None)})
-    except (socket.gaierror, UnicodeError):
-        return []  # unresolvable: the fetch itself fails with a clear error
-
-
 @router.post("/datasets/{name}/ingest", dependencies=WRITE, status_code=201)
 async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
     """Ingest from a URL the server can reach or a SQL query (``sql_url``); 201 with the result.
 
     Local paths are refused: upload local files with ``PUT /api/v1/data/upload/{name}``."""
-    if body.sql_url is None:
-        check_server_source(body.source, name)
-    else:
-        check_server_sql_url(body.sql_url)
     svc = _svc(request)
     opts = IngestOptions.model_validate(body.model_dump(exclude={"source"}))
+    if opts.sql_url is not None:
+        check_server_sql_url(opts.sql_url)
+    elif check_server_source(body.source, name) in ("http", "https"):
+        allowed = fetch.parse_networks(request.app.state.settings.source_allow_networks)
+        workdir = svc.workdir()
+        try:
+            path = await _run(lambda: fetch.download(body.source, workdir, allowed))
+            shown = redact_uri(body.source)
+            info = {"kind": "url", "uri": shown} | (opts.source_info or {})
+            opts = opts.model_copy(update={"source_info": info})
+            result = await _run(lambda: svc.ingest_with(path, name, opts, label=shown))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return _json(result, 201)
     result = await _run(lambda: svc.ingest_with(body.source, name, opts))
     return _json(result, 201)
 

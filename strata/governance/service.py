@@ -30,6 +30,8 @@ from strata.governance.tables import TokenRow, UserRow
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "strata_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MIN_TOKEN_DAYS = 0.001
+MAX_TOKEN_DAYS = 36500.0
 
 
 _AUTH_QUERY = (
@@ -195,16 +197,19 @@ class EmbeddedGovernance(GovernanceService):
     def create_token(
         self, user: str, *, name: str = "", expires_in_days: float | None = None
     ) -> NewToken:
-        if expires_in_days is not None and expires_in_days <= 0:
+        if expires_in_days is not None and not (
+            MIN_TOKEN_DAYS <= expires_in_days <= MAX_TOKEN_DAYS
+        ):  # NaN fails both comparisons; 1e-300 days would round to "never expires"
             raise InvalidInput(
-                f"expires_in_days must be positive, got {expires_in_days}",
+                f"expires_in_days must be between {MIN_TOKEN_DAYS} (about a minute) and "
+                f"{MAX_TOKEN_DAYS} (100 years), got {expires_in_days}",
                 details={"field": "expires_in_days"},
             )
         if len(name) > 128:
             raise InvalidInput(
                 "Token name is longer than 128 characters", details={"field": "name"}
             )
-        expires = timedelta(days=expires_in_days) if expires_in_days else None
+        expires = timedelta(days=expires_in_days) if expires_in_days is not None else None
         return self._store_token(user, name, TOKEN_PREFIX + secrets.token_urlsafe(32), expires)
 
     def _store_token(

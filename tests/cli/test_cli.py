@@ -189,6 +189,18 @@ def test_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert shown["workers"] == 4 and shown["config_file"] == str(toml)
 
 
+def test_config_show_masks_secrets_in_query_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRATA_DB_URI", "postgresql+psycopg://strata@db/meta?password=pgQuery9")
+    monkeypatch.setenv("STRATA_STREAM_URI", "kafka://b:9092?sasl_password=saslSecret9&x=1")
+    monkeypatch.setenv("STRATA_ARTIFACT_URI", "s3://b/p?aws_secret_access_key=awsSecret9")
+    shown = run_json("config", "show")
+    assert shown["db_uri"] == "postgresql+psycopg://strata@db/meta?password=***"
+    assert shown["stream_uri"] == "kafka://b:9092?sasl_password=***&x=1"
+    out = run("config", "show").stdout + json.dumps(shown)
+    for secret in ("pgQuery9", "saslSecret9", "awsSecret9"):
+        assert secret not in out
+
+
 def test_db_upgrade_and_current(tmp_path: Path) -> None:
     before = run_json("db", "current")
     assert before["current"] is None and before["up_to_date"] is False

@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from conftest import LiveServer
 
 from strata.backends.db import Database
 from strata.client import Client
@@ -192,7 +193,7 @@ def test_tokens_shown_once_and_stored_as_digests(client: Client, db: Database) -
 def test_token_expiry(client: Client, db: Database) -> None:
     gov = client.governance
     gov.create_user("gina", "viewer")
-    for bad in (0, -1.5):
+    for bad in (0, -1.5, 1e308, 1e-300):
         err = _raises_exactly(InvalidInput, gov.create_token, "gina", expires_in_days=bad)
         assert err.details.get("field") == "expires_in_days"
     _raises_exactly(InvalidInput, gov.create_token, "gina", name="n" * 129)
@@ -285,3 +286,19 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
     assert result.ok, result.reason
     assert result.checked == len(everything)
     assert result.first_broken_seq is None
+
+
+def test_token_expiry_edge_values_over_raw_http_are_400(live_server: LiveServer) -> None:
+    """1e308 overflowed timedelta (500); "NaN" too; 1e-300 made a token that never expired."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {live_server.admin_token}"}
+    live_server.embedded.governance.create_user("hank", "viewer")
+    with httpx.Client(base_url=live_server.url, headers=headers) as http:
+        for bad in ("1e308", '"NaN"', "1e-300", '"Infinity"'):
+            body = f'{{"user": "hank", "expires_in_days": {bad}}}'
+            r = http.post(
+                "/api/v1/tokens", content=body, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["details"]["field"] == "expires_in_days"

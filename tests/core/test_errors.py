@@ -8,6 +8,7 @@ from strata.core import errors
 from strata.core.errors import (
     AlreadyExists,
     Conflict,
+    DigestMismatch,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -25,6 +26,7 @@ EXPECTED = [
     (InvalidInput, "INVALID_PARAMETER_VALUE", 400),
     (PayloadTooLarge, "REQUEST_TOO_LARGE", 413),
     (Conflict, "CONFLICT", 409),
+    (DigestMismatch, "DIGEST_MISMATCH", 409),
     (PermissionDenied, "PERMISSION_DENIED", 403),
     (Unauthenticated, "UNAUTHENTICATED", 401),
     (Unavailable, "TEMPORARILY_UNAVAILABLE", 503),

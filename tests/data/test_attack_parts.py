@@ -83,3 +83,22 @@ def test_a_changed_part_is_detected_by_every_embedded_read(lite: EmbeddedData) -
 
 def _part_path_unverified(data: EmbeddedData, ref: str) -> str:
     return data.vfiles.location(data.files(ref)[0].path)
+
+
+def test_sql_source_secret_in_the_query_string_is_masked_in_the_version(
+    postgres_base_url: str, tmp_path: Path
+) -> None:
+    from strata.backends.context import Backends
+    from strata.core.config import Settings
+
+    backends = Backends(Settings(home=tmp_path / "home"))
+    try:
+        data = EmbeddedData(backends)
+        sep = "&" if "?" in postgres_base_url else "?"
+        url = f"{postgres_base_url}{sep}password=hunter2Query"
+        data.ingest("SELECT 1 AS one", "q", sql_url=url)
+        version = data.get_version("q")
+        assert "hunter2Query" not in version.model_dump_json()
+        assert "password=***" in version.source["url"]
+    finally:
+        backends.close()
