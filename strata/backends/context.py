@@ -26,7 +26,10 @@ class Backends:
 
     @cached_property
     def db(self) -> Database:
+        from strata.backends.keys import KeyRing
+
         database = Database(self.settings.db_uri)
+        database.keys = KeyRing.from_settings(self.settings)
         if self._migrate:
             database.upgrade()
         return database

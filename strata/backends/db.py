@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -100,6 +100,10 @@ def _sqlite_engine(uri: str, immediate: bool) -> Engine:
     return engine
 
 
+if TYPE_CHECKING:
+    from strata.backends.keys import KeyRing
+
+
 class Database:
     """Engines and transactional sessions over one metadata database."""
 
@@ -121,6 +125,22 @@ class Database:
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
         self._sql_cache: dict[str, str] = {}
+        self._keys: KeyRing | None = None
+
+    @property
+    def keys(self) -> KeyRing:
+        """The keys kept outside this database (audit HMAC, connection encryption); from the
+        current settings unless the wiring set them (``Backends`` does)."""
+        if self._keys is None:
+            from strata.backends.keys import KeyRing
+            from strata.core.config import load_settings
+
+            self._keys = KeyRing.from_settings(load_settings())
+        return self._keys
+
+    @keys.setter
+    def keys(self, value: KeyRing) -> None:
+        self._keys = value
 
     @property
     def safe_uri(self) -> str:

@@ -11,7 +11,7 @@ from strata.core.config import config_file_path, load_settings
 from strata.core.console import console, print_error, print_json
 from strata.core.errors import StrataError
 from strata.data.cli import data_app
-from strata.governance.cli import audit_app, tokens_app, users_app
+from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
 from strata.tracking.cli import experiments_app, runs_app
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
+app.add_typer(connections_app, name="connections")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")

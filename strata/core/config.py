@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     s3_endpoint_url: str = Field("", description="Custom S3 endpoint (MinIO, moto, ...).")
+    audit_key: SecretStr | None = Field(
+        None, description="HMAC key of the audit chain (else audit.key in home, mode 0600)."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Key encrypting registered connections (else secret.key in home)."
+    )
     source_allow_networks: str = Field(
         "",
         description="Networks (comma-separated CIDRs) the server may fetch http(s) sources "

@@ -207,15 +207,15 @@ def check_server_source(source: str, name: str) -> str:
     return scheme
 
 
-def check_server_sql_url(sql_url: str) -> None:
-    """SQL sources the server connects to: database servers, never a local SQLite/DuckDB file."""
-    scheme = sql_url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme in ("sqlite", "duckdb", ""):
-        raise InvalidInput(
-            f"The server does not open local {scheme or 'database'} files for SQL ingestion: "
-            "give a database server URL (postgresql://, mysql://, ...) or ingest embedded",
-            details={"field": "sql_url"},
-        )
+def refuse_sql_url() -> None:
+    """Over REST a database URL is never accepted: it would let any editor run SQL on
+    databases the server can reach (its own PostgreSQL as superuser, a Unix socket...)."""
+    raise InvalidInput(
+        "The server does not take database URLs: SQL ingestion names a connection an admin "
+        "registered (connection=NAME; `strata connections add NAME URL`). Embedded use "
+        "(no server) still takes sql_url=",
+        details={"field": "sql_url"},
+    )
 
 
 @router.post("/datasets/{name}/ingest", dependencies=WRITE, status_code=201)
@@ -226,7 +226,9 @@ async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
     svc = _svc(request)
     opts = IngestOptions.model_validate(body.model_dump(exclude={"source"}))
     if opts.sql_url is not None:
-        check_server_sql_url(opts.sql_url)
+        refuse_sql_url()
+    elif opts.connection is not None:
+        pass  # a query on a registered connection (resolved by the service)
     elif check_server_source(body.source, name) in ("http", "https"):
         allowed = fetch.parse_networks(request.app.state.settings.source_allow_networks)
         workdir = svc.workdir()

@@ -76,6 +76,13 @@ def ingest(
     db: Annotated[
         str | None, typer.Option("--db", help="SQLAlchemy URL: SOURCE is a query on that database.")
     ] = None,
+    connection: Annotated[
+        str | None,
+        typer.Option(
+            "--connection",
+            help="Registered connection (strata connections add): SOURCE is a query.",
+        ),
+    ] = None,
     mode: Annotated[str, typer.Option("--mode", help="replace | append")] = "replace",
     allow_breaking: Annotated[
         bool, typer.Option("--allow-breaking", help="Accept a breaking schema change.")
@@ -98,6 +105,7 @@ def ingest(
         IngestOptions,
         format=fmt,
         sql_url=db,
+        connection=connection,
         suite=suite,
         on_fail=on_fail,
         mode=mode,

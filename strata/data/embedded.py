@@ -61,6 +61,7 @@ from strata.data.tables import (
     VersionRow,
     VersionTagRow,
 )
+from strata.governance import connections
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
@@ -339,15 +340,25 @@ class EmbeddedData(DataService):
                 details={"field": "name"},
             )
         suite_obj = _load_suite(options.suite) if options.suite is not None else None
+        sql_url = options.sql_url
+        if options.connection is not None:
+            if sql_url is not None:
+                raise InvalidInput(
+                    "Give either connection= (a registered connection) or sql_url=, not both",
+                    details={"field": "connection"},
+                )
+            sql_url = connections.resolve(self.db, options.connection)
         reader = open_reader(
             source,
             format=options.format,
-            sql_url=options.sql_url,
+            sql_url=sql_url,
             delimiter=options.delimiter,
             column_types=options.column_types,
             label=label,
             storage_options=self._storage_options(source),
         )
+        if options.connection is not None:
+            reader.info["connection"] = options.connection
         return self.committer.ingest(reader, name, options, suite=suite_obj, progress=progress)
 
     def push_rows(

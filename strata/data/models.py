@@ -198,8 +198,12 @@ class IngestOptions(BaseModel):
 
     #: ``csv`` | ``parquet`` | ``jsonl``; default from the extension.
     format: str | None = None
-    #: SQLAlchemy URL: the source is a query on that database.
+    #: SQLAlchemy URL: the source is a query on that database (embedded use only; a server
+    #: refuses it over REST).
     sql_url: str | None = None
+    #: Name of a connection an admin registered (``strata connections add``): the source is
+    #: a query on that database. The only SQL source a server accepts over REST.
+    connection: str | None = None
     suite: SuiteSpec = None
     on_fail: OnFail = OnFail.FAIL
     mode: IngestMode = IngestMode.REPLACE

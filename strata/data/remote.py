@@ -209,8 +209,10 @@ class RemoteData(DataService):
     ) -> IngestResult:
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
-        if options.sql_url is not None or (
-            isinstance(source, str) and "://" in source and not source.startswith("file:")
+        if (
+            options.sql_url is not None
+            or options.connection is not None
+            or (isinstance(source, str) and "://" in source and not source.startswith("file:"))
         ):
             body = _wire(options) | {"source": source}
             out = self.http.request("POST", f"{P}/datasets/{_q(name)}/ingest", json=body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from strata.core.principal import Permission
@@ -13,6 +13,7 @@ from strata.governance.deps import require
 from strata.governance.models import (
     AuditRecord,
     AuditVerification,
+    Connection,
     NewToken,
     TokenInfo,
     User,
@@ -44,6 +45,28 @@ class CreateToken(BaseModel):
     user: str
     name: str = ""
     expires_in_days: float | None = None
+
+
+class CreateConnection(BaseModel):
+    name: str
+    url: str
+
+
+@router.post("/connections", dependencies=ADMIN, status_code=201)
+def create_connection(body: CreateConnection, request: Request) -> Connection:
+    """Register a SQL connection; the response (like every listing) masks the password."""
+    return _svc(request).create_connection(body.name, body.url)
+
+
+@router.get("/connections", dependencies=ADMIN)
+def list_connections(request: Request) -> dict[str, list[Connection]]:
+    return {"connections": _svc(request).list_connections()}
+
+
+@router.delete("/connections/{name}", dependencies=ADMIN, status_code=204)
+def delete_connection(name: str, request: Request) -> Response:
+    _svc(request).delete_connection(name)
+    return Response(status_code=204)
 
 
 @router.get("/whoami", dependencies=READ)

@@ -1,4 +1,4 @@
-"""CLI: ``strata users|tokens|audit ...`` (built on the SDK, embedded or remote)."""
+"""CLI: ``strata users|tokens|audit|connections ...`` (built on the SDK, embedded or remote)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from strata.core.console import console, print_error, print_json, print_table
 users_app = typer.Typer(help="Manage users and their roles (viewer, editor, approver, admin).")
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.")
 audit_app = typer.Typer(help="Read and verify the hash-chained audit log.")
+connections_app = typer.Typer(
+    help="Register the SQL databases a server may ingest from (admin; URLs stored encrypted)."
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -177,3 +180,42 @@ def audit_verify(json_out: JsonOpt = False) -> None:
         )
     if not result.ok:
         raise typer.Exit(1)
+
+
+@connections_app.command("add")
+def connections_add(
+    name: Annotated[str, typer.Argument(help="Name that ingestion refers to.")],
+    url: Annotated[
+        str, typer.Argument(help="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db.")
+    ],
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a SQL connection (the password is stored encrypted and never shown)."""
+    made = Client().governance.create_connection(name, url)
+    if json_out:
+        print_json(made)
+    else:
+        console.print(f"Registered connection {made.name} ({made.url}).")
+
+
+@connections_app.command("list")
+def connections_list(json_out: JsonOpt = False) -> None:
+    """List registered connections (URLs with passwords masked)."""
+    found = Client().governance.list_connections()
+    if json_out:
+        print_json(found)
+        return
+    print_table(
+        (c.model_dump() for c in found),
+        ["name", "driver", "url", "created_by", "created_at"],
+        title="Connections",
+    )
+
+
+@connections_app.command("remove")
+def connections_remove(
+    name: Annotated[str, typer.Argument(help="Connection to remove.")],
+) -> None:
+    """Remove a registered connection."""
+    Client().governance.delete_connection(name)
+    console.print(f"Removed connection {name}.")

@@ -65,6 +65,16 @@ class AuditRecord(BaseModel):
     hash: str
 
 
+class Connection(BaseModel):
+    """A registered SQL connection as shown to admins: the URL with its password masked."""
+
+    name: str
+    driver: str
+    url: str
+    created_by: str
+    created_at: datetime
+
+
 class AuditVerification(BaseModel):
     """The result of walking the audit hash chain."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import quote
 
 from strata.core.principal import Role
 from strata.core.transport import HttpTransport
 from strata.governance.models import (
     AuditRecord,
     AuditVerification,
+    Connection,
     NewToken,
     TokenInfo,
     User,
@@ -75,6 +77,17 @@ class RemoteGovernance(GovernanceService):
 
     def verify_audit(self) -> AuditVerification:
         return AuditVerification.model_validate(self.http.request("GET", f"{P}/audit/verify"))
+
+    def create_connection(self, name: str, url: str) -> Connection:
+        body = self.http.request("POST", f"{P}/connections", json={"name": name, "url": url})
+        return Connection.model_validate(body)
+
+    def list_connections(self) -> list[Connection]:
+        body = self.http.request("GET", f"{P}/connections")
+        return [Connection.model_validate(c) for c in body["connections"]]
+
+    def delete_connection(self, name: str) -> None:
+        self.http.request("DELETE", f"{P}/connections/{quote(name, safe='')}")
 
     def whoami(self) -> WhoAmI:
         return WhoAmI.model_validate(self.http.request("GET", f"{P}/whoami"))

@@ -16,10 +16,11 @@ from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from strata.core.ids import new_id
 from strata.core.principal import Principal, Role, current
-from strata.governance import audit
+from strata.governance import audit, connections
 from strata.governance.models import (
     AuditRecord,
     AuditVerification,
+    Connection,
     NewToken,
     TokenInfo,
     User,
@@ -109,6 +110,17 @@ class GovernanceService(ABC):
     def verify_audit(self) -> AuditVerification: ...
     @abstractmethod
     def whoami(self) -> WhoAmI: ...
+    @abstractmethod
+    def create_connection(self, name: str, url: str) -> Connection:
+        """Register a SQL connection (admin); the URL is stored encrypted, never returned."""
+
+    @abstractmethod
+    def list_connections(self) -> list[Connection]:
+        """Registered connections, by name, URLs masked (admin)."""
+
+    @abstractmethod
+    def delete_connection(self, name: str) -> None:
+        """Remove a connection (admin); NotFound if absent."""
 
 
 def _user(row: UserRow) -> User:
@@ -279,6 +291,19 @@ class EmbeddedGovernance(GovernanceService):
 
     def verify_audit(self) -> AuditVerification:
         return audit.verify(self.db)
+
+    def create_connection(self, name: str, url: str) -> Connection:
+        return connections.create(self.db, name, url)
+
+    def list_connections(self) -> list[Connection]:
+        return connections.list_all(self.db)
+
+    def delete_connection(self, name: str) -> None:
+        connections.delete(self.db, name)
+
+    def connection_url(self, name: str) -> str:
+        """The decrypted URL of a registered connection, for this process's own use."""
+        return connections.resolve(self.db, name)
 
     def whoami(self) -> WhoAmI:
         p = current().principal

@@ -51,6 +51,19 @@ class AuditRow(Base):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+class ConnectionRow(Base):
+    """A registered SQL connection; ``secret`` is the URL sealed with AES-256-GCM."""
+
+    __tablename__ = "gov_connections"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    driver: Mapped[str] = mapped_column(sa.String(32))
+    url_masked: Mapped[str] = mapped_column(sa.String(512))
+    secret: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class AuditHeadRow(Base):
     """The newest link of the chain, so deleting the last records is detected too."""
 
