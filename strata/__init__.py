@@ -7,39 +7,76 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from strata.client import Client
-from strata.core.config import Settings, load_settings
-from strata.core.errors import (
-    AlreadyExists,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    PermissionDenied,
-    StrataError,
-    Unauthenticated,
-    Unavailable,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from strata.client import Client
+    from strata.core.config import Settings, load_settings
+    from strata.core.errors import (
+        AlreadyExists,
+        Conflict,
+        InvalidInput,
+        NotFound,
+        PermissionDenied,
+        StrataError,
+        Unauthenticated,
+        Unavailable,
+    )
+    from strata.tracking.fluent import (
+        ActiveRun,
+        active_run,
+        end_run,
+        flush,
+        log_artifact,
+        log_artifacts,
+        log_dict,
+        log_figure,
+        log_input,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        log_table,
+        log_text,
+        set_experiment,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+
+# Where each public name lives. They load on first use, so `import strata` (and with it the
+# `strata` command's startup) does not pay for SQLAlchemy, pandas or pyarrow up front.
+_ERRORS = (
+    "AlreadyExists Conflict InvalidInput NotFound PermissionDenied StrataError Unauthenticated "
+    "Unavailable"
 )
-from strata.tracking.fluent import (
-    ActiveRun,
-    active_run,
-    end_run,
-    flush,
-    log_artifact,
-    log_artifacts,
-    log_dict,
-    log_figure,
-    log_input,
-    log_metric,
-    log_metrics,
-    log_param,
-    log_params,
-    log_table,
-    log_text,
-    set_experiment,
-    set_tag,
-    set_tags,
-    start_run,
+_FLUENT = (
+    "ActiveRun active_run end_run flush log_artifact log_artifacts log_dict log_figure log_input "
+    "log_metric log_metrics log_param log_params log_table log_text set_experiment set_tag "
+    "set_tags start_run"
 )
+_HOMES: dict[str, str] = {
+    "Client": "strata.client",
+    "Settings": "strata.core.config",
+    "load_settings": "strata.core.config",
+    **dict.fromkeys(_ERRORS.split(), "strata.core.errors"),
+    **dict.fromkeys(_FLUENT.split(), "strata.tracking.fluent"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'strata' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ActiveRun",

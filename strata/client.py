@@ -8,16 +8,17 @@ With no argument, ``STRATA_URI``/``STRATA_TOKEN`` select remote mode when set.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strata.backends.context import Backends
 from strata.core.config import Settings, load_settings
-from strata.core.transport import HttpTransport
 from strata.data.models import LineageEdge, LineageGraph, LineageNode
 from strata.data.service import DataService
-from strata.governance.remote import RemoteGovernance
 from strata.governance.service import EmbeddedGovernance, GovernanceService
 from strata.tracking.service import TrackingService
+
+if TYPE_CHECKING:
+    from strata.core.transport import HttpTransport
 
 
 class Client:
@@ -50,6 +51,8 @@ class Client:
             secret = token
             if secret is None and self.settings.token is not None:
                 secret = self.settings.token.get_secret_value()
+            from strata.core.transport import HttpTransport
+
             self._http: HttpTransport | None = HttpTransport(self.uri, secret)
             self._backends: Backends | None = None
         else:
@@ -72,6 +75,8 @@ class Client:
     @cached_property
     def governance(self) -> GovernanceService:
         if self._http is not None:
+            from strata.governance.remote import RemoteGovernance
+
             return RemoteGovernance(self._http)
         return EmbeddedGovernance(self.backends.db)
 

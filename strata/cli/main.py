@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from strata.core.config import config_file_path, load_settings
 from strata.core.console import console, print_error, print_json
 from strata.core.errors import StrataError
 from strata.data.cli import data_app
@@ -68,6 +67,7 @@ def server(
 ) -> None:
     """Serve the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
     from strata.backends.context import Backends
+    from strata.core.config import load_settings
     from strata.governance.service import EmbeddedGovernance
     from strata.server.logs import configure_logging
     from strata.server.run import check_auth_binding, serve
@@ -115,6 +115,8 @@ def config_show(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the effective settings (secrets and URI passwords masked)."""
+    from strata.core.config import config_file_path, load_settings
+
     settings = load_settings()
     data = settings.masked()
     source = config_file_path()
@@ -136,6 +138,7 @@ def config_show(
 def db_upgrade() -> None:
     """Apply pending migrations to the metadata database."""
     from strata.backends.db import Database
+    from strata.core.config import load_settings
 
     db = Database(load_settings().db_uri)
     before = db.current()
@@ -149,6 +152,7 @@ def db_current(
 ) -> None:
     """Show the database's migration revision and the newest one known."""
     from strata.backends.db import Database
+    from strata.core.config import load_settings
 
     db = Database(load_settings().db_uri)
     current, head = db.current(), db.head()

@@ -14,19 +14,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from pydantic_core import to_jsonable_python
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.tree import Tree
 
-from strata.client import Client
 from strata.core.console import console, err_console, print_json, print_table
-from strata.core.parse import parse_options
-from strata.data.models import IngestOptions, IngestResult, LineageGraph
-from strata.data.service import DataService
+
+if TYPE_CHECKING:  # imported when a command runs, so `strata --help` starts fast
+    from rich.tree import Tree
+
+    from strata.data.models import IngestOptions, IngestResult, LineageGraph
+    from strata.data.service import DataService
 
 data_app = typer.Typer(
     help="Datasets: ingest, versions, validation, profiles, lineage, quarantine.",
@@ -44,6 +42,8 @@ def _working(message: str) -> Any:
 @contextmanager
 def _data() -> Iterator[DataService]:
     """The data service of ``strata.Client()``: remote when ``STRATA_URI`` is set."""
+    from strata.client import Client
+
     with Client() as client:
         yield client.data
 
@@ -101,6 +101,9 @@ def ingest(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest SOURCE as a new version of NAME (identical data returns the existing version)."""
+    from strata.core.parse import parse_options
+    from strata.data.models import IngestOptions
+
     options = parse_options(
         IngestOptions,
         format=fmt,
@@ -133,6 +136,8 @@ def ingest(
 def _ingest_with_progress(
     svc: DataService, source: str, name: str, options: IngestOptions
 ) -> IngestResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -376,6 +381,8 @@ def profile(
     """Per-column statistics of a version (stored with it; computed on first use)."""
     with _data() as svc, _working(f"Profiling {ref}..."):
         prof = svc.profile(ref)
+    from pydantic_core import to_jsonable_python
+
     data = to_jsonable_python(prof)
     if json_out:
         print_json(data)
@@ -395,6 +402,8 @@ def profile(
 
 def suite_yaml(suite: Any) -> str:
     """A suite in the YAML form suites are written in (``- expect_x: {kwargs}``)."""
+    import yaml
+
     doc = {
         "name": suite.name,
         "expectations": [{e.type: dict(e.kwargs)} for e in suite.expectations],
@@ -431,6 +440,8 @@ def lineage_cmd(
 ) -> None:
     """The lineage graph of a version: datasets, versions, transforms, runs (going down: also
     the runs that trained on it)."""
+    from strata.client import Client
+
     with Client() as client:
         graph = client.lineage(ref, direction=direction, depth=depth)
     if json_out:
@@ -440,6 +451,8 @@ def lineage_cmd(
 
 
 def _tree(graph: LineageGraph) -> Tree:
+    from rich.tree import Tree
+
     labels = {n.id: f"[{n.kind}] {n.label}" for n in graph.nodes}
     up = graph.direction.value == "up"
     nexts: dict[str, list[str]] = {}
@@ -567,6 +580,8 @@ def consume(
 ) -> None:
     """Append a Kafka topic or Redis stream to NAME in micro-batches (one version each);
     offsets are stored with the data, so a restart resumes exactly where it stopped."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from strata.data.streaming import ConsumeResult, StreamBatch, consume_uri
 
     opts: dict[str, Any] = {"batch_size": batch_size, "batch_seconds": batch_seconds}

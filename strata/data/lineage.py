@@ -17,10 +17,9 @@ import subprocess
 import textwrap
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -29,6 +28,9 @@ from strata.data.ingest import Reader, memory_reader
 from strata.data.models import Direction, LineageEdge, LineageGraph, LineageNode
 from strata.data.storage import read_only_sql
 from strata.data.tables import DatasetRow, ParentRow, TransformRow, VersionRow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_DEPTH = 50
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strata.client import Client
 from strata.core.console import console, print_error, print_json, print_table
+
+if TYPE_CHECKING:
+    from strata.governance.service import GovernanceService
 
 users_app = typer.Typer(help="Manage users and their roles (viewer, editor, approver, admin).")
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.")
@@ -20,6 +22,13 @@ connections_app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _governance() -> GovernanceService:
+    """``strata.Client().governance``, imported when a command runs (fast `strata --help`)."""
+    from strata.client import Client
+
+    return Client().governance
+
+
 @users_app.command("create")
 def users_create(
     name: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
@@ -27,7 +36,7 @@ def users_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a user with a role."""
-    user = Client().governance.create_user(name, role)
+    user = _governance().create_user(name, role)
     if json_out:
         print_json(user)
     else:
@@ -37,7 +46,7 @@ def users_create(
 @users_app.command("list")
 def users_list(json_out: JsonOpt = False) -> None:
     """List users."""
-    users = Client().governance.list_users()
+    users = _governance().list_users()
     if json_out:
         print_json(users)
         return
@@ -54,7 +63,7 @@ def users_disable(
     json_out: JsonOpt = False,
 ) -> None:
     """Disable a user (its tokens stop working at once)."""
-    user = Client().governance.disable_user(name)
+    user = _governance().disable_user(name)
     if json_out:
         print_json(user)
     else:
@@ -67,7 +76,7 @@ def users_enable(
     json_out: JsonOpt = False,
 ) -> None:
     """Enable a disabled user again."""
-    user = Client().governance.update_user(name, disabled=False)
+    user = _governance().update_user(name, disabled=False)
     if json_out:
         print_json(user)
     else:
@@ -81,7 +90,7 @@ def users_set_role(
     json_out: JsonOpt = False,
 ) -> None:
     """Change a user's role."""
-    user = Client().governance.update_user(name, role=role)
+    user = _governance().update_user(name, role=role)
     if json_out:
         print_json(user)
     else:
@@ -98,7 +107,7 @@ def tokens_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API token and print it once; only its digest is stored."""
-    new = Client().governance.create_token(user, name=name, expires_in_days=expires_in_days)
+    new = _governance().create_token(user, name=name, expires_in_days=expires_in_days)
     if json_out:
         print_json(new)
         return
@@ -113,7 +122,7 @@ def tokens_list(
     json_out: JsonOpt = False,
 ) -> None:
     """List tokens (never their secrets)."""
-    tokens = Client().governance.list_tokens(user)
+    tokens = _governance().list_tokens(user)
     if json_out:
         print_json(tokens)
         return
@@ -130,7 +139,7 @@ def tokens_revoke(
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a token by id (see `strata tokens list`)."""
-    info = Client().governance.revoke_token(token_id)
+    info = _governance().revoke_token(token_id)
     if json_out:
         print_json(info)
     else:
@@ -154,7 +163,7 @@ def audit_list(
 
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    records = Client().governance.list_audit(actor=actor, action=action, since=since, limit=limit)
+    records = _governance().list_audit(actor=actor, action=action, since=since, limit=limit)
     if json_out:
         print_json(records)
         return
@@ -168,7 +177,7 @@ def audit_list(
 @audit_app.command("verify")
 def audit_verify(json_out: JsonOpt = False) -> None:
     """Check the audit hash chain; exit 1 naming the first broken record if any."""
-    result = Client().governance.verify_audit()
+    result = _governance().verify_audit()
     if json_out:
         print_json(result)
     elif result.ok:

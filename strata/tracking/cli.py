@@ -5,19 +5,21 @@ non-finite metric values are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strata.client import Client
 from strata.core.console import console, print_json, print_table
 from strata.core.errors import InvalidInput, NotFound
-from strata.tracking.models import Experiment, Run, ViewType
-from strata.tracking.service import TrackingService
+from strata.core.textchart import line_chart, shorten
+
+if TYPE_CHECKING:  # imported when a command runs, so `strata --help` starts fast
+    from strata.tracking.models import Experiment, Run, ViewType
+    from strata.tracking.service import TrackingService
 
 experiments_app = typer.Typer(
     help="Create, list, delete and restore experiments.", no_args_is_help=True
@@ -31,20 +33,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 ViewOpt = Annotated[
     str, typer.Option("--view", help="active, deleted or all (lifecycle stages to show).")
 ]
-_VIEWS = {"active": ViewType.ACTIVE_ONLY, "deleted": ViewType.DELETED_ONLY, "all": ViewType.ALL}
-_MAX_TABLE_KEYS = 8
+_VIEWS = {"active": "ACTIVE_ONLY", "deleted": "DELETED_ONLY", "all": "ALL"}
 
 
 @contextmanager
 def _tracking() -> Iterator[TrackingService]:
     """The tracking service of ``strata.Client()``: remote when ``STRATA_URI`` is set."""
+    from strata.client import Client
+
     with Client() as client:
         yield client.tracking
 
 
 def _view(value: str) -> ViewType:
+    from strata.tracking.models import ViewType
+
     try:
-        return _VIEWS[value.lower()]
+        return ViewType(_VIEWS[value.lower()])
     except KeyError:
         raise InvalidInput(
             f"--view must be one of {', '.join(_VIEWS)}, got {value!r}", details={"field": "view"}
@@ -234,27 +239,143 @@ OrderOpt = Annotated[
 ]
 
 
-def _runs_table(runs: list[Run], title: str) -> None:
-    metric_keys = sorted({k for r in runs for k in r.metrics})
-    param_keys = sorted({k for r in runs for k in r.params})
-    shown_m, shown_p = metric_keys[:_MAX_TABLE_KEYS], param_keys[:_MAX_TABLE_KEYS]
-    columns = ["run_id", "name", "status", "started"]
-    columns += [f"params.{k}" for k in shown_p] + [f"metrics.{k}" for k in shown_m]
+_RUN_COLUMNS: dict[str, Callable[[Run], Any]] = {
+    "run_id": lambda r: r.info.run_id,
+    "name": lambda r: r.info.run_name,
+    "status": lambda r: r.info.status.value,
+    "started": lambda r: _time(r.info.start_time)[:16],
+    "ended": lambda r: _time(r.info.end_time)[:16],
+    "duration": lambda r: _duration(r.info.start_time, r.info.end_time),
+    "user": lambda r: r.info.user_id,
+    "experiment": lambda r: r.info.experiment_id,
+    "parent": lambda r: r.info.parent_run_id,
+    "stage": lambda r: r.info.lifecycle_stage.value,
+}
+_DEFAULT_COLUMNS = "run_id,name,status,started"
+_CELL_WIDTH = 24  # longer values are shortened in tables; --json has them whole
+
+
+def _duration(start: int | None, end: int | None) -> str:
+    if start is None or end is None:
+        return ""
+    seconds = (end - start) / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _keys(values: list[str] | None) -> list[str]:
+    """``--params a,b --params c`` → ``[a, b, c]``."""
+    return [k.strip() for v in values or [] for k in v.split(",") if k.strip()]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return shorten(str(value), _CELL_WIDTH)
+
+
+def _runs_table(
+    runs: list[Run],
+    title: str,
+    columns: str = _DEFAULT_COLUMNS,
+    params: list[str] | None = None,
+    metrics: list[str] | None = None,
+) -> None:
+    """Runs as a compact table that fits 80 columns by default: a few attribute columns,
+    then the params and metrics asked for. Ids are never cut; other values are shortened."""
+    from rich import box
+    from rich.table import Table
+
+    attrs = _keys([columns])
+    unknown = [c for c in attrs if c not in _RUN_COLUMNS]
+    if unknown:
+        raise InvalidInput(
+            f"Unknown column {unknown[0]!r} in --columns; choose from {', '.join(_RUN_COLUMNS)}"
+            " (params and metrics go in --params and --metrics)",
+            details={"field": "columns"},
+        )
+    param_keys, metric_keys = _keys(params), _keys(metrics)
+    if not runs:
+        console.print(f"[dim]No {title.lower()} found.[/dim]")
+        return
+    headers = attrs + [shorten(k, _CELL_WIDTH) for k in param_keys + metric_keys]
     rows = []
     for r in runs:
-        row: dict[str, Any] = {
-            "run_id": r.info.run_id,
-            "name": r.info.run_name,
-            "status": r.info.status.value,
-            "started": _time(r.info.start_time),
-        }
-        row.update({f"params.{k}": r.params.get(k) for k in shown_p})
-        row.update({f"metrics.{k}": r.metrics.get(k) for k in shown_m})
-        rows.append(row)
-    _grid(rows, columns, title)
-    hidden = len(metric_keys) - len(shown_m) + len(param_keys) - len(shown_p)
-    if hidden > 0:
-        console.print(f"[dim]{hidden} more params/metrics columns; --json shows them all.[/dim]")
+        cells = [str(_RUN_COLUMNS[c](r) or "") for c in attrs]
+        cells += [_cell(r.params.get(k)) for k in param_keys]
+        cells += [_cell(r.metrics.get(k)) for k in metric_keys]
+        rows.append(cells)
+    squeezable = [c == "name" for c in attrs] + [True] * len(param_keys)
+    squeezable += [False] * len(metric_keys)
+    widths = _fit(headers, rows, squeezable, console.width)
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for i, header in enumerate(headers):
+        table.add_column(
+            shorten(header, widths[i]),
+            width=widths[i],
+            no_wrap=True,
+            justify="right" if i >= len(attrs) + len(param_keys) else "left",
+        )
+    for row in rows:
+        table.add_row(*(shorten(cell, widths[i]) for i, cell in enumerate(row)))
+    # More columns than the terminal holds: print wider rather than crop a column away.
+    needed = console.measure(table, options=console.options.update_width(100_000)).maximum
+    if needed > console.width:
+        from rich.console import Console
+
+        Console(file=console.file, width=needed).print(table)
+    else:
+        console.print(table)
+    hints = []
+    for what, have, shown in (
+        ("params", {k for r in runs for k in r.params}, param_keys),
+        ("metrics", {k for r in runs for k in r.metrics}, metric_keys),
+    ):
+        rest = sorted(have - set(shown))
+        if rest:
+            listed = shorten(", ".join(rest), 50)
+            hints.append(f"{what}: {listed} (--{what} KEY,...)")
+    if hints:
+        console.print(f"[dim]{'; '.join(hints)}; --json shows everything.[/dim]", highlight=False)
+
+
+def _fit(
+    headers: list[str], rows: list[list[str]], squeezable: list[bool], width: int
+) -> list[int]:
+    """Column widths for a table of at most ``width`` characters, if it can be done by
+    narrowing the squeezable columns (names, params) down to 8 characters, widest first.
+    Ids, times and numbers keep their width: an id must stay copyable."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    overhead = 3 * len(widths)  # padding and the space between columns
+    while sum(widths) + overhead > width:
+        candidates = [i for i, ok in enumerate(squeezable) if ok and widths[i] > 8]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        widths[widest] = max(8, widths[widest] - (sum(widths) + overhead - width))
+    return widths
+
+
+ColumnsOpt = Annotated[
+    str,
+    typer.Option(
+        "--columns", help=f"Run attributes to show, comma-separated: {', '.join(_RUN_COLUMNS)}."
+    ),
+]
+ParamsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--params", help="Param keys to add as columns, comma-separated (repeatable)."),
+]
+MetricsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metrics", help="Metric keys to add as columns (latest values), comma-separated."
+    ),
+]
 
 
 @runs_app.command("list")
@@ -264,9 +385,13 @@ def runs_list(
     order_by: OrderOpt = None,
     view: ViewOpt = "active",
     max_results: Annotated[int, typer.Option("--max-results", help="At most this many.")] = 100,
+    columns: ColumnsOpt = _DEFAULT_COLUMNS,
+    params: ParamsOpt = None,
+    metrics: MetricsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs (newest first unless --order-by), with their params and latest metrics."""
+    """List runs (newest first unless --order-by): a few columns by default, then the
+    params and metrics named by --params and --metrics. --json prints every field."""
     with _tracking() as svc:
         ids = _experiment_ids(svc, experiment or [])
         runs = svc.search_runs(
@@ -275,7 +400,50 @@ def runs_list(
     if json_out:
         print_json([_run_json(r) for r in runs])
         return
-    _runs_table(runs, "Runs")
+    _runs_table(runs, "Runs", columns, params, metrics)
+
+
+@runs_app.command("history")
+def runs_history(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    key: Annotated[str, typer.Argument(help="Metric key.")],
+    width: Annotated[int, typer.Option("--width", help="Chart width in characters.")] = 60,
+    height: Annotated[int, typer.Option("--height", help="Chart height in lines.")] = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """A metric's history: a small text chart of value by step, with its summary.
+
+    In --json, every point (step, value, timestamp in epoch ms), ordered by step.
+    """
+    with _tracking() as svc:
+        points = svc.get_metric_history(run_id, key)
+        if not points:
+            run = svc.get_run(run_id)  # NotFound for an unknown run
+            known = ", ".join(sorted(run.metrics)) or "none"
+            raise NotFound(
+                f"Run {run_id} has no metric {key!r}; its metrics: {known}",
+                details={"run_id": run_id, "key": key},
+            )
+    if json_out:
+        print_json([{"step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points])
+        return
+    finite = [p for p in points if math.isfinite(p.value)]
+    lines = line_chart(
+        [p.step for p in points], [p.value for p in points], width=width, height=height
+    )
+    console.print(f"[bold]{key}[/bold] of run {run_id}", highlight=False)
+    console.print("\n".join(lines), highlight=False, markup=False)
+    summary = f"{len(points):,} points, steps {points[0].step}..{points[-1].step}"
+    if finite:
+        low = min(finite, key=lambda p: p.value)
+        high = max(finite, key=lambda p: p.value)
+        summary += (
+            f"; last {points[-1].value:.6g}; min {low.value:.6g} (step {low.step}); "
+            f"max {high.value:.6g} (step {high.step})"
+        )
+    if len(finite) < len(points):
+        summary += f"; {len(points) - len(finite):,} NaN/inf not drawn"
+    console.print(summary, highlight=False)
 
 
 @runs_app.command("show")

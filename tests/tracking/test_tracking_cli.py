@@ -122,13 +122,70 @@ def test_runs_list_json_contract(flights: dict[str, str]) -> None:
     assert [r["run_name"] for r in by_id] == ["linear-run", "xgb-run", "lgbm-run"]
     everything = strict_json(cli("runs", "list", "--json", "--max-results", "2"))
     assert len(everything) == 2
-    table = cli("runs", "list", "--experiment", "flights")
-    assert "lgbm-run" in table and "metrics.auc" in table
+    table = cli("runs", "list", "--experiment", "flights", "--metrics", "auc")
+    assert "lgbm-run" in table and " auc" in table and "0.9" in table
 
     err = cli_error("runs", "list", "--experiment", "nope")
     assert isinstance(err, NotFound) and "nope" in err.message
     err = cli_error("runs", "list", "--experiment", "flights", "--filter", "metrics.auc >")
     assert isinstance(err, InvalidInput) and "position 13" in err.message
+
+
+def test_runs_list_fits_80_columns(
+    tracking: TrackingService, flights: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "_width", 80)
+    features = "dep_delay,distance,hour,month,origin_EWR,origin_JFK,origin_LGA"
+    run_id = flights["lgbm-run"]
+    tracking.log_batch(run_id, params=[Param("features", features), Param("lr", "0.05")])
+    table = cli("runs", "list", "--experiment", "flights")
+    assert max(len(line) for line in table.splitlines()) <= 80, table
+    assert run_id in table  # ids are never cut: other commands take them
+    assert "metrics: auc, loss (--metrics KEY,...)" in " ".join(table.split())
+    assert "0.9" not in table  # no metric columns unless asked
+
+    table = cli(
+        "runs", "list", "-e", "flights", "--columns", "run_id,name",
+        "--params", "features,model", "--metrics", "auc",
+    )  # fmt: skip
+    assert max(len(line) for line in table.splitlines()) <= 80, table
+    assert run_id in table and features not in table
+    (row,) = [line for line in table.splitlines() if run_id in line]
+    assert "dep_delay,di" in row and "…" in row  # shortened, on one line
+    assert "lgbm" in table and "0.9" in table and "started" not in table
+    assert "linear-run" in table
+    whole = strict_json(cli("runs", "list", "-e", "flights", "--json"))
+    assert {r["params"].get("features") for r in whole} == {features, None}
+
+    err = cli_error("runs", "list", "--columns", "run_id,auc")
+    assert isinstance(err, InvalidInput) and "'auc'" in err.message and "--metrics" in err.message
+
+
+def test_runs_history_draws_a_text_chart(
+    tracking: TrackingService, flights: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "_width", 80)
+    run_id = flights["lgbm-run"]
+    curve = [Metric("val_loss", 1.0 / (s + 1), 1000 + s, s) for s in range(100)]
+    tracking.log_batch(run_id, metrics=[*curve, Metric("val_loss", math.nan, 2000, 100)])
+    out = cli("runs", "history", run_id, "val_loss", "--width", "50", "--height", "8")
+    lines = out.splitlines()
+    chart = [line for line in lines if "┤" in line]
+    assert len(chart) == 8
+    assert chart[0].lstrip().startswith("1 ┤│")  # steps 0-1 share a column: span 1..0.5
+    assert chart[-1].lstrip().startswith("0.01 ┤") and chart[-1].endswith("•")
+    assert all(len(line.split("┤", 1)[1]) == 50 for line in chart)
+    flat = " ".join(out.split())
+    assert "101 points, steps 0..100" in flat and "min 0.01 (step 99)" in flat
+    assert "max 1 (step 0)" in flat and "1 NaN/inf not drawn" in flat
+    points = strict_json(cli("runs", "history", run_id, "val_loss", "--json"))
+    assert len(points) == 101 and points[0] == {"step": 0, "value": 1.0, "timestamp": 1000}
+    assert points[-1]["value"] == "NaN"
+
+    err = cli_error("runs", "history", run_id, "nope")
+    assert isinstance(err, NotFound) and "its metrics: auc, loss, val_loss" in err.message
+    err = cli_error("runs", "history", "0" * 32, "loss")
+    assert isinstance(err, NotFound)
 
 
 def test_runs_show(tracking: TrackingService, flights: dict[str, str]) -> None:

@@ -1,0 +1,86 @@
+"""The `strata` command starts fast: heavy libraries load only when a command needs them.
+
+Not a timed test (a busy CI machine makes timings flaky); it checks what the command
+imported, in a fresh interpreter. `benchmarks/cli_startup.py` measures the time itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "pandas",
+    "pyarrow",
+    "duckdb",
+    "numpy",
+    "httpx",
+    "fsspec",
+    "fastapi",
+    "uvicorn",
+    "yaml",
+)
+
+_PROBE = """
+import json, sys
+sys.argv = ["strata", *sys.argv[1:]]
+from strata.cli.main import main
+try:
+    main()
+except SystemExit:
+    pass
+print("\\n" + json.dumps(sorted(m for m in sys.modules if "." not in m)), file=sys.stderr)
+"""
+
+
+def loaded_by(home: Path, *args: str) -> set[str]:
+    """The top-level modules `strata ARGS` imported (the real entry point, a new process)."""
+    env = {**os.environ, "STRATA_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    return set(json.loads(last))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("--version",), ("runs", "--help"), ("data", "ingest", "--help")],
+    ids=" ".join,
+)
+def test_help_imports_nothing_heavy(args: tuple[str, ...], tmp_path: Path) -> None:
+    loaded = loaded_by(tmp_path, *args)
+    assert "typer" in loaded  # the probe saw the command run
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_import_strata_is_light() -> None:
+    code = f"import sys, strata; print(sorted(m for m in sys.modules if m in {HEAVY!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_list_commands_skip_pandas_and_migrations(tmp_path: Path) -> None:
+    loaded_by(tmp_path, "data", "list")  # the first command creates and migrates the DB
+    for args in (("data", "list"), ("runs", "list"), ("experiments", "list")):
+        loaded = loaded_by(tmp_path, *args)
+        assert "sqlalchemy" in loaded  # it did query the store
+        for heavy in ("pandas", "alembic", "httpx", "fastapi", "uvicorn"):
+            assert heavy not in loaded, (args, heavy)
+
+
+def test_the_migration_head_read_from_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from strata.backends.db import MIGRATIONS_DIR, migration_head
+
+    assert migration_head() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
