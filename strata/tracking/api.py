@@ -141,7 +141,8 @@ class SearchRuns(BaseModel):
 
 
 class CompareRuns(BaseModel):
-    experiment_ids: list[str]
+    experiment_ids: list[str] | None = None
+    run_ids: list[str] | None = None
     filter: str | None = None
     order_by: list[str] = Field(default_factory=list)
     max_results: int = 1000
@@ -323,7 +324,11 @@ def compare_runs(body: CompareRuns, request: Request) -> Response:
     """One row per run: run_id, run_name, experiment_id, status, start_time (epoch ms), then
     ``params.*`` and ``metrics.*`` (latest values). A value the run lacks is null."""
     frame = _svc(request).compare_runs(
-        body.experiment_ids, body.filter, order_by=body.order_by, max_results=body.max_results
+        body.experiment_ids,
+        body.filter,
+        run_ids=body.run_ids,
+        order_by=body.order_by,
+        max_results=body.max_results,
     )
     columns = [str(c) for c in frame.columns]
     rows = []

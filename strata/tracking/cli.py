@@ -5,6 +5,7 @@ non-finite metric values are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infin
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from strata.core.console import console, print_json, print_table
-from strata.core.errors import InvalidInput, NotFound
+from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.textchart import line_chart, shorten
 
 if TYPE_CHECKING:  # imported when a command runs, so `strata --help` starts fast
@@ -488,7 +489,8 @@ def runs_show(
 @runs_app.command("compare")
 def runs_compare(
     run_ids: Annotated[
-        list[str] | None, typer.Argument(help="Runs to compare (default: --experiment's runs).")
+        list[str] | None,
+        typer.Argument(help="Runs to compare, in this order (default: --experiment's runs)."),
     ] = None,
     experiment: ExperimentOpt = None,
     filter: FilterOpt = None,
@@ -502,17 +504,10 @@ def runs_compare(
     """
     with _tracking() as svc:
         if run_ids:
-            if filter:
-                raise InvalidInput(
-                    "Give run ids or --filter, not both", details={"field": "filter"}
-                )
-            runs = [svc.get_run(r) for r in run_ids]
-            ids = sorted({r.info.experiment_id for r in runs})
-            quoted = ", ".join(f"'{r}'" for r in run_ids)
-            filter = f"attributes.run_id IN ({quoted})"
+            frame = svc.compare_runs(experiment or None, filter, run_ids=run_ids, order_by=order_by)
         else:
             ids = _experiment_ids(svc, experiment or [])
-        frame = svc.compare_runs(ids, filter, order_by=order_by, max_results=max_results)
+            frame = svc.compare_runs(ids, filter, order_by=order_by, max_results=max_results)
     rows: list[dict[str, Any]] = []
     for record in frame.to_dict(orient="records"):
         row: dict[str, Any] = {}
@@ -554,11 +549,40 @@ def runs_download_artifacts(
     path: Annotated[
         str, typer.Option("--path", help="File or directory in the run (default: all).")
     ] = "",
-    dst: Annotated[Path, typer.Option("--dst", help="Local directory to download into.")] = Path(
-        "."
-    ),
+    dst: Annotated[
+        Path | None,
+        typer.Option(
+            "--dst",
+            help="Directory to download into (default: a new folder here named after the run).",
+        ),
+    ] = None,
 ) -> None:
-    """Download a run's artifacts (digests verified); prints the local path."""
+    """Download a run's artifacts (digests verified) and print where they are.
+
+    By default into a new folder in the current directory named RUN_NAME-XXXXXXXX (the
+    run's name and the end of its id); it appears only once everything has arrived.
+    """
+    import shutil
+    import tempfile
+
     with _tracking() as svc, console.status(f"Downloading artifacts of run {run_id}..."):
-        local = svc.download_artifacts(run_id, path, dst)
+        if dst is not None:
+            local = svc.download_artifacts(run_id, path, dst)
+        else:
+            run = svc.get_run(run_id)
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", run.info.run_name or "run").strip("._")
+            folder = Path.cwd() / f"{name or 'run'}-{run.info.run_id[-8:]}"
+            if folder.exists():
+                raise Conflict(
+                    f"{folder} exists already; remove it or choose a directory with --dst",
+                    details={"field": "dst", "path": str(folder)},
+                )
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=Path.cwd()))
+            try:
+                got = svc.download_artifacts(run_id, path, staging)
+                staging.rename(folder)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            local = folder / got.relative_to(staging)
     typer.echo(str(local))

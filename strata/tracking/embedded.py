@@ -529,15 +529,16 @@ class EmbeddedTracking(ExperimentsMixin, TrackingService):
         page_token: str | None = None,
     ) -> Page[Run]:
         check_max_results(max_results, 50_000)
-        ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+        refs = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
         clauses = search.parse_run_filter(filter)
         keys = search.parse_order_by(order_by)
         offset = search.decode_page_token(page_token)
-        stmt = sa.select(RunRow).where(RunRow.experiment_id.in_([str(i) for i in ids]))
-        stmt = stmt.where(*view_condition(RunRow.lifecycle_stage, view))
-        stmt = stmt.where(*search.run_conditions(clauses))
-        stmt = search.apply_run_order(stmt, keys).offset(offset).limit(max_results + 1)
         with self.db.read() as s:
+            ids = self._resolve_experiments(s, refs)
+            stmt = sa.select(RunRow).where(RunRow.experiment_id.in_(ids))
+            stmt = stmt.where(*view_condition(RunRow.lifecycle_stage, view))
+            stmt = stmt.where(*search.run_conditions(clauses))
+            stmt = search.apply_run_order(stmt, keys).offset(offset).limit(max_results + 1)
             rows = list(s.scalars(stmt))
             more = len(rows) > max_results
             runs = self._load_runs(s, rows[:max_results])

@@ -130,6 +130,33 @@ class ExperimentsMixin(ABC):
             row = self._exp_row(s, experiment_id)
             return _experiment(row, self._exp_tags(s, [row.id])[row.id])
 
+    def _resolve_experiments(self, session: Session, refs: Sequence[str]) -> list[str]:
+        """The experiment ids of ``refs``, each an id or a name (an id is tried first);
+        NotFound names the first that is neither. Deleted experiments count."""
+        wanted = list(dict.fromkeys(str(r) for r in refs))
+        if not wanted:
+            return []
+        found = set(
+            session.scalars(sa.select(ExperimentRow.id).where(ExperimentRow.id.in_(wanted)))
+        )
+        missing = [r for r in wanted if r not in found]
+        names: dict[str, str] = {}
+        if missing:
+            rows = session.execute(
+                sa.select(ExperimentRow.name, ExperimentRow.id).where(
+                    ExperimentRow.name.in_(missing)
+                )
+            )
+            names = {name: exp_id for name, exp_id in rows}
+        for ref in missing:
+            if ref not in names:
+                raise NotFound(
+                    f"No experiment with id or name {ref!r}; list them with `strata experiments "
+                    "list --view all` or search_experiments(view=ViewType.ALL)",
+                    details={"experiment": ref},
+                )
+        return list(dict.fromkeys(r if r in found else names[r] for r in wanted))
+
     def get_experiment_by_name(self, name: str) -> Experiment:
         with self.db.read() as s:
             row = s.scalar(sa.select(ExperimentRow).where(ExperimentRow.name == name))

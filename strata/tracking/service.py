@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from strata.core.clock import now_ms
+from strata.core.errors import InvalidInput
 from strata.tracking.models import (
     DatasetInput,
     Experiment,
@@ -186,6 +187,9 @@ class TrackingService(ABC):
     ) -> Page[Run]:
         """Runs matching MLflow's filter grammar, compiled to SQL.
 
+        ``experiment_ids``: experiment ids or names (an id is tried first), deleted ones
+        included; an experiment that is neither raises NotFound (never an empty page).
+
         ``filter``: clauses joined by ``and``, e.g. ``metrics.auc > 0.8 and params.model =
         'lgbm' and tags.team LIKE 'ml%' and attributes.status = 'FINISHED'``. ``order_by``:
         ``["metrics.auc DESC", "attributes.start_time"]``; runs without the ordering value
@@ -195,19 +199,33 @@ class TrackingService(ABC):
 
     def compare_runs(
         self,
-        experiment_ids: Sequence[str] | str,
+        experiment_ids: Sequence[str] | str | None = None,
         filter: str | None = None,
         *,
+        run_ids: Sequence[str] | None = None,
         order_by: Sequence[str] | None = None,
         max_results: int = 1000,
     ) -> pd.DataFrame:
-        """A DataFrame, one row per run: run_id, run_name, status, start_time, then
-        ``params.*`` and ``metrics.*`` (latest values) columns."""
+        """A DataFrame, one row per run: run_id, run_name, experiment_id, status, start_time,
+        then ``params.*`` and ``metrics.*`` (latest values) columns.
+
+        Give experiments (ids or names, as ``search_runs`` takes them) and/or ``run_ids``.
+        With ``run_ids`` the rows keep their order unless ``order_by`` says otherwise; an
+        unknown run or experiment raises NotFound; ``filter`` narrows either further.
+        """
         import pandas as pd
 
-        runs = self.search_runs(
-            experiment_ids, filter, order_by=order_by, max_results=max_results
-        ).items
+        if run_ids is not None:
+            runs = self._compare_by_ids(list(run_ids), experiment_ids, filter, order_by)
+        elif experiment_ids is None:
+            raise InvalidInput(
+                "compare_runs needs experiment_ids (ids or names) or run_ids",
+                details={"field": "experiment_ids"},
+            )
+        else:
+            runs = self.search_runs(
+                experiment_ids, filter, order_by=order_by, max_results=max_results
+            ).items
         rows = []
         for run in runs:
             row: dict[str, object] = {
@@ -221,6 +239,33 @@ class TrackingService(ABC):
             row.update({f"metrics.{k}": v for k, v in sorted(run.metrics.items())})
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def _compare_by_ids(
+        self,
+        run_ids: list[str],
+        experiment_ids: Sequence[str] | str | None,
+        filter: str | None,
+        order_by: Sequence[str] | None,
+    ) -> list[Run]:
+        if not run_ids:
+            raise InvalidInput(
+                "run_ids is empty: give at least one run id", details={"field": "run_ids"}
+            )
+        found = {r: self.get_run(r) for r in dict.fromkeys(run_ids)}  # NotFound for unknown ids
+        exp_ids = sorted({run.info.experiment_id for run in found.values()})
+        if experiment_ids is not None:
+            exp_ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+        if not filter and not order_by and experiment_ids is None:
+            return list(found.values())
+        quoted = ", ".join(f"'{r}'" for r in found)  # ids get_run accepted: plain hex
+        clause = f"attributes.run_id IN ({quoted})" + (f" and {filter}" if filter else "")
+        page = self.search_runs(
+            exp_ids, clause, view=ViewType.ALL, order_by=order_by, max_results=len(found)
+        )
+        if order_by:
+            return page.items
+        position = {r: i for i, r in enumerate(found)}
+        return sorted(page.items, key=lambda run: position[run.info.run_id])
 
     # -- artifacts ---------------------------------------------------------------------------
     @abstractmethod

@@ -624,6 +624,36 @@ def test_compare_runs_dataframe(t: TrackingService, searchable: tuple[str, dict[
     assert t.compare_runs(exp_id, "params.model = 'none'").empty
 
 
+def test_search_and_compare_take_names_and_fail_loudly(
+    t: TrackingService, searchable: tuple[str, dict[str, str]]
+) -> None:
+    exp_id, ids = searchable
+    name = t.get_experiment(exp_id).name
+    by_id = [r.info.run_id for r in t.search_runs(exp_id)]
+    assert [r.info.run_id for r in t.search_runs(name)] == by_id
+    assert [r.info.run_id for r in t.search_runs([name, exp_id])] == by_id  # once each
+    for missing in ("no-such-experiment", "999999"):
+        with pytest.raises(NotFound, match=missing):
+            t.search_runs([exp_id, missing])
+        with pytest.raises(NotFound, match=missing):
+            t.compare_runs(missing)
+    frame = t.compare_runs(name, "params.model = 'lgbm'", order_by=["metrics.auc DESC"])
+    assert list(frame["run_name"]) == ["r1", "r6", "r2"]
+
+    # run ids, like the CLI: their order is kept unless order_by says otherwise
+    picked = t.compare_runs(run_ids=[ids["r2"], ids["r1"], ids["r6"]])
+    assert list(picked["run_name"]) == ["r2", "r1", "r6"]
+    assert list(picked["metrics.auc"]) == [0.75, 0.91, 0.85]
+    ordered = t.compare_runs(run_ids=[ids["r2"], ids["r1"]], order_by=["metrics.auc DESC"])
+    assert list(ordered["run_name"]) == ["r1", "r2"]
+    narrowed = t.compare_runs(run_ids=[ids["r4"], ids["r2"], ids["r1"]], filter="metrics.auc > 0.9")
+    assert list(narrowed["run_name"]) == ["r4", "r1"]
+    with pytest.raises(NotFound, match="0" * 32):
+        t.compare_runs(run_ids=[ids["r1"], "0" * 32])
+    with pytest.raises(InvalidInput, match="experiment_ids"):
+        t.compare_runs()
+
+
 # -- artifacts ---------------------------------------------------------------------------------
 def test_artifacts_upload_list_download(t: TrackingService, tmp_path: Path) -> None:
     run_id = _new_run(t)

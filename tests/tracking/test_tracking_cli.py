@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from strata.cli.main import app
 from strata.client import Client
 from strata.core.console import console
-from strata.core.errors import InvalidInput, NotFound
+from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.tracking.models import DatasetInput, Metric, Param, RunTag
 from strata.tracking.service import TrackingService
 
@@ -259,6 +260,35 @@ def test_runs_download_artifacts(
         str(tmp_path / "one"),
     )
     assert Path(out.strip().splitlines()[-1]).read_text() == "flavor"
+
+
+def test_runs_download_artifacts_into_a_new_folder_named_after_the_run(
+    tracking: TrackingService,
+    flights: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = flights["lgbm-run"]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "coef.json").write_text("{}")
+    tracking.log_artifacts(run_id, src, "model")
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    out = cli("runs", "download-artifacts", run_id)
+    folder = here / f"lgbm-run-{run_id[-8:]}"
+    assert out.strip().splitlines()[-1] == str(folder)
+    assert (folder / "model" / "coef.json").read_text() == "{}"
+    assert sorted(p.name for p in here.iterdir()) == [folder.name]  # no staging left behind
+
+    err = cli_error("runs", "download-artifacts", run_id)  # never merges into an old folder
+    assert isinstance(err, Conflict) and str(folder) in err.message and "--dst" in err.message
+    assert sorted(p.name for p in here.iterdir()) == [folder.name]
+    shutil.rmtree(folder)
+    err = cli_error("runs", "download-artifacts", run_id, "--path", "nope.txt")
+    assert isinstance(err, NotFound)
+    assert list(here.iterdir()) == []  # a failed download leaves nothing
 
 
 @pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
