@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from strata.cli.helpfmt import conventional_help
 from strata.core.console import console, print_error, print_json
 from strata.core.errors import StrataError
 from strata.data.cli import data_app
 from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
 from strata.tracking.cli import experiments_app, runs_app
 
+conventional_help()
 app = typer.Typer(
     name="strata",
     help="Strata: the whole ML lifecycle in one package. Embedded by default (STRATA_HOME); "

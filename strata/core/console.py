@@ -14,6 +14,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,000 rows``: a number with its noun in the right form."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def print_json(obj: Any) -> None:
     """Print ``obj`` as JSON on stdout (plain, machine-readable: no colour, no wrapping).
 

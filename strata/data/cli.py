@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strata.core.console import console, err_console, print_json, print_table
+from strata.core.console import console, count, err_console, print_json, print_table
 
 if TYPE_CHECKING:  # imported when a command runs, so `strata --help` starts fast
     from rich.tree import Tree
@@ -49,11 +49,12 @@ def _data() -> Iterator[DataService]:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
+    """Bytes in binary units (1 MiB = 1,048,576 bytes), as the numbers are computed."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
-    return f"{n:.1f} TB"
+    return f"{n:.1f} TiB"
 
 
 @data_app.command("ingest")
@@ -180,13 +181,13 @@ def _show_result(r: IngestResult) -> None:
     verb = "Created" if r.created else "Unchanged (identical data):"
     rate = r.rows / r.seconds if r.seconds else 0
     console.print(
-        f"{verb} [bold]{r.ref}[/bold]: {r.rows:,} rows, {_size(r.bytes)} "
+        f"{verb} [bold]{r.ref}[/bold]: {count(r.rows, 'row')}, {_size(r.bytes)} "
         f"in {r.seconds:.2f}s ({rate:,.0f} rows/s)",
         highlight=False,
     )
     if r.quarantined_rows:
         console.print(
-            f"[yellow]{r.quarantined_rows:,} rows quarantined[/yellow] in "
+            f"[yellow]{count(r.quarantined_rows, 'row')} quarantined[/yellow] in "
             f"{r.quarantine} (see `strata data quarantine {r.ref}`)",
             highlight=False,
         )
@@ -270,14 +271,14 @@ def show(
         )
         return
     console.print(
-        f"[bold]{v.ref}[/bold] ({v.kind.value})  {v.rows:,} rows, {_size(v.bytes)}, "
-        f"{v.num_files} file(s)\ncreated {v.created_at:%Y-%m-%d %H:%M:%S} by "
+        f"[bold]{v.ref}[/bold] ({v.kind.value})  {count(v.rows, 'row')}, {_size(v.bytes)}, "
+        f"{count(v.num_files, 'file')}\ncreated {v.created_at:%Y-%m-%d %H:%M:%S} by "
         f"{v.created_by}; parents: {', '.join(v.parents) or 'none'}; tags: "
         f"{', '.join(v.tags) or 'none'}\nsource: {v.source}",
         highlight=False,
     )
     if v.quarantine:
-        console.print(f"quarantine: {v.quarantine} ({v.quarantined_rows:,} rows)")
+        console.print(f"quarantine: {v.quarantine} ({count(v.quarantined_rows, 'row')})")
     print_table(
         [
             {
@@ -396,7 +397,7 @@ def profile(
             for c in data.get("columns", [])
         ],
         ["name", "type", "count", "nulls", "distinct", "min", "max", "mean", "std"],
-        title=f"Profile of {ref} ({data.get('row_count', 0):,} rows)",
+        title=f"Profile of {ref} ({count(data.get('row_count', 0), 'row')})",
     )
 
 
@@ -494,7 +495,7 @@ def quarantine(
     if q is None:
         console.print(f"{ref}: nothing was quarantined.")
         return
-    console.print(f"{q.ref}: {q.rows:,} quarantined rows", highlight=False)
+    console.print(f"{q.ref}: {count(q.rows, 'quarantined row')}", highlight=False)
     print_table(sample, ["_line", "_row", "_reason", "_raw", "_source"], title="Quarantined rows")
 
 
@@ -602,7 +603,8 @@ def consume(
 
         def shown(b: StreamBatch, t: ConsumeResult) -> None:
             rate = t.rows / t.seconds if t.seconds else 0.0
-            info = f"{t.batches} batches  {t.rows:,} rows  {rate:,.0f} rows/s"
+            batches = count(t.batches, "batch", "batches")
+            info = f"{batches}  {count(t.rows, 'row')}  {rate:,.0f} rows/s"
             bar.update(task, completed=t.batches, info=info + f"  {t.quarantined:,} quarantined")
 
         result = consume_uri(svc, source, name, on_batch=shown, **opts)
@@ -610,7 +612,8 @@ def consume(
         print_json(result)
         return
     console.print(
-        f"{result.batches} batches, {result.rows:,} rows into [bold]{name}[/bold]"
+        f"{count(result.batches, 'batch', 'batches')}, {count(result.rows, 'row')} "
+        f"into [bold]{name}[/bold]"
         f"{f'@{result.version}' if result.version else ''} ({result.quarantined:,} quarantined, "
         f"{result.skipped:,} already stored) in {result.seconds:.1f}s; offsets {result.offsets}",
         highlight=False,

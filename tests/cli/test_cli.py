@@ -289,3 +289,47 @@ def test_cli_against_a_server(live_server: Any, monkeypatch: pytest.MonkeyPatch)
     result = runner.invoke(app, ["users", "list"])
     assert result.exit_code != 0
     assert "permission" in str(result.exception)
+
+
+def test_help_shows_flags_bare_and_arguments_in_capitals() -> None:
+    for path, usage in (
+        (["data", "ingest"], "strata data ingest [OPTIONS] SOURCE"),
+        (["runs", "compare"], "strata runs compare [OPTIONS] [RUN_IDS]..."),
+        (["runs", "history"], "strata runs history [OPTIONS] RUN_ID KEY"),
+    ):
+        out = runner.invoke(app, [*path, "--help"], terminal_width=100).output
+        assert usage in out, out
+        (usage_line,) = [line for line in out.splitlines() if "Usage:" in line]
+        assert "{" not in usage_line
+        flags = [line for line in out.splitlines() if "--json" in line or "--help" in line]
+        assert flags and not any("<bool>" in line for line in flags), flags
+    lines = runner.invoke(app, ["data", "ingest", "--help"]).output.splitlines()
+    assert any("--name" in line and "<str>" in line for line in lines)  # values keep their type
+
+
+def test_documented_cli_lines_use_real_options() -> None:
+    """Every `--option` in a doc's CLI block exists on the command the line names."""
+    root = typer.main.get_command(app)
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    checked = 0
+    for doc in ("data.md", "tracking.md"):
+        text = (docs / doc).read_text(encoding="utf-8")
+        for line in text.splitlines():
+            if not line.startswith("strata "):
+                continue
+            words = line.split()
+            group: Any = root.commands[words[1]]  # type: ignore[attr-defined]
+            names = getattr(group, "commands", {})
+            command: Any = names.get(words[2], group) if names else group
+            for word in words[3:]:
+                if word == "|":
+                    continue
+                if word in names:  # "| tag REF NAME": the next command of the same group
+                    command = names[word]
+                    continue
+                if word.startswith("--"):
+                    option = word.split("=")[0].strip("[]|,")
+                    opts = {o for p in command.params for o in p.opts + p.secondary_opts}
+                    assert option in opts, f"{doc}: {line!r}: no {option} on {command.name}"
+                    checked += 1
+    assert checked > 10

@@ -157,3 +157,16 @@ def test_remote_cli_uploads_the_file(
     q = run_json("quarantine", f"remote_scores@{out['version']}")
     assert q["sample"][0]["_source"] == "a.csv" and q["sample"][0]["_line"] == 5
     assert run_json("show", "remote_scores")["rows"] == 3
+
+
+def test_counts_are_pluralised_and_sizes_binary(tmp_path: Path) -> None:
+    from strata.data.cli import _size
+
+    (tmp_path / "one.csv").write_text("id,x\n1,a\n2\n")
+    out = " ".join(run("ingest", str(tmp_path / "one.csv"), "--name", "one").stdout.split())
+    assert "one@" in out and ": 1 row, " in out and "1 row quarantined" in out, out
+    shown = " ".join(run("show", "one").stdout.split())
+    assert " 1 row, " in shown and "1 file" in shown and "(1 row)" in shown, shown
+    assert "1 rows" not in out + shown and "file(s)" not in shown
+    assert "1 quarantined row" in run("quarantine", "one").stdout
+    assert _size(3 * 1024 * 1024) == "3.0 MiB" and _size(1536) == "1.5 KiB"
