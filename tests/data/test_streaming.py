@@ -368,7 +368,7 @@ def test_cli_consume_shows_a_summary_and_refuses_remote(
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     said = " ".join(done.stdout.split())
-    assert "1 batches, 10 rows into ev@" in said and "(0 quarantined, 0 already stored)" in said
+    assert "1 batch, 10 rows into ev@" in said and "(0 quarantined, 0 already stored)" in said
     bad = runner.invoke(app, ["data", "consume", "nats://x/y", "--name", "ev"])
     assert isinstance(bad.exception, InvalidInput) and "unknown scheme" in bad.exception.message
     monkeypatch.setenv("STRATA_URI", "http://127.0.0.1:9")
