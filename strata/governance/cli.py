@@ -200,7 +200,7 @@ def connections_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Register a SQL connection (the password is stored encrypted and never shown)."""
-    made = Client().governance.create_connection(name, url)
+    made = _governance().create_connection(name, url)
     if json_out:
         print_json(made)
     else:
@@ -210,7 +210,7 @@ def connections_add(
 @connections_app.command("list")
 def connections_list(json_out: JsonOpt = False) -> None:
     """List registered connections (URLs with passwords masked)."""
-    found = Client().governance.list_connections()
+    found = _governance().list_connections()
     if json_out:
         print_json(found)
         return
@@ -226,5 +226,5 @@ def connections_remove(
     name: Annotated[str, typer.Argument(help="Connection to remove.")],
 ) -> None:
     """Remove a registered connection."""
-    Client().governance.delete_connection(name)
+    _governance().delete_connection(name)
     console.print(f"Removed connection {name}.")
