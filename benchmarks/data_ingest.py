@@ -139,6 +139,18 @@ def same_contents(a: list[str], b: list[str]) -> list[str]:
     return problems
 
 
+def compare_in_child(a: list[str], b: list[str]) -> list[str]:
+    """``same_contents`` in its own process: reading the columns here would raise this
+    process's RSS high-water mark, which later children inherit across fork+exec."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--compare", json.dumps([a, b])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def run_child(engine: str, path: Path, keep: str | None = None) -> dict[str, Any]:
     extra = ["--keep", keep] if keep else []
     out = subprocess.run(
@@ -159,7 +171,11 @@ def main() -> int:
     )
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--keep", help=argparse.SUPPRESS)
+    parser.add_argument("--compare", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        print(json.dumps(same_contents(*json.loads(args.compare))))
+        return 0
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], args.keep)))
         return 0
@@ -187,7 +203,7 @@ def main() -> int:
             counts = {e: r["rows"] for e, r in first.items()}
             if len(set(counts.values())) != 1:
                 problems.append(f"row counts differ: {counts}")
-            problems += same_contents(first["pyarrow"]["parquet"], first["strata"]["parquet"])
+            problems += compare_in_child(first["pyarrow"]["parquet"], first["strata"]["parquet"])
             for r in first.values():
                 shutil.rmtree(r["keep"], ignore_errors=True)
             verdict = "same rows and values" if not problems else "; ".join(problems)
