@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from strata.core.errors import StrataError
 from strata.data.cli import data_app
 from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
 from strata.tracking.cli import experiments_app, runs_app
+
+if TYPE_CHECKING:
+    from strata.backends.staging import Swept
 
 conventional_help()
 app = typer.Typer(
@@ -69,6 +72,7 @@ def server(
 ) -> None:
     """Serve the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
     from strata.backends.context import Backends
+    from strata.backends.staging import sweep
     from strata.core.config import load_settings
     from strata.governance.service import EmbeddedGovernance
     from strata.server.logs import configure_logging
@@ -80,6 +84,7 @@ def server(
     backends = Backends(settings)
     with console.status("Migrating the metadata database..."):
         backends.db.upgrade()
+    _report_sweep(sweep(settings.home / "tmp"))
     if not no_auth:
         secret = settings.admin_token.get_secret_value() if settings.admin_token else None
         governance = EmbeddedGovernance(backends.db)
@@ -110,6 +115,33 @@ def server(
         )
 
     serve(settings, host=host, port=port, workers=workers, auth=not no_auth, on_started=announce)
+
+
+def _report_sweep(swept: Swept) -> None:
+    if swept.names:
+        console.print(
+            f"Removed {len(swept.names)} staging area(s) left by killed processes "
+            f"({swept.bytes / 1e6:,.1f} MB): {', '.join(swept.names)}",
+            highlight=False,
+        )
+
+
+@app.command()
+def gc(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remove staging areas under STRATA_HOME/tmp left by ingests and uploads whose process
+    died (killed, crashed). Areas of running processes are kept. Also done on server start."""
+    from strata.backends.staging import sweep
+    from strata.core.config import load_settings
+
+    swept = sweep(load_settings().home / "tmp")
+    if json_out:
+        print_json({"removed": swept.names, "bytes": swept.bytes})
+    elif swept.names:
+        _report_sweep(swept)
+    else:
+        console.print("Nothing to remove: no staging areas of dead processes.")
 
 
 @config_app.command("show")

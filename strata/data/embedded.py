@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +13,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from strata.backends.context import Backends
+from strata.backends.staging import make_workdir
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.core.ids import new_id
@@ -75,9 +73,6 @@ def _load_suite(suite: Suite | str | Path | dict[str, Any]) -> Suite:
     return suite if isinstance(suite, SuiteModel) else load_suite(suite)
 
 
-_STALE_SECONDS = 24 * 3600
-
-
 class EmbeddedData(DataService):
     """:class:`DataService` in this process."""
 
@@ -93,13 +88,8 @@ class EmbeddedData(DataService):
     def workdir(self) -> str:
         """A fresh private directory under ``$STRATA_HOME/tmp`` (the caller removes it).
 
-        Work directories a killed process left behind are removed once a day old."""
-        os.makedirs(self.tmp_root, exist_ok=True)
-        cutoff = time.time() - _STALE_SECONDS
-        for entry in os.scandir(self.tmp_root):
-            if entry.name.startswith("ingest-") and entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry.path, ignore_errors=True)
-        return tempfile.mkdtemp(prefix="ingest-", dir=self.tmp_root)
+        Work directories of processes that died (even by SIGKILL) are swept first."""
+        return make_workdir(self.tmp_root, "ingest-")
 
     def _storage_options(self, source: Any) -> dict[str, Any] | None:
         """S3 sources use the configured S3 endpoint (MinIO, moto...) like the store does."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from strata.backends.artifacts import DigestMismatch
+from strata.backends.staging import make_workdir
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
@@ -240,8 +240,7 @@ class RemoteData(DataService):
                 "stream, a path or URL, or a SQL query with sql_url=",
                 details={"field": "source"},
             )
-        os.makedirs(self.tmp_root, exist_ok=True)
-        workdir = tempfile.mkdtemp(prefix="upload-", dir=self.tmp_root)
+        workdir = make_workdir(self.tmp_root, "upload-")
         try:
             path = os.path.join(workdir, "data.parquet")
             writer: pq.ParquetWriter | None = None
