@@ -73,6 +73,9 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], str]] = [
      "", {}, "pandas"),
     ("expect_column_median_to_be_between", {"column": "score", "min_value": 2.5}, "", {},
      "pandas"),
+    # An even count whose middle values differ: the median interpolates (6.5, not 6 or 7).
+    ("expect_column_median_to_be_between", {"column": "id", "min_value": 6.5, "max_value": 6.5},
+     "", {}, "pandas"),
     ("expect_column_stdev_to_be_between", {"column": "score", "max_value": 3}, "", {},
      "pandas"),
     ("expect_column_proportion_of_unique_values_to_be_between",
