@@ -290,6 +290,8 @@ class Committer:
         project, transform, run_id = options.project, options.transform, options.run_id
         annotations, description, tags = options.annotations, options.description, options.tags
         on_fail = options.on_fail
+        for f in base_files:  # an append reuses these parts: never carry a changed one on
+            self.store.verify(f.path, f.sha256, f.bytes)
         reused = [Part(f.path, f.rows, f.bytes, f.sha256) for f in base_files]
         all_parts = reused + staged.parts
         digest = version_digest(all_parts)
