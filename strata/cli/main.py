@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from strata.cli.helpfmt import conventional_help
-from strata.core.console import console, print_error, print_json
+from strata.core.console import console, print_error, print_json, strata_command
 from strata.core.errors import StrataError
 from strata.data.cli import data_app
 from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
@@ -99,8 +99,8 @@ def server(
             admins = [u.name for u in users if u.role.value == "admin" and not u.disabled]
             name = "admin" if "admin" in admins or not admins else admins[0]
             console.print(
-                f"An admin exists already. A new API token: [bold]strata tokens create --user "
-                f"{name}[/bold] (run where this server's STRATA_HOME/STRATA_DB_URI point).",
+                f"An admin exists already. A new API token: [bold]{strata_command()} tokens "
+                f"create --user {name}[/bold] (with this server's STRATA_HOME/STRATA_DB_URI).",
                 highlight=False,
             )
     backends.close()

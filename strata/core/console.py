@@ -68,6 +68,24 @@ def print_table(
     Console(file=console.file, width=max(console.width, natural)).print(table)
 
 
+def strata_command() -> str:
+    """How to type the ``strata`` command in this shell, for hints meant to be copied:
+    ``strata`` when that is on PATH and is this installation, else the path of this
+    environment's script (``.venv/bin/strata`` when below the working directory)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "strata"
+    found = shutil.which("strata")
+    if found and script.exists() and os.path.samefile(found, script):
+        return "strata"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def print_error(message: str, hint: str | None = None) -> None:
     err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False)
     if hint:
