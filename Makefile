@@ -26,8 +26,8 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-demo: $(DEMO_STAMP)
-	$(BIN)/python -m strata.demo
+demo: $(DEMO_STAMP)  
+	$(BIN)/python -m strata.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check strata tests benchmarks examples
