@@ -26,7 +26,8 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-demo: $(DEMO_STAMP)  
+# `make demo DEMO_ARGS="--port 8081"` serves on another port.
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m strata.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
