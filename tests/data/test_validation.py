@@ -220,6 +220,26 @@ def test_custom_sql(con: duckdb.DuckDBPyConnection) -> None:
     assert broken.success is False and "nope" in (broken.error or "")
 
 
+def test_an_expectation_that_does_not_fit_the_column_type_is_a_plain_sentence(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    between = run(con, "column_values_to_be_between", column="s", min_value=0, max_value=5)
+    assert between.success is False
+    assert between.error == (
+        "expect_column_values_to_be_between cannot check column 's': it holds text (VARCHAR), "
+        "and min_value=0, max_value=5 cannot be compared with text. Give values of the "
+        "column's type, or ingest the column as the type the expectation compares with."
+    )
+    mean = run(con, "column_mean_to_be_between", column="s", min_value=0)
+    assert mean.success is False and mean.error is not None
+    assert mean.error.startswith(
+        "expect_column_mean_to_be_between cannot check column 's': it holds text (VARCHAR), "
+        "for which this expectation is not defined."
+    )
+    for error in (between.error, mean.error):
+        assert "Binder" not in error and "Error" not in error and "INTEGER_LITERAL" not in error
+
+
 # --- reports -----------------------------------------------------------------------------
 
 

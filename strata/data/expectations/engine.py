@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from strata.core.clock import utcnow
 from strata.core.errors import InvalidInput
 from strata.data.expectations import sql as q
+from strata.data.expectations.plain import plain_error
 from strata.data.expectations.suite import Expectation, Suite, parse_duration
 from strata.data.expectations.values import as_utc, jsonable, start_of_day, within
 from strata.data.storage import read_only_sql
@@ -486,6 +487,8 @@ def validate(
         ):
             where = _sample_filter(plan, values) or plan.sample_where
             sample = _rows(con.execute(f"SELECT * FROM {rel} WHERE {where} LIMIT {sample_size}"))
+        if error is not None:
+            error = plain_error(exp.type, dict(exp.kwargs), types, error)
         results.append(
             ExpectationResult(
                 expectation_type=exp.type,
