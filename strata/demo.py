@@ -119,7 +119,7 @@ def hints(best: str) -> list[str]:
     """Commands to try next, exactly as they can be pasted into this shell."""
     cmd = strata_command()
     return [
-        f"{cmd} runs list --experiment flights-delay --params alpha --metrics test_auc",
+        f"{cmd} runs list -e flights-delay --columns run_id,name --params alpha --metrics test_auc",
         f"{cmd} runs history {best} test_auc",
         f"{cmd} runs show {best}",
         f"{cmd} data show flights",

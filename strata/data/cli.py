@@ -452,9 +452,10 @@ def lineage_cmd(
 
 
 def _tree(graph: LineageGraph) -> Tree:
+    from rich.markup import escape
     from rich.tree import Tree
 
-    labels = {n.id: f"[{n.kind}] {n.label}" for n in graph.nodes}
+    labels = {n.id: escape(f"[{n.kind}] {n.label}") for n in graph.nodes}  # not markup
     up = graph.direction.value == "up"
     nexts: dict[str, list[str]] = {}
     for e in graph.edges:

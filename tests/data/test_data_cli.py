@@ -170,3 +170,10 @@ def test_counts_are_pluralised_and_sizes_binary(tmp_path: Path) -> None:
     assert "1 rows" not in out + shown and "file(s)" not in shown
     assert "1 quarantined row" in run("quarantine", "one").stdout
     assert _size(3 * 1024 * 1024) == "3.0 MiB" and _size(1536) == "1.5 KiB"
+
+
+def test_lineage_tree_shows_node_kinds(csvs: Path) -> None:
+    run("ingest", str(csvs / "b.csv"), "--name", "scores")
+    run("transform", "--input", "scores", "--sql", "SELECT id FROM scores", "--output", "ids")
+    tree = run("lineage", "ids").stdout
+    assert "[version] ids@" in tree and "[transform]" in tree and "[version] scores@" in tree
