@@ -99,6 +99,15 @@ def ingest(
     ] = None,
     delimiter: Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter.")] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Skip profiling.")] = False,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            help="CSV column types instead of inferred ones: COL=TYPE,... or a YAML/JSON file "
+            "mapping columns to types (int, float, string, bool, date, timestamp, timestamptz, "
+            "or an Arrow name). Values that do not convert go to quarantine.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest SOURCE as a new version of NAME (identical data returns the existing version)."""
@@ -118,6 +127,7 @@ def ingest(
         description=description,
         project=project,
         delimiter=delimiter,
+        column_types=_schema(schema) if schema else None,
         profile=not no_profile,
         raise_on_fail=False,
     )
@@ -132,6 +142,40 @@ def ingest(
         _show_result(result)
     if not result.published:
         raise typer.Exit(1)
+
+
+def _schema(value: str) -> dict[str, str]:
+    """``--schema``: ``col=type,...`` or the path of a YAML/JSON mapping of columns to types."""
+    from strata.core.errors import InvalidInput
+
+    path = Path(value)
+    if value.endswith((".yaml", ".yml", ".json")) or path.is_file():
+        import yaml
+
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(
+                f"--schema file {value} cannot be read: {exc}", details={"field": "schema"}
+            ) from None
+        if not isinstance(doc, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+        ):
+            raise InvalidInput(
+                f"--schema file {value} must map column names to type names, e.g. 'price: float'",
+                details={"field": "schema"},
+            )
+        return dict(doc)
+    out: dict[str, str] = {}
+    for pair in value.split(","):
+        col, sep, typ = pair.partition("=")
+        if not sep or not col.strip() or not typ.strip():
+            raise InvalidInput(
+                f"--schema must be COL=TYPE,... or a .yaml/.json file, got {pair.strip()!r}",
+                details={"field": "schema"},
+            )
+        out[col.strip()] = typ.strip()
+    return out
 
 
 def _ingest_with_progress(

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput, NotFound, StrataError, Unavailable
+from strata.data.csvtypes import check_declared, declared_schema, parse_types
 from strata.data.ingest import (
     BATCH_ROWS,
     BLOCK_BYTES,
@@ -218,7 +219,12 @@ def file_reader(
     info: dict[str, Any] = {"kind": "file", "uri": display, "format": fmt}
     if len(paths) > 1:
         info["files"] = [redact_uri(p) for p in paths[:1000]]
-    types = _parse_types(column_types)
+    types = parse_types(column_types)
+    if types and fmt != "csv":
+        raise InvalidInput(
+            f"Column types (--schema) apply to CSV sources; {fmt} files carry their own types",
+            details={"field": "column_types"},
+        )
 
     def batches(bad: BadRowSink, r: Reader) -> Iterator[pa.RecordBatch]:
         done = 0
@@ -249,20 +255,6 @@ def _advance(r: Reader, f: Any) -> None:
     if isinstance(size, int):
         pos = min(pos, size)
     r.bytes_read = int(r.extra.get("base", 0)) + pos
-
-
-def _parse_types(column_types: dict[str, str] | None) -> dict[str, pa.DataType]:
-    out: dict[str, pa.DataType] = {}
-    for name, spec in (column_types or {}).items():
-        try:
-            out[name] = pa.type_for_alias(spec)
-        except ValueError:
-            raise InvalidInput(
-                f"Unknown type {spec!r} for column {name!r}: use an Arrow type name such as "
-                "int64, float64, string, bool, date32, timestamp[s]",
-                details={"column": name},
-            ) from None
-    return out
 
 
 def _parquet_batches(fs: Any, path: str, shown: str, r: Reader) -> Iterator[pa.RecordBatch]:
@@ -349,6 +341,7 @@ def _csv_batches(
                 convert_options=convert,
             )
             schema = reader.schema
+            check_declared(schema, types, shown)
             for batch in reader:
                 emitted += batch.num_rows
                 pending.release(pending.last_line(emitted))
@@ -360,6 +353,14 @@ def _csv_batches(
                 raise InvalidInput(
                     f"Source file {shown!r} is empty: nothing to ingest", details={"source": shown}
                 ) from None
+            if schema is None and "conversion error" in message and types:
+                # A declared type failed inside the first block: take the schema from that
+                # block read with those columns as text, then go line-exact from the top.
+                schema = declared_schema(
+                    lambda: _open(fs, path, shown), BLOCK_BYTES, parse, convert, types
+                )
+                if schema is not None:
+                    check_declared(schema, types, shown)
             if schema is None or "conversion error" not in message:
                 names = schema.names if schema is not None else []
                 raise InvalidInput(

@@ -177,3 +177,40 @@ def test_lineage_tree_shows_node_kinds(csvs: Path) -> None:
     run("transform", "--input", "scores", "--sql", "SELECT id FROM scores", "--output", "ids")
     tree = run("lineage", "ids").stdout
     assert "[version] ids@" in tree and "[transform]" in tree and "[version] scores@" in tree
+
+
+def test_typed_ingest_quarantines_values_that_do_not_convert(tmp_path: Path) -> None:
+    csv = tmp_path / "typed.csv"
+    csv.write_text("id,n,when\n1,5,2024-01-01\n2,abc,2024-01-02\n3,7,nope\n4,,2024-01-04\n")
+    got = run_json("ingest", str(csv), "--name", "typed", "--schema", "n=int, when=date")
+    assert (got["rows"], got["quarantined_rows"]) == (2, 2)
+    shown = run_json("show", "typed")
+    assert {c["name"]: c["type"] for c in shown["schema"]} == {
+        "id": "int64", "n": "int64", "when": "date32[day]",
+    }  # fmt: skip
+    sample = run_json("quarantine", "typed")["sample"]
+    assert [(r["_line"], r["_raw"]) for r in sample] == [(3, "2,abc,2024-01-02"), (4, "3,7,nope")]
+    assert "column 'n'" in sample[0]["_reason"] and "'abc'" in sample[0]["_reason"]
+    assert "column 'when'" in sample[1]["_reason"] and "'nope'" in sample[1]["_reason"]
+
+    (tmp_path / "schema.yaml").write_text("n: float\nwhen: string\n")
+    again = run_json(
+        "ingest", str(csv), "--name", "typed2", "--schema", str(tmp_path / "schema.yaml")
+    )
+    assert (again["rows"], again["quarantined_rows"]) == (3, 1)  # only 'abc' fails as a float
+
+    for schema, words in (
+        ("price=int", ["'price'", "does not have", "id, n, when"]),
+        ("n=integr", ["Unknown type 'integr'", "column 'n'"]),
+        ("n", ["COL=TYPE"]),
+    ):
+        bad = runner.invoke(app, ["data", "ingest", str(csv), "--name", "x", "--schema", schema])
+        assert bad.exit_code != 0 and all(w in str(bad.exception) for w in words), bad.exception
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"n": [1]}), tmp_path / "p.parquet")
+    bad = runner.invoke(
+        app, ["data", "ingest", str(tmp_path / "p.parquet"), "--name", "x", "--schema", "n=int"]
+    )
+    assert "apply to CSV sources" in str(bad.exception)
