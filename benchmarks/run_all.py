@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "data_ingest": ["--mb", "100", "--repeat", "1", "--rss-gb", "0"],
     "data_validation": ["--rows", "1000000", "--repeat", "3"],
     "data_profiling": ["--rows", "1000000", "--repeat", "1"],
+    "cli_startup": ["--quick"],
 }
 
 

@@ -111,7 +111,7 @@ def test_requirements_txt_lists_installed_distributions() -> None:
     assert pins["pydantic"] == importlib.metadata.version("pydantic")
     assert pins["sqlalchemy"] == importlib.metadata.version("sqlalchemy")
     assert pins["pydantic-settings"] == importlib.metadata.version("pydantic-settings")
-    assert "strata" in pins  # an editable install (egg-info) is read from its metadata
+    assert "strata-ml" in pins  # an editable install (egg-info) is read from its metadata
     assert lines[1:] == sorted(lines[1:], key=str.lower)
     assert capture.requirements_txt() is text  # cached per process
 
