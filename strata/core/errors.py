@@ -111,6 +111,7 @@ _ALL: tuple[type[StrataError], ...] = (
     InvalidInput,
     PayloadTooLarge,
     Conflict,
+    DigestMismatch,
     PermissionDenied,
     Unauthenticated,
     Unavailable,

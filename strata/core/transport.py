@@ -6,13 +6,21 @@ A server error body ``{"error_code", "message", "details"}`` is re-raised as the
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from strata.core.errors import StrataError, Unavailable, error_from_payload
+from strata.core.errors import DigestMismatch, StrataError, Unavailable, error_from_payload
+
+#: The response header carrying a streamed file's recorded sha256 (hex).
+SHA256_HEADER = "X-Strata-Sha256"
+DOWNLOAD_CHUNK = 1024 * 1024
 
 
 class HttpTransport:
@@ -74,6 +82,47 @@ class HttpTransport:
             raise Unavailable(
                 f"Strata server {self.base_url} is unreachable: {type(exc).__name__}"
             ) from exc
+
+    def download_verified(
+        self,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        what: str,
+        expected: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Stream ``GET path`` into ``dest``, checked against its sha256.
+
+        The bytes go to a hidden temporary file beside ``dest`` and are hashed on the way;
+        ``dest`` appears (by rename) only if the digest equals ``expected`` or, when that is
+        None, the server's ``X-Strata-Sha256`` header (no check when it sent none). On a
+        mismatch raises DigestMismatch naming ``what`` (``details`` added to its details)
+        and leaves nothing behind; errors of the request itself are raised like
+        :meth:`request`'s.
+        """
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name[:100]}.tmp-{uuid.uuid4().hex}"
+        sha = hashlib.sha256()
+        try:
+            with self.stream("GET", path) as response, tmp.open("xb") as out:
+                want = expected if expected is not None else response.headers.get(SHA256_HEADER)
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    sha.update(chunk)
+                    out.write(chunk)
+            actual = sha.hexdigest()
+            if want and actual != want:
+                raise DigestMismatch(
+                    f"{what} arrived corrupted: the server recorded sha256 {want}, the bytes "
+                    f"received hash to {actual}; retry the download",
+                    details=(details or {}) | {"expected": want, "actual": actual},
+                )
+            os.replace(tmp, target)
+        except BaseException:
+            with suppress(OSError):
+                tmp.unlink()
+            raise
 
     def close(self) -> None:
         self.client.close()

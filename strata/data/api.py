@@ -15,32 +15,31 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
-import anyio.to_thread
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import to_json, to_jsonable_python
 from starlette.requests import ClientDisconnect
 
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
-from strata.core.principal import Permission
 from strata.data import fetch
 from strata.data.embedded import EmbeddedData
 from strata.data.models import ColumnAnnotation, IngestOptions
-from strata.governance.deps import require
+from strata.governance.routing import (
+    DOWNLOAD_CHUNK,
+    READ,
+    WRITE,
+    file_response,
+    json_response,
+    run_blocking,
+)
 
 router = APIRouter(prefix="/api/v1/data", tags=["data"])
-READ = [Depends(require(Permission.READ))]
-WRITE = [Depends(require(Permission.WRITE))]
-SHA256_HEADER = "X-Strata-Sha256"
 UPLOAD_PREFIX = "/api/v1/data/upload/"
-CHUNK = 1024 * 1024
 
 
 def _svc(request: Request) -> EmbeddedData:
@@ -48,19 +47,6 @@ def _svc(request: Request) -> EmbeddedData:
     if not isinstance(svc, EmbeddedData):  # the server always runs embedded services
         raise TypeError(f"the server needs embedded data, got {type(svc).__name__}")
     return svc
-
-
-def _json(obj: Any, status_code: int = 200) -> Response:
-    data = to_jsonable_python(obj, by_alias=True)
-    return Response(
-        to_json(data, inf_nan_mode="strings"),
-        status_code=status_code,
-        media_type="application/json",
-    )
-
-
-async def _run(fn: Any) -> Any:
-    return await anyio.to_thread.run_sync(fn)
 
 
 # -- bodies -------------------------------------------------------------------------------------
@@ -137,7 +123,7 @@ def list_datasets(
         pii=pii,
         include_quarantine=include_quarantine,
     )
-    return _json({"datasets": found})
+    return json_response({"datasets": found})
 
 
 @router.post("/datasets", dependencies=WRITE, status_code=201)
@@ -149,17 +135,17 @@ def create_dataset(body: CreateDataset, request: Request) -> Response:
         tags=body.tags,
         owner=body.owner,
     )
-    return _json(ds, 201)
+    return json_response(ds, 201)
 
 
 @router.get("/datasets/{name}", dependencies=READ)
 def get_dataset(name: str, request: Request) -> Response:
-    return _json(_svc(request).get_dataset(name))
+    return json_response(_svc(request).get_dataset(name))
 
 
 @router.patch("/datasets/{name}", dependencies=WRITE)
 def update_dataset(name: str, body: UpdateDataset, request: Request) -> Response:
-    return _json(
+    return json_response(
         _svc(request).update_dataset(
             name,
             project=body.project,
@@ -173,13 +159,13 @@ def update_dataset(name: str, body: UpdateDataset, request: Request) -> Response
 @router.get("/datasets/{name}/versions", dependencies=READ)
 def list_versions(name: str, request: Request) -> Response:
     """Every version of the dataset, oldest first."""
-    return _json({"versions": _svc(request).list_versions(name)})
+    return json_response({"versions": _svc(request).list_versions(name)})
 
 
 @router.get("/datasets/{name}/stream-position", dependencies=READ)
 def stream_position(name: str, request: Request, stream: str = Query(...)) -> Response:
     """The stream offsets committed with the dataset's versions (``null`` when none)."""
-    return _json({"position": _svc(request).stream_position(name, stream)})
+    return json_response({"position": _svc(request).stream_position(name, stream)})
 
 
 # -- ingestion ----------------------------------------------------------------------------------
@@ -233,16 +219,16 @@ async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
         allowed = fetch.parse_networks(request.app.state.settings.source_allow_networks)
         workdir = svc.workdir()
         try:
-            path = await _run(lambda: fetch.download(body.source, workdir, allowed))
+            path = await run_blocking(fetch.download, body.source, workdir, allowed)
             shown = redact_uri(body.source)
             info = {"kind": "url", "uri": shown} | (opts.source_info or {})
             opts = opts.model_copy(update={"source_info": info})
-            result = await _run(lambda: svc.ingest_with(path, name, opts, label=shown))
+            result = await run_blocking(svc.ingest_with, path, name, opts, label=shown)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return _json(result, 201)
-    result = await _run(lambda: svc.ingest_with(body.source, name, opts))
-    return _json(result, 201)
+        return json_response(result, 201)
+    result = await run_blocking(svc.ingest_with, body.source, name, opts)
+    return json_response(result, 201)
 
 
 def _json_object(text: str | None, field: str) -> dict[str, Any] | None:
@@ -264,7 +250,7 @@ async def _spool(request: Request, path: str) -> int:
             async for chunk in request.stream():
                 if chunk:
                     size += len(chunk)
-                    await anyio.to_thread.run_sync(out.write, chunk)
+                    await run_blocking(out.write, chunk)
         except ClientDisconnect:
             raise InvalidInput(
                 "The upload was interrupted: the client disconnected; nothing was stored"
@@ -314,10 +300,10 @@ async def upload(
             )
         info = {"kind": "upload", "uri": base} | (opts.source_info or {})
         opts = opts.model_copy(update={"source_info": info})
-        result = await _run(lambda: svc.ingest_with(path, name, opts, label=base))
+        result = await run_blocking(svc.ingest_with, path, name, opts, label=base)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _json(result, 201)
+    return json_response(result, 201)
 
 
 @router.post("/datasets/{name}/rows", dependencies=WRITE, status_code=201)
@@ -335,26 +321,20 @@ async def push_rows(
     info = _json_object(source_info, "source_info")
     body = await request.body()
     svc = _svc(request)
-    result = await _run(lambda: svc.push_rows(name, body, mode=mode, source_info=info))
-    return _json(result, 201)
+    result = await run_blocking(svc.push_rows, name, body, mode=mode, source_info=info)
+    return json_response(result, 201)
 
 
 # -- versions -----------------------------------------------------------------------------------
 @router.get("/versions/{ref}", dependencies=READ)
 def get_version(ref: str, request: Request) -> Response:
-    return _json(_svc(request).get_version(ref))
+    return json_response(_svc(request).get_version(ref))
 
 
 @router.get("/versions/{ref}/files", dependencies=READ)
 def list_files(ref: str, request: Request) -> Response:
     """The version's Parquet parts in row order."""
-    return _json({"files": _svc(request).files(ref)})
-
-
-def _stream(reader: BinaryIO) -> Iterator[bytes]:
-    with reader:
-        while chunk := reader.read(CHUNK):
-            yield chunk
+    return json_response({"files": _svc(request).files(ref)})
 
 
 @router.get(
@@ -375,64 +355,60 @@ def download_file(ref: str, index: int, request: Request) -> StreamingResponse:
             f"Version {ref} has parts 0..{len(files) - 1}, not {index}", details={"index": index}
         )
     part = match[0]
-    reader = svc.store.open_read(part.path, chunk_size=CHUNK)
-    return StreamingResponse(
-        _stream(cast(BinaryIO, reader)),
-        media_type="application/octet-stream",
-        headers={SHA256_HEADER: part.sha256},
-    )
+    reader = svc.store.open_read(part.path, chunk_size=DOWNLOAD_CHUNK)
+    return file_response(cast(BinaryIO, reader), sha256=part.sha256, what=f"part {index} of {ref}")
 
 
 @router.post("/versions/{ref}/tags", dependencies=WRITE)
 def tag_version(ref: str, body: TagBody, request: Request) -> Response:
-    return _json(_svc(request).tag_version(ref, body.tag))
+    return json_response(_svc(request).tag_version(ref, body.tag))
 
 
 @router.put("/versions/{ref}/annotations", dependencies=WRITE)
 def annotate(ref: str, body: AnnotateBody, request: Request) -> Response:
     annotations: dict[str, ColumnAnnotation | dict[str, Any]] = dict(body.annotations)
-    return _json(_svc(request).annotate(ref, annotations))
+    return json_response(_svc(request).annotate(ref, annotations))
 
 
 @router.post("/versions/{ref}/validate", dependencies=WRITE)
 async def validate(ref: str, body: ValidateBody, request: Request) -> Response:
     """Run a suite (parsed YAML/JSON object or YAML text); the report is stored."""
     svc = _svc(request)
-    report = await _run(lambda: svc.validate(ref, body.suite, sample_size=body.sample_size))
-    return _json(report)
+    report = await run_blocking(svc.validate, ref, body.suite, sample_size=body.sample_size)
+    return json_response(report)
 
 
 @router.get("/versions/{ref}/reports", dependencies=READ)
 def list_reports(ref: str, request: Request) -> Response:
-    return _json({"reports": _svc(request).list_reports(ref)})
+    return json_response({"reports": _svc(request).list_reports(ref)})
 
 
 @router.get("/versions/{ref}/profile", dependencies=READ)
 async def profile(ref: str, request: Request) -> Response:
     svc = _svc(request)
-    return _json(await _run(lambda: svc.profile(ref)))
+    return json_response(await run_blocking(svc.profile, ref))
 
 
 @router.get("/versions/{ref}/suggest-suite", dependencies=READ)
 async def suggest_suite(ref: str, request: Request) -> Response:
     svc = _svc(request)
-    return _json(await _run(lambda: svc.suggest_suite(ref)))
+    return json_response(await run_blocking(svc.suggest_suite, ref))
 
 
 @router.get("/versions/{ref}/quarantine", dependencies=READ)
 def quarantine(ref: str, request: Request) -> Response:
-    return _json({"quarantine": _svc(request).quarantine(ref)})
+    return json_response({"quarantine": _svc(request).quarantine(ref)})
 
 
 @router.get("/versions/{ref}/lineage", dependencies=READ)
 def lineage(ref: str, request: Request, direction: str = "up", depth: int = 5) -> Response:
-    return _json(_svc(request).lineage(ref, direction=direction, depth=depth))
+    return json_response(_svc(request).lineage(ref, direction=direction, depth=depth))
 
 
 @router.get("/diff", dependencies=READ)
 async def diff(request: Request, a: str = Query(...), b: str = Query(...)) -> Response:
     svc = _svc(request)
-    return _json(await _run(lambda: svc.diff(a, b)))
+    return json_response(await run_blocking(svc.diff, a, b))
 
 
 # -- transforms ---------------------------------------------------------------------------------
@@ -440,22 +416,21 @@ async def diff(request: Request, a: str = Query(...), b: str = Query(...)) -> Re
 async def transform(body: TransformBody, request: Request) -> Response:
     """Run a SQL transform server-side (Python transforms run in the client and upload)."""
     svc = _svc(request)
-    result = await _run(
-        lambda: svc.transform(
-            body.inputs,
-            output=body.output,
-            sql=body.sql,
-            run_id=body.run_id,
-            description=body.description,
-            allow_breaking=body.allow_breaking,
-            suite=body.suite,
-            on_fail=body.on_fail,
-            git_commit=body.git_commit,
-        )
+    result = await run_blocking(
+        svc.transform,
+        body.inputs,
+        output=body.output,
+        sql=body.sql,
+        run_id=body.run_id,
+        description=body.description,
+        allow_breaking=body.allow_breaking,
+        suite=body.suite,
+        on_fail=body.on_fail,
+        git_commit=body.git_commit,
     )
-    return _json(result, 201)
+    return json_response(result, 201)
 
 
 @router.get("/transforms/{transform_id}", dependencies=READ)
 def get_transform(transform_id: str, request: Request) -> Response:
-    return _json(_svc(request).get_transform(transform_id))
+    return json_response(_svc(request).get_transform(transform_id))

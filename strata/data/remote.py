@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -26,7 +24,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from strata.backends.artifacts import DigestMismatch
 from strata.backends.staging import make_workdir
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput
@@ -340,26 +337,13 @@ class RemoteData(DataService):
         return out
 
     def _fetch(self, ref: str, f: DataFile, dest: str) -> None:
-        tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
-        digest = hashlib.sha256()
-        try:
-            with (
-                self.http.stream("GET", f"{P}/versions/{_q(ref)}/files/{f.index}") as resp,
-                open(tmp, "wb") as out,
-            ):
-                for chunk in resp.iter_bytes(UPLOAD_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != f.sha256:
-                raise DigestMismatch(
-                    f"Part {f.index} of {ref} arrived corrupted: sha256 {digest.hexdigest()} "
-                    f"!= recorded {f.sha256}; retry the read",
-                    details={"index": f.index},
-                )
-            os.replace(tmp, dest)
-        finally:
-            with suppress(OSError):
-                os.remove(tmp)
+        self.http.download_verified(
+            f"{P}/versions/{_q(ref)}/files/{f.index}",
+            dest,
+            what=f"Part {f.index} of {ref}",
+            expected=f.sha256,
+            details={"index": f.index},
+        )
 
     def read_arrow(
         self, ref: str, *, columns: Sequence[str] | None = None, as_of: str | None = None

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from strata.core.principal import Permission
-from strata.governance.deps import require
 from strata.governance.models import (
     AuditRecord,
     AuditVerification,
@@ -19,15 +17,14 @@ from strata.governance.models import (
     User,
     WhoAmI,
 )
+from strata.governance.routing import ADMIN, READ, service
 from strata.governance.service import GovernanceService
 
 router = APIRouter(prefix="/api/v1", tags=["governance"])
-READ = [Depends(require(Permission.READ))]
-ADMIN = [Depends(require(Permission.ADMIN))]
 
 
 def _svc(request: Request) -> GovernanceService:
-    svc: GovernanceService = request.app.state.client.governance
+    svc: GovernanceService = service(request, "governance", GovernanceService)
     return svc
 
 

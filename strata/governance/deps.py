@@ -7,7 +7,6 @@ calls, and sets the call context (principal + request id) the services audit wit
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from strata.backends.db import Database
 from strata.core.errors import PermissionDenied, Unauthenticated
 from strata.core.principal import CallContext, Permission, Principal, _current, local_principal
+from strata.core.threads import run_blocking
 from strata.governance import audit
 from strata.governance.service import EmbeddedGovernance
 
@@ -69,11 +69,11 @@ def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]
                     "Authentication required: send 'Authorization: Bearer <token>' "
                     "(create one with `strata tokens create --user NAME`)"
                 )
-            principal = await asyncio.to_thread(state.governance.authenticate, token)
+            principal = await run_blocking(state.governance.authenticate, token)
         _current.set(CallContext(principal=principal, request_id=request_id))
         if not principal.can(permission):
             if request.method in MUTATING:
-                await asyncio.to_thread(
+                await run_blocking(
                     audit.record_denied,
                     state.db,
                     f"{request.method} {getattr(request.scope.get('route'), 'path', '')}",

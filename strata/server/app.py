@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from strata import __version__
 from strata.client import Client
 from strata.core.config import Settings, load_settings
 from strata.core.errors import StrataError
+from strata.core.threads import run_blocking
 from strata.governance.api import router as governance_router
 from strata.governance.deps import AuthState
 from strata.governance.service import EmbeddedGovernance
@@ -104,7 +104,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(lambda: client.backends.db)  # migrate before serving
+        await run_blocking(lambda: client.backends.db)  # migrate before serving
         yield
         client.close()
 

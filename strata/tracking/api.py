@@ -13,25 +13,29 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, NotRequired, cast
-from urllib.parse import quote
 
 import anyio
 import anyio.from_thread
-import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from pydantic_core import to_json, to_jsonable_python
 from starlette.requests import ClientDisconnect
 from typing_extensions import TypedDict
 
-from strata.backends.artifacts import DigestMismatch
 from strata.core.errors import InvalidInput, NotFound
-from strata.core.principal import Permission
-from strata.governance.deps import require
+from strata.governance.routing import (
+    DOWNLOAD_CHUNK,
+    READ,
+    WRITE,
+    empty,
+    file_response,
+    json_response,
+    run_blocking,
+    service,
+)
 from strata.tracking.embedded import EmbeddedTracking
 from strata.tracking.models import (
     DatasetInput,
@@ -49,14 +53,10 @@ from strata.tracking.service import TrackingService
 log = logging.getLogger("strata.tracking.api")
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
-READ = [Depends(require(Permission.READ))]
-WRITE = [Depends(require(Permission.WRITE))]
-SHA256_HEADER = "X-Strata-Sha256"
-DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def _svc(request: Request) -> TrackingService:
-    svc: TrackingService = request.app.state.client.tracking
+    svc: TrackingService = service(request, "tracking", TrackingService)
     return svc
 
 
@@ -65,21 +65,6 @@ def _embedded(request: Request) -> EmbeddedTracking:
     if not isinstance(svc, EmbeddedTracking):  # the server always runs embedded services
         raise TypeError(f"the server needs embedded tracking, got {type(svc).__name__}")
     return svc
-
-
-def _json(obj: Any, status_code: int = 200, *, plain: bool = False) -> Response:
-    """Render models and containers; NaN/±inf become ``"NaN"``/``"Infinity"``/``"-Infinity"``.
-
-    Models are turned into plain values first (their own serializer would write ``null`` for
-    a NaN); ``plain=True`` skips that for bodies built of dicts, lists and scalars only.
-    """
-    data = obj if plain else to_jsonable_python(obj, by_alias=True)
-    body = to_json(data, inf_nan_mode="strings")
-    return Response(body, status_code=status_code, media_type="application/json")
-
-
-def _empty() -> Response:
-    return Response(status_code=204)
 
 
 # -- request bodies --------------------------------------------------------------------------
@@ -207,13 +192,13 @@ def create_experiment(body: CreateExperiment, request: Request) -> Response:
         tags=body.tags,
         description=body.description,
     )
-    return _json(exp, 201)
+    return json_response(exp, 201)
 
 
 @router.get("/experiments/by-name", dependencies=READ, response_model=Experiment)
 def get_experiment_by_name(request: Request, name: str = Query(...)) -> Response:
     """The experiment with this exact name (deleted ones included); 404 if none."""
-    return _json(_svc(request).get_experiment_by_name(name))
+    return json_response(_svc(request).get_experiment_by_name(name))
 
 
 @router.get("/experiments", dependencies=READ)
@@ -233,7 +218,7 @@ def list_experiments(
         max_results=max_results,
         page_token=page_token,
     )
-    return _json({"experiments": page.items, "next_page_token": page.next_page_token})
+    return json_response({"experiments": page.items, "next_page_token": page.next_page_token})
 
 
 @router.post("/experiments/search", dependencies=READ)
@@ -247,12 +232,12 @@ def search_experiments(body: SearchExperiments, request: Request) -> Response:
         max_results=body.max_results,
         page_token=body.page_token,
     )
-    return _json({"experiments": page.items, "next_page_token": page.next_page_token})
+    return json_response({"experiments": page.items, "next_page_token": page.next_page_token})
 
 
 @router.get("/experiments/{experiment_id}", dependencies=READ, response_model=Experiment)
 def get_experiment(experiment_id: str, request: Request) -> Response:
-    return _json(_svc(request).get_experiment(experiment_id))
+    return json_response(_svc(request).get_experiment(experiment_id))
 
 
 @router.patch("/experiments/{experiment_id}", dependencies=WRITE, response_model=Experiment)
@@ -261,33 +246,33 @@ def update_experiment(experiment_id: str, body: UpdateExperiment, request: Reque
     exp = _svc(request).update_experiment(
         experiment_id, name=body.name, description=body.description
     )
-    return _json(exp)
+    return json_response(exp)
 
 
 @router.post("/experiments/{experiment_id}/tags", dependencies=WRITE, status_code=204)
 def set_experiment_tag(experiment_id: str, body: SetTag, request: Request) -> Response:
     _svc(request).set_experiment_tag(experiment_id, body.key, body.value)
-    return _empty()
+    return empty()
 
 
 @router.post("/experiments/{experiment_id}/delete-tag", dependencies=WRITE, status_code=204)
 def delete_experiment_tag(experiment_id: str, body: DeleteTag, request: Request) -> Response:
     """Remove a tag; 404 when the experiment has no such tag."""
     _svc(request).delete_experiment_tag(experiment_id, body.key)
-    return _empty()
+    return empty()
 
 
 @router.delete("/experiments/{experiment_id}", dependencies=WRITE, status_code=204)
 def delete_experiment(experiment_id: str, request: Request) -> Response:
     """Mark the experiment (and so its runs) deleted; restorable."""
     _svc(request).delete_experiment(experiment_id)
-    return _empty()
+    return empty()
 
 
 @router.post("/experiments/{experiment_id}/restore", dependencies=WRITE, status_code=204)
 def restore_experiment(experiment_id: str, request: Request) -> Response:
     _svc(request).restore_experiment(experiment_id)
-    return _empty()
+    return empty()
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -302,7 +287,7 @@ def create_run(body: CreateRun, request: Request) -> Response:
         parent_run_id=body.parent_run_id,
         user=body.user,
     )
-    return _json(run, 201)
+    return json_response(run, 201)
 
 
 @router.post("/runs/search", dependencies=READ)
@@ -316,7 +301,7 @@ def search_runs(body: SearchRuns, request: Request) -> Response:
         order_by=body.order_by,
         page_token=body.page_token,
     )
-    return _json({"runs": page.items, "next_page_token": page.next_page_token})
+    return json_response({"runs": page.items, "next_page_token": page.next_page_token})
 
 
 @router.post("/runs/compare", dependencies=READ)
@@ -341,13 +326,13 @@ def compare_runs(body: CompareRuns, request: Request) -> Response:
                 value = None
             row[str(col)] = value
         rows.append(row)
-    return _json({"columns": columns, "rows": rows}, plain=True)
+    return json_response({"columns": columns, "rows": rows}, plain=True)
 
 
 @router.get("/runs/{run_id}", dependencies=READ, response_model=Run)
 def get_run(run_id: str, request: Request) -> Response:
     """The run with its params, tags, inputs and the latest value of each metric."""
-    return _json(_svc(request).get_run(run_id))
+    return json_response(_svc(request).get_run(run_id))
 
 
 @router.patch("/runs/{run_id}", dependencies=WRITE, response_model=RunInfo)
@@ -356,19 +341,19 @@ def update_run(run_id: str, body: UpdateRun, request: Request) -> Response:
     info = _svc(request).update_run(
         run_id, status=body.status, end_time=body.end_time, run_name=body.run_name
     )
-    return _json(info)
+    return json_response(info)
 
 
 @router.delete("/runs/{run_id}", dependencies=WRITE, status_code=204)
 def delete_run(run_id: str, request: Request) -> Response:
     _svc(request).delete_run(run_id)
-    return _empty()
+    return empty()
 
 
 @router.post("/runs/{run_id}/restore", dependencies=WRITE, status_code=204)
 def restore_run(run_id: str, request: Request) -> Response:
     _svc(request).restore_run(run_id)
-    return _empty()
+    return empty()
 
 
 @router.post(
@@ -393,21 +378,21 @@ async def log_batch(run_id: str, request: Request) -> Response:
     params = [Param(p["key"], p["value"]) for p in body.get("params", ())]
     tags = [RunTag(t["key"], t["value"]) for t in body.get("tags", ())]
     svc = _svc(request)
-    await anyio.to_thread.run_sync(lambda: svc.log_batch(run_id, metrics, params, tags))
-    return _empty()
+    await run_blocking(svc.log_batch, run_id, metrics, params, tags)
+    return empty()
 
 
 @router.post("/runs/{run_id}/delete-tag", dependencies=WRITE, status_code=204)
 def delete_tag(run_id: str, body: DeleteTag, request: Request) -> Response:
     _svc(request).delete_tag(run_id, body.key)
-    return _empty()
+    return empty()
 
 
 @router.post("/runs/{run_id}/log-inputs", dependencies=WRITE, status_code=204)
 def log_inputs(run_id: str, body: LogInputs, request: Request) -> Response:
     """Record datasets the run used (idempotent per name + digest + context)."""
     _svc(request).log_inputs(run_id, body.datasets)
-    return _empty()
+    return empty()
 
 
 @router.get("/runs/{run_id}/metrics/history", dependencies=READ)
@@ -419,7 +404,7 @@ def get_metric_history(
 ) -> Response:
     """Every point of one metric, ordered by step, then timestamp."""
     points = _svc(request).get_metric_history(run_id, key, max_results=max_results)
-    return _json(
+    return json_response(
         {
             "metrics": [
                 {"key": p[0], "value": p[1], "timestamp": p[2], "step": p[3]} for p in points
@@ -439,7 +424,7 @@ def get_metric_history_bulk(
     """History of ``key`` for several runs (``run_id`` repeated), ordered by run, step,
     timestamp; at most ``max_results`` points in all."""
     points = _svc(request).get_metric_history_bulk(run_id, key, max_results=max_results)
-    return _json(
+    return json_response(
         {
             "metrics": [
                 {"key": p[0], "value": p[1], "timestamp": p[2], "step": p[3], "run_id": p[4]}
@@ -454,7 +439,7 @@ def get_metric_history_bulk(
 @router.get("/runs/{run_id}/artifacts", dependencies=READ)
 def list_artifacts(run_id: str, request: Request, path: str = "") -> Response:
     """Immediate children of ``path`` (default: the run's artifact root), sorted by path."""
-    return _json({"files": _svc(request).list_artifacts(run_id, path)})
+    return json_response({"files": _svc(request).list_artifacts(run_id, path)})
 
 
 class _BodyReader(io.RawIOBase):
@@ -520,24 +505,8 @@ async def upload_artifact(run_id: str, path: str, request: Request) -> Response:
     """
     svc = _svc(request)
     reader = _BodyReader(request.stream().__aiter__(), f"{path!r} to run {run_id}")
-    info = await anyio.to_thread.run_sync(
-        lambda: svc.log_artifact_stream(run_id, path, cast(BinaryIO, reader))
-    )
-    return _json(info, 201)
-
-
-def _stream(reader: BinaryIO, what: str) -> Iterator[bytes]:
-    with reader:
-        while True:
-            try:
-                chunk = reader.read(DOWNLOAD_CHUNK)
-            except DigestMismatch as exc:
-                # The header carried the recorded digest: the client sees the mismatch itself.
-                log.error("served a corrupted artifact %s: %s", what, exc.message)
-                return
-            if not chunk:
-                return
-            yield chunk
+    info = await run_blocking(svc.log_artifact_stream, run_id, path, cast(BinaryIO, reader))
+    return json_response(info, 201)
 
 
 @router.get(
@@ -564,11 +533,9 @@ def download_artifact(run_id: str, path: str, request: Request) -> StreamingResp
             details={"run_id": run_id, "path": path},
         )
     reader = svc.store.open_read(store_path, chunk_size=DOWNLOAD_CHUNK)
-    headers = {SHA256_HEADER: info.sha256} if info.sha256 else {}
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-    return StreamingResponse(
-        _stream(cast(BinaryIO, reader), f"{path!r} of run {run_id}"),
-        media_type="application/octet-stream",
-        headers=headers,
+    return file_response(
+        cast(BinaryIO, reader),
+        sha256=info.sha256,
+        what=f"artifact {path!r} of run {run_id}",
+        filename=path.rstrip("/").rsplit("/", 1)[-1],
     )

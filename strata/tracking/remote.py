@@ -8,19 +8,15 @@ hashed on the way, and renamed into place only when the sha256 the server record
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import orjson
 
-from strata.backends.artifacts import DigestMismatch, safe_relpath
+from strata.backends.artifacts import safe_relpath
 from strata.core.errors import InvalidInput, NotFound
 from strata.core.transport import HttpTransport
 from strata.tracking.models import (
@@ -41,7 +37,6 @@ from strata.tracking.service import TrackingService
 
 P = "/api/v1"
 UPLOAD_CHUNK = 1024 * 1024
-SHA256_HEADER = "x-strata-sha256"
 _JSON = {"content-type": "application/json"}
 
 
@@ -319,28 +314,13 @@ class RemoteTracking(TrackingService):
         return [FileInfo.model_validate(f) for f in body["files"]]
 
     def _download_file(self, run_id: str, path: str, dest: Path) -> None:
-        """Stream one file to a temp name next to ``dest``; rename only if the digest holds."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name[:100]}.tmp-{uuid.uuid4().hex}"
-        url = f"{P}/artifacts/runs/{_q(run_id)}/{_qpath(path)}"
-        sha = hashlib.sha256()
-        try:
-            with self.http.stream("GET", url) as response, tmp.open("xb") as out:
-                expected = response.headers.get(SHA256_HEADER, "")
-                for chunk in response.iter_bytes(UPLOAD_CHUNK):
-                    sha.update(chunk)
-                    out.write(chunk)
-            if expected and sha.hexdigest() != expected:
-                raise DigestMismatch(
-                    f"artifact {path!r} of run {run_id} is corrupted: the server recorded "
-                    f"sha256 {expected}, the bytes received hash to {sha.hexdigest()}",
-                    details={"path": path, "expected": expected, "actual": sha.hexdigest()},
-                )
-            os.replace(tmp, dest)
-        except BaseException:
-            with suppress(OSError):
-                tmp.unlink()
-            raise
+        """Stream one file to ``dest``, renamed into place only if the digest holds."""
+        self.http.download_verified(
+            f"{P}/artifacts/runs/{_q(run_id)}/{_qpath(path)}",
+            dest,
+            what=f"artifact {path!r} of run {run_id}",
+            details={"path": path},
+        )
 
     def _walk(self, run_id: str, path: str) -> Iterator[str]:
         for info in self.list_artifacts(run_id, path):

@@ -20,10 +20,9 @@ from strata.backends.artifacts import (
     DIGEST_PREFIX,
     ArtifactInfo,
     ArtifactStore,
-    DigestMismatch,
     safe_relpath,
 )
-from strata.core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from strata.core.errors import Conflict, DigestMismatch, InvalidInput, NotFound, Unavailable
 
 MiB = 1024 * 1024
 

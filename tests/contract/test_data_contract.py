@@ -21,6 +21,7 @@ from strata.core.config import Settings
 from strata.core.errors import (
     AlreadyExists,
     Conflict,
+    DigestMismatch,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -250,8 +251,6 @@ def test_changed_parts_are_refused_before_streaming_and_stale_cache_is_refetched
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from strata.core.errors import DigestMismatch
 
     remote = live_server.client().data
     remote.ingest(FRAME, "cached")

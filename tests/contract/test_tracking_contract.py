@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from strata.backends.artifacts import DigestMismatch
 from strata.client import Client
-from strata.core.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from strata.core.errors import AlreadyExists, Conflict, DigestMismatch, InvalidInput, NotFound
 from strata.tracking.models import (
     DatasetInput,
     LifecycleStage,

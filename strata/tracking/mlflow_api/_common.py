@@ -9,7 +9,6 @@ code, so its exceptions map the same way as against an MLflow server.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import re
@@ -18,7 +17,7 @@ from contextlib import suppress
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,17 +33,14 @@ from strata.core.errors import (
     Unavailable,
 )
 from strata.core.principal import Permission
-from strata.governance.deps import require
+from strata.governance.routing import READ, WRITE, run_blocking, service
 from strata.tracking.logged_models import LoggedModels
 from strata.tracking.service import TrackingService
 
 API = "/api/2.0/mlflow"
 AJAX = "/ajax-api/2.0/mlflow"
 PREFIXES = (API, AJAX)
-DEPENDENCIES = {
-    Permission.READ: [Depends(require(Permission.READ))],
-    Permission.WRITE: [Depends(require(Permission.WRITE))],
-}
+DEPENDENCIES = {Permission.READ: READ, Permission.WRITE: WRITE}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -56,7 +52,7 @@ _EMPTY = b"{}"
 
 # -- services ------------------------------------------------------------------------------
 def tracking(request: Request) -> TrackingService:
-    svc: TrackingService = request.app.state.client.tracking
+    svc: TrackingService = service(request, "tracking", TrackingService)
     return svc
 
 
@@ -70,9 +66,8 @@ def logged_models(request: Request) -> LoggedModels:
     return svc
 
 
-async def run_sync(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a blocking service call in a worker thread (the call context goes along)."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
+#: Blocking service calls run off the event loop the way every router runs them.
+run_sync = run_blocking
 
 
 # -- responses -----------------------------------------------------------------------------
