@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -23,29 +23,28 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
+from strata.backends.staging import make_workdir
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
 from strata.data import fetch
-from strata.data.embedded import EmbeddedData
 from strata.data.models import ColumnAnnotation, IngestOptions
+from strata.data.service import DataService
 from strata.governance.routing import (
-    DOWNLOAD_CHUNK,
     READ,
     WRITE,
     file_response,
     json_response,
     run_blocking,
+    service,
 )
 
 router = APIRouter(prefix="/api/v1/data", tags=["data"])
 UPLOAD_PREFIX = "/api/v1/data/upload/"
 
 
-def _svc(request: Request) -> EmbeddedData:
-    svc = request.app.state.client.data
-    if not isinstance(svc, EmbeddedData):  # the server always runs embedded services
-        raise TypeError(f"the server needs embedded data, got {type(svc).__name__}")
+def _svc(request: Request) -> DataService:
+    svc: DataService = service(request, "data", DataService)
     return svc
 
 
@@ -217,7 +216,7 @@ async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
         pass  # a query on a registered connection (resolved by the service)
     elif check_server_source(body.source, name) in ("http", "https"):
         allowed = fetch.parse_networks(request.app.state.settings.source_allow_networks)
-        workdir = svc.workdir()
+        workdir = _spool_dir(request)
         try:
             path = await run_blocking(fetch.download, body.source, workdir, allowed)
             shown = redact_uri(body.source)
@@ -241,6 +240,12 @@ def _json_object(text: str | None, field: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidInput(f"{field} must be a JSON object", details={"field": field})
     return value
+
+
+def _spool_dir(request: Request) -> str:
+    """A private directory for one upload or fetch under ``$STRATA_HOME/tmp``, owned by this
+    process like the data service's work directories (swept if the server dies)."""
+    return make_workdir(request.app.state.client.settings.home / "tmp", "ingest-")
 
 
 async def _spool(request: Request, path: str) -> int:
@@ -290,7 +295,7 @@ async def upload(
             details={"field": "options.sql_url"},
         )
     svc = _svc(request)
-    workdir = svc.workdir()
+    workdir = _spool_dir(request)
     base = os.path.basename(filename.replace("\\", "/")) or "upload"
     path = os.path.join(workdir, base)
     try:
@@ -345,18 +350,8 @@ def list_files(ref: str, request: Request) -> Response:
 )
 def download_file(ref: str, index: int, request: Request) -> StreamingResponse:
     """Stream one Parquet part; ``X-Strata-Sha256`` carries its digest to verify."""
-    svc = _svc(request)
-    files = svc.files(ref)
-    match = [f for f in files if f.index == index]
-    if match:  # verified before the first byte: a changed part is a 409, not a cut stream
-        svc.store.verify(match[0].path, match[0].sha256, match[0].bytes)
-    if not match:
-        raise InvalidInput(
-            f"Version {ref} has parts 0..{len(files) - 1}, not {index}", details={"index": index}
-        )
-    part = match[0]
-    reader = svc.store.open_read(part.path, chunk_size=DOWNLOAD_CHUNK)
-    return file_response(cast(BinaryIO, reader), sha256=part.sha256, what=f"part {index} of {ref}")
+    part, reader = _svc(request).open_file(ref, index)
+    return file_response(reader, sha256=part.sha256, what=f"part {index} of {ref}")
 
 
 @router.post("/versions/{ref}/tags", dependencies=WRITE)

@@ -6,7 +6,7 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import duckdb
 import pyarrow as pa
@@ -42,7 +42,7 @@ from strata.data.models import (
     with_as_of,
 )
 from strata.data.rows import rows_reader
-from strata.data.service import DataService, Progress
+from strata.data.service import DataService, Progress, part_of
 from strata.data.storage import (
     VersionFiles,
     create_view,
@@ -71,6 +71,9 @@ def _load_suite(suite: Suite | str | Path | dict[str, Any]) -> Suite:
     from strata.data.validation import load_suite
 
     return suite if isinstance(suite, SuiteModel) else load_suite(suite)
+
+
+FILE_CHUNK = 1024 * 1024
 
 
 class EmbeddedData(DataService):
@@ -311,6 +314,12 @@ class EmbeddedData(DataService):
         from strata.data.storage import parquet_scan
 
         return con.sql(f"SELECT * FROM {parquet_scan(locations)}")
+
+    def open_file(self, ref: str, index: int) -> tuple[DataFile, BinaryIO]:
+        part = part_of(ref, self.files(ref), index)
+        # verified before the first byte: a changed part is a DigestMismatch, not a cut stream
+        self.store.verify(part.path, part.sha256, part.bytes)
+        return part, cast(BinaryIO, self.store.open_read(part.path, chunk_size=FILE_CHUNK))
 
     # -- ingestion -----------------------------------------------------------------------------
     def ingest_with(

@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 import orjson
@@ -50,7 +50,7 @@ from strata.data.models import (
     with_as_of,
 )
 from strata.data.readers import resolve_files
-from strata.data.service import DataService, Progress
+from strata.data.service import DataService, Progress, part_of
 from strata.data.storage import parquet_scan
 
 if TYPE_CHECKING:
@@ -336,6 +336,12 @@ class RemoteData(DataService):
             out.append(str(dest))
         return out
 
+    def open_file(self, ref: str, index: int) -> tuple[DataFile, BinaryIO]:
+        """Downloads the version's parts once (verified, cached) and opens the local copy."""
+        version = self.get_version(ref)
+        part = part_of(version.ref, self.files(version.ref), index)
+        return part, open(self.download(version.ref)[part.index], "rb")
+
     def _fetch(self, ref: str, f: DataFile, dest: str) -> None:
         self.http.download_verified(
             f"{P}/versions/{_q(ref)}/files/{f.index}",
@@ -430,6 +436,7 @@ class RemoteData(DataService):
         allow_breaking: bool = False,
         suite: Suite | str | Path | dict[str, Any] | None = None,
         on_fail: OnFail | str = OnFail.FAIL,
+        git_commit: str | None = None,
     ) -> IngestResult:
         named = lineage.named_inputs(inputs, fn, sql)
         if sql is not None:
@@ -442,14 +449,14 @@ class RemoteData(DataService):
                 "allow_breaking": allow_breaking,
                 "suite": _suite_json(suite) if suite is not None else None,
                 "on_fail": str(on_fail),
-                "git_commit": lineage.git_commit(),
+                "git_commit": git_commit if git_commit is not None else lineage.git_commit(),
             }
             out = self.http.request("POST", f"{P}/transforms", json=body)
             return IngestResult.model_validate(out)
         assert fn is not None
         versions = {alias: self.get_version(ref) for alias, ref in named.items()}
         frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
-        reader, record = lineage.python_step(fn, frames, isinstance(inputs, dict), None)
+        reader, record = lineage.python_step(fn, frames, isinstance(inputs, dict), git_commit)
         return self._upload_memory(
             reader,
             output,

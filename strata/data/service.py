@@ -20,8 +20,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
 from strata.data.models import (
     ColumnAnnotation,
@@ -123,6 +124,12 @@ class DataService(ABC):
     @abstractmethod
     def files(self, ref: str, *, as_of: str | None = None) -> list[DataFile]:
         """The version's Parquet parts in row order (``as_of`` pins ``NAME`` to a version)."""
+
+    @abstractmethod
+    def open_file(self, ref: str, index: int) -> tuple[DataFile, BinaryIO]:
+        """Part ``index`` of the version (see :meth:`files`) and a reader of its bytes; the
+        caller closes the reader. Reading to the end checks the recorded sha256 (raises
+        DigestMismatch). InvalidInput names the valid indexes."""
 
     # -- ingestion -----------------------------------------------------------------------------
     def ingest(
@@ -272,6 +279,7 @@ class DataService(ABC):
         allow_breaking: bool = False,
         suite: Suite | str | Path | dict[str, Any] | None = None,
         on_fail: OnFail | str = OnFail.FAIL,
+        git_commit: str | None = None,
     ) -> IngestResult:
         """Derive a version of ``output`` from ``inputs`` and record how.
 
@@ -280,7 +288,8 @@ class DataService(ABC):
         DataFrame per input (positionally, or by keyword for a dict) and returns a
         DataFrame, Arrow table or anything Arrow-streamable. The new version's parents are
         the inputs' versions; the transform records the code (SQL text or the function's
-        source), its sha256 and the git commit of the code's repository (None outside one).
+        source), its sha256 and the git commit of the code's repository (None outside one;
+        ``git_commit`` overrides the detected one, as a remote client sends its own).
         """
 
     @abstractmethod
@@ -292,3 +301,14 @@ class DataService(ABC):
     ) -> LineageGraph:
         """The graph around a version: ``up`` to its ancestors, ``down`` to its descendants,
         ``depth`` version hops. Nodes are datasets, versions, transforms and runs."""
+
+
+def part_of(ref: str, files: list[DataFile], index: int) -> DataFile:
+    """The part numbered ``index`` in ``files`` of ``ref``; InvalidInput naming the range."""
+    match = [f for f in files if f.index == index]
+    if not match:
+        raise InvalidInput(
+            f"Version {ref} has parts 0..{len(files) - 1}, not {index}",
+            details={"index": index},
+        )
+    return match[0]

@@ -25,9 +25,8 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 from typing_extensions import TypedDict
 
-from strata.core.errors import InvalidInput, NotFound
+from strata.core.errors import InvalidInput
 from strata.governance.routing import (
-    DOWNLOAD_CHUNK,
     READ,
     WRITE,
     empty,
@@ -36,7 +35,6 @@ from strata.governance.routing import (
     run_blocking,
     service,
 )
-from strata.tracking.embedded import EmbeddedTracking
 from strata.tracking.models import (
     DatasetInput,
     Experiment,
@@ -57,13 +55,6 @@ router = APIRouter(prefix="/api/v1", tags=["tracking"])
 
 def _svc(request: Request) -> TrackingService:
     svc: TrackingService = service(request, "tracking", TrackingService)
-    return svc
-
-
-def _embedded(request: Request) -> EmbeddedTracking:
-    svc = _svc(request)
-    if not isinstance(svc, EmbeddedTracking):  # the server always runs embedded services
-        raise TypeError(f"the server needs embedded tracking, got {type(svc).__name__}")
     return svc
 
 
@@ -518,24 +509,10 @@ async def upload_artifact(run_id: str, path: str, request: Request) -> Response:
 def download_artifact(run_id: str, path: str, request: Request) -> StreamingResponse:
     """Stream one artifact file; ``X-Strata-Sha256`` is the digest recorded at upload (absent
     when none was). 404 naming the run and path if absent; 400 for a directory."""
-    svc = _embedded(request)
-    store_path = svc.run_artifact_path(run_id, path)
-    try:
-        info = svc.store.info(store_path)
-    except NotFound:
-        raise NotFound(
-            f"Run {run_id} has no artifact {path!r}", details={"run_id": run_id, "path": path}
-        ) from None
-    if info.is_dir:
-        raise InvalidInput(
-            f"Artifact {path!r} of run {run_id} is a directory: list it with "
-            f"GET /api/v1/runs/{run_id}/artifacts?path=... and download its files",
-            details={"run_id": run_id, "path": path},
-        )
-    reader = svc.store.open_read(store_path, chunk_size=DOWNLOAD_CHUNK)
+    info, sha256, reader = _svc(request).open_artifact(run_id, path)
     return file_response(
-        cast(BinaryIO, reader),
-        sha256=info.sha256,
+        reader,
+        sha256=sha256,
         what=f"artifact {path!r} of run {run_id}",
-        filename=path.rstrip("/").rsplit("/", 1)[-1],
+        filename=info.path.rsplit("/", 1)[-1],
     )

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -591,6 +591,28 @@ class EmbeddedTracking(ExperimentsMixin, TrackingService):
                 FileInfo(path=rel, is_dir=item.is_dir, file_size=None if item.is_dir else item.size)
             )
         return out
+
+    def open_artifact(self, run_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+        store_path = self.run_artifact_path(run_id, path)
+        try:
+            info = self.store.info(store_path)
+        except NotFound:
+            raise NotFound(
+                f"Run {run_id} has no artifact {path!r}", details={"run_id": run_id, "path": path}
+            ) from None
+        if info.is_dir:
+            raise InvalidInput(
+                f"Artifact {path!r} of run {run_id} is a directory: list it with "
+                f"GET /api/v1/runs/{run_id}/artifacts?path=... and download its files",
+                details={"run_id": run_id, "path": path},
+            )
+        reader = self.store.open_read(store_path, chunk_size=1024 * 1024)
+        rel = safe_relpath(path)
+        return (
+            FileInfo(path=rel, is_dir=False, file_size=info.size),
+            info.sha256,
+            cast(BinaryIO, reader),
+        )
 
     def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
         src = self.run_artifact_path(run_id, path)

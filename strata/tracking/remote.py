@@ -8,7 +8,9 @@ hashed on the way, and renamed into place only when the sha256 the server record
 
 from __future__ import annotations
 
+import hashlib
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -312,6 +314,18 @@ class RemoteTracking(TrackingService):
             "GET", f"{P}/runs/{_q(run_id)}/artifacts", params={"path": path or None}
         )
         return [FileInfo.model_validate(f) for f in body["files"]]
+
+    def open_artifact(self, run_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+        """Downloads the file (verified) to a private temporary file and opens it."""
+        rel = safe_relpath(path)
+        with tempfile.TemporaryDirectory(prefix="strata-artifact-") as tmp:
+            local = Path(tmp) / "file"
+            self._download_file(run_id, rel, local)
+            with local.open("rb") as fh:
+                sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+            reader = local.open("rb")  # stays readable after the directory is removed (POSIX)
+            info = FileInfo(path=rel, is_dir=False, file_size=local.stat().st_size)
+        return info, sha256, reader
 
     def _download_file(self, run_id: str, path: str, dest: Path) -> None:
         """Stream one file to ``dest``, renamed into place only if the digest holds."""

@@ -299,6 +299,13 @@ class TrackingService(ABC):
         """Immediate children of ``path`` in the run's artifacts, sorted by path."""
 
     @abstractmethod
+    def open_artifact(self, run_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+        """One artifact file: its info, its recorded sha256 (``""`` when none was recorded)
+        and a reader of its bytes (the caller closes it; reading to the end checks the
+        digest, raising DigestMismatch). NotFound naming the run and path if absent;
+        InvalidInput for a directory."""
+
+    @abstractmethod
     def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
         """Download a file or directory (recursively) below ``dst_path``; returns its local
         path. Digests are checked; a corrupted file never appears at the destination."""

@@ -7,6 +7,7 @@ so version ids are the same as an embedded ingest's. Errors arrive as the same c
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import fsspec
@@ -271,3 +272,18 @@ def test_changed_parts_are_refused_before_streaming_and_stale_cache_is_refetched
     pq.write_table(pa.table({"id": [666]}), part)
     os.remove(paths[0])
     _exactly(DigestMismatch, remote.read_pandas, "cached")
+
+
+def test_open_file_streams_a_part_with_its_digest(client: Client) -> None:
+    data = client.data
+    r = data.ingest(FRAME, "trips")
+    part, reader = data.open_file(r.ref or "", 0)
+    with reader:
+        body = reader.read()
+    assert part.index == 0 and hashlib.sha256(body).hexdigest() == part.sha256
+    assert pd.read_parquet(io.BytesIO(body)).equals(FRAME)
+    err = _exactly(InvalidInput, data.open_file, "trips", 3)
+    assert "parts 0..0, not 3" in err.message and err.details["index"] == 3
+    sql = data.transform(["trips"], sql="SELECT id FROM trips", output="ids", git_commit="abc123")
+    t = data.get_transform(data.get_version(sql.ref or "").transform_id or "")
+    assert t.git_commit == "abc123"

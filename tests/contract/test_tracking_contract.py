@@ -3,6 +3,7 @@ on SQLite and PostgreSQL, and raises the same error classes (``client`` fixture)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -756,3 +757,18 @@ def test_logging_to_a_deleted_run_is_refused_for_artifacts_and_inputs(
         t.log_inputs(run_id, [DatasetInput(name="d", digest="1")])
     with pytest.raises(Conflict, match="deleted"):
         t.set_tag(run_id, "k", "v")
+
+
+def test_open_artifact_gives_info_digest_and_bytes(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    payload = b"weights" * 1000
+    t.log_artifact_stream(run_id, "m/model.bin", io.BytesIO(payload))
+    info, sha256, reader = t.open_artifact(run_id, "m/model.bin")
+    with reader:
+        assert reader.read() == payload
+    assert (info.path, info.is_dir, info.file_size) == ("m/model.bin", False, len(payload))
+    assert sha256 == hashlib.sha256(payload).hexdigest()
+    with pytest.raises(NotFound, match=r"m/other\.bin"):
+        t.open_artifact(run_id, "m/other.bin")
+    with pytest.raises(InvalidInput, match="directory"):
+        t.open_artifact(run_id, "m")
