@@ -20,17 +20,21 @@ E = TypeVar("E", bound=Enum)
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_enum(cls: type[E], value: Any, field: str) -> E:
-    """``cls(value)``, or InvalidInput naming ``field``, the allowed values and ``value``."""
+def parse_enum(
+    cls: type[E], value: Any, field: str, *, what: str | None = None, upper: bool = False
+) -> E:
+    """``cls(value)`` (of ``str(value).upper()`` with ``upper``), or InvalidInput naming
+    ``what`` (default: ``field``), the value received and the allowed values;
+    ``details["field"]`` is ``field``."""
     if isinstance(value, cls):
         return value
     try:
-        return cls(value)
+        return cls(str(value).upper() if upper else value)
     except ValueError:
-        allowed = ", ".join(str(v.value) for v in cls)
+        allowed = [v.value for v in cls]
         raise InvalidInput(
-            f"{field} must be one of {allowed}, got {value!r}",
-            details={"field": field, "allowed": [v.value for v in cls], "received": value},
+            f"Unknown {what or field} {value!r}; expected one of: {', '.join(map(str, allowed))}",
+            details={"field": field, "allowed": allowed, "received": value},
         ) from None
 
 

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from strata.core.errors import InvalidInput
+from strata.core.parse import parse_enum
 from strata.data.ingest import Reader, memory_reader
 from strata.data.models import Direction, LineageEdge, LineageGraph, LineageNode
 from strata.data.storage import read_only_sql
@@ -224,12 +225,7 @@ def build(
     session: Session, root: VersionRow, direction: Direction | str, depth: int
 ) -> LineageGraph:
     """BFS from ``root``, ``depth`` version hops up (ancestors) or down (descendants)."""
-    try:
-        direction = Direction(direction)
-    except ValueError:
-        raise InvalidInput(
-            f"direction must be 'up' or 'down', got {direction!r}", details={"field": "direction"}
-        ) from None
+    direction = parse_enum(Direction, direction, "direction")
     if not 0 <= depth <= MAX_DEPTH:
         raise InvalidInput(
             f"depth must be between 0 and {MAX_DEPTH}, got {depth}", details={"field": "depth"}

@@ -15,6 +15,7 @@ from strata.backends.db import Database
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from strata.core.ids import new_id
+from strata.core.parse import parse_enum
 from strata.core.principal import Principal, Role, current
 from strata.governance import audit, connections
 from strata.governance.models import (
@@ -57,13 +58,7 @@ def token_digest(secret: str) -> str:
 
 
 def parse_role(value: str) -> Role:
-    try:
-        return Role(value)
-    except ValueError:
-        allowed = ", ".join(r.value for r in Role)
-        raise InvalidInput(
-            f"Unknown role {value!r}; expected one of: {allowed}", details={"field": "role"}
-        ) from None
+    return parse_enum(Role, value, "role")
 
 
 class GovernanceService(ABC):

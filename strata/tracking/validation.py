@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from strata.core.errors import Conflict, InvalidInput
+from strata.core.parse import parse_enum
 from strata.tracking.models import (
     MAX_KEY_LENGTH,
     MAX_PARAM_VALUE_LENGTH,
@@ -118,24 +119,11 @@ def validate_key(key: object, kind: str) -> str:
 
 
 def parse_status(value: RunStatus | str) -> RunStatus:
-    try:
-        return RunStatus(str(value).upper())
-    except ValueError:
-        raise InvalidInput(
-            f"Unknown run status {value!r}; expected one of "
-            f"{', '.join(s.value for s in RunStatus)}",
-            details={"field": "status"},
-        ) from None
+    return parse_enum(RunStatus, value, "status", what="run status", upper=True)
 
 
 def view_condition(col: Any, view: ViewType | str) -> list[Any]:
-    try:
-        v = ViewType(str(view).upper())
-    except ValueError:
-        raise InvalidInput(
-            f"Unknown view type {view!r}; expected ACTIVE_ONLY, DELETED_ONLY or ALL",
-            details={"field": "view"},
-        ) from None
+    v = parse_enum(ViewType, view, "view", what="view type", upper=True)
     if v is ViewType.ACTIVE_ONLY:
         return [col == LifecycleStage.ACTIVE.value]
     if v is ViewType.DELETED_ONLY:

@@ -14,6 +14,10 @@ class Color(StrEnum):
     BLUE = "blue"
 
 
+class Status(StrEnum):
+    DONE = "DONE"
+
+
 class Opts(BaseModel):
     model_config = ConfigDict(extra="forbid")
     color: Color = Color.RED
@@ -23,9 +27,12 @@ class Opts(BaseModel):
 def test_parse_enum_names_field_allowed_and_received() -> None:
     assert parse_enum(Color, "blue", "color") is Color.BLUE
     assert parse_enum(Color, Color.RED, "color") is Color.RED
+    with pytest.raises(InvalidInput, match="Unknown paint colour 'Blue'"):
+        parse_enum(Color, "Blue", "color", what="paint colour")
+    assert parse_enum(Status, "done", "status", upper=True) is Status.DONE
     with pytest.raises(InvalidInput) as info:
         parse_enum(Color, "green", "color")
-    assert info.value.message == "color must be one of red, blue, got 'green'"
+    assert info.value.message == "Unknown color 'green'; expected one of: red, blue"
     assert info.value.details == {"field": "color", "allowed": ["red", "blue"], "received": "green"}
 
 
