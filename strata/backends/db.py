@@ -246,15 +246,6 @@ class Database:
             self._sql_cache[text] = cached
         return cached
 
-    def executemany(self, session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Run one raw INSERT for many tuples at driver speed (``?`` placeholders in ``sql``).
-
-        The hot path for metric points: no per-row dicts or ORM objects.
-        """
-        if not rows:
-            return
-        session.connection().exec_driver_sql(self.sql(sql), rows)
-
     def _unavailable(self, exc: DBAPIError) -> Unavailable:
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
         return Unavailable(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -86,17 +84,12 @@ def current() -> CallContext:
     return ctx if ctx is not None else CallContext(principal=local_principal())
 
 
-@contextmanager
-def acting_as(principal: Principal, request_id: str | None = None) -> Iterator[CallContext]:
-    """Run a block as ``principal`` (used by the server per request and by tests)."""
+def bind(principal: Principal, request_id: str | None = None) -> CallContext:
+    """Make ``principal`` (and ``request_id``) the context of the running call.
+
+    The server's auth dependency calls it once per request; the value lives in the request's
+    own context (copied into the worker thread that runs a blocking route), so it ends with
+    the request and needs no reset."""
     ctx = CallContext(principal=principal, request_id=request_id)
-    token = _current.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _current.reset(token)
-
-
-def set_request_id(request_id: str) -> None:
-    """Attach a request id to the current context."""
-    _current.set(replace(current(), request_id=request_id))
+    _current.set(ctx)
+    return ctx

@@ -1,6 +1,6 @@
 """Publishing versions: stage an ingest, then upload its parts and commit its metadata.
 
-Order of a publish: stage locally (:func:`strata.data.publish.stage`), check the schema
+Order of a publish: stage locally (:func:`strata.data.staging.stage`), check the schema
 evolution, digest the parts into the version id, upload the parts (skipped when the version
 exists: identical data is never copied), then one audited transaction inserts the version,
 its columns, files, parents, transform, report, profile, quarantine version and stream
@@ -39,8 +39,8 @@ from strata.data.models import (
     check_name,
     quarantine_name,
 )
-from strata.data.publish import Staged, stage
 from strata.data.service import Progress
+from strata.data.staging import Staged, stage
 from strata.data.storage import Part, schema_bytes, store_path, version_digest, version_id
 from strata.data.tables import (
     ColumnRow,

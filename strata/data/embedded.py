@@ -20,7 +20,6 @@ from strata.core.ids import new_id
 from strata.core.parse import parse_enum, parse_options
 from strata.data import catalog, lineage
 from strata.data.commit import Committer, jsonable
-from strata.data.ingest import open_reader
 from strata.data.models import (
     QUARANTINE_SUFFIX,
     ColumnAnnotation,
@@ -41,6 +40,7 @@ from strata.data.models import (
     check_name,
     with_as_of,
 )
+from strata.data.readers import open_reader
 from strata.data.rows import rows_reader
 from strata.data.service import DataService, Progress, part_of
 from strata.data.storage import (
@@ -460,7 +460,7 @@ class EmbeddedData(DataService):
             stored = s.get(ProfileRow, (ds.id, version.id))
             if stored is not None:
                 return DatasetProfile.model_validate(json.loads(stored.profile))
-        from strata.data.publish import profile_relation
+        from strata.data.staging import profile_relation
 
         con = self.vfiles.connect()
         try:

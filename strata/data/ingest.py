@@ -10,12 +10,12 @@ most a few blocks are held at once, so inputs larger than memory ingest in bound
 
 Rows that cannot be read are never dropped silently: they go to the :class:`BadRowSink` with
 their 1-based physical line number (the header is line 1) and a reason (files: see
-:mod:`strata.data.readers`).
+:mod:`strata.data.readers`, which also holds :func:`~strata.data.readers.open_reader`, the
+dispatch over every kind of source).
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -356,43 +356,3 @@ def _promote_nulls(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 details={"column": f.name},
             )
     return batch
-
-
-def open_reader(
-    source: Any,
-    *,
-    format: str | None = None,
-    sql_url: str | None = None,
-    delimiter: str | None = None,
-    column_types: dict[str, str] | None = None,
-    storage_options: dict[str, Any] | None = None,
-    label: str | None = None,
-) -> Reader:
-    """Dispatch on the kind of ``source`` (see the module doc)."""
-    if sql_url is not None:
-        if not isinstance(source, str):
-            raise InvalidInput("A SQL source is a query string", details={"field": "source"})
-        return sql_reader(source, sql_url)
-    mem = memory_reader(source)
-    if mem is not None:
-        return mem
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    if isinstance(source, str):
-        if not source.strip():
-            raise InvalidInput("The source is an empty string", details={"field": "source"})
-        from strata.data.readers import file_reader
-
-        return file_reader(
-            source,
-            format=format,
-            delimiter=delimiter,
-            column_types=column_types,
-            storage_options=storage_options,
-            label=label,
-        )
-    raise InvalidInput(
-        f"Cannot ingest a {type(source).__name__}: pass a DataFrame (pandas/Polars), an Arrow "
-        "table or stream, a path, glob or URL, or a SQL query with sql_url=",
-        details={"field": "source"},
-    )

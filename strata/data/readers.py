@@ -35,7 +35,9 @@ from strata.data.ingest import (
     BadRowSink,
     Reader,
     empty_batch,
+    memory_reader,
     normalize_schema,
+    sql_reader,
 )
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -571,3 +573,41 @@ def _jsonl_batches(
                     yield batch
     if not seen and schema is not None:
         yield empty_batch(schema.empty_table())
+
+
+def open_reader(
+    source: Any,
+    *,
+    format: str | None = None,
+    sql_url: str | None = None,
+    delimiter: str | None = None,
+    column_types: dict[str, str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> Reader:
+    """Dispatch on the kind of ``source`` (see the module doc)."""
+    if sql_url is not None:
+        if not isinstance(source, str):
+            raise InvalidInput("A SQL source is a query string", details={"field": "source"})
+        return sql_reader(source, sql_url)
+    mem = memory_reader(source)
+    if mem is not None:
+        return mem
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, str):
+        if not source.strip():
+            raise InvalidInput("The source is an empty string", details={"field": "source"})
+        return file_reader(
+            source,
+            format=format,
+            delimiter=delimiter,
+            column_types=column_types,
+            storage_options=storage_options,
+            label=label,
+        )
+    raise InvalidInput(
+        f"Cannot ingest a {type(source).__name__}: pass a DataFrame (pandas/Polars), an Arrow "
+        "table or stream, a path, glob or URL, or a SQL query with sql_url=",
+        details={"field": "source"},
+    )

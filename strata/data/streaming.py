@@ -50,9 +50,9 @@ from strata.data.ingest import (
     BadRowSink,
     Reader,
     normalize_schema,
-    open_reader,
 )
 from strata.data.models import IngestMode, IngestOptions, IngestResult, OnFail, check_name
+from strata.data.readers import open_reader
 from strata.data.service import DataService
 from strata.data.tables import DatasetRow, VersionRow
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from strata.backends.db import Database
 from strata.core.errors import PermissionDenied, Unauthenticated
-from strata.core.principal import CallContext, Permission, Principal, _current, local_principal
+from strata.core.principal import Permission, Principal, bind, local_principal
 from strata.core.threads import run_blocking
 from strata.governance import audit
 from strata.governance.service import EmbeddedGovernance
@@ -70,7 +70,7 @@ def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]
                     "(create one with `strata tokens create --user NAME`)"
                 )
             principal = await run_blocking(state.governance.authenticate, token)
-        _current.set(CallContext(principal=principal, request_id=request_id))
+        bind(principal, request_id)
         if not principal.can(permission):
             if request.method in MUTATING:
                 await run_blocking(

@@ -19,6 +19,7 @@ from strata.core.config import Settings
 from strata.core.errors import InvalidInput, NotFound, Unavailable
 from strata.data import ingest as ingest_mod
 from strata.data.embedded import EmbeddedData
+from strata.data.readers import open_reader
 from strata.data.storage import write_parts
 
 
@@ -261,7 +262,7 @@ def test_s3_store_and_s3_source(s3_endpoint: str, tmp_path: Path) -> None:
 def test_reader_streams_in_bounded_batches(tmp_path: Path) -> None:
     """The CSV reader yields block-sized batches, never the whole file."""
     src = _csv(tmp_path / "s.csv", "a,b\n" + "".join(f"{i},{i}\n" for i in range(400_000)))
-    reader = ingest_mod.open_reader(str(src))
+    reader = open_reader(str(src))
     sink = ingest_mod.BadRowSink(str(tmp_path / "bad.parquet"))
     sizes = [b.num_rows for b in reader.batches(sink)]
     assert sum(sizes) == 400_000 and len(sizes) > 1 and max(sizes) < 400_000
