@@ -3,7 +3,6 @@ quarantine rows, runs trained on it), the diff of two versions, and lineage as a
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from strata.core.errors import InvalidInput
 from strata.core.principal import Permission
+from strata.core.threads import run_blocking
 from strata.data.models import ColumnSchema, DatasetVersion
 from strata.ui import lineage as lineage_view
 from strata.ui.deps import client_of, page_viewer
@@ -167,5 +167,5 @@ async def tag_version(
     await check_write(request, who, form, Permission.WRITE)
     tag = require_text(form, "tag", "A tag")
     data = client_of(request).data
-    await asyncio.to_thread(data.tag_version, f"{name}@{version_id}", tag)
+    await run_blocking(data.tag_version, f"{name}@{version_id}", tag)
     return RedirectResponse(f"/datasets/{name}/versions/{version_id}", status_code=303)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from strata.core.errors import InvalidInput, Unauthenticated
+from strata.core.threads import run_blocking
 from strata.ui import artifacts, datasets, tracking
 from strata.ui.deps import admin_viewer, client_of, page_viewer
 from strata.ui.session import (
@@ -71,7 +71,7 @@ async def login(request: Request) -> Response:
         return _login_page(request, target, "Paste an API token to log in")
     governance = request.app.state.auth.governance
     try:
-        await asyncio.to_thread(governance.authenticate, token)
+        await run_blocking(governance.authenticate, token)
     except Unauthenticated as exc:
         return _login_page(request, target, exc.message)
     response = RedirectResponse(target, status_code=303)

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -28,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from strata.core.errors import InvalidInput, PermissionDenied, Unauthenticated
-from strata.core.principal import CallContext, Permission, Principal, _current, local_principal
+from strata.core.principal import Permission, Principal, bind, local_principal
+from strata.core.threads import run_blocking
 from strata.governance import audit
 from strata.governance.deps import AuthState
 
@@ -110,13 +110,13 @@ async def viewer(request: Request, *, required: bool = True) -> Viewer | None:
                 return None
             raise Unauthenticated("Log in with an API token to see this page")
         try:
-            principal = await asyncio.to_thread(state.governance.authenticate, token)
+            principal = await run_blocking(state.governance.authenticate, token)
         except Unauthenticated:
             if not required:
                 return None
             raise
         logged_in = True
-    _current.set(CallContext(principal=principal, request_id=request_id))
+    bind(principal, request_id)
     return Viewer(principal, csrf, state.enabled, logged_in, fresh)
 
 
@@ -128,7 +128,7 @@ async def check_write(
     if who.principal.can(permission):
         return
     state: AuthState = request.app.state.auth
-    await asyncio.to_thread(
+    await run_blocking(
         audit.record_denied, state.db, f"POST {request.url.path}", "ui", request.url.path
     )
     raise PermissionDenied(

@@ -6,7 +6,6 @@ REST API uses — never the tables behind them.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -16,6 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from strata.client import Client
 from strata.core.errors import InvalidInput, NotFound
 from strata.core.principal import Permission
+from strata.core.threads import run_blocking
 from strata.tracking.models import Run, ViewType
 from strata.ui import charts
 from strata.ui.deps import client_of, page_viewer
@@ -311,7 +311,7 @@ async def set_tag(request: Request, run_id: str, who: Viewer = Depends(page_view
     key = require_text(form, "key", "A tag key")
     value = str(form.get("value", ""))
     tracking = client_of(request).tracking
-    await asyncio.to_thread(tracking.set_tag, run_id, key, value)
+    await run_blocking(tracking.set_tag, run_id, key, value)
     return RedirectResponse(f"/runs/{run_id}#tags", status_code=303)
 
 
@@ -321,7 +321,7 @@ async def delete_tag(request: Request, run_id: str, who: Viewer = Depends(page_v
     await check_write(request, who, form, Permission.WRITE)
     key = require_text(form, "key", "A tag key")
     tracking = client_of(request).tracking
-    await asyncio.to_thread(tracking.delete_tag, run_id, key)
+    await run_blocking(tracking.delete_tag, run_id, key)
     return RedirectResponse(f"/runs/{run_id}#tags", status_code=303)
 
 
@@ -335,9 +335,9 @@ async def run_lifecycle(
     action = form.get("action")
     tracking = client_of(request).tracking
     if action == "delete":
-        await asyncio.to_thread(tracking.delete_run, run_id)
+        await run_blocking(tracking.delete_run, run_id)
     elif action == "restore":
-        await asyncio.to_thread(tracking.restore_run, run_id)
+        await run_blocking(tracking.restore_run, run_id)
     else:
         raise InvalidInput(
             f"Unknown action {action!r}: expected 'delete' or 'restore'",
