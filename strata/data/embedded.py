@@ -43,11 +43,8 @@ from strata.data.models import (
 from strata.data.readers import open_reader
 from strata.data.rows import rows_reader
 from strata.data.service import DataService, Progress, part_of
-from strata.data.storage import (
-    VersionFiles,
-    create_view,
-    sandbox,
-)
+from strata.data.sqltext import create_view
+from strata.data.storage import VersionFiles, sandbox
 from strata.data.tables import (
     ColumnRow,
     DatasetRow,
@@ -311,7 +308,7 @@ class EmbeddedData(DataService):
         if view:
             create_view(con, view, locations)
             return con.view(view)
-        from strata.data.storage import parquet_scan
+        from strata.data.sqltext import parquet_scan
 
         return con.sql(f"SELECT * FROM {parquet_scan(locations)}")
 

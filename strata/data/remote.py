@@ -51,7 +51,7 @@ from strata.data.models import (
 )
 from strata.data.readers import resolve_files
 from strata.data.service import DataService, Progress, part_of
-from strata.data.storage import parquet_scan
+from strata.data.sqltext import parquet_scan
 
 if TYPE_CHECKING:
     import duckdb
@@ -379,7 +379,7 @@ class RemoteData(DataService):
     ) -> duckdb.DuckDBPyRelation:
         import duckdb as _duckdb
 
-        from strata.data.storage import create_view
+        from strata.data.sqltext import create_view
 
         paths = self.download(with_as_of(ref, as_of))
         con = con if con is not None else _duckdb.connect(":memory:")

@@ -19,16 +19,13 @@ import pyarrow as pa
 from strata.core.errors import InvalidInput
 from strata.data.ingest import BAD_ROW_SCHEMA, BadRowSink, Reader, conform, prefetch
 from strata.data.models import OnFail
+from strata.data.sqltext import create_view, parquet_scan, quote_ident, sql_literal
 from strata.data.storage import (
     ROWS_PER_FILE,
     Part,
     PartWriter,
-    create_view,
-    parquet_scan,
-    quote_ident,
     relation_batches,
     sandbox,
-    sql_literal,
 )
 
 if TYPE_CHECKING:

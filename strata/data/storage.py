@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from strata.backends.artifacts import ArtifactStore
 from strata.core.errors import InvalidInput
+from strata.data.sqltext import sql_literal
 
 ROWS_PER_GROUP = 128 * 1024
 GROUPS_PER_FILE = 32
@@ -236,30 +237,6 @@ class VersionFiles:
 
         stripped = [loc.removeprefix("s3://") for loc in locations]
         return ds.dataset(stripped, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def parquet_scan(locations: Sequence[str], **options: bool) -> str:
-    """A ``read_parquet([...])`` table function call over ``locations``."""
-    files = ", ".join(sql_literal(loc) for loc in locations)
-    extra = "".join(f", {k} = {'true' if v else 'false'}" for k, v in options.items())
-    return f"read_parquet([{files}]{extra})"
-
-
-def create_view(
-    con: duckdb.DuckDBPyConnection, view: str, locations: Sequence[str], **options: bool
-) -> None:
-    con.execute(
-        f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT * FROM "
-        f"{parquet_scan(locations, **options)}"
-    )
 
 
 def read_only_sql(sql: str, field: str = "sql") -> str:

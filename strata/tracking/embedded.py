@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from strata.backends.artifacts import ArtifactStore, safe_relpath
+from strata.backends.artifacts import ArtifactStore
 from strata.backends.context import Backends
 from strata.backends.db import Database
 from strata.core.clock import now_ms
 from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.ids import new_id
+from strata.core.paths import safe_relpath
 from strata.core.principal import current
 from strata.governance.audit import audited
 from strata.tracking import search

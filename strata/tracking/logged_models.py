@@ -20,12 +20,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from strata.backends.artifacts import ArtifactInfo, safe_relpath
+from strata.backends.artifacts import ArtifactInfo
 from strata.backends.context import Backends
 from strata.backends.db import Base
 from strata.core.clock import now_ms
 from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.ids import new_id
+from strata.core.paths import safe_relpath
 from strata.core.principal import current
 from strata.governance import audit
 from strata.governance.audit import audited

@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 import orjson
 
-from strata.backends.artifacts import safe_relpath
 from strata.core.errors import InvalidInput, NotFound
+from strata.core.paths import safe_relpath
 from strata.core.transport import HttpTransport
 from strata.tracking.models import (
     DatasetInput,

@@ -27,6 +27,7 @@ from strata.data.expectations import sql as q
 from strata.data.expectations.plain import plain_error
 from strata.data.expectations.suite import Expectation, Suite, parse_duration
 from strata.data.expectations.values import as_utc, jsonable, start_of_day, within
+from strata.data.sqltext import quote_ident
 from strata.data.storage import read_only_sql
 
 
@@ -143,7 +144,7 @@ class _Aggregate:
         for i, (column, exprs) in enumerate(self.grouped.items()):
             wanted = [f"{e} AS {a}" for e, a in exprs.items() if only is None or a in only]
             if wanted:
-                col = q.quote_ident(column)
+                col = quote_ident(column)
                 parts.append(
                     f"(SELECT {', '.join(wanted)} FROM (SELECT {col}, COUNT(*) AS {_GROUP_COUNT} "
                     f"FROM {self.rel} GROUP BY {col}) AS _g) AS _c{i}"
@@ -161,7 +162,7 @@ def _low_cardinality(con: duckdb.DuckDBPyConnection, rel: str, columns: list[str
     """The text columns whose first rows repeat values enough to check per distinct value."""
     if not columns:
         return set()
-    cols = [q.quote_ident(c) for c in columns]
+    cols = [quote_ident(c) for c in columns]
     parts = ", ".join(f"COUNT(DISTINCT {c}), COUNT({c})" for c in cols)
     row = con.execute(
         f"SELECT {parts} FROM (SELECT {', '.join(cols)} FROM {rel} LIMIT {_PROBE_ROWS})"
@@ -177,7 +178,7 @@ def _low_cardinality(con: duckdb.DuckDBPyConnection, rel: str, columns: list[str
 def describe(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
     """``(column, DuckDB type)`` of a table or view, in order; InvalidInput if unknown."""
     try:
-        rows = con.execute(f"DESCRIBE {q.quote_ident(relation)}").fetchall()
+        rows = con.execute(f"DESCRIBE {quote_ident(relation)}").fetchall()
     except duckdb.Error as exc:
         raise InvalidInput(
             f"relation {relation!r} is not a table or view of this DuckDB connection: "
@@ -207,7 +208,7 @@ def _plan_map(
     plan = _Plan(exp)
     mostly = float(exp.arg("mostly"))
     name = str(exp.kwargs.get("column", ""))
-    col = q.quote_ident(name)
+    col = quote_ident(name)
     if exp.type == q.NOT_NULL:
         nonnull = agg.agg(plan, f"COUNT({col})")
 
@@ -275,7 +276,7 @@ def _plan_aggregate(exp: Expectation, agg: _Aggregate, types: dict[str, str]) ->
     if exp.type == "expect_table_row_count_to_be_between":
         plan.finish = lambda v, n: judged(n)
         return plan
-    col = q.quote_ident(exp.kwargs["column"])
+    col = quote_ident(exp.kwargs["column"])
     nonnull = agg.agg(plan, f"COUNT({col})")
     if exp.type == "expect_column_proportion_of_unique_values_to_be_between":
         # COUNT(DISTINCT) inside the big aggregate doubles its cost; per value it is cheap.
@@ -370,7 +371,7 @@ def _sample_filter(plan: _Plan, values: dict[str, Any]) -> str | None:
         literals = ", ".join(q.literal(v) for v in failing)
     except InvalidInput:  # a value without a literal form: filter with the check itself
         return None
-    return f"{q.quote_ident(plan.exp.kwargs['column'])} IN ({literals})"
+    return f"{quote_ident(plan.exp.kwargs['column'])} IN ({literals})"
 
 
 def _run_query_plan(
@@ -411,7 +412,7 @@ def validate(
     _check_suite(con, suite, relation, schema)
     names = [c for c, _ in schema]
     types = dict(schema)
-    rel = q.quote_ident(relation)
+    rel = quote_ident(relation)
     agg = _Aggregate(rel)
     count_alias = agg.agg(None, "COUNT(*)")
     # Text columns under regex/set checks go per distinct value when they repeat enough

@@ -18,6 +18,7 @@ from typing import Any
 
 from strata.core.errors import InvalidInput
 from strata.data.expectations.suite import Expectation, Suite
+from strata.data.sqltext import quote_ident
 
 NOT_NULL = "expect_column_values_to_not_be_null"
 BETWEEN = "expect_column_values_to_be_between"
@@ -26,11 +27,6 @@ REGEX = "expect_column_values_to_match_regex"
 UNIQUE = "expect_column_values_to_be_unique"
 OF_TYPE = "expect_column_values_to_be_of_type"
 PAIR = "expect_column_pair_values_a_to_be_greater_than_b"
-
-
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier, double-quoted (any name is safe, quotes are doubled)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def literal(value: Any) -> str:

@@ -9,7 +9,7 @@ import duckdb
 
 from strata.core.errors import InvalidInput
 from strata.data.expectations.engine import describe
-from strata.data.expectations.sql import literal, quote_ident
+from strata.data.expectations.sql import literal
 from strata.data.expectations.values import jsonable
 from strata.data.profiles.model import (
     EXACT_COUNTS_MAX,
@@ -27,6 +27,7 @@ from strata.data.profiles.model import (
     sample_std,
     top_values,
 )
+from strata.data.sqltext import quote_ident
 
 
 def profile(

@@ -23,8 +23,9 @@ from fastapi import APIRouter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from strata.backends.artifacts import ArtifactStore, safe_relpath
+from strata.backends.artifacts import ArtifactStore
 from strata.core.errors import DigestMismatch, InvalidInput, NotFound
+from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
 from strata.governance.audit import audited
 from strata.tracking.logged_models import proxied_store_path

@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from strata.backends.artifacts import safe_relpath
 from strata.core.errors import InvalidInput, NotFound
+from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
 from strata.tracking import search
 from strata.tracking.mlflow_api._common import (
