@@ -114,43 +114,37 @@ class Client:
         versions = [n for n in graph.nodes if n.kind == "version"]
         if graph.direction.value != "down" or not versions:
             return graph
-        from strata.tracking.models import ViewType
-
-        experiments = self.tracking.search_experiments(view=ViewType.ALL, max_results=50_000)
-        exp_ids = [e.experiment_id for e in experiments.items]
-        known = {n.id for n in graph.nodes}
+        by_key: dict[tuple[str, str], list[str]] = {}
         for node in versions:
             version = self.data.get_version(node.label)
-            runs = self.tracking.search_runs(
-                exp_ids,
-                f"datasets.name = '{version.dataset}' and datasets.digest = '{version.digest}'",
-                view=ViewType.ALL,
-                max_results=50_000,
-            ).items
-            for run in runs:
-                run_node = f"run:{run.info.run_id}"
-                if run_node not in known:
-                    known.add(run_node)
-                    graph.nodes.append(
-                        LineageNode(
-                            id=run_node,
-                            kind="run",
-                            label=run.info.run_name,
-                            attrs={
-                                "run_id": run.info.run_id,
-                                "experiment_id": run.info.experiment_id,
-                                "status": run.info.status.value,
-                                "contexts": sorted(
-                                    {
-                                        i.context or ""
-                                        for i in run.inputs
-                                        if i.digest == version.digest
-                                    }
-                                ),
-                            },
-                        )
+            by_key.setdefault((version.dataset, version.digest), []).append(node.id)
+        uses = self.tracking.list_input_uses(list(by_key))  # one query: the join is in SQL
+        contexts: dict[tuple[str, str], set[str]] = {}
+        for use in uses:
+            contexts.setdefault((use.run.run_id, use.digest), set()).add(use.context)
+        known = {n.id for n in graph.nodes}
+        linked: set[tuple[str, str]] = set()
+        for use in uses:
+            run_node = f"run:{use.run.run_id}"
+            if run_node not in known:
+                known.add(run_node)
+                graph.nodes.append(
+                    LineageNode(
+                        id=run_node,
+                        kind="run",
+                        label=use.run.run_name,
+                        attrs={
+                            "run_id": use.run.run_id,
+                            "experiment_id": use.run.experiment_id,
+                            "status": use.run.status.value,
+                            "contexts": sorted(contexts[(use.run.run_id, use.digest)]),
+                        },
                     )
-                graph.edges.append(LineageEdge(source=node.id, target=run_node, kind="input"))
+                )
+            for node_id in by_key[(use.name, use.digest)]:
+                if (node_id, run_node) not in linked:
+                    linked.add((node_id, run_node))
+                    graph.edges.append(LineageEdge(source=node_id, target=run_node, kind="input"))
         return graph
 
     def close(self) -> None:

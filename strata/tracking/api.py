@@ -295,6 +295,23 @@ def search_runs(body: SearchRuns, request: Request) -> Response:
     return json_response({"runs": page.items, "next_page_token": page.next_page_token})
 
 
+class DatasetRef(BaseModel):
+    name: str
+    digest: str
+
+
+class InputUses(BaseModel):
+    datasets: list[DatasetRef]
+
+
+@router.post("/runs/input-uses", dependencies=READ)
+def list_input_uses(body: InputUses, request: Request) -> Response:
+    """The runs that logged any of the datasets (name + digest) as an input, in every
+    experiment (deleted runs included), oldest first; at most 1,000 datasets."""
+    uses = _svc(request).list_input_uses([(d.name, d.digest) for d in body.datasets])
+    return json_response({"uses": uses})
+
+
 @router.post("/runs/compare", dependencies=READ)
 def compare_runs(body: CompareRuns, request: Request) -> Response:
     """One row per run: run_id, run_name, experiment_id, status, start_time (epoch ms), then

@@ -31,6 +31,7 @@ from strata.tracking.models import (
     DEFAULT_EXPERIMENT_NAME,
     DatasetInput,
     FileInfo,
+    InputUse,
     LifecycleStage,
     Metric,
     MetricPoint,
@@ -81,6 +82,9 @@ _UPSERT_LATEST = (
     "(CASE WHEN excluded.is_nan THEN -1e308 ELSE excluded.value END) > "
     "(CASE WHEN trk_latest_metrics.is_nan THEN -1e308 ELSE trk_latest_metrics.value END))))"
 )
+
+
+MAX_INPUT_PAIRS = 1000
 
 
 def _info(row: RunRow) -> RunInfo:
@@ -420,6 +424,30 @@ class EmbeddedTracking(ExperimentsMixin, TrackingService):
                     f"No tag with key {key!r} in run {run_id}",
                     details={"run_id": run_id, "key": key},
                 )
+
+    def list_input_uses(self, datasets: Sequence[tuple[str, str]]) -> list[InputUse]:
+        pairs = {(str(n), str(d)) for n, d in datasets}
+        if len(pairs) > MAX_INPUT_PAIRS:
+            raise InvalidInput(
+                f"list_input_uses takes at most {MAX_INPUT_PAIRS} (name, digest) pairs, "
+                f"got {len(pairs)}",
+                details={"field": "datasets"},
+            )
+        if not pairs:
+            return []
+        stmt = (
+            sa.select(InputRow.name, InputRow.digest, InputRow.context, RunRow)
+            .join(RunRow, RunRow.id == InputRow.run_id)
+            .where(InputRow.digest.in_(sorted({d for _, d in pairs})))
+            .order_by(RunRow.start_time, RunRow.id, InputRow.context)
+        )
+        with self.db.read() as s:
+            rows = s.execute(stmt).all()
+            return [
+                InputUse(name=name, digest=digest, context=context, run=_info(run))
+                for name, digest, context, run in rows
+                if (name, digest) in pairs
+            ]
 
     def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput]) -> None:
         for d in datasets:

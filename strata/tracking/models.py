@@ -127,6 +127,15 @@ class RunInfo(BaseModel):
     parent_run_id: str | None = None
 
 
+class InputUse(BaseModel):
+    """A run that logged the dataset ``name`` with ``digest`` as an input, in ``context``."""
+
+    name: str
+    digest: str
+    context: str = ""
+    run: RunInfo
+
+
 class Run(BaseModel):
     """A run with its params, tags and the latest value of each metric."""
 

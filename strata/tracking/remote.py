@@ -25,6 +25,7 @@ from strata.tracking.models import (
     DatasetInput,
     Experiment,
     FileInfo,
+    InputUse,
     Metric,
     MetricPoint,
     Page,
@@ -292,6 +293,13 @@ class RemoteTracking(TrackingService):
         )
         items = [Run.model_validate(r) for r in body["runs"]]
         return Page[Run](items=items, next_page_token=body.get("next_page_token"))
+
+    def list_input_uses(self, datasets: Sequence[tuple[str, str]]) -> list[InputUse]:
+        body = self._post(
+            f"{P}/runs/input-uses",
+            {"datasets": [{"name": n, "digest": d} for n, d in datasets]},
+        )
+        return [InputUse.model_validate(u) for u in body["uses"]]
 
     # -- artifacts ---------------------------------------------------------------------------
     def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:

@@ -19,6 +19,7 @@ from strata.tracking.models import (
     DatasetInput,
     Experiment,
     FileInfo,
+    InputUse,
     Metric,
     MetricPoint,
     Page,
@@ -266,6 +267,13 @@ class TrackingService(ABC):
             return page.items
         position = {r: i for i, r in enumerate(found)}
         return sorted(page.items, key=lambda run: position[run.info.run_id])
+
+    @abstractmethod
+    def list_input_uses(self, datasets: Sequence[tuple[str, str]]) -> list[InputUse]:
+        """The runs that logged any of ``datasets`` (``(name, digest)`` pairs) as an input,
+        in every experiment, deleted runs included: one entry per run, dataset and context,
+        ordered by run start time (oldest first), then run id, then context. One query;
+        InvalidInput for more than 1,000 pairs."""
 
     # -- artifacts ---------------------------------------------------------------------------
     @abstractmethod

@@ -772,3 +772,32 @@ def test_open_artifact_gives_info_digest_and_bytes(t: TrackingService) -> None:
         t.open_artifact(run_id, "m/other.bin")
     with pytest.raises(InvalidInput, match="directory"):
         t.open_artifact(run_id, "m")
+
+
+def test_list_input_uses_joins_runs_and_inputs(t: TrackingService) -> None:
+    first = _new_run(t, "uses-a", run_name="first", start_time=1_000)
+    second = _new_run(t, "uses-b", run_name="second", start_time=2_000)
+    other = _new_run(t, "uses-a", run_name="other", start_time=3_000)
+    t.log_inputs(first, [DatasetInput(name="trips", digest="d1", context="train")])
+    t.log_inputs(first, [DatasetInput(name="trips", digest="d1", context="eval")])
+    t.log_inputs(second, [DatasetInput(name="trips", digest="d1", context="test")])
+    t.log_inputs(other, [DatasetInput(name="fares", digest="d1", context="train")])
+    t.delete_run(second)  # deleted runs still used the data
+    uses = t.list_input_uses([("trips", "d1"), ("trips", "missing")])
+    assert [(u.run.run_name, u.name, u.context) for u in uses] == [
+        ("first", "trips", "eval"),
+        ("first", "trips", "train"),
+        ("second", "trips", "test"),
+    ]
+    assert uses[2].run.experiment_id == t.get_run(second).info.experiment_id
+    assert t.list_input_uses([]) == []
+    err = _exactly_invalid(t.list_input_uses, [("n", str(i)) for i in range(1001)])
+    assert "at most 1000" in err.message
+
+
+def _exactly_invalid(fn: object, *args: object) -> InvalidInput:
+    assert callable(fn)
+    with pytest.raises(InvalidInput) as info:
+        fn(*args)
+    assert type(info.value) is InvalidInput
+    return info.value
