@@ -27,14 +27,15 @@ from strata.core.clock import utcnow
 from strata.core.errors import Conflict, InvalidInput
 from strata.core.ids import new_id
 from strata.core.principal import current
-from strata.data import catalog, lineage
+from strata.data import catalog, lineage, records
 from strata.data.ingest import Reader
 from strata.data.models import (
-    ColumnAnnotation,
+    ColumnSchema,
     DatasetVersion,
     IngestMode,
     IngestOptions,
     IngestResult,
+    SchemaChanges,
     VersionKind,
     check_name,
     quarantine_name,
@@ -43,21 +44,17 @@ from strata.data.service import Progress
 from strata.data.staging import Staged, stage
 from strata.data.storage import Part, schema_bytes, store_path, version_digest, version_id
 from strata.data.tables import (
-    ColumnRow,
     DatasetRow,
     DatasetTagRow,
     FileRow,
-    ParentRow,
-    ProfileRow,
-    ReportRow,
-    StreamPositionRow,
     TransformRow,
     VersionRow,
-    VersionTagRow,
 )
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from strata.data.validation import Suite
 
 _LOCK_BASE = 731_100_000
@@ -70,10 +67,21 @@ class _Parent:
     ref: str
 
 
-def jsonable(obj: Any) -> Any:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    return obj
+@dataclass
+class Draft:
+    """A staged ingest that passed its checks, with everything its publish records."""
+
+    name: str
+    staged: Staged
+    options: IngestOptions
+    suite: Suite | None
+    columns: list[ColumnSchema]
+    changes: SchemaChanges | None
+    info: dict[str, Any]
+    base: DatasetVersion | None
+    base_files: list[FileRow]  # the base version's parts an append keeps ([] otherwise)
+    parents: list[_Parent]
+    started: float
 
 
 class Committer:
@@ -118,23 +126,28 @@ class Committer:
         session.flush()
         return row
 
-    def resolve_parents(self, refs: Sequence[str]) -> list[_Parent]:
-        out = []
+    def read_base(
+        self, name: str, parents: Sequence[str], appending: bool
+    ) -> tuple[DatasetVersion | None, list[FileRow], pa.Schema | None, list[_Parent]]:
+        """In one read transaction: the latest version of ``name`` (None when there is none),
+        its file rows and Arrow schema, and the resolved ``parents`` — with the latest
+        version first when ``appending`` and not listed already."""
         with self.db.read() as s:
-            for ref in refs:
-                ds, row = catalog.resolve(s, ref)
-                out.append(_Parent(ds.id, row.id, f"{ds.name}@{row.id}"))
-        return out
-
-    def base(self, name: str) -> tuple[DatasetVersion | None, list[FileRow]]:
-        """The latest version of ``name`` and its file rows (None, [] when there is none)."""
-        with self.db.read() as s:
+            rows = []
+            for ref in parents:
+                pds, prow = catalog.resolve(s, ref)
+                rows.append(_Parent(pds.id, prow.id, f"{pds.name}@{prow.id}"))
             ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
             if ds is None or ds.latest_version is None:
-                return None, []
+                return None, [], None, rows
             row = s.get(VersionRow, (ds.id, ds.latest_version))
             assert row is not None
-            return catalog.to_version(s, ds, row), catalog.file_rows(s, ds, row)
+            base = catalog.to_version(s, ds, row)
+            files = catalog.file_rows(s, ds, row)
+            schema = catalog.arrow_schema(row) if appending else None
+            if appending and base.ref not in [p.ref for p in rows]:
+                rows.insert(0, _Parent(ds.id, row.id, base.ref))
+            return base, files, schema, rows
 
     def ingest(
         self,
@@ -147,26 +160,14 @@ class Committer:
     ) -> IngestResult:
         """Stage, check and publish ``reader`` as a version of ``name`` under ``options``
         (``options.suite`` arrives parsed as ``suite``; reader options are already applied)."""
-        on_fail, mode, parents, tags = (
-            options.on_fail,
-            options.mode,
-            options.parents,
-            options.tags,
-        )
         started = time.perf_counter()
-        for tag in tags:
+        for tag in options.tags:
             check_name(tag, "tag")
-        parent_rows = self.resolve_parents(parents)
-        base, base_files = self.base(name)
-        appending = mode is IngestMode.APPEND and base is not None
-        base_schema = None
-        if appending:
-            assert base is not None
-            with self.db.read() as s:
-                _, brow = catalog.resolve(s, base.ref)
-                base_schema = catalog.arrow_schema(brow)
-            if base.ref not in [p.ref for p in parent_rows]:
-                parent_rows.insert(0, self.resolve_parents([base.ref])[0])
+        appending = options.mode is IngestMode.APPEND
+        base, base_files, base_schema, parent_rows = self.read_base(
+            name, options.parents, appending
+        )
+        appending = appending and base is not None
         workdir = self.workdir()
         try:
             staged = stage(
@@ -174,7 +175,7 @@ class Committer:
                 workdir,
                 base_schema=base_schema,
                 suite=suite,
-                on_fail=on_fail,
+                on_fail=options.on_fail,
                 # An append's staged rows are only the new part of the version: its profile
                 # would describe them, not the version. It is computed on first use instead.
                 want_profile=options.profile and not appending,
@@ -192,22 +193,22 @@ class Committer:
                         details={"schema_changes": changes.to_json()},
                     )
             catalog.parse_annotations(options.annotations, [c.name for c in columns])
-            info = reader.info | (options.source_info or {})
             if staged.gate_failed:
                 return self.gate_failed(name, staged, suite, options.raise_on_fail, started, reader)
-            return self.publish(
-                name,
-                staged,
-                columns=columns,
-                changes=changes,
-                info=info,
-                base_files=base_files if appending else [],
-                parents=parent_rows,
+            draft = Draft(
+                name=name,
+                staged=staged,
                 options=options,
                 suite=suite,
-                started=started,
+                columns=columns,
+                changes=changes,
+                info=reader.info | (options.source_info or {}),
                 base=base,
+                base_files=base_files if appending else [],
+                parents=parent_rows,
+                started=started,
             )
+            return self.publish(draft)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -227,17 +228,15 @@ class Committer:
             if ds is None:
                 ds = self.new_dataset(scope.session, name)
             report_id = new_id()
-            scope.session.add(
-                ReportRow(
-                    id=report_id,
-                    dataset_id=ds.id,
-                    version_id=None,
-                    suite=suite.name,
-                    success=False,
-                    gate="fail",
-                    created_at=utcnow(),
-                    report=json.dumps(report),
-                )
+            records.add_report(
+                scope.session,
+                report_id,
+                ds.id,
+                None,
+                suite=suite.name,
+                success=False,
+                gate="fail",
+                report=report,
             )
         failed = [r.expectation_type for r in staged.report.results if not r.success]
         if raise_on_fail:
@@ -272,29 +271,14 @@ class Committer:
             )
         return rows
 
-    def publish(
-        self,
-        name: str,
-        staged: Staged,
-        *,
-        columns: list[Any],
-        changes: Any,
-        info: dict[str, Any],
-        base_files: list[FileRow],
-        parents: list[_Parent],
-        options: IngestOptions,
-        suite: Suite | None,
-        started: float,
-        base: DatasetVersion | None,
-    ) -> IngestResult:
-        project, transform, run_id = options.project, options.transform, options.run_id
-        annotations, description, tags = options.annotations, options.description, options.tags
-        on_fail = options.on_fail
-        for f in base_files:  # an append reuses these parts: never carry a changed one on
+    def publish(self, d: Draft) -> IngestResult:
+        """Digest and upload the staged parts (skipped when the version exists), then record
+        everything in one audited transaction and move ``latest``."""
+        name, staged, options = d.name, d.staged, d.options
+        for f in d.base_files:  # an append reuses these parts: never carry a changed one on
             self.store.verify(f.path, f.sha256, f.bytes)
-        reused = [Part(f.path, f.rows, f.bytes, f.sha256) for f in base_files]
-        all_parts = reused + staged.parts
-        digest = version_digest(all_parts)
+        reused = [Part(f.path, f.rows, f.bytes, f.sha256) for f in d.base_files]
+        digest = version_digest(reused + staged.parts)
         vid = version_id(digest)
         q_vid = q_digest = None
         if staged.quarantine_parts:
@@ -314,6 +298,7 @@ class Committer:
             s = scope.session
             self.lock(s, name)
             ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
+            base = d.base
             if reused and base is not None and ds is not None and ds.latest_version != base.id:
                 # Another append landed since we read the base: publishing ours would drop
                 # its rows from the new latest version.
@@ -323,144 +308,43 @@ class Committer:
                     details={"base": base.ref, "latest": ds.latest_version},
                 )
             if ds is None:
-                ds = self.new_dataset(s, name, project=project or "default")
-            elif project and ds.project != project:
-                ds.project = project
-            existing = s.get(VersionRow, (ds.id, vid))
-            created = existing is None
+                ds = self.new_dataset(s, name, project=options.project or "default")
+            elif options.project and ds.project != options.project:
+                ds.project = options.project
+            row = s.get(VersionRow, (ds.id, vid))
+            created = row is None
             scope.details["created"] = created
             transform_id = None
-            if transform is not None:
-                transform_id = self.add_transform(s, transform, [p.ref for p in parents], ref)
-            if existing is None:
+            if options.transform is not None:
+                inputs = [p.ref for p in d.parents]
+                transform_id = self.add_transform(s, options.transform, inputs, ref)
+            if row is None:
                 if not new_files and staged.parts:
                     raise Conflict(
                         f"Version {ref} appeared and vanished during the ingest; retry it",
                         details={"version": vid},
                     )
-                inherited = catalog.annotations_of(s, ds, base.id) if base is not None else {}
-                explicit = catalog.parse_annotations(annotations, [c.name for c in columns])
                 q_ref = None
                 if q_vid is not None and staged.quarantine_schema is not None:
                     q_ref = self.add_quarantine(
-                        s, name, q_vid, q_digest or "", staged, q_files, info, ref
+                        s, name, q_vid, q_digest or "", staged, q_files, d.info, ref
                     )
-                row = VersionRow(
-                    dataset_id=ds.id,
-                    id=vid,
-                    digest=digest,
-                    seq=ds.next_seq,
-                    kind=VersionKind.DATA.value,
-                    rows=sum(p.rows for p in reused) + staged.rows,
-                    bytes=sum(f.bytes for f in base_files) + sum(f.bytes for f in new_files),
-                    num_files=len(base_files) + len(new_files),
-                    arrow_schema=base64.b64encode(schema_bytes(staged.schema)).decode(),
-                    source=json.dumps(info, default=str),
-                    created_by=current().principal.name,
-                    created_at=utcnow(),
-                    transform_id=transform_id,
-                    run_id=run_id,
-                    schema_changes=json.dumps(changes.to_json()) if changes is not None else None,
-                    quarantine_version=q_ref,
-                    quarantined_rows=staged.quarantined_rows,
-                    quarantine_of=None,
-                    description=description,
-                )
-                ds.next_seq += 1
-                s.add(row)
-                s.flush()
-                for i, c in enumerate(columns):
-                    ann = explicit.get(c.name) or inherited.get(c.name) or ColumnAnnotation()
-                    s.add(
-                        ColumnRow(
-                            dataset_id=ds.id,
-                            version_id=vid,
-                            position=i,
-                            name=c.name,
-                            type=c.type,
-                            nullable=c.nullable,
-                            description=ann.description,
-                            pii=ann.pii,
-                            semantic_type=ann.semantic_type,
-                        )
-                    )
-                for f in base_files:
-                    s.add(
-                        FileRow(
-                            dataset_id=ds.id,
-                            version_id=vid,
-                            idx=f.idx,
-                            path=f.path,
-                            rows=f.rows,
-                            bytes=f.bytes,
-                            sha256=f.sha256,
-                        )
-                    )
-                for f in new_files:
-                    f.dataset_id, f.version_id = ds.id, vid
-                    s.add(f)
-                for i, p in enumerate(parents):
-                    s.add(
-                        ParentRow(
-                            dataset_id=ds.id,
-                            version_id=vid,
-                            position=i,
-                            parent_dataset_id=p.dataset_id,
-                            parent_version_id=p.version_id,
-                        )
-                    )
-                if staged.profile is not None:
-                    s.add(
-                        ProfileRow(
-                            dataset_id=ds.id,
-                            version_id=vid,
-                            created_at=utcnow(),
-                            profile=json.dumps(jsonable(staged.profile)),
-                        )
-                    )
-            else:
-                row = existing
+                row = self.add_version(s, ds, d, vid, digest, new_files, transform_id, q_ref)
             report_id = None
-            if staged.report is not None and suite is not None:
+            if staged.report is not None and d.suite is not None:
                 report_id = new_id()
-                s.add(
-                    ReportRow(
-                        id=report_id,
-                        dataset_id=ds.id,
-                        version_id=vid,
-                        suite=suite.name,
-                        success=staged.report.success,
-                        gate=on_fail.value,
-                        created_at=utcnow(),
-                        report=json.dumps(staged.report.model_dump(mode="json")),
-                    )
+                records.add_report(
+                    s,
+                    report_id,
+                    ds.id,
+                    vid,
+                    suite=d.suite.name,
+                    success=staged.report.success,
+                    gate=options.on_fail.value,
+                    report=staged.report.model_dump(mode="json"),
                 )
-            for tag in tags:
-                t = s.get(VersionTagRow, (ds.id, tag))
-                if t is None:
-                    s.add(
-                        VersionTagRow(
-                            dataset_id=ds.id, tag=tag, version_id=vid, created_at=utcnow()
-                        )
-                    )
-                else:
-                    t.version_id = vid
-            stream = info.get("stream")
-            if isinstance(stream, str) and isinstance(info.get("offsets"), dict):
-                pos = s.get(StreamPositionRow, (ds.id, stream))
-                if pos is None:
-                    s.add(
-                        StreamPositionRow(
-                            dataset_id=ds.id,
-                            stream=stream,
-                            offsets=json.dumps(info["offsets"]),
-                            version_id=vid,
-                            updated_at=utcnow(),
-                        )
-                    )
-                else:
-                    pos.offsets, pos.version_id = json.dumps(info["offsets"]), vid
-                    pos.updated_at = utcnow()
+            records.set_tags(s, ds.id, vid, options.tags)
+            records.set_stream_position(s, ds.id, vid, d.info)
             ds.latest_version = vid
             ds.updated_at = utcnow()
             s.flush()
@@ -478,9 +362,59 @@ class Committer:
             schema_changes=version.schema_changes,
             validation=staged.report.model_dump(mode="json") if staged.report else None,
             report_id=report_id,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - d.started,
             input_bytes=staged.input_bytes,
         )
+
+    def add_version(
+        self,
+        s: Session,
+        ds: DatasetRow,
+        d: Draft,
+        vid: str,
+        digest: str,
+        new_files: list[FileRow],
+        transform_id: str | None,
+        q_ref: str | None,
+    ) -> VersionRow:
+        """The new version's row and its columns (annotations: explicit, else inherited from
+        the base version), files, parents and profile."""
+        staged, options = d.staged, d.options
+        inherited = catalog.annotations_of(s, ds, d.base.id) if d.base is not None else {}
+        explicit = catalog.parse_annotations(options.annotations, [c.name for c in d.columns])
+        row = VersionRow(
+            dataset_id=ds.id,
+            id=vid,
+            digest=digest,
+            seq=ds.next_seq,
+            kind=VersionKind.DATA.value,
+            rows=sum(f.rows for f in d.base_files) + staged.rows,
+            bytes=sum(f.bytes for f in d.base_files) + sum(f.bytes for f in new_files),
+            num_files=len(d.base_files) + len(new_files),
+            arrow_schema=base64.b64encode(schema_bytes(staged.schema)).decode(),
+            source=json.dumps(d.info, default=str),
+            created_by=current().principal.name,
+            created_at=utcnow(),
+            transform_id=transform_id,
+            run_id=options.run_id,
+            schema_changes=json.dumps(d.changes.to_json()) if d.changes is not None else None,
+            quarantine_version=q_ref,
+            quarantined_rows=staged.quarantined_rows,
+            quarantine_of=None,
+            description=options.description,
+        )
+        ds.next_seq += 1
+        s.add(row)
+        s.flush()
+        annotations = {c.name: explicit.get(c.name) or inherited.get(c.name) for c in d.columns}
+        records.add_columns(
+            s, ds.id, vid, d.columns, {k: v for k, v in annotations.items() if v is not None}
+        )
+        records.add_files(s, ds.id, vid, d.base_files, new_files)
+        records.add_parents(s, ds.id, vid, [(p.dataset_id, p.version_id) for p in d.parents])
+        if staged.profile is not None:
+            records.add_profile(s, ds.id, vid, staged.profile)
+        return row
 
     def add_quarantine(
         self,
@@ -529,23 +463,8 @@ class Committer:
             )
             qds.next_seq += 1
             s.flush()
-            for i, c in enumerate(catalog.columns_of(staged.quarantine_schema)):
-                s.add(
-                    ColumnRow(
-                        dataset_id=qds.id,
-                        version_id=q_vid,
-                        position=i,
-                        name=c.name,
-                        type=c.type,
-                        nullable=c.nullable,
-                        description="",
-                        pii=False,
-                        semantic_type=None,
-                    )
-                )
-            for f in q_files:
-                f.dataset_id, f.version_id = qds.id, q_vid
-                s.add(f)
+            records.add_columns(s, qds.id, q_vid, catalog.columns_of(staged.quarantine_schema))
+            records.add_files(s, qds.id, q_vid, [], q_files)
         qds.latest_version = q_vid
         qds.updated_at = utcnow()
         return q_vid

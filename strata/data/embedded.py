@@ -19,7 +19,7 @@ from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.core.ids import new_id
 from strata.core.parse import parse_enum, parse_options
 from strata.data import catalog, lineage
-from strata.data.commit import Committer, jsonable
+from strata.data.commit import Committer
 from strata.data.models import (
     QUARANTINE_SUFFIX,
     ColumnAnnotation,
@@ -41,6 +41,7 @@ from strata.data.models import (
     with_as_of,
 )
 from strata.data.readers import open_reader
+from strata.data.records import jsonable
 from strata.data.rows import rows_reader
 from strata.data.service import DataService, Progress, part_of
 from strata.data.sqltext import create_view
