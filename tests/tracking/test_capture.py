@@ -112,7 +112,10 @@ def test_requirements_txt_lists_installed_distributions() -> None:
     assert pins["sqlalchemy"] == importlib.metadata.version("sqlalchemy")
     assert pins["pydantic-settings"] == importlib.metadata.version("pydantic-settings")
     assert "strata-ml" in pins  # an editable install (egg-info) is read from its metadata
-    assert lines[1:] == sorted(lines[1:], key=str.lower)
+    # sorted by normalised name (jaraco.text before jaraco_context would break str.lower)
+    assert lines[1:] == sorted(
+        lines[1:], key=lambda line: re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
+    )
     assert capture.requirements_txt() is text  # cached per process
 
 
