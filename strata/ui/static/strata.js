@@ -17,6 +17,10 @@
     window.location.replace(target);
     return;
   }
+  window.addEventListener("hashchange", function () {
+    var moved = mlflowTarget(window.location.hash || "");
+    if (moved) window.location.replace(moved);
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     if (window.htmx) {
