@@ -30,6 +30,7 @@ class Backends:
 
         database = Database(self.settings.db_uri)
         database.keys = KeyRing.from_settings(self.settings)
+        database.audit_store = self.artifacts
         if self._migrate:
             database.upgrade()
         return database

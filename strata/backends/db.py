@@ -103,6 +103,7 @@ def _sqlite_engine(uri: str, immediate: bool) -> Engine:
 
 
 if TYPE_CHECKING:
+    from strata.backends.artifacts import ArtifactStore
     from strata.backends.keys import KeyRing
 
 _REVISION = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]?([0-9A-Za-z_]+|None)['\"]?\s*$")
@@ -159,6 +160,8 @@ class Database:
         self._upgrade_lock = threading.Lock()
         self._sql_cache: dict[str, str] = {}
         self._keys: KeyRing | None = None
+        #: Where audit checkpoints are written (the wiring sets the artifact store).
+        self.audit_store: ArtifactStore | None = None
 
     @property
     def keys(self) -> KeyRing:

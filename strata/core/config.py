@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Key encrypting registered connections (else secret.key in home)."
     )
+    allowed_hosts: str = Field(
+        "",
+        description="Host names the server answers to (comma-separated; '*' any). Without "
+        "auth, loopback names are always allowed and others refused unless listed here.",
+    )
+    allowed_origins: str = Field(
+        "", description="Browser origins allowed to write (besides the server's own)."
+    )
     source_allow_networks: str = Field(
         "",
         description="Networks (comma-separated CIDRs) the server may fetch http(s) sources "

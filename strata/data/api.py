@@ -71,6 +71,21 @@ class RestIngestOptions(IngestOptions):
     model_config = ConfigDict(extra="ignore")
 
 
+def rest_suite(suite: Any) -> Any:
+    """A suite as the REST API takes it: an object, or YAML text — never a path. A string is
+    always parsed as YAML, so ``"~/secrets.yaml"`` is a (bad) one-line suite, not a file the
+    server opens for the caller."""
+    if isinstance(suite, str):
+        from strata.data.expectations.suite import parse_suite_text
+
+        return parse_suite_text(suite, source="(request body)")
+    return suite
+
+
+def rest_options(opts: IngestOptions) -> IngestOptions:
+    return opts.model_copy(update={"suite": rest_suite(opts.suite)})
+
+
 class IngestRequest(RestIngestOptions):
     """``POST /datasets/{name}/ingest``: a URL or (with ``sql_url``) a query, plus the options."""
 
@@ -209,7 +224,7 @@ async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
 
     Local paths are refused: upload local files with ``PUT /api/v1/data/upload/{name}``."""
     svc = _svc(request)
-    opts = IngestOptions.model_validate(body.model_dump(exclude={"source"}))
+    opts = rest_options(IngestOptions.model_validate(body.model_dump(exclude={"source"})))
     if opts.sql_url is not None:
         refuse_sql_url()
     elif opts.connection is not None:
@@ -287,8 +302,8 @@ async def upload(
 ) -> Response:
     """Stream a CSV/Parquet/JSONL file of any size in the body and ingest it."""
     raw = _json_object(options or "{}", "options")
-    opts = parse_options(RestIngestOptions, **(raw or {}))
-    if opts.sql_url is not None:
+    opts = rest_options(parse_options(RestIngestOptions, **(raw or {})))
+    if opts.sql_url is not None or opts.connection is not None:
         raise InvalidInput(
             "An upload ingests the file in the body; sql_url belongs to "
             "POST /api/v1/data/datasets/{name}/ingest",
@@ -296,7 +311,7 @@ async def upload(
         )
     svc = _svc(request)
     workdir = _spool_dir(request)
-    base = os.path.basename(filename.replace("\\", "/")) or "upload"
+    base = os.path.basename(filename.replace("\\", "/")).lstrip(".") or "upload"
     path = os.path.join(workdir, base)
     try:
         if await _spool(request, path) == 0:
@@ -338,8 +353,13 @@ def get_version(ref: str, request: Request) -> Response:
 
 @router.get("/versions/{ref}/files", dependencies=READ)
 def list_files(ref: str, request: Request) -> Response:
-    """The version's Parquet parts in row order."""
-    return json_response({"files": _svc(request).files(ref)})
+    """The version's Parquet parts in row order (``uri`` is the store path for a local store:
+    the server's own directory layout is not shown)."""
+    files = _svc(request).files(ref)
+    shown = [
+        f.model_copy(update={"uri": f.path}) if f.uri.startswith("file:") else f for f in files
+    ]
+    return json_response({"files": shown})
 
 
 @router.get(
@@ -369,7 +389,8 @@ def annotate(ref: str, body: AnnotateBody, request: Request) -> Response:
 async def validate(ref: str, body: ValidateBody, request: Request) -> Response:
     """Run a suite (parsed YAML/JSON object or YAML text); the report is stored."""
     svc = _svc(request)
-    report = await run_blocking(svc.validate, ref, body.suite, sample_size=body.sample_size)
+    suite = rest_suite(body.suite)
+    report = await run_blocking(svc.validate, ref, suite, sample_size=body.sample_size)
     return json_response(report)
 
 
@@ -419,7 +440,7 @@ async def transform(body: TransformBody, request: Request) -> Response:
         run_id=body.run_id,
         description=body.description,
         allow_breaking=body.allow_breaking,
-        suite=body.suite,
+        suite=rest_suite(body.suite),
         on_fail=body.on_fail,
         git_commit=body.git_commit,
     )

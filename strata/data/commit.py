@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from strata.backends.artifacts import ArtifactStore
 from strata.backends.db import Database
 from strata.core.clock import utcnow
+from strata.core.config import redact_uri
 from strata.core.errors import Conflict, InvalidInput
 from strata.core.ids import new_id
 from strata.core.principal import current
@@ -58,6 +59,21 @@ if TYPE_CHECKING:
     from strata.data.validation import Suite
 
 _LOCK_BASE = 731_100_000
+
+
+def audit_source(info: dict[str, Any]) -> dict[str, Any]:
+    """What an ingest's audit record says about its source: the source description with
+    secrets masked and SQL replaced by its sha256 (the query text may be long or sensitive)."""
+    shown: dict[str, Any] = {}
+    out: dict[str, Any] = {"source": shown}
+    for key, value in info.items():
+        if key in ("query", "sql") and isinstance(value, str):
+            out["sql_sha256"] = hashlib.sha256(value.encode()).hexdigest()
+        elif isinstance(value, str):
+            shown[key] = redact_uri(value)[:300]
+        elif isinstance(value, int | float | bool) or value is None:
+            shown[key] = value
+    return out
 
 
 @dataclass
@@ -314,6 +330,7 @@ class Committer:
             row = s.get(VersionRow, (ds.id, vid))
             created = row is None
             scope.details["created"] = created
+            scope.details.update(audit_source(d.info))
             transform_id = None
             if options.transform is not None:
                 inputs = [p.ref for p in d.parents]

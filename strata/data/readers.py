@@ -239,7 +239,22 @@ def file_reader(
                 gen = _jsonl_batches(fs, path, shown, bad, r)
             else:
                 gen = _parquet_batches(fs, path, shown, r)
-            yield from gen
+            try:
+                yield from gen
+            except StrataError:
+                raise
+            except (OSError, EOFError, ValueError) as exc:
+                if fs is not None and type(exc) is OSError:
+                    raise _fs_error(shown, exc) from None
+                # A corrupt or truncated file (bad gzip stream, broken Parquet footer): the
+                # caller's data, so a 400 naming the file, never a 500.
+                reason = redact_uri(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                packed = _compression(path)
+                raise InvalidInput(
+                    f"Source {shown!r} cannot be read as {fmt}"
+                    f"{f' ({packed})' if packed else ''}: {type(exc).__name__}: {reason[:300]}",
+                    details={"source": shown},
+                ) from None
             done += size or 0
             r.bytes_read = done
 

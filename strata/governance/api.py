@@ -129,6 +129,12 @@ def list_audit(
     return {"records": records}
 
 
+@router.post("/audit/checkpoint", dependencies=ADMIN)
+def checkpoint_audit(request: Request) -> Any:
+    """Sign the chain head into the artifact store; ``null`` when the log is empty."""
+    return _svc(request).checkpoint_audit()
+
+
 @router.get("/audit/verify", dependencies=ADMIN)
 def verify_audit(request: Request) -> AuditVerification:
     return _svc(request).verify_audit()

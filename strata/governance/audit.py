@@ -1,16 +1,27 @@
-"""The hash-chained audit log.
+"""The HMAC-chained audit log, with signed checkpoints outside the database.
 
 Every mutating call appends one record in the same transaction as its change:
-``hash = sha256(canonical JSON of the record's fields + prev_hash)``. ``verify`` walks the
-chain in ``seq`` order and names the first record whose hash or link does not match, so an
-altered, inserted or deleted row is found. Failed calls are recorded too, in a transaction of
-their own (their change was rolled back).
+``hash = HMAC-SHA256(key, canonical JSON of the record's fields + prev_hash)``, the key kept
+outside the metadata database (:class:`strata.backends.keys.KeyRing`: ``STRATA_AUDIT_KEY`` or
+``audit.key`` in STRATA_HOME, mode 0600). Whoever can write the database but not read the key
+cannot recompute a valid chain after an edit. ``verify`` walks the chain in ``seq`` order and
+names the first record whose hash or link does not match, so an altered, inserted or deleted
+row is found. Failed calls are recorded too, in a transaction of their own.
+
+Deleting the newest records and rolling the head row back would still leave a consistent
+chain, so every :data:`CHECKPOINT_EVERY` records (and on ``strata audit checkpoint``) a
+signed checkpoint ``{seq, hash, ts_ms, mac}`` is written to the artifact store
+(``audit/checkpoints/<seq>.json``). ``verify`` checks the chain against the latest valid
+checkpoint: records missing below it (truncation) or a different hash at its seq (a rewrite)
+are reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,16 +40,20 @@ from strata.governance.tables import AuditHeadRow, AuditRow
 
 GENESIS = "0" * 64
 _AUDIT_LOCK_KEY = 731000002
+#: An automatic checkpoint is written after every this many records.
+CHECKPOINT_EVERY = 1000
+CHECKPOINT_PREFIX = "audit/checkpoints"
+log = logging.getLogger("strata.audit")
 
 
-def _digest_values(values: tuple[Any, ...]) -> str:
-    """sha256 of (seq, ts_ms, actor, action, resource_type, resource_id, request_id, outcome,
-    details, prev_hash) as canonical JSON."""
+def _digest_values(values: tuple[Any, ...], key: bytes) -> str:
+    """HMAC-SHA256 under ``key`` of (seq, ts_ms, actor, action, resource_type, resource_id,
+    request_id, outcome, details, prev_hash) as canonical JSON."""
     body = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-def _digest(row: AuditRow) -> str:
+def _digest(row: AuditRow, key: bytes) -> str:
     return _digest_values(
         (
             row.seq,
@@ -51,7 +66,8 @@ def _digest(row: AuditRow) -> str:
             row.outcome,
             row.details,
             row.prev_hash,
-        )
+        ),
+        key,
     )
 
 
@@ -64,8 +80,8 @@ def append(
     resource_id: str,
     outcome: str = "ok",
     details: dict[str, Any] | None = None,
-) -> None:
-    """Append one record inside the caller's write transaction.
+) -> int:
+    """Append one record inside the caller's write transaction; return its seq.
 
     Plain SQL on the session's connection: every mutating call pays for this, so it skips
     the ORM (about 10x cheaper per record).
@@ -91,7 +107,7 @@ def append(
         json.dumps(details or {}, sort_keys=True, default=str),
         prev,
     )
-    digest = _digest_values(values)
+    digest = _digest_values(values, db.keys.audit)
     conn.exec_driver_sql(db.sql(_INSERT_AUDIT), (*values, digest))
     if head is None:
         conn.exec_driver_sql(
@@ -101,6 +117,74 @@ def append(
         conn.exec_driver_sql(
             db.sql("UPDATE gov_audit_head SET seq = ?, hash = ? WHERE id = 1"), (seq, digest)
         )
+    return seq
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def _checkpoint_mac(key: bytes, seq: int, digest: str, ts_ms: int) -> str:
+    body = f"strata-audit-checkpoint\n{seq}\n{digest}\n{ts_ms}".encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def write_checkpoint(db: Database) -> dict[str, Any] | None:
+    """Sign the current chain head and store it in the artifact store; the checkpoint, or
+    None when the log is empty. Raises Unavailable when no artifact store is wired."""
+    from strata.core.errors import Unavailable
+
+    store = db.audit_store
+    if store is None:
+        raise Unavailable("No artifact store is configured for audit checkpoints")
+    with db.read() as session:
+        head = session.get(AuditHeadRow, 1)
+        if head is None:
+            return None
+        seq, digest = int(head.seq), str(head.hash)
+    ts = now_ms()
+    doc = {
+        "seq": seq,
+        "hash": digest,
+        "ts_ms": ts,
+        "mac": _checkpoint_mac(db.keys.audit, seq, digest, ts),
+    }
+    path = f"{CHECKPOINT_PREFIX}/{seq:016d}.json"
+    store.put_bytes(path, json.dumps(doc).encode())
+    return doc | {"path": path}
+
+
+def _maybe_checkpoint(db: Database, seq: int) -> None:
+    if seq % CHECKPOINT_EVERY or db.audit_store is None:
+        return
+    try:
+        write_checkpoint(db)
+    except Exception:  # the change is committed; a missed checkpoint must not fail it
+        log.exception("audit checkpoint at seq %s could not be written", seq)
+
+
+def latest_checkpoint(db: Database) -> tuple[dict[str, Any] | None, str]:
+    """(the newest checkpoint whose signature is valid, a note on invalid newer ones)."""
+    store = db.audit_store
+    if store is None:
+        return None, ""
+    try:
+        entries = store.list(CHECKPOINT_PREFIX)
+    except StrataError:
+        return None, ""
+    note = ""
+    for info in sorted(entries, key=lambda i: i.path, reverse=True):
+        if info.is_dir or not info.path.endswith(".json"):
+            continue
+        try:
+            doc = json.loads(store.get_bytes(info.path))
+            seq, digest, ts = int(doc["seq"]), str(doc["hash"]), int(doc["ts_ms"])
+            good = hmac.compare_digest(
+                str(doc["mac"]), _checkpoint_mac(db.keys.audit, seq, digest, ts)
+            )
+        except (StrataError, ValueError, KeyError, TypeError):
+            good = False
+        if good:
+            return doc, note
+        note = note or f"checkpoint {info.path} is not signed by this audit key (ignored)"
+    return None, note
 
 
 _INSERT_AUDIT = (
@@ -135,7 +219,7 @@ def audited(
         with db.write() as session:
             scope = AuditScope(session, resource_id, dict(details or {}))
             yield scope
-            append(
+            seq = append(
                 db,
                 session,
                 action=action,
@@ -160,12 +244,13 @@ def audited(
         except StrataError:
             pass  # the database itself failed; the original error is the one to report
         raise
+    _maybe_checkpoint(db, seq)
 
 
 def record_denied(db: Database, action: str, resource_type: str, resource_id: str) -> None:
     """Audit a refused mutating request (its own transaction)."""
     with db.write() as session:
-        append(
+        seq = append(
             db,
             session,
             action=action,
@@ -173,6 +258,7 @@ def record_denied(db: Database, action: str, resource_type: str, resource_id: st
             resource_id=resource_id,
             outcome="denied",
         )
+    _maybe_checkpoint(db, seq)
 
 
 def _to_model(row: AuditRow) -> AuditRecord:
@@ -220,7 +306,7 @@ def list_records(
 
 
 def _broken_link(
-    session: Session, row: AuditRow, head: AuditHeadRow | None, checked: int
+    session: Session, row: AuditRow, head: AuditHeadRow | None, checked: int, key: bytes
 ) -> AuditVerification:
     """Name the rewritten record when ``row`` does not link to its predecessor.
 
@@ -231,7 +317,7 @@ def _broken_link(
     """
     nxt = session.get(AuditRow, row.seq + 1)
     anchor = nxt.prev_hash if nxt is not None else (head.hash if head is not None else None)
-    if row.seq > 1 and _digest(row) == row.hash and anchor == row.hash:
+    if row.seq > 1 and _digest(row, key) == row.hash and anchor == row.hash:
         return AuditVerification(
             ok=False,
             checked=checked - 1,
@@ -248,10 +334,22 @@ def _broken_link(
 
 
 def verify(db: Database, batch: int = 5000) -> AuditVerification:
-    """Walk the whole chain; report the first broken record (altered, inserted or deleted).
+    """Walk the whole chain; report the first broken record (altered, inserted or deleted),
+    then check it against the latest signed checkpoint (truncation, rewrites).
 
     Reads one consistent snapshot, so it can run while other processes append.
     """
+    checkpoint, note = latest_checkpoint(db)
+    result = _verify_chain(db, batch, checkpoint)
+    if note and result.ok:
+        result.reason = note
+    return result
+
+
+def _verify_chain(db: Database, batch: int, checkpoint: dict[str, Any] | None) -> AuditVerification:
+    key = db.keys.audit
+    cp_seq = int(checkpoint["seq"]) if checkpoint else 0
+    cp_seen: str | None = None
     checked = 0
     prev_hash = GENESIS
     expected_seq = 1
@@ -280,8 +378,8 @@ def verify(db: Database, batch: int = 5000) -> AuditVerification:
                         reason=f"record {expected_seq} is missing (next present is {row.seq})",
                     )
                 if row.prev_hash != prev_hash:
-                    return _broken_link(session, row, head, checked)
-                if _digest(row) != row.hash:
+                    return _broken_link(session, row, head, checked, key)
+                if _digest(row, key) != row.hash:
                     return AuditVerification(
                         ok=False,
                         checked=checked,
@@ -289,10 +387,28 @@ def verify(db: Database, batch: int = 5000) -> AuditVerification:
                         reason=f"record {row.seq} was altered (its hash does not match)",
                     )
                 prev_hash = row.hash
+                if row.seq == cp_seq:
+                    cp_seen = row.hash
                 expected_seq += 1
                 checked += 1
                 last_seq = row.seq
         head_seq = head.seq if head is not None else 0
+        if checkpoint is not None and checked < cp_seq:  # truncated, head rolled back
+            return AuditVerification(
+                ok=False,
+                checked=checked,
+                first_broken_seq=checked + 1,
+                reason=f"records {checked + 1}..{cp_seq} are missing: the signed checkpoint "
+                f"at seq {cp_seq} says they existed (the log was truncated)",
+            )
+        if checkpoint is not None and cp_seen != checkpoint["hash"]:
+            return AuditVerification(
+                ok=False,
+                checked=checked,
+                first_broken_seq=cp_seq,
+                reason=f"record {cp_seq} differs from the signed checkpoint: the chain up to "
+                "it was rewritten",
+            )
         if head_seq > checked:  # the newest records were deleted
             return AuditVerification(
                 ok=False,

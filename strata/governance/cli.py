@@ -174,6 +174,18 @@ def audit_list(
     )
 
 
+@audit_app.command("checkpoint")
+def audit_checkpoint(json_out: JsonOpt = False) -> None:
+    """Sign the audit chain's head into the artifact store (verify checks against it)."""
+    done = Client().governance.checkpoint_audit()
+    if json_out:
+        print_json(done)
+    elif done is None:
+        console.print("The audit log is empty: nothing to checkpoint.")
+    else:
+        console.print(f"Checkpoint at record {done['seq']} written ({done.get('path', '')}).")
+
+
 @audit_app.command("verify")
 def audit_verify(json_out: JsonOpt = False) -> None:
     """Check the audit hash chain; exit 1 naming the first broken record if any."""

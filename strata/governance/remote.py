@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from strata.core.principal import Role
@@ -77,6 +78,10 @@ class RemoteGovernance(GovernanceService):
 
     def verify_audit(self) -> AuditVerification:
         return AuditVerification.model_validate(self.http.request("GET", f"{P}/audit/verify"))
+
+    def checkpoint_audit(self) -> dict[str, Any] | None:
+        out: dict[str, Any] | None = self.http.request("POST", f"{P}/audit/checkpoint")
+        return out
 
     def create_connection(self, name: str, url: str) -> Connection:
         body = self.http.request("POST", f"{P}/connections", json={"name": name, "url": url})

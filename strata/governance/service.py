@@ -7,6 +7,7 @@ import re
 import secrets
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -105,6 +106,10 @@ class GovernanceService(ABC):
     def verify_audit(self) -> AuditVerification: ...
     @abstractmethod
     def whoami(self) -> WhoAmI: ...
+    @abstractmethod
+    def checkpoint_audit(self) -> dict[str, Any] | None:
+        """Sign the audit chain's head into the artifact store (admin); None when empty."""
+
     @abstractmethod
     def create_connection(self, name: str, url: str) -> Connection:
         """Register a SQL connection (admin); the URL is stored encrypted, never returned."""
@@ -286,6 +291,9 @@ class EmbeddedGovernance(GovernanceService):
 
     def verify_audit(self) -> AuditVerification:
         return audit.verify(self.db)
+
+    def checkpoint_audit(self) -> dict[str, Any] | None:
+        return audit.write_checkpoint(self.db)
 
     def create_connection(self, name: str, url: str) -> Connection:
         return connections.create(self.db, name, url)

@@ -22,6 +22,7 @@ from strata.core.threads import run_blocking
 from strata.governance.api import router as governance_router
 from strata.governance.deps import AuthState
 from strata.governance.service import EmbeddedGovernance
+from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware
 from strata.ui.pages import mount_ui
 
@@ -30,6 +31,7 @@ log = logging.getLogger("strata.server")
 #: Routes that stream bodies of any size (artifact uploads); the JSON limit does not apply.
 STREAMING_PREFIXES: tuple[str, ...] = (
     "/api/2.0/mlflow-artifacts/",
+    "/ajax-api/2.0/mlflow-artifacts/",
     "/api/v1/artifacts/",
     "/api/v1/data/upload/",
 )
@@ -92,7 +94,8 @@ def create_app(
 ) -> FastAPI:
     """Build the Strata ASGI app on embedded services.
 
-    ``auth`` overrides ``settings.auth``; the CLI refuses ``auth=False`` off loopback.
+    ``auth`` overrides ``settings.auth``. Without auth the app itself answers loopback
+    callers only, whatever address it is served on (see :mod:`strata.server.guard`).
     """
     settings = settings or load_settings()
     client = client or Client("", settings=settings)
@@ -115,12 +118,22 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by the UI from vendored assets (works offline)
         redoc_url=None,
+        # Starlette's trailing-slash redirect builds its Location from the Host header:
+        # an open redirect for whoever controls that header. A wrong path is a 404.
+        redirect_slashes=False,
     )
     app.state.client = client
     app.state.settings = settings
     app.state.auth = AuthState(enabled=auth_enabled, governance=governance, db=client.backends.db)
     metrics = Metrics()
     app.state.metrics = metrics
+    app.add_middleware(
+        BrowserGuard,
+        auth=auth_enabled,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+        any_type_prefixes=STREAMING_PREFIXES,
+    )
     app.add_middleware(
         RequestMiddleware,
         metrics=metrics,
@@ -143,7 +156,7 @@ def create_app(
             },
         }
 
-    @app.get("/healthz", tags=["ops"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["ops"])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}

@@ -102,3 +102,27 @@ def test_sql_source_secret_in_the_query_string_is_masked_in_the_version(
         assert "password=***" in version.source["url"]
     finally:
         backends.close()
+
+
+def test_ingest_audit_records_the_masked_source_and_the_sql_digest(
+    postgres_base_url: str, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from strata.backends.context import Backends
+    from strata.core.config import Settings
+    from strata.governance import audit
+
+    backends = Backends(Settings(home=tmp_path / "home"))
+    try:
+        data = EmbeddedData(backends)
+        sep = "&" if "?" in postgres_base_url else "?"
+        query = "SELECT 1 AS one"
+        data.ingest(query, "q", sql_url=f"{postgres_base_url}{sep}password=hunter2Audit")
+        records = audit.list_records(backends.db, action="data.ingest")
+        details = records[-1].details
+        assert details["sql_sha256"] == hashlib.sha256(query.encode()).hexdigest()
+        assert details["source"]["kind"] == "sql" and "password=***" in details["source"]["url"]
+        assert "hunter2Audit" not in str(details)
+    finally:
+        backends.close()

@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import need_service
+from pydantic import SecretStr
 
+from strata.backends.artifacts import ArtifactStore
 from strata.backends.db import Database
+from strata.backends.keys import KeyRing
 from strata.core.config import Settings
-from strata.governance.tables import AuditHeadRow, AuditRow, TokenRow, UserRow
+from strata.governance.tables import AuditHeadRow, AuditRow, ConnectionRow, TokenRow, UserRow
 
 
 def _postgres_base_url() -> str:
@@ -55,11 +58,18 @@ def module_db(
         admin.dispose()
 
 
+#: The audit HMAC key of these tests (the CLI under test gets it as STRATA_AUDIT_KEY).
+TEST_AUDIT_KEY = "11" * 32
+
+
 @pytest.fixture
-def gov_db(module_db: Database) -> Database:
-    """The module's database with empty governance tables."""
+def gov_db(module_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Database:
+    """The module's database with empty governance tables and a known audit key."""
+    monkeypatch.setenv("STRATA_AUDIT_KEY", TEST_AUDIT_KEY)
+    module_db.keys = KeyRing(tmp_path / "keys", SecretStr(TEST_AUDIT_KEY), None)
+    module_db.audit_store = ArtifactStore(str(tmp_path / "artifacts"))
     with module_db.write() as session:
-        for table in (AuditRow, AuditHeadRow, TokenRow, UserRow):
+        for table in (AuditRow, AuditHeadRow, TokenRow, UserRow, ConnectionRow):
             session.execute(sa.delete(table))
     return module_db
 
@@ -67,4 +77,8 @@ def gov_db(module_db: Database) -> Database:
 @pytest.fixture
 def gov_settings(gov_db: Database, tmp_path: Path) -> Settings:
     """Settings pointing at ``gov_db`` (for the CLI, which reads STRATA_* variables)."""
-    return Settings(home=tmp_path / "strata-home", db_uri=gov_db.uri)
+    return Settings(
+        home=tmp_path / "strata-home",
+        db_uri=gov_db.uri,
+        artifact_uri=str(tmp_path / "artifacts"),
+    )

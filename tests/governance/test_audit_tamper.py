@@ -40,6 +40,7 @@ def _exec(db: Database, sql: str, **params: object) -> None:
 
 def _verify_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> tuple[int, str]:
     monkeypatch.setenv("STRATA_DB_URI", settings.db_uri)
+    monkeypatch.setenv("STRATA_ARTIFACT_URI", settings.artifact_uri)
     result = CliRunner().invoke(app, ["audit", "verify"])
     assert result.exception is None or isinstance(result.exception, SystemExit)
     return result.exit_code, result.output
@@ -94,7 +95,7 @@ def test_altered_row_with_recomputed_hash_breaks_the_next_link(db: Database) -> 
         row = session.get(audit.AuditRow, 3)
         assert row is not None
         row.actor = "mallory"
-        row.hash = audit._digest(row)  # a forger who knows the algorithm
+        row.hash = audit._digest(row, db.keys.audit)  # a forger who even holds the key
     result = audit.verify(db)
     assert not result.ok
     # Record 3 is the one that changed: record 4 still commits to its original hash.
@@ -107,7 +108,7 @@ def test_first_record_rewritten_with_recomputed_hash_is_reported(db: Database) -
         row = session.get(audit.AuditRow, 1)
         assert row is not None
         row.actor = "mallory"
-        row.hash = audit._digest(row)
+        row.hash = audit._digest(row, db.keys.audit)
     result = audit.verify(db)
     assert (result.ok, result.first_broken_seq, result.checked) == (False, 1, 0), result
 
@@ -118,7 +119,7 @@ def test_rewired_record_is_reported_not_its_predecessor(db: Database) -> None:
         row = session.get(audit.AuditRow, 4)
         assert row is not None
         row.prev_hash = "a" * 64
-        row.hash = audit._digest(row)
+        row.hash = audit._digest(row, db.keys.audit)
     result = audit.verify(db)
     assert (result.ok, result.first_broken_seq, result.checked) == (False, 4, 3), result
     assert "record 4 does not link to record 3" in result.reason
@@ -129,7 +130,7 @@ def test_rewired_last_record_is_reported(db: Database) -> None:
         row = session.get(audit.AuditRow, RECORDS)
         assert row is not None
         row.prev_hash = "a" * 64
-        row.hash = audit._digest(row)
+        row.hash = audit._digest(row, db.keys.audit)
     result = audit.verify(db)
     assert (result.ok, result.first_broken_seq) == (False, RECORDS), result
 
@@ -139,7 +140,7 @@ def test_rewritten_last_record_is_reported(db: Database) -> None:
         row = session.get(audit.AuditRow, RECORDS)
         assert row is not None
         row.outcome = "denied"
-        row.hash = audit._digest(row)
+        row.hash = audit._digest(row, db.keys.audit)
     result = audit.verify(db)
     assert not result.ok
     assert result.first_broken_seq == RECORDS
@@ -199,7 +200,7 @@ def test_appended_row_outside_the_chain_is_reported(db: Database) -> None:
             details="{}",
             prev_hash=last.hash,
         )
-        forged.hash = audit._digest(forged)
+        forged.hash = audit._digest(forged, db.keys.audit)
         session.add(forged)
     result = audit.verify(db)
     assert not result.ok
@@ -242,3 +243,96 @@ def test_audit_json_output_of_cli(
     payload = json.loads(result.stdout)
     assert payload["ok"] is False
     assert payload["first_broken_seq"] == 2
+
+
+# -- attacks by someone who can write the database but not read the key ---------------------
+
+
+def _sha256_rechain(db: Database, start: int) -> None:
+    """Edit record ``start`` and recompute every hash after it the way the old chain did
+    (plain sha256), rolling the head forward: what passed `verify` before HMAC chaining."""
+    import hashlib
+    import json
+
+    with db.write() as session:
+        rows = session.scalars(sa.select(audit.AuditRow).order_by(audit.AuditRow.seq)).all()
+        prev = rows[start - 2].hash if start > 1 else audit.GENESIS
+        for row in rows[start - 1 :]:
+            if row.seq == start:
+                row.actor = "mallory"
+            row.prev_hash = prev
+            values = [
+                row.seq,
+                row.ts_ms,
+                row.actor,
+                row.action,
+                row.resource_type,
+                row.resource_id,
+                row.request_id,
+                row.outcome,
+                row.details,
+                row.prev_hash,
+            ]
+            body = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+            row.hash = prev = hashlib.sha256(body.encode()).hexdigest()
+        head = session.get(audit.AuditHeadRow, 1)
+        assert head is not None
+        head.hash = prev
+
+
+def test_recomputed_chain_without_the_key_is_reported(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sha256_rechain(db, 3)
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq) == (False, 3), result
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code != 0 and "record 3" in out
+
+
+def test_truncation_with_head_rolled_back_is_reported_against_the_checkpoint(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = EmbeddedGovernance(db).checkpoint_audit()
+    assert done is not None and done["seq"] == RECORDS
+    _exec(db, "DELETE FROM gov_audit WHERE seq > 4")
+    with db.read() as session:
+        h4 = session.execute(sa.text("SELECT hash FROM gov_audit WHERE seq = 4")).scalar()
+    _exec(db, "UPDATE gov_audit_head SET seq = 4, hash = :h WHERE id = 1", h=h4)
+    result = audit.verify(db)
+    assert (result.ok, result.first_broken_seq) == (False, 5), result
+    assert f"records 5..{RECORDS} are missing" in result.reason
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code != 0 and f"records 5..{RECORDS} are missing" in out
+
+
+def test_checkpoints_are_written_automatically_and_forgeries_ignored(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setattr(audit, "CHECKPOINT_EVERY", 2)
+    gov = EmbeddedGovernance(db)
+    gov.create_user("late", "viewer")  # record RECORDS + 1
+    gov.create_token("late")  # record RECORDS + 2: a checkpoint
+    store = db.audit_store
+    assert store is not None
+    seqs = sorted(
+        json.loads(store.get_bytes(i.path))["seq"] for i in store.list("audit/checkpoints")
+    )
+    assert seqs == [RECORDS + 2]  # RECORDS + 1 is not a multiple of 2
+    # A checkpoint forged without the key (claiming fewer records) is ignored.
+    store.put_bytes(
+        "audit/checkpoints/9999999999999999.json",
+        json.dumps({"seq": 1, "hash": "0" * 64, "ts_ms": 0, "mac": "f" * 64}).encode(),
+    )
+    result = audit.verify(db)
+    assert result.ok and "not signed" in result.reason
+    _exec(db, f"DELETE FROM gov_audit WHERE seq > {RECORDS}")
+    _exec(
+        db,
+        "UPDATE gov_audit_head SET seq = :s, hash = "
+        "(SELECT hash FROM gov_audit WHERE seq = :s) WHERE id = 1",
+        s=RECORDS,
+    )
+    assert not audit.verify(db).ok

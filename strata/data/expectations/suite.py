@@ -482,15 +482,28 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> InvalidInput:
     return InvalidInput(f"suite {source} is not valid YAML: {problem}")
 
 
+def _too_deep(source: str) -> InvalidInput:
+    return InvalidInput(
+        f"suite {source} nests too deeply: a suite is a mapping with a list of expectations, "
+        "each a mapping of simple values",
+        details={"field": "suite"},
+    )
+
+
 def parse_suite_text(text: str, *, source: str = "text", default_name: str = "suite") -> Suite:
     """A suite from YAML (or JSON, which is YAML) text. Errors carry the line number."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from None
+    except RecursionError:
+        raise _too_deep(source) from None
     if data is None:
         raise InvalidInput(f"suite {source} is empty: expected a mapping with 'expectations'")
-    return suite_from_dict(data, default_name=default_name, text=text)
+    try:
+        return suite_from_dict(data, default_name=default_name, text=text)
+    except RecursionError:
+        raise _too_deep(source) from None
 
 
 def load_suite(source: str | Path | dict[str, Any]) -> Suite:
@@ -502,7 +515,10 @@ def load_suite(source: str | Path | dict[str, Any]) -> Suite:
     missing or wrong kwargs (naming the expectation, its position and the kwarg).
     """
     if isinstance(source, dict):
-        return suite_from_dict(source)
+        try:
+            return suite_from_dict(source)
+        except RecursionError:
+            raise _too_deep("object") from None
     is_path = isinstance(source, Path) or (
         "\n" not in source and source.strip().lower().endswith((".yaml", ".yml", ".json"))
     )
