@@ -44,13 +44,19 @@ def load_key(path: Path, env_value: SecretStr | None, variable: str) -> bytes:
     if env_value is not None and env_value.get_secret_value().strip():
         return _from_text(env_value.get_secret_value())
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    if not path.exists():
+        # Written whole under a temp name, then linked into place: a process starting at the
+        # same moment sees either no file or the complete key, and one key wins.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(tmp)
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
         raise Unavailable(

@@ -156,7 +156,8 @@ def create_app(
             },
         }
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["ops"])
+    @app.head("/healthz", include_in_schema=False)
+    @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
