@@ -177,7 +177,7 @@ def audit_list(
 @audit_app.command("checkpoint")
 def audit_checkpoint(json_out: JsonOpt = False) -> None:
     """Sign the audit chain's head into the artifact store (verify checks against it)."""
-    done = Client().governance.checkpoint_audit()
+    done = _governance().checkpoint_audit()
     if json_out:
         print_json(done)
     elif done is None:
