@@ -32,6 +32,7 @@ READ_POSTS = frozenset(
         "/2.0/mlflow/logged-models/search",
         "/v1/runs/search",
         "/v1/runs/compare",
+        "/v1/runs/input-uses",
         "/v1/experiments/search",
     }
 )
