@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.mb, args.repeat = 30, 3
+    # A user's Python caches bytecode; an environment that turns that off (some CI images
+    # do) would time compiling strata's sources on every command instead.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if not STRATA.exists():
         raise SystemExit(f"{STRATA} is missing: run this with the venv's python (make install)")
     sys.path.insert(0, str(HERE))

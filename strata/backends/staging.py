@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 OWNER_FILE = ".owner"
 PREFIXES = ("ingest-", "upload-")
 STALE_SECONDS = 24 * 3600
@@ -36,6 +34,8 @@ class Swept:
 
 
 def _started(pid: int) -> float | None:
+    import psutil  # here, not at import: metadata-only CLI commands don't need it
+
     try:
         return float(psutil.Process(pid).create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

@@ -7,9 +7,8 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -26,7 +25,6 @@ from strata.data.models import (
     check_name,
     parse_ref,
 )
-from strata.data.storage import schema_from_bytes
 from strata.data.tables import (
     ColumnRow,
     DatasetRow,
@@ -36,6 +34,9 @@ from strata.data.tables import (
     VersionRow,
     VersionTagRow,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 MIN_PREFIX = 4
@@ -147,6 +148,8 @@ def resolve(session: Session, ref: str) -> tuple[DatasetRow, VersionRow]:
 
 
 def arrow_schema(row: VersionRow) -> pa.Schema:
+    from strata.data.storage import schema_from_bytes
+
     return schema_from_bytes(base64.b64decode(row.arrow_schema))
 
 

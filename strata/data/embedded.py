@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import duckdb
-import pyarrow as pa
 import sqlalchemy as sa
 
 from strata.backends.context import Backends
@@ -18,8 +17,7 @@ from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.core.ids import new_id
 from strata.core.parse import parse_enum, parse_options
-from strata.data import catalog, lineage
-from strata.data.commit import Committer
+from strata.data import catalog
 from strata.data.models import (
     QUARANTINE_SUFFIX,
     ColumnAnnotation,
@@ -40,12 +38,8 @@ from strata.data.models import (
     check_name,
     with_as_of,
 )
-from strata.data.readers import open_reader
 from strata.data.records import jsonable
-from strata.data.rows import rows_reader
 from strata.data.service import DataService, Progress, part_of
-from strata.data.sqltext import create_view
-from strata.data.storage import VersionFiles, sandbox
 from strata.data.tables import (
     ColumnRow,
     DatasetRow,
@@ -61,7 +55,15 @@ from strata.governance import connections
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from strata.data.commit import Committer
+    from strata.data.storage import VersionFiles
     from strata.data.validation import Suite, ValidationReport
+
+# Arrow, DuckDB and the write path are imported where they are used, not here: `strata data
+# list` and the other metadata commands must not pay for them (docs/architecture.md, CLI startup).
 
 
 def _load_suite(suite: Suite | str | Path | dict[str, Any]) -> Suite:
@@ -81,9 +83,19 @@ class EmbeddedData(DataService):
         self.backends = backends
         self.db = backends.db
         self.store = backends.artifacts
-        self.vfiles = VersionFiles(self.store, backends.settings.s3_endpoint_url or None)
         self.tmp_root = str(backends.settings.home / "tmp")
-        self.committer = Committer(self.db, self.store, self.workdir)
+
+    @cached_property
+    def vfiles(self) -> VersionFiles:
+        from strata.data.storage import VersionFiles
+
+        return VersionFiles(self.store, self.backends.settings.s3_endpoint_url or None)
+
+    @cached_property
+    def committer(self) -> Committer:
+        from strata.data.commit import Committer
+
+        return Committer(self.db, self.store, self.workdir)
 
     # -- helpers -------------------------------------------------------------------------------
     def workdir(self) -> str:
@@ -301,6 +313,8 @@ class EmbeddedData(DataService):
         view: str | None = None,
         as_of: str | None = None,
     ) -> duckdb.DuckDBPyRelation:
+        from strata.data.sqltext import create_view
+
         locations = self.locations(with_as_of(ref, as_of))
         if con is None:
             con = self.vfiles.connect()
@@ -345,6 +359,8 @@ class EmbeddedData(DataService):
                     details={"field": "connection"},
                 )
             sql_url = connections.resolve(self.db, options.connection)
+        from strata.data.readers import open_reader
+
         reader = open_reader(
             source,
             format=options.format,
@@ -366,6 +382,8 @@ class EmbeddedData(DataService):
         mode: IngestMode | str = IngestMode.APPEND,
         source_info: dict[str, Any] | None = None,
     ) -> IngestResult:
+        from strata.data.rows import rows_reader
+
         check_name(name)
         workdir = self.workdir()
         try:
@@ -398,6 +416,8 @@ class EmbeddedData(DataService):
     def validate(
         self, ref: str, suite: Suite | str | Path | dict[str, Any], *, sample_size: int = 20
     ) -> ValidationReport:
+        from strata.data.sqltext import create_view
+        from strata.data.storage import sandbox
         from strata.data.validation import validate
 
         suite_obj = _load_suite(suite)
@@ -458,6 +478,7 @@ class EmbeddedData(DataService):
             stored = s.get(ProfileRow, (ds.id, version.id))
             if stored is not None:
                 return DatasetProfile.model_validate(json.loads(stored.profile))
+        from strata.data.sqltext import create_view
         from strata.data.staging import profile_relation
 
         con = self.vfiles.connect()
@@ -524,6 +545,10 @@ class EmbeddedData(DataService):
     ) -> IngestResult:
         """See :meth:`DataService.transform`; ``git_commit`` overrides the detected commit
         (a remote client sends its own)."""
+        from strata.data import lineage
+        from strata.data.sqltext import create_view
+        from strata.data.storage import sandbox
+
         named = lineage.named_inputs(inputs, fn, sql)
         versions = {alias: self.get_version(ref) for alias, ref in named.items()}
         con = self.vfiles.connect()
@@ -580,6 +605,8 @@ class EmbeddedData(DataService):
     def lineage(
         self, ref: str, *, direction: Direction | str = Direction.UP, depth: int = 5
     ) -> LineageGraph:
+        from strata.data import lineage
+
         with self.db.read() as s:
             _, row = catalog.resolve(s, ref)
             return lineage.build(s, row, direction, depth)

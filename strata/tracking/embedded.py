@@ -6,9 +6,8 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,7 +23,6 @@ from strata.core.principal import current
 from strata.governance.audit import audited
 from strata.tracking import search
 from strata.tracking.embedded_experiments import ExperimentsMixin
-from strata.tracking.metric_blocks import MetricBlock, metric_blocks
 from strata.tracking.models import (
     ARTIFACT_SCHEME,
     DEFAULT_EXPERIMENT_ID,
@@ -100,6 +98,10 @@ def _info(row: RunRow) -> RunInfo:
         artifact_uri=row.artifact_uri,
         parent_run_id=row.parent_run_id,
     )
+
+
+if TYPE_CHECKING:
+    from strata.tracking.metric_blocks import MetricBlock
 
 
 class EmbeddedTracking(ExperimentsMixin, TrackingService):
@@ -330,6 +332,8 @@ class EmbeddedTracking(ExperimentsMixin, TrackingService):
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
     ) -> None:
+        from strata.tracking.metric_blocks import metric_blocks  # numpy: not on `runs list`
+
         blocks = metric_blocks(metrics)
         params_ = param_map(params)
         tags_ = tag_map(tags)
@@ -490,6 +494,10 @@ class EmbeddedTracking(ExperimentsMixin, TrackingService):
     def _history_arrays(
         self, s: Session, run_ids: Sequence[str], key: str
     ) -> dict[str, MetricBlock]:
+        import numpy as np
+
+        from strata.tracking.metric_blocks import MetricBlock
+
         rows = (
             s.execute(
                 sa.select(

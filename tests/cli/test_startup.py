@@ -74,7 +74,18 @@ def test_list_commands_skip_pandas_and_migrations(tmp_path: Path) -> None:
     for args in (("data", "list"), ("runs", "list"), ("experiments", "list")):
         loaded = loaded_by(tmp_path, *args)
         assert "sqlalchemy" in loaded  # it did query the store
-        for heavy in ("pandas", "alembic", "httpx", "fastapi", "uvicorn"):
+        # metadata queries need SQLAlchemy only: no Arrow, DuckDB or numpy (~0.25 s together)
+        for heavy in (
+            "pandas",
+            "alembic",
+            "httpx",
+            "fastapi",
+            "uvicorn",
+            "pyarrow",
+            "duckdb",
+            "numpy",
+            "psutil",
+        ):
             assert heavy not in loaded, (args, heavy)
 
 
