@@ -115,6 +115,7 @@ def list_audit(
     action: str | None = None,
     resource_type: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = Query(100, ge=1, le=10_000),
     after_seq: int = Query(0, ge=0),
 ) -> dict[str, Any]:
@@ -123,6 +124,7 @@ def list_audit(
         action=action,
         resource_type=resource_type,
         since=since,
+        until=until,
         limit=limit,
         after_seq=after_seq,
     )

@@ -284,10 +284,12 @@ def list_records(
     action: str | None = None,
     resource_type: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 100,
     after_seq: int = 0,
 ) -> list[AuditRecord]:
-    """Records in ascending ``seq`` order, filtered; ``action`` may end in ``*`` (prefix)."""
+    """Records in ascending ``seq`` order, filtered; ``action`` may end in ``*`` (prefix);
+    ``since``/``until`` bound the record time, both inclusive."""
     stmt = sa.select(AuditRow).where(AuditRow.seq > after_seq)
     if actor:
         stmt = stmt.where(AuditRow.actor == actor)
@@ -300,6 +302,8 @@ def list_records(
         stmt = stmt.where(AuditRow.resource_type == resource_type)
     if since is not None:
         stmt = stmt.where(AuditRow.ts_ms >= to_ms(since))
+    if until is not None:
+        stmt = stmt.where(AuditRow.ts_ms <= to_ms(until))
     stmt = stmt.order_by(AuditRow.seq).limit(limit)
     with db.read() as session:
         return [_to_model(r) for r in session.scalars(stmt)]

@@ -155,6 +155,9 @@ def audit_list(
     since: Annotated[
         datetime | None, typer.Option(help="Only records at or after this time (UTC).")
     ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Only records at or before this time (UTC).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
     json_out: JsonOpt = False,
 ) -> None:
@@ -163,7 +166,11 @@ def audit_list(
 
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    records = _governance().list_audit(actor=actor, action=action, since=since, limit=limit)
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    records = _governance().list_audit(
+        actor=actor, action=action, since=since, until=until, limit=limit
+    )
     if json_out:
         print_json(records)
         return

@@ -62,6 +62,7 @@ class RemoteGovernance(GovernanceService):
         action: str | None = None,
         resource_type: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         after_seq: int = 0,
     ) -> list[AuditRecord]:
@@ -70,6 +71,7 @@ class RemoteGovernance(GovernanceService):
             "action": action,
             "resource_type": resource_type,
             "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
             "limit": limit,
             "after_seq": after_seq,
         }

@@ -97,10 +97,12 @@ class GovernanceService(ABC):
         action: str | None = None,
         resource_type: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         after_seq: int = 0,
     ) -> list[AuditRecord]:
-        """Audit records in ascending sequence order; ``action`` may end in ``*``."""
+        """Audit records in ascending sequence order; ``action`` may end in ``*``;
+        ``since``/``until`` bound the record time (inclusive, timezone-aware)."""
 
     @abstractmethod
     def verify_audit(self) -> AuditVerification: ...
@@ -274,6 +276,7 @@ class EmbeddedGovernance(GovernanceService):
         action: str | None = None,
         resource_type: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         after_seq: int = 0,
     ) -> list[AuditRecord]:
@@ -285,6 +288,7 @@ class EmbeddedGovernance(GovernanceService):
             action=action,
             resource_type=resource_type,
             since=since,
+            until=until,
             limit=limit,
             after_seq=after_seq,
         )

@@ -125,15 +125,13 @@ def audit_log(
             actor=actor or None,
             action=action or None,
             since=start,
+            until=end,
             limit=AUDIT_PAGE,
             after_seq=max(after, 0),
         )
     except InvalidInput as exc:
         error, end = exc.message, None
     more = len(records) == AUDIT_PAGE
-    if end is not None:
-        more = more and all(r.ts <= end for r in records)
-        records = [r for r in records if r.ts <= end]
     return render(
         request,
         who,

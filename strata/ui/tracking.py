@@ -6,6 +6,7 @@ REST API uses — never the tables behind them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -25,6 +26,7 @@ from strata.ui.web import PAGE_HEADERS, PageRoute, render
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 PAGE_SIZES = (25, 50, 100, 250, 500)
+MAX_TRAIL = 200  # pages "Previous" can walk back through (the URL stays a few KB)
 DEFAULT_PAGE_SIZE = 50
 #: Columns shown when none are chosen: this many params and metrics seen on the page.
 DEFAULT_COLUMNS_PER_KIND = 6
@@ -104,6 +106,7 @@ def runs_table(
     order: str = "",
     col: list[str] = Query(default=[]),
     page: str = "",
+    back: list[str] = Query(default=[]),
     n: int = 1,
     size: int = DEFAULT_PAGE_SIZE,
     view: str = "active_only",
@@ -136,12 +139,26 @@ def runs_table(
     rows = [(run, [_cell(run, c) for c in columns]) for run in runs]
     chosen = [c for c in col if c]
 
-    def link(order_by: str = order, page_token: str = "", page_number: int = 1) -> str:
+    # Page tokens only go forward, so the URL carries the tokens of the pages before this one
+    # ("back", oldest first; "" is the first page): "Previous" pops one, "Next" pushes this one.
+    trail = back[-MAX_TRAIL:]
+
+    def link(
+        order_by: str = order,
+        page_token: str = "",
+        page_number: int = 1,
+        trail_: Sequence[str] = (),
+    ) -> str:
         """This table's URL with another order or page, the rest of the query kept."""
         query = [("filter", filter), ("order", order_by), ("view", view), ("size", str(size))]
         query += [("page", page_token), ("n", str(page_number))]
+        query += [("back", t) for t in trail_]
         query += [("col", c) for c in chosen]
         return f"/experiments/{quote(experiment_id, safe='')}?{urlencode(query)}"
+
+    page_number = max(n, 1)
+    previous = link(order, trail[-1], page_number - 1, trail[:-1]) if page and trail else None
+    following = link(order, next_token, page_number + 1, [*trail, page]) if next_token else None
 
     context: dict[str, Any] = dict(
         experiment=experiment,
@@ -153,7 +170,9 @@ def runs_table(
         chosen=chosen,
         link=link,
         page=page,
-        n=max(n, 1),
+        n=page_number,
+        previous=previous,
+        following=following,
         size=size,
         sizes=PAGE_SIZES,
         view=view,

@@ -235,6 +235,9 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
     time.sleep(0.02)
     token = gov.create_token("hank", name="ci")
     gov.disable_user("ivy")
+    time.sleep(0.02)
+    before_revoke = utcnow()
+    time.sleep(0.02)
     gov.revoke_token(token.info.id)
 
     everything = gov.list_audit(limit=10_000)
@@ -262,6 +265,10 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
     assert [r.action for r in recent] == ["token.create", "user.disable", "token.revoke"]
     assert all(r.ts >= since - timedelta(milliseconds=1) for r in recent)
     assert gov.list_audit(since=utcnow() + timedelta(hours=1)) == []
+    window = gov.list_audit(since=since, until=before_revoke)
+    assert [r.action for r in window] == ["token.create", "user.disable"]
+    assert all(since <= r.ts <= before_revoke for r in window)
+    assert gov.list_audit(until=since - timedelta(hours=1)) == []
     tokens = gov.list_audit(resource_type="token", since=since)
     assert [r.action for r in tokens] == ["token.create", "token.revoke"]
 

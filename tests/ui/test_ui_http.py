@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html import unescape
 
 import httpx
@@ -151,6 +152,32 @@ def test_runs_table_filter_sort_columns_and_errors(ui_env: UiEnv) -> None:
         assert paged.text.count('data-run="') == 3 and 'rel="next"' not in paged.text
 
 
+def test_runs_table_pages_forward_and_back(ui_env: UiEnv) -> None:
+    """Next pushes the page's token, Previous pops it: walking back shows the same runs."""
+    tracking = ui_env.client.tracking
+    eid = tracking.create_experiment("ui-paging").experiment_id
+    for i in range(60):
+        tracking.create_run(eid, run_name=f"p-{i:02d}")
+    base = f"/experiments/{eid}"
+    href = re.compile(r'<a href="([^"]+)" rel="(next|prev)"')
+
+    def page(url: str) -> tuple[list[str], dict[str, str]]:
+        text = http.get(url.replace("&amp;", "&")).text
+        return re.findall(r'data-run="([^"]+)"', text), {r: u for u, r in href.findall(text)}
+
+    with ui_env.http(Role.VIEWER) as http:
+        first, links = page(f"{base}?size=25&order=attributes.run_name ASC")
+        assert len(first) == 25 and "prev" not in links
+        second, links = page(links["next"])
+        third, links = page(links["next"])
+        assert len(second) == 25 and len(third) == 10 and "next" not in links
+        assert not set(first) & set(second) and not set(second) & set(third)
+        back_second, links = page(links["prev"])
+        assert back_second == second
+        back_first, links = page(links["prev"])
+        assert back_first == first and "prev" not in links
+
+
 def test_run_page_sections(ui_env: UiEnv) -> None:
     run_id = ui_env.run_ids[0]
     with ui_env.http(Role.VIEWER) as http:
@@ -246,6 +273,10 @@ def test_audit_page_for_admins(ui_env: UiEnv) -> None:
         assert bad.status_code == 400 and "since must be a date" in bad.text
         none = http.get("/audit", params={"actor": "nobody-at-all"})
         assert "No records match" in none.text
+        early = http.get("/audit", params={"until": "2000-01-01T00:00"})
+        assert early.status_code == 200 and "No records match" in early.text
+        bad_until = http.get("/audit", params={"until": "soon"})
+        assert bad_until.status_code == 400 and "until must be a date" in bad_until.text
 
 
 def test_docs_and_assets_are_served_locally(ui_env: UiEnv) -> None:
