@@ -41,6 +41,14 @@ from strata.governance.routing import (
 
 router = APIRouter(prefix="/api/v1/data", tags=["data"])
 UPLOAD_PREFIX = "/api/v1/data/upload/"
+#: Routes that take data in: a 4xx they answer before the service runs (a refused source,
+#: a malformed body) is audited by the app (``strata.server.app``) under this action.
+AUDITED_REFUSALS = {
+    ("POST", "/api/v1/data/datasets/{name}/ingest"): "data.ingest",
+    ("PUT", "/api/v1/data/upload/{name}"): "data.ingest",
+    ("POST", "/api/v1/data/datasets/{name}/rows"): "data.ingest",
+    ("POST", "/api/v1/data/transforms"): "data.transform",
+}
 
 
 def _svc(request: Request) -> DataService:

@@ -43,6 +43,8 @@ _AUDIT_LOCK_KEY = 731000002
 #: An automatic checkpoint is written after every this many records.
 CHECKPOINT_EVERY = 1000
 CHECKPOINT_PREFIX = "audit/checkpoints"
+#: Attribute set on an exception once its failure is in the audit log (no second record).
+AUDITED_MARK = "_strata_audited"
 log = logging.getLogger("strata.audit")
 
 
@@ -151,7 +153,7 @@ def write_checkpoint(db: Database) -> dict[str, Any] | None:
     return doc | {"path": path}
 
 
-def _maybe_checkpoint(db: Database, seq: int) -> None:
+def maybe_checkpoint(db: Database, seq: int) -> None:
     if seq % CHECKPOINT_EVERY or db.audit_store is None:
         return
     try:
@@ -243,8 +245,12 @@ def audited(
                 )
         except StrataError:
             pass  # the database itself failed; the original error is the one to report
+        try:
+            setattr(exc, AUDITED_MARK, True)
+        except AttributeError:
+            pass
         raise
-    _maybe_checkpoint(db, seq)
+    maybe_checkpoint(db, seq)
 
 
 def record_denied(db: Database, action: str, resource_type: str, resource_id: str) -> None:
@@ -258,7 +264,7 @@ def record_denied(db: Database, action: str, resource_type: str, resource_id: st
             resource_id=resource_id,
             outcome="denied",
         )
-    _maybe_checkpoint(db, seq)
+    maybe_checkpoint(db, seq)
 
 
 def _to_model(row: AuditRow) -> AuditRecord:

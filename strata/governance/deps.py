@@ -1,22 +1,23 @@
 """The one permission check every route uses.
 
 A route declares what it needs — ``dependencies=[Depends(require(Permission.WRITE))]`` — and
-this dependency authenticates the bearer token, checks the role, audits refused mutating
-calls, and sets the call context (principal + request id) the services audit with.
+this dependency authenticates the bearer token, checks the role, audits every 401/403 as
+a rate-limited security event (:mod:`strata.governance.events`), and sets the call context
+(principal + request id) the services audit with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
 from strata.backends.db import Database
 from strata.core.errors import PermissionDenied, Unauthenticated
-from strata.core.principal import Permission, Principal, bind, local_principal
+from strata.core.principal import Permission, Principal, Role, bind, local_principal
 from strata.core.threads import run_blocking
-from strata.governance import audit
+from strata.governance import events
 from strata.governance.service import EmbeddedGovernance
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -29,6 +30,10 @@ class AuthState:
     enabled: bool
     governance: EmbeddedGovernance
     db: Database
+    #: Rate limit of the 401/403 records (per app: one record per caller + route a minute).
+    auth_events: events.EventLimiter = field(default_factory=events.auth_limiter)
+    #: Rate limit of refused data writes (the first 20 per caller + action a minute).
+    refusals: events.EventLimiter = field(default_factory=events.refusal_limiter)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -50,8 +55,29 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def _resource(request: Request) -> str:
-    return request.url.path
+def peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def route_action(request: Request) -> str:
+    """``METHOD /route/template``: what an audit record of a refused request names."""
+    return f"{request.method} {getattr(request.scope.get('route'), 'path', request.url.path)}"
+
+
+async def _refused(
+    request: Request, state: AuthState, who: str, outcome: str, **details: str
+) -> None:
+    """Audit a 401/403 as a security event (rate-limited per caller and route)."""
+    await run_blocking(
+        events.security_event,
+        state.db,
+        state.auth_events,
+        action=route_action(request),
+        resource_id=request.url.path,
+        who=who,
+        outcome=outcome,
+        details={"ip": peer(request)} | details,
+    )
 
 
 def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]:
@@ -64,22 +90,29 @@ def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]
             principal = local_principal()
         else:
             token = bearer_token(request)
-            if token is None:
-                raise Unauthenticated(
-                    "Authentication required: send 'Authorization: Bearer <token>' "
-                    "(create one with `strata tokens create --user NAME`)"
-                )
-            principal = await run_blocking(state.governance.authenticate, token)
+            try:
+                if token is None:
+                    raise Unauthenticated(
+                        "Authentication required: send 'Authorization: Bearer <token>' "
+                        "(create one with `strata tokens create --user NAME`)"
+                    )
+                principal = await run_blocking(state.governance.authenticate, token)
+            except Unauthenticated:
+                who = f"anonymous@{peer(request)}"
+                bind(Principal(name=who[:64], role=Role.VIEWER), request_id)
+                reason = "no token" if token is None else "invalid, expired or revoked token"
+                await _refused(request, state, who, "unauthenticated", reason=reason)
+                raise
         bind(principal, request_id)
         if not principal.can(permission):
-            if request.method in MUTATING:
-                await run_blocking(
-                    audit.record_denied,
-                    state.db,
-                    f"{request.method} {getattr(request.scope.get('route'), 'path', '')}",
-                    "route",
-                    _resource(request),
-                )
+            await _refused(
+                request,
+                state,
+                principal.name,
+                "denied",
+                needed=permission.value,
+                role=principal.role.value,
+            )
             raise PermissionDenied(
                 f"User {principal.name!r} (role {principal.role.value}) may not "
                 f"{request.method} {request.url.path}: it needs the {permission.value!r} "

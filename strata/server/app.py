@@ -18,9 +18,11 @@ from strata import __version__
 from strata.client import Client
 from strata.core.config import Settings, load_settings
 from strata.core.errors import StrataError
+from strata.core.principal import current
 from strata.core.threads import run_blocking
+from strata.governance import events
 from strata.governance.api import router as governance_router
-from strata.governance.deps import AuthState
+from strata.governance.deps import AuthState, peer
 from strata.governance.service import EmbeddedGovernance
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware
@@ -41,13 +43,45 @@ def _error_response(status: int, payload: dict[str, Any]) -> JSONResponse:
     return JSONResponse(payload, status_code=status)
 
 
+async def _audit_refusal(request: Request, exc: Exception, status: int) -> None:
+    """Audit a 4xx of a route that takes data in (a refused ingest, a malformed transform),
+    unless the service recorded it already; 401/403 are recorded by the auth dependency."""
+    from strata.data.api import AUDITED_REFUSALS
+
+    template = getattr(request.scope.get("route"), "path", None)
+    action = AUDITED_REFUSALS.get((request.method, template or ""))
+    if action is None or status in (401, 403) or not 400 <= status < 500:
+        return
+    state: AuthState = request.app.state.auth
+    name = str(request.path_params.get("name", ""))
+    details: dict[str, Any] = {"route": f"{request.method} {template}", "ip": peer(request)}
+    if isinstance(exc, RequestValidationError):
+        details["fields"] = [
+            ".".join(str(p) for p in err.get("loc", ()) if p != "body") for err in exc.errors()
+        ][:20]
+    await run_blocking(
+        events.record_failure,
+        state.db,
+        state.refusals,
+        exc,
+        action=action,
+        resource_type="dataset" if name else "transform",
+        resource_id=name,
+        details=details,
+        who=current().principal.name,
+        code="INVALID_PARAMETER_VALUE" if isinstance(exc, RequestValidationError) else None,
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StrataError)
-    async def _strata(_: Request, exc: StrataError) -> JSONResponse:
+    async def _strata(request: Request, exc: StrataError) -> JSONResponse:
+        await _audit_refusal(request, exc, exc.http_status)
         return _error_response(exc.http_status, exc.to_payload())
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        await _audit_refusal(request, exc, 400)
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")

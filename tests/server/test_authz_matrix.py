@@ -206,6 +206,7 @@ def test_denied_mutation_is_audited_with_request_id(env: AppEnv, role: Role) -> 
     assert [u.name for u in env.gov.list_users() if u.name == "intruder"] == []
 
 
-def test_denied_read_is_not_audited(env: AppEnv) -> None:
+def test_a_denied_read_is_a_security_event(env: AppEnv) -> None:
     assert env.http.get("/api/v1/users", headers=env.auth(Role.VIEWER)).status_code == 403
-    assert [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "denied"] == []
+    (record,) = [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "denied"]
+    assert (record.actor, record.action) == (env.users[Role.VIEWER], "GET /api/v1/users")
