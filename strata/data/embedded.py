@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -85,20 +84,8 @@ class EmbeddedData(DataService):
         self.db = backends.db
         self.store = backends.artifacts
         self.tmp_root = str(backends.settings.home / "tmp")
+        #: Rate limit of the audit records of failed ingests and transforms.
         self.refusal_limit = events.refusal_limiter()
-
-    def _failures(
-        self, action: str, kind: str, name: str, details: dict[str, Any]
-    ) -> AbstractContextManager[None]:
-        """A failed ingest or transform (a sandbox refusal, a bad source) is audited."""
-        return events.failures_audited(
-            self.db,
-            self.refusal_limit,
-            action=action,
-            resource_type=kind,
-            resource_id=name,
-            details=details,
-        )
 
     @cached_property
     def vfiles(self) -> VersionFiles:
@@ -349,6 +336,7 @@ class EmbeddedData(DataService):
         return part, cast(BinaryIO, self.store.open_read(part.path, chunk_size=FILE_CHUNK))
 
     # -- ingestion -----------------------------------------------------------------------------
+    @refusals.ingest_audited
     def ingest_with(
         self,
         source: Any,
@@ -358,39 +346,38 @@ class EmbeddedData(DataService):
         progress: Progress | None = None,
         label: str | None = None,
     ) -> IngestResult:
-        details = refusals.ingest_details(source, options, label)
-        with self._failures("data.ingest", "dataset", name, details):
-            check_name(name)
-            if name.endswith(QUARANTINE_SUFFIX):
-                raise InvalidInput(
-                    f"Cannot ingest into {name!r}: names ending in "
-                    f"{QUARANTINE_SUFFIX!r} are the quarantines' own",
-                    details={"field": "name"},
-                )
-            suite_obj = _load_suite(options.suite) if options.suite is not None else None
-            sql_url = options.sql_url
-            if options.connection is not None:
-                if sql_url is not None:
-                    raise InvalidInput(
-                        "Give either connection= (a registered connection) or sql_url=, not both",
-                        details={"field": "connection"},
-                    )
-                sql_url = connections.resolve(self.db, options.connection)
-            from strata.data.readers import open_reader
-
-            reader = open_reader(
-                source,
-                format=options.format,
-                sql_url=sql_url,
-                delimiter=options.delimiter,
-                column_types=options.column_types,
-                label=label,
-                storage_options=self._storage_options(source),
+        check_name(name)
+        if name.endswith(QUARANTINE_SUFFIX):
+            raise InvalidInput(
+                f"Cannot ingest into {name!r}: names ending in "
+                f"{QUARANTINE_SUFFIX!r} are the quarantines' own",
+                details={"field": "name"},
             )
-            if options.connection is not None:
-                reader.info["connection"] = options.connection
-            return self.committer.ingest(reader, name, options, suite=suite_obj, progress=progress)
+        suite_obj = _load_suite(options.suite) if options.suite is not None else None
+        sql_url = options.sql_url
+        if options.connection is not None:
+            if sql_url is not None:
+                raise InvalidInput(
+                    "Give either connection= (a registered connection) or sql_url=, not both",
+                    details={"field": "connection"},
+                )
+            sql_url = connections.resolve(self.db, options.connection)
+        from strata.data.readers import open_reader
 
+        reader = open_reader(
+            source,
+            format=options.format,
+            sql_url=sql_url,
+            delimiter=options.delimiter,
+            column_types=options.column_types,
+            label=label,
+            storage_options=self._storage_options(source),
+        )
+        if options.connection is not None:
+            reader.info["connection"] = options.connection
+        return self.committer.ingest(reader, name, options, suite=suite_obj, progress=progress)
+
+    @refusals.push_audited
     def push_rows(
         self,
         name: str,
@@ -399,22 +386,21 @@ class EmbeddedData(DataService):
         mode: IngestMode | str = IngestMode.APPEND,
         source_info: dict[str, Any] | None = None,
     ) -> IngestResult:
-        with self._failures("data.ingest", "dataset", name, {"source": {"kind": "push"}}):
-            from strata.data.rows import rows_reader
+        from strata.data.rows import rows_reader
 
-            check_name(name)
-            workdir = self.workdir()
-            try:
-                reader = rows_reader(rows, workdir)
-                options = parse_options(
-                    IngestOptions,
-                    mode=parse_enum(IngestMode, mode, "mode"),
-                    source_info={"kind": "push"} | (source_info or {}),
-                    profile=False,
-                )
-                return self.committer.ingest(reader, name, options, suite=None)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+        check_name(name)
+        workdir = self.workdir()
+        try:
+            reader = rows_reader(rows, workdir)
+            options = parse_options(
+                IngestOptions,
+                mode=parse_enum(IngestMode, mode, "mode"),
+                source_info={"kind": "push"} | (source_info or {}),
+                profile=False,
+            )
+            return self.committer.ingest(reader, name, options, suite=None)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def stream_position(self, name: str, stream: str) -> StreamPosition | None:
         with self.db.read() as s:
@@ -547,6 +533,7 @@ class EmbeddedData(DataService):
         return self.get_version(version.quarantine) if version.quarantine else None
 
     # -- lineage -------------------------------------------------------------------------------
+    @refusals.transform_audited
     def transform(
         self,
         inputs: Sequence[str] | dict[str, str],
@@ -563,43 +550,41 @@ class EmbeddedData(DataService):
     ) -> IngestResult:
         """See :meth:`DataService.transform`; ``git_commit`` overrides the detected commit
         (a remote client sends its own)."""
-        details = refusals.transform_details(inputs, output, sql)
-        with self._failures("data.transform", "dataset", output, details):
-            from strata.data import lineage
-            from strata.data.sqltext import create_view
-            from strata.data.storage import sandbox
+        from strata.data import lineage
+        from strata.data.sqltext import create_view
+        from strata.data.storage import sandbox
 
-            named = lineage.named_inputs(inputs, fn, sql)
-            versions = {alias: self.get_version(ref) for alias, ref in named.items()}
-            con = self.vfiles.connect()
-            try:
-                if sql is not None:
-                    allowed: list[str] = []
-                    for alias, v in versions.items():
-                        allowed += self.locations(v.ref)
-                        create_view(con, alias, self.locations(v.ref))
-                    sandbox(con, allowed)  # the SQL is the user's: it may read its inputs only
-                    reader, record = lineage.sql_step(con, sql, list(versions), output, git_commit)
-                else:
-                    assert fn is not None
-                    frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
-                    reader, record = lineage.python_step(
-                        fn, frames, isinstance(inputs, dict), git_commit
-                    )
-                check_name(output)
-                options = parse_options(
-                    IngestOptions,
-                    on_fail=parse_enum(OnFail, on_fail, "on_fail"),
-                    allow_breaking=allow_breaking,
-                    parents=[v.ref for v in versions.values()],
-                    run_id=run_id,
-                    description=description,
-                    transform=record,
+        named = lineage.named_inputs(inputs, fn, sql)
+        versions = {alias: self.get_version(ref) for alias, ref in named.items()}
+        con = self.vfiles.connect()
+        try:
+            if sql is not None:
+                allowed: list[str] = []
+                for alias, v in versions.items():
+                    allowed += self.locations(v.ref)
+                    create_view(con, alias, self.locations(v.ref))
+                sandbox(con, allowed)  # the SQL is the user's: it may read its inputs only
+                reader, record = lineage.sql_step(con, sql, list(versions), output, git_commit)
+            else:
+                assert fn is not None
+                frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
+                reader, record = lineage.python_step(
+                    fn, frames, isinstance(inputs, dict), git_commit
                 )
-                suite_obj = _load_suite(suite) if suite is not None else None
-                return self.committer.ingest(reader, output, options, suite=suite_obj)
-            finally:
-                con.close()
+            check_name(output)
+            options = parse_options(
+                IngestOptions,
+                on_fail=parse_enum(OnFail, on_fail, "on_fail"),
+                allow_breaking=allow_breaking,
+                parents=[v.ref for v in versions.values()],
+                run_id=run_id,
+                description=description,
+                transform=record,
+            )
+            suite_obj = _load_suite(suite) if suite is not None else None
+            return self.committer.ingest(reader, output, options, suite=suite_obj)
+        finally:
+            con.close()
 
     def get_transform(self, transform_id: str) -> Transform:
         with self.db.read() as s:
