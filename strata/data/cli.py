@@ -622,6 +622,12 @@ def consume(
     group: Annotated[
         str | None, typer.Option("--group", help="Consumer group (default strata.NAME).")
     ] = None,
+    compact_after: Annotated[
+        int,
+        typer.Option(
+            "--compact-after", help="Rewrite the version into large parts past N small ones."
+        ),
+    ] = 64,
     json_out: JsonOpt = False,
 ) -> None:
     """Append a Kafka topic or Redis stream to NAME in micro-batches (one version each);
@@ -632,6 +638,7 @@ def consume(
 
     opts: dict[str, Any] = {"batch_size": batch_size, "batch_seconds": batch_seconds}
     opts |= {"max_batches": max_batches, "idle_seconds": idle, "group": group}
+    opts["compact_after"] = compact_after
     with (
         _data() as svc,
         Progress(

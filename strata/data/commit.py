@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from strata.backends.artifacts import ArtifactStore
 from strata.backends.db import Database
+from strata.core import faults
 from strata.core.clock import utcnow
 from strata.core.config import redact_uri
 from strata.core.errors import Conflict, InvalidInput
@@ -366,6 +367,7 @@ class Committer:
             ds.updated_at = utcnow()
             s.flush()
             version = catalog.to_version(s, ds, row)
+            faults.point("data.publish.transaction")  # every row written, not committed
         return IngestResult(
             dataset=name,
             version=vid,

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from strata.backends.streams import Positions, StreamRecord, StreamSource, open_source
+from strata.core import faults
 from strata.core.errors import InvalidInput, NotFound, StrataError
 from strata.core.parse import parse_enum
 from strata.data import catalog
@@ -409,6 +410,7 @@ def consume(
             if data.get_version(f"{name}@{ingested.version}").num_files > compact_after:
                 ingested = _compact(data, name, ingested.version, source.key, end)
                 result.compactions += 1
+            faults.point("data.stream.committed")  # durable in the DB, not at the broker
             failed = _commit(source, end)
             result.source_commit_failures += failed
             result.batches += 1
@@ -456,10 +458,14 @@ def _compact(
     ref = f"{name}@{version}"
     files = data.files(ref)
     dataset = data.vfiles.arrow_dataset([f.path for f in files])
-    ordered = pa.RecordBatchReader.from_batches(
-        dataset.schema,
-        dataset.to_batches(use_threads=False),  # file order = row order
-    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i, batch in enumerate(dataset.to_batches(use_threads=False)):  # file = row order
+            yield batch
+            if i == 0:
+                faults.point("data.stream.compaction")  # part of the version rewritten
+
+    ordered = pa.RecordBatchReader.from_batches(dataset.schema, batches())
     options = IngestOptions(
         parents=[ref],
         source_info={"stream": stream, "offsets": dict(offsets), "compacted_from": ref},
@@ -477,6 +483,7 @@ def _commit(source: StreamSource, positions: Positions) -> int:
     A failed source commit loses nothing: the positions are stored with the data, and the
     next commit (or restart) covers them."""
     try:
+        faults.point("data.stream.source_commit")
         source.commit(positions)
     except StrataError as exc:
         log.warning("stream %s: commit at the source failed: %s", source.display, exc.message)

@@ -14,17 +14,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from brokers import create_topic, produce, start_tansu, xadd
-from conftest import need_service
+from brokers import create_topic, produce, xadd
 from typer.testing import CliRunner
 
-from strata.backends.context import Backends
 from strata.backends.streams import StreamRecord, open_source
 from strata.backends.streams.kafka import KafkaSource
 from strata.cli.main import app
@@ -34,42 +31,6 @@ from strata.data.embedded import EmbeddedData
 from strata.data.streaming import consume_uri, decode, infer_schema, stored_positions, to_table
 
 TOTAL = 5000
-
-
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from start_tansu(tmp_path_factory.mktemp("tansu"))
-
-
-@pytest.fixture
-def topic(kafka: str) -> str:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    create_topic(kafka, name, 3)
-    return name
-
-
-@pytest.fixture
-def pg_data(tmp_path: Path, pg_url: str) -> Iterator[EmbeddedData]:
-    """The embedded data service on PostgreSQL (a fresh schema)."""
-    settings = Settings(
-        home=tmp_path / "pg-home", db_uri=pg_url, artifact_uri=str(tmp_path / "pg-artifacts")
-    )
-    backends = Backends(settings)
-    yield EmbeddedData(backends)
-    backends.close()
-
-
-@pytest.fixture
-def stream() -> Iterator[tuple[str, str]]:
-    """(Redis URL, a fresh stream name); the stream is deleted afterwards."""
-    import redis
-
-    url = need_service("STRATA_TEST_REDIS_URL", "Redis")
-    name = f"strata-test-{uuid.uuid4().hex[:10]}"
-    yield url, name
-    client = redis.Redis.from_url(url)
-    client.delete(name)
-    client.close()
 
 
 def records(n: int, start: int = 0) -> list[bytes]:
