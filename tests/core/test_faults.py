@@ -27,7 +27,8 @@ def test_points_do_nothing_unless_armed_and_fail_from_the_nth_arrival() -> None:
         "from strata.core import faults\n"
         "faults.point('p')\n"  # not armed: nothing
         "faults.point('q')\n"  # 1st arrival of q: below @2
-        "try:\n    faults.point('q')\nexcept Exception as exc:\n    print(type(exc).__name__, flush=True)\n"
+        "try:\n    faults.point('q')\n"
+        "except Exception as exc:\n    print(type(exc).__name__, flush=True)\n"
         "faults.point('k')\n"
         "print('not reached')\n"
     )
