@@ -1,0 +1,28 @@
+"""Strata's model format: flavors, signatures, digests (``docs/models.md``).
+
+import strata.models as sm
+sm.save(pipeline, "model", input_example=X.head())
+model = sm.load("model")          # every file's sha256 checked first
+model.predict(df)                 # pandas, Arrow, polars, numpy, dicts, records
+model.predict_arrays({"x": arr})  # the serving path, no pandas
+"""
+
+from __future__ import annotations
+
+from strata.models.model import Model
+from strata.models.models import FileDigest, FlavorSpec, ModelSpec, Signature, TensorSpec
+from strata.models.signature import infer_signature
+from strata.models.store import load, save, verify
+
+__all__ = [
+    "FileDigest",
+    "FlavorSpec",
+    "Model",
+    "ModelSpec",
+    "Signature",
+    "TensorSpec",
+    "infer_signature",
+    "load",
+    "save",
+    "verify",
+]

@@ -1,0 +1,47 @@
+"""The flavors Strata saves, in the order an object is matched against them.
+
+LightGBM and XGBoost come before scikit-learn because their scikit-learn wrappers are also
+scikit-learn estimators, and their native formats are safer and faster than skops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strata.core.errors import InvalidInput
+from strata.models.flavors.base import Flavor, Predictor
+from strata.models.flavors.lightgbm import LightGBMFlavor
+from strata.models.flavors.sklearn import SklearnFlavor
+from strata.models.flavors.xgboost import XGBoostFlavor
+
+FLAVORS: dict[str, Flavor] = {
+    f.name: f for f in (LightGBMFlavor(), XGBoostFlavor(), SklearnFlavor())
+}
+
+__all__ = ["FLAVORS", "Flavor", "Predictor", "flavor_for", "get_flavor"]
+
+
+def flavor_for(obj: Any) -> Flavor:
+    """The flavor that saves ``obj``, or InvalidInput naming its type and the flavors."""
+    for flavor in FLAVORS.values():
+        if flavor.handles(obj):
+            return flavor
+    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    raise InvalidInput(
+        f"Cannot save an object of type {kind}: Strata saves models of these flavors: "
+        f"scikit-learn estimators and Pipelines (sklearn), LightGBM Booster/LGBMModel "
+        f"(lightgbm), XGBoost Booster/XGBModel (xgboost)",
+        details={"type": kind, "supported": list(FLAVORS)},
+    )
+
+
+def get_flavor(name: str, key: str) -> Flavor:
+    """The flavor called ``name`` (read from ``key`` of strata-model.yaml)."""
+    flavor = FLAVORS.get(name)
+    if flavor is None:
+        raise InvalidInput(
+            f"strata-model.yaml: {key}: unknown flavor {name!r}; this Strata loads "
+            f"{', '.join(FLAVORS)}",
+            details={"key": key},
+        )
+    return flavor

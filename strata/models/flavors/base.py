@@ -1,0 +1,105 @@
+"""What a flavor is: how one framework's model is written, read and called.
+
+A :class:`Flavor` writes the object's files into the model directory and returns the
+:class:`~strata.models.models.FlavorSpec` recorded in ``strata-model.yaml``; it reads them
+back as a :class:`Predictor`, the one thing :class:`~strata.models.model.Model` calls. A
+predictor declares the input it wants (``input_kind``): a float matrix in the signature's
+column order (LightGBM, XGBoost: no pandas on the hot path), a pandas DataFrame (estimators
+fitted on named columns) or the tensor itself.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from strata.core.errors import InvalidInput, PermissionDenied
+from strata.models.models import FlavorSpec
+
+InputKind = Literal["matrix", "frame", "tensor"]
+
+
+class Predictor(ABC):
+    """A loaded flavor, ready to predict."""
+
+    input_kind: InputKind = "matrix"
+    classes: np.ndarray | None = None
+    """The class labels, in the order of :meth:`predict_proba`'s columns (classifiers)."""
+
+    @abstractmethod
+    def predict(self, x: Any) -> np.ndarray:
+        """Predictions for ``x`` (shaped as ``input_kind`` says), one per row."""
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Class probabilities, one row per input row and one column per class."""
+        raise InvalidInput(
+            "This model is not a classifier with probabilities (its signature has no labels)",
+            details={"field": "predict_proba"},
+        )
+
+
+class Flavor(ABC):
+    """One framework's way of saving and loading models."""
+
+    name: ClassVar[str]
+    packages: ClassVar[tuple[str, ...]]
+    """Distributions the flavor needs at load time, pinned into the model's requirements."""
+
+    @abstractmethod
+    def handles(self, obj: Any) -> bool:
+        """Whether ``obj`` is a model of this flavor (without importing the framework when
+        the object cannot be one of its models)."""
+
+    @abstractmethod
+    def save(
+        self, obj: Any, directory: Path, *, trusted: bool, serialization: str | None
+    ) -> FlavorSpec:
+        """Write ``obj``'s files into ``directory``; the spec to record."""
+
+    @abstractmethod
+    def load(self, directory: Path, spec: FlavorSpec, *, trusted: bool) -> Predictor:
+        """Read the files written by :meth:`save` (their digests are already verified)."""
+
+
+def loaded(module: str) -> Any:
+    """The module if it is imported already, else None: a model object of a framework
+    implies the framework is imported, so checking costs no import."""
+    return sys.modules.get(module)
+
+
+def dist_version(*names: str) -> str | None:
+    """The installed version of the first of ``names`` that is installed."""
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def require(module: str, extra: str = "models") -> Any:
+    """Import a framework, or say which extra installs it."""
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        raise InvalidInput(
+            f"This model needs the Python package {module!r}, which is not installed: "
+            f"pip install 'strata-ml[{extra}]'",
+            details={"package": module},
+        ) from exc
+
+
+def refuse_untrusted(what: str, serialization: str, action: str) -> PermissionDenied:
+    """The error for pickle-like formats used without ``trusted=True``."""
+    return PermissionDenied(
+        f"Refusing to {action} {what} as {serialization}: {serialization} runs arbitrary code "
+        f"when the model is loaded, so anyone who can change the file can run code on the "
+        f"machine that loads it. Pass trusted=True to {action} it if you trust its source, "
+        f"or use the default safe format",
+        details={"serialization": serialization, "trusted": False},
+    )

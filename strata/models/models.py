@@ -1,0 +1,114 @@
+"""The model format's domain objects: what ``strata-model.yaml`` holds (pure pydantic, no I/O).
+
+A saved model is a directory::
+
+    strata-model.yaml      this file: format version, flavors, signature, environment, digests
+    input_example.json     the input example (when one was given)
+    <flavor files>         e.g. model.skops, model.txt (LightGBM), model.ubj (XGBoost)
+
+``files`` lists the sha256 and size of every file beside the yaml; loading refuses a
+directory where one is missing, one is extra or one changed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+"""The version of the layout this Strata writes and reads."""
+
+SPEC_FILE = "strata-model.yaml"
+EXAMPLE_FILE = "input_example.json"
+
+Label = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileDigest(_Strict):
+    """The sha256 (hex) and size (bytes) of one file of the model directory."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class FlavorSpec(_Strict):
+    """How to load one flavor: its files (relative paths) and flavor-specific options.
+
+    ``serialization`` names the on-disk format (``skops``, ``pickle``, ``joblib``,
+    ``lightgbm-text``, ``xgboost-ubj``); ``pickle`` and ``joblib`` run code when read, so
+    loading them needs ``trusted=True``.
+    """
+
+    path: str
+    serialization: str
+    library_version: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TensorSpec(_Strict):
+    """One input or output: a column (``shape`` None: one value per row) or a tensor
+    (``shape`` with ``-1`` for a free dimension, the first one being the rows).
+
+    ``dtype`` is a numpy dtype name (``float64``, ``int64``, ``bool``) or ``str``.
+    """
+
+    name: str
+    dtype: str
+    shape: list[int] | None = None
+
+
+class Signature(_Strict):
+    """The inputs a model takes and the outputs it returns.
+
+    ``inputs`` are columns (every ``shape`` None) or one tensor. For a classifier,
+    ``outputs`` holds ``label`` and ``probabilities`` (``[-1, len(labels)]``) and ``labels``
+    the classes in the order of the probability columns.
+    """
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[Label] | None = None
+
+    @property
+    def is_tensor(self) -> bool:
+        """True when the input is one tensor rather than named columns."""
+        return len(self.inputs) == 1 and self.inputs[0].shape is not None
+
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+
+class OnnxParity(_Strict):
+    """How closely the ONNX export reproduces the original flavor on the same rows."""
+
+    rows: int
+    max_abs_diff: float
+    label_agreement: float | None = None
+    tolerance: float
+
+
+class ModelSpec(_Strict):
+    """The content of ``strata-model.yaml``."""
+
+    format_version: Literal[1] = 1
+    created_at: datetime
+    flavors: dict[str, FlavorSpec]
+    signature: Signature | None = None
+    input_example: str | None = None
+    python_version: str
+    requirements: list[str]
+    files: dict[str, FileDigest]
+    run_id: str | None = None
+    dataset_versions: list[str] = Field(default_factory=list)
+    onnx_parity: OnnxParity | None = None
+
+    @property
+    def flavor(self) -> str:
+        """The flavor predictions use by default: the first one listed."""
+        return next(iter(self.flavors))

@@ -1,0 +1,56 @@
+"""Formats that run code when read need trusted=True on save and on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import strata.models as sm
+from strata.core.errors import InvalidInput, PermissionDenied
+
+Iris = tuple[pd.DataFrame, Any]
+
+
+def _double(x: Any) -> Any:  # a user function: skops cannot vouch for it
+    return x * 2
+
+
+@pytest.mark.parametrize("fmt", ["pickle", "joblib"])
+def test_pickle_needs_trusted_on_save_and_load(fmt: str, iris: Iris, tmp_path: Path) -> None:
+    X, y = iris
+    clf = LogisticRegression(max_iter=300).fit(X, y)
+    with pytest.raises(
+        PermissionDenied, match=f"as {fmt}: {fmt} runs arbitrary code .* trusted=True"
+    ):
+        sm.save(clf, tmp_path / "m", serialization=fmt)
+    assert not (tmp_path / "m").exists()
+    sm.save(clf, tmp_path / "m", serialization=fmt, trusted=True, input_example=X.head(2))
+    with pytest.raises(PermissionDenied, match=r"Refusing to load model.* trusted=True"):
+        sm.load(tmp_path / "m")
+    loaded = sm.load(tmp_path / "m", trusted=True)
+    assert np.array_equal(loaded.predict(X), clf.predict(X))
+
+
+def test_skops_refuses_foreign_types_unless_trusted(iris: Iris, tmp_path: Path) -> None:
+    X, y = iris
+    pipe = make_pipeline(FunctionTransformer(_double), LogisticRegression(max_iter=300)).fit(X, y)
+    sm.save(pipe, tmp_path / "m", input_example=X.head(2))
+    with pytest.raises(PermissionDenied, match=r"test_trust\._double") as err:
+        sm.load(tmp_path / "m")
+    assert err.value.details["file"] == "model.skops"
+    loaded = sm.load(tmp_path / "m", trusted=True)
+    assert np.array_equal(loaded.predict(X), pipe.predict(X))
+
+
+def test_unknown_serialization_is_named(iris: Iris, tmp_path: Path) -> None:
+    X, y = iris
+    clf = LogisticRegression(max_iter=300).fit(X, y)
+    with pytest.raises(InvalidInput, match=r"Unknown serialization 'cloudpickle'"):
+        sm.save(clf, tmp_path / "m", serialization="cloudpickle", trusted=True)
