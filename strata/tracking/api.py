@@ -450,7 +450,7 @@ def list_artifacts(run_id: str, request: Request, path: str = "") -> Response:
     return json_response({"files": _svc(request).list_artifacts(run_id, path)})
 
 
-class _BodyReader(io.RawIOBase):
+class BodyReader(io.RawIOBase):
     """The request body as a blocking file object, for a worker thread.
 
     Each refill pulls the next chunk from the event loop; at most one chunk plus the caller's
@@ -512,7 +512,7 @@ async def upload_artifact(run_id: str, path: str, request: Request) -> Response:
     400 for paths that are absolute or contain ``..``; 404 for an unknown run.
     """
     svc = _svc(request)
-    reader = _BodyReader(request.stream().__aiter__(), f"{path!r} to run {run_id}")
+    reader = BodyReader(request.stream().__aiter__(), f"{path!r} to run {run_id}")
     info = await run_blocking(svc.log_artifact_stream, run_id, path, cast(BinaryIO, reader))
     return json_response(info, 201)
 

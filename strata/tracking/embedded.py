@@ -23,6 +23,7 @@ from strata.core.principal import current
 from strata.governance.audit import audited
 from strata.tracking import search
 from strata.tracking.embedded_experiments import ExperimentsMixin
+from strata.tracking.embedded_models import LoggedModelsMixin
 from strata.tracking.models import (
     ARTIFACT_SCHEME,
     DEFAULT_EXPERIMENT_ID,
@@ -104,7 +105,7 @@ if TYPE_CHECKING:
     from strata.tracking.metric_blocks import MetricBlock
 
 
-class EmbeddedTracking(ExperimentsMixin, TrackingService):
+class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, TrackingService):
     """Tracking on this process's metadata database and artifact store."""
 
     def __init__(self, backends: Backends) -> None:

@@ -1,4 +1,5 @@
-"""Tracking domain objects: experiments, runs, params, metrics, tags, dataset inputs.
+"""Tracking domain objects: experiments, runs, params, metrics, tags, dataset inputs, and
+MLflow 3's LoggedModels.
 
 Times are epoch milliseconds (UTC), as in MLflow, so values cross the MLflow REST API
 unchanged. Metric points are plain named tuples: a training loop creates many of them.
@@ -23,6 +24,7 @@ MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_EXPERIMENT_NAME_LENGTH = 500
+MAX_MODEL_NAME_LENGTH = 500
 MAX_BATCH_METRICS = 1000
 MAX_BATCH_PARAMS = 100
 MAX_BATCH_TAGS = 100
@@ -171,3 +173,70 @@ class Page(BaseModel, Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+# -- LoggedModels (MLflow 3) -----------------------------------------------------------------
+class LoggedModelStatus(StrEnum):
+    PENDING = "PENDING"
+    READY = "READY"
+    UPLOAD_FAILED = "UPLOAD_FAILED"
+
+
+class ModelDirection(StrEnum):
+    """How a run relates to a LoggedModel: it used the model, or it produced it."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class ModelMetric(BaseModel):
+    """One metric point recorded on a LoggedModel (``timestamp`` in epoch ms; the value may be
+    NaN or ±inf), optionally with the run and the dataset it was measured with."""
+
+    model_id: str
+    key: str
+    value: float
+    timestamp: int
+    step: int = 0
+    run_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+
+
+class LoggedModel(BaseModel):
+    """A model logged by a run (or on its own) with params, tags, metrics and an artifact
+    root of its own, ``{experiment artifact location}/models/{model_id}/artifacts``."""
+
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_location: str
+    status: LoggedModelStatus
+    status_message: str | None = None
+    model_type: str | None = None
+    source_run_id: str | None = None
+    creator: str
+    lifecycle_stage: LifecycleStage
+    creation_time: int
+    last_update_time: int
+    tags: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: list[ModelMetric] = Field(default_factory=list)
+
+
+class RunModels(BaseModel):
+    """A run's model inputs (ids) and outputs (id, step), ordered by model id."""
+
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[tuple[str, int]] = Field(default_factory=list)
+
+
+def proxied_store_path(uri: str) -> str | None:
+    """The artifact-store path of an ``mlflow-artifacts:`` URI; None for other schemes."""
+    scheme = ARTIFACT_SCHEME.rstrip("/")
+    if not uri.startswith(scheme):
+        return None
+    rest = uri[len(scheme) :]
+    if rest.startswith("//"):  # mlflow-artifacts://host/path: the host is not ours to check
+        rest = "/" + rest[2:].partition("/")[2]
+    return rest.strip("/")

@@ -26,12 +26,17 @@ from strata.tracking.models import (
     Experiment,
     FileInfo,
     InputUse,
+    LoggedModel,
+    LoggedModelStatus,
     Metric,
     MetricPoint,
+    ModelDirection,
+    ModelMetric,
     Page,
     Param,
     Run,
     RunInfo,
+    RunModels,
     RunStatus,
     RunTag,
     ViewType,
@@ -301,8 +306,116 @@ class RemoteTracking(TrackingService):
         )
         return [InputUse.model_validate(u) for u in body["uses"]]
 
+    # -- logged models -----------------------------------------------------------------------
+    def create_logged_model(
+        self,
+        experiment_id: str,
+        *,
+        name: str | None = None,
+        source_run_id: str | None = None,
+        model_type: str | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> LoggedModel:
+        body = {
+            "experiment_id": experiment_id,
+            "name": name,
+            "source_run_id": source_run_id,
+            "model_type": model_type,
+            "params": {k: _text(v) for k, v in (params or {}).items()},
+            "tags": {k: _text(v) for k, v in (tags or {}).items()},
+        }
+        return LoggedModel.model_validate(self._post(f"{P}/logged-models", body))
+
+    def get_logged_model(self, model_id: str, *, allow_deleted: bool = False) -> LoggedModel:
+        body = self.http.request(
+            "GET",
+            f"{P}/logged-models/{_q(model_id)}",
+            params={"allow_deleted": "true"} if allow_deleted else None,
+        )
+        return LoggedModel.model_validate(body)
+
+    def search_logged_models(
+        self,
+        experiment_ids: Sequence[str],
+        *,
+        filter: str | None = None,
+        order_by: Sequence[tuple[str, bool]] = (),
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[LoggedModel]:
+        body = self._post(
+            f"{P}/logged-models/search",
+            {
+                "experiment_ids": list(experiment_ids),
+                "filter": filter,
+                "order_by": [{"field": f, "ascending": a} for f, a in order_by],
+                "max_results": max_results,
+                "page_token": page_token,
+            },
+        )
+        items = [LoggedModel.model_validate(m) for m in body["models"]]
+        return Page[LoggedModel](items=items, next_page_token=body.get("next_page_token"))
+
+    def update_logged_model(
+        self,
+        model_id: str,
+        *,
+        status: LoggedModelStatus | str,
+        status_message: str | None = None,
+    ) -> LoggedModel:
+        body = self.http.request(
+            "PATCH",
+            f"{P}/logged-models/{_q(model_id)}",
+            content=_dumps({"status": str(status), "status_message": status_message}),
+            headers=_JSON,
+        )
+        return LoggedModel.model_validate(body)
+
+    def delete_logged_model(self, model_id: str) -> None:
+        self.http.request("DELETE", f"{P}/logged-models/{_q(model_id)}")
+
+    def set_logged_model_tags(self, model_id: str, tags: dict[str, str]) -> None:
+        body = {"tags": {k: _text(v) for k, v in tags.items()}}
+        self._post(f"{P}/logged-models/{_q(model_id)}/tags", body)
+
+    def delete_logged_model_tag(self, model_id: str, key: str) -> None:
+        self._post(f"{P}/logged-models/{_q(model_id)}/delete-tag", {"key": key})
+
+    def log_model_params(self, model_id: str, params: dict[str, str]) -> None:
+        body = {"params": {k: _text(v) for k, v in params.items()}}
+        self._post(f"{P}/logged-models/{_q(model_id)}/params", body)
+
+    def log_model_metrics(self, metrics: Sequence[ModelMetric]) -> None:
+        if metrics:
+            sent = [m.model_dump() | {"value": encode_float(m.value)} for m in metrics]
+            self._post(f"{P}/logged-models/metrics", {"metrics": sent})
+
+    def log_run_models(
+        self,
+        run_id: str,
+        direction: ModelDirection | str,
+        models: Sequence[tuple[str, int]],
+    ) -> None:
+        body = {
+            "direction": str(direction),
+            "models": [{"model_id": m, "step": step} for m, step in models],
+        }
+        self._post(f"{P}/runs/{_q(run_id)}/models", body)
+
+    def list_run_models(self, run_ids: Sequence[str]) -> dict[str, RunModels]:
+        if not run_ids:
+            return {}
+        body = self.http.request(
+            "GET", f"{P}/logged-models/run-links", params={"run_id": [str(r) for r in run_ids]}
+        )
+        return {r: RunModels.model_validate(v) for r, v in body["runs"].items()}
+
+    def log_model_artifact_stream(self, model_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
+        return self._upload(f"logged-models/{_q(model_id)}", path, fileobj)
+
     # -- artifacts ---------------------------------------------------------------------------
-    def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
+    def _upload(self, owner: str, path: str, fileobj: BinaryIO) -> FileInfo:
         def chunks() -> Iterator[bytes]:
             while chunk := fileobj.read(UPLOAD_CHUNK):
                 yield bytes(chunk)
@@ -311,11 +424,14 @@ class RemoteTracking(TrackingService):
         rel = safe_relpath(path)
         body = self.http.request(
             "PUT",
-            f"{P}/artifacts/runs/{_q(run_id)}/{_qpath(rel)}",
+            f"{P}/artifacts/{owner}/{_qpath(rel)}",
             content=chunks(),
             headers={"content-type": "application/octet-stream"},
         )
         return FileInfo.model_validate(body)
+
+    def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
+        return self._upload(f"runs/{_q(run_id)}", path, fileobj)
 
     def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
         body = self.http.request(

@@ -30,6 +30,10 @@ from strata.tracking.tables import (
     ExperimentTagRow,
     InputRow,
     LatestMetricRow,
+    LoggedModelMetricRow,
+    LoggedModelParamRow,
+    LoggedModelRow,
+    LoggedModelTagRow,
     ParamRow,
     RunRow,
     TagRow,
@@ -269,10 +273,16 @@ def parse_run_filter(text: str | None) -> list[Clause]:
     return clauses
 
 
-def _check_clause(text: str, c: Clause) -> None:
-    numeric = c.entity == "metrics" or (c.entity == "attributes" and c.key in _NUMERIC_ATTRS)
-    if c.entity == "attributes" and c.key not in _RUN_ATTRS:
-        raise _error(text, c.pos, f"a run attribute ({', '.join(sorted(_RUN_ATTRS))})")
+def _check_clause(
+    text: str,
+    c: Clause,
+    attrs: dict[str, Any] = _RUN_ATTRS,
+    numeric_attrs: set[str] = _NUMERIC_ATTRS,
+    owner: str = "run",
+) -> None:
+    numeric = c.entity == "metrics" or (c.entity == "attributes" and c.key in numeric_attrs)
+    if c.entity == "attributes" and c.key not in attrs:
+        raise _error(text, c.pos, f"a {owner} attribute ({', '.join(sorted(attrs))})")
     if c.entity == "datasets" and c.key not in _DATASET_ATTRS:
         raise _error(text, c.pos, "a dataset attribute (name, digest, context)")
     values = c.value if isinstance(c.value, list) else [c.value]
@@ -488,6 +498,80 @@ def experiment_order(items: Sequence[str] | None) -> list[Any]:
         order.append(ExperimentRow.creation_time.desc())
     order.append(ExperimentRow.id.desc())  # time-sortable ids: newest first on ties too
     return order
+
+
+# -- logged models ---------------------------------------------------------------------------
+_MODEL_ENTITIES = {k: v for k, v in _ENTITY.items() if v != "datasets" and k != "run"}
+_MODEL_ATTRS: dict[str, Any] = {
+    "name": LoggedModelRow.name,
+    "model_id": LoggedModelRow.id,
+    "model_type": LoggedModelRow.model_type,
+    "status": LoggedModelRow.status,
+    "source_run_id": LoggedModelRow.source_run_id,
+    "creation_timestamp": LoggedModelRow.created,
+    "creation_time": LoggedModelRow.created,
+    "last_updated_timestamp": LoggedModelRow.updated,
+}
+_MODEL_NUMERIC = {"creation_timestamp", "creation_time", "last_updated_timestamp"}
+
+
+def _model_status(value: Any) -> Any:
+    """``LOGGED_MODEL_READY`` (MLflow's proto name) or ``READY``, as stored."""
+    if isinstance(value, list):
+        return [_model_status(v) for v in value]
+    return value.removeprefix("LOGGED_MODEL_") if isinstance(value, str) else value
+
+
+def logged_model_conditions(text: str | None) -> list[ColumnElement[bool]]:
+    """Filter LoggedModels with the run grammar: ``name = 'x' AND params.lr = '0.1' AND
+    metrics.acc > 0.9 AND tags.k LIKE 'v%' AND status = 'READY'``. A metric clause matches
+    when any point logged on the model satisfies it."""
+    if not text or not text.strip():
+        return []
+    out: list[ColumnElement[bool]] = []
+    for c in _Parser(text, _MODEL_ENTITIES, set(_MODEL_ATTRS)).parse():
+        _check_clause(text, c, _MODEL_ATTRS, _MODEL_NUMERIC, "logged model")
+        if c.entity == "attributes":
+            value = c.value
+            if c.key in _MODEL_NUMERIC and value is not None:
+                value = int(value)
+            elif c.key == "status":
+                value = _model_status(value)
+            out.append(_compare(_MODEL_ATTRS[c.key], c.op, value))
+        elif c.entity == "metrics":
+            sub = sa.select(LoggedModelMetricRow.model_id).where(
+                LoggedModelMetricRow.key == c.key,
+                LoggedModelMetricRow.is_nan.is_(False),
+                _compare(LoggedModelMetricRow.value, c.op, c.value),
+            )
+            out.append(LoggedModelRow.id.in_(sub))
+        else:
+            table: Any = LoggedModelParamRow if c.entity == "params" else LoggedModelTagRow
+            has_key = sa.select(table.model_id).where(table.key == c.key)
+            if c.op == "IS NULL":
+                out.append(LoggedModelRow.id.not_in(has_key))
+            elif c.op == "IS NOT NULL":
+                out.append(LoggedModelRow.id.in_(has_key))
+            else:
+                out.append(
+                    LoggedModelRow.id.in_(has_key.where(_compare(table.value, c.op, c.value)))
+                )
+    return out
+
+
+def logged_model_order(items: Sequence[tuple[str, bool]]) -> list[Any]:
+    """``[(attribute, ascending), ...]`` as ORDER BY terms, then newest first."""
+    order: list[Any] = []
+    for field, ascending in items:
+        name = field.strip().removeprefix("attributes.")
+        col = _MODEL_ATTRS.get(name)
+        if col is None:
+            raise InvalidInput(
+                f"cannot order logged models by {field!r}: use one of {sorted(_MODEL_ATTRS)}",
+                details={"field": "order_by"},
+            )
+        order.append(col.asc() if ascending else col.desc())
+    return [*order, LoggedModelRow.created.desc(), LoggedModelRow.id.desc()]
 
 
 # -- page tokens -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The tracking interface: experiments, runs, params, metrics, tags, inputs, artifacts.
+"""The tracking interface: experiments, runs, params, metrics, tags, inputs, artifacts and
+MLflow 3's LoggedModels.
 
 One interface, two implementations: :class:`strata.tracking.embedded.EmbeddedTracking`
 (in-process, on the metadata DB and artifact store) and
@@ -20,12 +21,17 @@ from strata.tracking.models import (
     Experiment,
     FileInfo,
     InputUse,
+    LoggedModel,
+    LoggedModelStatus,
     Metric,
     MetricPoint,
+    ModelDirection,
+    ModelMetric,
     Page,
     Param,
     Run,
     RunInfo,
+    RunModels,
     RunStatus,
     RunTag,
     ViewType,
@@ -317,3 +323,102 @@ class TrackingService(ABC):
     def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
         """Download a file or directory (recursively) below ``dst_path``; returns its local
         path. Digests are checked; a corrupted file never appears at the destination."""
+
+    # -- logged models (MLflow 3) ------------------------------------------------------------
+    # Times are epoch ms like runs'; every change is audited as ``logged_model.<action>``.
+    @abstractmethod
+    def create_logged_model(
+        self,
+        experiment_id: str,
+        *,
+        name: str | None = None,
+        source_run_id: str | None = None,
+        model_type: str | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> LoggedModel:
+        """A PENDING model; its artifact location is ``{experiment artifact location}/models/
+        {model_id}/artifacts``. A name is generated when none is given (1 to 500 characters,
+        no ``/``). NotFound for an unknown experiment or source run, InvalidInput for a
+        deleted experiment or a bad name or key."""
+
+    @abstractmethod
+    def get_logged_model(self, model_id: str, *, allow_deleted: bool = False) -> LoggedModel:
+        """A model with its tags, params and metric points (in logging order); NotFound
+        naming the id if unknown, or deleted unless ``allow_deleted``."""
+
+    @abstractmethod
+    def search_logged_models(
+        self,
+        experiment_ids: Sequence[str],
+        *,
+        filter: str | None = None,
+        order_by: Sequence[tuple[str, bool]] = (),
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[LoggedModel]:
+        """Active models of the experiments matching ``filter`` (the run filter grammar of
+        :meth:`search_runs` over ``name``, ``model_id``, ``model_type``, ``status``,
+        ``source_run_id``, ``creation_timestamp``, ``last_updated_timestamp``, ``params.*``,
+        ``tags.*`` and ``metrics.*``, a metric clause matching any logged point), ordered by
+        ``order_by`` (``(attribute, ascending)`` pairs), then newest first. ``max_results``
+        is 1 to 1,000; InvalidInput names a malformed filter's position."""
+
+    @abstractmethod
+    def update_logged_model(
+        self,
+        model_id: str,
+        *,
+        status: LoggedModelStatus | str,
+        status_message: str | None = None,
+    ) -> LoggedModel:
+        """Set the model's status (``READY`` once its files are uploaded, ``UPLOAD_FAILED``)."""
+
+    def finalize_logged_model(
+        self, model_id: str, status: LoggedModelStatus | str = LoggedModelStatus.READY
+    ) -> LoggedModel:
+        """MLflow's spelling of :meth:`update_logged_model`."""
+        return self.update_logged_model(model_id, status=status)
+
+    @abstractmethod
+    def delete_logged_model(self, model_id: str) -> None:
+        """Mark the model deleted: ``get_logged_model`` and searches no longer see it."""
+
+    @abstractmethod
+    def set_logged_model_tags(self, model_id: str, tags: dict[str, str]) -> None:
+        """Set (or overwrite) tags of an active model."""
+
+    @abstractmethod
+    def delete_logged_model_tag(self, model_id: str, key: str) -> None:
+        """NotFound when the model has no such tag."""
+
+    @abstractmethod
+    def log_model_params(self, model_id: str, params: dict[str, str]) -> None:
+        """Params are immutable: the same value again is fine, another one is a Conflict
+        naming both values (and nothing is written)."""
+
+    @abstractmethod
+    def log_model_metrics(self, metrics: Sequence[ModelMetric]) -> None:
+        """Record metric points on their models in one transaction; NotFound for an unknown
+        model, and then nothing is written."""
+
+    @abstractmethod
+    def log_run_models(
+        self,
+        run_id: str,
+        direction: ModelDirection | str,
+        models: Sequence[tuple[str, int]],
+    ) -> None:
+        """Record ``(model_id, step)`` pairs a run used (``input``) or produced
+        (``output``); logging a pair again updates its step. NotFound for an unknown run or
+        model (nothing written)."""
+
+    @abstractmethod
+    def list_run_models(self, run_ids: Sequence[str]) -> dict[str, RunModels]:
+        """The model inputs and outputs of each run, by run id; runs without any are absent
+        (unknown ids included: this is a lookup, not a check)."""
+
+    @abstractmethod
+    def log_model_artifact_stream(self, model_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
+        """Stream one file below the model's artifact root at ``path`` (relative, no ``..``);
+        InvalidInput when the model's artifacts live outside this artifact store."""

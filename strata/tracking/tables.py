@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from strata.backends.db import Base
+from strata.tracking.models import MAX_KEY_LENGTH, MAX_MODEL_NAME_LENGTH
 
 
 class ExperimentRow(Base):
@@ -122,3 +123,68 @@ class InputRow(Base):
     schema_json: Mapped[str | None] = mapped_column(sa.Text)
     profile: Mapped[str | None] = mapped_column(sa.Text)
     tags_json: Mapped[str] = mapped_column(sa.Text, default="{}")
+
+
+# -- LoggedModels (MLflow 3) -----------------------------------------------------------------
+class LoggedModelRow(Base):
+    __tablename__ = "trk_logged_models"
+    __table_args__ = (sa.Index("ix_trk_logged_models_exp_created", "experiment_id", "created"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_experiments.id"))
+    name: Mapped[str] = mapped_column(sa.String(MAX_MODEL_NAME_LENGTH))
+    source_run_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    model_type: Mapped[str | None] = mapped_column(sa.String(500))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    status_message: Mapped[str | None] = mapped_column(sa.Text)
+    artifact_location: Mapped[str] = mapped_column(sa.Text)
+    creator: Mapped[str] = mapped_column(sa.String(256))
+    lifecycle_stage: Mapped[str] = mapped_column(sa.String(16))
+    created: Mapped[int] = mapped_column(sa.BigInteger)
+    updated: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class LoggedModelParamRow(Base):
+    __tablename__ = "trk_logged_model_params"
+
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_logged_models.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(MAX_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+class LoggedModelTagRow(Base):
+    __tablename__ = "trk_logged_model_tags"
+
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_logged_models.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(MAX_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+class LoggedModelMetricRow(Base):
+    """Every point logged on a model, in logging order (NaN as ``is_nan``, as for runs)."""
+
+    __tablename__ = "trk_logged_model_metrics"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_logged_models.id"), index=True)
+    key: Mapped[str] = mapped_column(sa.String(MAX_KEY_LENGTH))
+    value: Mapped[float] = mapped_column(sa.Float(precision=53))
+    is_nan: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    timestamp: Mapped[int] = mapped_column(sa.BigInteger)
+    step: Mapped[int] = mapped_column(sa.BigInteger)
+    run_id: Mapped[str | None] = mapped_column(sa.String(32))
+    dataset_name: Mapped[str | None] = mapped_column(sa.String(500))
+    dataset_digest: Mapped[str | None] = mapped_column(sa.String(128))
+
+
+class RunModelLinkRow(Base):
+    """A model a run used (``direction='input'``) or produced (``'output'``, with a step)."""
+
+    __tablename__ = "trk_run_model_links"
+
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_runs.id"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_logged_models.id"), primary_key=True)
+    direction: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    step: Mapped[int] = mapped_column(sa.BigInteger, default=0)

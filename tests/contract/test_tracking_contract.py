@@ -18,7 +18,10 @@ from strata.core.errors import AlreadyExists, Conflict, DigestMismatch, InvalidI
 from strata.tracking.models import (
     DatasetInput,
     LifecycleStage,
+    LoggedModelStatus,
     Metric,
+    ModelDirection,
+    ModelMetric,
     Param,
     RunStatus,
     RunTag,
@@ -801,3 +804,192 @@ def _exactly_invalid(fn: object, *args: object) -> InvalidInput:
         fn(*args)
     assert type(info.value) is InvalidInput
     return info.value
+
+
+# -- logged models (MLflow 3) ------------------------------------------------------------------
+def _exactly(cls: type[Exception], fn: object, *args: object, **kw: object) -> Exception:
+    assert callable(fn)
+    with pytest.raises(Exception) as info:
+        fn(*args, **kw)
+    assert type(info.value) is cls, f"{type(info.value).__name__}: {info.value}"
+    return info.value
+
+
+def test_logged_model_create_get_update_tags_params_delete(t: TrackingService) -> None:
+    run_id = _new_run(t, "models")
+    exp = t.get_experiment_by_name("models")
+    model = t.create_logged_model(
+        exp.experiment_id,
+        name="ranker",
+        source_run_id=run_id,
+        model_type="agent",
+        params={"depth": "6"},
+        tags={"stage": "dev"},
+    )
+    assert model.status is LoggedModelStatus.PENDING
+    assert model.artifact_location == (
+        f"{exp.artifact_location.rstrip('/')}/models/{model.model_id}/artifacts"
+    )
+    assert (model.name, model.source_run_id, model.model_type) == ("ranker", run_id, "agent")
+    assert model.params == {"depth": "6"} and model.tags == {"stage": "dev"}
+    assert model.lifecycle_stage is LifecycleStage.ACTIVE and model.creator
+    assert t.get_logged_model(model.model_id) == model
+    unnamed = t.create_logged_model(exp.experiment_id)
+    assert unnamed.name == f"model-{unnamed.model_id[-8:]}"
+
+    ready = t.update_logged_model(model.model_id, status="READY", status_message="uploaded")
+    assert ready.status is LoggedModelStatus.READY and ready.status_message == "uploaded"
+    assert ready.last_update_time >= model.last_update_time
+    assert t.finalize_logged_model(model.model_id, "UPLOAD_FAILED").status.value == (
+        "UPLOAD_FAILED"
+    )
+    err = _exactly(InvalidInput, t.update_logged_model, model.model_id, status="DONE")
+    assert "DONE" in str(err) and "READY" in str(err)
+
+    t.set_logged_model_tags(model.model_id, {"owner": "me", "stage": "prod"})
+    t.delete_logged_model_tag(model.model_id, "owner")
+    assert t.get_logged_model(model.model_id).tags == {"stage": "prod"}
+    _exactly(NotFound, t.delete_logged_model_tag, model.model_id, "owner")
+
+    t.log_model_params(model.model_id, {"lr": "0.1", "depth": "6"})  # same value again: fine
+    assert t.get_logged_model(model.model_id).params == {"depth": "6", "lr": "0.1"}
+    err = _exactly(Conflict, t.log_model_params, model.model_id, {"lr": "0.2", "new": "x"})
+    assert "0.1" in str(err) and "0.2" in str(err)
+    assert "new" not in t.get_logged_model(model.model_id).params  # nothing written
+
+    t.delete_logged_model(model.model_id)
+    err = _exactly(NotFound, t.get_logged_model, model.model_id)
+    assert model.model_id in str(err)
+    gone = t.get_logged_model(model.model_id, allow_deleted=True)
+    assert gone.lifecycle_stage is LifecycleStage.DELETED
+    _exactly(NotFound, t.set_logged_model_tags, model.model_id, {"k": "v"})
+
+
+def test_logged_model_bad_input_and_unknown_ids(t: TrackingService) -> None:
+    exp_id = t.create_experiment("models-bad").experiment_id
+    err = _exactly(NotFound, t.create_logged_model, "no-such-exp")
+    assert "no-such-exp" in str(err)
+    _exactly(NotFound, t.create_logged_model, exp_id, source_run_id="no-such-run")
+    for bad in ("", "a/b", "x" * 501):
+        err = _exactly(InvalidInput, t.create_logged_model, exp_id, name=bad)
+        assert err.details["field"] == "name"  # type: ignore[attr-defined]
+    err = _exactly(InvalidInput, t.create_logged_model, exp_id, params={"k" * 251: "v"})
+    assert err.details["field"] == "param.key"  # type: ignore[attr-defined]
+    _exactly(NotFound, t.get_logged_model, "m-missing")
+    t.delete_experiment(exp_id)
+    err = _exactly(InvalidInput, t.create_logged_model, exp_id, name="late")
+    assert "deleted" in str(err)
+    assert t.search_logged_models([exp_id]).items == []  # the refused model was not written
+
+
+def test_logged_model_metrics_and_run_links(t: TrackingService) -> None:
+    run_id = _new_run(t, "models-links")
+    exp_id = t.get_run(run_id).info.experiment_id
+    a = t.create_logged_model(exp_id, name="a").model_id
+    b = t.create_logged_model(exp_id, name="b").model_id
+    t.log_model_metrics(
+        [
+            ModelMetric(model_id=a, key="acc", value=0.9, timestamp=1, step=1, run_id=run_id),
+            ModelMetric(model_id=a, key="loss", value=math.nan, timestamp=2, dataset_name="d"),
+            ModelMetric(model_id=b, key="acc", value=-math.inf, timestamp=3, dataset_digest="x"),
+        ]
+    )
+    got = t.get_logged_model(a).metrics
+    assert [(m.key, m.step, m.run_id, m.dataset_name) for m in got] == [
+        ("acc", 1, run_id, None),
+        ("loss", 0, None, "d"),
+    ]
+    assert got[0].value == 0.9 and math.isnan(got[1].value)
+    assert t.get_logged_model(b).metrics[0].value == -math.inf
+    bad = [
+        ModelMetric(model_id=a, key="acc", value=1.0, timestamp=4),
+        ModelMetric(model_id="m-ghost", key="acc", value=1.0, timestamp=4),
+    ]
+    _exactly(NotFound, t.log_model_metrics, bad)
+    assert len(t.get_logged_model(a).metrics) == 2  # nothing written
+
+    t.log_run_models(run_id, "output", [(a, 3)])
+    t.log_run_models(run_id, ModelDirection.OUTPUT, [(a, 5), (b, 1)])  # again: step updated
+    t.log_run_models(run_id, "input", [(b, 0)])
+    links = t.list_run_models([run_id, "unknown-run"])
+    assert list(links) == [run_id]
+    assert links[run_id].inputs == [b]
+    assert links[run_id].outputs == [(a, 5), (b, 1)]
+    assert t.list_run_models([]) == {}
+    _exactly(NotFound, t.log_run_models, run_id, "input", [("m-ghost", 0)])
+    _exactly(NotFound, t.log_run_models, "ghost-run", "input", [(a, 0)])
+    err = _exactly(InvalidInput, t.log_run_models, run_id, "sideways", [(a, 0)])
+    assert "sideways" in str(err)
+    assert t.list_run_models([run_id])[run_id].inputs == [b]
+
+
+def test_search_logged_models_filter_order_and_pages(t: TrackingService) -> None:
+    exp_id = t.create_experiment("models-search").experiment_id
+    other = t.create_experiment("models-other").experiment_id
+    ids = {}
+    for i, name in enumerate(["c", "a", "b"]):
+        model = t.create_logged_model(
+            exp_id, name=name, params={"lr": f"0.{i}"}, tags={"team": "ml" if i else "data"}
+        )
+        ids[name] = model.model_id
+        t.log_model_metrics(
+            [ModelMetric(model_id=model.model_id, key="acc", value=0.5 + i / 10, timestamp=1)]
+        )
+    t.update_logged_model(ids["a"], status="READY")
+    t.create_logged_model(other, name="elsewhere")
+    deleted = t.create_logged_model(exp_id, name="gone").model_id
+    t.delete_logged_model(deleted)
+
+    def names(**kw: object) -> list[str]:
+        return [m.name for m in t.search_logged_models([exp_id], **kw).items]  # type: ignore[arg-type]
+
+    assert names() == ["b", "a", "c"]  # newest first, deleted ones left out
+    assert names(order_by=[("name", True)]) == ["a", "b", "c"]
+    assert names(order_by=[("attributes.name", False)]) == ["c", "b", "a"]
+    assert names(filter="metrics.acc > 0.55") == ["b", "a"]
+    assert names(filter="params.lr = '0.2' and tags.team = 'ml'") == ["b"]
+    assert names(filter="tags.team LIKE 'd%'") == ["c"]
+    assert names(filter="status = 'LOGGED_MODEL_READY'") == ["a"]
+    assert names(filter="attributes.status = 'READY'") == ["a"]
+    assert names(filter="name IN ('a', 'c')", order_by=[("name", True)]) == ["a", "c"]
+    assert names(filter=f"creation_timestamp > 0 and model_id != '{ids['c']}'") == ["b", "a"]
+    both = t.search_logged_models([exp_id, other], order_by=[("name", True)]).items
+    assert [m.name for m in both] == ["a", "b", "c", "elsewhere"]
+
+    page1 = t.search_logged_models([exp_id], max_results=2)
+    assert [m.name for m in page1.items] == ["b", "a"] and page1.next_page_token
+    page2 = t.search_logged_models([exp_id], max_results=2, page_token=page1.next_page_token)
+    assert [m.name for m in page2.items] == ["c"] and page2.next_page_token is None
+    # the page token is the one runs use
+    runs_token = t.search_runs("models-search", max_results=1, page_token=None).next_page_token
+    assert runs_token is None or runs_token.isascii()
+
+    err = _exactly(InvalidInput, t.search_logged_models, [exp_id], filter="name ==== 'x'")
+    assert "position" in str(err)
+    err = _exactly(InvalidInput, t.search_logged_models, [exp_id], filter="attributes.bogus = 'x'")
+    assert "logged model attribute" in str(err)
+    _exactly(InvalidInput, t.search_logged_models, [exp_id], filter="metrics.acc LIKE 'x'")
+    _exactly(InvalidInput, t.search_logged_models, [exp_id], order_by=[("color", True)])
+    _exactly(InvalidInput, t.search_logged_models, [exp_id], max_results=0)
+    _exactly(InvalidInput, t.search_logged_models, [exp_id], max_results=1001)
+    _exactly(InvalidInput, t.search_logged_models, [exp_id], page_token="not-a-token")
+
+
+def test_logged_model_artifacts_are_uploaded_below_its_root(
+    client: Client, t: TrackingService
+) -> None:
+    exp_id = t.create_experiment("models-artifacts").experiment_id
+    model = t.create_logged_model(exp_id, name="m")
+    payload = os.urandom(2 * 1024 * 1024 + 3)
+    info = t.log_model_artifact_stream(model.model_id, "sub/weights.bin", io.BytesIO(payload))
+    assert (info.path, info.is_dir, info.file_size) == ("sub/weights.bin", False, len(payload))
+    rel = model.artifact_location.split(":/", 1)[1].strip("/")
+    stored = Path(client.settings.artifact_uri) / rel / "sub" / "weights.bin"
+    assert stored.read_bytes() == payload
+    for bad in ("../evil.bin", "/etc/passwd"):
+        _exactly(InvalidInput, t.log_model_artifact_stream, model.model_id, bad, io.BytesIO(b"x"))
+    _exactly(NotFound, t.log_model_artifact_stream, "m-ghost", "x.bin", io.BytesIO(b"x"))
+    elsewhere = t.create_experiment("models-s3", artifact_location="s3://bucket/x").experiment_id
+    outside = t.create_logged_model(elsewhere).model_id
+    err = _exactly(InvalidInput, t.log_model_artifact_stream, outside, "x.bin", io.BytesIO(b"x"))
+    assert "s3://bucket/x" in str(err)

@@ -34,6 +34,7 @@ READ_POSTS = frozenset(
         "/v1/runs/compare",
         "/v1/runs/input-uses",
         "/v1/experiments/search",
+        "/v1/logged-models/search",
     }
 )
 _RANK = {Permission.READ: 0, Permission.WRITE: 1, Permission.APPROVE: 2, Permission.ADMIN: 3}

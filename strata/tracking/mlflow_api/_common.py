@@ -34,7 +34,6 @@ from strata.core.errors import (
 )
 from strata.core.principal import Permission
 from strata.governance.routing import READ, WRITE, run_blocking, service
-from strata.tracking.logged_models import LoggedModels
 from strata.tracking.service import TrackingService
 
 API = "/api/2.0/mlflow"
@@ -53,16 +52,6 @@ _EMPTY = b"{}"
 # -- services ------------------------------------------------------------------------------
 def tracking(request: Request) -> TrackingService:
     svc: TrackingService = service(request, "tracking", TrackingService)
-    return svc
-
-
-def logged_models(request: Request) -> LoggedModels:
-    """The app's LoggedModels service (built on first use)."""
-    state = request.app.state
-    svc: LoggedModels | None = getattr(state, "mlflow_logged_models", None)
-    if svc is None:
-        client = state.client
-        svc = state.mlflow_logged_models = LoggedModels(client.backends, client.tracking)
     return svc
 
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from strata.tracking.logged_models import LoggedModel, RunModels
 from strata.tracking.mlflow_api._common import num
-from strata.tracking.models import DatasetInput, Experiment, MetricPoint, Run, RunInfo
+from strata.tracking.models import (
+    DatasetInput,
+    Experiment,
+    LoggedModel,
+    MetricPoint,
+    Run,
+    RunInfo,
+    RunModels,
+)
 
 NOTE_TAG = "mlflow.note.content"
 RUN_NAME_TAG = "mlflow.runName"

@@ -28,16 +28,15 @@ from strata.core.errors import DigestMismatch, InvalidInput, NotFound
 from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
 from strata.governance.audit import audited
-from strata.tracking.logged_models import proxied_store_path
 from strata.tracking.mlflow_api._common import (
     add_route,
     json_response,
-    logged_models,
     opt_str,
     read_body,
     run_sync,
     tracking,
 )
+from strata.tracking.models import proxied_store_path
 
 router = APIRouter()
 log = logging.getLogger("strata.tracking.mlflow")
@@ -98,7 +97,7 @@ def _owner(request: Request, path: str) -> tuple[str, str, str]:
         root, rest = "/".join(parts[: j + 1]), "/".join(parts[j + 1 :])
         if j >= 2 and parts[j - 2] == "models":
             try:
-                model = logged_models(request).get(parts[j - 1])
+                model = svc.get_logged_model(parts[j - 1])
             except NotFound:
                 continue
             if proxied_store_path(model.artifact_location) == root:
@@ -128,7 +127,7 @@ async def upload_artifact(request: Request) -> Response:
         if kind == "run":
             tracking(request).log_artifact_stream(owner, rest, body)
         else:
-            logged_models(request).put_artifact(owner, rest, body)
+            tracking(request).log_model_artifact_stream(owner, rest, body)
 
     await run_sync(work)
     return json_response()

@@ -11,12 +11,10 @@ from starlette.responses import Response
 from strata.core.errors import InvalidInput
 from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
-from strata.tracking.logged_models import LoggedModelStatus, proxied_store_path
 from strata.tracking.mlflow_api._common import (
     add_route,
     json_response,
     key_values,
-    logged_models,
     missing,
     obj_list,
     opt_int,
@@ -25,9 +23,11 @@ from strata.tracking.mlflow_api._common import (
     req_str,
     run_sync,
     str_list,
+    tracking,
 )
 from strata.tracking.mlflow_api._convert import logged_model_json
 from strata.tracking.mlflow_api.artifacts import list_entries, store_of, stream_file
+from strata.tracking.models import LoggedModelStatus, proxied_store_path
 
 router = APIRouter()
 _STATUSES = {
@@ -60,7 +60,7 @@ def _model_id(request: Request) -> str:
 async def create_logged_model(request: Request) -> Response:
     body = await read_body(request)
     model = await run_sync(
-        logged_models(request).create,
+        tracking(request).create_logged_model,
         req_str(body, "experiment_id"),
         name=opt_str(body, "name") or None,
         source_run_id=opt_str(body, "source_run_id") or None,
@@ -75,7 +75,7 @@ async def get_logged_model(request: Request) -> Response:
     body = await read_body(request)
     allow_deleted = str(body.get("allow_deleted", "false")).lower() == "true"
     model = await run_sync(
-        logged_models(request).get, _model_id(request), allow_deleted=allow_deleted
+        tracking(request).get_logged_model, _model_id(request), allow_deleted=allow_deleted
     )
     return json_response({"model": logged_model_json(model)})
 
@@ -85,33 +85,33 @@ async def finalize_logged_model(request: Request) -> Response:
     if body.get("status") is None:
         raise missing("status")
     model = await run_sync(
-        logged_models(request).finalize, _model_id(request), _status(body["status"])
+        tracking(request).finalize_logged_model, _model_id(request), _status(body["status"])
     )
     return json_response({"model": logged_model_json(model)})
 
 
 async def delete_logged_model(request: Request) -> Response:
-    await run_sync(logged_models(request).delete, _model_id(request))
+    await run_sync(tracking(request).delete_logged_model, _model_id(request))
     return json_response()
 
 
 async def set_logged_model_tags(request: Request) -> Response:
     body = await read_body(request)
     tags = dict(key_values(body, "tags"))
-    await run_sync(logged_models(request).set_tags, _model_id(request), tags)
+    await run_sync(tracking(request).set_logged_model_tags, _model_id(request), tags)
     return json_response()
 
 
 async def delete_logged_model_tag(request: Request) -> Response:
     key: str = request.path_params["tag_key"]
-    await run_sync(logged_models(request).delete_tag, _model_id(request), key)
+    await run_sync(tracking(request).delete_logged_model_tag, _model_id(request), key)
     return json_response()
 
 
 async def log_logged_model_params(request: Request) -> Response:
     body = await read_body(request)
     params = dict(key_values(body, "params"))
-    await run_sync(logged_models(request).log_params, _model_id(request), params)
+    await run_sync(tracking(request).log_model_params, _model_id(request), params)
     return json_response()
 
 
@@ -126,22 +126,22 @@ async def search_logged_models(request: Request) -> Response:
         if not isinstance(field, str) or not field:
             raise missing(f"order_by[{i}].field_name")
         order.append((field, item.get("ascending", True) is not False))
-    models, token = await run_sync(
-        logged_models(request).search,
+    page = await run_sync(
+        tracking(request).search_logged_models,
         experiment_ids,
         filter=opt_str(body, "filter") or None,
         order_by=order,
         max_results=opt_int(body, "max_results") or 100,
         page_token=opt_str(body, "page_token") or None,
     )
-    out: dict[str, Any] = {"models": [logged_model_json(m) for m in models]}
-    if token:
-        out["next_page_token"] = token
+    out: dict[str, Any] = {"models": [logged_model_json(m) for m in page.items]}
+    if page.next_page_token:
+        out["next_page_token"] = page.next_page_token
     return json_response(out)
 
 
 async def _model_root(request: Request) -> tuple[str, str]:
-    model = await run_sync(logged_models(request).get, _model_id(request))
+    model = await run_sync(tracking(request).get_logged_model, _model_id(request))
     root = proxied_store_path(model.artifact_location)
     if root is None:
         raise InvalidInput(

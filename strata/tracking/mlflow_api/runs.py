@@ -19,14 +19,12 @@ from starlette.responses import Response
 
 from strata.core.errors import InvalidInput
 from strata.core.principal import Permission
-from strata.tracking.logged_models import LoggedModels
 from strata.tracking.mlflow_api._common import (
     Body,
     add_route,
     bad_value,
     json_response,
     key_values,
-    logged_models,
     missing,
     obj_list,
     opt_int,
@@ -55,6 +53,8 @@ from strata.tracking.models import (
     MAX_TAG_VALUE_LENGTH,
     DatasetInput,
     Metric,
+    ModelDirection,
+    ModelMetric,
     Param,
     RunTag,
     ViewType,
@@ -65,15 +65,15 @@ router = APIRouter()
 MODEL_HISTORY_TAG = "mlflow.log-model.history"
 _RUN_STATUSES = {"1": "RUNNING", "2": "SCHEDULED", "3": "FINISHED", "4": "FAILED", "5": "KILLED"}
 
-#: (model_id, metric, dataset_name, dataset_digest) of metrics logged against a LoggedModel
-ModelMetric = tuple[str, Metric, str, str]
+#: A run metric that names a LoggedModel, and the point to record on that model
+Linked = tuple[Metric, ModelMetric]
 
 
 def _at(field: str, i: int, name: str) -> str:
     return f"{field}[{i}].{name}" if field else name
 
 
-def parse_metrics(items: object, field: str) -> tuple[list[Metric], list[ModelMetric]]:
+def parse_metrics(items: object, field: str) -> tuple[list[Metric], list[Linked]]:
     """MLflow ``Metric`` objects as Metric tuples, plus those that name a model.
 
     ``field`` names the list in error messages (``metrics[3].value``); ``""`` for the single
@@ -84,7 +84,7 @@ def parse_metrics(items: object, field: str) -> tuple[list[Metric], list[ModelMe
     if not isinstance(items, list):
         raise bad_value(field, "a list of metrics", items)
     out: list[Metric] = []
-    linked: list[ModelMetric] = []
+    linked: list[Linked] = []
     for i, m in enumerate(items):
         if type(m) is not dict:
             raise bad_value(f"{field}[{i}]", "a metric object", m)
@@ -109,9 +109,16 @@ def parse_metrics(items: object, field: str) -> tuple[list[Metric], list[ModelMe
         out.append(metric)
         model_id = m.get("model_id")
         if model_id:
-            linked.append(
-                (str(model_id), metric, m.get("dataset_name") or "", m.get("dataset_digest") or "")
+            point = ModelMetric(
+                model_id=str(model_id),
+                key=key,
+                value=value,
+                timestamp=ts,
+                step=step,
+                dataset_name=m.get("dataset_name") or None,
+                dataset_digest=m.get("dataset_digest") or None,
             )
+            linked.append((metric, point))
     return out, linked
 
 
@@ -129,15 +136,15 @@ def _check_batch(metrics: int, params: int, tags: int) -> None:
             )
 
 
-def _new_points(svc: TrackingService, run_id: str, linked: list[ModelMetric]) -> set[int]:
+def _new_points(svc: TrackingService, run_id: str, linked: list[Linked]) -> set[int]:
     """Ids of the linked metric objects already in the run's history: MLflow 3 re-logs a
     step's run metrics with the model id when it logs a model, which must not double them."""
     seen: set[int] = set()
-    for key in {m.key for _, m, _, _ in linked}:
+    for key in {m.key for m, _ in linked}:
         have = {(p.step, p.timestamp, repr(p.value)) for p in svc.get_metric_history(run_id, key)}
         seen.update(
             id(m)
-            for _, m, _, _ in linked
+            for m, _ in linked
             if m.key == key and (m.step, m.timestamp, repr(m.value)) in have
         )
     return seen
@@ -145,12 +152,11 @@ def _new_points(svc: TrackingService, run_id: str, linked: list[ModelMetric]) ->
 
 def _log(
     svc: TrackingService,
-    models: LoggedModels,
     run_id: str,
     metrics: list[Metric],
     params: Sequence[Param] = (),
     tags: Sequence[RunTag] = (),
-    linked: list[ModelMetric] | None = None,
+    linked: list[Linked] | None = None,
 ) -> None:
     """One batch into the run (atomic), then its model-linked points onto their models.
 
@@ -158,14 +164,14 @@ def _log(
     transaction after the run's batch succeeded.
     """
     if linked:
-        for model_id in {m[0] for m in linked}:
-            models.get(model_id)
+        for model_id in {p.model_id for _, p in linked}:
+            svc.get_logged_model(model_id)
         known = _new_points(svc, run_id, linked)
         metrics = [m for m in metrics if id(m) not in known]
     if metrics or params or tags:
         svc.log_batch(run_id, metrics=metrics, params=params, tags=tags)
     if linked:
-        models.log_metrics(run_id, linked)
+        svc.log_model_metrics([p.model_copy(update={"run_id": run_id}) for _, p in linked])
 
 
 async def log_batch(request: Request) -> Response:
@@ -175,9 +181,7 @@ async def log_batch(request: Request) -> Response:
     params = [Param(k, v) for k, v in key_values(body, "params")]
     tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
     _check_batch(len(metrics), len(params), len(tags))
-    await run_sync(
-        _log, tracking(request), logged_models(request), run_id, metrics, params, tags, linked
-    )
+    await run_sync(_log, tracking(request), run_id, metrics, params, tags, linked)
     return json_response()
 
 
@@ -185,7 +189,7 @@ async def log_metric(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
     metrics, linked = parse_metrics([body], "")
-    await run_sync(_log, tracking(request), logged_models(request), run_id, metrics, linked=linked)
+    await run_sync(_log, tracking(request), run_id, metrics, linked=linked)
     return json_response()
 
 
@@ -257,16 +261,16 @@ async def log_inputs(request: Request) -> Response:
     run_id = req_str(body, "run_id")
     datasets = [_dataset(d, i) for i, d in enumerate(obj_list(body, "datasets"))]
     models = _model_ids(body, "models")
-    svc, lm = tracking(request), logged_models(request)
+    svc = tracking(request)
 
     def work() -> None:
         if models:
             for model_id, _ in models:
-                lm.get(model_id)
+                svc.get_logged_model(model_id)
         if datasets or not models:
             svc.log_inputs(run_id, datasets)
         if models:
-            lm.link(run_id, "input", models)
+            svc.log_run_models(run_id, ModelDirection.INPUT, models)
 
     await run_sync(work)
     return json_response()
@@ -278,7 +282,7 @@ async def log_outputs(request: Request) -> Response:
     models = _model_ids(body, "models")
     if not models:
         raise missing("models")
-    await run_sync(logged_models(request).link, run_id, "output", models)
+    await run_sync(tracking(request).log_run_models, run_id, ModelDirection.OUTPUT, models)
     return json_response()
 
 
@@ -366,11 +370,11 @@ async def restore_run(request: Request) -> Response:
 async def get_run(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
-    svc, lm = tracking(request), logged_models(request)
+    svc = tracking(request)
 
     def work() -> dict[str, Any]:
         run = svc.get_run(run_id)
-        return run_json(run, lm.run_models([run_id]).get(run_id))
+        return run_json(run, svc.list_run_models([run_id]).get(run_id))
 
     return json_response({"run": await run_sync(work)})
 
@@ -379,7 +383,7 @@ async def search_runs(request: Request) -> Response:
     body = await read_body(request)
     experiment_ids = str_list(body, "experiment_ids")
     max_results = opt_int(body, "max_results")
-    svc, lm = tracking(request), logged_models(request)
+    svc = tracking(request)
 
     def work() -> dict[str, Any]:
         page = svc.search_runs(
@@ -390,7 +394,7 @@ async def search_runs(request: Request) -> Response:
             order_by=str_list(body, "order_by") or None,
             page_token=opt_str(body, "page_token") or None,
         )
-        models = lm.run_models([r.info.run_id for r in page.items])
+        models = svc.list_run_models([r.info.run_id for r in page.items])
         out: dict[str, Any] = {}
         if page.items:
             out["runs"] = [run_json(r, models.get(r.info.run_id)) for r in page.items]
