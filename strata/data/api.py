@@ -28,7 +28,7 @@ from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
 from strata.data import fetch
-from strata.data.models import ColumnAnnotation, IngestOptions
+from strata.data.models import CLAIMED, ColumnAnnotation, IngestOptions
 from strata.data.service import DataService
 from strata.governance.routing import (
     READ,
@@ -215,6 +215,23 @@ def check_server_source(source: str, name: str) -> str:
     return scheme
 
 
+def server_provenance(opts: IngestOptions, info: dict[str, Any]) -> IngestOptions:
+    """The server sets provenance: ``info`` (what it observed) is the source; the caller's
+    ``parents``, ``transform`` and ``source_info`` are kept apart as *claimed* — stored with
+    the version (``DatasetVersion.claimed``) and shown as claimed, never lineage edges."""
+    claims: dict[str, Any] = {}
+    if opts.parents:
+        claims["parents"] = opts.parents
+    if opts.transform is not None:
+        claims["transform"] = opts.transform
+    if opts.source_info:
+        claims["source_info"] = opts.source_info
+    source_info = dict(info) | ({CLAIMED: claims} if claims else {})
+    return opts.model_copy(
+        update={"parents": [], "transform": None, "source_info": source_info or None}
+    )
+
+
 def refuse_sql_url() -> None:
     """Over REST a database URL is never accepted: it would let any editor run SQL on
     databases the server can reach (its own PostgreSQL as superuser, a Unix socket...)."""
@@ -243,12 +260,12 @@ async def ingest(name: str, body: IngestRequest, request: Request) -> Response:
         try:
             path = await run_blocking(fetch.download, body.source, workdir, allowed)
             shown = redact_uri(body.source)
-            info = {"kind": "url", "uri": shown} | (opts.source_info or {})
-            opts = opts.model_copy(update={"source_info": info})
+            opts = server_provenance(opts, {"kind": "url", "uri": shown})
             result = await run_blocking(svc.ingest_with, path, name, opts, label=shown)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return json_response(result, 201)
+    opts = server_provenance(opts, {})
     result = await run_blocking(svc.ingest_with, body.source, name, opts)
     return json_response(result, 201)
 
@@ -326,8 +343,7 @@ async def upload(
             raise InvalidInput(
                 f"The uploaded file {base!r} is empty: nothing to ingest", details={"source": base}
             )
-        info = {"kind": "upload", "uri": base} | (opts.source_info or {})
-        opts = opts.model_copy(update={"source_info": info})
+        opts = server_provenance(opts, {"kind": "upload", "uri": base})
         result = await run_blocking(svc.ingest_with, path, name, opts, label=base)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -346,7 +362,12 @@ async def push_rows(
     ),
 ) -> Response:
     """Push rows: a JSON array of objects, or NDJSON (one object per line)."""
-    info = _json_object(source_info, "source_info")
+    claims = _json_object(source_info, "source_info") or {}
+    # A stream consumer's position is its own bookkeeping, committed with the version;
+    # anything else the caller says about the source is a claim.
+    info: dict[str, Any] = {k: claims.pop(k) for k in ("stream", "offsets") if k in claims}
+    if claims:
+        info[CLAIMED] = {"source_info": claims}
     body = await request.body()
     svc = _svc(request)
     result = await run_blocking(svc.push_rows, name, body, mode=mode, source_info=info)

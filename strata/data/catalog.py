@@ -223,6 +223,7 @@ def to_versions(
                 quarantined_rows=r.quarantined_rows,
                 quarantine_of=r.quarantine_of,
                 description=r.description,
+                claimed=json.loads(r.claimed) if r.claimed else None,
             )
         )
     return out

@@ -32,6 +32,7 @@ from strata.core.principal import current
 from strata.data import catalog, lineage, records
 from strata.data.ingest import Reader
 from strata.data.models import (
+    CLAIMED,
     ColumnSchema,
     DatasetVersion,
     IngestMode,
@@ -52,7 +53,7 @@ from strata.data.tables import (
     TransformRow,
     VersionRow,
 )
-from strata.governance.audit import audited
+from strata.governance.audit import AUDITED_MARK, audited
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -99,6 +100,8 @@ class Draft:
     base_files: list[FileRow]  # the base version's parts an append keeps ([] otherwise)
     parents: list[_Parent]
     started: float
+    #: What a remote caller claimed about provenance (kept apart from ``info``, never lineage).
+    claimed: dict[str, Any] | None = None
 
 
 class Committer:
@@ -212,6 +215,8 @@ class Committer:
             catalog.parse_annotations(options.annotations, [c.name for c in columns])
             if staged.gate_failed:
                 return self.gate_failed(name, staged, suite, options.raise_on_fail, started, reader)
+            info = reader.info | (options.source_info or {})
+            claimed = info.pop(CLAIMED, None)
             draft = Draft(
                 name=name,
                 staged=staged,
@@ -219,11 +224,12 @@ class Committer:
                 suite=suite,
                 columns=columns,
                 changes=changes,
-                info=reader.info | (options.source_info or {}),
+                info=info,
                 base=base,
                 base_files=base_files if appending else [],
                 parents=parent_rows,
                 started=started,
+                claimed=claimed if isinstance(claimed, dict) and claimed else None,
             )
             return self.publish(draft)
         finally:
@@ -257,13 +263,15 @@ class Committer:
             )
         failed = [r.expectation_type for r in staged.report.results if not r.success]
         if raise_on_fail:
-            raise InvalidInput(
+            refused = InvalidInput(
                 f"Ingest into {name!r} not published: suite {suite.name!r} failed "
                 f"{len(failed)} of {len(staged.report.results)} expectations "
                 f"({', '.join(failed[:5])}); see report {report_id} or use "
                 "on_fail='quarantine'/'warn'",
                 details={"validation": report, "report_id": report_id},
             )
+            setattr(refused, AUDITED_MARK, True)  # the record above says so already
+            raise refused
         return IngestResult(
             dataset=name,
             version=None,
@@ -412,6 +420,7 @@ class Committer:
             num_files=len(d.base_files) + len(new_files),
             arrow_schema=base64.b64encode(schema_bytes(staged.schema)).decode(),
             source=json.dumps(d.info, default=str),
+            claimed=json.dumps(d.claimed, default=str) if d.claimed else None,
             created_by=current().principal.name,
             created_at=utcnow(),
             transform_id=transform_id,

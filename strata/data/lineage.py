@@ -187,6 +187,8 @@ class _Builder:
             rows=row.rows,
             created_at=row.created_at.isoformat(),
             version_kind=row.kind,
+            # shown as claimed, never drawn as edges: the server did not observe it
+            **({"claimed": json.loads(row.claimed)} if row.claimed else {}),
         )
         self.node(f"dataset:{name}", "dataset", name)
         self.edge(f"dataset:{name}", node_id, "version")

@@ -24,6 +24,10 @@ from strata.core.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 QUARANTINE_SUFFIX = "__quarantine"
+#: The key of ``source_info`` whose value (a dict) is stored as the version's *claimed*
+#: provenance (:attr:`DatasetVersion.claimed`) instead of its source: the server puts what a
+#: remote caller says about parents, transform and source there.
+CLAIMED = "claimed"
 #: Columns every quarantine version carries after the data columns.
 QUARANTINE_COLUMNS = ("_line", "_row", "_reason", "_raw", "_source")
 LATEST = "latest"
@@ -167,6 +171,10 @@ class DatasetVersion(BaseModel):
     quarantined_rows: int = 0
     quarantine_of: str | None = None
     description: str = ""
+    #: Provenance a remote caller *claimed* (``parents``, ``transform``, ``source_info``) and
+    #: the server could not observe: kept apart, never lineage (``parents``,
+    #: ``transform_id`` and ``source`` are what the server recorded itself).
+    claimed: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:

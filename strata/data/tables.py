@@ -63,6 +63,8 @@ class VersionRow(Base):
     quarantined_rows: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     quarantine_of: Mapped[str | None] = mapped_column(sa.String(160))
     description: Mapped[str] = mapped_column(sa.Text, default="")
+    #: JSON: provenance a remote caller claimed (parents, transform, source), never lineage.
+    claimed: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class ColumnRow(Base):

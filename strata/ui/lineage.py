@@ -57,7 +57,8 @@ def _sub(kind: str, attrs: dict[str, Any]) -> str:
         return f"run · {attrs.get('status', '')}".strip(" ·")
     if kind == "version":
         rows = attrs.get("rows")
-        return f"version · {rows:,} rows" if isinstance(rows, int) else "version"
+        sub = f"version · {rows:,} rows" if isinstance(rows, int) else "version"
+        return f"{sub} · claimed lineage" if attrs.get("claimed") else sub
     if kind == "transform":
         return f"transform · {attrs.get('language', '')}".strip(" ·")
     return kind
