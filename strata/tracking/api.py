@@ -533,3 +533,10 @@ def download_artifact(run_id: str, path: str, request: Request) -> StreamingResp
         what=f"artifact {path!r} of run {run_id}",
         filename=info.path.rsplit("/", 1)[-1],
     )
+
+
+@router.delete("/artifacts/runs/{run_id}/{path:path}", dependencies=WRITE, status_code=204)
+def delete_artifact(run_id: str, path: str, request: Request) -> Response:
+    """Delete a file or directory of the run's artifacts; 404 naming the run and path."""
+    _svc(request).delete_artifact(run_id, path)
+    return empty()

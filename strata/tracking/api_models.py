@@ -8,10 +8,17 @@ from __future__ import annotations
 from typing import BinaryIO, cast
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from strata.governance.routing import READ, WRITE, empty, json_response, run_blocking
+from strata.governance.routing import (
+    READ,
+    WRITE,
+    empty,
+    file_response,
+    json_response,
+    run_blocking,
+)
 from strata.tracking.api import BodyReader, _svc
 from strata.tracking.models import FileInfo, LoggedModel, ModelMetric
 
@@ -180,3 +187,34 @@ async def upload_model_artifact(model_id: str, path: str, request: Request) -> R
     reader = BodyReader(request.stream().__aiter__(), f"{path!r} to logged model {model_id}")
     info = await run_blocking(svc.log_model_artifact_stream, model_id, path, cast(BinaryIO, reader))
     return json_response(info, 201)
+
+
+@router.get("/logged-models/{model_id}/artifacts", dependencies=READ)
+def list_model_artifacts(model_id: str, request: Request, path: str = "") -> Response:
+    """Immediate children of ``path`` (default: the model's artifact root), sorted by path."""
+    return json_response({"files": _svc(request).list_model_artifacts(model_id, path)})
+
+
+@router.get(
+    "/artifacts/logged-models/{model_id}/{path:path}",
+    dependencies=READ,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_model_artifact(model_id: str, path: str, request: Request) -> StreamingResponse:
+    """Stream one file of the model's artifacts with its recorded ``X-Strata-Sha256``."""
+    info, sha256, reader = _svc(request).open_model_artifact(model_id, path)
+    return file_response(
+        reader,
+        sha256=sha256,
+        what=f"artifact {path!r} of logged model {model_id}",
+        filename=info.path.rsplit("/", 1)[-1],
+    )
+
+
+@router.delete(
+    "/artifacts/logged-models/{model_id}/{path:path}", dependencies=WRITE, status_code=204
+)
+def delete_model_artifact(model_id: str, path: str, request: Request) -> Response:
+    _svc(request).delete_model_artifact(model_id, path)
+    return empty()

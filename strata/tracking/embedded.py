@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -18,10 +17,10 @@ from strata.backends.db import Database
 from strata.core.clock import now_ms
 from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.ids import new_id
-from strata.core.paths import safe_relpath
 from strata.core.principal import current
 from strata.governance.audit import audited
 from strata.tracking import search
+from strata.tracking.embedded_artifacts import ArtifactsMixin
 from strata.tracking.embedded_experiments import ExperimentsMixin
 from strata.tracking.embedded_models import LoggedModelsMixin
 from strata.tracking.models import (
@@ -29,7 +28,6 @@ from strata.tracking.models import (
     DEFAULT_EXPERIMENT_ID,
     DEFAULT_EXPERIMENT_NAME,
     DatasetInput,
-    FileInfo,
     InputUse,
     LifecycleStage,
     Metric,
@@ -105,7 +103,7 @@ if TYPE_CHECKING:
     from strata.tracking.metric_blocks import MetricBlock
 
 
-class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, TrackingService):
+class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, TrackingService):
     """Tracking on this process's metadata database and artifact store."""
 
     def __init__(self, backends: Backends) -> None:
@@ -582,100 +580,3 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, TrackingService):
             runs = self._load_runs(s, rows[:max_results])
         token = search.encode_page_token(offset + max_results) if more else None
         return Page[Run](items=runs, next_page_token=token)
-
-    # -- artifacts ---------------------------------------------------------------------------
-    def _artifact_root(self, run: RunRow | RunInfo) -> str:
-        uri = run.artifact_uri
-        if not uri.startswith(ARTIFACT_SCHEME):
-            raise InvalidInput(
-                f"Run artifacts live at {uri!r}, outside Strata's artifact store; "
-                "only mlflow-artifacts:/ locations are served",
-                details={"artifact_uri": uri},
-            )
-        return uri[len(ARTIFACT_SCHEME) :].strip("/")
-
-    def run_artifact_path(self, run_id: str, path: str = "") -> str:
-        """The artifact-store path of ``path`` inside a run's artifacts (validated)."""
-        with self.db.read() as s:
-            root = self._artifact_root(self._run_row(s, run_id))
-        rel = safe_relpath(path) if path.strip("/") else ""
-        return f"{root}/{rel}" if rel else root
-
-    def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
-        rel = safe_relpath(path)
-        with self.db.read() as s:
-            root = self._artifact_root(self._active_run(s, run_id))
-        with audited(self.db, "run.log_artifact", "run", str(run_id), {"path": rel}) as sc:
-            info = self.store.put_stream(f"{root}/{rel}", fileobj)
-            sc.details.update({"size": info.size, "sha256": info.sha256})
-        return FileInfo(path=rel, is_dir=False, file_size=info.size)
-
-    def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
-        prefix = self.run_artifact_path(run_id, path)
-        root = self.run_artifact_path(run_id)
-        try:
-            items = self.store.list(prefix)
-        except NotFound:
-            if prefix == root:
-                return []  # nothing logged yet
-            raise NotFound(
-                f"Run {run_id} has no artifact directory {path!r}",
-                details={"run_id": run_id, "path": path},
-            ) from None
-        out = []
-        for item in items:
-            rel = item.path[len(root) :].strip("/")
-            out.append(
-                FileInfo(path=rel, is_dir=item.is_dir, file_size=None if item.is_dir else item.size)
-            )
-        return out
-
-    def open_artifact(self, run_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
-        store_path = self.run_artifact_path(run_id, path)
-        try:
-            info = self.store.info(store_path)
-        except NotFound:
-            raise NotFound(
-                f"Run {run_id} has no artifact {path!r}", details={"run_id": run_id, "path": path}
-            ) from None
-        if info.is_dir:
-            raise InvalidInput(
-                f"Artifact {path!r} of run {run_id} is a directory: list it with "
-                f"GET /api/v1/runs/{run_id}/artifacts?path=... and download its files",
-                details={"run_id": run_id, "path": path},
-            )
-        reader = self.store.open_read(store_path, chunk_size=1024 * 1024)
-        rel = safe_relpath(path)
-        return (
-            FileInfo(path=rel, is_dir=False, file_size=info.size),
-            info.sha256,
-            cast(BinaryIO, reader),
-        )
-
-    def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
-        src = self.run_artifact_path(run_id, path)
-        rel = path.strip("/")
-        dst_root = Path(dst_path)
-        target = dst_root / rel if rel else dst_root
-        if rel and self.store.exists(src) and not self._is_dir(src):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.store.get_file(src, target)
-            return target
-        try:
-            entries = self.store.list(src)
-        except NotFound:
-            entries = []  # a run with no artifacts yet has no directory in the store
-        if not entries and rel:
-            raise NotFound(
-                f"No artifact {rel!r} in run {run_id}", details={"run_id": run_id, "path": rel}
-            )
-        target.mkdir(parents=True, exist_ok=True)
-        if entries:
-            self.store.download_dir(src, target)
-        return target
-
-    def _is_dir(self, store_path: str) -> bool:
-        try:
-            return self.store.info(store_path).is_dir
-        except NotFound:
-            return False

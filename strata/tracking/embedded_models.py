@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,14 +22,12 @@ from strata.core.clock import now_ms
 from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.ids import new_id
 from strata.core.parse import parse_enum
-from strata.core.paths import safe_relpath
 from strata.core.principal import current
 from strata.governance.audit import audited
 from strata.tracking import search
 from strata.tracking.models import (
     MAX_KEY_LENGTH,
     MAX_MODEL_NAME_LENGTH,
-    FileInfo,
     LifecycleStage,
     LoggedModel,
     LoggedModelStatus,
@@ -38,7 +35,6 @@ from strata.tracking.models import (
     ModelMetric,
     Page,
     RunModels,
-    proxied_store_path,
 )
 from strata.tracking.tables import (
     ExperimentRow,
@@ -377,27 +373,3 @@ class LoggedModelsMixin(ABC):
                 else:
                     entry.outputs.append((link.model_id, link.step))
         return out
-
-    # -- artifacts ---------------------------------------------------------------------------
-    def _model_root(self, model: LoggedModelRow | LoggedModel) -> str:
-        uri = model.artifact_location
-        root = proxied_store_path(uri)
-        if root is None:
-            model_id = model.id if isinstance(model, LoggedModelRow) else model.model_id
-            raise InvalidInput(
-                f"logged model {model_id!r} keeps its artifacts at {uri!r}, outside this "
-                "server's artifact store",
-                details={"model_id": model_id, "artifact_location": uri},
-            )
-        return root
-
-    def log_model_artifact_stream(self, model_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
-        rel = safe_relpath(path)
-        with self.db.read() as session:
-            root = self._model_root(self._model_row(session, model_id))
-        with audited(
-            self.db, "logged_model.log_artifact", "logged_model", model_id, {"path": rel}
-        ) as scope:
-            info = self.store.put_stream(f"{root}/{rel}", fileobj)
-            scope.details.update({"size": info.size, "sha256": info.sha256})
-        return FileInfo(path=rel, is_dir=False, file_size=info.size)

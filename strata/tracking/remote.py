@@ -414,6 +414,15 @@ class RemoteTracking(TrackingService):
     def log_model_artifact_stream(self, model_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
         return self._upload(f"logged-models/{_q(model_id)}", path, fileobj)
 
+    def list_model_artifacts(self, model_id: str, path: str = "") -> list[FileInfo]:
+        return self._list(f"logged-models/{_q(model_id)}", path)
+
+    def open_model_artifact(self, model_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+        return self._open(f"logged-models/{_q(model_id)}", path, f"logged model {model_id}")
+
+    def delete_model_artifact(self, model_id: str, path: str) -> None:
+        self._delete(f"logged-models/{_q(model_id)}", path)
+
     # -- artifacts ---------------------------------------------------------------------------
     def _upload(self, owner: str, path: str, fileobj: BinaryIO) -> FileInfo:
         def chunks() -> Iterator[bytes]:
@@ -433,32 +442,45 @@ class RemoteTracking(TrackingService):
     def log_artifact_stream(self, run_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
         return self._upload(f"runs/{_q(run_id)}", path, fileobj)
 
-    def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
-        body = self.http.request(
-            "GET", f"{P}/runs/{_q(run_id)}/artifacts", params={"path": path or None}
-        )
+    def _list(self, owner: str, path: str) -> list[FileInfo]:
+        body = self.http.request("GET", f"{P}/{owner}/artifacts", params={"path": path or None})
         return [FileInfo.model_validate(f) for f in body["files"]]
 
-    def open_artifact(self, run_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+    def _open(self, owner: str, path: str, label: str) -> tuple[FileInfo, str, BinaryIO]:
         """Downloads the file (verified) to a private temporary file and opens it."""
         rel = safe_relpath(path)
         with tempfile.TemporaryDirectory(prefix="strata-artifact-") as tmp:
             local = Path(tmp) / "file"
-            self._download_file(run_id, rel, local)
+            self._fetch(owner, rel, local, label)
             with local.open("rb") as fh:
                 sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
             reader = local.open("rb")  # stays readable after the directory is removed (POSIX)
             info = FileInfo(path=rel, is_dir=False, file_size=local.stat().st_size)
         return info, sha256, reader
 
-    def _download_file(self, run_id: str, path: str, dest: Path) -> None:
+    def _fetch(self, owner: str, path: str, dest: Path, label: str) -> None:
         """Stream one file to ``dest``, renamed into place only if the digest holds."""
         self.http.download_verified(
-            f"{P}/artifacts/runs/{_q(run_id)}/{_qpath(path)}",
+            f"{P}/artifacts/{owner}/{_qpath(path)}",
             dest,
-            what=f"artifact {path!r} of run {run_id}",
+            what=f"artifact {path!r} of {label}",
             details={"path": path},
         )
+
+    def _delete(self, owner: str, path: str) -> None:
+        self.http.request("DELETE", f"{P}/artifacts/{owner}/{_qpath(safe_relpath(path))}")
+
+    def list_artifacts(self, run_id: str, path: str = "") -> list[FileInfo]:
+        return self._list(f"runs/{_q(run_id)}", path)
+
+    def open_artifact(self, run_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+        return self._open(f"runs/{_q(run_id)}", path, f"run {run_id}")
+
+    def delete_artifact(self, run_id: str, path: str) -> None:
+        self._delete(f"runs/{_q(run_id)}", path)
+
+    def _download_file(self, run_id: str, path: str, dest: Path) -> None:
+        self._fetch(f"runs/{_q(run_id)}", path, dest, f"run {run_id}")
 
     def _walk(self, run_id: str, path: str) -> Iterator[str]:
         for info in self.list_artifacts(run_id, path):

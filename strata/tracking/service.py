@@ -320,6 +320,11 @@ class TrackingService(ABC):
         InvalidInput for a directory."""
 
     @abstractmethod
+    def delete_artifact(self, run_id: str, path: str) -> None:
+        """Delete one file or a directory (with everything below it) of the run's artifacts;
+        NotFound naming the run and path if absent. Audited as ``run.delete_artifact``."""
+
+    @abstractmethod
     def download_artifacts(self, run_id: str, path: str = "", dst_path: str | Path = ".") -> Path:
         """Download a file or directory (recursively) below ``dst_path``; returns its local
         path. Digests are checked; a corrupted file never appears at the destination."""
@@ -422,3 +427,17 @@ class TrackingService(ABC):
     def log_model_artifact_stream(self, model_id: str, path: str, fileobj: BinaryIO) -> FileInfo:
         """Stream one file below the model's artifact root at ``path`` (relative, no ``..``);
         InvalidInput when the model's artifacts live outside this artifact store."""
+
+    @abstractmethod
+    def list_model_artifacts(self, model_id: str, path: str = "") -> list[FileInfo]:
+        """Immediate children of ``path`` in the model's artifacts (paths relative to its
+        root), sorted by path; ``[]`` before anything was uploaded, NotFound for a missing
+        directory."""
+
+    @abstractmethod
+    def open_model_artifact(self, model_id: str, path: str) -> tuple[FileInfo, str, BinaryIO]:
+        """One file of the model's artifacts, as :meth:`open_artifact` gives a run's."""
+
+    @abstractmethod
+    def delete_model_artifact(self, model_id: str, path: str) -> None:
+        """Delete a file or directory of the model's artifacts, as :meth:`delete_artifact`."""

@@ -993,3 +993,53 @@ def test_logged_model_artifacts_are_uploaded_below_its_root(
     outside = t.create_logged_model(elsewhere).model_id
     err = _exactly(InvalidInput, t.log_model_artifact_stream, outside, "x.bin", io.BytesIO(b"x"))
     assert "s3://bucket/x" in str(err)
+
+
+def test_model_artifacts_list_open_delete(t: TrackingService) -> None:
+    exp_id = t.create_experiment("models-files").experiment_id
+    model_id = t.create_logged_model(exp_id, name="m").model_id
+    assert t.list_model_artifacts(model_id) == []
+    payload = b"weights" * 5000
+    t.log_model_artifact_stream(model_id, "MLmodel", io.BytesIO(b"flavors: {}"))
+    t.log_model_artifact_stream(model_id, "data/model.bin", io.BytesIO(payload))
+    assert [(f.path, f.is_dir) for f in t.list_model_artifacts(model_id)] == [
+        ("MLmodel", False),
+        ("data", True),
+    ]
+    assert [(f.path, f.file_size) for f in t.list_model_artifacts(model_id, "data")] == [
+        ("data/model.bin", len(payload))
+    ]
+    info, sha256, reader = t.open_model_artifact(model_id, "data/model.bin")
+    with reader:
+        assert reader.read() == payload
+    assert (info.path, info.file_size) == ("data/model.bin", len(payload))
+    assert sha256 == hashlib.sha256(payload).hexdigest()
+    err = _exactly(NotFound, t.open_model_artifact, model_id, "data/other.bin")
+    assert "data/other.bin" in str(err) and model_id in str(err)
+    _exactly(InvalidInput, t.open_model_artifact, model_id, "data")
+    _exactly(NotFound, t.list_model_artifacts, model_id, "absent-dir")
+    _exactly(NotFound, t.list_model_artifacts, "m-ghost")
+    _exactly(InvalidInput, t.list_model_artifacts, model_id, "../escape")
+
+    t.delete_model_artifact(model_id, "data")  # a directory goes with what is below it
+    assert [f.path for f in t.list_model_artifacts(model_id)] == ["MLmodel"]
+    err = _exactly(NotFound, t.delete_model_artifact, model_id, "data/model.bin")
+    assert "data/model.bin" in str(err)
+    _exactly(InvalidInput, t.delete_model_artifact, model_id, "../MLmodel")
+
+
+def test_delete_run_artifact(t: TrackingService) -> None:
+    run_id = _new_run(t)
+    t.log_artifact_stream(run_id, "a/one.txt", io.BytesIO(b"1"))
+    t.log_artifact_stream(run_id, "a/two.txt", io.BytesIO(b"2"))
+    t.log_artifact_stream(run_id, "keep.txt", io.BytesIO(b"k"))
+    t.delete_artifact(run_id, "a/one.txt")
+    assert [f.path for f in t.list_artifacts(run_id, "a")] == ["a/two.txt"]
+    t.delete_artifact(run_id, "a")
+    assert [f.path for f in t.list_artifacts(run_id)] == ["keep.txt"]
+    err = _exactly(NotFound, t.delete_artifact, run_id, "a/two.txt")
+    assert run_id in str(err) and "a/two.txt" in str(err)
+    _exactly(NotFound, t.delete_artifact, "ghost-run", "keep.txt")
+    for bad in ("../keep.txt", "/etc/passwd"):
+        _exactly(InvalidInput, t.delete_artifact, run_id, bad)
+    assert [f.path for f in t.list_artifacts(run_id)] == ["keep.txt"]

@@ -5,8 +5,10 @@ artifacts/...`` (its ``mlflow-artifacts:/`` URI minus the scheme), a LoggedModel
 ``{experiment}/models/{model_id}/artifacts/...``. Uploads stream the request body into the
 store (never held in memory, not subject to the JSON body limit) through the tracking
 service, so the run or model must exist and the write is audited; paths owned by neither
-are refused. Downloads stream from the store with ``Content-Length`` set, and the last chunk
-is only sent once the recorded sha256 matched, so a corrupted file never arrives complete.
+are refused. Every operation resolves the path to its owner (a run or a LoggedModel) and
+calls the tracking interface for it: no store access here. Downloads are streamed with
+``Content-Length`` set, and the last chunk is only sent once the recorded sha256 matched, so
+a corrupted file never arrives complete.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from fastapi import APIRouter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from strata.backends.artifacts import ArtifactStore
 from strata.core.errors import DigestMismatch, InvalidInput, NotFound
 from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
-from strata.governance.audit import audited
 from strata.tracking.mlflow_api._common import (
     add_route,
     json_response,
@@ -36,17 +36,12 @@ from strata.tracking.mlflow_api._common import (
     run_sync,
     tracking,
 )
-from strata.tracking.models import proxied_store_path
+from strata.tracking.models import FileInfo, proxied_store_path
 
 router = APIRouter()
 log = logging.getLogger("strata.tracking.mlflow")
 PREFIXES = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
 CHUNK = 4 * 1024 * 1024
-
-
-def store_of(request: Request) -> ArtifactStore:
-    store: ArtifactStore = request.app.state.client.backends.artifacts
-    return store
 
 
 class BodyReader(io.RawIOBase):
@@ -86,12 +81,13 @@ class BodyReader(io.RawIOBase):
         return asyncio.run_coroutine_threadsafe(self._gather(want), self._loop).result()
 
 
-def _owner(request: Request, path: str) -> tuple[str, str, str]:
+def _owner(request: Request, path: str, *, root_ok: bool = False) -> tuple[str, str, str]:
     """``("run" | "logged_model", id, path inside its artifacts)`` of a store path; NotFound if no
-    run or LoggedModel owns it (blocking: call in a worker thread)."""
+    run or LoggedModel owns it. ``root_ok``: the artifact root itself counts (path ``""``).
+    Blocking: call in a worker thread."""
     parts = path.split("/")
     svc = tracking(request)
-    for j in range(1, len(parts) - 1):
+    for j in range(1, len(parts) if root_ok else len(parts) - 1):
         if parts[j] != "artifacts":
             continue
         root, rest = "/".join(parts[: j + 1]), "/".join(parts[j + 1 :])
@@ -121,13 +117,14 @@ async def upload_artifact(request: Request) -> Response:
     path = safe_relpath(request.path_params["artifact_path"])
     reader = BodyReader(request, asyncio.get_running_loop(), repr(path))
     body = cast(BinaryIO, reader)
+    svc = tracking(request)
 
     def work() -> None:
         kind, owner, rest = _owner(request, path)
         if kind == "run":
-            tracking(request).log_artifact_stream(owner, rest, body)
+            svc.log_artifact_stream(owner, rest, body)
         else:
-            tracking(request).log_model_artifact_stream(owner, rest, body)
+            svc.log_model_artifact_stream(owner, rest, body)
 
     await run_sync(work)
     return json_response()
@@ -148,68 +145,75 @@ def _verified_chunks(reader: BinaryIO, what: str) -> Iterator[bytes]:
             log.error("refused to finish serving corrupted artifact %s: %s", what, exc.message)
 
 
-async def stream_file(request: Request, path: str, shown: str | None = None) -> Response:
-    """Stream one stored file; 404 naming ``shown`` (default: the path) if absent."""
-    store = store_of(request)
-    label = shown or path
-    try:
-        info = await run_sync(store.info, path)
-    except NotFound:
-        raise NotFound(f"Artifact {label!r} does not exist", details={"path": label}) from None
-    if info.is_dir:
-        raise InvalidInput(
-            f"Artifact {label!r} is a directory: list it and download its files",
-            details={"path": label},
-        )
-    reader = await run_sync(store.open_read, path, chunk_size=CHUNK)
-    name = path.rsplit("/", 1)[-1]
+def stream_file(opened: tuple[FileInfo, str, BinaryIO]) -> Response:
+    """Stream a file the tracking service opened (``open_artifact`` and friends)."""
+    info, _, reader = opened
+    name = info.path.rsplit("/", 1)[-1]
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
     headers = {
-        "Content-Length": str(info.size),
+        "Content-Length": str(info.file_size or 0),
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
     }
-    return StreamingResponse(
-        _verified_chunks(cast(BinaryIO, reader), label), media_type=media, headers=headers
-    )
+    return StreamingResponse(_verified_chunks(reader, info.path), media_type=media, headers=headers)
 
 
 async def download_artifact(request: Request) -> Response:
-    return await stream_file(request, safe_relpath(request.path_params["artifact_path"]))
+    path = safe_relpath(request.path_params["artifact_path"])
+    svc = tracking(request)
+
+    def work() -> tuple[FileInfo, str, BinaryIO]:
+        kind, owner, rest = _owner(request, path)
+        if kind == "run":
+            return svc.open_artifact(owner, rest)
+        return svc.open_model_artifact(owner, rest)
+
+    return stream_file(await run_sync(work))
 
 
-def list_entries(store: ArtifactStore, path: str) -> list[dict[str, Any]]:
-    """Immediate children of a store path as MLflow FileInfo JSON (names relative to
-    ``path``); a missing directory or a file lists as empty, as in MLflow."""
-    try:
-        items = store.list(path)
-    except (NotFound, InvalidInput):
-        return []
-    cut = len(path) + 1 if path else 0
+def file_entries(files: list[FileInfo], under: str = "") -> list[dict[str, Any]]:
+    """FileInfos as MLflow FileInfo JSON, their paths made relative to ``under``."""
+    cut = len(under) + 1 if under else 0
     return [
-        {"path": i.path[cut:], "is_dir": True}
-        if i.is_dir
-        else {"path": i.path[cut:], "is_dir": False, "file_size": i.size}
-        for i in items
+        {"path": f.path[cut:], "is_dir": True}
+        if f.is_dir
+        else {"path": f.path[cut:], "is_dir": False, "file_size": f.file_size}
+        for f in files
     ]
 
 
 async def list_artifacts(request: Request) -> Response:
+    """Immediate children of a run's or model's artifact directory; a path that none owns, a
+    missing directory or a file lists as empty, as in MLflow."""
     body = await read_body(request)
     path = (opt_str(body, "path") or "").strip("/")
     path = safe_relpath(path) if path else ""
-    files = await run_sync(list_entries, store_of(request), path)
+    svc = tracking(request)
+
+    def work() -> list[dict[str, Any]]:
+        try:
+            kind, owner, rest = _owner(request, path, root_ok=True)
+            if kind == "run":
+                files = svc.list_artifacts(owner, rest)
+            else:
+                files = svc.list_model_artifacts(owner, rest)
+        except (NotFound, InvalidInput):
+            return []
+        return file_entries(files, rest)
+
+    files = await run_sync(work)
     return json_response({"files": files} if files else {})
 
 
 async def delete_artifact(request: Request) -> Response:
     path = safe_relpath(request.path_params["artifact_path"])
-    store = store_of(request)
-    db = request.app.state.client.backends.db
+    svc = tracking(request)
 
     def work() -> None:
         kind, owner, rest = _owner(request, path)
-        with audited(db, f"{kind}.delete_artifact", kind, owner, {"path": rest}):
-            store.delete(path)
+        if kind == "run":
+            svc.delete_artifact(owner, rest)
+        else:
+            svc.delete_model_artifact(owner, rest)
 
     await run_sync(work)
     return json_response()

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from strata.core.errors import InvalidInput
+from strata.core.errors import InvalidInput, NotFound
 from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
 from strata.tracking.mlflow_api._common import (
@@ -26,8 +26,8 @@ from strata.tracking.mlflow_api._common import (
     tracking,
 )
 from strata.tracking.mlflow_api._convert import logged_model_json
-from strata.tracking.mlflow_api.artifacts import list_entries, store_of, stream_file
-from strata.tracking.models import LoggedModelStatus, proxied_store_path
+from strata.tracking.mlflow_api.artifacts import file_entries, stream_file
+from strata.tracking.models import LoggedModelStatus
 
 router = APIRouter()
 _STATUSES = {
@@ -140,25 +140,21 @@ async def search_logged_models(request: Request) -> Response:
     return json_response(out)
 
 
-async def _model_root(request: Request) -> tuple[str, str]:
-    model = await run_sync(tracking(request).get_logged_model, _model_id(request))
-    root = proxied_store_path(model.artifact_location)
-    if root is None:
-        raise InvalidInput(
-            f"logged model {model.model_id!r} keeps its artifacts at "
-            f"{model.artifact_location!r}, outside this server's artifact store"
-        )
-    return model.artifact_location, root
-
-
 async def list_logged_model_artifacts(request: Request) -> Response:
     body = await read_body(request)
     sub = (opt_str(body, "artifact_directory_path") or "").strip("/")
     sub = safe_relpath(sub) if sub else ""
-    uri, root = await _model_root(request)
-    entries = await run_sync(list_entries, store_of(request), f"{root}/{sub}" if sub else root)
-    for entry in entries:
-        entry["path"] = f"{sub}/{entry['path']}" if sub else entry["path"]
+    svc, model_id = tracking(request), _model_id(request)
+
+    def work() -> tuple[str, list[dict[str, Any]]]:
+        uri = svc.get_logged_model(model_id).artifact_location
+        try:
+            files = svc.list_model_artifacts(model_id, sub)
+        except (NotFound, InvalidInput):  # a missing directory or a file lists as empty
+            files = []
+        return uri, file_entries(files)
+
+    uri, entries = await run_sync(work)
     out: dict[str, Any] = {"root_uri": uri}
     if entries:
         out["files"] = entries
@@ -170,9 +166,10 @@ async def get_logged_model_artifact(request: Request) -> Response:
     raw = opt_str(body, "artifact_file_path")
     if not raw:
         raise missing("artifact_file_path")
-    rel = safe_relpath(raw)
-    _, root = await _model_root(request)
-    return await stream_file(request, f"{root}/{rel}", shown=rel)
+    opened = await run_sync(
+        tracking(request).open_model_artifact, _model_id(request), safe_relpath(raw)
+    )
+    return stream_file(opened)
 
 
 R, W = Permission.READ, Permission.WRITE
