@@ -78,7 +78,7 @@ class Client:
             from strata.governance.remote import RemoteGovernance
 
             return RemoteGovernance(self._http)
-        return EmbeddedGovernance(self.backends.db)
+        return EmbeddedGovernance(self.backends)
 
     @cached_property
     def tracking(self) -> TrackingService:

@@ -174,7 +174,7 @@ def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
     embedded = Client("", settings=settings)
     token = ""
     if auth:
-        new = EmbeddedGovernance(embedded.backends.db).bootstrap_admin()
+        new = EmbeddedGovernance(embedded.backends).bootstrap_admin()
         assert new is not None
         token = new.secret
     app = create_app(settings, client=embedded, auth=auth)

@@ -150,6 +150,9 @@ class ArtifactStore:
         self._fs_factory: Callable[..., Any] = LocalFileSystem
         self._verified: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._fs_kwargs: dict[str, Any] = {}
+        self._s3_client: dict[str, Any] = (
+            {"endpoint_url": s3_endpoint_url} if s3_endpoint_url else {}
+        )
         self._local = scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive
         if self._local:
             local = unquote(parts.path) if scheme == "file" else root_uri
@@ -164,9 +167,8 @@ class ArtifactStore:
 
             prefix = parts.path.strip("/")
             self._root = f"{parts.netloc}/{safe_relpath(prefix)}" if prefix else parts.netloc
-            client = {"endpoint_url": s3_endpoint_url} if s3_endpoint_url else {}
             self._fs_factory = S3FileSystem
-            self._fs_kwargs = {"use_listings_cache": False, "client_kwargs": client}
+            self._fs_kwargs = {"use_listings_cache": False, "client_kwargs": self._s3_client}
             self.uri = f"s3://{self._root}"
         else:
             raise InvalidInput(
@@ -178,6 +180,26 @@ class ArtifactStore:
     def _fs(self) -> Any:
         # fsspec caches instances per process; s3fs instances must not cross a fork.
         return self._fs_factory(**self._fs_kwargs)
+
+    @property
+    def is_remote(self) -> bool:
+        return not self._local
+
+    def filesystem(self) -> Any:
+        """A new fsspec filesystem of this store's kind, configured as the store is (the S3
+        endpoint included), for readers that open stored files themselves (DuckDB, pyarrow);
+        None for a local store. Not shared with the store's own instance (fork safety)."""
+        if self._local:
+            return None
+        return self._fs_factory(**self._fs_kwargs, skip_instance_cache=True)
+
+    def storage_options(self, url: str) -> dict[str, Any] | None:
+        """fsspec/pandas ``storage_options`` for reading an outside ``s3://`` URL with the S3
+        settings this store uses (its endpoint); None for other URLs or without an endpoint."""
+        client = self._s3_client
+        if client and url.startswith(("s3://", "s3a://")):
+            return {"client_kwargs": dict(client)}
+        return None
 
     def _rel(self, path: str, *, allow_root: bool = False) -> str:
         if allow_root and path in ("", "."):

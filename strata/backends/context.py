@@ -24,6 +24,16 @@ class Backends:
         self._migrate = migrate
         self._lock = threading.Lock()
 
+    @classmethod
+    def around(cls, db: Database, settings: Settings | None = None) -> Backends:
+        """Backends over a database that is already open (tools and tests); its audit store,
+        when it has one, is the artifact store. Nothing is migrated."""
+        out = cls(settings or Settings(db_uri=db.uri), migrate=False)
+        out.__dict__["db"] = db
+        if db.audit_store is not None:
+            out.__dict__["artifacts"] = db.audit_store
+        return out
+
     @cached_property
     def db(self) -> Database:
         from strata.backends.keys import KeyRing

@@ -87,7 +87,7 @@ def server(
     _report_sweep(sweep(settings.home / "tmp"))
     if not no_auth:
         secret = settings.admin_token.get_secret_value() if settings.admin_token else None
-        governance = EmbeddedGovernance(backends.db)
+        governance = EmbeddedGovernance(backends)
         new = governance.bootstrap_admin(secret=secret)
         if new is not None:
             console.print("[bold]First start:[/bold] created user 'admin' (role admin).")

@@ -91,7 +91,7 @@ class EmbeddedData(DataService):
     def vfiles(self) -> VersionFiles:
         from strata.data.storage import VersionFiles
 
-        return VersionFiles(self.store, self.backends.settings.s3_endpoint_url or None)
+        return VersionFiles(self.store)
 
     @cached_property
     def committer(self) -> Committer:
@@ -108,10 +108,7 @@ class EmbeddedData(DataService):
 
     def _storage_options(self, source: Any) -> dict[str, Any] | None:
         """S3 sources use the configured S3 endpoint (MinIO, moto...) like the store does."""
-        endpoint = self.backends.settings.s3_endpoint_url
-        if endpoint and isinstance(source, str) and source.startswith(("s3://", "s3a://")):
-            return {"client_kwargs": {"endpoint_url": endpoint}}
-        return None
+        return self.store.storage_options(source) if isinstance(source, str) else None
 
     # -- datasets ------------------------------------------------------------------------------
     def create_dataset(

@@ -187,26 +187,19 @@ def store_path(dataset: str, version: str, index: int) -> str:
 class VersionFiles:
     """Opens stored parts for DuckDB and pyarrow, locally or on S3."""
 
-    def __init__(self, store: ArtifactStore, s3_endpoint_url: str | None = None) -> None:
+    def __init__(self, store: ArtifactStore) -> None:
         self.store = store
-        self.s3_endpoint_url = s3_endpoint_url or None
         self._fs: Any = None
 
     @property
     def remote(self) -> bool:
-        return self.store.uri.startswith("s3://")
+        return self.store.is_remote
 
     def filesystem(self) -> Any:
-        """The fsspec filesystem for an S3 store (None for a local one)."""
-        if not self.remote:
-            return None
+        """The fsspec filesystem for an S3 store (None for a local one), as the store
+        configures it (one place for the S3 endpoint)."""
         if self._fs is None:
-            import fsspec
-
-            client = {"endpoint_url": self.s3_endpoint_url} if self.s3_endpoint_url else {}
-            self._fs = fsspec.filesystem(
-                "s3", client_kwargs=client, use_listings_cache=False, skip_instance_cache=True
-            )
+            self._fs = self.store.filesystem()
         return self._fs
 
     def location(self, path: str) -> str:

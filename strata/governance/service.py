@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from strata.backends.context import Backends
 from strata.backends.db import Database
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
@@ -150,8 +151,14 @@ def _token(row: TokenRow, user: str) -> TokenInfo:
 
 
 class EmbeddedGovernance(GovernanceService):
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    """Governance on the metadata database (and the artifact store, for audit checkpoints)."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+
+    @property
+    def db(self) -> Database:
+        return self.backends.db
 
     def _user_row(self, session: sa.orm.Session, name: str) -> UserRow:
         row = session.scalar(sa.select(UserRow).where(UserRow.name == name))

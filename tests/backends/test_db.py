@@ -284,7 +284,7 @@ def test_concurrent_writer_processes(settings: Settings) -> None:
     for p in procs:
         p.start()
     db = Database(settings.db_uri)
-    gov = EmbeddedGovernance(db)
+    gov = EmbeddedGovernance(Backends.around(db))
     ready.wait(120)  # returns once every child is imported, connected and waiting
     # While the writers run, the chain verifies at every moment (one consistent snapshot).
     reports: dict[int, tuple[list[str], float, float]] = {}

@@ -56,7 +56,7 @@ def test_database_populated_at_an_earlier_revision_upgrades_to_head(
     old = Backends(settings, migrate=False)  # today's services on the old schema
     expected: dict[str, object] = {}
     try:
-        gov = EmbeddedGovernance(old.db)
+        gov = EmbeddedGovernance(old)
         gov.create_user("ann", "editor")
         secret = gov.create_token("ann", name="ci").secret
         if "trk_runs" in tables:

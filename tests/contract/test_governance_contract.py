@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from conftest import LiveServer
 
+from strata.backends.context import Backends
 from strata.backends.db import Database
 from strata.client import Client
 from strata.core.clock import utcnow
@@ -184,7 +185,7 @@ def test_tokens_shown_once_and_stored_as_digests(client: Client, db: Database) -
     assert by_id[info.id].revoked_at is not None
     assert by_id[second.info.id].active
 
-    auth = EmbeddedGovernance(db)
+    auth = EmbeddedGovernance(Backends.around(db))
     with pytest.raises(Unauthenticated):
         auth.authenticate(secret)
     assert auth.authenticate(second.secret).name == "frank"
@@ -204,7 +205,7 @@ def test_token_expiry(client: Client, db: Database) -> None:
     assert abs(lifetime - timedelta(days=2)) < timedelta(seconds=1)
     assert new.info.active
 
-    auth = EmbeddedGovernance(db)
+    auth = EmbeddedGovernance(Backends.around(db))
     assert auth.authenticate(new.secret).name == "gina"
     if client.is_remote:
         assert client.uri is not None

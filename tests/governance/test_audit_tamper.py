@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from strata.backends.context import Backends
 from strata.backends.db import Database
 from strata.cli.main import app
 from strata.core.config import Settings
@@ -20,7 +21,7 @@ RECORDS = 6
 @pytest.fixture
 def db(gov_db: Database) -> Database:
     """A database with RECORDS intact audit records (seq 1..RECORDS)."""
-    gov = EmbeddedGovernance(gov_db)
+    gov = EmbeddedGovernance(Backends.around(gov_db))
     for i in range(RECORDS // 2):
         gov.create_user(f"user{i}", "viewer")
         gov.create_token(f"user{i}")
@@ -209,7 +210,7 @@ def test_appended_row_outside_the_chain_is_reported(db: Database) -> None:
 
 
 def test_appends_continue_the_chain_after_verification(db: Database) -> None:
-    gov = EmbeddedGovernance(db)
+    gov = EmbeddedGovernance(Backends.around(db))
     gov.create_user("late", "editor")
     result = audit.verify(db, batch=2)  # several batches
     assert result.ok and result.checked == RECORDS + 1
@@ -220,7 +221,7 @@ def test_appends_continue_the_chain_after_verification(db: Database) -> None:
 
 
 def test_failed_call_is_audited_in_its_own_transaction(db: Database) -> None:
-    gov = EmbeddedGovernance(db)
+    gov = EmbeddedGovernance(Backends.around(db))
     with pytest.raises(Exception, match="already exists"):
         gov.create_user("user0", "admin")
     last = gov.list_audit(after_seq=RECORDS)
@@ -293,7 +294,7 @@ def test_recomputed_chain_without_the_key_is_reported(
 def test_truncation_with_head_rolled_back_is_reported_against_the_checkpoint(
     db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    done = EmbeddedGovernance(db).checkpoint_audit()
+    done = EmbeddedGovernance(Backends.around(db)).checkpoint_audit()
     assert done is not None and done["seq"] == RECORDS
     _exec(db, "DELETE FROM gov_audit WHERE seq > 4")
     with db.read() as session:
@@ -312,7 +313,7 @@ def test_checkpoints_are_written_automatically_and_forgeries_ignored(
     import json
 
     monkeypatch.setattr(audit, "CHECKPOINT_EVERY", 2)
-    gov = EmbeddedGovernance(db)
+    gov = EmbeddedGovernance(Backends.around(db))
     gov.create_user("late", "viewer")  # record RECORDS + 1
     gov.create_token("late")  # record RECORDS + 2: a checkpoint
     store = db.audit_store

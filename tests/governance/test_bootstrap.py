@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from strata.backends.context import Backends
 from strata.backends.db import Database
 from strata.core.errors import InvalidInput, Unauthenticated
 from strata.core.principal import Role
@@ -14,7 +15,7 @@ from strata.governance.service import EmbeddedGovernance, token_digest
 
 @pytest.fixture
 def gov(gov_db: Database) -> EmbeddedGovernance:
-    return EmbeddedGovernance(gov_db)
+    return EmbeddedGovernance(Backends.around(gov_db))
 
 
 def test_first_start_creates_admin_and_token_once(gov: EmbeddedGovernance) -> None:

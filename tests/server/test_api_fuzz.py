@@ -24,7 +24,7 @@ TOKEN = "strata_" + "f" * 40
 def _app(root: Path) -> object:
     s = Settings(home=root / "home")
     client = Client("", settings=s)
-    EmbeddedGovernance(client.backends.db).bootstrap_admin(secret=TOKEN)
+    EmbeddedGovernance(client.backends).bootstrap_admin(secret=TOKEN)
     return create_app(s, client=client, auth=True)
 
 
