@@ -83,13 +83,19 @@ class Client:
     @cached_property
     def tracking(self) -> TrackingService:
         """Experiments, runs, metrics, params, tags, inputs and artifacts."""
+        from strata.tracking.fluent_services import register_owner
+
+        service: TrackingService
         if self._http is not None:
             from strata.tracking.remote import RemoteTracking
 
-            return RemoteTracking(self._http)
-        from strata.tracking.embedded import EmbeddedTracking
+            service = RemoteTracking(self._http)
+        else:
+            from strata.tracking.embedded import EmbeddedTracking
 
-        return EmbeddedTracking(self.backends)
+            service = EmbeddedTracking(self.backends)
+        register_owner(service, self)  # the fluent API finds this Client's data service
+        return service
 
     @cached_property
     def data(self) -> DataService:

@@ -12,11 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from strata.backends.context import Backends
-from strata.core.config import load_settings
 from strata.core.errors import InvalidInput
-from strata.core.transport import HttpTransport
 from strata.data.service import DataService
+from strata.tracking import fluent_services as _services
 from strata.tracking.fluent import current_run
 from strata.tracking.models import DatasetInput, FileInfo
 from strata.tracking.service import TrackingService
@@ -159,17 +157,11 @@ def log_input(
 
 
 def _data_service(tracking: TrackingService) -> DataService:
-    """The data service beside a tracking service (same store, or same server)."""
-    backends = getattr(tracking, "backends", None)
-    if isinstance(backends, Backends):
-        from strata.data.embedded import EmbeddedData
-
-        return EmbeddedData(backends)
-    http = getattr(tracking, "http", None)
-    if isinstance(http, HttpTransport):
-        from strata.data.remote import RemoteData
-
-        return RemoteData(http, load_settings())
+    """The data service of the Client the tracking service belongs to (same store, or same
+    server)."""
+    data = _services.data_beside(tracking)
+    if data is not None:
+        return data
     raise InvalidInput(
         "log_input without a digest resolves a Strata dataset reference, which needs the run "
         "to log through Strata's own tracking service; pass digest= for other datasets",

@@ -1,17 +1,29 @@
-"""Which tracking service the fluent API talks to, and experiment lookup by name."""
+"""Which tracking service the fluent API talks to, and experiment lookup by name.
+
+The fluent API is built on the SDK like the CLI is: its default service is the ``tracking`` of
+a :class:`strata.Client` built from the settings (``STRATA_URI`` selects remote mode), so
+only ``Client`` decides between embedded and remote. A run keeps logging through the service
+it started with; the data service beside it (for ``log_input`` of a dataset reference) is the
+same Client's.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from strata.backends.context import Backends
 from strata.core.config import load_settings
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
-from strata.core.transport import HttpTransport
 from strata.tracking.service import TrackingService
 
-_default: tuple[tuple[str, str, str], TrackingService] | None = None
+if TYPE_CHECKING:
+    from strata.client import Client
+    from strata.data.service import DataService
+
+_default: tuple[tuple[str, str, str], Client] | None = None
+#: The object (a Client) each tracking service was taken from, by the service's id.
+_owners: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
 @runtime_checkable
@@ -22,48 +34,43 @@ class HasTracking(Protocol):
     def tracking(self) -> TrackingService: ...
 
 
-def default_tracking() -> TrackingService:
-    """The tracking service of ``strata.Client()``: remote when STRATA_URI is set, else embedded
-    on STRATA_HOME. Re-created when those settings change."""
+def register_owner(service: TrackingService, owner: HasTracking) -> None:
+    """Remember that ``service`` is ``owner.tracking`` (Client calls this when it builds it)."""
+    _owners[id(service)] = owner
+
+
+def default_client() -> Client:
+    """``strata.Client()`` for the current settings, kept while they stay the same."""
     global _default
     settings = load_settings()
     key = (settings.uri, settings.db_uri, settings.artifact_uri)
     if _default is not None and _default[0] == key:
         return _default[1]
-    service: TrackingService
-    if settings.uri:
-        if not settings.uri.startswith(("http://", "https://")):
-            raise InvalidInput(
-                f"STRATA_URI must be http:// or https://, got {settings.uri!r}",
-                details={"field": "uri"},
-            )
-        token = settings.token.get_secret_value() if settings.token else None
-        from strata.tracking.remote import RemoteTracking
+    from strata.client import Client
 
-        service = RemoteTracking(HttpTransport(settings.uri, token))
-    else:
-        from strata.tracking.embedded import EmbeddedTracking
-
-        service = EmbeddedTracking(Backends(settings))
+    client = Client(settings=settings)
     close_default(())
-    _default = (key, service)
-    return service
+    _default = (key, client)
+    return client
+
+
+def default_tracking() -> TrackingService:
+    """The tracking service of ``strata.Client()``: remote when STRATA_URI is set, else embedded
+    on STRATA_HOME. Re-created when those settings change."""
+    return default_client().tracking
 
 
 def close_default(live: Iterable[Any] = ()) -> None:
-    """Close the default service, unless a run still logs through it."""
+    """Close the default client, unless a run still logs through it."""
     global _default
     if _default is None:
         return
-    service = _default[1]
+    client = _default[1]
     _default = None
-    if any(run.tracking is service for run in live):
+    built = client.__dict__.get("tracking")
+    if built is not None and any(run.tracking is built for run in live):
         return
-    backends, http = getattr(service, "backends", None), getattr(service, "http", None)
-    if isinstance(backends, Backends):
-        backends.close()
-    elif isinstance(http, HttpTransport):
-        http.close()
+    client.close()
 
 
 def resolve(client: TrackingService | HasTracking | None) -> TrackingService:
@@ -72,11 +79,24 @@ def resolve(client: TrackingService | HasTracking | None) -> TrackingService:
     if isinstance(client, TrackingService):
         return client
     if isinstance(client, HasTracking):
-        return client.tracking
+        service = client.tracking
+        register_owner(service, client)
+        return service
     raise InvalidInput(
         f"client must be a strata.Client or a TrackingService, got {type(client).__name__}",
         details={"field": "client"},
     )
+
+
+def data_beside(service: TrackingService) -> DataService | None:
+    """The data service of the Client ``service`` belongs to (None if it is not a Client's)."""
+    owner = _owners.get(id(service))
+    if owner is None and _default is not None and _default[1].__dict__.get("tracking") is service:
+        owner = _default[1]
+    if owner is None or owner.tracking is not service:
+        return None
+    data: DataService | None = getattr(owner, "data", None)
+    return data
 
 
 def experiment_id_for(service: TrackingService, name: str) -> str:
@@ -91,6 +111,6 @@ def experiment_id_for(service: TrackingService, name: str) -> str:
 
 
 def forget_default() -> None:
-    """Drop the default service without closing it (in a forked child)."""
+    """Drop the default client without closing it (in a forked child)."""
     global _default
     _default = None
