@@ -26,23 +26,21 @@ import atexit
 import io
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from types import FrameType, TracebackType
-from typing import Any
+from types import TracebackType
 
 from strata.core.errors import Conflict, InvalidInput, StrataError
 from strata.tracking import capture
 from strata.tracking import fluent_services as _services
 from strata.tracking import fluent_writer as _writer
 from strata.tracking.fluent_services import HasTracking
+from strata.tracking.fluent_signals import SigtermGuard
 from strata.tracking.models import (
     DEFAULT_EXPERIMENT_ID,
-    MAX_BATCH_METRICS,
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
     RunInfo,
@@ -53,8 +51,6 @@ from strata.tracking.service import TrackingService
 
 FLUSH_INTERVAL_S = 1.0
 FLUSH_THRESHOLD = 10_000
-EMBEDDED_CHUNK = 50_000  # points per transaction: bounds how long the SQLite write lock is held
-REMOTE_CHUNK = 10_000  # points per request to a strata server (~0.7 MB of JSON)
 MAX_BUFFERED = 500_000  # points of one run held in memory at most (backpressure beyond)
 EXPERIMENT_ENV = "STRATA_EXPERIMENT_NAME"
 _PARAM, _TAG = _writer.PARAM, _writer.TAG
@@ -91,7 +87,7 @@ class ActiveRun:
             _raise_pending()
             return
         try:  # the block's own exception propagates; our errors ride along as notes
-            _end(self, _status_for(exc))
+            _end(self, _sigterm.status_for(exc))
         except Exception as end_exc:
             exc.add_note(f"strata: ending run {self.run_id} failed too: {end_exc}")
         errors = _take_errors() if _error_pending else []
@@ -119,8 +115,8 @@ _error_pending = False
 _errors: deque[StrataError] = deque(maxlen=100)
 _unraised: list[StrataError] = []
 _dropped = 0
-_terminated = False
-_prev_sigterm: Any = None
+_sigterm = SigtermGuard()
+_on_sigterm = _sigterm.handler  # what signal.getsignal(SIGTERM) returns while a run is active
 _experiment_name: str | None = None
 
 
@@ -181,27 +177,19 @@ def _record(run: ActiveRun, exc: BaseException, dropped: int) -> None:
 
 
 # -- writing buffers ---------------------------------------------------------------------------
-def _write_other(run: ActiveRun, items: list[tuple[int, str, str]]) -> None:
-    _writer.write_other(run, items, _record)
-
-
-def _write_metrics(run: ActiveRun, points: list[tuple[str, float, int, int]]) -> None:
-    _writer.write_metrics(run, points, _record)
-
-
 def _flush_run(run: ActiveRun) -> None:
     """Write everything buffered for ``run`` (the caller holds ``_flush_lock``)."""
     other, pop_o = run._other, run._other.popleft
     if other:
         items = [pop_o() for _ in range(len(other))]
         try:
-            _write_other(run, items)
+            _writer.write_other(run, items, _record)
         except BaseException:
             other.extendleft(reversed(items))
             raise
     metrics, pop_m = run._metrics, run._metrics.popleft
     if metrics:
-        _write_metrics(run, [pop_m() for _ in range(len(metrics))])
+        _writer.write_metrics(run, [pop_m() for _ in range(len(metrics))], _record)
 
 
 def _flush_all() -> None:
@@ -243,46 +231,6 @@ def set_experiment(name: str, *, client: TrackingService | HasTracking | None = 
 
 
 # -- run lifecycle -----------------------------------------------------------------------------
-def _status_for(exc: BaseException) -> RunStatus:
-    if _terminated or isinstance(exc, KeyboardInterrupt):
-        return RunStatus.KILLED
-    if isinstance(exc, SystemExit):
-        return RunStatus.FINISHED if exc.code in (None, 0) else RunStatus.FAILED
-    return RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _terminated
-    _terminated = True
-    prev = _prev_sigterm
-    if callable(prev):
-        prev(signum, frame)  # may raise (e.g. SystemExit); if it returns, the process lives on
-        _terminated = False
-        return
-    raise SystemExit(128 + signum)
-
-
-def _install_sigterm() -> None:
-    global _prev_sigterm
-    if threading.current_thread() is not threading.main_thread():
-        return
-    prev = signal.getsignal(signal.SIGTERM)
-    if prev is signal.SIG_IGN or prev is _on_sigterm:
-        return
-    _prev_sigterm = prev
-    signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _restore_sigterm() -> None:
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) is _on_sigterm
-    ):
-        signal.signal(
-            signal.SIGTERM, _prev_sigterm if _prev_sigterm is not None else signal.SIG_DFL
-        )
-
-
 def start_run(
     experiment: str | None = None,
     run_name: str | None = None,
@@ -348,7 +296,7 @@ def start_run(
             tags=all_tags or None,
             parent_run_id=parent.run_id if parent else None,
         ).info
-    run = ActiveRun(service, info, _chunk_size(service))
+    run = ActiveRun(service, info, _writer.chunk_size(service))
     run._source = source
     run._params = logged
     try:
@@ -377,21 +325,11 @@ def start_run(
     return run
 
 
-def _chunk_size(service: TrackingService) -> int:
-    """Points per log_batch call: big transactions embedded, big requests to a strata server,
-    MLflow's limit for any other implementation."""
-    if _writer.is_instance(service, "strata.tracking.embedded", "EmbeddedTracking"):
-        return EMBEDDED_CHUNK
-    if _writer.is_instance(service, "strata.tracking.remote", "RemoteTracking"):
-        return REMOTE_CHUNK
-    return MAX_BATCH_METRICS
-
-
 def _push(run: ActiveRun) -> None:
     global _top
     with _lock:
         if not _stack:
-            _install_sigterm()
+            _sigterm.install()
         _stack.append(run)
         _live.append(run)
         _top = run
@@ -422,14 +360,14 @@ def _end(run: ActiveRun, status: RunStatus | str) -> None:
 
 
 def _pop(run: ActiveRun) -> None:
-    global _top, _terminated
+    global _top
     with _lock:
         if run in _stack:
             _stack.remove(run)
         _top = _stack[-1] if _stack else None
         if not _stack:
-            _restore_sigterm()
-            _terminated = False
+            _sigterm.restore()
+            _sigterm.terminated = False
     with _flush_lock:  # a point that raced the end (another thread) is written, not lost
         _flush_run(run)
         if run in _live:
@@ -461,7 +399,7 @@ def _at_exit() -> None:
     last = getattr(sys, "last_type", None)
     status = (
         RunStatus.KILLED
-        if _terminated or last is KeyboardInterrupt
+        if _sigterm.terminated or last is KeyboardInterrupt
         else (RunStatus.FAILED if last is not None else RunStatus.FINISHED)
     )
     try:

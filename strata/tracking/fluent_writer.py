@@ -13,9 +13,18 @@ from typing import Any
 
 from strata.core.errors import Conflict, InvalidInput
 from strata.core.errors import Unavailable as _Unavailable
-from strata.tracking.models import MAX_BATCH_PARAMS, MAX_BATCH_TAGS, Metric, Param, RunTag
+from strata.tracking.models import (
+    MAX_BATCH_METRICS,
+    MAX_BATCH_PARAMS,
+    MAX_BATCH_TAGS,
+    Metric,
+    Param,
+    RunTag,
+)
 from strata.tracking.service import TrackingService
 
+EMBEDDED_CHUNK = 50_000  # points per transaction: bounds how long the SQLite write lock is held
+REMOTE_CHUNK = 10_000  # points per request to a strata server (~0.7 MB of JSON)
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)  # Unavailable: retried this many times, then dropped
 PARAM, TAG = 0, 1  # kinds of buffered items
 Recorder = Callable[[Any, BaseException, int], None]
@@ -25,6 +34,16 @@ def is_instance(service: TrackingService, module: str, cls: str) -> bool:
     """isinstance without importing ``module`` (not imported: ``service`` cannot be one)."""
     mod = sys.modules.get(module)
     return mod is not None and isinstance(service, getattr(mod, cls))
+
+
+def chunk_size(service: TrackingService) -> int:
+    """Points per log_batch call: big transactions embedded, big requests to a strata server,
+    MLflow's limit for any other implementation."""
+    if is_instance(service, "strata.tracking.embedded", "EmbeddedTracking"):
+        return EMBEDDED_CHUNK
+    if is_instance(service, "strata.tracking.remote", "RemoteTracking"):
+        return REMOTE_CHUNK
+    return MAX_BATCH_METRICS
 
 
 def call_with_retries(fn: Any, run_id: str, **batch: Any) -> None:
