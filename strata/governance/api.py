@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from strata.core.page import Page
 from strata.governance.models import (
     AuditRecord,
     AuditVerification,
@@ -117,18 +118,22 @@ def list_audit(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(100, ge=1, le=10_000),
-    after_seq: int = Query(0, ge=0),
+    page_token: str | None = None,
+    after_seq: int = Query(0, ge=0, description="Older spelling of page_token; still honoured."),
 ) -> dict[str, Any]:
-    records: list[AuditRecord] = _svc(request).list_audit(
+    """Records oldest first, ``limit`` per page; ``next_page_token`` (when more records
+    match) is the ``page_token`` of the next page."""
+    page: Page[AuditRecord] = _svc(request).list_audit(
         actor=actor,
         action=action,
         resource_type=resource_type,
         since=since,
         until=until,
         limit=limit,
+        page_token=page_token,
         after_seq=after_seq,
     )
-    return {"records": records}
+    return {"records": page.items, "next_page_token": page.next_page_token}
 
 
 @router.post("/audit/checkpoint", dependencies=ADMIN)

@@ -168,8 +168,10 @@ def audit_list(
         since = since.replace(tzinfo=UTC)
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=UTC)
-    records = _governance().list_audit(
-        actor=actor, action=action, since=since, until=until, limit=limit
+    records = (
+        _governance()
+        .list_audit(actor=actor, action=action, since=since, until=until, limit=limit)
+        .items
     )
     if json_out:
         print_json(records)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from strata.core.page import Page
 from strata.core.principal import Role
 from strata.core.transport import HttpTransport
 from strata.governance.models import (
@@ -64,8 +65,9 @@ class RemoteGovernance(GovernanceService):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
+        page_token: str | None = None,
         after_seq: int = 0,
-    ) -> list[AuditRecord]:
+    ) -> Page[AuditRecord]:
         params = {
             "actor": actor,
             "action": action,
@@ -73,10 +75,12 @@ class RemoteGovernance(GovernanceService):
             "since": since.isoformat() if since else None,
             "until": until.isoformat() if until else None,
             "limit": limit,
+            "page_token": page_token,
             "after_seq": after_seq,
         }
         body = self.http.request("GET", f"{P}/audit", params=params)
-        return [AuditRecord.model_validate(r) for r in body["records"]]
+        records = [AuditRecord.model_validate(r) for r in body["records"]]
+        return Page[AuditRecord](items=records, next_page_token=body.get("next_page_token"))
 
     def verify_audit(self) -> AuditVerification:
         return AuditVerification.model_validate(self.http.request("GET", f"{P}/audit/verify"))

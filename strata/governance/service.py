@@ -17,6 +17,7 @@ from strata.backends.db import Database
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from strata.core.ids import new_id
+from strata.core.page import Page, decode_page_token, encode_page_token
 from strata.core.parse import parse_enum
 from strata.core.principal import Principal, Role, current
 from strata.governance import audit, connections
@@ -100,10 +101,14 @@ class GovernanceService(ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
+        page_token: str | None = None,
         after_seq: int = 0,
-    ) -> list[AuditRecord]:
-        """Audit records in ascending sequence order; ``action`` may end in ``*``;
-        ``since``/``until`` bound the record time (inclusive, timezone-aware)."""
+    ) -> Page[AuditRecord]:
+        """Audit records in ascending sequence order, at most ``limit`` (1 to 10,000) per
+        page; pass ``next_page_token`` back as ``page_token`` for the next page. ``action``
+        may end in ``*``; ``since``/``until`` bound the record time (inclusive,
+        timezone-aware). ``after_seq`` (records after that sequence number) is the older
+        spelling of a page token and is still honoured."""
 
     @abstractmethod
     def verify_audit(self) -> AuditVerification: ...
@@ -285,20 +290,26 @@ class EmbeddedGovernance(GovernanceService):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
+        page_token: str | None = None,
         after_seq: int = 0,
-    ) -> list[AuditRecord]:
+    ) -> Page[AuditRecord]:
         if not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must be 1..10000, got {limit}", details={"field": "limit"})
-        return audit.list_records(
+        after = max(after_seq, decode_page_token(page_token, "after_seq"))
+        records = audit.list_records(
             self.db,
             actor=actor,
             action=action,
             resource_type=resource_type,
             since=since,
             until=until,
-            limit=limit,
-            after_seq=after_seq,
+            limit=limit + 1,
+            after_seq=after,
         )
+        more = len(records) > limit
+        records = records[:limit]
+        token = encode_page_token("after_seq", records[-1].seq) if more else None
+        return Page[AuditRecord](items=records, next_page_token=token)
 
     def verify_audit(self) -> AuditVerification:
         return audit.verify(self.db)

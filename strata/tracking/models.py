@@ -8,11 +8,11 @@ unchanged. Metric points are plain named tuples: a training loop creates many of
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-T = TypeVar("T")
+from strata.core.page import Page as Page  # re-exported: tracking lists return it
 
 #: Artifact URIs of runs and experiments; the path after it is the artifact-store path.
 ARTIFACT_SCHEME = "mlflow-artifacts:/"
@@ -160,19 +160,6 @@ class FileInfo(BaseModel):
     path: str
     is_dir: bool
     file_size: int | None = None
-
-
-class Page(BaseModel, Generic[T]):
-    """One page of results; pass ``next_page_token`` back to get the next one (None at end)."""
-
-    items: list[T]
-    next_page_token: str | None = None
-
-    def __iter__(self) -> Any:  # iterate items, not fields
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 # -- LoggedModels (MLflow 3) -----------------------------------------------------------------

@@ -14,8 +14,6 @@ naming the character position.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from strata.core import page
 from strata.core.errors import InvalidInput
 from strata.tracking.tables import (
     ExperimentRow,
@@ -576,19 +575,8 @@ def logged_model_order(items: Sequence[tuple[str, bool]]) -> list[Any]:
 
 # -- page tokens -----------------------------------------------------------------------------
 def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+    return page.encode_page_token("offset", offset)
 
 
 def decode_page_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput(
-            "Invalid page_token: pass back the token a previous page returned",
-            details={"field": "page_token"},
-        ) from exc
-    if offset < 0:
-        raise InvalidInput("Invalid page_token", details={"field": "page_token"})
-    return offset
+    return page.decode_page_token(token, "offset")

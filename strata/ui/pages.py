@@ -128,7 +128,7 @@ def audit_log(
             until=end,
             limit=AUDIT_PAGE,
             after_seq=max(after, 0),
-        )
+        ).items
     except InvalidInput as exc:
         error, end = exc.message, None
     more = len(records) == AUDIT_PAGE

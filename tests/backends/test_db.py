@@ -336,7 +336,7 @@ def test_concurrent_writer_processes(settings: Settings) -> None:
 
         verification = gov.verify_audit()
         assert verification.ok, verification.reason
-        records = gov.list_audit(limit=10_000)
+        records = gov.list_audit(limit=10_000).items
         assert [r.seq for r in records] == list(range(1, verification.checked + 1))
         assert {r.outcome for r in records} == {"ok"}
         by_action: dict[str, int] = {}

@@ -75,7 +75,7 @@ def test_database_populated_at_an_earlier_revision_upgrades_to_head(
         if "dat_datasets" in tables:
             ingested = EmbeddedData(old).ingest(FRAME, "trips", profile=False)
             expected["version"] = ingested.version
-        records = len(gov.list_audit(limit=10_000))
+        records = len(gov.list_audit(limit=10_000).items)
     finally:
         old.close()
 

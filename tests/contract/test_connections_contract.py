@@ -47,7 +47,7 @@ def test_register_list_remove(client: Client, postgres_base_url: str) -> None:
     _exactly(AlreadyExists, gov.create_connection, "warehouse", postgres_base_url)
     _exactly(InvalidInput, gov.create_connection, "../etc", postgres_base_url)
     _exactly(InvalidInput, gov.create_connection, "x", "not a url")
-    records = gov.list_audit(action="connection.*")
+    records = gov.list_audit(action="connection.*").items
     assert [r.outcome for r in records] == ["ok", "error"]  # the duplicate is recorded too
     assert records[0].details == {"url": made.url}
     assert PASSWORD not in str([r.model_dump_json() for r in records])

@@ -135,7 +135,7 @@ def test_duplicates_and_missing(client: Client) -> None:
         err = _raises_exactly(NotFound, call, *args, **kw)
         assert "nobody" in err.message or "0" * 32 in err.message
 
-    failed = gov.list_audit(action="user.create", limit=10_000)
+    failed = gov.list_audit(action="user.create", limit=10_000).items
     assert [r.outcome for r in failed if r.resource_id == "erin"] == [
         "ok",
         "error:RESOURCE_ALREADY_EXISTS",
@@ -174,7 +174,7 @@ def test_tokens_shown_once_and_stored_as_digests(client: Client, db: Database) -
         assert row.digest != secret
         assert row.digest == hashlib.sha256(secret.encode()).hexdigest()
     assert all(secret not in v for v in stored)
-    audit_text = " ".join(r.model_dump_json() for r in gov.list_audit(limit=10_000))
+    audit_text = " ".join(r.model_dump_json() for r in gov.list_audit(limit=10_000).items)
     assert secret not in audit_text
 
     revoked = gov.revoke_token(info.id)
@@ -241,10 +241,10 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
     time.sleep(0.02)
     gov.revoke_token(token.info.id)
 
-    everything = gov.list_audit(limit=10_000)
+    everything = gov.list_audit(limit=10_000).items
     seqs = [r.seq for r in everything]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    mine = gov.list_audit(actor=me, limit=10_000)
+    mine = gov.list_audit(actor=me, limit=10_000).items
     actions = [r.action for r in mine]
     assert actions[-5:] == [
         "user.create",
@@ -253,29 +253,41 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
         "user.disable",
         "token.revoke",
     ]
-    assert gov.list_audit(actor="nobody-at-all") == []
+    assert gov.list_audit(actor="nobody-at-all").items == []
 
-    created = gov.list_audit(action="user.create")
+    created = gov.list_audit(action="user.create").items
     assert {r.resource_id for r in created} >= {"hank", "ivy"}
     assert all(r.action == "user.create" and r.resource_type == "user" for r in created)
-    assert {r.action for r in gov.list_audit(action="token.*")} == {
+    assert {r.action for r in gov.list_audit(action="token.*").items} == {
         "token.create",
         "token.revoke",
     }
-    recent = gov.list_audit(since=since)
+    recent = gov.list_audit(since=since).items
     assert [r.action for r in recent] == ["token.create", "user.disable", "token.revoke"]
     assert all(r.ts >= since - timedelta(milliseconds=1) for r in recent)
-    assert gov.list_audit(since=utcnow() + timedelta(hours=1)) == []
-    window = gov.list_audit(since=since, until=before_revoke)
+    assert gov.list_audit(since=utcnow() + timedelta(hours=1)).items == []
+    window = gov.list_audit(since=since, until=before_revoke).items
     assert [r.action for r in window] == ["token.create", "user.disable"]
     assert all(since <= r.ts <= before_revoke for r in window)
-    assert gov.list_audit(until=since - timedelta(hours=1)) == []
-    tokens = gov.list_audit(resource_type="token", since=since)
+    assert gov.list_audit(until=since - timedelta(hours=1)).items == []
+    tokens = gov.list_audit(resource_type="token", since=since).items
     assert [r.action for r in tokens] == ["token.create", "token.revoke"]
 
-    first_two = gov.list_audit(limit=2)
+    first_two = gov.list_audit(limit=2).items
     assert [r.seq for r in first_two] == seqs[:2]
-    assert [r.seq for r in gov.list_audit(after_seq=seqs[-2])] == [seqs[-1]]
+    assert [r.seq for r in gov.list_audit(after_seq=seqs[-2]).items] == [seqs[-1]]
+    paged, cursor = [], None  # pages of 3 with their tokens walk the whole log once
+    while True:
+        page = gov.list_audit(limit=3, page_token=cursor)
+        assert len(page.items) <= 3
+        paged += [r.seq for r in page.items]
+        cursor = page.next_page_token
+        if cursor is None:
+            break
+    assert paged == seqs
+    last = gov.list_audit(limit=len(seqs))
+    assert last.next_page_token is None and len(last.items) == len(seqs)
+    _raises_exactly(InvalidInput, gov.list_audit, page_token="not-a-token")
     _raises_exactly(InvalidInput, gov.list_audit, limit=0)
 
     (tok_create,) = [r for r in recent if r.action == "token.create"]
@@ -283,7 +295,7 @@ def test_audit_records_filters_and_verify(client: Client) -> None:
     assert tok_create.details == {"user": "hank"}
     assert tok_create.outcome == "ok"
     assert tok_create.actor == me
-    by_seq = {r.seq: r for r in gov.list_audit(limit=10_000)}
+    by_seq = {r.seq: r for r in gov.list_audit(limit=10_000).items}
     assert tok_create.prev_hash == by_seq[tok_create.seq - 1].hash, "records link by hash"
     assert all(by_seq[s].prev_hash == by_seq[s - 1].hash for s in by_seq if s - 1 in by_seq)
     assert len({r.hash for r in by_seq.values()}) == len(by_seq)

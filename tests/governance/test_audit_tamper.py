@@ -214,7 +214,7 @@ def test_appends_continue_the_chain_after_verification(db: Database) -> None:
     gov.create_user("late", "editor")
     result = audit.verify(db, batch=2)  # several batches
     assert result.ok and result.checked == RECORDS + 1
-    records = gov.list_audit(limit=10_000)
+    records = gov.list_audit(limit=10_000).items
     for prev, rec in itertools.pairwise(records):
         assert rec.prev_hash == prev.hash
     assert records[0].prev_hash == audit.GENESIS
@@ -224,7 +224,7 @@ def test_failed_call_is_audited_in_its_own_transaction(db: Database) -> None:
     gov = EmbeddedGovernance(Backends.around(db))
     with pytest.raises(Exception, match="already exists"):
         gov.create_user("user0", "admin")
-    last = gov.list_audit(after_seq=RECORDS)
+    last = gov.list_audit(after_seq=RECORDS).items
     assert [(r.action, r.resource_id, r.outcome) for r in last] == [
         ("user.create", "user0", "error:RESOURCE_ALREADY_EXISTS")
     ]

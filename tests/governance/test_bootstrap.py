@@ -31,7 +31,7 @@ def test_first_start_creates_admin_and_token_once(gov: EmbeddedGovernance) -> No
     assert gov.bootstrap_admin() is None
     assert [u.name for u in gov.list_users()] == ["admin"]
     assert len(gov.list_tokens()) == 1
-    actions = [r.action for r in gov.list_audit()]
+    actions = [r.action for r in gov.list_audit().items]
     assert actions == ["user.create", "token.create"]
 
 

@@ -120,7 +120,7 @@ def test_request_id_reaches_the_audit_log(env: AppEnv) -> None:
         headers=env.auth(Role.ADMIN) | {"X-Request-ID": "req-audit-1"},
     )
     assert r.status_code == 201
-    (record,) = env.gov.list_audit(action="user.create", limit=10_000)[-1:]
+    (record,) = env.gov.list_audit(action="user.create", limit=10_000).items[-1:]
     assert (record.resource_id, record.actor, record.request_id) == (
         "traced",
         "admin-user",

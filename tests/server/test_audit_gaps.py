@@ -13,7 +13,7 @@ from .conftest import AppEnv
 
 
 def _records(env: AppEnv, action: str) -> list[AuditRecord]:
-    return [r for r in env.gov.list_audit(limit=10_000) if r.action == action]
+    return [r for r in env.gov.list_audit(limit=10_000).items if r.action == action]
 
 
 def _seed(env: AppEnv) -> None:
@@ -83,17 +83,17 @@ def test_401_and_403_are_security_events_one_per_caller_and_route(env: AppEnv) -
         r = env.http.get("/api/v1/users", headers={"Authorization": "Bearer strata_nope"})
         assert r.status_code == 401
         assert env.http.get("/api/v1/users", headers=env.auth(Role.VIEWER)).status_code == 403
-    unauth = [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "unauthenticated"]
+    unauth = [r for r in env.gov.list_audit(limit=10_000).items if r.outcome == "unauthenticated"]
     assert len(unauth) == 1, unauth  # both anonymous callers share the peer address
     assert unauth[0].actor == "anonymous@127.0.0.1"
     assert unauth[0].action == "GET /api/v1/users"
-    denied = [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "denied"]
+    denied = [r for r in env.gov.list_audit(limit=10_000).items if r.outcome == "denied"]
     assert len(denied) == 1, denied
     assert denied[0].actor == env.users[Role.VIEWER]
     assert denied[0].details["needed"] == "admin"
     # a different route is a different key
     assert env.http.get("/api/v1/runs/nope").status_code == 401
-    unauth = [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "unauthenticated"]
+    unauth = [r for r in env.gov.list_audit(limit=10_000).items if r.outcome == "unauthenticated"]
     assert len(unauth) == 2
 
 

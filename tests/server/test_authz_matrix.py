@@ -176,7 +176,7 @@ def test_authorization_matrix(any_db_env: AppEnv) -> None:
     assert not problems, f"{len(problems)} wrong answers:\n" + "\n".join(problems)
 
     # every refused mutating call is in the audit log, outcome "denied", by the right user
-    records = env.gov.list_audit(limit=10_000)
+    records = env.gov.list_audit(limit=10_000).items
     denied = {(r.actor, r.action, r.resource_id) for r in records if r.outcome == "denied"}
     missing = [
         f"{role.value}: {call}"
@@ -198,7 +198,7 @@ def test_denied_mutation_is_audited_with_request_id(env: AppEnv, role: Role) -> 
         assert r.status_code == 201
         return
     assert r.status_code == 403
-    (record,) = [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "denied"]
+    (record,) = [r for r in env.gov.list_audit(limit=10_000).items if r.outcome == "denied"]
     assert record.actor == env.users[role]
     assert record.action == "POST /api/v1/users"
     assert record.resource_type == "route"
@@ -208,5 +208,5 @@ def test_denied_mutation_is_audited_with_request_id(env: AppEnv, role: Role) -> 
 
 def test_a_denied_read_is_a_security_event(env: AppEnv) -> None:
     assert env.http.get("/api/v1/users", headers=env.auth(Role.VIEWER)).status_code == 403
-    (record,) = [r for r in env.gov.list_audit(limit=10_000) if r.outcome == "denied"]
+    (record,) = [r for r in env.gov.list_audit(limit=10_000).items if r.outcome == "denied"]
     assert (record.actor, record.action) == (env.users[Role.VIEWER], "GET /api/v1/users")

@@ -109,7 +109,7 @@ def test_viewer_sees_no_write_controls_and_is_refused(ui_env: UiEnv) -> None:
         assert http.get("/audit").status_code == 403
     run = ui_env.client.tracking.get_run(run_id)
     assert "sneaky" not in run.tags and run.info.lifecycle_stage.value == "active"
-    denied = ui_env.client.governance.list_audit(actor="viewer-user", limit=1000)
+    denied = ui_env.client.governance.list_audit(actor="viewer-user", limit=1000).items
     assert any(rec.outcome == "denied" and rec.resource_type == "ui" for rec in denied)
 
 

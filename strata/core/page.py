@@ -1,0 +1,52 @@
+"""One page of a list that can grow, and the one page-token format every layer uses.
+
+A token is URL-safe base64 of a small JSON object (``{"offset": 200}`` for offset paging,
+``{"after_seq": 1234}`` for keyset paging); clients pass it back unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from strata.core.errors import InvalidInput
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of results; pass ``next_page_token`` back to get the next one (None at end)."""
+
+    items: list[T]
+    next_page_token: str | None = None
+
+    def __iter__(self) -> Any:  # iterate items, not fields
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def encode_page_token(key: str, value: int) -> str:
+    """The token of the page that starts after ``key = value`` (an offset, a sequence...)."""
+    return base64.urlsafe_b64encode(json.dumps({key: value}).encode()).decode()
+
+
+def decode_page_token(token: str | None, key: str) -> int:
+    """``key``'s value in ``token`` (0 without one); InvalidInput for a token not made by
+    :func:`encode_page_token` with that key, or a negative value."""
+    if not token:
+        return 0
+    try:
+        value = int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(
+            "Invalid page_token: pass back the token a previous page returned",
+            details={"field": "page_token"},
+        ) from exc
+    if value < 0:
+        raise InvalidInput("Invalid page_token", details={"field": "page_token"})
+    return value
