@@ -165,6 +165,14 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The OpenAPI request body of a streamed artifact upload.
+UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
 _LOG_BATCH_DOC = {
     "requestBody": {
         "required": True,
@@ -497,14 +505,7 @@ class BodyReader(io.RawIOBase):
     dependencies=WRITE,
     status_code=201,
     response_model=FileInfo,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=UPLOAD_DOC,
 )
 async def upload_artifact(run_id: str, path: str, request: Request) -> Response:
     """Stream the body into the run's artifacts at ``path`` (any size; written atomically).

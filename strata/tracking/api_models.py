@@ -19,7 +19,7 @@ from strata.governance.routing import (
     json_response,
     run_blocking,
 )
-from strata.tracking.api import BodyReader, _svc
+from strata.tracking.api import UPLOAD_DOC, BodyReader, _svc
 from strata.tracking.models import FileInfo, LoggedModel, ModelMetric
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
@@ -172,14 +172,7 @@ def log_run_models(run_id: str, body: LogRunModels, request: Request) -> Respons
     dependencies=WRITE,
     status_code=201,
     response_model=FileInfo,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=UPLOAD_DOC,
 )
 async def upload_model_artifact(model_id: str, path: str, request: Request) -> Response:
     """Stream the body below the model's artifact root at ``path`` (written atomically)."""

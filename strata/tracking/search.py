@@ -330,6 +330,29 @@ def _compare(col: Any, op: str, value: Any) -> Any:
     return col.is_not(None)
 
 
+def _metric_condition(owner: Any, fk: Any, table: Any, c: Clause) -> ColumnElement[bool]:
+    """``owner`` (an id column) has a non-NaN point of metric ``c.key`` satisfying ``c``;
+    ``fk`` is the metric table's column holding that id."""
+    sub = sa.select(fk).where(
+        table.key == c.key, table.is_nan.is_(False), _compare(table.value, c.op, c.value)
+    )
+    in_: ColumnElement[bool] = owner.in_(sub)
+    return in_
+
+
+def _kv_condition(owner: Any, fk: Any, table: Any, c: Clause) -> ColumnElement[bool]:
+    """A param/tag clause on ``owner`` (an id column) over a key-value ``table``."""
+    has_key = sa.select(fk).where(table.key == c.key)
+    cond: ColumnElement[bool]
+    if c.op == "IS NULL":
+        cond = owner.not_in(has_key)
+    elif c.op == "IS NOT NULL":
+        cond = owner.in_(has_key)
+    else:
+        cond = owner.in_(has_key.where(_compare(table.value, c.op, c.value)))
+    return cond
+
+
 def run_conditions(clauses: Sequence[Clause]) -> list[ColumnElement[bool]]:
     """SQL conditions on ``trk_runs`` for parsed clauses (index-backed IN subqueries)."""
     out: list[ColumnElement[bool]] = []
@@ -339,24 +362,13 @@ def run_conditions(clauses: Sequence[Clause]) -> list[ColumnElement[bool]]:
             value = int(c.value) if c.key in _NUMERIC_ATTRS and c.value is not None else c.value
             out.append(_compare(col, c.op, value))
         elif c.entity == "metrics":
-            sub = sa.select(LatestMetricRow.run_id).where(
-                LatestMetricRow.key == c.key,
-                LatestMetricRow.is_nan.is_(False),
-                _compare(LatestMetricRow.value, c.op, c.value),
-            )
-            out.append(RunRow.id.in_(sub))
+            out.append(_metric_condition(RunRow.id, LatestMetricRow.run_id, LatestMetricRow, c))
         elif c.entity in ("params", "tags"):
             if c.entity == "tags" and c.key == "mlflow.runName":
                 out.append(_compare(RunRow.name, c.op, c.value))
                 continue
-            table = ParamRow if c.entity == "params" else TagRow
-            has_key = sa.select(table.run_id).where(table.key == c.key)
-            if c.op == "IS NULL":
-                out.append(RunRow.id.not_in(has_key))
-            elif c.op == "IS NOT NULL":
-                out.append(RunRow.id.in_(has_key))
-            else:
-                out.append(RunRow.id.in_(has_key.where(_compare(table.value, c.op, c.value))))
+            table: Any = ParamRow if c.entity == "params" else TagRow
+            out.append(_kv_condition(RunRow.id, table.run_id, table, c))
         else:  # datasets
             sub = sa.select(InputRow.run_id).where(_compare(_DATASET_ATTRS[c.key], c.op, c.value))
             out.append(RunRow.id.in_(sub))
@@ -538,23 +550,11 @@ def logged_model_conditions(text: str | None) -> list[ColumnElement[bool]]:
                 value = _model_status(value)
             out.append(_compare(_MODEL_ATTRS[c.key], c.op, value))
         elif c.entity == "metrics":
-            sub = sa.select(LoggedModelMetricRow.model_id).where(
-                LoggedModelMetricRow.key == c.key,
-                LoggedModelMetricRow.is_nan.is_(False),
-                _compare(LoggedModelMetricRow.value, c.op, c.value),
-            )
-            out.append(LoggedModelRow.id.in_(sub))
+            metrics = LoggedModelMetricRow
+            out.append(_metric_condition(LoggedModelRow.id, metrics.model_id, metrics, c))
         else:
             table: Any = LoggedModelParamRow if c.entity == "params" else LoggedModelTagRow
-            has_key = sa.select(table.model_id).where(table.key == c.key)
-            if c.op == "IS NULL":
-                out.append(LoggedModelRow.id.not_in(has_key))
-            elif c.op == "IS NOT NULL":
-                out.append(LoggedModelRow.id.in_(has_key))
-            else:
-                out.append(
-                    LoggedModelRow.id.in_(has_key.where(_compare(table.value, c.op, c.value)))
-                )
+            out.append(_kv_condition(LoggedModelRow.id, table.model_id, table, c))
     return out
 
 

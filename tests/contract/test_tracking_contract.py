@@ -952,6 +952,9 @@ def test_search_logged_models_filter_order_and_pages(t: TrackingService) -> None
     assert names(filter="status = 'LOGGED_MODEL_READY'") == ["a"]
     assert names(filter="attributes.status = 'READY'") == ["a"]
     assert names(filter="name IN ('a', 'c')", order_by=[("name", True)]) == ["a", "c"]
+    t.set_logged_model_tags(ids["a"], {"owner": "me"})
+    assert names(filter="tags.owner IS NULL") == ["b", "c"]
+    assert names(filter="tags.owner IS NOT NULL") == ["a"]
     assert names(filter=f"creation_timestamp > 0 and model_id != '{ids['c']}'") == ["b", "a"]
     both = t.search_logged_models([exp_id, other], order_by=[("name", True)]).items
     assert [m.name for m in both] == ["a", "b", "c", "elsewhere"]
