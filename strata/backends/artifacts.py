@@ -208,7 +208,22 @@ class ArtifactStore:
         if not self._visible(rel):
             msg = f"invalid artifact path {path!r}: {DIGEST_PREFIX}/ and temp names are reserved"
             raise InvalidInput(msg, details={"path": path})
+        if self._local:
+            self._refuse_symlinks(rel, path)
         return rel
+
+    def _refuse_symlinks(self, rel: str, path: str) -> None:
+        """Refuse a path that crosses a symbolic link below the root: a link planted in the
+        store (by whoever can write the directory) must not lead reads or writes outside it."""
+        current = self._root
+        for part in rel.split("/"):
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                raise InvalidInput(
+                    f"invalid artifact path {path!r}: {part!r} is a symbolic link, which the "
+                    "artifact store does not follow",
+                    details={"path": path},
+                )
 
     @staticmethod
     def _visible(rel: str) -> bool:
@@ -484,6 +499,8 @@ class ArtifactStore:
             entries = []
         dirs, files = [], []
         for entry in entries:
+            if entry.get("islink"):
+                continue  # symbolic links are never followed (see _refuse_symlinks)
             rel, is_dir = self._to_rel(str(entry["name"])), entry["type"] == "directory"
             if str(entry["name"]).rstrip("/") == full and not is_dir:
                 raise InvalidInput(f"artifact {base!r} is a file, not a directory")

@@ -17,8 +17,25 @@ from strata.data.ingest import Reader
 from strata.data.readers import file_reader
 
 
+def _check_flat(item: Any, number: int) -> None:
+    """Pushed rows are flat records: a nested object or array is a 400 naming the row and
+    the column (a file upload reads nested JSON Lines; pushed rows do not)."""
+    if not isinstance(item, dict):
+        return  # not an object at all: quarantined with its number by the reader
+    for key, value in item.items():
+        if isinstance(value, dict | list):
+            kind = "an object" if isinstance(value, dict) else "an array"
+            raise InvalidInput(
+                f"Pushed row {number}, column {key!r}: holds {kind}; pushed rows take flat "
+                "values only (string, number, boolean or null)",
+                details={"field": f"rows[{number - 1}].{key}", "row": number, "column": key},
+            )
+
+
 def spool_rows(rows: list[dict[str, Any]] | bytes | str, path: str) -> int:
-    """Write ``rows`` as JSON Lines to ``path``; returns the number of lines written."""
+    """Write ``rows`` as JSON Lines to ``path``; returns the number of lines written.
+
+    Raises InvalidInput when a row holds a nested object or array."""
     if isinstance(rows, str):
         rows = rows.encode()
     count = 0
@@ -35,8 +52,13 @@ def spool_rows(rows: list[dict[str, Any]] | bytes | str, path: str) -> int:
             else:
                 for line in data.splitlines():
                     if line.strip():
-                        out.write(line.rstrip(b"\r") + b"\n")
                         count += 1
+                        if b"{" in line[1:] or b"[" in line:  # maybe nested: look closer
+                            try:
+                                _check_flat(orjson.loads(line), count)
+                            except orjson.JSONDecodeError:
+                                pass  # malformed: quarantined with its number by the reader
+                        out.write(line.rstrip(b"\r") + b"\n")
                 return count
         if not isinstance(rows, list):
             raise InvalidInput(
@@ -45,8 +67,9 @@ def spool_rows(rows: list[dict[str, Any]] | bytes | str, path: str) -> int:
                 details={"field": "rows"},
             )
         for item in rows:
-            out.write(orjson.dumps(item) + b"\n")
             count += 1
+            _check_flat(item, count)
+            out.write(orjson.dumps(item) + b"\n")
     return count
 
 

@@ -26,6 +26,7 @@ from strata.governance.deps import AuthState, peer
 from strata.governance.service import EmbeddedGovernance
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware
+from strata.server.textguard import TextGuard
 from strata.ui.pages import mount_ui
 
 log = logging.getLogger("strata.server")
@@ -161,6 +162,7 @@ def create_app(
     app.state.auth = AuthState(enabled=auth_enabled, governance=governance, db=client.backends.db)
     metrics = Metrics()
     app.state.metrics = metrics
+    app.add_middleware(TextGuard, skip_prefixes=STREAMING_PREFIXES)  # innermost
     app.add_middleware(
         BrowserGuard,
         auth=auth_enabled,

@@ -471,3 +471,29 @@ def test_streaming_300mb_keeps_memory_flat(tmp_path: Path) -> None:
     writing.check(100 * MiB, "writing 300 MiB")
     reading.check(100 * MiB, "reading 300 MiB")
     assert os.listdir(tmp_path / "store" / "big") == ["stream.bin"]
+
+
+def test_symlinks_inside_the_root_are_never_followed(tmp_path: Path) -> None:
+    """Issue 7, Low: a link planted in the store must not lead reads or writes outside it."""
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"hunter2")
+    store = ArtifactStore(str(root))
+    store.put_bytes("runs/ok.txt", b"fine")
+    (root / "runs" / "evil").symlink_to(outside, target_is_directory=True)
+    (root / "runs" / "link.txt").symlink_to(outside / "secret.txt")
+    for path in ("runs/evil/secret.txt", "runs/link.txt"):
+        with pytest.raises(InvalidInput, match="symbolic link"):
+            store.get_bytes(path)
+        with pytest.raises(InvalidInput, match="symbolic link"):
+            store.info(path)
+    with pytest.raises(InvalidInput, match="symbolic link"):
+        store.put_bytes("runs/evil/planted.txt", b"x")
+    with pytest.raises(InvalidInput, match="symbolic link"):
+        store.put_bytes("runs/link.txt", b"overwrite")
+    with pytest.raises(InvalidInput, match="symbolic link"):
+        store.list("runs/evil")
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    assert (outside / "secret.txt").read_bytes() == b"hunter2"
+    assert [i.path for i in store.list("runs")] == ["runs/ok.txt"]
+    assert store.get_bytes("runs/ok.txt") == b"fine"

@@ -78,3 +78,27 @@ def test_a_corrupt_gzip_upload_is_a_400(http: httpx.Client) -> None:
     )
     assert r.status_code == 400, r.text
     assert "data.csv.gz" in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([{"a": {"b": 1}}], "rows[0].a"),
+        ([{"a": 1}, {"a": [1, {"x": 2}]}], "rows[1].a"),
+        ('{"a": 1}\n{"a": {"deep": {"er": 1}}}\n', "rows[1].a"),
+    ],
+)
+def test_nested_objects_pushed_to_rows_are_a_400(
+    http: httpx.Client, body: object, field: str
+) -> None:
+    if isinstance(body, str):
+        r = http.post(
+            "/api/v1/data/datasets/nested/rows",
+            content=body.encode(),
+            headers={"content-type": "application/x-ndjson"},
+        )
+    else:
+        r = http.post("/api/v1/data/datasets/nested/rows", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["details"]["field"] == field
+    assert http.get("/api/v1/data/datasets/nested").status_code == 404  # nothing written
