@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "data_profiling": ["--rows", "1000000", "--repeat", "1"],
     "cli_startup": ["--quick"],
     "ui_runs_page": ["--runs", "2000", "--repeat", "10"],
+    "models_predict": ["--train-rows", "50000", "--repeat", "5", "--calls", "300"],
 }
 
 

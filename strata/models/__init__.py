@@ -12,7 +12,7 @@ from __future__ import annotations
 from strata.models.model import Model
 from strata.models.models import FileDigest, FlavorSpec, ModelSpec, Signature, TensorSpec
 from strata.models.signature import infer_signature
-from strata.models.store import load, save, verify
+from strata.models.store import clear_cache, load, save, verify
 
 __all__ = [
     "FileDigest",
@@ -21,6 +21,7 @@ __all__ = [
     "ModelSpec",
     "Signature",
     "TensorSpec",
+    "clear_cache",
     "infer_signature",
     "load",
     "save",

@@ -147,38 +147,69 @@ def _cast_objects(column: str, arr: np.ndarray, expected: str) -> np.ndarray:
     return cast(column, np.asarray(values), expected)
 
 
+class _Plan:
+    """What enforcing a signature needs, computed once per signature object: numpy dtype
+    objects compare in C, where ``dtype.name`` is computed in Python on every access."""
+
+    __slots__ = ("all_float", "columns", "is_tensor", "signature")
+
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature  # keeps id(signature) from being reused while cached
+        self.is_tensor = signature.is_tensor
+        self.columns = [
+            (s.name, None if s.dtype == "str" else np.dtype(s.dtype), s.dtype)
+            for s in signature.inputs
+        ]
+        self.all_float = all(s.dtype.startswith("float") for s in signature.inputs)
+
+
+_plans: dict[int, _Plan] = {}
+
+
+def _plan(signature: Signature) -> _Plan:
+    plan = _plans.get(id(signature))
+    if plan is None or plan.signature is not signature:
+        if len(_plans) > 1024:
+            _plans.clear()
+        plan = _plans[id(signature)] = _Plan(signature)
+    return plan
+
+
 def enforce(signature: Signature, data: Any, *, on_unknown: OnUnknown = "error") -> Columns:
     """The input as ``{name: array}`` in the signature's order, checked and cast.
 
     Raises InvalidInput (details ``column``, ``expected``, ``received``) for a missing or
     unknown column, a dtype that cannot be cast safely, or columns of different lengths.
     """
-    given = data if isinstance(data, dict) else to_columns(data)
-    if signature.is_tensor:
+    plan = _plan(signature)
+    given = data if isinstance(data, dict) else _float_frame(plan, data)
+    if given is None:
+        given = to_columns(data)
+    if plan.is_tensor:
         return {signature.inputs[0].name: _enforce_tensor(signature.inputs[0], given)}
     if isinstance(given, np.ndarray):
         given = _matrix_columns(signature, given)
     out: Columns = {}
     rows = -1
-    for spec in signature.inputs:
-        arr = given.get(spec.name)
+    for name, want, want_name in plan.columns:
+        arr = given.get(name)
         if arr is None:
             raise InvalidInput(
-                f"Input column {spec.name!r} ({spec.dtype}) is missing; the model expects "
+                f"Input column {name!r} ({want_name}) is missing; the model expects "
                 f"{', '.join(signature.input_names())}",
-                details={"column": spec.name, "expected": spec.dtype, "received": "nothing"},
+                details={"column": name, "expected": want_name, "received": "nothing"},
             )
         if not isinstance(arr, np.ndarray):
             arr = np.asarray(arr)
         if arr.ndim != 1:
             arr = arr.reshape(-1) if arr.ndim == 0 else arr
             if arr.ndim != 1:
-                raise _problem(spec.name, "one value per row", f"an array of shape {arr.shape}")
+                raise _problem(name, "one value per row", f"an array of shape {arr.shape}")
         if rows < 0:
             rows = len(arr)
         elif len(arr) != rows:
-            raise _problem(spec.name, f"{rows} rows like the other columns", f"{len(arr)} rows")
-        out[spec.name] = arr if arr.dtype.name == spec.dtype else cast(spec.name, arr, spec.dtype)
+            raise _problem(name, f"{rows} rows like the other columns", f"{len(arr)} rows")
+        out[name] = arr if arr.dtype == want else cast(name, arr, want_name)
     if len(given) != len(out) and on_unknown == "error":
         extra = sorted(set(given) - set(out))
         raise InvalidInput(
@@ -188,6 +219,20 @@ def enforce(signature: Signature, data: Any, *, on_unknown: OnUnknown = "error")
             details={"column": extra[0], "expected": signature.input_names(), "received": extra},
         )
     return out
+
+
+def _float_frame(plan: _Plan, data: Any) -> Columns | None:
+    """A numeric pandas frame as column views of one ``to_numpy()`` matrix, when every input
+    of the signature is a float: pandas' common numeric dtype then yields what the safe
+    per-column casts would (``df[col]`` costs ~18 µs a column; this ~2 µs a frame)."""
+    if not plan.all_float or plan.is_tensor or _module(data) != "pandas":
+        return None
+    if not hasattr(data, "columns"):
+        return None
+    matrix = data.to_numpy()
+    if matrix.ndim != 2 or matrix.dtype.kind not in "iuf":
+        return None  # object (text, nullable, bool mixed with numbers): column by column
+    return {str(c): matrix[:, i] for i, c in enumerate(data.columns)}
 
 
 def _matrix_columns(signature: Signature, matrix: np.ndarray) -> Columns:

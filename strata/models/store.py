@@ -249,6 +249,12 @@ def verify(directory: Path, spec: ModelSpec) -> None:
             )
 
 
+def clear_cache() -> None:
+    """Forget every cached model (the next ``load`` of each deserializes it again)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def load(path: str | os.PathLike[str], *, trusted: bool = False) -> Model:
     """The model at ``path``, every file verified against its digest first.
 
