@@ -182,9 +182,8 @@ def enforce(signature: Signature, data: Any, *, on_unknown: OnUnknown = "error")
     unknown column, a dtype that cannot be cast safely, or columns of different lengths.
     """
     plan = _plan(signature)
-    given = data if isinstance(data, dict) else _float_frame(plan, data)
-    if given is None:
-        given = to_columns(data)
+    fast = data if isinstance(data, dict) else _float_frame(plan, data)
+    given: Columns | np.ndarray = to_columns(data) if fast is None else fast
     if plan.is_tensor:
         return {signature.inputs[0].name: _enforce_tensor(signature.inputs[0], given)}
     if isinstance(given, np.ndarray):
