@@ -23,6 +23,8 @@ from strata.core.config import Settings
 from strata.core.errors import Unavailable
 
 AUDIT_KEY_FILE = "audit.key"
+#: Retired audit keys (after a rotation), one file ``<key id>.key`` each, mode 0600.
+RETIRED_AUDIT_DIR = "audit-keys"
 SECRET_KEY_FILE = "secret.key"
 
 
@@ -95,6 +97,57 @@ class KeyRing:
         return self._get("audit", AUDIT_KEY_FILE, "STRATA_AUDIT_KEY")
 
     @property
+    def audit_keys(self) -> dict[str, bytes]:
+        """Every audit key that can verify records: the current one and the retired ones."""
+        return retired_audit_keys(self.home) | {audit_key_id(self.audit): self.audit}
+
+    @property
     def secret(self) -> bytes:
         """The AES-256-GCM key of registered connections."""
         return self._get("secret", SECRET_KEY_FILE, "STRATA_SECRET_KEY")
+
+
+def audit_key_id(key: bytes) -> str:
+    """A public name for an audit key (reveals nothing about it)."""
+    return hashlib.sha256(b"strata-audit-key-id\n" + key).hexdigest()[:16]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def retired_audit_keys(home: Path) -> dict[str, bytes]:
+    """Key id → key of the audit keys retired by rotations (files in ``audit-keys/``)."""
+    folder = home / RETIRED_AUDIT_DIR
+    if not folder.is_dir():
+        return {}
+    keys: dict[str, bytes] = {}
+    for path in sorted(folder.glob("*.key")):
+        key = load_key(path, None, "STRATA_AUDIT_KEY")
+        keys[audit_key_id(key)] = key
+    return keys
+
+
+def install_audit_key(keyring: KeyRing, old: bytes, new: bytes) -> None:
+    """Archive ``old`` under ``audit-keys/`` and make ``new`` the audit key (``audit.key``,
+    mode 0600, replaced atomically). Raises Unavailable when the key comes from
+    STRATA_AUDIT_KEY (rotate it there: see docs/security.md)."""
+    env = keyring._env["audit"]
+    if env is not None and env.get_secret_value().strip():
+        raise Unavailable(
+            "The audit key comes from STRATA_AUDIT_KEY: put the old value in a 0600 file "
+            f"{RETIRED_AUDIT_DIR}/<any name>.key in STRATA_HOME, then set the new value "
+            "(docs/security.md, Rotating the audit key)"
+        )
+    _write_private(keyring.home / RETIRED_AUDIT_DIR / f"{audit_key_id(old)}.key", old.hex())
+    _write_private(keyring.home / AUDIT_KEY_FILE, new.hex())
+    with keyring._lock:
+        keyring._cache["audit"] = new

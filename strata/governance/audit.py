@@ -48,14 +48,50 @@ AUDITED_MARK = "_strata_audited"
 log = logging.getLogger("strata.audit")
 
 
-def _digest_values(values: tuple[Any, ...], key: bytes) -> str:
+def _digest_values(values: tuple[Any, ...], key: bytes | None) -> str:
     """HMAC-SHA256 under ``key`` of (seq, ts_ms, actor, action, resource_type, resource_id,
-    request_id, outcome, details, prev_hash) as canonical JSON."""
+    request_id, outcome, details, prev_hash) as canonical JSON; plain SHA-256 for ``None``
+    (how records were chained before HMAC: the legacy segment)."""
     body = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+    if key is None:
+        return hashlib.sha256(body.encode()).hexdigest()
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-def _digest(row: AuditRow, key: bytes) -> str:
+#: The action of the record that hands the chain over to a new key (signed by the old one).
+ROTATE_ACTION = "audit.rotate_key"
+
+
+def rotate_key(db: Database) -> dict[str, Any]:
+    """Hand the chain over to a fresh audit key: a record naming the new key's id, signed by
+    the old key, then the new key installed in ``audit.key`` (the old one kept in
+    ``audit-keys/`` to verify the older segment) and a checkpoint signed by the new key.
+
+    Run it with the server stopped: a running process keeps signing with the key it loaded.
+    Raises Unavailable when the key comes from STRATA_AUDIT_KEY.
+    """
+    import secrets
+
+    from strata.backends.keys import audit_key_id, install_audit_key
+
+    old = db.keys.audit
+    new = secrets.token_bytes(32)
+    details = {"previous_key_id": audit_key_id(old), "key_id": audit_key_id(new)}
+    with db.write() as session:
+        seq = append(
+            db,
+            session,
+            action=ROTATE_ACTION,
+            resource_type="audit",
+            resource_id=details["key_id"],
+            details=details,
+        )
+        install_audit_key(db.keys, old, new)  # inside the chain's lock, before the commit
+    checkpoint = write_checkpoint(db) if db.audit_store is not None else None
+    return details | {"seq": seq, "checkpoint": checkpoint}
+
+
+def _digest(row: AuditRow, key: bytes | None) -> str:
     return _digest_values(
         (
             row.seq,
@@ -178,8 +214,9 @@ def latest_checkpoint(db: Database) -> tuple[dict[str, Any] | None, str]:
         try:
             doc = json.loads(store.get_bytes(info.path))
             seq, digest, ts = int(doc["seq"]), str(doc["hash"]), int(doc["ts_ms"])
-            good = hmac.compare_digest(
-                str(doc["mac"]), _checkpoint_mac(db.keys.audit, seq, digest, ts)
+            good = any(  # the current key or one retired by a rotation
+                hmac.compare_digest(str(doc["mac"]), _checkpoint_mac(k, seq, digest, ts))
+                for k in db.keys.audit_keys.values()
             )
         except (StrataError, ValueError, KeyError, TypeError):
             good = False
@@ -316,7 +353,7 @@ def list_records(
 
 
 def _broken_link(
-    session: Session, row: AuditRow, head: AuditHeadRow | None, checked: int, key: bytes
+    session: Session, row: AuditRow, head: AuditHeadRow | None, checked: int, key: bytes | None
 ) -> AuditVerification:
     """Name the rewritten record when ``row`` does not link to its predecessor.
 
@@ -352,12 +389,14 @@ def verify(db: Database, batch: int = 5000) -> AuditVerification:
     checkpoint, note = latest_checkpoint(db)
     result = _verify_chain(db, batch, checkpoint)
     if note and result.ok:
-        result.reason = note
+        result.reason = "; ".join(r for r in (result.reason, note) if r)
     return result
 
 
 def _verify_chain(db: Database, batch: int, checkpoint: dict[str, Any] | None) -> AuditVerification:
-    key = db.keys.audit
+    keys = db.keys.audit_keys  # the current key and those retired by rotations
+    key: bytes | None = db.keys.audit
+    legacy_last = 0  # the last record of a leading plain SHA-256 segment (pre-HMAC logs)
     cp_seq = int(checkpoint["seq"]) if checkpoint else 0
     cp_seen: str | None = None
     checked = 0
@@ -389,13 +428,34 @@ def _verify_chain(db: Database, batch: int, checkpoint: dict[str, Any] | None) -
                     )
                 if row.prev_hash != prev_hash:
                     return _broken_link(session, row, head, checked, key)
-                if _digest(row, key) != row.hash:
+                if row.seq == 1 or (key is None and _digest(row, None) != row.hash):
+                    # The first record (or the first after a legacy segment) says which key
+                    # the chain starts with; a legacy record only ever precedes keyed ones.
+                    found = [k for k in keys.values() if _digest(row, k) == row.hash]
+                    if found:
+                        key = found[0]
+                    elif row.seq == 1 and _digest(row, None) == row.hash:
+                        key = None
+                if key is None and _digest(row, None) == row.hash:
+                    legacy_last = row.seq
+                elif key is None or _digest(row, key) != row.hash:
                     return AuditVerification(
                         ok=False,
                         checked=checked,
                         first_broken_seq=row.seq,
                         reason=f"record {row.seq} was altered (its hash does not match)",
                     )
+                if row.action == ROTATE_ACTION and row.outcome == "ok":
+                    new_id = str(json.loads(row.details or "{}").get("key_id", ""))
+                    if new_id not in keys:
+                        return AuditVerification(
+                            ok=False,
+                            checked=checked,
+                            first_broken_seq=row.seq + 1,
+                            reason=f"record {row.seq} hands the chain to audit key {new_id}, "
+                            "which is neither audit.key nor in audit-keys/ (restore it)",
+                        )
+                    key = keys[new_id]
                 prev_hash = row.hash
                 if row.seq == cp_seq:
                     cp_seen = row.hash
@@ -442,4 +502,10 @@ def _verify_chain(db: Database, batch: int, checkpoint: dict[str, Any] | None) -
                 first_broken_seq=head_seq,
                 reason=f"record {head_seq} does not match the chain head (it was replaced)",
             )
-    return AuditVerification(ok=True, checked=checked)
+    reason = ""
+    if legacy_last:
+        reason = (
+            f"records 1..{legacy_last} predate HMAC chaining (plain SHA-256): their order "
+            "is checked, but anyone who could write the database could have rewritten them"
+        )
+    return AuditVerification(ok=True, checked=checked, legacy_until=legacy_last, reason=reason)

@@ -195,6 +195,34 @@ def audit_checkpoint(json_out: JsonOpt = False) -> None:
         console.print(f"Checkpoint at record {done['seq']} written ({done.get('path', '')}).")
 
 
+@audit_app.command("rotate-key")
+def audit_rotate_key(json_out: JsonOpt = False) -> None:
+    """Hand the audit chain over to a fresh key (on the server's machine, server stopped).
+
+    Appends a record naming the new key's id, signed by the old key; installs the new key in
+    STRATA_HOME/audit.key and keeps the old one in STRATA_HOME/audit-keys/ so `strata audit
+    verify` still checks the older records; then writes a checkpoint signed by the new key.
+    """
+    from strata.governance import audit
+    from strata.governance.service import EmbeddedGovernance
+
+    gov = _governance()
+    if not isinstance(gov, EmbeddedGovernance):
+        print_error(
+            "Rotating the audit key needs the server's STRATA_HOME: run it on the server's "
+            "machine without STRATA_URI (the server stopped)"
+        )
+        raise typer.Exit(2)
+    done = audit.rotate_key(gov.db)
+    if json_out:
+        print_json(done)
+        return
+    console.print(
+        f"Audit key rotated at record {done['seq']}: key {done['previous_key_id']} → "
+        f"{done['key_id']} (the old key is kept in audit-keys/ for verifying older records)."
+    )
+
+
 @audit_app.command("verify")
 def audit_verify(json_out: JsonOpt = False) -> None:
     """Check the audit hash chain; exit 1 naming the first broken record if any."""
@@ -203,6 +231,8 @@ def audit_verify(json_out: JsonOpt = False) -> None:
         print_json(result)
     elif result.ok:
         console.print(f"[green]Audit chain intact[/green]: {result.checked} records verified.")
+        if result.reason:
+            console.print(f"Note: {result.reason}")
     else:
         print_error(
             f"Audit chain broken at record {result.first_broken_seq}: {result.reason}",

@@ -82,6 +82,9 @@ class AuditVerification(BaseModel):
     checked: int
     first_broken_seq: int | None = None
     reason: str = ""
+    #: Records 1..legacy_until were chained with plain SHA-256 (before HMAC): reported
+    #: apart, since whoever could write the database could have rewritten them (0: none).
+    legacy_until: int = 0
 
 
 class WhoAmI(BaseModel):

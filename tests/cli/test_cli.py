@@ -161,7 +161,13 @@ def test_audit_commands() -> None:
     assert "user.create" in table and "dan" in table and records[1]["resource_id"] in table
 
     verified = run_json("audit", "verify")
-    assert verified == {"ok": True, "checked": 3, "first_broken_seq": None, "reason": ""}
+    assert verified == {
+        "ok": True,
+        "checked": 3,
+        "first_broken_seq": None,
+        "reason": "",
+        "legacy_until": 0,
+    }
     assert "3 records verified" in run("audit", "verify").stdout
 
 
