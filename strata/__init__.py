@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         Unauthenticated,
         Unavailable,
     )
+    from strata.models.tracked import log_model
     from strata.tracking.fluent import (
         ActiveRun,
         active_run,
@@ -62,6 +63,7 @@ _HOMES: dict[str, str] = {
     "load_settings": "strata.core.config",
     **dict.fromkeys(_ERRORS.split(), "strata.core.errors"),
     **dict.fromkeys(_FLUENT.split(), "strata.tracking.fluent"),
+    "log_model": "strata.models.tracked",
 }
 
 
@@ -102,6 +104,7 @@ __all__ = [
     "log_input",
     "log_metric",
     "log_metrics",
+    "log_model",
     "log_param",
     "log_params",
     "log_table",

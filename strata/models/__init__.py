@@ -12,18 +12,22 @@ from __future__ import annotations
 from strata.models.model import Model
 from strata.models.models import FileDigest, FlavorSpec, ModelSpec, Signature, TensorSpec
 from strata.models.signature import infer_signature
-from strata.models.store import clear_cache, load, save, verify
+from strata.models.store import clear_cache, save, verify
+from strata.models.tracked import ModelInfo, load, log_model, register_resolver
 
 __all__ = [
     "FileDigest",
     "FlavorSpec",
     "Model",
+    "ModelInfo",
     "ModelSpec",
     "Signature",
     "TensorSpec",
     "clear_cache",
     "infer_signature",
     "load",
+    "log_model",
+    "register_resolver",
     "save",
     "verify",
 ]
