@@ -634,7 +634,7 @@ def consume(
     offsets are stored with the data, so a restart resumes exactly where it stopped."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from strata.data.streaming import ConsumeResult, StreamBatch, consume_uri
+    from strata.data.models import ConsumeResult, StreamBatch
 
     opts: dict[str, Any] = {"batch_size": batch_size, "batch_seconds": batch_seconds}
     opts |= {"max_batches": max_batches, "idle_seconds": idle, "group": group}
@@ -659,7 +659,7 @@ def consume(
             info = f"{batches}  {count(t.rows, 'row')}  {rate:,.0f} rows/s"
             bar.update(task, completed=t.batches, info=info + f"  {t.quarantined:,} quarantined")
 
-        result = consume_uri(svc, source, name, on_batch=shown, **opts)
+        result = svc.consume(source, name, on_batch=shown, **opts)
     if json_out:
         print_json(result)
         return

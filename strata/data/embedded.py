@@ -21,6 +21,8 @@ from strata.data import catalog, refusals
 from strata.data.models import (
     QUARANTINE_SUFFIX,
     ColumnAnnotation,
+    ConsumeOptions,
+    ConsumeResult,
     DataFile,
     Dataset,
     DatasetVersion,
@@ -39,7 +41,7 @@ from strata.data.models import (
     with_as_of,
 )
 from strata.data.records import jsonable
-from strata.data.service import DataService, Progress, part_of
+from strata.data.service import DataService, OnBatch, Progress, part_of
 from strata.data.tables import (
     ColumnRow,
     DatasetRow,
@@ -55,8 +57,11 @@ from strata.governance import connections, events
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
+    import threading
+
     import duckdb
     import pyarrow as pa
+    import pyarrow.dataset as pads
 
     from strata.data.commit import Committer
     from strata.data.storage import VersionFiles
@@ -304,6 +309,11 @@ class EmbeddedData(DataService):
         dataset = self.vfiles.arrow_dataset([f.path for f in files])
         return dataset.to_table(columns=list(columns) if columns else None)
 
+    def arrow_dataset(self, ref: str) -> pads.Dataset:
+        """A lazy Arrow dataset over the version's parts in row order, each verified first
+        (see :meth:`verified_files`)."""
+        return self.vfiles.arrow_dataset([f.path for f in self.verified_files(ref)])
+
     def duckdb(
         self,
         ref: str,
@@ -412,6 +422,23 @@ class EmbeddedData(DataService):
                 version=row.version_id,
                 updated_at=row.updated_at,
             )
+
+    def consume_with(
+        self,
+        uri: str,
+        name: str,
+        options: ConsumeOptions,
+        *,
+        on_batch: OnBatch | None = None,
+        stop: threading.Event | None = None,
+    ) -> ConsumeResult:
+        from strata.backends.streams import open_source
+        from strata.data.streaming import StreamTarget, consume
+
+        check_name(name)
+        source = open_source(uri, group=options.group or f"strata.{name}")
+        target = StreamTarget(self, self.committer, self.arrow_dataset)
+        return consume(target, source, name, options, on_batch=on_batch, stop=stop)
 
     # -- quality -------------------------------------------------------------------------------
     def validate(

@@ -193,6 +193,17 @@ SuiteSpec = Annotated[
 ]
 
 
+def check_suite_spec(value: Any) -> Any:
+    """``value`` if it can name a suite (a Suite, YAML/JSON text, a path, a parsed dict)."""
+    is_suite = hasattr(value, "expectations") and isinstance(value, BaseModel)
+    if value is None or is_suite or isinstance(value, str | dict | os.PathLike):
+        return value
+    raise ValueError(
+        "a suite is a Suite, YAML/JSON text, a .yaml/.json path or a parsed dict, "
+        f"not a {type(value).__name__}"
+    )
+
+
 class IngestOptions(BaseModel):
     """How to read a source and publish it: the one spelling of ingest's options.
 
@@ -237,13 +248,7 @@ class IngestOptions(BaseModel):
     @field_validator("suite")
     @classmethod
     def _suite(cls, value: Any) -> Any:
-        is_suite = hasattr(value, "expectations") and isinstance(value, BaseModel)
-        if value is None or is_suite or isinstance(value, str | dict | os.PathLike):
-            return value
-        raise ValueError(
-            "a suite is a Suite, YAML/JSON text, a .yaml/.json path or a parsed dict, "
-            f"not a {type(value).__name__}"
-        )
+        return check_suite_spec(value)
 
 
 class IngestResult(BaseModel):
@@ -349,6 +354,94 @@ class StreamPosition(BaseModel):
     offsets: dict[str, Any]
     version: str
     updated_at: datetime
+
+
+class ConsumeOptions(BaseModel):
+    """How a stream consumer batches, types, gates and compacts (see
+    :meth:`strata.data.service.DataService.consume`); the one spelling of its options."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    #: Most records in one batch (one version each).
+    batch_size: int = Field(10_000, ge=1)
+    #: Longest wait, in seconds, for a batch to fill.
+    batch_seconds: float = Field(5.0, gt=0)
+    #: Stop after this many batches (None: no limit).
+    max_batches: int | None = Field(None, ge=0)
+    #: Stop after this many seconds without a record (None: never).
+    idle_seconds: float | None = Field(None, ge=0)
+    #: Column types until the dataset has a version: an Arrow schema or ``{column: Arrow type
+    #: name}`` (``int64``, ``string``, ``timestamp[ms]``...); inferred from the first batch
+    #: when None.
+    schema_: Any = Field(None, alias="schema")
+    suite: SuiteSpec = None
+    on_fail: OnFail = OnFail.FAIL
+    #: Parts of a stream-grown version past which it is rewritten into canonical parts.
+    compact_after: int = Field(64, ge=1)
+    #: The broker's consumer group (default ``strata.<dataset>``).
+    group: str | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: Any) -> Any:
+        is_arrow = hasattr(value, "names") and hasattr(value, "types")  # a pyarrow.Schema
+        if value is None or is_arrow:
+            return value
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return value
+        raise ValueError(
+            "a schema is a pyarrow.Schema or {column: Arrow type name}, "
+            f"not a {type(value).__name__}"
+        )
+
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, value: Any) -> Any:
+        return check_suite_spec(value)
+
+
+class StreamBatch(BaseModel):
+    """One appended batch: what was read, stored, set aside, and where the stream now is."""
+
+    batch: int
+    records: int
+    rows: int
+    quarantined: int
+    skipped: int
+    version: str
+    quarantine: str | None = None
+    offsets: dict[str, Any]
+    seconds: float
+    source_committed: bool
+
+
+class ConsumeResult(BaseModel):
+    """What a consumer run did (``stopped``: ``max_batches``, ``idle`` or ``stop``).
+
+    ``skipped`` records were delivered again but stored already; ``uncommitted`` records were
+    read but left for the next run (malformed records while no schema is known yet);
+    ``source_commit_failures`` counts broker commits that failed (nothing is lost: the
+    positions are stored with the data, and the next commit or restart covers them).
+    """
+
+    dataset: str
+    stream: str
+    source: str
+    resumed_from: dict[str, Any] = Field(default_factory=dict)
+    batches: int = 0
+    records: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    compactions: int = 0
+    skipped: int = 0
+    uncommitted: int = 0
+    source_commit_failures: int = 0
+    version: str | None = None
+    offsets: dict[str, Any] = Field(default_factory=dict)
+    seconds: float = 0.0
+    stopped: str = ""
 
 
 def check_name(name: str, what: str = "dataset") -> str:

@@ -33,6 +33,8 @@ from strata.data import lineage
 from strata.data.ingest import BadRowSink, Reader, memory_reader
 from strata.data.models import (
     ColumnAnnotation,
+    ConsumeOptions,
+    ConsumeResult,
     DataFile,
     Dataset,
     DatasetVersion,
@@ -50,10 +52,12 @@ from strata.data.models import (
     with_as_of,
 )
 from strata.data.readers import resolve_files
-from strata.data.service import DataService, Progress, part_of
+from strata.data.service import DataService, OnBatch, Progress, part_of
 from strata.data.sqltext import parquet_scan
 
 if TYPE_CHECKING:
+    import threading
+
     import duckdb
 
     from strata.data.validation import Suite, ValidationReport
@@ -321,6 +325,21 @@ class RemoteData(DataService):
         )
         pos = out.get("position")
         return None if pos is None else StreamPosition.model_validate(pos)
+
+    def consume_with(
+        self,
+        uri: str,
+        name: str,
+        options: ConsumeOptions,
+        *,
+        on_batch: OnBatch | None = None,
+        stop: threading.Event | None = None,
+    ) -> ConsumeResult:
+        raise InvalidInput(
+            "Stream consumers run next to the metadata database: unset STRATA_URI (use the "
+            "embedded client configured with the server's database and artifact store)",
+            details={"field": "uri"},
+        )
 
     # -- reading -------------------------------------------------------------------------------
     def download(self, ref: str) -> list[str]:

@@ -26,6 +26,8 @@ from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
 from strata.data.models import (
     ColumnAnnotation,
+    ConsumeOptions,
+    ConsumeResult,
     DataFile,
     Dataset,
     DatasetVersion,
@@ -36,12 +38,15 @@ from strata.data.models import (
     LineageGraph,
     OnFail,
     StoredReport,
+    StreamBatch,
     StreamPosition,
     Transform,
     VersionDiff,
 )
 
 if TYPE_CHECKING:
+    import threading
+
     import duckdb
     import pandas as pd
     import pyarrow as pa
@@ -50,6 +55,8 @@ if TYPE_CHECKING:
 
 #: ``progress(rows_so_far, input_bytes_so_far, total_input_bytes_or_None)``
 Progress = Callable[[int, int, int | None], None]
+#: ``on_batch(batch, totals_so_far)``, called after each stream batch is durable.
+OnBatch = Callable[[StreamBatch, ConsumeResult], None]
 
 
 class DataService(ABC):
@@ -202,6 +209,47 @@ class DataService(ABC):
 
         A consumer resumes from here after a crash: offsets and rows are stored in one
         transaction, so nothing is lost or duplicated."""
+
+    def consume(
+        self,
+        uri: str,
+        name: str,
+        options: ConsumeOptions | None = None,
+        *,
+        on_batch: OnBatch | None = None,
+        stop: threading.Event | None = None,
+        **option_fields: Any,
+    ) -> ConsumeResult:
+        """Append the stream at ``uri`` (``kafka://HOST:PORT/TOPIC``,
+        ``redis://HOST:PORT/DB?stream=NAME``) to ``name``, one version per micro-batch.
+
+        Options are the fields of :class:`~strata.data.models.ConsumeOptions` (``batch_size``,
+        ``batch_seconds``, ``max_batches``, ``idle_seconds``, ``schema``, ``suite``,
+        ``on_fail``, ``compact_after``, ``group``), as an object, keywords, or both. Runs until
+        ``max_batches`` batches were appended, no record arrived for ``idle_seconds``, or
+        ``stop`` is set (a batch being appended is finished first); with none of them until
+        interrupted, which is safe at any moment: each batch's rows and end positions commit
+        in one transaction, the broker's commit follows, and a restart resumes from the
+        stored positions (see :mod:`strata.data.streaming`). ``on_batch`` is called after
+        each batch is durable. Embedded only: InvalidInput from a remote client (the positions
+        commit in the metadata database's transaction). Raises InvalidInput (bad options,
+        unknown scheme, a gated batch whose suite failed), Unavailable (broker or database
+        unreachable), NotFound (no such topic).
+        """
+        opts = parse_options(ConsumeOptions, options, **option_fields)
+        return self.consume_with(uri, name, opts, on_batch=on_batch, stop=stop)
+
+    @abstractmethod
+    def consume_with(
+        self,
+        uri: str,
+        name: str,
+        options: ConsumeOptions,
+        *,
+        on_batch: OnBatch | None = None,
+        stop: threading.Event | None = None,
+    ) -> ConsumeResult:
+        """:meth:`consume` with validated options."""
 
     # -- reading -------------------------------------------------------------------------------
     @abstractmethod

@@ -32,19 +32,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
-import sqlalchemy as sa
-from pydantic import BaseModel, Field
 
-from strata.backends.streams import Positions, StreamRecord, StreamSource, open_source
+from strata.backends.streams import Positions, StreamRecord, StreamSource
 from strata.core import faults
 from strata.core.errors import InvalidInput, NotFound, StrataError
-from strata.core.parse import parse_enum
-from strata.data import catalog
-from strata.data.embedded import EmbeddedData
+from strata.data.commit import Committer
 from strata.data.ingest import (
     BATCH_ROWS,
     BadRow,
@@ -52,62 +49,25 @@ from strata.data.ingest import (
     Reader,
     normalize_schema,
 )
-from strata.data.models import IngestMode, IngestOptions, IngestResult, OnFail, check_name
+from strata.data.models import (
+    ConsumeOptions,
+    ConsumeResult,
+    IngestMode,
+    IngestOptions,
+    IngestResult,
+    StreamBatch,
+    check_name,
+)
 from strata.data.readers import open_reader
-from strata.data.service import DataService
-from strata.data.tables import DatasetRow, VersionRow
+from strata.data.service import DataService, OnBatch
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
 
 log = logging.getLogger(__name__)
 
 #: Malformed records held (not committed) while no schema is known, before giving up.
 MAX_UNSCHEMED = 100_000
-
-
-class StreamBatch(BaseModel):
-    """One appended batch: what was read, stored, set aside, and where the stream now is."""
-
-    batch: int
-    records: int
-    rows: int
-    quarantined: int
-    skipped: int
-    version: str
-    quarantine: str | None = None
-    offsets: dict[str, Any]
-    seconds: float
-    source_committed: bool
-
-
-#: Parts of a stream-grown version after which the consumer rewrites it into canonical parts.
-COMPACT_AFTER = 64
-
-
-class ConsumeResult(BaseModel):
-    """What a :func:`consume` run did (``stopped``: ``max_batches``, ``idle`` or ``stop``).
-
-    ``skipped`` records were delivered again but stored already; ``uncommitted`` records were
-    read but left for the next run (malformed records while no schema is known yet).
-    """
-
-    dataset: str
-    stream: str
-    source: str
-    resumed_from: dict[str, Any] = Field(default_factory=dict)
-    batches: int = 0
-    records: int = 0
-    rows: int = 0
-    quarantined: int = 0
-    compactions: int = 0
-    skipped: int = 0
-    uncommitted: int = 0
-    source_commit_failures: int = 0
-    version: str | None = None
-    offsets: dict[str, Any] = Field(default_factory=dict)
-    seconds: float = 0.0
-    stopped: str = ""
-
-
-OnBatch = Callable[[StreamBatch, ConsumeResult], None]
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -245,14 +205,22 @@ def parse_schema(schema: pa.Schema | dict[str, str] | None) -> pa.Schema | None:
 
 
 # -- the loop ---------------------------------------------------------------------------------
-def latest_schema(data: EmbeddedData, name: str) -> pa.Schema | None:
-    """The Arrow schema of the dataset's latest version (None: no dataset or no version)."""
-    with data.db.read() as s:
-        ds = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
-        if ds is None or ds.latest_version is None:
-            return None
-        row = s.get(VersionRow, (ds.id, ds.latest_version))
-        return catalog.arrow_schema(row) if row is not None else None
+@dataclass(frozen=True)
+class StreamTarget:
+    """What a consumer writes through and reads from, handed over by the embedded service.
+
+    ``data`` answers the public reads (versions, stored positions); ``committer`` publishes
+    each batch and each compaction; ``parts(ref)`` opens a version's Parquet parts as one
+    Arrow dataset, each part verified against its recorded sha256 first.
+    """
+
+    data: DataService
+    committer: Committer
+    parts: Callable[[str], pads.Dataset]
+
+    def latest_schema(self, name: str) -> pa.Schema | None:
+        """The Arrow schema of the dataset's latest version (None: no dataset or version)."""
+        return self.committer.read_base(name, [], appending=True)[2]
 
 
 def stored_positions(data: DataService, name: str, stream: str) -> Positions:
@@ -298,166 +266,194 @@ def _reader(
 
 
 def consume(
-    data: EmbeddedData,
+    target: StreamTarget,
     source: StreamSource,
     name: str,
+    options: ConsumeOptions,
     *,
-    batch_size: int = 10_000,
-    batch_seconds: float = 5.0,
-    max_batches: int | None = None,
-    idle_seconds: float | None = None,
-    schema: pa.Schema | dict[str, str] | None = None,
-    suite: Any = None,
-    on_fail: OnFail | str = OnFail.FAIL,
     on_batch: OnBatch | None = None,
     stop: threading.Event | None = None,
-    compact_after: int = COMPACT_AFTER,
 ) -> ConsumeResult:
-    """Append ``source`` to dataset ``name`` batch by batch (see the module doc).
+    """Append ``source`` to dataset ``name`` batch by batch (see the module doc and
+    :meth:`DataService.consume`). The source is started here and closed on return."""
+    return _Consumer(target, source, name, options, on_batch, stop).run()
 
-    Runs until ``max_batches`` batches were appended, no record arrived for
-    ``idle_seconds``, or ``stop`` is set (checked between polls; a batch being appended is
-    finished first); with none of them it runs until interrupted, which is safe at any
-    moment. ``on_batch`` is called after each batch is durable and committed at the source.
-    ``suite``/``on_fail`` gate each batch as :meth:`DataService.ingest` does. The source is
-    started here and closed on return. Raises InvalidInput (bad options; a gated batch whose
-    suite failed), Unavailable (broker or database unreachable), NotFound (no such topic).
-    """
-    check_name(name)
-    if batch_size < 1:
-        raise InvalidInput(f"batch_size must be at least 1, got {batch_size}")
-    if batch_seconds <= 0:
-        raise InvalidInput(f"batch_seconds must be positive, got {batch_seconds}")
-    gate = parse_enum(OnFail, on_fail, "on_fail")
-    suite_obj = None
-    if suite is not None:
-        from strata.data.validation import Suite, load_suite
 
-        suite_obj = suite if isinstance(suite, Suite) else load_suite(suite)
-    explicit = parse_schema(schema)
-    positions = stored_positions(data, name, source.key)
-    started = time.monotonic()
-    result = ConsumeResult(
-        dataset=name,
-        stream=source.key,
-        source=source.display,
-        resumed_from=dict(positions),
-        offsets=dict(positions),
-    )
-    held: list[StreamRecord] = []  # malformed records waiting for a first schema
-    source.start(positions or None)
-    try:
-        last_seen = time.monotonic()
-        while True:
-            if stop is not None and stop.is_set():
-                result.stopped = "stop"
-                break
-            if max_batches is not None and result.batches >= max_batches:
-                result.stopped = "max_batches"
-                break
-            polled = _poll(source, batch_size, batch_seconds, stop)
-            now = time.monotonic()
-            if polled:
-                last_seen = now
-            fresh = [r for r in polled if not source.covers(positions, r)]
-            result.skipped += len(polled) - len(fresh)
-            records = held + fresh
-            end = source.advance(positions, held + polled)
-            if not records:
-                if end != positions:  # only records stored before: let the broker catch up
-                    result.source_commit_failures += _commit(source, end)
-                    positions = end
-                if idle_seconds is not None and now - last_seen >= idle_seconds:
-                    result.stopped = "idle"
-                    break
-                continue
-            t0 = time.monotonic()
-            docs, bad = decode(records)
-            target = latest_schema(data, name) or explicit
-            if target is None:
-                target = infer_schema([d for _, d in docs])
-            if target is None:  # nothing to infer a schema from: hold, uncommitted
-                held = records
-                result.uncommitted = len(held)
-                if len(held) > MAX_UNSCHEMED:
-                    first = bad[0][1] if bad else "no object converts to Arrow"
-                    raise InvalidInput(
-                        f"{len(held)} records from {source.display} hold no JSON object to "
-                        f"infer the schema of {name!r} from (first problem: {first}); pass "
-                        "a schema",
-                        details={"dataset": name, "stream": source.key},
-                    )
-                if idle_seconds is not None and now - last_seen >= idle_seconds:
-                    result.stopped = "idle"
-                    break
-                continue
-            table, misfits = to_table(docs, target)
-            order = {id(r): i for i, r in enumerate(records)}
-            bad = sorted(bad + misfits, key=lambda b: order[id(b[0])])
-            nbytes = sum(len(r.value or b"") for r in records)
-            batch_options = IngestOptions(
-                on_fail=gate,
-                mode=IngestMode.APPEND,
-                source_info={"stream": source.key, "offsets": end, "records": len(records)},
-                profile=False,
+class _Consumer:
+    """One run of the loop; its state is the positions stored so far and the held records."""
+
+    def __init__(
+        self,
+        target: StreamTarget,
+        source: StreamSource,
+        name: str,
+        options: ConsumeOptions,
+        on_batch: OnBatch | None,
+        stop: threading.Event | None,
+    ) -> None:
+        check_name(name)
+        self.target, self.source, self.name, self.options = target, source, name, options
+        self.on_batch, self.stop = on_batch, stop
+        self.suite = None
+        if options.suite is not None:
+            from strata.data.validation import Suite, load_suite
+
+            self.suite = (
+                options.suite if isinstance(options.suite, Suite) else load_suite(options.suite)
             )
-            ingested = data.committer.ingest(
-                _reader(source, table, bad, nbytes), name, batch_options, suite=suite_obj
+        self.explicit = parse_schema(options.schema_)
+        self.positions = stored_positions(target.data, name, source.key)
+        self.started = time.monotonic()
+        self.last_seen = self.started
+        self.held: list[StreamRecord] = []  # malformed records waiting for a first schema
+        self.result = ConsumeResult(
+            dataset=name,
+            stream=source.key,
+            source=source.display,
+            resumed_from=dict(self.positions),
+            offsets=dict(self.positions),
+        )
+
+    def run(self) -> ConsumeResult:
+        self.source.start(self.positions or None)
+        self.last_seen = time.monotonic()  # idle counts from the start of reading
+        try:
+            while not self.result.stopped:
+                self.result.stopped = self._stopped()
+                if not self.result.stopped:
+                    self._step()
+        finally:
+            self.source.close()
+        self.result.seconds = time.monotonic() - self.started
+        return self.result
+
+    def _stopped(self) -> str:
+        """Why the loop ends before the next poll ("": it goes on; "idle" is decided after
+        a poll that brought nothing new, see :meth:`_idle`)."""
+        if self.stop is not None and self.stop.is_set():
+            return "stop"
+        max_batches = self.options.max_batches
+        if max_batches is not None and self.result.batches >= max_batches:
+            return "max_batches"
+        return ""
+
+    def _idle(self, now: float) -> None:
+        idle = self.options.idle_seconds
+        if idle is not None and now - self.last_seen >= idle:
+            self.result.stopped = "idle"
+
+    def _step(self) -> None:
+        """Poll one batch and append it (or hold it, or only let the broker catch up)."""
+        o, source, result = self.options, self.source, self.result
+        polled = _poll(source, o.batch_size, o.batch_seconds, self.stop)
+        now = time.monotonic()
+        if polled:
+            self.last_seen = now
+        fresh = [r for r in polled if not source.covers(self.positions, r)]
+        skipped = len(polled) - len(fresh)
+        result.skipped += skipped
+        records = self.held + fresh
+        end = source.advance(self.positions, self.held + polled)
+        if not records:
+            if end != self.positions:  # only records stored before: let the broker catch up
+                result.source_commit_failures += _commit(source, end)
+                self.positions = end
+            self._idle(now)
+            return
+        t0 = time.monotonic()
+        docs, bad = decode(records)
+        schema = self.target.latest_schema(self.name) or self.explicit
+        if schema is None:
+            schema = infer_schema([d for _, d in docs])
+        if schema is None:  # nothing to infer a schema from: hold, uncommitted
+            self._hold(records, bad)
+            self._idle(now)
+            return
+        table, misfits = to_table(docs, schema)
+        order = {id(r): i for i, r in enumerate(records)}
+        bad = sorted(bad + misfits, key=lambda b: order[id(b[0])])
+        ingested = self._append(records, table, bad, end)
+        faults.point("data.stream.committed")  # durable in the DB, not at the broker
+        failed = _commit(source, end)
+        result.source_commit_failures += failed
+        result.batches += 1
+        result.records += len(records)
+        # the suite gate (on_fail="quarantine") may set aside rows beyond the malformed
+        quarantined = ingested.quarantined_rows
+        rows = len(records) - quarantined
+        result.rows += rows
+        result.quarantined += quarantined
+        assert ingested.version is not None
+        result.version, result.offsets = ingested.version, dict(end)
+        result.seconds = time.monotonic() - self.started
+        if self.on_batch is not None:
+            batch = StreamBatch(
+                batch=result.batches,
+                records=len(records),
+                rows=rows,
+                quarantined=quarantined,
+                skipped=skipped,
+                version=ingested.version,
+                quarantine=ingested.quarantine,
+                offsets=dict(end),
+                seconds=time.monotonic() - t0,
+                source_committed=not failed,
             )
-            assert ingested.version is not None
-            held, result.uncommitted = [], 0
-            positions = end
-            if data.get_version(f"{name}@{ingested.version}").num_files > compact_after:
-                ingested = _compact(data, name, ingested.version, source.key, end)
-                result.compactions += 1
-            faults.point("data.stream.committed")  # durable in the DB, not at the broker
-            failed = _commit(source, end)
-            result.source_commit_failures += failed
-            result.batches += 1
-            result.records += len(records)
-            # the suite gate (on_fail="quarantine") may set aside rows beyond the malformed
-            quarantined = ingested.quarantined_rows
-            rows = len(records) - quarantined
-            result.rows += rows
-            result.quarantined += quarantined
-            result.version, result.offsets = ingested.version, dict(end)
-            result.seconds = time.monotonic() - started
-            if on_batch is not None:
-                on_batch(
-                    StreamBatch(
-                        batch=result.batches,
-                        records=len(records),
-                        rows=rows,
-                        quarantined=quarantined,
-                        skipped=len(polled) - len(fresh),
-                        version=ingested.version,
-                        quarantine=ingested.quarantine,
-                        offsets=dict(end),
-                        seconds=time.monotonic() - t0,
-                        source_committed=not failed,
-                    ),
-                    result,
-                )
-    finally:
-        source.close()
-    result.seconds = time.monotonic() - started
-    return result
+            self.on_batch(batch, result)
+
+    def _hold(self, records: list[StreamRecord], bad: list[tuple[StreamRecord, str]]) -> None:
+        self.held = records
+        self.result.uncommitted = len(records)
+        if len(records) > MAX_UNSCHEMED:
+            first = bad[0][1] if bad else "no object converts to Arrow"
+            raise InvalidInput(
+                f"{len(records)} records from {self.source.display} hold no JSON object to "
+                f"infer the schema of {self.name!r} from (first problem: {first}); pass "
+                "a schema",
+                details={"dataset": self.name, "stream": self.source.key},
+            )
+
+    def _append(
+        self,
+        records: list[StreamRecord],
+        table: pa.Table,
+        bad: list[tuple[StreamRecord, str]],
+        end: Positions,
+    ) -> IngestResult:
+        """Publish the batch with its end positions (one transaction), then compact the
+        version when it has grown past ``compact_after`` parts."""
+        source = self.source
+        nbytes = sum(len(r.value or b"") for r in records)
+        options = IngestOptions(
+            on_fail=self.options.on_fail,
+            mode=IngestMode.APPEND,
+            source_info={"stream": source.key, "offsets": end, "records": len(records)},
+            profile=False,
+        )
+        reader = _reader(source, table, bad, nbytes)
+        ingested = self.target.committer.ingest(reader, self.name, options, suite=self.suite)
+        assert ingested.version is not None
+        self.held, self.result.uncommitted = [], 0
+        self.positions = end
+        ref = f"{self.name}@{ingested.version}"
+        if self.target.data.get_version(ref).num_files > self.options.compact_after:
+            ingested = compact(self.target, ref, source.key, end)
+            self.result.compactions += 1
+        return ingested
 
 
-def _compact(
-    data: EmbeddedData, name: str, version: str, stream: str, offsets: Positions
-) -> IngestResult:
+def compact(target: StreamTarget, ref: str, stream: str, offsets: Positions) -> IngestResult:
     """Rewrite a stream-grown version (one small part per batch) into canonical parts.
 
     Each appended version lists all its parts, so without this a long stream would store a
     quadratic number of file rows. The rewrite holds the same rows in the same order (a new
     version, parent the old one) and carries the same stream offsets, so a restart resumes
-    exactly where it did. Cost: one sequential pass over the dataset every ``compact_after``
+    exactly where it did. Every part is checked against its recorded sha256 before it is
+    read (DigestMismatch names a changed one): a rewrite never launders a corrupted part
+    into a new version. Cost: one sequential pass over the dataset every ``compact_after``
     batches.
     """
-    ref = f"{name}@{version}"
-    files = data.files(ref)
-    dataset = data.vfiles.arrow_dataset([f.path for f in files])
+    dataset = target.parts(ref)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for i, batch in enumerate(dataset.to_batches(use_threads=False)):  # file = row order
@@ -472,9 +468,9 @@ def _compact(
         profile=False,
     )
     # suite=None: the rows passed the gate when their batches were appended
-    return data.committer.ingest(
-        open_reader(ordered, label=f"compaction of {ref}"), name, options, suite=None
-    )
+    name = ref.split("@", 1)[0]
+    reader = open_reader(ordered, label=f"compaction of {ref}")
+    return target.committer.ingest(reader, name, options, suite=None)
 
 
 def _commit(source: StreamSource, positions: Positions) -> int:
@@ -494,17 +490,8 @@ def _commit(source: StreamSource, positions: Positions) -> int:
 def consume_uri(
     data: DataService, uri: str, name: str, *, group: str | None = None, **options: Any
 ) -> ConsumeResult:
-    """:func:`consume` from a stream URI (see :mod:`strata.backends.streams`); the consumer
-    group defaults to ``strata.<name>``. Needs the embedded data service: the positions are
-    committed in the metadata database's transaction, which a remote client cannot join."""
-    if not isinstance(data, EmbeddedData):
-        raise InvalidInput(
-            "Stream consumers run next to the metadata database: unset STRATA_URI (use the "
-            "embedded client configured with the server's database and artifact store)",
-            details={"field": "uri"},
-        )
-    source = open_source(uri, group=group or f"strata.{name}")
-    return consume(data, source, name, **options)
+    """``data.consume(uri, name, group=group, **options)`` (kept for existing callers)."""
+    return data.consume(uri, name, group=group, **options)
 
 
 __all__ = [

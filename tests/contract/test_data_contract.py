@@ -299,3 +299,16 @@ def test_open_file_streams_a_part_with_its_digest(client: Client) -> None:
     sql = data.transform(["trips"], sql="SELECT id FROM trips", output="ids", git_commit="abc123")
     t = data.get_transform(data.get_version(sql.ref or "").transform_id or "")
     assert t.git_commit == "abc123"
+
+
+def test_consume_options_are_validated_and_remote_refuses(client: Client) -> None:
+    """Stream consumption is a service method: bad options are InvalidInput naming the field on
+    both sides; a remote client refuses to consume (positions commit in the DB's transaction)."""
+    bad = _exactly(InvalidInput, client.data.consume, "kafka://127.0.0.1:9/t", "ev", batch_size=0)
+    assert bad.details["field"] == "batch_size"
+    if client.is_remote:
+        refused = _exactly(InvalidInput, client.data.consume, "kafka://127.0.0.1:9/t", "ev")
+        assert "unset STRATA_URI" in refused.message
+    else:
+        unknown = _exactly(InvalidInput, client.data.consume, "nats://x/y", "ev")
+        assert "unknown scheme" in unknown.message

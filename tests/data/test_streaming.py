@@ -356,3 +356,29 @@ def test_long_streams_are_compacted_with_offsets_kept(
     produce(kafka, topic, records(100, 90), 3)
     more = consume_uri(lite, uri, "ev", batch_size=50, batch_seconds=0.5, idle_seconds=1)
     assert more.rows == 10 and ids(lite, "ev") == list(range(100))
+
+
+def test_compaction_refuses_a_changed_part(lite: EmbeddedData, kafka: str, topic: str) -> None:
+    """A part changed on disk (same size, other bytes) is a DigestMismatch when a compaction
+    reads it, not rows laundered into a fresh, correctly-digested version."""
+    import os
+
+    from strata.core.errors import DigestMismatch
+    from strata.data.streaming import StreamTarget, compact
+
+    produce(kafka, topic, records(30), 3)
+    uri = f"kafka://{kafka}/{topic}"
+    result = consume_uri(lite, uri, "ev", batch_size=10, batch_seconds=0.5, max_batches=3)
+    latest = lite.get_version("ev")
+    assert latest.num_files == 3 and result.compactions == 0
+    path = lite.vfiles.location(lite.files(latest.ref)[1].path)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    target = StreamTarget(lite, lite.committer, lite.arrow_dataset)
+    with pytest.raises(DigestMismatch):
+        compact(target, latest.ref, f"kafka:{topic}", result.offsets)
+    assert [v.id for v in lite.list_versions("ev")][-1] == latest.id  # nothing published
