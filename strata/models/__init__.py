@@ -9,6 +9,7 @@ model.predict_arrays({"x": arr})  # the serving path, no pandas
 
 from __future__ import annotations
 
+from strata.models.mlflow_interop import export_mlflow, import_mlflow
 from strata.models.model import Model
 from strata.models.models import FileDigest, FlavorSpec, ModelSpec, Signature, TensorSpec
 from strata.models.signature import infer_signature
@@ -24,6 +25,8 @@ __all__ = [
     "Signature",
     "TensorSpec",
     "clear_cache",
+    "export_mlflow",
+    "import_mlflow",
     "infer_signature",
     "load",
     "log_model",

@@ -29,6 +29,24 @@ SAFE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "lightgbm", "xgboost", "bui
 _FILES = {"skops": "model.skops", "pickle": "model.pkl", "joblib": "model.joblib"}
 
 
+def load_skops(path: Path, name: str, *, trusted: bool) -> Any:
+    """The object in a skops file; PermissionDenied naming the types from outside
+    ``SAFE_ROOTS`` unless ``trusted``."""
+    require("skops")
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    unsafe = [t for t in untrusted if t.partition(".")[0] not in SAFE_ROOTS]
+    if unsafe and not trusted:
+        raise PermissionDenied(
+            f"{name} contains types outside scikit-learn, numpy and scipy "
+            f"({', '.join(unsafe)}); building them may run their code. Pass "
+            f"trusted=True to load it if you trust its source",
+            details={"file": name, "types": unsafe},
+        )
+    return sio.load(path, trusted=untrusted)
+
+
 class SklearnPredictor(Predictor):
     def __init__(self, estimator: Any, input_kind: str, classes: list[Any] | None) -> None:
         self.estimator = estimator
@@ -98,18 +116,8 @@ class SklearnFlavor(Flavor):
         path = directory / spec.path
         if spec.serialization == "skops":
             require("skops")
-            import skops.io as sio
 
-            untrusted = sio.get_untrusted_types(file=path)
-            unsafe = [t for t in untrusted if t.partition(".")[0] not in SAFE_ROOTS]
-            if unsafe and not trusted:
-                raise PermissionDenied(
-                    f"{spec.path} contains types outside scikit-learn, numpy and scipy "
-                    f"({', '.join(unsafe)}); building them may run their code. Pass "
-                    f"trusted=True to load it if you trust its source",
-                    details={"file": spec.path, "types": unsafe},
-                )
-            estimator = sio.load(path, trusted=untrusted)
+            estimator = load_skops(path, spec.path, trusted=trusted)
         elif spec.serialization in ("pickle", "joblib"):
             if not trusted:
                 raise refuse_untrusted(f"{spec.path}", spec.serialization, "load")
