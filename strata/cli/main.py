@@ -15,7 +15,7 @@ from strata.governance.cli import audit_app, connections_app, tokens_app, users_
 from strata.tracking.cli import experiments_app, runs_app
 
 if TYPE_CHECKING:
-    from strata.backends.staging import Swept
+    from strata.core.staging import Swept
 
 conventional_help()
 app = typer.Typer(
@@ -72,8 +72,8 @@ def server(
 ) -> None:
     """Serve the web UI (/) and the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
     from strata.backends.context import Backends
-    from strata.backends.staging import sweep
     from strata.core.config import load_settings
+    from strata.core.staging import sweep
     from strata.governance.service import EmbeddedGovernance
     from strata.server.logs import configure_logging
     from strata.server.run import check_auth_binding, serve
@@ -133,8 +133,8 @@ def gc(
 ) -> None:
     """Remove staging areas under STRATA_HOME/tmp left by ingests and uploads whose process
     died (killed, crashed). Areas of running processes are kept. Also done on server start."""
-    from strata.backends.staging import sweep
     from strata.core.config import load_settings
+    from strata.core.staging import sweep
 
     swept = sweep(load_settings().home / "tmp")
     if json_out:

@@ -23,10 +23,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
-from strata.backends.staging import make_workdir
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
+from strata.core.staging import make_workdir
 from strata.data import fetch
 from strata.data.models import CLAIMED, ColumnAnnotation, IngestOptions
 from strata.data.service import DataService

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 import sqlalchemy as sa
 
 from strata.backends.context import Backends
-from strata.backends.staging import make_workdir
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.core.ids import new_id
 from strata.core.parse import parse_enum, parse_options
+from strata.core.staging import make_workdir
 from strata.data import catalog, refusals
 from strata.data.models import (
     QUARANTINE_SUFFIX,

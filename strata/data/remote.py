@@ -24,10 +24,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from strata.backends.staging import make_workdir
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
+from strata.core.staging import make_workdir
 from strata.core.transport import HttpTransport
 from strata.data import lineage
 from strata.data.ingest import BadRowSink, Reader, memory_reader

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from strata.backends.staging import OWNER_FILE, make_workdir, sweep
 from strata.client import Client
 from strata.core.config import Settings
 from strata.core.errors import NotFound
+from strata.core.staging import OWNER_FILE, make_workdir, sweep
 
 ROWS = 3_000_000  # ~110 MB of CSV: seconds of work, so the kill lands mid-ingest
 
