@@ -52,7 +52,13 @@ def loaded_by(home: Path, *args: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [("--help",), ("--version",), ("runs", "--help"), ("data", "ingest", "--help")],
+    [
+        ("--help",),
+        ("--version",),
+        ("runs", "--help"),
+        ("data", "ingest", "--help"),
+        ("models", "predict", "--help"),
+    ],
     ids=" ".join,
 )
 def test_help_imports_nothing_heavy(args: tuple[str, ...], tmp_path: Path) -> None:

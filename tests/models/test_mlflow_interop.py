@@ -65,7 +65,7 @@ def test_import_refuses_pickles_and_python_function_only(iris: Iris, tmp_path: P
     assert np.array_equal(sm.load(tmp_path / "out").predict(X.to_numpy()), clf.predict(X))
 
     class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             return model_input
 
     mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=Echo())
