@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     import pyarrow.dataset as pads
 
     from strata.data.commit import Committer
+    from strata.data.profiles.model import DatasetProfile
     from strata.data.storage import VersionFiles
     from strata.data.validation import Suite, ValidationReport
 
@@ -497,7 +498,7 @@ class EmbeddedData(DataService):
                 for r in reports
             ]
 
-    def profile(self, ref: str) -> Any:
+    def profile(self, ref: str) -> DatasetProfile:
         from strata.data.profiling import DatasetProfile
 
         version = self.get_version(ref)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
     import duckdb
 
+    from strata.data.profiles.model import DatasetProfile
     from strata.data.validation import Suite, ValidationReport
 
 P = "/api/v1/data"
@@ -421,7 +422,7 @@ class RemoteData(DataService):
         out = self.http.request("GET", f"{P}/versions/{_q(ref)}/reports")
         return [StoredReport.model_validate(r) for r in out["reports"]]
 
-    def profile(self, ref: str) -> Any:
+    def profile(self, ref: str) -> DatasetProfile:
         from strata.data.profiling import DatasetProfile
 
         out = self.http.request("GET", f"{P}/versions/{_q(ref)}/profile")

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from strata.data.profiles.model import DatasetProfile
     from strata.data.validation import Suite, ValidationReport
 
 #: ``progress(rows_so_far, input_bytes_so_far, total_input_bytes_or_None)``
@@ -298,8 +299,10 @@ class DataService(ABC):
         """Validation reports stored for the version, newest first."""
 
     @abstractmethod
-    def profile(self, ref: str) -> Any:
-        """The version's profile (computed once, then stored with the version)."""
+    def profile(self, ref: str) -> DatasetProfile:
+        """The version's profile (computed once, then stored with the version): per column
+        counts, nulls, distinct estimates, quantiles, histograms and top values
+        (:class:`~strata.data.profiles.model.DatasetProfile`, imported lazily)."""
 
     @abstractmethod
     def suggest_suite(self, ref: str) -> Suite:

@@ -29,6 +29,7 @@ from strata.data.storage import (
 )
 
 if TYPE_CHECKING:
+    from strata.data.profiles.model import DatasetProfile
     from strata.data.service import Progress
     from strata.data.validation import Suite, ValidationReport
 
@@ -202,7 +203,7 @@ def stage(
     return staged
 
 
-def profile_relation(con: duckdb.DuckDBPyConnection, relation: str) -> Any:
+def profile_relation(con: duckdb.DuckDBPyConnection, relation: str) -> DatasetProfile:
     from strata.data.profiling import profile
 
     return profile(con, relation)
