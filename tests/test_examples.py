@@ -28,7 +28,7 @@ def run_example(name: str, env: dict[str, str]) -> str:
 
 
 def test_every_example_has_a_test() -> None:
-    tested = {"tracking.py", "mlflow_client.py", "data_ingest.py", "lineage.py"}
+    tested = {"tracking.py", "mlflow_client.py", "data_ingest.py", "lineage.py", "models.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -69,3 +69,19 @@ def test_mlflow_client_example(live_server: Any, tmp_path: Path) -> None:
     assert run.params == {"model": "logistic", "C": "1.0"}
     assert len(served.get_metric_history(run.info.run_id, "auc")) == 10
     assert not (tmp_path / "elsewhere").exists()  # it went to the server only
+
+
+def test_models_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
+    out = run_example("models.py", {})
+    lines = out.splitlines()
+    assert lines[0].startswith("logged runs:/") and "(lightgbm, 2 files verified)" in lines[0]
+    accuracy = float(lines[1].rsplit(" ", 1)[1])
+    assert 0.8 < accuracy <= 1.0
+    run_id = lines[0].split("/")[1]
+    with Client() as client:
+        names = sorted(f.path for f in client.tracking.list_artifacts(run_id, "model"))
+        assert names == ["model/input_example.json", "model/model.txt", "model/strata-model.yaml"]
+        exp = client.tracking.get_experiment_by_name("examples-models")
+        models = client.tracking.search_logged_models([exp.experiment_id]).items
+        assert [(m.source_run_id, m.model_type) for m in models] == [(run_id, "lightgbm")]
