@@ -14,10 +14,9 @@ import sqlalchemy as sa
 from strata.backends.context import Backends
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
-from strata.core.ids import new_id
 from strata.core.parse import parse_enum, parse_options
 from strata.core.staging import make_workdir
-from strata.data import catalog, refusals
+from strata.data import catalog, quality, refusals
 from strata.data.models import (
     QUARANTINE_SUFFIX,
     ColumnAnnotation,
@@ -46,8 +45,6 @@ from strata.data.tables import (
     ColumnRow,
     DatasetRow,
     DatasetTagRow,
-    ProfileRow,
-    ReportRow,
     StreamPositionRow,
     TransformRow,
     VersionRow,
@@ -445,89 +442,17 @@ class EmbeddedData(DataService):
     def validate(
         self, ref: str, suite: Suite | str | Path | dict[str, Any], *, sample_size: int = 20
     ) -> ValidationReport:
-        from strata.data.sqltext import create_view
-        from strata.data.storage import sandbox
-        from strata.data.validation import validate
-
         suite_obj = _load_suite(suite)
         version = self.get_version(ref)
-        con = self.vfiles.connect()
-        try:
-            locations = self.locations(version.ref)
-            create_view(con, version.dataset, locations)
-            sandbox(con, locations)  # suites may carry custom SQL
-            report = validate(con, version.dataset, suite_obj, sample_size=sample_size)
-        finally:
-            con.close()
-        with audited(self.db, "data.validate", "dataset_version", version.ref) as scope:
-            ds = catalog.dataset_row(scope.session, version.dataset)
-            scope.session.add(
-                ReportRow(
-                    id=new_id(),
-                    dataset_id=ds.id,
-                    version_id=version.id,
-                    suite=suite_obj.name,
-                    success=report.success,
-                    gate=None,
-                    created_at=utcnow(),
-                    report=json.dumps(report.model_dump(mode="json")),
-                )
-            )
-            scope.details["success"] = report.success
-        return report
+        locations = self.locations(version.ref)
+        return quality.validate(self.db, self.vfiles, version, locations, suite_obj, sample_size)
 
     def list_reports(self, ref: str) -> list[StoredReport]:
-        with self.db.read() as s:
-            ds, row = catalog.resolve(s, ref)
-            reports = s.scalars(
-                sa.select(ReportRow)
-                .where(ReportRow.dataset_id == ds.id, ReportRow.version_id == row.id)
-                .order_by(ReportRow.created_at.desc(), ReportRow.id.desc())
-            ).all()
-            return [
-                StoredReport(
-                    id=r.id,
-                    dataset=ds.name,
-                    version=r.version_id,
-                    suite=r.suite,
-                    success=r.success,
-                    gate=r.gate,
-                    created_at=r.created_at,
-                    report=json.loads(r.report),
-                )
-                for r in reports
-            ]
+        return quality.list_reports(self.db, ref)
 
     def profile(self, ref: str) -> DatasetProfile:
-        from strata.data.profiling import DatasetProfile
-
         version = self.get_version(ref)
-        with self.db.read() as s:
-            ds = catalog.dataset_row(s, version.dataset)
-            stored = s.get(ProfileRow, (ds.id, version.id))
-            if stored is not None:
-                return DatasetProfile.model_validate(json.loads(stored.profile))
-        from strata.data.sqltext import create_view
-        from strata.data.staging import profile_relation
-
-        con = self.vfiles.connect()
-        try:
-            create_view(con, "version", self.locations(version.ref))
-            result = profile_relation(con, "version")
-        finally:
-            con.close()
-        with audited(self.db, "data.profile", "dataset_version", version.ref) as scope:
-            ds = catalog.dataset_row(scope.session, version.dataset)
-            if scope.session.get(ProfileRow, (ds.id, version.id)) is None:
-                scope.session.add(
-                    ProfileRow(
-                        dataset_id=ds.id,
-                        version_id=version.id,
-                        created_at=utcnow(),
-                        profile=json.dumps(jsonable(result)),
-                    )
-                )
-        return result
+        return quality.profile(self.db, self.vfiles, version, lambda: self.locations(version.ref))
 
     def suggest_suite(self, ref: str) -> Suite:
         from strata.data.profiling import suggest_suite
