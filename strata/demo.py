@@ -89,8 +89,11 @@ def train(epochs: int = 5) -> str:
                         "coef": model.coef_[0].tolist(),
                         "intercept": float(model.intercept_[0]),
                     },
-                    "model/coef.json",
+                    "coef.json",
                 )
+                # The model itself, in Strata's format (skops, digests, signature):
+                # `strata models inspect runs:/<run id>/model` shows it.
+                strata.log_model(model, "model", input_example=x_tr[:5], dataset_versions=[ref])
         experiment_id = parent.info.experiment_id
     runs = client.tracking.search_runs(
         experiment_id,
@@ -122,6 +125,7 @@ def hints(best: str) -> list[str]:
         f"{cmd} runs list -e flights-delay --columns run_id,name --params alpha --metrics test_auc",
         f"{cmd} runs history {best} test_auc",
         f"{cmd} runs show {best}",
+        f"{cmd} models inspect runs:/{best}/model",
         f"{cmd} data show flights",
         f"{cmd} data profile flights",
         f"{cmd} data lineage flights --direction down",

@@ -26,11 +26,18 @@ def test_demo_trains_tracks_and_links_the_dataset(capsys: pytest.CaptureFixture[
     assert {i.digest for r in runs for i in r.inputs} == {version.digest}
     out = capsys.readouterr().out
     assert "Best run" in out
+    import strata.models as sm
+
+    best = sm.load(f"runs:/{runs[0].info.run_id}/model")  # the demo's model, digests verified
+    assert best.flavor == "sklearn"
+    (trained_on,) = best.spec.dataset_versions
+    assert trained_on.startswith("flights@")
+    assert best.signature is not None and best.signature.labels == [0, 1]
 
     # The closing hints: paste each into a shell, as a user would.
     lines = [line.strip() for line in out.splitlines()]
     activate = [m.group(1) for line in lines if (m := re.match(r"source (\S+)", line))]
-    commands = [line for line in lines if re.match(r"(\S*/)?strata (runs|data) ", line)]
+    commands = [line for line in lines if re.match(r"(\S*/)?strata (runs|data|models) ", line)]
     assert len(commands) == len(demo.hints(runs[0].info.run_id)) >= 5
     assert activate == [".venv/bin/activate"]  # pytest runs in the checkout, as make does
     assert all(c.startswith(".venv/bin/strata ") for c in commands)
