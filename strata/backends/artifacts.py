@@ -15,6 +15,7 @@ never credentials.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -84,6 +85,12 @@ def _backend_errors(uri: str, path: str) -> Iterator[None]:
     except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
         msg = f"artifact {path!r} conflicts with an existing file or directory in {uri}"
         raise Conflict(msg, details={"path": path}) from exc
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            msg = f"artifact store {uri} failed on {path!r} ({_describe(exc)})"
+            raise Unavailable(msg, details={"path": path}) from exc
+        msg = f"artifact path {path[:80]!r}... is too long for the store (a name of ~255 bytes)"
+        raise InvalidInput(msg, details={"field": "path"}) from exc
     except Exception as exc:
         msg = f"artifact store {uri} failed on {path!r} ({_describe(exc)})"
         raise Unavailable(msg, details={"path": path}) from exc

@@ -497,3 +497,10 @@ def test_symlinks_inside_the_root_are_never_followed(tmp_path: Path) -> None:
     assert (outside / "secret.txt").read_bytes() == b"hunter2"
     assert [i.path for i in store.list("runs")] == ["runs/ok.txt"]
     assert store.get_bytes("runs/ok.txt") == b"fine"
+
+
+def test_a_name_too_long_for_the_filesystem_is_invalid_input(tmp_path: Path) -> None:
+    """Found by the API fuzzer: ENAMETOOLONG was a 503 "store unavailable"."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    with pytest.raises(InvalidInput, match="too long"):
+        store.put_bytes("runs/" + "é" * 200, b"x")

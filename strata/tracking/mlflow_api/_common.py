@@ -144,8 +144,18 @@ def add_route(
                 include_in_schema=prefix.startswith("/api/"),
                 name=f"mlflow_{fn.__name__}_{prefix.split('/')[1]}_{method.lower()}",
                 tags=["mlflow"],
-                openapi_extra={"parameters": params} if params else None,
+                openapi_extra=_openapi(method, path, params),
             )
+
+
+def _openapi(method: str, path: str, params: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from strata.tracking.mlflow_api.schemas import request_body
+
+    extra: dict[str, Any] = {"parameters": params} if params else {}
+    body = request_body(method, path)
+    if body is not None:
+        extra["requestBody"] = body
+    return extra or None
 
 
 # -- requests ------------------------------------------------------------------------------
