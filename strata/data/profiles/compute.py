@@ -51,7 +51,28 @@ def profile(
         for n, t in schema
     ]
 
-    # Pass 1: counts, min/max, approximate distinct.
+    n, approx = _first_pass(con, rel, cols)
+    # Pass 2: exact value counts where few distinct values; moments/sketches elsewhere.
+    exact = [
+        c for c in cols if c.kind != "other" and c.count and approx[c.name] <= EXACT_COUNTS_MAX
+    ]
+    wide = [c for c in cols if c.kind != "other" and c.count and c not in exact]
+    tops = _second_pass(con, rel, exact, wide, approx, bins, top_k)
+    _third_pass(con, rel, wide, tops, top_k)
+    return DatasetProfile(
+        row_count=n,
+        columns=cols,
+        bins=bins,
+        top_k=top_k,
+        duration_s=time.perf_counter() - started,
+    )
+
+
+def _first_pass(
+    con: duckdb.DuckDBPyConnection, rel: str, cols: list[ColumnProfile]
+) -> tuple[int, dict[str, int]]:
+    """Pass 1, one scan: row count, per column counts, min/max and approximate distinct
+    counts (set on ``cols``); returns (rows, approximate distinct count by column)."""
     exprs = ["COUNT(*)"]
     for col in cols:
         c = quote_ident(col.name)
@@ -72,12 +93,21 @@ def profile(
             approx[col.name] = int(row[pos + 2])
             col.distinct = approx[col.name]
             pos += 3
+    return n, approx
 
-    # Pass 2: exact value counts where few distinct values; moments/sketches elsewhere.
-    exact = [
-        c for c in cols if c.kind != "other" and c.count and approx[c.name] <= EXACT_COUNTS_MAX
-    ]
-    wide = [c for c in cols if c.kind != "other" and c.count and c not in exact]
+
+def _second_pass(
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    exact: list[ColumnProfile],
+    wide: list[ColumnProfile],
+    approx: dict[str, int],
+    bins: int,
+    top_k: int,
+) -> dict[str, list[Any]]:
+    """Pass 2, one statement: exact value counts of the ``exact`` columns; quantiles,
+    histograms, moments and approximate top values of the ``wide`` ones. Returns the top-k
+    candidates by column ("<name": the smallest values of a nearly unique column)."""
     # One statement, one derived table per group of aggregates: DuckDB 2.0 runs histogram() several
     # times slower (and with ~5x the memory) when other aggregates share its SELECT.
     groups: list[tuple[str, list[tuple[ColumnProfile, str, str]]]] = []
@@ -136,8 +166,18 @@ def profile(
                 apply_value_counts(col, value or {}, bins, top_k)
             else:
                 _apply_wide(col, key, value, tops)
+    return tops
 
-    # Pass 3: exact counts of the approximate top values of high-cardinality columns.
+
+def _third_pass(
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    wide: list[ColumnProfile],
+    tops: dict[str, list[Any]],
+    top_k: int,
+) -> None:
+    """Pass 3: exact counts of the approximate top values of high-cardinality columns, and
+    the categorical histograms of their string columns."""
     smallest = {k[1:]: v for k, v in tops.items() if k.startswith("<")}
     for col in wide:
         if col.name in smallest and col.distinct == col.count:
@@ -171,13 +211,6 @@ def profile(
                 counts=[t.count for t in col.top_values],
                 other=col.count - sum(t.count for t in col.top_values),
             )
-    return DatasetProfile(
-        row_count=n,
-        columns=cols,
-        bins=bins,
-        top_k=top_k,
-        duration_s=time.perf_counter() - started,
-    )
 
 
 def _literal(value: Any) -> str:
