@@ -44,6 +44,21 @@ def _at(settings: Settings, revision: str) -> set[str]:
         db.dispose()
 
 
+def _matches_today(settings: Settings, table: str) -> bool:
+    """Whether ``table`` at this revision has every column today's code writes. From the
+    first migration that adds a column to a layer's table on, today's service cannot populate
+    that table at older revisions; the upgrade of those revisions is still tested with the
+    other layers' data."""
+    from strata.backends.db import Base
+
+    db = Database(settings.db_uri)
+    try:
+        have = {c["name"] for c in sa.inspect(db.read_engine).get_columns(table)}
+    finally:
+        db.dispose()
+    return {c.name for c in Base.metadata.tables[table].columns} <= have
+
+
 def test_the_history_has_earlier_revisions() -> None:
     assert len(EARLIER) >= 3, EARLIER  # governance, tracking, logged models before data
 
@@ -72,7 +87,7 @@ def test_database_populated_at_an_earlier_revision_upgrades_to_head(
             trk.end_run(run.info.run_id)
             expected["run"] = run.info.run_id
             expected["experiment"] = exp
-        if "dat_datasets" in tables:
+        if "dat_datasets" in tables and _matches_today(settings, "dat_versions"):
             ingested = EmbeddedData(old).ingest(FRAME, "trips", profile=False)
             expected["version"] = ingested.version
         records = len(gov.list_audit(limit=10_000).items)
