@@ -19,6 +19,7 @@ from strata.tracking.service import TrackingService
 
 if TYPE_CHECKING:
     from strata.core.transport import HttpTransport
+    from strata.features.service import FeaturesService
 
 
 class Client:
@@ -108,6 +109,17 @@ class Client:
 
         return EmbeddedData(self.backends)
 
+    @cached_property
+    def features(self) -> FeaturesService:
+        """Entities, feature views, point-in-time training sets, the online store."""
+        if self._http is not None:
+            from strata.features.remote import RemoteFeatures
+
+            return RemoteFeatures(self._http)
+        from strata.features.embedded import EmbeddedFeatures
+
+        return EmbeddedFeatures(self.backends, self.data)
+
     def lineage(self, ref: str, *, direction: str = "up", depth: int = 5) -> LineageGraph:
         """The data lineage of a dataset version, joined with tracking.
 
@@ -156,6 +168,8 @@ class Client:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        if "features" in self.__dict__ and hasattr(self.features, "close"):
+            self.features.close()
         if self._backends is not None:
             self._backends.close()
 

@@ -231,6 +231,7 @@ def create_app(
 
 def _layer_routers() -> list[Any]:
     from strata.data.api import router as data_router
+    from strata.features.api import router as features_router
     from strata.tracking.api import router as tracking_router
     from strata.tracking.api_models import router as logged_models_router
     from strata.tracking.mlflow_api import router as mlflow_router
@@ -238,7 +239,14 @@ def _layer_routers() -> list[Any]:
     # Routes are matched in this order, one by one: the MLflow API (the hot path of training
     # scripts, ~70 routes, disjoint from /api/v1) goes first so a log-metric call does not
     # walk every other layer's routes (measured: ~12% of the server's time per call).
-    return [mlflow_router, tracking_router, logged_models_router, governance_router, data_router]
+    return [
+        mlflow_router,
+        tracking_router,
+        logged_models_router,
+        governance_router,
+        data_router,
+        features_router,
+    ]
 
 
 def app_from_env() -> FastAPI:

@@ -1,0 +1,2 @@
+"""The feature store: entities, feature views, point-in-time training sets, online values
+(docs/features.md)."""

@@ -1,0 +1,310 @@
+"""Feature-store definitions and results: entities, feature views, feature services, plans.
+
+A *feature reference* is ``VIEW:FEATURE`` (Feast's spelling). A feature view reads a
+dataset version (``source="weather@latest"``), keyed by its entities'
+join keys; with ``timestamp=`` it is a time series joined point in time (the latest row with
+``event_ts <= the entity row's ts``, within ``ttl``), without it a static lookup (one row per
+key). Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from strata.core.errors import InvalidInput
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ValueType(StrEnum):
+    """The value types a feature or join key may have (DuckDB's type in brackets)."""
+
+    INT64 = "int64"  # BIGINT
+    INT32 = "int32"  # INTEGER
+    FLOAT64 = "float64"  # DOUBLE
+    FLOAT32 = "float32"  # FLOAT
+    STRING = "string"  # VARCHAR
+    BOOL = "bool"  # BOOLEAN
+    TIMESTAMP = "timestamp"  # TIMESTAMPTZ (UTC)
+
+
+#: ValueType -> the DuckDB type a column is cast to.
+DUCKDB_TYPES = {
+    ValueType.INT64: "BIGINT",
+    ValueType.INT32: "INTEGER",
+    ValueType.FLOAT64: "DOUBLE",
+    ValueType.FLOAT32: "FLOAT",
+    ValueType.STRING: "VARCHAR",
+    ValueType.BOOL: "BOOLEAN",
+    ValueType.TIMESTAMP: "TIMESTAMPTZ",
+}
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(
+            f"Invalid {what} name {name!r}: use letters, digits and _ (a letter or _ first, "
+            "at most 128 characters)",
+            details={"field": what},
+        )
+    return name
+
+
+def parse_duration(value: Any, field: str = "ttl") -> timedelta | None:
+    """``"6h"``, ``"30m"``, ``"1d"``, ``"90s"``, seconds as a number, or a timedelta."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    raise InvalidInput(
+        f"{field} must be a duration like '6h', '30m', '1d' or a number of seconds, got {value!r}",
+        details={"field": field},
+    )
+
+
+def format_duration(value: timedelta | None) -> str | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m", "s"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds}s"
+
+
+class _Spec(BaseModel):
+    """Definitions accept ``Entity("origin", ...)`` as well as ``Entity(name="origin")``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, name: str | None = None, /, **data: Any) -> None:
+        if name is not None:
+            data["name"] = name
+        super().__init__(**data)
+
+
+class Entity(_Spec):
+    """What features describe: its join keys identify one instance (an airport, a plane)."""
+
+    name: str
+    join_keys: list[str] = Field(default_factory=list)
+    #: Join key -> type; keys not named default to string.
+    value_types: dict[str, ValueType] = Field(default_factory=dict)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Entity:
+        check_name(self.name, "entity")
+        keys = self.join_keys or [self.name]
+        object.__setattr__(self, "join_keys", keys)
+        for key in keys:
+            check_name(key, "join key")
+        unknown = set(self.value_types) - set(keys)
+        if unknown:
+            raise ValueError(f"value_types names {sorted(unknown)}, which are not join keys")
+        return self
+
+    def key_type(self, key: str) -> ValueType:
+        return self.value_types.get(key, ValueType.STRING)
+
+
+class FeatureField(_Spec):
+    """One feature of a view: a column of the source with its type."""
+
+    name: str
+    dtype: ValueType = ValueType.FLOAT64
+    description: str = ""
+
+    def __init__(self, name: str | None = None, dtype: Any = None, /, **data: Any) -> None:
+        if dtype is not None:
+            data["dtype"] = dtype
+        super().__init__(name, **data)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, "feature")
+
+
+class FeatureView(_Spec):
+    """Features of one or more entities, read from a dataset (or SQL over datasets)."""
+
+    name: str
+    entities: list[str]
+    #: A dataset reference (``weather``, ``weather@latest``, ``weather@<version>``).
+    source: str
+    #: The event-time column; None makes a static view (one row per key, no time).
+    timestamp: str | None = None
+    #: Ties on the event time go to the row with the latest value in this column.
+    created_timestamp: str | None = None
+    #: How old a value may be at the entity row's time (None: any age).
+    ttl: timedelta | None = None
+    features: list[FeatureField]
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    online: bool = True
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> timedelta | None:
+        return parse_duration(value)
+
+    @field_serializer("ttl")
+    def _ttl_text(self, value: timedelta | None) -> str | None:
+        return format_duration(value)  # "6h", as written, not ISO 8601's "PT6H"
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # {"temp": "float64"} in YAML
+            return [{"name": k, "dtype": v} for k, v in value.items()]
+        return value
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _entities(cls, value: Any) -> Any:
+        return [e.name if isinstance(e, Entity) else e for e in value]
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureView:
+        check_name(self.name, "feature view")
+        if not self.source.strip():
+            raise ValueError("source must name a dataset, e.g. 'weather@latest'")
+        if not self.entities:
+            raise ValueError("a feature view needs at least one entity")
+        if not self.features:
+            raise ValueError("a feature view needs at least one feature")
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {names}")
+        if self.ttl is not None and self.ttl <= timedelta(0):
+            raise ValueError(f"ttl must be positive, got {self.ttl}")
+        if self.ttl is not None and self.timestamp is None:
+            raise ValueError("ttl needs timestamp= (a static view has no event time)")
+        for col in (self.timestamp, self.created_timestamp):
+            if col is not None:
+                check_name(col, "timestamp column")
+        return self
+
+    def feature(self, name: str) -> FeatureField:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+class FeatureService(_Spec):
+    """A named set of features a model consumes; its version grows with every change."""
+
+    name: str
+    features: list[str]
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureService:
+        check_name(self.name, "feature service")
+        for ref in self.features:
+            parse_feature_ref(ref)
+        return self
+
+
+class Definitions(BaseModel):
+    """A feature repository: what ``strata features apply`` registers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: list[Entity] = Field(default_factory=list)
+    feature_views: list[FeatureView] = Field(default_factory=list)
+    feature_services: list[FeatureService] = Field(default_factory=list)
+
+
+def parse_feature_ref(ref: str) -> tuple[str, str]:
+    """``"view:feature"`` -> ``("view", "feature")``; ``"view:*"`` is every feature."""
+    view, sep, feature = ref.partition(":") if isinstance(ref, str) else ("", "", "")
+    if not sep or not view or not feature:
+        raise InvalidInput(
+            f"Invalid feature reference {ref!r}: write VIEW:FEATURE, e.g. 'weather:temp'",
+            details={"field": "features"},
+        )
+    return view, feature
+
+
+class Registered(BaseModel):
+    """A registered definition with its registry facts."""
+
+    kind: str  # entity | feature_view | feature_service
+    name: str
+    version: int
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+
+
+class Change(BaseModel):
+    kind: str
+    name: str
+    action: str  # add | change | remove | unchanged
+    #: What differs, one line each ("ttl: 6h -> 3h").
+    diffs: list[str] = Field(default_factory=list)
+    breaking: bool = False
+
+
+class Plan(BaseModel):
+    """What ``apply`` would do (``plan``) or did (``apply``)."""
+
+    changes: list[Change]
+    applied: bool = False
+
+    @property
+    def breaking(self) -> list[Change]:
+        return [c for c in self.changes if c.breaking]
+
+
+class OnlineStatus(StrEnum):
+    PRESENT = "present"
+    MISSING = "missing"
+    OUTSIDE_TTL = "outside_ttl"
+
+
+class OnlineValue(BaseModel):
+    value: Any = None
+    event_ts: datetime | None = None
+    status: OnlineStatus
+
+
+class OnlineResponse(BaseModel):
+    """One result row per entity row, in order: the entity keys, then ``feature_ref ->
+    OnlineValue``."""
+
+    features: list[str]
+    rows: list[dict[str, Any]]
+    values: list[dict[str, OnlineValue]]
+
+
+class MaterializeResult(BaseModel):
+    view: str
+    start: datetime | None
+    end: datetime
+    rows: int
+    source_version: str
+    seconds: float

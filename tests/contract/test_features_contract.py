@@ -1,0 +1,284 @@
+"""The feature-store contract: the same tests on the embedded and the remote client (SQLite
+and PostgreSQL metadata). Small tables built to hit the point-in-time rules one by one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from strata.client import Client
+from strata.core.errors import Conflict, InvalidInput, NotFound, StrataError
+from strata.features.models import OnlineStatus
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def h(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+def _exactly(cls: type[StrataError], fn: object, *args: object, **kw: object) -> StrataError:
+    assert callable(fn)
+    with pytest.raises(StrataError) as info:
+        fn(*args, **kw)
+    assert type(info.value) is cls, f"expected {cls.__name__}, got {info.value!r}"
+    return info.value
+
+
+DEFS = {
+    "entities": [
+        {"name": "station", "join_keys": ["station"]},
+        {"name": "car", "join_keys": ["car_id"], "value_types": {"car_id": "int64"}},
+    ],
+    "feature_views": [
+        {
+            "name": "air",
+            "entities": ["station"],
+            "source": "air_raw@latest",
+            "timestamp": "ts",
+            "created_timestamp": "created",
+            "ttl": "2h",
+            "features": {"temp": "float64", "ok": "bool"},
+            "owner": "ops",
+            "tags": {"team": "weather"},
+            "description": "air readings",
+        },
+        {
+            "name": "cars",
+            "entities": ["car"],
+            "source": "cars_raw",
+            "features": [{"name": "seats", "dtype": "int64", "description": "seat count"}],
+        },
+    ],
+    "feature_services": [{"name": "trip", "features": ["air:temp", "cars:seats"]}],
+}
+
+
+def _load(client: Client) -> None:
+    air = pd.DataFrame(
+        {
+            "station": ["A", "A", "A", "A", "B"],
+            "ts": [h(0), h(1), h(1), h(5), h(0)],
+            # two rows at h(1): the later created one (temp 12) wins
+            "created": [h(0), h(1), h(1.5), h(5), h(0)],
+            "temp": [10.0, 11.0, 12.0, 15.0, 20.0],
+            "ok": [True, True, False, True, True],
+        }
+    )
+    client.data.ingest(air, "air_raw")
+    client.data.ingest(pd.DataFrame({"car_id": [1, 2], "seats": [4, 7]}), "cars_raw")
+
+
+def test_apply_plan_and_registry(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    planned = fs.plan(DEFS)
+    assert {(c.kind, c.name, c.action) for c in planned.changes} == {
+        ("entity", "station", "add"),
+        ("entity", "car", "add"),
+        ("feature_view", "air", "add"),
+        ("feature_view", "cars", "add"),
+        ("feature_service", "trip", "add"),
+    }
+    assert fs.list_feature_views() == []  # plan writes nothing
+    assert fs.apply(DEFS).applied
+    assert [r.name for r in fs.list_feature_views()] == ["air", "cars"]
+    assert fs.get_feature_view("air").ttl == timedelta(hours=2)
+    assert fs.get_entity("car").join_keys == ["car_id"]
+    assert fs.get_feature_service("trip").features == ["air:temp", "cars:seats"]
+    assert {c.action for c in fs.plan(DEFS).changes} == {"unchanged"}
+
+    changed = {
+        **DEFS,
+        "feature_views": [{**DEFS["feature_views"][0], "ttl": "3h"}, DEFS["feature_views"][1]],
+    }
+    diff = {c.name: c for c in fs.plan(changed).changes}
+    assert diff["air"].action == "change" and diff["air"].diffs == ["ttl: '2h' -> '3h'"]
+    assert not diff["air"].breaking
+    fs.apply(changed)
+    assert fs.list_feature_views()[0].version == 2
+
+    retyped = {
+        **DEFS,
+        "feature_views": [
+            DEFS["feature_views"][0],
+            {**DEFS["feature_views"][1], "features": {"seats": "float64"}},
+        ],
+    }
+    err = _exactly(Conflict, fs.apply, retyped)
+    assert "cars" in err.message and "force" in err.message
+    assert fs.get_feature_view("cars").features[0].dtype.value == "int64"  # nothing applied
+    fs.apply(retyped, force=True)
+    assert fs.get_feature_view("cars").features[0].dtype.value == "float64"
+
+    found = fs.search_features("air")
+    assert [f["ref"] for f in found] == ["air:temp", "air:ok"]
+    assert [f["ref"] for f in fs.search_features(tag="team=weather")] == ["air:temp", "air:ok"]
+    assert [f["ref"] for f in fs.search_features("seat")] == ["cars:seats"]
+    assert fs.search_features(owner="nobody") == []
+
+    nf = _exactly(NotFound, fs.get_feature_view, "aire")
+    assert "air" in nf.message  # close names
+
+
+def test_apply_refuses_misconfiguration(client: Client) -> None:
+    _load(client)
+    fs = client.features
+
+    def view(**changes: object) -> dict[str, object]:
+        return {
+            **DEFS,
+            "feature_views": [{**DEFS["feature_views"][0], **changes}],
+            "feature_services": [],
+        }
+
+    for changes, words in [
+        ({"timestamp": "nope"}, "timestamp column 'nope'"),
+        ({"timestamp": "temp"}, "not a timestamp"),
+        ({"features": {"temperature": "float64"}}, "feature 'temperature'"),
+        ({"features": {"temp": "int64"}}, "declared int64"),
+        ({"source": "missing_ds"}, "does not exist"),
+        ({"ttl": "soon"}, "ttl"),
+        ({"ttl": "-1h"}, "ttl"),
+        ({"entities": ["nobody"]}, "entity 'nobody'"),
+    ]:
+        err = _exactly(InvalidInput, fs.apply, view(**changes))
+        assert words in err.message, (changes, err.message)
+    assert fs.list_feature_views() == []
+
+
+def test_point_in_time_rules(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    entities = pd.DataFrame(
+        {
+            "station": ["A", "A", "A", "A", "B", "C", "A"],
+            "car_id": [1, 2, 1, 3, 2, 1, 1],
+            "event_timestamp": [h(-1), h(0.5), h(1), h(4), h(1), h(1), h(1)],
+            "label": ["before", "first", "tie", "stale", "b", "none", "dup"],
+        }
+    )
+    out = fs.get_historical_features(entities, "trip").to_pandas()
+    assert list(out.columns) == ["station", "car_id", "event_timestamp", "label", "temp", "seats"]
+    assert out["label"].tolist() == entities["label"].tolist()  # order, duplicates kept
+    temps = out["temp"].tolist()
+    assert pd.isna(temps[0])  # nothing at or before the row's time
+    assert temps[1] == 10.0  # latest at or before h(0.5)
+    assert temps[2] == 12.0 and temps[6] == 12.0  # the tie goes to the later created row
+    assert pd.isna(temps[3])  # latest is h(1), 3 h old: outside the 2 h TTL
+    assert temps[4] == 20.0
+    assert pd.isna(temps[5])  # unknown station: kept, with nulls
+    assert out["seats"].tolist()[:3] == [4, 7, 4] and pd.isna(out["seats"][3])
+
+    full = fs.get_historical_features(entities, ["air:*"], full_feature_names=True)
+    assert full.column_names[-2:] == ["air__temp", "air__ok"]
+
+
+def test_timestamps_must_be_aware(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    naive = pd.DataFrame({"station": ["A"], "event_timestamp": [datetime(2024, 1, 1, 1)]})
+    if client.is_remote:  # JSON carries the text: no offset is the same mistake
+        err = _exactly(InvalidInput, fs.get_historical_features, naive, ["air:temp"])
+        assert "assume_utc" in err.message
+    else:
+        err = _exactly(InvalidInput, fs.get_historical_features, naive, ["air:temp"])
+        assert "naive" in err.message and "assume_utc" in err.message
+    ok = fs.get_historical_features(naive, ["air:temp"], assume_utc=True)
+    assert ok.column("temp").to_pylist() == [12.0]
+    missing = pd.DataFrame({"station": ["A"]})
+    err = _exactly(InvalidInput, fs.get_historical_features, missing, ["air:temp"])
+    assert "event_timestamp" in err.message
+    no_key = pd.DataFrame({"event_timestamp": [h(1)]})
+    err = _exactly(InvalidInput, fs.get_historical_features, no_key, ["air:temp"])
+    assert "'station'" in err.message
+    err = _exactly(NotFound, fs.get_historical_features, missing, ["air:tmp"])
+    assert "temp" in err.message
+
+
+def test_training_set_lineage(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    entities = pd.DataFrame(
+        {"station": ["A", "B"], "car_id": [1, 2], "event_timestamp": [h(1), h(1)]}
+    )
+    client.data.ingest(entities, "trips")
+    result = fs.create_training_set("trips@latest", "trip", "trip_training")
+    version = client.data.get_version(result.ref or "")
+    assert version.rows == 2
+    parents = set(version.parents)
+    assert client.data.get_version("trips").ref in parents
+    assert client.data.get_version("air_raw").ref in parents
+    assert client.data.get_version("cars_raw").ref in parents
+    table = client.data.read_arrow(version.ref)
+    assert table.column("temp").to_pylist() == [12.0, 20.0]
+
+
+def test_online_materialize_push_and_skew(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    done = {r.view: r for r in fs.materialize(None, h(100))}
+    assert done["air"].rows == 2 and done["cars"].rows == 2  # latest per key
+    rows = [
+        {"station": "A", "car_id": 1},
+        {"station": "B", "car_id": 2},
+        {"station": "Z", "car_id": 9},
+    ]
+    got = fs.get_online_features("trip", rows)
+    assert got.features == ["air:temp", "cars:seats"]
+    a, b, z = got.values
+    assert a["cars:seats"].value == 4 and a["cars:seats"].status is OnlineStatus.PRESENT
+    assert z["air:temp"].status is OnlineStatus.MISSING and z["cars:seats"].value is None
+    # Readings from 2024 are far outside a 2 h TTL now: the status says so, the value is hidden
+    assert a["air:temp"].status is OnlineStatus.OUTSIDE_TTL and a["air:temp"].value is None
+    assert a["air:temp"].event_ts == h(5)
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert fs.push("air", [{"station": "A", "ts": now.isoformat(), "temp": 30.5, "ok": False}]) == 1
+    fresh = fs.get_online_features(["air:temp", "air:ok"], [{"station": "A"}]).values[0]
+    assert fresh["air:temp"].value == 30.5 and fresh["air:ok"].value is False
+    assert fresh["air:temp"].status is OnlineStatus.PRESENT and fresh["air:temp"].event_ts == now
+    # an older push never replaces a newer value
+    fs.push("air", [{"station": "A", "ts": (now - timedelta(hours=1)).isoformat(), "temp": 1.0}])
+    assert (
+        fs.get_online_features(["air:temp"], [{"station": "A"}]).values[0]["air:temp"].value == 30.5
+    )
+
+    bad = _exactly(
+        InvalidInput, fs.push, "air", [{"station": "A", "ts": now.isoformat(), "temp": "hot"}]
+    )
+    assert "temp" in bad.message and "float64" in bad.message
+    bad = _exactly(InvalidInput, fs.push, "air", [{"ts": now.isoformat(), "temp": 1.0}])
+    assert "station" in bad.message
+    bad = _exactly(InvalidInput, fs.get_online_features, ["air:temp"], [{"car_id": 1}])
+    assert "station" in bad.message
+    _exactly(NotFound, fs.get_online_features, ["nope:temp"], [{"station": "A"}])
+
+    # skew check: offline at "now" equals online after materializing up to now
+    fs.materialize(None, now + timedelta(seconds=1))
+    entity = pd.DataFrame({"station": ["A", "B"], "car_id": [1, 2], "event_timestamp": [now, now]})
+    offline = fs.get_historical_features(entity, ["cars:seats"]).column("seats").to_pylist()
+    online = [
+        v["cars:seats"].value
+        for v in fs.get_online_features(
+            ["cars:seats"], entity[["station", "car_id"]].to_dict("records")
+        ).values
+    ]
+    assert offline == online == [4, 7]
+
+
+def test_incremental_materialization(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    first = fs.materialize(h(0), h(2), ["air"])[0]
+    assert first.rows == 2  # A@h1 and B@h0
+    second = fs.materialize_incremental(h(10), ["air"])[0]
+    assert second.start == h(2) and second.rows == 1  # only A@h5 is new
+    _exactly(InvalidInput, fs.materialize, h(3), h(2), ["air"])
