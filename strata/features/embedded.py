@@ -483,7 +483,7 @@ class EmbeddedFeatures(FeaturesService):
                 parents=parents,
                 description=description,
                 transform={
-                    "kind": "feature_retrieval",
+                    "kind": "features",
                     "name": features if isinstance(features, str) else "features",
                     "code": json.dumps(
                         {"features": feature_list, "timestamp_column": timestamp_column}
