@@ -234,6 +234,7 @@ def test_online_materialize_push_and_skew(client: Client) -> None:
     assert got.features == ["air:temp", "cars:seats"]
     a, b, z = got.values
     assert a["cars:seats"].value == 4 and a["cars:seats"].status is OnlineStatus.PRESENT
+    assert b["cars:seats"].value == 7
     assert z["air:temp"].status is OnlineStatus.MISSING and z["cars:seats"].value is None
     # Readings from 2024 are far outside a 2 h TTL now: the status says so, the value is hidden
     assert a["air:temp"].status is OnlineStatus.OUTSIDE_TTL and a["air:temp"].value is None
