@@ -11,6 +11,7 @@ from strata.cli.helpfmt import conventional_help
 from strata.core.console import console, print_error, print_json, strata_command
 from strata.core.errors import StrataError
 from strata.data.cli import data_app
+from strata.features.cli import features_app
 from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
 from strata.models.cli import models_app
 from strata.tracking.cli import experiments_app, runs_app
@@ -37,6 +38,7 @@ app.add_typer(connections_app, name="connections")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
 
