@@ -35,6 +35,9 @@ READ_POSTS = frozenset(
         "/v1/runs/input-uses",
         "/v1/experiments/search",
         "/v1/logged-models/search",
+        "/v1/features/plan",
+        "/v1/features/historical",
+        "/v1/features/online",
     }
 )
 _RANK = {Permission.READ: 0, Permission.WRITE: 1, Permission.APPROVE: 2, Permission.ADMIN: 3}
