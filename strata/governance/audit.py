@@ -23,7 +23,7 @@ import hmac
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -269,23 +269,19 @@ def audited(
     except Exception as exc:
         outcome = f"error:{exc.error_code}" if isinstance(exc, StrataError) else "error"
         rid = scope.resource_id if scope is not None else resource_id
-        try:
-            with db.write() as session:
-                append(
-                    db,
-                    session,
-                    action=action,
-                    resource_type=resource_type,
-                    resource_id=rid,
-                    outcome=outcome,
-                    details=dict(details or {}),
-                )
-        except StrataError:
-            pass  # the database itself failed; the original error is the one to report
-        try:
+        # a failure of the database itself is not reported: the original error is
+        with suppress(StrataError), db.write() as session:
+            append(
+                db,
+                session,
+                action=action,
+                resource_type=resource_type,
+                resource_id=rid,
+                outcome=outcome,
+                details=dict(details or {}),
+            )
+        with suppress(AttributeError):  # some exception types take no attributes
             setattr(exc, AUDITED_MARK, True)
-        except AttributeError:
-            pass
         raise
     maybe_checkpoint(db, seq)
 

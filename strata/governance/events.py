@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,10 +143,8 @@ def record_failure(
     is not a StrataError. Never raises."""
     if getattr(exc, AUDITED_MARK, False):
         return
-    try:
+    with suppress(AttributeError):  # some exception types take no attributes
         setattr(exc, AUDITED_MARK, True)
-    except AttributeError:
-        pass
     suppressed = limiter.admit((who, action))
     if suppressed is None:
         return

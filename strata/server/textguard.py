@@ -61,16 +61,19 @@ def _walk(value: Any, where: str) -> tuple[str, str] | None:
     return None
 
 
+def _orjson_accepts(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def _check_json(body: bytes) -> tuple[str, str] | None:
     if b"\\u" not in body:  # neither can appear unescaped in valid JSON: the common case
         return None
-    try:
-        orjson.loads(body)  # orjson refuses lone surrogates, so most bodies end here
-    except orjson.JSONDecodeError:
-        pass
-    else:
-        if b"\\u0000" not in body:
-            return None
+    if b"\\u0000" not in body and _orjson_accepts(body):
+        return None  # orjson refuses lone surrogates, so most bodies end here
     docs: list[Any] = []
     try:
         docs = [json.loads(body)]
