@@ -71,17 +71,27 @@ class OnlineLookup(_Body):
     entity_rows: list[dict[str, Any]] = Field(max_length=10_000)
 
 
-def _definitions(body: DefinitionsBody) -> Any:
-    if isinstance(body.definitions, str):  # YAML text; a string is never opened as a path
+def _definitions(body: DefinitionsBody) -> dict[str, Any]:
+    """The repository as a mapping. YAML text is parsed here, and anything that is not a
+    mapping is refused: a string reaching the service would be read as a file path on the
+    server (``"/etc/app/secrets.yaml"`` is valid YAML for a plain string)."""
+    value: Any = body.definitions
+    if isinstance(value, str):
         import yaml
 
         try:
-            return yaml.safe_load(body.definitions)
+            value = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise InvalidInput(
                 f"definitions are not valid YAML: {exc}", details={"field": "definitions"}
             ) from None
-    return body.definitions
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            "definitions must be a mapping with entities, feature_views and feature_services "
+            f"(JSON or YAML text), not {type(value).__name__}",
+            details={"field": "definitions"},
+        )
+    return value
 
 
 @router.post("/plan", dependencies=READ)

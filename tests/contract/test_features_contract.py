@@ -4,9 +4,11 @@ and PostgreSQL metadata). Small tables built to hit the point-in-time rules one 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from strata.client import Client
 from strata.core.errors import Conflict, InvalidInput, NotFound, StrataError
@@ -283,3 +285,16 @@ def test_incremental_materialization(client: Client) -> None:
     second = fs.materialize_incremental(h(10), ["air"])[0]
     assert second.start == h(2) and second.rows == 1  # only A@h5 is new
     _exactly(InvalidInput, fs.materialize, h(3), h(2), ["air"])
+
+
+def test_rest_definitions_are_never_a_server_path(tmp_path: Path, client: Client) -> None:
+    """An editor sends a path as the definitions: the server must not open it."""
+    if not client.is_remote:
+        pytest.skip("the REST boundary; embedded callers read their own files")
+    secret = tmp_path / "server-secret.yaml"
+    secret.write_text(yaml.safe_dump(DEFS))
+    http = client.features.http  # type: ignore[attr-defined]
+    for attempt in (str(secret), f"'{secret}'"):
+        with pytest.raises(InvalidInput, match="must be a mapping"):
+            http.request("POST", "/api/v1/features/plan", json={"definitions": attempt})
+    assert client.features.list_feature_views() == []
