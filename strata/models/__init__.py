@@ -2,6 +2,7 @@
 
     import strata.models as sm
     sm.save(pipeline, "model", input_example=X.head())
+    sm.export_onnx("model")           # adds an ONNX flavor, proven by a parity check
     model = sm.load("model")          # or "runs:/RUN_ID/model"; every sha256 checked first
     model.predict(df)                 # pandas, Arrow, polars, numpy, dicts, records
     model.predict_arrays({"x": arr})  # the serving path, no pandas
@@ -17,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from strata.models.mlflow_interop import export_mlflow, import_mlflow
     from strata.models.model import Model
-    from strata.models.models import FileDigest, FlavorSpec, ModelSpec, Signature, TensorSpec
+    from strata.models.models import (
+        FileDigest,
+        FlavorSpec,
+        ModelSpec,
+        OnnxParity,
+        QuantizedParity,
+        Signature,
+        TensorSpec,
+    )
+    from strata.models.onnx_export import export_onnx
     from strata.models.signature import infer_signature
     from strata.models.store import clear_cache, save, verify
     from strata.models.tracked import ModelInfo, load, log_model, register_resolver
@@ -27,9 +37,18 @@ _HOMES: dict[str, str] = {
     "import_mlflow": "strata.models.mlflow_interop",
     "Model": "strata.models.model",
     **dict.fromkeys(
-        ("FileDigest", "FlavorSpec", "ModelSpec", "Signature", "TensorSpec"),
+        (
+            "FileDigest",
+            "FlavorSpec",
+            "ModelSpec",
+            "OnnxParity",
+            "QuantizedParity",
+            "Signature",
+            "TensorSpec",
+        ),
         "strata.models.models",
     ),
+    "export_onnx": "strata.models.onnx_export",
     "infer_signature": "strata.models.signature",
     **dict.fromkeys(("clear_cache", "save", "verify"), "strata.models.store"),
     **dict.fromkeys(
@@ -53,10 +72,13 @@ __all__ = [
     "Model",
     "ModelInfo",
     "ModelSpec",
+    "OnnxParity",
+    "QuantizedParity",
     "Signature",
     "TensorSpec",
     "clear_cache",
     "export_mlflow",
+    "export_onnx",
     "import_mlflow",
     "infer_signature",
     "load",

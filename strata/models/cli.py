@@ -1,7 +1,7 @@
-"""CLI: ``strata models inspect|verify|predict|import-mlflow|export-mlflow`` (one group; the
-registry adds its verbs here). A URI is a model directory or ``runs:/RUN_ID/PATH`` (through
-``strata.Client()``: remote when ``STRATA_URI`` is set). Libraries load inside the commands,
-so ``strata --help`` stays fast."""
+"""CLI: ``strata models inspect|verify|predict|export-onnx|import-mlflow|export-mlflow`` (one
+group; the registry adds its verbs here). A URI is a model directory or ``runs:/RUN_ID/PATH``
+(through ``strata.Client()``: remote when ``STRATA_URI`` is set). Libraries load inside the
+commands, so ``strata --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ def inspect(uri: UriArg, trusted: TrustedOpt = False, as_json: JsonOpt = False) 
             if spec.signature.labels is not None:
                 console.print(f"labels: {spec.signature.labels}")
         console.print("requirements: " + ", ".join(spec.requirements))
+        if spec.onnx_parity is not None:
+            _print_parity(spec.onnx_parity)
         print_table(
             [{"file": f, "size": d.size, "sha256": d.sha256} for f, d in spec.files.items()],
             ["file", "size", "sha256"],
@@ -114,18 +116,32 @@ def predict(
         bool, typer.Option("--drop-unknown", help="Ignore columns the signature does not name.")
     ] = False,
     trusted: TrustedOpt = False,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            "--runtime", help="native (the model's flavor), onnx or onnx-int8 (its ONNX export)."
+        ),
+    ] = "native",
 ) -> None:
     """Predict every row of a file; classifiers also get one probability column per label."""
     import pandas as pd
 
+    from strata.models.model import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise InvalidInput(
+            f"Unknown --runtime {runtime!r}; expected one of: {', '.join(RUNTIMES)}",
+            details={"field": "runtime"},
+        )
+    rt: Any = runtime
     if not input_path.is_file():
         raise InvalidInput(f"No input file {input_path}", details={"field": "input"})
     frame = _read(input_path)
     with _loaded(uri, trusted) as model:
         on_unknown: Literal["error", "drop"] = "drop" if drop_unknown else "error"
-        out = pd.DataFrame({"prediction": model.predict(frame, on_unknown=on_unknown)})
+        out = pd.DataFrame({"prediction": model.predict(frame, on_unknown=on_unknown, runtime=rt)})
         if model.labels is not None:
-            proba = model.predict_proba(frame, on_unknown=on_unknown)
+            proba = model.predict_proba(frame, on_unknown=on_unknown, runtime=rt)
             for i, label in enumerate(model.labels):
                 out[f"probability_{label}"] = proba[:, i]
     if output is None:
@@ -143,6 +159,92 @@ def predict(
             f"Cannot write {output.name}: use .csv, .parquet or .json", details={"field": "output"}
         )
     console.print(f"{len(out):,} predictions written to {output}")
+
+
+def _print_parity(parity: Any) -> None:
+    rows = [
+        {
+            "graph": "onnx",
+            "rows": parity.rows,
+            "max_abs_diff": f"{parity.max_abs_diff:.3g}",
+            "label_agreement": ""
+            if parity.label_agreement is None
+            else f"{parity.label_agreement:.4%}",
+            "note": f"tolerance {parity.tolerance:g}"
+            + (f", on {parity.dataset_version}" if parity.dataset_version else ""),
+        }
+    ]
+    q = parity.quantized
+    if q is not None:
+        delta = "" if q.metric is None else f"{q.metric} delta {q.metric_delta:+.4g}"
+        rows.append(
+            {
+                "graph": "onnx-int8",
+                "rows": q.rows,
+                "max_abs_diff": f"{q.max_abs_diff:.3g}",
+                "label_agreement": "" if q.label_agreement is None else f"{q.label_agreement:.4%}",
+                "note": f"{q.quantized_nodes} quantized nodes" + (f", {delta}" if delta else ""),
+            }
+        )
+    print_table(
+        rows, ["graph", "rows", "max_abs_diff", "label_agreement", "note"], title="ONNX parity"
+    )
+
+
+@models_app.command("export-onnx")
+def export_onnx(
+    uri: UriArg,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Also check parity on a dataset version (NAME@VERSION)."),
+    ] = None,
+    quantize: Annotated[
+        bool, typer.Option("--quantize", help="Also write a dynamic INT8 graph (onnx-int8).")
+    ] = False,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance", help="Largest |onnx - native| / max(1, |native|) accepted per output."
+        ),
+    ] = 1e-4,
+    min_agreement: Annotated[
+        float, typer.Option("--min-agreement", help="Smallest share of equal labels accepted.")
+    ] = 0.999,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="The truth column of --data (quantized accuracy delta)."),
+    ] = None,
+    trusted: TrustedOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a model to ONNX (stored as its onnx flavor) after a parity check; refused,
+    and the model left unchanged, when parity misses the tolerance."""
+    import strata.models as sm
+    from strata.client import Client
+
+    with Client() as client, console.status("converting to ONNX and checking parity"):
+        spec = sm.export_onnx(
+            uri,
+            data=data,
+            quantize=quantize,
+            tolerance=tolerance,
+            min_agreement=min_agreement,
+            target=target,
+            trusted=trusted,
+            tracking=client.tracking,
+            data_service=client.data if data is not None else None,
+        )
+    assert spec.onnx_parity is not None
+    if as_json:
+        print_json(
+            {
+                "flavor": spec.flavors["onnx"].model_dump(mode="json"),
+                "onnx_parity": spec.onnx_parity.model_dump(mode="json"),
+            }
+        )
+        return
+    console.print(f"ONNX export added to {uri} (flavors: {', '.join(spec.flavors)})")
+    _print_parity(spec.onnx_parity)
 
 
 @models_app.command("import-mlflow")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from strata.core.errors import InvalidInput
 from strata.models.flavors.base import Predictor
 from strata.models.models import ModelSpec, Signature
 from strata.models.signature import Columns, OnUnknown, enforce
+
+Runtime = Literal["native", "onnx", "onnx-int8"]
+RUNTIMES = ("native", "onnx", "onnx-int8")
 
 
 class Model:
@@ -27,6 +32,8 @@ class Model:
         self.path = path
         self.spec = spec
         self.predictor = predictor
+        self._runtimes: dict[str, Predictor] = {"native": predictor}
+        self._lock = threading.Lock()
 
     @property
     def signature(self) -> Signature | None:
@@ -44,22 +51,66 @@ class Model:
     def __repr__(self) -> str:
         return f"<strata Model {self.flavor} at {self.path}>"
 
-    def predict(self, data: Any, *, on_unknown: OnUnknown = "error") -> np.ndarray:
+    def runtime(self, name: Runtime = "native") -> Predictor:
+        """The predictor of a runtime: ``native`` (the model's own flavor), ``onnx`` (its
+        ONNX export on ONNX Runtime) or ``onnx-int8`` (the quantized export). The ONNX
+        session is created on first use (its file was verified when the model loaded).
+        InvalidInput when the model has no such export."""
+        predictor = self._runtimes.get(name)
+        if predictor is not None:
+            return predictor
+        if name not in RUNTIMES:
+            raise InvalidInput(
+                f"Unknown runtime {name!r}; expected one of: {', '.join(RUNTIMES)}",
+                details={"field": "runtime", "received": str(name)},
+            )
+        spec = self.spec.flavors.get("onnx")
+        if spec is None:
+            raise InvalidInput(
+                f"The model at {self.path} has no ONNX export; run "
+                f"strata.models.export_onnx(uri) (CLI: strata models export-onnx URI) first",
+                details={"field": "runtime"},
+            )
+        from strata.models.flavors.onnx import OnnxFlavor
+
+        with self._lock:
+            predictor = self._runtimes.get(name)
+            if predictor is None:
+                flavor = OnnxFlavor()
+                predictor = (
+                    flavor.load(self.path, spec, trusted=False)
+                    if name == "onnx"
+                    else flavor.load_quantized(self.path, spec)
+                )
+                self._runtimes[name] = predictor
+        return predictor
+
+    def predict(
+        self, data: Any, *, on_unknown: OnUnknown = "error", runtime: Runtime = "native"
+    ) -> np.ndarray:
         """One prediction per input row (class labels for a classifier).
 
         Raises InvalidInput naming the column for a missing column, an unknown one (unless
-        ``on_unknown="drop"``) or a dtype that cannot be cast safely.
+        ``on_unknown="drop"``) or a dtype that cannot be cast safely. ``runtime="onnx"``
+        predicts with the ONNX export (float32: see ``spec.onnx_parity`` for how close).
         """
-        return self.predictor.predict(self._feed(data, on_unknown))
+        predictor = self.runtime(runtime)
+        return predictor.predict(self._feed(data, on_unknown, predictor))
 
-    def predict_proba(self, data: Any, *, on_unknown: OnUnknown = "error") -> np.ndarray:
+    def predict_proba(
+        self, data: Any, *, on_unknown: OnUnknown = "error", runtime: Runtime = "native"
+    ) -> np.ndarray:
         """Class probabilities, one column per label in ``labels`` order (classifiers)."""
-        return self.predictor.predict_proba(self._feed(data, on_unknown))
+        predictor = self.runtime(runtime)
+        return predictor.predict_proba(self._feed(data, on_unknown, predictor))
 
-    def predict_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def predict_arrays(
+        self, arrays: dict[str, np.ndarray], *, runtime: Runtime = "native"
+    ) -> np.ndarray:
         """Predictions from named 1-D arrays (or the one input tensor by name), checked like
         :meth:`predict`; no pandas unless the flavor itself needs a DataFrame."""
-        return self.predictor.predict(self._feed(arrays, "error"))
+        predictor = self.runtime(runtime)
+        return predictor.predict(self._feed(arrays, "error", predictor))
 
     def input_example(self) -> Columns | np.ndarray | None:
         """The input example saved with the model, as columns (or the tensor)."""
@@ -67,22 +118,24 @@ class Model:
             return None
         return read_example(self.path / self.spec.input_example)
 
-    def _feed(self, data: Any, on_unknown: OnUnknown) -> Any:
+    def _feed(self, data: Any, on_unknown: OnUnknown, predictor: Predictor) -> Any:
         signature = self.spec.signature
         if signature is None:
             return data
         return to_flavor_input(
-            self.predictor, signature, enforce(signature, data, on_unknown=on_unknown)
+            predictor, signature, enforce(signature, data, on_unknown=on_unknown)
         )
 
 
 def to_flavor_input(predictor: Predictor, signature: Signature, cols: Columns) -> Any:
     """Checked columns as the flavor wants them: a matrix in signature order, a pandas
-    DataFrame, or the tensor."""
+    DataFrame, the columns themselves, or the tensor."""
     kind = predictor.input_kind
     if kind == "tensor" or signature.is_tensor:
         (tensor,) = cols.values()
         return tensor
+    if kind == "columns":
+        return cols
     if kind == "frame":
         import pandas as pd
 

@@ -84,13 +84,40 @@ class Signature(_Strict):
         return [s.name for s in self.inputs]
 
 
-class OnnxParity(_Strict):
-    """How closely the ONNX export reproduces the original flavor on the same rows."""
+class QuantizedParity(_Strict):
+    """How far the dynamically INT8-quantized ONNX graph moves the model's outputs.
 
+    ``metric_delta`` is quantized minus native ``metric`` (``accuracy`` for a classifier,
+    ``mean_absolute_error`` otherwise) on the rows of the dataset version whose target column
+    was given; None without one.
+    """
+
+    path: str
     rows: int
     max_abs_diff: float
     label_agreement: float | None = None
+    quantized_nodes: int
+    metric: str | None = None
+    metric_delta: float | None = None
+
+
+class OnnxParity(_Strict):
+    """How closely the ONNX export reproduces the original flavor on the same rows.
+
+    Compared are the probabilities of a classifier, the predictions otherwise; a row passes
+    when ``|onnx - native| <= tolerance * max(1, |native|)`` (``max_scaled_diff`` is the
+    largest left side over that scale). ``rows`` counts the input example and the rows of
+    ``dataset_version`` when one was given.
+    """
+
+    rows: int
+    max_abs_diff: float
+    max_scaled_diff: float | None = None
+    label_agreement: float | None = None
     tolerance: float
+    min_agreement: float | None = None
+    dataset_version: str | None = None
+    quantized: QuantizedParity | None = None
 
 
 class ModelSpec(_Strict):

@@ -16,7 +16,7 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,14 +56,17 @@ def save(
     serialization: str | None = None,
     run_id: str | None = None,
     dataset_versions: Sequence[str] = (),
+    flavor_options: Mapping[str, Any] | None = None,
 ) -> ModelSpec:
     """Save ``obj`` as a Strata model directory at ``path`` (which must not exist).
 
     The flavor follows the object's type. With an ``input_example`` the signature is
     inferred from it and the model's own prediction on it, unless ``signature`` is given
     (then the example is checked against it). ``serialization="pickle"``/``"joblib"``
-    (scikit-learn only) needs ``trusted=True``. Raises InvalidInput for an unsupported
-    object, AlreadyExists when ``path`` exists; on any error nothing is left at ``path``.
+    (scikit-learn only) needs ``trusted=True``. ``flavor_options`` are flavor-specific
+    (PyTorch: ``init_kwargs`` of a ``state_dict`` save). Raises InvalidInput for an
+    unsupported object or option, AlreadyExists when ``path`` exists; on any error nothing
+    is left at ``path``.
     """
     dest = Path(path)
     if dest.exists():
@@ -72,11 +75,25 @@ def save(
             details={"path": str(dest)},
         )
     flavor = flavor_for(obj)
+    options = dict(flavor_options or {})
+    unknown = sorted(set(options) - set(flavor.option_names))
+    if unknown:
+        accepted = ", ".join(flavor.option_names) or "none"
+        raise InvalidInput(
+            f"flavor_options: {unknown[0]!r} is not an option of the {flavor.name} flavor "
+            f"(it accepts: {accepted})",
+            details={
+                "field": f"flavor_options.{unknown[0]}",
+                "accepted": list(flavor.option_names),
+            },
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.saving-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        flavor_spec = flavor.save(obj, tmp, trusted=trusted, serialization=serialization)
+        flavor_spec = flavor.save(
+            obj, tmp, trusted=trusted, serialization=serialization, options=options
+        )
         example_file = None
         if input_example is not None:
             example = to_columns(input_example)

@@ -90,3 +90,28 @@ def test_export_then_import_mlflow(saved: tuple[Path, Any], iris: Iris, tmp_path
     assert (tmp_path / "ml" / "MLmodel").is_file()
     run("models", "import-mlflow", str(tmp_path / "ml"), str(tmp_path / "back"))
     assert np.array_equal(sm.load(tmp_path / "back").predict(X), clf.predict(X))
+
+
+def test_export_onnx_then_predict_on_onnx_runtime(
+    saved: tuple[Path, Any], iris: Iris, tmp_path: Path
+) -> None:
+    path, clf = saved
+    X, _ = iris
+    doc = json.loads(run("models", "export-onnx", str(path), "--json").output)
+    assert doc["flavor"]["serialization"] == "onnx"
+    assert doc["onnx_parity"]["rows"] == 2 and doc["onnx_parity"]["label_agreement"] == 1.0
+    out = run("models", "inspect", str(path)).output
+    assert "ONNX parity" in out and "model.onnx" in out
+    X.head(20).to_csv(tmp_path / "rows.csv", index=False)
+    got = json.loads(
+        run(
+            "models", "predict", str(path), "-i", str(tmp_path / "rows.csv"), "--runtime", "onnx"
+        ).output
+    )
+    assert [r["prediction"] for r in got] == clf.predict(X.head(20)).tolist()
+    result = runner.invoke(
+        app, ["models", "export-onnx", str(path), "--tolerance", "1e-15", "--json"]
+    )
+    assert result.exit_code != 0 and "ONNX export refused" in str(result.exception)
+    result = runner.invoke(app, ["models", "predict", str(path), "-i", "x.csv", "--runtime", "tpu"])
+    assert result.exit_code != 0 and "Unknown --runtime 'tpu'" in str(result.exception)

@@ -201,3 +201,11 @@ def test_loading_the_same_digests_is_served_from_the_cache(iris: Iris, tmp_path:
 def test_no_model_at_path(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=r"has no strata-model.yaml"):
         sm.load(tmp_path)
+
+
+def test_flavor_options_a_flavor_does_not_take_are_refused(iris: Iris, tmp_path: Path) -> None:
+    X, y = iris
+    clf = LogisticRegression(max_iter=300).fit(X, y)
+    with pytest.raises(InvalidInput, match="'init_kwargs' is not an option of the sklearn"):
+        sm.save(clf, tmp_path / "m", flavor_options={"init_kwargs": {}})
+    assert not (tmp_path / "m").exists()

@@ -11,11 +11,12 @@ from typing import Any
 from strata.core.errors import InvalidInput
 from strata.models.flavors.base import Flavor, Predictor
 from strata.models.flavors.lightgbm import LightGBMFlavor
+from strata.models.flavors.onnx import OnnxFlavor
 from strata.models.flavors.sklearn import SklearnFlavor
 from strata.models.flavors.xgboost import XGBoostFlavor
 
 FLAVORS: dict[str, Flavor] = {
-    f.name: f for f in (LightGBMFlavor(), XGBoostFlavor(), SklearnFlavor())
+    f.name: f for f in (LightGBMFlavor(), XGBoostFlavor(), SklearnFlavor(), OnnxFlavor())
 }
 
 __all__ = ["FLAVORS", "Flavor", "Predictor", "flavor_for", "get_flavor"]
@@ -27,11 +28,11 @@ def flavor_for(obj: Any) -> Flavor:
         if flavor.handles(obj):
             return flavor
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    savable = [f for f in FLAVORS.values() if f.saves]
     raise InvalidInput(
         f"Cannot save an object of type {kind}: Strata saves models of these flavors: "
-        f"scikit-learn estimators and Pipelines (sklearn), LightGBM Booster/LGBMModel "
-        f"(lightgbm), XGBoost Booster/XGBModel (xgboost)",
-        details={"type": kind, "supported": list(FLAVORS)},
+        + ", ".join(f"{f.saves} ({f.name})" for f in savable),
+        details={"type": kind, "supported": [f.name for f in savable]},
     )
 
 

@@ -5,7 +5,8 @@ A :class:`Flavor` writes the object's files into the model directory and returns
 back as a :class:`Predictor`, the one thing :class:`~strata.models.model.Model` calls. A
 predictor declares the input it wants (``input_kind``): a float matrix in the signature's
 column order (LightGBM, XGBoost: no pandas on the hot path), a pandas DataFrame (estimators
-fitted on named columns) or the tensor itself.
+fitted on named columns), the checked columns as a dict of arrays (ONNX graphs with one input
+per column) or the tensor itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,7 +23,7 @@ import numpy as np
 from strata.core.errors import InvalidInput, PermissionDenied
 from strata.models.models import FlavorSpec
 
-InputKind = Literal["matrix", "frame", "tensor"]
+InputKind = Literal["matrix", "frame", "tensor", "columns"]
 
 
 class Predictor(ABC):
@@ -49,6 +51,10 @@ class Flavor(ABC):
     name: ClassVar[str]
     packages: ClassVar[tuple[str, ...]]
     """Distributions the flavor needs at load time, pinned into the model's requirements."""
+    saves: ClassVar[str] = ""
+    """The objects ``save`` takes, for error messages ("" for a flavor made another way)."""
+    option_names: ClassVar[tuple[str, ...]] = ()
+    """The ``flavor_options`` keys ``save`` accepts for this flavor."""
 
     @abstractmethod
     def handles(self, obj: Any) -> bool:
@@ -57,9 +63,16 @@ class Flavor(ABC):
 
     @abstractmethod
     def save(
-        self, obj: Any, directory: Path, *, trusted: bool, serialization: str | None
+        self,
+        obj: Any,
+        directory: Path,
+        *,
+        trusted: bool,
+        serialization: str | None,
+        options: Mapping[str, Any],
     ) -> FlavorSpec:
-        """Write ``obj``'s files into ``directory``; the spec to record."""
+        """Write ``obj``'s files into ``directory``; the spec to record. ``options`` are
+        the caller's ``flavor_options`` (only keys in :attr:`option_names` reach here)."""
 
     @abstractmethod
     def load(self, directory: Path, spec: FlavorSpec, *, trusted: bool) -> Predictor:

@@ -7,6 +7,7 @@ classifier predicts labels and probabilities exactly as the wrapper does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ class LightGBMPredictor(Predictor):
 
 class LightGBMFlavor(Flavor):
     name = "lightgbm"
+    saves = "LightGBM Booster/LGBMModel"
     packages = ("lightgbm", "numpy", "scipy")
 
     def handles(self, obj: Any) -> bool:
@@ -50,7 +52,13 @@ class LightGBMFlavor(Flavor):
         return lgb is not None and isinstance(obj, lgb.Booster | lgb.LGBMModel)
 
     def save(
-        self, obj: Any, directory: Path, *, trusted: bool, serialization: str | None
+        self,
+        obj: Any,
+        directory: Path,
+        *,
+        trusted: bool,
+        serialization: str | None,
+        options: Mapping[str, Any],
     ) -> FlavorSpec:
         lgb = require("lightgbm")
         if serialization not in (None, "lightgbm-text"):
@@ -60,17 +68,17 @@ class LightGBMFlavor(Flavor):
             )
         booster = obj if isinstance(obj, lgb.Booster) else obj.booster_
         booster.save_model(str(directory / FILE))
-        options: dict[str, Any] = {"kind": "booster"}
+        opts: dict[str, Any] = {"kind": "booster"}
         if isinstance(obj, lgb.LGBMClassifier):
             classes = obj.classes_
-            options = {"kind": "classifier", "classes": [_plain(c) for c in classes]}
+            opts = {"kind": "classifier", "classes": [_plain(c) for c in classes]}
         elif isinstance(obj, lgb.LGBMModel):
-            options = {"kind": "regressor"}
+            opts = {"kind": "regressor"}
         return FlavorSpec(
             path=FILE,
             serialization="lightgbm-text",
             library_version=dist_version("lightgbm") or "unknown",
-            options=options,
+            options=opts,
         )
 
     def load(self, directory: Path, spec: FlavorSpec, *, trusted: bool) -> Predictor:

@@ -9,6 +9,7 @@ with ``trusted=True`` on save and on load, for estimators skops cannot write.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class SklearnPredictor(Predictor):
 
 class SklearnFlavor(Flavor):
     name = "sklearn"
+    saves = "scikit-learn estimators and Pipelines"
     packages = ("scikit-learn", "skops", "numpy", "scipy")
 
     def handles(self, obj: Any) -> bool:
@@ -73,7 +75,13 @@ class SklearnFlavor(Flavor):
         return base is not None and isinstance(obj, base.BaseEstimator)
 
     def save(
-        self, obj: Any, directory: Path, *, trusted: bool, serialization: str | None
+        self,
+        obj: Any,
+        directory: Path,
+        *,
+        trusted: bool,
+        serialization: str | None,
+        options: Mapping[str, Any],
     ) -> FlavorSpec:
         fmt = serialization or "skops"
         if fmt not in _FILES:
@@ -99,17 +107,17 @@ class SklearnFlavor(Flavor):
 
             path.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         classes = getattr(obj, "classes_", None) if hasattr(obj, "predict_proba") else None
-        options: dict[str, Any] = {
+        opts: dict[str, Any] = {
             "input": "frame" if hasattr(obj, "feature_names_in_") else "matrix",
             "estimator": f"{type(obj).__module__}.{type(obj).__qualname__}",
         }
         if classes is not None:
-            options["classes"] = [c.item() if isinstance(c, np.generic) else c for c in classes]
+            opts["classes"] = [c.item() if isinstance(c, np.generic) else c for c in classes]
         return FlavorSpec(
             path=path.name,
             serialization=fmt,
             library_version=dist_version("scikit-learn") or "unknown",
-            options=options,
+            options=opts,
         )
 
     def load(self, directory: Path, spec: FlavorSpec, *, trusted: bool) -> Predictor:

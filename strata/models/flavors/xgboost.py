@@ -7,6 +7,7 @@ its classes so labels and probabilities match the wrapper's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class XGBoostPredictor(Predictor):
 
 class XGBoostFlavor(Flavor):
     name = "xgboost"
+    saves = "XGBoost Booster/XGBModel"
     packages = ("xgboost", "xgboost-cpu", "numpy", "scipy")
 
     def handles(self, obj: Any) -> bool:
@@ -49,7 +51,13 @@ class XGBoostFlavor(Flavor):
         return xgb is not None and isinstance(obj, xgb.Booster | xgb.XGBModel)
 
     def save(
-        self, obj: Any, directory: Path, *, trusted: bool, serialization: str | None
+        self,
+        obj: Any,
+        directory: Path,
+        *,
+        trusted: bool,
+        serialization: str | None,
+        options: Mapping[str, Any],
     ) -> FlavorSpec:
         xgb = require("xgboost")
         if serialization not in (None, "xgboost-ubj"):
@@ -59,17 +67,17 @@ class XGBoostFlavor(Flavor):
             )
         booster = obj if isinstance(obj, xgb.Booster) else obj.get_booster()
         booster.save_model(str(directory / FILE))
-        options: dict[str, Any] = {"kind": "booster"}
+        opts: dict[str, Any] = {"kind": "booster"}
         if isinstance(obj, xgb.XGBClassifier):
             classes = [c.item() if isinstance(c, np.generic) else c for c in obj.classes_]
-            options = {"kind": "classifier", "classes": classes}
+            opts = {"kind": "classifier", "classes": classes}
         elif isinstance(obj, xgb.XGBModel):
-            options = {"kind": "regressor"}
+            opts = {"kind": "regressor"}
         return FlavorSpec(
             path=FILE,
             serialization="xgboost-ubj",
             library_version=dist_version("xgboost", "xgboost-cpu") or "unknown",
-            options=options,
+            options=opts,
         )
 
     def load(self, directory: Path, spec: FlavorSpec, *, trusted: bool) -> Predictor:
