@@ -1,7 +1,7 @@
 """``export_onnx``: add an ONNX flavor to a saved model, proven by a parity check.
 
 The converters are the field's own: skl2onnx for scikit-learn, onnxmltools for LightGBM and
-XGBoost. The graph is run on ONNX Runtime against the model's
+XGBoost, ``torch.onnx`` for PyTorch. The graph is run on ONNX Runtime against the model's
 own flavor on the input example and, when given, on rows of a dataset version; the largest
 difference of the compared outputs (probabilities for a classifier, values otherwise) and
 the share of equal labels are recorded as ``onnx_parity`` in ``strata-model.yaml``. An
@@ -47,7 +47,7 @@ OPSET = 17
 TREE_OPSET = 15  # the highest onnxmltools converts to
 
 _QUANTIZABLE = frozenset({"MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"})
-_CONVERTERS = "scikit-learn (skl2onnx), LightGBM and XGBoost (onnxmltools)"
+_CONVERTERS = "scikit-learn (skl2onnx), LightGBM and XGBoost (onnxmltools), PyTorch (torch.onnx)"
 
 
 @dataclass
@@ -244,6 +244,8 @@ def _convert(flavor: str, predictor: Predictor, signature: Signature) -> _Graph:
             return _xgboost(predictor, signature)
         if flavor == "sklearn":
             return _sklearn(predictor, signature)
+        if flavor == "pytorch":
+            return _pytorch(predictor, signature)
     except StrataError:
         raise
     except Exception as exc:  # the converters raise their own classes for what they lack
@@ -345,6 +347,14 @@ def _sklearn(predictor: Any, signature: Signature) -> _Graph:
     names = [o.name for o in proto.graph.output]
     outputs = {"label": names[0], "probabilities": names[1]} if classifier else {"value": names[0]}
     return _Graph(proto, {**feed, "outputs": outputs, "label_index": False})
+
+
+def _pytorch(predictor: Any, signature: Signature) -> _Graph:
+    from strata.models.flavors.pytorch import to_onnx as torch_to_onnx
+
+    proto = torch_to_onnx(predictor, signature, OPSET)
+    names = [o.name for o in proto.graph.output]
+    return _Graph(proto, {"feed": "matrix", "outputs": {"value": names[0]}})
 
 
 def _save_proto(proto: Any, path: Path) -> None:

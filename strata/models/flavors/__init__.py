@@ -12,11 +12,19 @@ from strata.core.errors import InvalidInput
 from strata.models.flavors.base import Flavor, Predictor
 from strata.models.flavors.lightgbm import LightGBMFlavor
 from strata.models.flavors.onnx import OnnxFlavor
+from strata.models.flavors.pytorch import PyTorchFlavor
 from strata.models.flavors.sklearn import SklearnFlavor
 from strata.models.flavors.xgboost import XGBoostFlavor
 
 FLAVORS: dict[str, Flavor] = {
-    f.name: f for f in (LightGBMFlavor(), XGBoostFlavor(), SklearnFlavor(), OnnxFlavor())
+    f.name: f
+    for f in (
+        LightGBMFlavor(),
+        XGBoostFlavor(),
+        SklearnFlavor(),
+        PyTorchFlavor(),
+        OnnxFlavor(),
+    )
 }
 
 __all__ = ["FLAVORS", "Flavor", "Predictor", "flavor_for", "get_flavor"]
