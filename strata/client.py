@@ -20,6 +20,7 @@ from strata.tracking.service import TrackingService
 if TYPE_CHECKING:
     from strata.core.transport import HttpTransport
     from strata.features.service import FeaturesService
+    from strata.registry.service import RegistryService
 
 
 class Client:
@@ -119,6 +120,17 @@ class Client:
         from strata.features.embedded import EmbeddedFeatures
 
         return EmbeddedFeatures(self.backends, self.data)
+
+    @cached_property
+    def registry(self) -> RegistryService:
+        """Registered models, versions, aliases with history, approvals, model cards."""
+        if self._http is not None:
+            from strata.registry.remote import RemoteRegistry
+
+            return RemoteRegistry(self._http)
+        from strata.registry.embedded import EmbeddedRegistry
+
+        return EmbeddedRegistry(self.backends, self.tracking, self.data)
 
     def lineage(self, ref: str, *, direction: str = "up", depth: int = 5) -> LineageGraph:
         """The data lineage of a dataset version, joined with tracking.

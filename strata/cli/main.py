@@ -14,6 +14,7 @@ from strata.data.cli import data_app
 from strata.features.cli import features_app
 from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
 from strata.models.cli import models_app
+from strata.registry.cli import add_registry_commands
 from strata.tracking.cli import experiments_app, runs_app
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+add_registry_commands(models_app)  # the registry's verbs join the same group
 app.add_typer(models_app, name="models")
 
 

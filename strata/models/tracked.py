@@ -34,6 +34,10 @@ Resolver = Callable[[str, TrackingService | None], Path]
 """Turns a URI into a local model directory (downloading it when needed)."""
 
 _resolvers: dict[str, Resolver] = {}
+#: Schemes resolved by a layer above this one, whose module (imported on first use) holds
+#: ``resolve_uri``; a resolver registered for the scheme takes precedence (``models:/`` is
+#: the registry's).
+_PLUGINS = {"models": "strata.registry.uris"}
 
 
 class ModelInfo(BaseModel):
@@ -76,6 +80,10 @@ def resolve(uri: str | os.PathLike[str], tracking: TrackingService | None = None
     scheme, sep, _ = text.partition(":/")
     if sep and len(scheme) > 1 and "/" not in scheme:  # not a Windows drive letter
         resolver = _resolvers.get(scheme)
+        if resolver is None and scheme in _PLUGINS:
+            import importlib
+
+            resolver = importlib.import_module(_PLUGINS[scheme]).resolve_uri
         if resolver is None:
             raise InvalidInput(
                 f"Unknown model URI scheme {scheme!r} in {text!r}; known: a path, "

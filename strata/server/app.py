@@ -232,6 +232,7 @@ def create_app(
 def _layer_routers() -> list[Any]:
     from strata.data.api import router as data_router
     from strata.features.api import router as features_router
+    from strata.registry.api import router as registry_router
     from strata.tracking.api import router as tracking_router
     from strata.tracking.api_models import router as logged_models_router
     from strata.tracking.mlflow_api import router as mlflow_router
@@ -246,6 +247,7 @@ def _layer_routers() -> list[Any]:
         governance_router,
         data_router,
         features_router,
+        registry_router,
     ]
 
 

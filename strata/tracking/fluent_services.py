@@ -88,6 +88,16 @@ def resolve(client: TrackingService | HasTracking | None) -> TrackingService:
     )
 
 
+def client_of(service: TrackingService) -> Any:
+    """The Client ``service`` is the ``tracking`` of (None if it is not a Client's)."""
+    owner = _owners.get(id(service))
+    if owner is None and _default is not None and _default[1].__dict__.get("tracking") is service:
+        owner = _default[1]
+    if owner is None or owner.tracking is not service:
+        return None
+    return owner
+
+
 def data_beside(service: TrackingService) -> DataService | None:
     """The data service of the Client ``service`` belongs to (None if it is not a Client's)."""
     owner = _owners.get(id(service))

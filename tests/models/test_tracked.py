@@ -58,8 +58,10 @@ def test_log_model_then_load_by_run_uri(emb: Client, iris: Iris) -> None:
 def test_run_uri_errors(emb: Client, iris: Iris) -> None:
     with pytest.raises(InvalidInput, match=r"runs:/RUN_ID/PATH"):
         sm.load("runs:/only-a-run", tracking=emb.tracking)
-    with pytest.raises(InvalidInput, match=r"Unknown model URI scheme 'models'"):
-        sm.load("models:/flights@champion", tracking=emb.tracking)
+    with pytest.raises(NotFound, match=r"Registered model 'flights' not found"):
+        sm.load("models:/flights@champion", tracking=emb.tracking)  # the registry's scheme
+    with pytest.raises(InvalidInput, match=r"Unknown model URI scheme 'nope'"):
+        sm.load("nope:/flights@champion", tracking=emb.tracking)
     with strata.start_run(client=emb) as run:
         pass
     with pytest.raises(NotFound):
