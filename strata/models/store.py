@@ -266,6 +266,14 @@ def verify(directory: Path, spec: ModelSpec) -> None:
             )
 
 
+def _is_listed(path: str, spec: ModelSpec) -> bool:
+    """Whether ``path`` is one of the model's files, or a directory holding some of them."""
+    prefix = path.rstrip("/") + "/"
+    return path in spec.files or (
+        bool(path.strip("/")) and any(f.startswith(prefix) for f in spec.files)
+    )
+
+
 def clear_cache() -> None:
     """Forget every cached model (the next ``load`` of each deserializes it again)."""
     with _cache_lock:
@@ -290,7 +298,7 @@ def load(path: str | os.PathLike[str], *, trusted: bool = False) -> Model:
             return cached
     name = spec.flavor
     flavor_spec = spec.flavors[name]
-    if flavor_spec.path not in spec.files:
+    if not _is_listed(flavor_spec.path, spec):
         raise InvalidInput(
             f"{SPEC_FILE}: flavors.{name}.path: {flavor_spec.path!r} is not one of the "
             f"model's files",

@@ -180,7 +180,13 @@ def test_unsupported_object_names_its_type_and_the_flavors(tmp_path: Path) -> No
     with pytest.raises(InvalidInput) as err:
         sm.save({"weights": [1, 2]}, tmp_path / "m")
     assert "builtins.dict" in err.value.message
-    assert err.value.details["supported"] == ["lightgbm", "xgboost", "sklearn", "pytorch"]
+    assert err.value.details["supported"] == [
+        "lightgbm",
+        "xgboost",
+        "sklearn",
+        "sentence_transformers",
+        "pytorch",
+    ]
     assert not (tmp_path / "m").exists()
 
 

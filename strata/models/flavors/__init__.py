@@ -13,6 +13,7 @@ from strata.models.flavors.base import Flavor, Predictor
 from strata.models.flavors.lightgbm import LightGBMFlavor
 from strata.models.flavors.onnx import OnnxFlavor
 from strata.models.flavors.pytorch import PyTorchFlavor
+from strata.models.flavors.sentence_transformers import SentenceTransformersFlavor
 from strata.models.flavors.sklearn import SklearnFlavor
 from strata.models.flavors.xgboost import XGBoostFlavor
 
@@ -22,6 +23,7 @@ FLAVORS: dict[str, Flavor] = {
         LightGBMFlavor(),
         XGBoostFlavor(),
         SklearnFlavor(),
+        SentenceTransformersFlavor(),  # before pytorch: it is an nn.Module too
         PyTorchFlavor(),
         OnnxFlavor(),
     )
