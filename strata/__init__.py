@@ -45,6 +45,8 @@ if TYPE_CHECKING:
         set_tags,
         start_run,
     )
+    from strata.training.evaluate import evaluate
+    from strata.training.job import train
 
 # Where each public name lives. They load on first use, so `import strata` (and with it the
 # `strata` command's startup) does not pay for SQLAlchemy, pandas or pyarrow up front.
@@ -64,6 +66,8 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(_ERRORS.split(), "strata.core.errors"),
     **dict.fromkeys(_FLUENT.split(), "strata.tracking.fluent"),
     "log_model": "strata.models.tracked",
+    "evaluate": "strata.training.evaluate",
+    "train": "strata.training.job",
 }
 
 
@@ -95,6 +99,7 @@ __all__ = [
     "__version__",
     "active_run",
     "end_run",
+    "evaluate",
     "flush",
     "load_settings",
     "log_artifact",
@@ -113,4 +118,5 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "train",
 ]

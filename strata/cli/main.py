@@ -16,6 +16,7 @@ from strata.governance.cli import audit_app, connections_app, tokens_app, users_
 from strata.models.cli import models_app
 from strata.registry.cli import add_registry_commands
 from strata.tracking.cli import experiments_app, runs_app
+from strata.training.cli import evaluate_command, train_command
 
 if TYPE_CHECKING:
     from strata.core.staging import Swept
@@ -42,6 +43,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 add_registry_commands(models_app)  # the registry's verbs join the same group
 app.add_typer(models_app, name="models")
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,126 @@
+"""CLI: ``strata train``, ``strata evaluate``, ``strata tune`` and ``strata runs reproduce``.
+
+Jobs run in this process and track through ``strata.Client()`` (remote when ``STRATA_URI``
+is set). Libraries load inside the commands, so ``strata --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from strata.core.console import console, print_json, print_table
+
+ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: KEY=VALUE with a dotted KEY (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+@contextmanager
+def _status(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A Rich spinner on stderr naming the job's current step (quiet with --json)."""
+    from rich.console import Console
+
+    if not enabled:
+        yield lambda _msg: None
+        return
+    err = Console(stderr=True)
+    with err.status("starting") as status:
+        yield lambda msg: status.update(msg)
+
+
+def train_command(config: ConfigArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Train a model from CONFIG as one tracked run (metrics, model, evaluation report)."""
+    from strata.client import Client
+    from strata.training.job import train
+
+    with Client() as client, _status(not as_json) as progress:
+        result = train(config, set_ or (), client=client, progress=progress)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    console.print(
+        f"run [bold]{result.run_id}[/bold] (experiment {result.experiment})  model "
+        f"{result.model_uri}",
+        highlight=False,
+    )
+    print_table(
+        [{"metric": k, "value": f"{v:.4g}"} for k, v in sorted(result.metrics.items())],
+        ["metric", "value"],
+    )
+
+
+def evaluate_command(
+    model_uri: Annotated[
+        str, typer.Argument(help="A model directory, runs:/RUN_ID/PATH or models:/...")
+    ],
+    data: Annotated[str, typer.Option("--data", help="A dataset reference: NAME[@VERSION].")],
+    target: Annotated[
+        str, typer.Option("--target", help="The label column (or the name of --target-sql).")
+    ],
+    target_sql: Annotated[
+        str | None,
+        typer.Option(
+            "--target-sql", help="Compute the label with a SQL expression (arr_delay > 15)."
+        ),
+    ] = None,
+    sensitive: Annotated[
+        list[str] | None,
+        typer.Option("--sensitive", help="A column for fairness tables (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Keep report.json, report.html and plots here."),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Store the report under this run's evaluation/.")
+    ] = None,
+    trusted: Annotated[
+        bool, typer.Option("--trusted", help="Allow models that run code when loaded.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model on a dataset version: metrics, plots, SHAP, fairness."""
+    from strata.client import Client
+    from strata.training.evaluate import evaluate
+
+    spec: Any = {"name": target, "sql": target_sql} if target_sql else target
+    with Client() as client, _status(not as_json) as progress:
+        progress("evaluating")
+        report = evaluate(
+            model_uri,
+            data,
+            spec,
+            sensitive or (),
+            client=client,
+            output=output,
+            run_id=run_id,
+            trusted=trusted,
+        )
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    console.print(
+        f"[bold]{report.model_uri}[/bold] on {report.data}: {report.rows} rows "
+        f"({report.task.value})",
+        highlight=False,
+    )
+    print_table(
+        [{"metric": k, "value": f"{v:.4g}"} for k, v in report.metrics.items()], ["metric", "value"]
+    )
+    for fair in report.fairness:
+        console.print(
+            f"fairness by {fair.column}: demographic parity difference "
+            f"{fair.demographic_parity_difference}, equalized odds difference "
+            f"{fair.equalized_odds_difference}",
+            highlight=False,
+        )
+    if output is not None:
+        console.print(f"report: {output / 'report.html'}", highlight=False)

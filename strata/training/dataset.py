@@ -1,0 +1,300 @@
+"""A job's table: the exact dataset version, the target (a column or a sandboxed SQL
+expression), the feature columns and the task.
+
+The target expression is user input (a config may come from anyone allowed to start a job),
+so it is compiled in two guarded steps: DuckDB's own parser must see exactly one scalar
+expression — no subquery, no table function, no second statement, only known columns — and
+it then runs on a DuckDB connection that holds nothing but the job's rows, with external
+access disabled and the configuration locked (the data layer's sandbox rules).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from strata.core.errors import InvalidInput
+from strata.training.models import SplitMethod, TargetConfig, Task, TrainConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from strata.data.service import DataService
+
+TARGET_COLUMN = "__strata_target"
+#: Integer targets with at most this many distinct values are classes, not quantities.
+MAX_INT_CLASSES = 20
+
+
+@dataclass
+class JobData:
+    """The rows of a job, ready to split: features ``X``, target ``y``, their provenance."""
+
+    ref: str
+    """The exact version read (``NAME@VERSIONID``)."""
+    X: pd.DataFrame
+    y: np.ndarray
+    task: Task
+    features: list[str]
+    categorical: list[str]
+    target: str
+    frame: pd.DataFrame
+    """All columns of the kept rows (split, group and sensitive columns live here)."""
+    dropped_rows: int = 0
+    labels: list[Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _columns_error(what: str, name: str, available: list[str]) -> InvalidInput:
+    close = difflib.get_close_matches(name, available, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return InvalidInput(
+        f"Unknown {what} column {name!r}.{hint} Available columns: {', '.join(available)}",
+        details={"field": what, "column": name, "columns": available},
+    )
+
+
+def _walk(node: Any, refs: set[str]) -> None:
+    if isinstance(node, dict):
+        cls = node.get("class")
+        if cls == "SUBQUERY" or node.get("type") in ("SUBQUERY", "TABLE_FUNCTION"):
+            raise InvalidInput(
+                "target.sql must be a scalar expression over the row's columns; subqueries "
+                "and table functions are not allowed",
+                details={"field": "target.sql"},
+            )
+        if cls == "COLUMN_REF":
+            refs.add(str(node["column_names"][-1]))
+        for value in node.values():
+            _walk(value, refs)
+    elif isinstance(node, list):
+        for item in node:
+            _walk(item, refs)
+
+
+def check_expression(sql: str, available: list[str]) -> list[str]:
+    """The columns ``sql`` reads, once DuckDB's parser has confirmed it is exactly one scalar
+    expression; InvalidInput naming ``target.sql`` otherwise."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        text = con.execute("SELECT json_serialize_sql($1)", [f"SELECT {sql}"]).fetchall()[0][0]
+    finally:
+        con.close()
+    tree = json.loads(text)
+    if tree.get("error"):
+        raise InvalidInput(
+            f"target.sql is not a valid SQL expression: {tree.get('error_message', '')}",
+            details={"field": "target.sql"},
+        )
+    statements = tree.get("statements", [])
+    node = statements[0].get("node", {}) if len(statements) == 1 else {}
+    clauses = ("where_clause", "having", "qualify", "sample")
+    if (
+        len(statements) != 1
+        or node.get("type") != "SELECT_NODE"
+        or len(node.get("select_list", [])) != 1
+        or (node.get("from_table") or {}).get("type", "EMPTY") != "EMPTY"
+        or any(node.get(c) for c in clauses)
+        or node.get("group_expressions")
+        or node.get("modifiers")
+        or (node.get("cte_map") or {}).get("map")
+    ):
+        raise InvalidInput(
+            "target.sql must be one scalar SQL expression over the row's columns, such as "
+            "'arr_delay > 15' (no FROM, WHERE, ';' or second statement)",
+            details={"field": "target.sql"},
+        )
+    refs: set[str] = set()
+    _walk(node["select_list"], refs)
+    for name in sorted(refs):
+        if name not in available:
+            raise _columns_error("target.sql", name, available)
+    return sorted(refs)
+
+
+def compute_target(table: pa.Table, sql: str) -> pa.Array:
+    """``sql`` evaluated per row on a sandboxed connection holding only ``table``."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("data", table)
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        # Newlines keep a trailing "-- comment" inside the parentheses it came in.
+        query = f'SELECT (\n{sql}\n) AS "{TARGET_COLUMN}" FROM data'
+        try:
+            if len(duckdb.extract_statements(query)) != 1:
+                raise InvalidInput(
+                    "target.sql must be one expression", details={"field": "target.sql"}
+                )
+            result = con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:
+            raise InvalidInput(
+                f"target.sql could not be evaluated: {str(exc).strip().splitlines()[0]}",
+                details={"field": "target.sql"},
+            ) from None
+    finally:
+        con.close()
+    return result.column(0).combine_chunks()
+
+
+def infer_task(y: pd.Series) -> Task:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return Task.CLASSIFICATION
+    if pd.api.types.is_integer_dtype(y) and y.nunique() <= MAX_INT_CLASSES:
+        return Task.CLASSIFICATION
+    return Task.REGRESSION
+
+
+def _kind(series: pd.Series) -> str:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(series) or isinstance(series.dtype, pd.DatetimeTZDtype):
+        return "datetime"
+    return "categorical"
+
+
+def target_and_frame(
+    table: pa.Table, target: TargetConfig
+) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """The table as pandas, the raw target column and the columns the target reads."""
+    available = list(table.column_names)
+    if target.sql:
+        sources = check_expression(target.sql, available)
+        values = compute_target(table, target.sql)
+        frame = table.to_pandas()
+        y = values.to_pandas()
+        y.name = target.name
+        return frame, y, sources
+    if target.name not in available:
+        raise _columns_error("target", target.name, available)
+    frame = table.to_pandas()
+    return frame, frame[target.name], [target.name]
+
+
+def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None = None) -> JobData:
+    """Target, features and task of ``config`` over ``table`` (the version ``ref``).
+
+    Rows whose target is NULL are dropped and counted (``dropped_rows``): a cancelled
+    flight has no arrival delay to learn from. Raises InvalidInput naming an unknown column
+    (listing the available ones), a timestamp feature, or a one-class classification target.
+    """
+    available = list(table.column_names)
+    for name in [*config.exclude, *config.sensitive]:
+        if name not in available:
+            raise _columns_error(
+                "exclude" if name in config.exclude else "sensitive", name, available
+            )
+    if config.split.column and config.split.column not in available:
+        raise _columns_error("split.column", config.split.column, available)
+    frame, y_raw, sources = target_and_frame(table, config.target)
+    keep = y_raw.notna().to_numpy()
+    dropped = int((~keep).sum())
+    if dropped:
+        frame = frame.loc[keep].reset_index(drop=True)
+        y_raw = y_raw.loc[keep].reset_index(drop=True)
+    y_raw = y_raw.infer_objects()  # bool/int with NULLs came as object; now they are gone
+    if len(frame) == 0:
+        raise InvalidInput(
+            f"No rows of {ref} have a target value ({config.target.name} is NULL everywhere)",
+            details={"field": "target"},
+        )
+    kinds = {c: _kind(frame[c]) for c in available}
+    if config.features is not None:
+        for name in config.features:
+            if name not in available:
+                raise _columns_error("feature", name, available)
+            if name == config.target.name or name in sources:
+                raise InvalidInput(
+                    f"Feature {name!r} is the target or what it is computed from (leakage); "
+                    "drop it from features",
+                    details={"field": "features", "column": name},
+                )
+            if kinds[name] == "datetime":
+                raise InvalidInput(
+                    f"Feature {name!r} is a timestamp; no family takes timestamps as they are. "
+                    "Use numeric parts of it (hour, month, ...) or leave it out",
+                    details={"field": "features", "column": name},
+                )
+        features = list(config.features)
+    else:
+        skip = {config.target.name, *sources, *config.exclude}
+        if config.split.method in (SplitMethod.TIME, SplitMethod.GROUP) and config.split.column:
+            skip.add(config.split.column)
+        features = [c for c in available if c not in skip and kinds[c] != "datetime"]
+    if not features:
+        raise InvalidInput(
+            "No feature columns are left after the target, exclude and timestamp columns",
+            details={"field": "features", "columns": available},
+        )
+    chosen = task or config.task or infer_task(y_raw)
+    labels: list[Any] | None = None
+    if chosen is Task.CLASSIFICATION:
+        import pandas as pd
+
+        y_series = y_raw.astype("int64") if pd.api.types.is_bool_dtype(y_raw) else y_raw
+        uniques = sorted(pd.unique(y_series).tolist(), key=str)
+        if len(uniques) < 2:
+            raise InvalidInput(
+                f"The classification target {config.target.name!r} has one class only "
+                f"({uniques[0]!r} in all {len(y_series)} rows); a classifier needs at least two",
+                details={"field": "target", "classes": [str(u) for u in uniques]},
+            )
+        labels = uniques
+        y = y_series.to_numpy()
+    else:
+        import pandas as pd
+
+        if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
+            raise InvalidInput(
+                f"A regression target must be numeric; {config.target.name!r} is {y_raw.dtype}",
+                details={"field": "task"},
+            )
+        y = y_raw.astype("float64").to_numpy()
+    X = frame[features].copy()
+    for name in features:
+        if kinds[name] == "bool":
+            X[name] = X[name].astype("float64")
+    categorical = [c for c in features if kinds[c] == "categorical"]
+    for name in categorical:
+        X[name] = X[name].astype(object).where(X[name].notna(), None)
+    return JobData(
+        ref=ref,
+        X=X,
+        y=y,
+        task=chosen,
+        features=features,
+        categorical=categorical,
+        target=config.target.name,
+        frame=frame,
+        dropped_rows=dropped,
+        labels=labels,
+    )
+
+
+def load_table(
+    data: DataService, ref: str, *, sample: int | None, seed: int
+) -> tuple[pa.Table, str]:
+    """The version ``ref`` resolves to (as ``NAME@VERSIONID``) and its rows, optionally a
+    seeded sample of ``sample`` rows (the same rows for the same version and seed)."""
+    version = data.get_version(ref)
+    table = data.read_arrow(version.ref)
+    if sample is not None and sample < table.num_rows:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(table.num_rows, size=sample, replace=False))
+        table = table.take(idx)
+    return table, version.ref

@@ -1,0 +1,224 @@
+"""``strata.train``: one training job, one tracked run.
+
+The run holds the config (``training/config.yaml``, params as dotted keys), the exact input
+version (``log_input`` + tag ``strata.training.data``), the code commit and environment
+(captured by ``start_run``), metrics ``train_<m>``, ``test_<m>``, ``cv_<m>`` per fold (step =
+fold) with ``cv_<m>_mean``/``cv_<m>_std``, the feature importance, the model (a Pipeline with
+its preprocessing, via ``strata.log_model``) and the evaluation report under
+``evaluation/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strata.training.config import load_config
+from strata.training.dataset import JobData, load_table, prepare
+from strata.training.evaluate import Services, build_report, default_services
+from strata.training.families import build_pipeline, feature_importance
+from strata.training.metrics import compute, default_metrics
+from strata.training.models import Task, TrainConfig, TrainResult
+from strata.training.split import folds, holdout
+
+#: Called after each CV fold with (fold index, that fold's metrics); may raise to stop
+#: (HPO pruning raises optuna.TrialPruned).
+FoldCallback = Callable[[int, dict[str, float]], None]
+Progress = Callable[[str], None]
+
+TAG_CONFIG = "strata.training.config"
+TAG_DATA = "strata.training.data"
+TAG_TASK = "strata.training.task"
+TAG_KIND = "strata.training.kind"
+
+
+def _predict(pipeline: Any, X: Any, task: Task) -> tuple[np.ndarray, np.ndarray | None]:
+    pred = np.asarray(pipeline.predict(X))
+    proba = np.asarray(pipeline.predict_proba(X)) if task is Task.CLASSIFICATION else None
+    return pred, proba
+
+
+def fit_and_score(
+    config: TrainConfig,
+    data: JobData,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    names: Sequence[str],
+    *,
+    on_fold: FoldCallback | None = None,
+    progress: Progress | None = None,
+) -> tuple[Any, dict[str, float], dict[str, list[float]]]:
+    """The fitted Pipeline, its metrics (train_, test_, cv_*_mean/std) and per-fold values."""
+    numeric = [c for c in data.features if c not in data.categorical]
+    fold_values: dict[str, list[float]] = {}
+    out: dict[str, float] = {}
+    if config.cv is not None:
+        for i, (tr, va) in enumerate(
+            folds(data, train_idx, config.split, config.cv.folds, config.seed)
+        ):
+            if progress:
+                progress(f"fold {i + 1}/{config.cv.folds}")
+            pipe = build_pipeline(config.model, data.task, config.seed, numeric, data.categorical)
+            pipe.fit(data.X.iloc[tr], data.y[tr])
+            pred, proba = _predict(pipe, data.X.iloc[va], data.task)
+            values = compute(data.task, data.y[va], pred, proba, data.labels, names)
+            for k, v in values.items():
+                fold_values.setdefault(k, []).append(v)
+            if on_fold is not None:
+                on_fold(i, values)
+        for k, vs in fold_values.items():
+            out[f"cv_{k}_mean"] = float(np.mean(vs))
+            out[f"cv_{k}_std"] = float(np.std(vs))
+    if progress:
+        progress("fit")
+    pipe = build_pipeline(config.model, data.task, config.seed, numeric, data.categorical)
+    pipe.fit(data.X.iloc[train_idx], data.y[train_idx])
+    for prefix, rows in (("train", train_idx), ("test", test_idx)):
+        pred, proba = _predict(pipe, data.X.iloc[rows], data.task)
+        for k, v in compute(data.task, data.y[rows], pred, proba, data.labels, names).items():
+            out[f"{prefix}_{k}"] = v
+    return pipe, out, fold_values
+
+
+def _plain_state(pipeline: Any) -> None:
+    """LightGBM keeps ``best_score_`` as ``defaultdict(OrderedDict)`` even without eval sets;
+    the skops format refuses ``collections`` types it cannot vouch for, so an empty one is
+    stored as the plain ``dict`` it is equivalent to (nothing is lost: it is empty)."""
+    est = pipeline.named_steps.get("model")
+    for obj, attr in ((est, "_best_score"), (getattr(est, "_Booster", None), "best_score")):
+        best = getattr(obj, attr, None)
+        if isinstance(best, dict) and not any(best.values()):
+            setattr(obj, attr, {})
+
+
+def train(
+    config: TrainConfig | Mapping[str, Any] | str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    *,
+    client: Services | None = None,
+    on_fold: FoldCallback | None = None,
+    progress: Progress | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> TrainResult:
+    """Run the training job ``config`` (a TrainConfig, mapping or YAML path; ``overrides``
+    are ``KEY=VALUE`` strings, ``fields`` top-level keys) as one tracked run.
+
+    Tracks through ``client`` (a :class:`strata.Client`; default ``strata.Client()``, remote
+    when ``STRATA_URI`` is set): the job itself runs in this process. With ``parent_run_id``
+    the run is a child of that run (HPO trials); with a run active in this process it is a
+    nested child of it. Raises InvalidInput naming a bad config key, an unknown column (with
+    the available ones), a one-class target or an invalid expression; NotFound for an
+    unknown dataset or version. A failing job leaves its run FAILED, never FINISHED.
+    """
+    import strata.models as sm
+    from strata.tracking import fluent
+
+    cfg = load_config(config, overrides, **fields)
+    services = client or default_services()
+    if progress:
+        progress(f"reading {cfg.data}")
+    table, ref = load_table(services.data, cfg.data, sample=cfg.sample, seed=cfg.seed)
+    data = prepare(table, ref, cfg)
+    train_idx, test_idx = holdout(data, cfg.split, cfg.seed)
+    names = list(cfg.metrics or default_metrics(data.task))
+    run_tags = {
+        TAG_CONFIG: cfg.model_dump_json(exclude_unset=False),
+        TAG_DATA: ref,
+        TAG_TASK: data.task.value,
+        TAG_KIND: "train",
+        **dict(tags or {}),
+    }
+    if parent_run_id is not None:
+        parent = services.tracking.get_run(parent_run_id)
+        child = services.tracking.create_run(
+            parent.info.experiment_id,
+            run_name=cfg.run_name,
+            tags=run_tags,
+            parent_run_id=parent_run_id,
+        )
+        run = fluent.start_run(run_id=child.info.run_id, client=services.tracking)
+    else:
+        run = fluent.start_run(
+            experiment=cfg.experiment,
+            run_name=cfg.run_name,
+            tags=run_tags,
+            client=services.tracking,
+            nested=fluent.active_run() is not None,
+        )
+    with run:
+        fluent.log_params(
+            {
+                **cfg.flat_params(),
+                "task": data.task.value,
+                "features": ",".join(data.features)[:6000],
+                "data.version": ref,
+                "data.rows": len(data.y),
+                "data.rows_dropped": data.dropped_rows,
+                "data.train_rows": len(train_idx),
+                "data.test_rows": len(test_idx),
+            }
+        )
+        fluent.log_dict(cfg.model_dump(mode="json", exclude_unset=True), "training/config.yaml")
+        fluent.log_input(ref, context="train")
+        pipe, values, fold_values = fit_and_score(
+            cfg, data, train_idx, test_idx, names, on_fold=on_fold, progress=progress
+        )
+        for k, vs in fold_values.items():
+            for i, v in enumerate(vs):
+                fluent.log_metric(f"cv_{k}", v, step=i)
+        fluent.log_metrics(values)
+        importance = feature_importance(pipe)
+        if importance:
+            fluent.log_dict(importance, "training/feature_importance.json")
+        if progress:
+            progress("logging the model")
+        _plain_state(pipe)
+        info = sm.log_model(
+            pipe,
+            "model",
+            input_example=data.X.iloc[train_idx[:5]],
+            dataset_versions=[ref],
+            trusted=cfg.model.trusted,
+        )
+        if cfg.evaluate:
+            if progress:
+                progress("evaluating")
+            test_frame = data.frame.iloc[test_idx]
+            with tempfile.TemporaryDirectory(prefix="strata-eval-") as tmp:
+                out = Path(tmp)
+                if importance:
+                    from strata.training.report import importance_plot
+
+                    importance_plot(
+                        importance, "Feature importance", "feature_importance.png", out, []
+                    )
+                build_report(
+                    pipe,
+                    data.X.iloc[test_idx],
+                    data.y[test_idx],
+                    task=data.task,
+                    labels=data.labels,
+                    out=out,
+                    model_uri=info.model_uri,
+                    data=ref,
+                    target=data.target,
+                    sensitive=test_frame[cfg.sensitive] if cfg.sensitive else None,
+                    names=None,
+                    shap_sample=cfg.shap_sample,
+                    seed=cfg.seed,
+                )
+                fluent.log_artifacts(out, "evaluation")
+        fluent.flush()
+        return TrainResult(
+            run_id=run.run_id,
+            experiment=cfg.experiment,
+            model_uri=info.model_uri,
+            metrics=values,
+        )
