@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from strata.models.flavors.python_function import PythonModel, PythonModelContext
     from strata.models.mlflow_interop import export_mlflow, import_mlflow
     from strata.models.model import Model
     from strata.models.models import (
@@ -36,6 +37,8 @@ _HOMES: dict[str, str] = {
     "export_mlflow": "strata.models.mlflow_interop",
     "import_mlflow": "strata.models.mlflow_interop",
     "Model": "strata.models.model",
+    "PythonModel": "strata.models.flavors.python_function",
+    "PythonModelContext": "strata.models.flavors.python_function",
     **dict.fromkeys(
         (
             "FileDigest",
@@ -73,6 +76,8 @@ __all__ = [
     "ModelInfo",
     "ModelSpec",
     "OnnxParity",
+    "PythonModel",
+    "PythonModelContext",
     "QuantizedParity",
     "Signature",
     "TensorSpec",

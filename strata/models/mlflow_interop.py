@@ -1,17 +1,20 @@
 """MLflow model directories in and out, without importing mlflow.
 
-``import_mlflow(PATH, DEST)`` reads an MLflow model (``MLmodel`` with a sklearn, lightgbm or
-xgboost flavor) and saves it in Strata's format: skops files are read with the same type
-checks as Strata's own (foreign types need ``trusted=True``), pickle/cloudpickle files only
-with ``trusted=True``, XGBoost's UBJSON as data. An MLflow model with only a
-``python_function`` flavor is refused: it is user code, and Strata's ``python_function``
-flavor is not written yet.
+``import_mlflow(PATH, DEST)`` reads an MLflow model (``MLmodel`` with a sklearn, lightgbm,
+xgboost or python_function flavor) and saves it in Strata's format: skops files are read with
+the same type checks as Strata's own (foreign types need ``trusted=True``), pickle/cloudpickle
+files only with ``trusted=True``, XGBoost's UBJSON as data. A ``python_function``-only model
+(a ``python_model.pkl`` of user code) needs ``trusted=True`` and becomes a Strata
+``python_function`` model run by :class:`strata.models.mlflow_pyfunc.MlflowPythonModel`, its
+artifacts and code directory carried over.
 
 ``export_mlflow(URI, PATH)`` writes an MLflow 3 model directory (``MLmodel``, the flavor's
 file, ``requirements.txt``) that ``mlflow.pyfunc.load_model`` loads: scikit-learn as
 skops and LightGBM as its model text (what MLflow 3 writes itself), XGBoost as UBJSON of the
-Booster (so
-``pyfunc.predict`` of a classifier returns MLflow's Booster output: probabilities).
+Booster (so ``pyfunc.predict`` of a classifier returns MLflow's Booster output:
+probabilities). Any other flavor (python_function, PyTorch, sentence-transformers) is
+exported whole under ``strata_model/`` with a small ``loader_module`` in ``code/`` that
+loads it through ``strata.models.load`` (so strata-ml must be installed where MLflow loads it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from strata.models.store import save
 from strata.models.tracked import load
 
 SUPPORTED = ("sklearn", "lightgbm", "xgboost")
+NATIVE_EXPORTS = ("sklearn", "lightgbm", "xgboost")
 
 
 def _mlmodel(path: Path) -> dict[str, Any]:
@@ -95,15 +99,63 @@ def import_mlflow(
     doc = _mlmodel(root)
     flavors: dict[str, Any] = doc["flavors"]
     name = next((f for f in SUPPORTED if f in flavors), None)
+    pyfunc = flavors.get("python_function")
+    if name is None and isinstance(pyfunc, dict) and pyfunc.get("python_model"):
+        return _import_pyfunc(root, pyfunc, dest, doc, trusted)
     if name is None:
         raise InvalidInput(
             f"{root}/MLmodel has flavors {', '.join(map(str, flavors))}; Strata imports "
-            f"{', '.join(SUPPORTED)} (a python_function-only model is user code and is not "
-            f"imported yet)",
+            f"{', '.join(SUPPORTED)} and python_function models with a python_model",
             details={"flavors": list(map(str, flavors))},
         )
     obj = _read_object(root, name, dict(flavors[name] or {}), trusted)
     return save(obj, dest, run_id=doc.get("run_id"))
+
+
+def _import_pyfunc(
+    root: Path,
+    conf: dict[str, Any],
+    dest: str | os.PathLike[str],
+    doc: dict[str, Any],
+    trusted: bool,
+) -> ModelSpec:
+    from strata.models.mlflow_pyfunc import MlflowPythonModel
+
+    pickled = _inside(root, conf.get("python_model"), "flavors.python_function.python_model")
+    if pickled.suffix == ".py":
+        raise InvalidInput(
+            f"{root}/MLmodel: a models-from-code python_model ({pickled.name}) is not imported; "
+            f"save the class with strata.models.save(obj, path, trusted=True) instead",
+            details={"key": "flavors.python_function.python_model"},
+        )
+    if not trusted:
+        raise refuse_untrusted(
+            f"the MLflow python_function model {pickled.name}", "cloudpickle", "import"
+        )
+    artifacts = {"python_model": str(pickled)}
+    names = []
+    for art, entry in dict(conf.get("artifacts") or {}).items():
+        rel = entry.get("path") if isinstance(entry, dict) else entry
+        artifacts[str(art)] = str(_inside(root, rel, f"flavors.python_function.artifacts.{art}"))
+        names.append(str(art))
+    code_paths = []
+    if conf.get("code"):
+        code_dir = _inside(root, conf["code"], "flavors.python_function.code")
+        code_paths = [str(p) for p in sorted(code_dir.iterdir()) if p.name != "__pycache__"]
+    return save(
+        MlflowPythonModel(),
+        dest,
+        trusted=True,
+        run_id=doc.get("run_id"),
+        flavor_options={
+            "artifacts": artifacts,
+            "code_paths": code_paths,
+            "model_config": {
+                "mlflow_artifacts": names,
+                "mlflow_model_config": conf.get("model_config") or {},
+            },
+        },
+    )
 
 
 def export_mlflow(
@@ -121,7 +173,10 @@ def export_mlflow(
     tmp = dest.parent / f".{dest.name}.exporting-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        flavors = _write_flavor(model.flavor, model.predictor, tmp)
+        if model.flavor in NATIVE_EXPORTS:
+            flavors = _write_flavor(model.flavor, model.predictor, tmp)
+        else:
+            flavors = _write_strata_loader(model.path, tmp)
         flavors["python_function"]["python_version"] = model.spec.python_version
         doc = {
             "flavors": flavors,
@@ -136,6 +191,21 @@ def export_mlflow(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _write_strata_loader(model_dir: Path, out: Path) -> dict[str, dict[str, Any]]:
+    from strata.models.mlflow_pyfunc import LOADER
+
+    shutil.copytree(model_dir, out / "strata_model")
+    (out / "code").mkdir()
+    (out / "code" / "strata_mlflow_loader.py").write_text(LOADER)
+    return {
+        "python_function": {
+            "code": "code",
+            "data": "strata_model",
+            "loader_module": "strata_mlflow_loader",
+        }
+    }
 
 
 def _write_flavor(flavor: str, predictor: Any, out: Path) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import strata.models as sm
-from strata.core.errors import InvalidInput, NotFound, PermissionDenied
+from strata.core.errors import NotFound, PermissionDenied
 
 Iris = tuple[pd.DataFrame, Any]
 
@@ -54,6 +54,37 @@ def test_import_sklearn_lightgbm_xgboost(iris: Iris, tmp_path: Path) -> None:
         assert np.array_equal(model.predict(X), expected), name
 
 
+class Scaled(mlflow.pyfunc.PythonModel):
+    """An MLflow pyfunc reading a factor from an artifact in load_context."""
+
+    def load_context(self, context):  # type: ignore[no-untyped-def]
+        self.factor = float(Path(context.artifacts["factor"]).read_text())
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        return model_input["sepal_length"].to_numpy() * self.factor
+
+
+def test_python_function_imports_runs_and_exports_back(iris: Iris, tmp_path: Path) -> None:
+    X, _ = iris
+    (tmp_path / "factor.txt").write_text("2.5")
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "pyfunc"),
+        python_model=Scaled(),
+        artifacts={"factor": str(tmp_path / "factor.txt")},
+    )
+    expected = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc")).predict(X)
+    spec = sm.import_mlflow(tmp_path / "pyfunc", tmp_path / "strata", trusted=True)
+    assert spec.flavor == "python_function"
+    assert any(f.startswith("artifacts/factor/") for f in spec.files)
+    model = sm.load(tmp_path / "strata", trusted=True)
+    assert np.array_equal(model.predict(X), expected)
+    with pytest.raises(PermissionDenied):
+        sm.load(tmp_path / "strata")
+    sm.export_mlflow(tmp_path / "strata", tmp_path / "back", trusted=True)
+    again = mlflow.pyfunc.load_model(str(tmp_path / "back"))
+    assert np.array_equal(np.asarray(again.predict(X)), expected)
+
+
 def test_import_refuses_pickles_and_python_function_only(iris: Iris, tmp_path: Path) -> None:
     X, y = iris
     clf = LogisticRegression(max_iter=300).fit(X, y)
@@ -64,13 +95,10 @@ def test_import_refuses_pickles_and_python_function_only(iris: Iris, tmp_path: P
     sm.import_mlflow(tmp_path / "pkl", tmp_path / "out", trusted=True)
     assert np.array_equal(sm.load(tmp_path / "out").predict(X.to_numpy()), clf.predict(X))
 
-    class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            return model_input
-
-    mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=Echo())
-    with pytest.raises(InvalidInput, match="python_function-only model is user code"):
+    mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=Scaled())
+    with pytest.raises(PermissionDenied, match="cloudpickle runs arbitrary code"):
         sm.import_mlflow(tmp_path / "pyfunc", tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
     with pytest.raises(NotFound, match="has no MLmodel"):
         sm.import_mlflow(tmp_path, tmp_path / "out3")
 

@@ -186,6 +186,7 @@ def test_unsupported_object_names_its_type_and_the_flavors(tmp_path: Path) -> No
         "sklearn",
         "sentence_transformers",
         "pytorch",
+        "python_function",
     ]
     assert not (tmp_path / "m").exists()
 

@@ -12,6 +12,7 @@ from strata.core.errors import InvalidInput
 from strata.models.flavors.base import Flavor, Predictor
 from strata.models.flavors.lightgbm import LightGBMFlavor
 from strata.models.flavors.onnx import OnnxFlavor
+from strata.models.flavors.python_function import PythonFunctionFlavor
 from strata.models.flavors.pytorch import PyTorchFlavor
 from strata.models.flavors.sentence_transformers import SentenceTransformersFlavor
 from strata.models.flavors.sklearn import SklearnFlavor
@@ -25,6 +26,7 @@ FLAVORS: dict[str, Flavor] = {
         SklearnFlavor(),
         SentenceTransformersFlavor(),  # before pytorch: it is an nn.Module too
         PyTorchFlavor(),
+        PythonFunctionFlavor(),  # last of the savers: it matches any load/predict class
         OnnxFlavor(),
     )
 }
