@@ -68,16 +68,29 @@ def _value(text: str, c: Clause) -> Any:
     return c.value
 
 
+_NEGATED = {"!=": "=", "NOT LIKE": "LIKE", "NOT ILIKE": "ILIKE", "NOT IN": "IN"}
+
+
+def _tag_match(c: Clause) -> tuple[str, bool]:
+    """(operator, negate): a negative comparison on a tag also matches objects without the
+    tag, as in MLflow (its client adds ``tag.`mlflow.prompt.is_prompt` != 'true'`` to every
+    model search)."""
+    if c.op in _NEGATED:
+        return _NEGATED[c.op], True
+    return c.op, False
+
+
 def model_conditions(text: str | None) -> list[ColumnElement[bool]]:
     if not text or not text.strip():
         return []
     out: list[ColumnElement[bool]] = []
     for c in _Parser(text, _ENTITIES, set(_MODEL_ATTRS)).parse():
         if c.entity == "tags":
+            op, negate = _tag_match(c)
             sub = sa.select(RegModelTagRow.name).where(
-                RegModelTagRow.key == c.key, _compare(RegModelTagRow.value, c.op, _value(text, c))
+                RegModelTagRow.key == c.key, _compare(RegModelTagRow.value, op, _value(text, c))
             )
-            out.append(RegModelRow.name.in_(sub))
+            out.append(RegModelRow.name.not_in(sub) if negate else RegModelRow.name.in_(sub))
         elif c.key == "alias":
             sub = sa.select(RegAliasRow.name).where(
                 _compare(RegAliasRow.alias, c.op, _value(text, c))
@@ -97,10 +110,12 @@ def version_conditions(text: str | None) -> list[ColumnElement[bool]]:
     for c in _Parser(text, _ENTITIES, set(_VERSION_ATTRS)).parse():
         if c.entity == "tags":
             t = RegVersionTagRow
+            op, negate = _tag_match(c)
             sub = sa.select(t.name, t.version).where(
-                t.key == c.key, _compare(t.value, c.op, _value(text, c))
+                t.key == c.key, _compare(t.value, op, _value(text, c))
             )
-            out.append(sa.tuple_(RegVersionRow.name, RegVersionRow.version).in_(sub))
+            key = sa.tuple_(RegVersionRow.name, RegVersionRow.version)
+            out.append(key.not_in(sub) if negate else key.in_(sub))
         elif c.key == "alias":
             sub = sa.select(RegAliasRow.name, RegAliasRow.version).where(
                 _compare(RegAliasRow.alias, c.op, _value(text, c))

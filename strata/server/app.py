@@ -233,6 +233,7 @@ def _layer_routers() -> list[Any]:
     from strata.data.api import router as data_router
     from strata.features.api import router as features_router
     from strata.registry.api import router as registry_router
+    from strata.registry.mlflow_api import router as mlflow_registry_router
     from strata.tracking.api import router as tracking_router
     from strata.tracking.api_models import router as logged_models_router
     from strata.tracking.mlflow_api import router as mlflow_router
@@ -248,6 +249,7 @@ def _layer_routers() -> list[Any]:
         data_router,
         features_router,
         registry_router,
+        mlflow_registry_router,
     ]
 
 
