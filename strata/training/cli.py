@@ -124,3 +124,50 @@ def evaluate_command(
         )
     if output is not None:
         console.print(f"report: {output / 'report.html'}", highlight=False)
+
+
+def tune_command(
+    config: ConfigArg,
+    trials: Annotated[int, typer.Option("--trials", help="Finished trials in total.")] = 20,
+    workers: Annotated[int, typer.Option("--workers", help="Parallel workers.")] = 1,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (worker processes) or ray.")
+    ] = "local",
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: from the config).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Optuna RDB URL (default: beside the metadata DB)."),
+    ] = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the config's tune.space: trials are child runs of the study's parent run."""
+    from strata.client import Client
+    from strata.training.tune import tune
+
+    with Client() as client, _status(not as_json) as progress:
+        progress(f"tuning: {trials} trials on {workers} worker(s)")
+        result = tune(
+            config,
+            set_ or (),
+            trials=trials,
+            workers=workers,
+            executor=executor,
+            study=study,
+            storage=storage,
+            client=client,
+        )
+    doc = result.model_dump(mode="json", exclude={"study"})
+    if as_json:
+        print_json(doc)
+        return
+    console.print(
+        f"study [bold]{result.study}[/bold]: {result.trials} trials, parent run "
+        f"{result.parent_run_id}, best run {result.best_run_id} = {result.best_value}",
+        highlight=False,
+    )
+    print_table(
+        [{"param": k, "value": v} for k, v in result.best_params.items()], ["param", "value"]
+    )

@@ -1,0 +1,452 @@
+"""``strata.tune``: hyperparameter search with Optuna over training jobs.
+
+A study has one parent run; each trial is a training job tracked as a child run of it. The
+parent ends with the best trial's params (``best.<key>``) and metrics, and the tag
+``strata.tune.best_run_id``. Trials report their per-fold metric, so the pruner stops weak
+trials between folds (``cv`` needed for pruning).
+
+Workers share one Optuna RDB storage, so the study resumes after a kill without repeating
+finished trials: run the same command again (same ``--study``). Trials a killed worker left
+RUNNING are marked FAIL on resume and re-run. The storage is, by default, beside Strata's
+metadata database: a SQLite file ``optuna.db`` next to ``strata.db`` embedded, and the schema
+``strata_optuna`` of the same PostgreSQL database at scale (Optuna keeps its own
+``alembic_version`` table, which must not meet Strata's). ``executor="ray"`` runs the workers
+as Ray tasks on the cluster ``ray.init`` finds (a local one by default).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from strata.core.errors import InvalidInput
+from strata.training.config import load_config
+from strata.training.evaluate import Services, default_services
+from strata.training.models import (
+    LOWER_IS_BETTER,
+    ParamType,
+    Pruner,
+    Sampler,
+    SpaceParam,
+    Task,
+    TrainConfig,
+    TuneResult,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+ATTR_PARENT = "strata_parent_run_id"
+TAG_STUDY = "strata.tune.study"
+TAG_BEST = "strata.tune.best_run_id"
+EXECUTORS = ("local", "ray")
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = node[part] = {}
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _sample_value(spec: SpaceParam) -> Any:
+    if spec.type is ParamType.CATEGORICAL:
+        return (spec.choices or [None])[0]
+    low = spec.low if spec.low is not None else 0
+    return int(low) if spec.type is ParamType.INT else float(low)
+
+
+def objective_metric(cfg: TrainConfig) -> tuple[str, Literal["minimize", "maximize"]]:
+    """The metric to optimise and its direction, checked against what the job logs."""
+    from strata.training.metrics import default_metrics
+
+    tune = cfg.tune
+    assert tune is not None
+    task = cfg.task or Task.CLASSIFICATION
+    names = list(cfg.metrics or default_metrics(task))
+    metric = tune.metric or (f"cv_{names[0]}_mean" if cfg.cv else f"test_{names[0]}")
+    valid = [f"{p}_{m}" for p in ("train", "test") for m in names]
+    if cfg.cv:
+        valid += [f"cv_{m}_{s}" for m in names for s in ("mean", "std")]
+    if metric not in valid:
+        raise InvalidInput(
+            f"tune.metric {metric!r} is not a metric this job logs; choose one of "
+            f"{', '.join(valid)}",
+            details={"field": "tune.metric", "valid": valid},
+        )
+    base = (
+        metric.split("_", 1)[1].rsplit("_", 1)[0]
+        if metric.startswith("cv_")
+        else (metric.split("_", 1)[1])
+    )
+    direction: Literal["minimize", "maximize"] = tune.direction or (
+        "minimize" if base in LOWER_IS_BETTER else "maximize"
+    )
+    return metric, direction
+
+
+def check_space(cfg: TrainConfig) -> None:
+    """Each space key must name a config key a trial can set, with values the job accepts;
+    InvalidInput names ``tune.space.<parameter>`` otherwise."""
+    from strata.training.families import _check_params, estimator_class
+
+    assert cfg.tune is not None
+    if not cfg.tune.space:
+        raise InvalidInput(
+            "tune.space is empty; give at least one parameter, e.g. "
+            "model.params.learning_rate: {type: float, low: 0.01, high: 0.3, log: true}",
+            details={"field": "tune.space"},
+        )
+    base = cfg.model_dump(mode="json", exclude_unset=True)
+    for key, spec in cfg.tune.space.items():
+        raw = copy.deepcopy(base)
+        _set_path(raw, key, _sample_value(spec))
+        try:
+            trial_cfg = load_config(raw)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"tune.space.{key}: {exc.message}",
+                details={"field": f"tune.space.{key}", "problem": exc.message},
+            ) from None
+        if key.startswith("model.params."):
+            try:
+                cls = estimator_class(trial_cfg.model, cfg.task or Task.CLASSIFICATION)
+                _check_params(cls, {key.removeprefix("model.params."): _sample_value(spec)})
+            except InvalidInput as exc:
+                raise InvalidInput(
+                    f"tune.space.{key}: {exc.message}",
+                    details={"field": f"tune.space.{key}", "problem": exc.message},
+                ) from None
+
+
+def default_storage() -> str:
+    """Optuna's RDB URL beside the metadata database (see the module docstring)."""
+    from strata.core.config import load_settings
+
+    settings = load_settings()
+    if settings.uri:  # remote: the server's database is not ours to open
+        return f"sqlite:///{settings.home / 'optuna.db'}"
+    url = settings.db_uri
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        return f"sqlite:///{os.path.join(os.path.dirname(path), 'optuna.db')}"
+    if url.startswith("postgresql"):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS strata_optuna"))
+        finally:
+            engine.dispose()
+        sep = "&" if "?" in url else "?"
+        if "search_path" in url:  # the test fixtures pin a schema: put optuna's beside it
+            return url.replace("search_path%3D", "search_path%3Dstrata_optuna%2C", 1)
+        return f"{url}{sep}options=-csearch_path%3Dstrata_optuna"
+    return url
+
+
+def study_name(cfg: TrainConfig) -> str:
+    """A default study name from the config (same config, same study: a rerun resumes)."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
+    return f"{cfg.experiment}-{digest}"
+
+
+def _sampler(cfg: TrainConfig, seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    assert cfg.tune is not None
+    kind = cfg.tune.sampler
+    if kind is Sampler.RANDOM:
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind is Sampler.CMAES:
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise InvalidInput(
+                "tune.sampler 'cmaes' needs the cmaes package: pip install cmaes",
+                details={"field": "tune.sampler"},
+            ) from None
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if kind is Sampler.GRID:
+        grid: dict[str, list[Any]] = {}
+        for key, spec in cfg.tune.space.items():
+            if spec.type is ParamType.CATEGORICAL:
+                grid[key] = list(spec.choices or [])
+            elif spec.type is ParamType.INT:
+                step = int(spec.step or 1)
+                grid[key] = list(range(int(spec.low or 0), int(spec.high or 0) + 1, step))
+            elif spec.step:
+                n = round(((spec.high or 0) - (spec.low or 0)) / spec.step)
+                grid[key] = [float((spec.low or 0) + i * spec.step) for i in range(n + 1)]
+            else:
+                raise InvalidInput(
+                    f"tune.space.{key}: the grid sampler needs 'step' (or choices) for a float",
+                    details={"field": f"tune.space.{key}"},
+                )
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(cfg: TrainConfig) -> optuna.pruners.BasePruner:
+    import optuna
+
+    assert cfg.tune is not None
+    if cfg.tune.pruner is Pruner.MEDIAN:
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if cfg.tune.pruner is Pruner.HYPERBAND:
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def _suggest(trial: optuna.Trial, key: str, spec: SpaceParam) -> Any:
+    if spec.type is ParamType.CATEGORICAL:
+        return trial.suggest_categorical(key, list(spec.choices or []))
+    if spec.type is ParamType.INT:
+        return trial.suggest_int(
+            key, int(spec.low or 0), int(spec.high or 0), step=int(spec.step or 1), log=spec.log
+        )
+    return trial.suggest_float(
+        key, float(spec.low or 0), float(spec.high or 0), step=spec.step, log=spec.log
+    )
+
+
+def _load_study(cfg: TrainConfig, storage: str, name: str, seed: int) -> optuna.Study:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _, direction = objective_metric(cfg)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction=direction,
+        sampler=_sampler(cfg, seed),
+        pruner=_pruner(cfg),
+        load_if_exists=True,
+    )
+
+
+def run_worker(
+    raw: Mapping[str, Any],
+    storage: str,
+    name: str,
+    trials: int,
+    worker: int,
+    client: Services | None = None,
+) -> int:
+    """One worker: trials of the study until ``trials`` are finished (complete or pruned)
+    across all workers. Returns how many this worker ran."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from strata.training.job import train
+
+    cfg = load_config(raw)
+    assert cfg.tune is not None
+    metric, _ = objective_metric(cfg)
+    services = client or default_services()
+    study = _load_study(cfg, storage, name, cfg.seed + worker)
+    parent = str(study.user_attrs[ATTR_PARENT])
+    base = cfg.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
+    base["evaluate"] = False
+    ran = 0
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal ran
+        ran += 1
+        trial_raw = copy.deepcopy(base)
+        for key, spec in (cfg.tune.space if cfg.tune else {}).items():
+            _set_path(trial_raw, key, _suggest(trial, key, spec))
+        trial_raw["run_name"] = f"trial-{trial.number}"
+        fold_key = metric.removeprefix("cv_").rsplit("_", 1)[0] if metric.startswith("cv_") else ""
+
+        def on_fold(i: int, values: dict[str, float]) -> None:
+            if fold_key and fold_key in values:
+                trial.report(values[fold_key], i)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after fold {i}")
+
+        result = train(
+            trial_raw,
+            client=services,
+            parent_run_id=parent,
+            on_fold=on_fold,
+            tags={TAG_STUDY: name, "strata.tune.trial": str(trial.number)},
+        )
+        trial.set_user_attr("run_id", result.run_id)
+        return result.metrics[metric]
+
+    study.optimize(
+        objective,
+        callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+        catch=(),
+    )
+    return ran
+
+
+def _ray_worker(*args: Any) -> int:
+    return run_worker(*args)
+
+
+def tune(
+    config: TrainConfig | Mapping[str, Any] | str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    *,
+    trials: int = 20,
+    workers: int = 1,
+    executor: str = "local",
+    study: str | None = None,
+    storage: str | None = None,
+    client: Services | None = None,
+) -> TuneResult:
+    """Search the config's ``tune.space`` with ``trials`` finished trials in total.
+
+    ``workers`` > 1 runs that many worker processes (``executor="local"``, spawned) or Ray
+    tasks (``"ray"``); they share the RDB ``storage`` (default: beside the metadata DB) and
+    track through ``strata.Client()`` of their environment. Rerunning with the same ``study``
+    (default: derived from the config) resumes it. Raises InvalidInput naming a bad space
+    parameter, metric, sampler or executor.
+    """
+    from optuna.trial import TrialState
+
+    from strata.tracking import fluent
+
+    if executor not in EXECUTORS:
+        raise InvalidInput(
+            f"Unknown executor {executor!r}; expected one of: {', '.join(EXECUTORS)}",
+            details={"field": "executor"},
+        )
+    if trials < 1 or workers < 1:
+        raise InvalidInput("trials and workers must be at least 1", details={"field": "trials"})
+    cfg = load_config(config, overrides)
+    if cfg.tune is None:
+        raise InvalidInput(
+            "The config has no tune: block (metric, direction, sampler, pruner, space)",
+            details={"field": "tune"},
+        )
+    metric, direction = objective_metric(cfg)
+    check_space(cfg)
+    services = client or default_services()
+    url = storage or default_storage()
+    name = study or study_name(cfg)
+    st = _load_study(cfg, url, name, cfg.seed)
+    for stale in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        st._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
+    parent_id = st.user_attrs.get(ATTR_PARENT)
+    if parent_id is None:
+        with fluent.start_run(
+            experiment=cfg.experiment,
+            run_name=f"study-{name}",
+            tags={TAG_STUDY: name, "strata.training.kind": "study"},
+            client=services.tracking,
+        ) as parent:
+            fluent.log_params(
+                {
+                    "tune.metric": metric,
+                    "tune.direction": direction,
+                    "tune.sampler": cfg.tune.sampler.value,
+                    "tune.pruner": cfg.tune.pruner.value,
+                    "tune.space": json.dumps(
+                        {
+                            k: v.model_dump(mode="json", exclude_none=True)
+                            for k, v in cfg.tune.space.items()
+                        }
+                    )[:6000],
+                }
+            )
+            fluent.log_dict(cfg.model_dump(mode="json", exclude_unset=True), "training/config.yaml")
+        parent_id = parent.run_id
+        st.set_user_attr(ATTR_PARENT, parent_id)
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    if workers == 1 and executor == "local":
+        run_worker(raw, url, name, trials, 0, services)
+    elif executor == "local":
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        procs = [
+            ctx.Process(target=run_worker, args=(raw, url, name, trials, i), daemon=False)
+            for i in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise InvalidInput(
+                f"{len(failed)} of {workers} tuning workers failed (exit codes {failed}); the "
+                "study keeps its finished trials: rerun to resume",
+                details={"field": "workers"},
+            )
+    else:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        env = {k: v for k, v in os.environ.items() if k.startswith("STRATA_")}
+        remote = ray.remote(num_cpus=1, runtime_env={"env_vars": env})(_ray_worker)
+        ray.get([remote.remote(raw, url, name, trials, i) for i in range(workers)])
+    return _finish(services, cfg, url, name, parent_id, metric)
+
+
+def _finish(
+    services: Services, cfg: TrainConfig, url: str, name: str, parent_id: str, metric: str
+) -> TuneResult:
+    from optuna.trial import TrialState
+
+    from strata.tracking.models import Metric, Param, RunStatus, RunTag
+
+    st = _load_study(cfg, url, name, cfg.seed)
+    done = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best_run: str | None = None
+    best_params: dict[str, Any] = {}
+    best_value: float | None = None
+    if done:
+        best = st.best_trial
+        best_run = best.user_attrs.get("run_id")
+        best_params = dict(best.params)
+        best_value = float(best.value) if best.value is not None else None
+        metrics: list[Metric] = []
+        if best_run:
+            import time
+
+            now = int(time.time() * 1000)
+            child = services.tracking.get_run(best_run)
+            metrics = [Metric(k, v, now, 0) for k, v in child.metrics.items() if "_" in k]
+        existing = services.tracking.get_run(parent_id).params
+        params = [
+            Param(f"best.{k}", str(v))
+            for k, v in best_params.items()
+            if f"best.{k}" not in existing
+        ]
+        services.tracking.log_batch(
+            parent_id,
+            metrics=metrics,
+            params=params,
+            tags=[
+                RunTag(TAG_BEST, best_run or ""),
+                RunTag("strata.tune.trials", str(len(done))),
+                # params are immutable; after a resume found a better trial the tags say so
+                *(RunTag(f"strata.tune.best.{k}", str(v)) for k, v in best_params.items()),
+            ],
+        )
+    services.tracking.end_run(parent_id, RunStatus.FINISHED)
+    finished = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return TuneResult(
+        parent_run_id=parent_id,
+        best_run_id=best_run,
+        best_params=best_params,
+        best_value=best_value,
+        trials=len(finished),
+        study=name,
+    )
