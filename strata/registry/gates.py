@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from strata.core.errors import InvalidInput, Unavailable
+from strata.core.errors import InvalidInput
 from strata.registry.models import Gate, GateResult
 
 if TYPE_CHECKING:
@@ -20,24 +20,15 @@ if TYPE_CHECKING:
 def _evaluate(
     reg: EmbeddedRegistry, name: str, version: int, gate: Gate
 ) -> tuple[float, dict[str, Any]]:
-    import importlib
+    from strata.training.evaluate import evaluate
 
-    try:
-        evaluate = importlib.import_module("strata.training.evaluate").evaluate
-    except (
-        ImportError,
-        AttributeError,
-    ) as exc:  # the training layer is part of the package; a broken install
-        raise Unavailable(
-            f"Gates need strata.evaluate (the training layer): {exc}",
-            details={"gate": gate.model_dump()},
-        ) from exc
     report = evaluate(
         f"models:/{name}/{version}",
         data=gate.dataset,
         target=gate.target,
         metrics=[gate.metric],
         client=reg,
+        shap_sample=0,  # the gate reads one metric: no SHAP explanation
     )
     metrics: dict[str, float] = dict(report.metrics)
     if gate.metric not in metrics:
