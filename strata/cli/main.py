@@ -16,7 +16,12 @@ from strata.governance.cli import audit_app, connections_app, tokens_app, users_
 from strata.models.cli import models_app
 from strata.registry.cli import add_registry_commands
 from strata.tracking.cli import experiments_app, runs_app
-from strata.training.cli import evaluate_command, train_command, tune_command
+from strata.training.cli import (
+    evaluate_command,
+    reproduce_command,
+    train_command,
+    tune_command,
+)
 
 if TYPE_CHECKING:
     from strata.core.staging import Swept
@@ -46,6 +51,7 @@ app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("tune")(tune_command)
+runs_app.command("reproduce")(reproduce_command)
 
 
 def _version(value: bool) -> None:

@@ -171,3 +171,27 @@ def tune_command(
     print_table(
         [{"param": k, "value": v} for k, v in result.best_params.items()], ["param", "value"]
     )
+
+
+def reproduce_command(
+    run_id: Annotated[str, typer.Argument(help="The training run to run again.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run a training job from its recorded config, input version, seed and commit."""
+    from strata.client import Client
+    from strata.training.reproduce import reproduce
+
+    with Client() as client, _status(not as_json) as progress:
+        progress(f"reproducing {run_id}")
+        result = reproduce(run_id, client=client)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    console.print(
+        f"run [bold]{result.run_id}[/bold] reproduces {result.source_run_id}: "
+        f"{'identical' if result.identical else 'different'} metrics",
+        highlight=False,
+    )
+    print_table(
+        [{"metric": k, "delta": f"{v:.3g}"} for k, v in result.deltas.items()], ["metric", "delta"]
+    )

@@ -128,11 +128,16 @@ def train(
     data = prepare(table, ref, cfg)
     train_idx, test_idx = holdout(data, cfg.split, cfg.seed)
     names = list(cfg.metrics or default_metrics(data.task))
+    from strata.training.reproduce import TAG_GIT_COMMIT, TAG_GIT_DIRTY, code_state
+
+    code = code_state()
     run_tags = {
         TAG_CONFIG: cfg.model_dump_json(exclude_unset=False),
         TAG_DATA: ref,
         TAG_TASK: data.task.value,
         TAG_KIND: "train",
+        **({TAG_GIT_COMMIT: code["commit"]} if "commit" in code else {}),
+        **({TAG_GIT_DIRTY: code["dirty"]} if "dirty" in code else {}),
         **dict(tags or {}),
     }
     if parent_run_id is not None:
