@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -28,6 +29,9 @@ class Page(BaseModel, Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __getitem__(self, index: int) -> T:  # callers that indexed the lists pages replaced
+        return self.items[index]
 
 
 def encode_page_token(key: str, value: int) -> str:
@@ -50,3 +54,15 @@ def decode_page_token(token: str | None, key: str) -> int:
     if value < 0:
         raise InvalidInput("Invalid page_token", details={"field": "page_token"})
     return value
+
+
+def iterate_pages(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a paged list: ``fetch(page_token)`` is called from the first page
+    (``None``) until a page comes back without ``next_page_token``."""
+    token: str | None = None
+    while True:
+        page = fetch(token)
+        yield from page.items
+        token = page.next_page_token
+        if not token:
+            return

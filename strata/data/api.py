@@ -28,7 +28,13 @@ from strata.core.errors import InvalidInput
 from strata.core.parse import parse_options
 from strata.core.staging import make_workdir
 from strata.data import fetch
-from strata.data.models import CLAIMED, ColumnAnnotation, IngestOptions
+from strata.data.models import (
+    CLAIMED,
+    ColumnAnnotation,
+    DatasetQuery,
+    IngestOptions,
+    TransformOptions,
+)
 from strata.data.service import DataService
 from strata.governance.routing import (
     READ,
@@ -113,16 +119,13 @@ class ValidateBody(BaseModel):
     sample_size: int = 20
 
 
-class TransformBody(BaseModel):
-    inputs: list[str] | dict[str, str]
-    output: str
+class TransformBody(TransformOptions):
+    """:class:`TransformOptions` of a SQL transform as the REST API takes them (Python
+    transforms run in the client and upload); unknown names are ignored, as over HTTP."""
+
+    model_config = ConfigDict(extra="ignore")
+
     sql: str
-    run_id: str | None = None
-    description: str = ""
-    allow_breaking: bool = False
-    suite: dict[str, Any] | str | None = None
-    on_fail: str = "fail"
-    git_commit: str | None = None
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -135,17 +138,25 @@ def list_datasets(
     column: str | None = None,
     pii: bool | None = None,
     include_quarantine: bool = False,
+    max_results: int = 1000,
+    page_token: str | None = None,
 ) -> Response:
-    """The catalog: datasets filtered by name/description text, project, tag, column, PII."""
-    found = _svc(request).list_datasets(
+    """The catalog by name, a page at a time: datasets filtered by name/description text,
+    project, tag, column, PII; ``next_page_token`` (when more match) is the ``page_token``
+    of the next page."""
+    options = parse_options(
+        DatasetQuery,
         query=q,
         project=project,
         tag=tag,
         column=column,
         pii=pii,
         include_quarantine=include_quarantine,
+        max_results=max_results,
+        page_token=page_token,
     )
-    return json_response({"datasets": found})
+    page = _svc(request).list_datasets_with(options)
+    return json_response({"datasets": page.items, "next_page_token": page.next_page_token})
 
 
 @router.post("/datasets", dependencies=WRITE, status_code=201)
@@ -179,9 +190,19 @@ def update_dataset(name: str, body: UpdateDataset, request: Request) -> Response
 
 
 @router.get("/datasets/{name}/versions", dependencies=READ)
-def list_versions(name: str, request: Request) -> Response:
-    """Every version of the dataset, oldest first."""
-    return json_response({"versions": _svc(request).list_versions(name)})
+def list_versions(
+    name: str,
+    request: Request,
+    max_results: int = 1000,
+    page_token: str | None = None,
+    newest_first: bool = False,
+) -> Response:
+    """The dataset's versions a page at a time, oldest first (or ``newest_first``);
+    ``next_page_token`` (when more remain) is the ``page_token`` of the next page."""
+    page = _svc(request).list_versions(
+        name, max_results=max_results, page_token=page_token, newest_first=newest_first
+    )
+    return json_response({"versions": page.items, "next_page_token": page.next_page_token})
 
 
 @router.get("/datasets/{name}/stream-position", dependencies=READ)
@@ -461,18 +482,8 @@ async def diff(request: Request, a: str = Query(...), b: str = Query(...)) -> Re
 async def transform(body: TransformBody, request: Request) -> Response:
     """Run a SQL transform server-side (Python transforms run in the client and upload)."""
     svc = _svc(request)
-    result = await run_blocking(
-        svc.transform,
-        body.inputs,
-        output=body.output,
-        sql=body.sql,
-        run_id=body.run_id,
-        description=body.description,
-        allow_breaking=body.allow_breaking,
-        suite=rest_suite(body.suite),
-        on_fail=body.on_fail,
-        git_commit=body.git_commit,
-    )
+    fields = body.model_dump(exclude={"suite"}) | {"suite": rest_suite(body.suite)}
+    result = await run_blocking(svc.transform_with, TransformOptions.model_validate(fields))
     return json_response(result, 201)
 
 

@@ -13,11 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from strata.core.errors import InvalidInput, NotFound
+from strata.core.page import Page, decode_page_token, encode_page_token
 from strata.data.models import (
     LATEST,
+    MAX_PAGE,
     ColumnAnnotation,
     ColumnSchema,
     Dataset,
+    DatasetQuery,
     DatasetVersion,
     SchemaChanges,
     TypeChange,
@@ -274,18 +277,13 @@ def to_datasets(session: Session, rows: Sequence[DatasetRow]) -> list[Dataset]:
     ]
 
 
-def search(
-    session: Session,
-    *,
-    query: str | None,
-    project: str | None,
-    tag: str | None,
-    column: str | None,
-    pii: bool | None,
-    include_quarantine: bool,
-) -> list[Dataset]:
+def search(session: Session, options: DatasetQuery) -> Page[Dataset]:
+    """The page of datasets ``options`` selects, by name (offset paging)."""
+    query, project, tag = options.query, options.project, options.tag
+    column, pii = options.column, options.pii
+    offset = decode_page_token(options.page_token, "offset")
     stmt = sa.select(DatasetRow)
-    if not include_quarantine:
+    if not options.include_quarantine:
         stmt = stmt.where(DatasetRow.kind == VersionKind.DATA.value)
     if query:
         like = f"%{query.lower()}%"
@@ -311,8 +309,36 @@ def search(
     if pii is not None:
         has = sa.exists().where(latest_cols, ColumnRow.pii.is_(True))
         stmt = stmt.where(has if pii else ~has)
-    rows = session.scalars(stmt.order_by(DatasetRow.name)).all()
-    return to_datasets(session, rows)
+    size = options.max_results
+    rows = session.scalars(stmt.order_by(DatasetRow.name).offset(offset).limit(size + 1)).all()
+    token = encode_page_token("offset", offset + size) if len(rows) > size else None
+    return Page[Dataset](items=to_datasets(session, rows[:size]), next_page_token=token)
+
+
+def versions_page(
+    session: Session, ds: DatasetRow, max_results: int, page_token: str | None, newest_first: bool
+) -> Page[DatasetVersion]:
+    """One page of ``ds``'s versions by sequence (keyset paging on ``seq``)."""
+    if not 1 <= max_results <= MAX_PAGE:
+        raise InvalidInput(
+            f"max_results must be between 1 and {MAX_PAGE}, got {max_results}",
+            details={"field": "max_results"},
+        )
+    stmt = sa.select(VersionRow).where(VersionRow.dataset_id == ds.id)
+    if newest_first:
+        if page_token:
+            stmt = stmt.where(VersionRow.seq < decode_page_token(page_token, "before_seq"))
+        stmt = stmt.order_by(VersionRow.seq.desc())
+    else:
+        stmt = stmt.where(VersionRow.seq > decode_page_token(page_token, "after_seq"))
+        stmt = stmt.order_by(VersionRow.seq)
+    rows = session.scalars(stmt.limit(max_results + 1)).all()
+    token = None
+    if len(rows) > max_results:
+        rows = rows[:max_results]
+        key = "before_seq" if newest_first else "after_seq"
+        token = encode_page_token(key, rows[-1].seq)
+    return Page[DatasetVersion](items=to_versions(session, ds, rows), next_page_token=token)
 
 
 def annotations_of(

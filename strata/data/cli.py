@@ -9,16 +9,22 @@ input (printed as ``Error: ...`` by the ``strata`` entry point).
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from strata.core.console import console, count, err_console, print_json, print_table
+from strata.data import cli_quality
+from strata.data.cli_common import (
+    JsonOpt,
+    MaxResultsOpt,
+    PageTokenOpt,
+)
+from strata.data.cli_common import data_service as _data
+from strata.data.cli_common import report_table as _report_table
+from strata.data.cli_common import size_text as _size
 
 if TYPE_CHECKING:  # imported when a command runs, so `strata --help` starts fast
     from rich.tree import Tree
@@ -30,31 +36,6 @@ data_app = typer.Typer(
     help="Datasets: ingest, versions, validation, profiles, lineage, quarantine.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-def _working(message: str) -> Any:
-    """A spinner on stderr while a long computation runs (stdout stays clean for --json)."""
-    return err_console.status(message, spinner="dots")
-
-
-@contextmanager
-def _data() -> Iterator[DataService]:
-    """The data service of ``strata.Client()``: remote when ``STRATA_URI`` is set."""
-    from strata.client import Client
-
-    with Client() as client:
-        yield client.data
-
-
-def _size(n: float) -> str:
-    """Bytes in binary units (1 MiB = 1,048,576 bytes), as the numbers are computed."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 @data_app.command("ingest")
@@ -244,28 +225,6 @@ def _show_result(r: IngestResult) -> None:
         _report_table(r.validation)
 
 
-def _report_table(report: dict[str, Any]) -> None:
-    rows = []
-    for res in report.get("results", []):
-        observed = res.get("observed_value")
-        rows.append(
-            {
-                "expectation": res.get("expectation_type"),
-                "column": res.get("kwargs", {}).get("column", ""),
-                "success": "yes" if res.get("success") else "NO",
-                "observed": observed if not isinstance(observed, float) else f"{observed:.4g}",
-                "unexpected": res.get("unexpected_count"),
-                "unexpected %": res.get("unexpected_percent"),
-                "error": res.get("error") or "",
-            }
-        )
-    print_table(
-        rows,
-        ["expectation", "column", "success", "observed", "unexpected", "unexpected %", "error"],
-        title=f"Suite {report.get('suite_name')}",
-    )
-
-
 @data_app.command("list")
 def list_cmd(
     query: Annotated[
@@ -278,15 +237,24 @@ def list_cmd(
     column: Annotated[str | None, typer.Option("--column", help="Has this column.")] = None,
     pii: Annotated[bool | None, typer.Option("--pii/--no-pii", help="Has (no) PII column.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include quarantine datasets.")] = False,
+    max_results: MaxResultsOpt = 1000,
+    page_token: PageTokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The catalog of datasets."""
+    """The catalog of datasets, by name, a page at a time."""
     with _data() as svc:
         found = svc.list_datasets(
-            query=query, project=project, tag=tag, column=column, pii=pii, include_quarantine=all_
+            query=query,
+            project=project,
+            tag=tag,
+            column=column,
+            pii=pii,
+            include_quarantine=all_,
+            max_results=max_results,
+            page_token=page_token,
         )
     if json_out:
-        print_json({"datasets": found})
+        print_json({"datasets": found.items, "next_page_token": found.next_page_token})
         return
     print_table(
         [
@@ -296,6 +264,13 @@ def list_cmd(
         ["name", "project", "latest_version", "version_count", "owner", "tags", "description"],
         title="Datasets",
     )
+    _more(found.next_page_token)
+
+
+def _more(token: str | None) -> None:
+    """Where the next page starts, when there is one."""
+    if token:
+        console.print(f"More: add --page-token {token}", highlight=False)
 
 
 @data_app.command("show")
@@ -342,13 +317,21 @@ def show(
 
 @data_app.command("versions")
 def versions(
-    name: Annotated[str, typer.Argument(help="Dataset name.")], json_out: JsonOpt = False
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    max_results: MaxResultsOpt = 1000,
+    page_token: PageTokenOpt = None,
+    newest_first: Annotated[
+        bool, typer.Option("--newest-first", help="Newest version first.")
+    ] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Every version of NAME, oldest first."""
+    """The versions of NAME, oldest first, a page at a time."""
     with _data() as svc:
-        found = svc.list_versions(name)
+        found = svc.list_versions(
+            name, max_results=max_results, page_token=page_token, newest_first=newest_first
+        )
     if json_out:
-        print_json({"versions": found})
+        print_json({"versions": found.items, "next_page_token": found.next_page_token})
         return
     print_table(
         [
@@ -363,117 +346,13 @@ def versions(
         ["id", "created_at", "rows", "quarantined_rows", "parents", "tags", "changes"],
         title=f"Versions of {name}",
     )
+    _more(found.next_page_token)
 
 
-@data_app.command("diff")
-def diff(
-    a: Annotated[str, typer.Argument(help="The older version: NAME@VERSION.")],
-    b: Annotated[str, typer.Argument(help="The newer version: NAME[@VERSION].")],
-    json_out: JsonOpt = False,
-) -> None:
-    """What changed from version A to version B: schema, rows, column statistics."""
-    with _data() as svc, _working(f"Comparing {a} and {b}..."):
-        d = svc.diff(a, b)
-    if json_out:
-        print_json(d.model_dump(mode="json") | {"rows_delta": d.rows_delta})
-        return
-    console.print(
-        f"{d.a} → {d.b}: rows {d.rows_a:,} → {d.rows_b:,} ({d.rows_delta:+,}); "
-        f"schema: {d.schema_changes.summary()}"
-        f"{'; identical content' if d.same_content else ''}",
-        highlight=False,
-    )
-    cols = [c for c in d.columns.get("columns", []) if isinstance(c, dict)]
-    print_table(
-        cols,
-        [
-            "name",
-            "status",
-            "type_a",
-            "type_b",
-            "null_fraction_a",
-            "null_fraction_b",
-            "mean_a",
-            "mean_b",
-            "psi",
-            "js_distance",
-        ],
-        title="Columns",
-    )
-
-
-@data_app.command("validate")
-def validate(
-    ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
-    suite: Annotated[Path, typer.Option("--suite", help="Expectation suite (YAML/JSON).")],
-    json_out: JsonOpt = False,
-) -> None:
-    """Run a suite over a version; exit code 1 when it fails. The report is stored."""
-    with _data() as svc, _working(f"Validating {ref}..."):
-        report = svc.validate(ref, suite)
-    if json_out:
-        print_json(report)
-    else:
-        _report_table(report.model_dump(mode="json"))
-    if not report.success:
-        raise typer.Exit(1)
-
-
-@data_app.command("profile")
-def profile(
-    ref: Annotated[str, typer.Argument(help="NAME@VERSION")], json_out: JsonOpt = False
-) -> None:
-    """Per-column statistics of a version (stored with it; computed on first use)."""
-    with _data() as svc, _working(f"Profiling {ref}..."):
-        prof = svc.profile(ref)
-    from pydantic_core import to_jsonable_python
-
-    data = to_jsonable_python(prof)
-    if json_out:
-        print_json(data)
-        return
-    print_table(
-        [
-            {
-                k: c.get(k)
-                for k in ("name", "type", "count", "nulls", "distinct", "min", "max", "mean", "std")
-            }
-            for c in data.get("columns", [])
-        ],
-        ["name", "type", "count", "nulls", "distinct", "min", "max", "mean", "std"],
-        title=f"Profile of {ref} ({count(data.get('row_count', 0), 'row')})",
-    )
-
-
-def suite_yaml(suite: Any) -> str:
-    """A suite in the YAML form suites are written in (``- expect_x: {kwargs}``)."""
-    import yaml
-
-    doc = {
-        "name": suite.name,
-        "expectations": [{e.type: dict(e.kwargs)} for e in suite.expectations],
-    }
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-
-
-@data_app.command("suggest-suite")
-def suggest_suite(
-    ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write YAML here.")] = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Propose an expectation suite from a version's profile, to edit and use."""
-    with _data() as svc, _working(f"Profiling {ref} to suggest a suite..."):
-        suite = svc.suggest_suite(ref)
-    if json_out:
-        print_json(suite)
-        return
-    text = suite_yaml(suite)
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-        err_console.print(f"Wrote {len(suite.expectations)} expectations to {output}")
-    else:
-        sys.stdout.write(text)
+data_app.command("diff")(cli_quality.diff)
+data_app.command("validate")(cli_quality.validate)
+data_app.command("profile")(cli_quality.profile)
+data_app.command("suggest-suite")(cli_quality.suggest_suite)
 
 
 @data_app.command("lineage")
@@ -519,29 +398,7 @@ def _tree(graph: LineageGraph) -> Tree:
     return root
 
 
-@data_app.command("quarantine")
-def quarantine(
-    ref: Annotated[str, typer.Argument(help="NAME[@VERSION]: the rows set aside by its ingest")],
-    limit: Annotated[int, typer.Option("--limit", help="Rows to show.")] = 20,
-    json_out: JsonOpt = False,
-) -> None:
-    """The quarantined rows of a version's ingest, with line numbers and reasons."""
-    with _data() as svc:
-        q = svc.quarantine(ref)
-        sample: list[dict[str, Any]] = []
-        if q is not None and limit > 0:
-            rel = svc.duckdb(q.ref)
-            sample = [
-                dict(zip(rel.columns, row, strict=True)) for row in rel.limit(limit).fetchall()
-            ]
-    if json_out:
-        print_json({"ref": ref, "quarantine": q, "rows": q.rows if q else 0, "sample": sample})
-        return
-    if q is None:
-        console.print(f"{ref}: nothing was quarantined.")
-        return
-    console.print(f"{q.ref}: {count(q.rows, 'quarantined row')}", highlight=False)
-    print_table(sample, ["_line", "_row", "_reason", "_raw", "_source"], title="Quarantined rows")
+data_app.command("quarantine")(cli_quality.quarantine)
 
 
 @data_app.command("transform")
@@ -569,19 +426,24 @@ def transform(
     json_out: JsonOpt = False,
 ) -> None:
     """Derive a version of OUTPUT from inputs with SQL; parents and code are recorded."""
+    from strata.core.parse import parse_options
+    from strata.data.models import TransformOptions
+
     named: dict[str, str] = {}
     for item in inputs:
         alias, sep, ref = item.partition("=")
         named[alias if sep else item.partition("@")[0]] = ref if sep else item
+    options = parse_options(
+        TransformOptions,
+        inputs=named,
+        output=output,
+        sql=sql,
+        run_id=run_id,
+        description=description,
+        allow_breaking=allow_breaking,
+    )
     with _data() as svc:
-        result = svc.transform(
-            named,
-            output=output,
-            sql=sql,
-            run_id=run_id,
-            description=description,
-            allow_breaking=allow_breaking,
-        )
+        result = svc.transform(named, options)
     if json_out:
         print_json(result)
     else:
@@ -672,4 +534,4 @@ def consume(
     )
 
 
-__all__ = ["data_app", "suite_yaml"]
+__all__ = ["data_app"]

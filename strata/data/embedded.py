@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from strata.backends.context import Backends
 from strata.core.clock import utcnow
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
+from strata.core.page import Page
 from strata.core.parse import parse_enum, parse_options
 from strata.core.staging import make_workdir
 from strata.data import catalog, quality, refusals
@@ -24,16 +25,17 @@ from strata.data.models import (
     ConsumeResult,
     DataFile,
     Dataset,
+    DatasetQuery,
     DatasetVersion,
     Direction,
     IngestMode,
     IngestOptions,
     IngestResult,
     LineageGraph,
-    OnFail,
     StoredReport,
     StreamPosition,
     Transform,
+    TransformOptions,
     VersionDiff,
     VersionKind,
     check_name,
@@ -47,10 +49,9 @@ from strata.data.tables import (
     DatasetTagRow,
     StreamPositionRow,
     TransformRow,
-    VersionRow,
     VersionTagRow,
 )
-from strata.governance import connections, events
+from strata.governance import events
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.dataset as pads
 
+    from strata.backends.artifacts import ArtifactStore
     from strata.data.commit import Committer
     from strata.data.profiles.model import DatasetProfile
     from strata.data.storage import VersionFiles
@@ -85,10 +87,14 @@ class EmbeddedData(DataService):
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
         self.db = backends.db
-        self.store = backends.artifacts
         self.tmp_root = str(backends.settings.home / "tmp")
         #: Rate limit of the audit records of failed ingests and transforms.
         self.refusal_limit = events.refusal_limiter()
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        """The artifact store (fsspec), opened on first use: metadata reads never need it."""
+        return self.backends.artifacts
 
     @cached_property
     def vfiles(self) -> VersionFiles:
@@ -178,35 +184,22 @@ class EmbeddedData(DataService):
             s.flush()
             return catalog.to_datasets(s, [row])[0]
 
-    def list_datasets(
-        self,
-        *,
-        query: str | None = None,
-        project: str | None = None,
-        tag: str | None = None,
-        column: str | None = None,
-        pii: bool | None = None,
-        include_quarantine: bool = False,
-    ) -> list[Dataset]:
+    def list_datasets_with(self, options: DatasetQuery) -> Page[Dataset]:
         with self.db.read() as s:
-            return catalog.search(
-                s,
-                query=query,
-                project=project,
-                tag=tag,
-                column=column,
-                pii=pii,
-                include_quarantine=include_quarantine,
-            )
+            return catalog.search(s, options)
 
     # -- versions ------------------------------------------------------------------------------
-    def list_versions(self, name: str) -> list[DatasetVersion]:
+    def list_versions(
+        self,
+        name: str,
+        *,
+        max_results: int = 1000,
+        page_token: str | None = None,
+        newest_first: bool = False,
+    ) -> Page[DatasetVersion]:
         with self.db.read() as s:
             ds = catalog.dataset_row(s, name)
-            rows = s.scalars(
-                sa.select(VersionRow).where(VersionRow.dataset_id == ds.id).order_by(VersionRow.seq)
-            ).all()
-            return catalog.to_versions(s, ds, rows)
+            return catalog.versions_page(s, ds, max_results, page_token, newest_first)
 
     def get_version(self, ref: str) -> DatasetVersion:
         with self.db.read() as s:
@@ -366,6 +359,8 @@ class EmbeddedData(DataService):
                     "Give either connection= (a registered connection) or sql_url=, not both",
                     details={"field": "connection"},
                 )
+            from strata.governance import connections
+
             sql_url = connections.resolve(self.db, options.connection)
         from strata.data.readers import open_reader
 
@@ -484,55 +479,43 @@ class EmbeddedData(DataService):
 
     # -- lineage -------------------------------------------------------------------------------
     @refusals.transform_audited
-    def transform(
-        self,
-        inputs: Sequence[str] | dict[str, str],
-        *,
-        output: str,
-        fn: Callable[..., Any] | None = None,
-        sql: str | None = None,
-        run_id: str | None = None,
-        description: str = "",
-        allow_breaking: bool = False,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        git_commit: str | None = None,
+    def transform_with(
+        self, options: TransformOptions, *, fn: Callable[..., Any] | None = None
     ) -> IngestResult:
-        """See :meth:`DataService.transform`; ``git_commit`` overrides the detected commit
-        (a remote client sends its own)."""
         from strata.data import lineage
         from strata.data.sqltext import create_view
         from strata.data.storage import sandbox
 
-        named = lineage.named_inputs(inputs, fn, sql)
-        versions = {alias: self.get_version(ref) for alias, ref in named.items()}
+        options.check_code(fn)
+        versions = {alias: self.get_version(ref) for alias, ref in options.named_inputs.items()}
         con = self.vfiles.connect()
         try:
-            if sql is not None:
+            if options.sql is not None:
                 allowed: list[str] = []
                 for alias, v in versions.items():
                     allowed += self.locations(v.ref)
                     create_view(con, alias, self.locations(v.ref))
                 sandbox(con, allowed)  # the SQL is the user's: it may read its inputs only
-                reader, record = lineage.sql_step(con, sql, list(versions), output, git_commit)
+                reader, record = lineage.sql_step(
+                    con, options.sql, list(versions), options.output, options.git_commit
+                )
             else:
                 assert fn is not None
                 frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
                 reader, record = lineage.python_step(
-                    fn, frames, isinstance(inputs, dict), git_commit
+                    fn, frames, isinstance(options.inputs, dict), options.git_commit
                 )
-            check_name(output)
-            options = parse_options(
+            ingest_options = parse_options(
                 IngestOptions,
-                on_fail=parse_enum(OnFail, on_fail, "on_fail"),
-                allow_breaking=allow_breaking,
+                on_fail=options.on_fail,
+                allow_breaking=options.allow_breaking,
                 parents=[v.ref for v in versions.values()],
-                run_id=run_id,
-                description=description,
+                run_id=options.run_id,
+                description=options.description,
                 transform=record,
             )
-            suite_obj = _load_suite(suite) if suite is not None else None
-            return self.committer.ingest(reader, output, options, suite=suite_obj)
+            suite = _load_suite(options.suite) if options.suite is not None else None
+            return self.committer.ingest(reader, options.output, ingest_options, suite=suite)
         finally:
             con.close()
 

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from strata.core.arrow import ArrowData, as_arrow_data
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput, Unavailable
 
@@ -196,9 +197,6 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 # -- in-memory sources ------------------------------------------------------------------------
 def _table_reader(table: pa.Table, kind: str) -> Reader:
-    if table.num_columns == 0:
-        raise InvalidInput(f"The {kind} has no columns: nothing to ingest")
-
     def batches(_: BadRowSink, r: Reader) -> Iterator[pa.RecordBatch]:
         for b in table.to_batches(max_chunksize=BATCH_ROWS):
             r.bytes_read += b.nbytes
@@ -216,38 +214,29 @@ def empty_batch(table: pa.Table) -> pa.RecordBatch:
 
 
 def memory_reader(obj: Any) -> Reader | None:
-    """A reader for in-memory data, or None if ``obj`` is not a known in-memory type."""
-    import pandas as pd
+    """A reader for in-memory data, or None if ``obj`` is not a known in-memory type (see
+    :func:`strata.core.arrow.as_arrow_data`)."""
+    data = as_arrow_data(obj)
+    return None if data is None else arrow_reader(data)
 
-    if isinstance(obj, pd.DataFrame):
-        try:
-            table = pa.Table.from_pandas(obj, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InvalidInput(
-                f"The DataFrame does not convert to Arrow: {exc} (give the column one type)"
-            ) from None
-        return _table_reader(table, "pandas DataFrame")
-    if isinstance(obj, pa.Table):
-        return _table_reader(obj, "Arrow table")
-    if isinstance(obj, pa.RecordBatch):
-        return _table_reader(pa.Table.from_batches([obj]), "Arrow record batch")
-    if isinstance(obj, pa.RecordBatchReader) or hasattr(obj, "__arrow_c_stream__"):
-        stream = obj if isinstance(obj, pa.RecordBatchReader) else None
-        if stream is None:
-            stream = pa.RecordBatchReader.from_stream(obj)
-        kind = "Arrow stream" if isinstance(obj, pa.RecordBatchReader) else type(obj).__name__
 
-        def batches(_: BadRowSink, r: Reader) -> Iterator[pa.RecordBatch]:
-            seen = False
-            for b in stream:
-                seen = True
-                r.bytes_read += b.nbytes
-                yield b
-            if not seen:
-                yield empty_batch(stream.schema.empty_table())
+def arrow_reader(data: ArrowData) -> Reader:
+    """A reader over in-memory Arrow data."""
+    if data.table is not None:
+        return _table_reader(data.table, data.kind)
+    stream = data.stream
+    assert stream is not None
 
-        return Reader({"kind": "arrow_stream", "type": kind}, f"the {kind}", batches)
-    return None
+    def batches(_: BadRowSink, r: Reader) -> Iterator[pa.RecordBatch]:
+        seen = False
+        for b in stream:
+            seen = True
+            r.bytes_read += b.nbytes
+            yield b
+        if not seen:
+            yield empty_batch(stream.schema.empty_table())
+
+    return Reader({"kind": "arrow_stream", "type": data.kind}, f"the {data.kind}", batches)
 
 
 # -- SQL --------------------------------------------------------------------------------------

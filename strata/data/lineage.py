@@ -10,11 +10,7 @@ the quarantine version of its set-aside rows).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
-import os
-import subprocess
-import textwrap
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,9 +19,10 @@ import duckdb
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from strata.core.code import git_commit, run_python_transform
 from strata.core.errors import InvalidInput
 from strata.core.parse import parse_enum
-from strata.data.ingest import Reader, memory_reader
+from strata.data.ingest import Reader, arrow_reader, memory_reader
 from strata.data.models import Direction, LineageEdge, LineageGraph, LineageNode
 from strata.data.storage import read_only_sql
 from strata.data.tables import DatasetRow, ParentRow, TransformRow, VersionRow
@@ -38,63 +35,6 @@ MAX_DEPTH = 50
 
 def code_digest(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
-
-
-def function_code(fn: Callable[..., Any]) -> tuple[str, str, str | None]:
-    """(name, source text, file) of ``fn``; the source falls back to a bytecode listing when
-    Python cannot find it (a lambda typed at a prompt), so the digest still changes with it."""
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    try:
-        code = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        raw = getattr(fn, "__code__", None)
-        code = f"# source unavailable; bytecode of {name}\n" + (
-            raw.co_code.hex() + repr(raw.co_consts) if raw is not None else repr(fn)
-        )
-    try:
-        path = inspect.getsourcefile(fn)
-    except TypeError:
-        path = None
-    return str(name), code, path
-
-
-def git_commit(path: str | None = None) -> str | None:
-    """The HEAD commit of the git repository holding ``path`` (a file or directory; default
-    the working directory), or None outside a repository or without git."""
-    where = path or os.getcwd()
-    if os.path.isfile(where):
-        where = os.path.dirname(where)
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=where or ".",
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) >= 40 else None
-
-
-def named_inputs(
-    inputs: Sequence[str] | dict[str, str], fn: Callable[..., Any] | None, sql: str | None
-) -> dict[str, str]:
-    """``{alias: ref}`` for a transform's inputs (alias = dataset name unless given); checks
-    that exactly one of ``fn`` and ``sql`` is set."""
-    if (fn is None) == (sql is None):
-        raise InvalidInput(
-            "transform needs exactly one of fn= (a Python function) and sql= (a DuckDB query)",
-            details={"field": "fn"},
-        )
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    named = dict(inputs) if isinstance(inputs, dict) else {r.partition("@")[0]: r for r in inputs}
-    if not named:
-        raise InvalidInput("transform needs at least one input", details={"field": "inputs"})
-    return named
 
 
 def sql_step(
@@ -131,22 +71,9 @@ def python_step(
 ) -> tuple[Reader, dict[str, Any]]:
     """Call ``fn`` on the input frames (by keyword when ``by_name``) and return a reader of
     its result with the transform record (source, digest, git commit)."""
-    fname, code, path = function_code(fn)
-    out = fn(**frames) if by_name else fn(*frames.values())
-    reader = memory_reader(out)
-    if reader is None:
-        raise InvalidInput(
-            f"Transform function {fname} returned {type(out).__name__}; return a DataFrame, "
-            "an Arrow table or an Arrow stream",
-            details={"field": "fn"},
-        )
+    data, fname, record = run_python_transform(fn, frames, by_name, commit)
+    reader = arrow_reader(data)
     reader.info = {"kind": "transform", "function": fname}
-    record = {
-        "kind": "python",
-        "name": fname,
-        "code": code,
-        "git_commit": commit or git_commit(path),
-    }
     return reader, record
 
 

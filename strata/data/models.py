@@ -136,6 +136,30 @@ class Dataset(BaseModel):
     version_count: int = 0
 
 
+#: The largest page a list of datasets or versions returns.
+MAX_PAGE = 10_000
+
+
+class DatasetQuery(BaseModel):
+    """Which datasets :meth:`~strata.data.service.DataService.list_datasets` returns, and
+    which page: the one spelling of its options (SDK keywords, REST query, CLI flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: A substring of the name or description (case-insensitive).
+    query: str | None = None
+    project: str | None = None
+    #: ``KEY`` or ``KEY=VALUE``.
+    tag: str | None = None
+    #: The latest version has a column of this name.
+    column: str | None = None
+    #: True: the latest version has a PII column; False: it has none.
+    pii: bool | None = None
+    include_quarantine: bool = False
+    max_results: int = Field(default=1000, ge=1, le=MAX_PAGE)
+    page_token: str | None = None
+
+
 class DataFile(BaseModel):
     """One Parquet part of a version; ``uri`` is where the server's artifact store keeps it."""
 
@@ -249,6 +273,68 @@ class IngestOptions(BaseModel):
     @classmethod
     def _suite(cls, value: Any) -> Any:
         return check_suite_spec(value)
+
+
+class TransformOptions(BaseModel):
+    """A transform's options: the one spelling, built where the call enters
+    (``DataService.transform`` keywords, the REST body, the CLI flags) and passed unchanged
+    below. The function of a Python transform is not an option: it travels beside them. See
+    :meth:`strata.data.service.DataService.transform` for what each does.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: References, each input named after its dataset; or ``{alias: ref}`` (a Python
+    #: function then receives its frames by keyword).
+    inputs: list[str] | dict[str, str]
+    output: str
+    #: A DuckDB SELECT over the inputs (as views named by their aliases); None for ``fn=``.
+    sql: str | None = None
+    run_id: str | None = None
+    description: str = ""
+    allow_breaking: bool = False
+    suite: SuiteSpec = None
+    on_fail: OnFail = OnFail.FAIL
+    #: The commit of the code's repository; None: detected where the code is.
+    git_commit: str | None = None
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs(cls, value: Any) -> Any:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, dict | list | tuple) and not value:
+            raise ValueError("a transform needs at least one input")
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                f"invalid dataset name {value!r}: use 1-128 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, value: Any) -> Any:
+        return check_suite_spec(value)
+
+    @property
+    def named_inputs(self) -> dict[str, str]:
+        """``{alias: ref}``; the alias of a listed input is its dataset's name."""
+        if isinstance(self.inputs, dict):
+            return dict(self.inputs)
+        return {r.partition("@")[0]: r for r in self.inputs}
+
+    def check_code(self, fn: Any) -> None:
+        """InvalidInput unless exactly one of ``fn`` (Python) and ``sql`` is given."""
+        if (fn is None) == (self.sql is None):
+            raise InvalidInput(
+                "transform needs exactly one of fn= (a Python function) and sql= (a DuckDB query)",
+                details={"field": "fn"},
+            )
 
 
 class IngestResult(BaseModel):

@@ -13,7 +13,6 @@ Empty strings read as NULL in every column type.
 
 from __future__ import annotations
 
-import glob as globlib
 import io
 import os
 import re
@@ -26,7 +25,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from strata.core.config import redact_uri
-from strata.core.errors import InvalidInput, NotFound, StrataError, Unavailable
+from strata.core.errors import InvalidInput, StrataError
 from strata.data.csvtypes import check_declared, declared_schema, parse_types
 from strata.data.ingest import (
     BATCH_ROWS,
@@ -39,161 +38,20 @@ from strata.data.ingest import (
     normalize_schema,
     sql_reader,
 )
+from strata.data.sources import (
+    FORMATS,
+    compression,
+    detect_format,
+    file_size,
+    fs_error,
+    open_source,
+    resolve_files,
+)
 
-FORMATS = ("csv", "parquet", "jsonl")
-_COMPRESSED = (".gz", ".bz2", ".zst", ".xz", ".lz4")
-_EXT = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".txt": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?")
 
 
-# -- files ------------------------------------------------------------------------------------
-def _is_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
-
-
-def _fs_error(display: str, exc: BaseException) -> StrataError:
-    reason = redact_uri(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return Unavailable(
-        f"Source {display} is unreachable: {type(exc).__name__}: {reason[:300]}",
-        details={"source": display},
-    )
-
-
-def resolve_files(
-    source: str, storage_options: dict[str, Any] | None = None
-) -> tuple[Any, list[str]]:
-    """(fsspec filesystem or None for local, sorted file paths) for a path, dir, glob or URL.
-
-    NotFound names the path when nothing is there; Unavailable when the URL cannot be reached.
-    """
-    display = redact_uri(source)
-    if "://" in source and not source.startswith("file://"):
-        import fsspec
-
-        try:
-            fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
-            if _is_glob(path):
-                found = sorted(str(p) for p in fs.glob(path))
-            elif fs.isdir(path):
-                found = sorted(str(p) for p in fs.find(path) if not _hidden(str(p)))
-            elif fs.exists(path):
-                found = [path]
-            else:
-                found = []
-        except StrataError:
-            raise
-        except (ImportError, ValueError) as exc:
-            raise InvalidInput(f"Source {display} is not a readable URL: {exc}") from None
-        except Exception as exc:
-            raise _fs_error(display, exc) from None
-        if not found:
-            raise NotFound(
-                f"Source {display} does not exist (no file at that URL)",
-                details={"source": display},
-            )
-        protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
-        if protocol in ("http", "https"):
-            return fs, [source] if not _is_glob(path) else found
-        return fs, [f"{protocol}://{p}" if "://" not in p else p for p in found]
-    path = os.path.abspath(os.path.expanduser(source.removeprefix("file://")))
-    if _is_glob(path):
-        found = sorted(p for p in globlib.glob(path, recursive=True) if os.path.isfile(p))
-        if not found:
-            raise NotFound(f"No file matches {source!r}", details={"source": source})
-        return None, found
-    if os.path.isdir(path):
-        found = sorted(
-            os.path.join(d, f) for d, _, files in os.walk(path) for f in files if not _hidden(f)
-        )
-        if not found:
-            raise InvalidInput(f"Source directory {path!r} holds no files: nothing to ingest")
-        return None, found
-    if not os.path.exists(path):
-        raise NotFound(f"Source file {path!r} does not exist", details={"source": path})
-    return None, [path]
-
-
-def _hidden(path: str) -> bool:
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name.startswith((".", "_"))
-
-
-def detect_format(path: str) -> str:
-    base = path.lower().split("?", 1)[0]
-    for suffix in _COMPRESSED:
-        base = base.removesuffix(suffix)
-    ext = os.path.splitext(base)[1]
-    if ext in _EXT:
-        return _EXT[ext]
-    raise InvalidInput(
-        f"Cannot tell the format of {redact_uri(path)!r} from its extension {ext or '(none)'}; "
-        f"pass format= one of {', '.join(FORMATS)}",
-        details={"field": "format"},
-    )
-
-
-def _compression(path: str) -> str | None:
-    for suffix, name in (
-        (".gz", "gzip"),
-        (".bz2", "bz2"),
-        (".zst", "zstd"),
-        (".xz", "xz"),
-        (".lz4", "lz4"),
-    ):
-        if path.lower().endswith(suffix):
-            return name
-    return None
-
-
-def _open(fs: Any, path: str, display: str) -> Any:
-    """A binary file object for ``path`` (decompressing by extension)."""
-    try:
-        if fs is None:
-            if os.path.getsize(path) == 0:
-                raise InvalidInput(
-                    f"Source file {path!r} is empty: nothing to ingest", details={"source": path}
-                )
-            comp = _compression(path)
-            if comp in ("gzip", "bz2", "zstd", "lz4"):
-                return pa.input_stream(path, compression=comp)
-            if comp is not None:
-                import lzma
-
-                return lzma.open(path, "rb")
-            return pa.OSFile(path, "rb")
-        import fsspec
-
-        of = fsspec.core.OpenFile(
-            fs,
-            path.split("://", 1)[-1] if "://" in path and not path.startswith("http") else path,
-            mode="rb",
-            compression=_compression(path),
-        )
-        return of.open()
-    except StrataError:
-        raise
-    except FileNotFoundError:
-        raise NotFound(f"Source file {display!r} does not exist", details={"source": display})
-    except Exception as exc:
-        raise _fs_error(display, exc) from None
-
-
-def _size(fs: Any, path: str) -> int | None:
-    try:
-        return int(os.path.getsize(path) if fs is None else fs.size(path))
-    except Exception:
-        return None
-
-
+# -- readers ----------------------------------------------------------------------------------
 def file_reader(
     source: str,
     *,
@@ -215,7 +73,7 @@ def file_reader(
             f"Unknown format {format!r}; expected one of {', '.join(FORMATS)}",
             details={"field": "format"},
         )
-    sizes = [_size(fs, p) for p in paths]
+    sizes = [file_size(fs, p) for p in paths]
     total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
     display = label or redact_uri(source)
     info: dict[str, Any] = {"kind": "file", "uri": display, "format": fmt}
@@ -245,11 +103,11 @@ def file_reader(
                 raise
             except (OSError, EOFError, ValueError) as exc:
                 if fs is not None and type(exc) is OSError:
-                    raise _fs_error(shown, exc) from None
+                    raise fs_error(shown, exc) from None
                 # A corrupt or truncated file (bad gzip stream, broken Parquet footer): the
                 # caller's data, so a 400 naming the file, never a 500.
                 reason = redact_uri(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-                packed = _compression(path)
+                packed = compression(path)
                 raise InvalidInput(
                     f"Source {shown!r} cannot be read as {fmt}"
                     f"{f' ({packed})' if packed else ''}: {type(exc).__name__}: {reason[:300]}",
@@ -275,7 +133,7 @@ def _advance(r: Reader, f: Any) -> None:
 
 
 def _parquet_batches(fs: Any, path: str, shown: str, r: Reader) -> Iterator[pa.RecordBatch]:
-    f = _open(fs, path, shown)
+    f = open_source(fs, path, shown)
     with f:
         try:
             pf = pq.ParquetFile(f)
@@ -348,7 +206,7 @@ def _csv_batches(
     convert = pacsv.ConvertOptions(column_types=fixed, strings_can_be_null=True)
     emitted = 0
     schema: pa.Schema | None = None
-    f = _open(fs, path, shown)
+    f = open_source(fs, path, shown)
     try:
         try:
             reader = pacsv.open_csv(
@@ -374,7 +232,7 @@ def _csv_batches(
                 # A declared type failed inside the first block: take the schema from that
                 # block read with those columns as text, then go line-exact from the top.
                 schema = declared_schema(
-                    lambda: _open(fs, path, shown), BLOCK_BYTES, parse, convert, types
+                    lambda: open_source(fs, path, shown), BLOCK_BYTES, parse, convert, types
                 )
                 if schema is not None:
                     check_declared(schema, types, shown)
@@ -478,7 +336,7 @@ def _csv_exact(
             bad.add(row)
         yield from table.to_batches(max_chunksize=BATCH_ROWS)
 
-    f = _open(fs, path, shown)
+    f = open_source(fs, path, shown)
     with f:
         for first, lines in _line_blocks(f, skip):
             _advance(r, f)
@@ -572,7 +430,7 @@ def _jsonl_batches(
                 hi = mid - 1
         return read(good[:lo], None).schema, 0
 
-    f = _open(fs, path, shown)
+    f = open_source(fs, path, shown)
     seen = False
     with f:
         for first, lines in _line_blocks(f, 0):

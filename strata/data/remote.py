@@ -24,44 +24,46 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from strata.core.arrow import ArrowData, as_arrow_data
+from strata.core.code import git_commit, run_python_transform
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput
+from strata.core.page import Page
 from strata.core.parse import parse_options
+from strata.core.paths import local_files
 from strata.core.staging import make_workdir
 from strata.core.transport import HttpTransport
-from strata.data import lineage
-from strata.data.ingest import BadRowSink, Reader, memory_reader
 from strata.data.models import (
     ColumnAnnotation,
     ConsumeOptions,
     ConsumeResult,
     DataFile,
     Dataset,
+    DatasetQuery,
     DatasetVersion,
     Direction,
     IngestMode,
     IngestOptions,
     IngestResult,
     LineageGraph,
-    OnFail,
     StoredReport,
     StreamPosition,
     Transform,
+    TransformOptions,
     VersionDiff,
     parse_ref,
     with_as_of,
 )
-from strata.data.readers import resolve_files
 from strata.data.service import DataService, OnBatch, Progress, part_of
-from strata.data.sqltext import parquet_scan
 
 if TYPE_CHECKING:
     import threading
 
     import duckdb
 
+    from strata.data.expectations.report import ValidationReport
+    from strata.data.expectations.suite import Suite
     from strata.data.profiles.model import DatasetProfile
-    from strata.data.validation import Suite, ValidationReport
 
 P = "/api/v1/data"
 UPLOAD_CHUNK = 1024 * 1024
@@ -92,8 +94,8 @@ def _q(segment: str) -> str:
 
 def _suite_json(suite: Suite | str | Path | dict[str, Any]) -> dict[str, Any]:
     """Parse the suite here (errors with line numbers come from this side), send it as JSON."""
-    from strata.data.validation import Suite as SuiteModel
-    from strata.data.validation import load_suite
+    from strata.data.expectations.suite import Suite as SuiteModel
+    from strata.data.expectations.suite import load_suite
 
     parsed = suite if isinstance(suite, SuiteModel) else load_suite(suite)
     return parsed.model_dump(mode="json")
@@ -149,31 +151,38 @@ class RemoteData(DataService):
         out = self.http.request("PATCH", f"{P}/datasets/{_q(name)}", json=body)
         return Dataset.model_validate(out)
 
-    def list_datasets(
-        self,
-        *,
-        query: str | None = None,
-        project: str | None = None,
-        tag: str | None = None,
-        column: str | None = None,
-        pii: bool | None = None,
-        include_quarantine: bool = False,
-    ) -> list[Dataset]:
+    def list_datasets_with(self, options: DatasetQuery) -> Page[Dataset]:
         params = {
-            "q": query,
-            "project": project,
-            "tag": tag,
-            "column": column,
-            "pii": None if pii is None else str(pii).lower(),
-            "include_quarantine": str(include_quarantine).lower(),
+            "q": options.query,
+            "project": options.project,
+            "tag": options.tag,
+            "column": options.column,
+            "pii": None if options.pii is None else str(options.pii).lower(),
+            "include_quarantine": str(options.include_quarantine).lower(),
+            "max_results": options.max_results,
+            "page_token": options.page_token,
         }
         out = self.http.request("GET", f"{P}/datasets", params=params)
-        return [Dataset.model_validate(d) for d in out["datasets"]]
+        items = [Dataset.model_validate(d) for d in out["datasets"]]
+        return Page[Dataset](items=items, next_page_token=out.get("next_page_token"))
 
     # -- versions ------------------------------------------------------------------------------
-    def list_versions(self, name: str) -> list[DatasetVersion]:
-        out = self.http.request("GET", f"{P}/datasets/{_q(name)}/versions")
-        return [DatasetVersion.model_validate(v) for v in out["versions"]]
+    def list_versions(
+        self,
+        name: str,
+        *,
+        max_results: int = 1000,
+        page_token: str | None = None,
+        newest_first: bool = False,
+    ) -> Page[DatasetVersion]:
+        params = {
+            "max_results": max_results,
+            "page_token": page_token,
+            "newest_first": str(newest_first).lower(),
+        }
+        out = self.http.request("GET", f"{P}/datasets/{_q(name)}/versions", params=params)
+        items = [DatasetVersion.model_validate(v) for v in out["versions"]]
+        return Page[DatasetVersion](items=items, next_page_token=out.get("next_page_token"))
 
     def get_version(self, ref: str) -> DatasetVersion:
         parse_ref(ref)
@@ -220,7 +229,7 @@ class RemoteData(DataService):
             out = self.http.request("POST", f"{P}/datasets/{_q(name)}/ingest", json=body)
             return IngestResult.model_validate(out)
         if isinstance(source, str):
-            _, paths = resolve_files(source)
+            paths = local_files(source)
             if len(paths) != 1:
                 raise InvalidInput(
                     f"{source!r} names {len(paths)} files; a remote ingest uploads one file: "
@@ -232,11 +241,17 @@ class RemoteData(DataService):
         return self._upload_memory(source, name, options, progress)
 
     def _upload_memory(
-        self, source: Any, name: str, options: IngestOptions, progress: Progress | None
+        self,
+        source: Any,
+        name: str,
+        options: IngestOptions,
+        progress: Progress | None,
+        info: dict[str, Any] | None = None,
     ) -> IngestResult:
-        """Write in-memory data (or a Reader of it) to a temp Parquet file and upload it."""
-        reader = source if isinstance(source, Reader) else memory_reader(source)
-        if reader is None:
+        """Write in-memory data to a temp Parquet file and upload it (the server reads it
+        like any upload, so its checks and the version id are an embedded ingest's)."""
+        data = source if isinstance(source, ArrowData) else as_arrow_data(source)
+        if data is None:
             raise InvalidInput(
                 f"Cannot ingest a {type(source).__name__}: pass a DataFrame, an Arrow table or "
                 "stream, a path or URL, or a SQL query with sql_url=",
@@ -245,22 +260,17 @@ class RemoteData(DataService):
         workdir = make_workdir(self.tmp_root, "upload-")
         try:
             path = os.path.join(workdir, "data.parquet")
-            writer: pq.ParquetWriter | None = None
-            sink = BadRowSink(os.path.join(workdir, "bad.parquet"))
-            for batch in reader.batches(sink):
-                if writer is None:
-                    assert reader.schema is not None
-                    writer = pq.ParquetWriter(path, reader.schema)
-                writer.write_batch(batch)
-            if writer is None:
-                raise InvalidInput(f"{reader.display} holds no rows: nothing to ingest")
-            writer.close()
-            sink.close()
+            if data.table is not None:
+                pq.write_table(data.table, path)
+                info = info or {"kind": data.kind}
+            else:
+                assert data.stream is not None
+                with pq.ParquetWriter(path, data.stream.schema) as writer:
+                    for batch in data.stream:
+                        writer.write_batch(batch)
+                info = info or {"kind": "arrow_stream", "type": data.kind}
             options = options.model_copy(
-                update={
-                    "format": "parquet",
-                    "source_info": reader.info | (options.source_info or {}),
-                }
+                update={"format": "parquet", "source_info": info | (options.source_info or {})}
             )
             return self._upload(path, "data.parquet", name, options, progress)
         finally:
@@ -399,20 +409,19 @@ class RemoteData(DataService):
     ) -> duckdb.DuckDBPyRelation:
         import duckdb as _duckdb
 
-        from strata.data.sqltext import create_view
-
         paths = self.download(with_as_of(ref, as_of))
         con = con if con is not None else _duckdb.connect(":memory:")
+        rel = con.read_parquet(paths)
         if view:
-            create_view(con, view, paths)
+            rel.create_view(view, replace=True)
             return con.view(view)
-        return con.sql(f"SELECT * FROM {parquet_scan(paths)}")
+        return rel
 
     # -- quality -------------------------------------------------------------------------------
     def validate(
         self, ref: str, suite: Suite | str | Path | dict[str, Any], *, sample_size: int = 20
     ) -> ValidationReport:
-        from strata.data.validation import ValidationReport
+        from strata.data.expectations.report import ValidationReport
 
         body = {"suite": _suite_json(suite), "sample_size": sample_size}
         out = self.http.request("POST", f"{P}/versions/{_q(ref)}/validate", json=body)
@@ -423,13 +432,13 @@ class RemoteData(DataService):
         return [StoredReport.model_validate(r) for r in out["reports"]]
 
     def profile(self, ref: str) -> DatasetProfile:
-        from strata.data.profiling import DatasetProfile
+        from strata.data.profiles.model import DatasetProfile
 
         out = self.http.request("GET", f"{P}/versions/{_q(ref)}/profile")
         return DatasetProfile.model_validate(out)
 
     def suggest_suite(self, ref: str) -> Suite:
-        from strata.data.validation import Suite
+        from strata.data.expectations.suite import Suite
 
         out = self.http.request("GET", f"{P}/versions/{_q(ref)}/suggest-suite")
         return Suite.model_validate(out)
@@ -444,53 +453,42 @@ class RemoteData(DataService):
         return None if q is None else DatasetVersion.model_validate(q)
 
     # -- lineage -------------------------------------------------------------------------------
-    def transform(
-        self,
-        inputs: Sequence[str] | dict[str, str],
-        *,
-        output: str,
-        fn: Callable[..., Any] | None = None,
-        sql: str | None = None,
-        run_id: str | None = None,
-        description: str = "",
-        allow_breaking: bool = False,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        git_commit: str | None = None,
+    def transform_with(
+        self, options: TransformOptions, *, fn: Callable[..., Any] | None = None
     ) -> IngestResult:
-        named = lineage.named_inputs(inputs, fn, sql)
-        if sql is not None:
-            body = {
-                "inputs": named,
-                "output": output,
-                "sql": sql,
-                "run_id": run_id,
-                "description": description,
-                "allow_breaking": allow_breaking,
-                "suite": _suite_json(suite) if suite is not None else None,
-                "on_fail": str(on_fail),
-                "git_commit": git_commit if git_commit is not None else lineage.git_commit(),
+        options.check_code(fn)
+        if options.sql is not None:
+            body = options.model_dump(mode="json", exclude={"suite"}) | {
+                "inputs": options.named_inputs,
+                "suite": _suite_json(options.suite) if options.suite is not None else None,
+                "git_commit": options.git_commit or git_commit(),
             }
             out = self.http.request("POST", f"{P}/transforms", json=body)
             return IngestResult.model_validate(out)
         assert fn is not None
+        # A Python transform runs here, on downloaded inputs; its output is uploaded with
+        # the transform's record (kept as *claimed* by the server).
+        named = options.named_inputs
         versions = {alias: self.get_version(ref) for alias, ref in named.items()}
         frames = {alias: self.read_pandas(v.ref) for alias, v in versions.items()}
-        reader, record = lineage.python_step(fn, frames, isinstance(inputs, dict), git_commit)
+        data, fname, record = run_python_transform(
+            fn, frames, isinstance(options.inputs, dict), options.git_commit
+        )
         return self._upload_memory(
-            reader,
-            output,
+            data,
+            options.output,
             parse_options(
                 IngestOptions,
                 parents=[v.ref for v in versions.values()],
-                run_id=run_id,
-                description=description,
-                allow_breaking=allow_breaking,
-                suite=suite,
-                on_fail=on_fail,
+                run_id=options.run_id,
+                description=options.description,
+                allow_breaking=options.allow_breaking,
+                suite=options.suite,
+                on_fail=options.on_fail,
                 transform=record,
             ),
             None,
+            info={"kind": "transform", "function": fname},
         )
 
     def get_transform(self, transform_id: str) -> Transform:

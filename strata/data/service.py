@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from strata.core.errors import InvalidInput
+from strata.core.page import Page
 from strata.core.parse import parse_options
 from strata.data.models import (
     ColumnAnnotation,
@@ -30,17 +31,18 @@ from strata.data.models import (
     ConsumeResult,
     DataFile,
     Dataset,
+    DatasetQuery,
     DatasetVersion,
     Direction,
     IngestMode,
     IngestOptions,
     IngestResult,
     LineageGraph,
-    OnFail,
     StoredReport,
     StreamBatch,
     StreamPosition,
     Transform,
+    TransformOptions,
     VersionDiff,
 )
 
@@ -92,25 +94,39 @@ class DataService(ABC):
     ) -> Dataset:
         """Change metadata; ``tags`` are merged (an empty-string value deletes the key)."""
 
-    @abstractmethod
     def list_datasets(
-        self,
-        *,
-        query: str | None = None,
-        project: str | None = None,
-        tag: str | None = None,
-        column: str | None = None,
-        pii: bool | None = None,
-        include_quarantine: bool = False,
-    ) -> list[Dataset]:
-        """The catalog, sorted by name. ``query`` matches a substring of the name or
-        description (case-insensitive); ``tag`` is ``KEY`` or ``KEY=VALUE``; ``column`` and
-        ``pii`` look at the latest version's columns (``pii=True``: has a PII column)."""
+        self, options: DatasetQuery | None = None, **option_fields: Any
+    ) -> Page[Dataset]:
+        """One page of the catalog, sorted by name.
+
+        Options are the fields of :class:`~strata.data.models.DatasetQuery`, as an object,
+        keywords, or both: ``query`` matches a substring of the name or description
+        (case-insensitive); ``tag`` is ``KEY`` or ``KEY=VALUE``; ``column`` and ``pii`` look
+        at the latest version's columns (``pii=True``: has a PII column);
+        ``include_quarantine`` adds the ``__quarantine`` companions. At most ``max_results``
+        (1..10,000, default 1,000) per page; pass ``next_page_token`` back as ``page_token``
+        for the next (:func:`strata.core.page.iterate_pages` walks them all). InvalidInput
+        names a bad option or token."""
+        return self.list_datasets_with(parse_options(DatasetQuery, options, **option_fields))
+
+    @abstractmethod
+    def list_datasets_with(self, options: DatasetQuery) -> Page[Dataset]:
+        """:meth:`list_datasets` with validated options."""
 
     # -- versions ------------------------------------------------------------------------------
     @abstractmethod
-    def list_versions(self, name: str) -> list[DatasetVersion]:
-        """All versions of ``name``, oldest first."""
+    def list_versions(
+        self,
+        name: str,
+        *,
+        max_results: int = 1000,
+        page_token: str | None = None,
+        newest_first: bool = False,
+    ) -> Page[DatasetVersion]:
+        """One page of the versions of ``name``, oldest first (newest first with
+        ``newest_first``), at most ``max_results`` (1..10,000); pass ``next_page_token``
+        back as ``page_token`` (with the same ``newest_first``) for the next. NotFound for
+        an unknown dataset; InvalidInput for a bad size or token."""
 
     @abstractmethod
     def get_version(self, ref: str) -> DatasetVersion: ...
@@ -317,31 +333,41 @@ class DataService(ABC):
         """The quarantine version holding the rows set aside when ``ref`` was ingested."""
 
     # -- lineage -------------------------------------------------------------------------------
-    @abstractmethod
     def transform(
         self,
         inputs: Sequence[str] | dict[str, str],
+        options: TransformOptions | None = None,
         *,
-        output: str,
         fn: Callable[..., Any] | None = None,
-        sql: str | None = None,
-        run_id: str | None = None,
-        description: str = "",
-        allow_breaking: bool = False,
-        suite: Suite | str | Path | dict[str, Any] | None = None,
-        on_fail: OnFail | str = OnFail.FAIL,
-        git_commit: str | None = None,
+        **option_fields: Any,
     ) -> IngestResult:
         """Derive a version of ``output`` from ``inputs`` and record how.
+
+        Options are the fields of :class:`~strata.data.models.TransformOptions` (``output=``,
+        ``sql=``, ``run_id=``, ``description=``, ``allow_breaking=``, ``suite=``,
+        ``on_fail=``, ``git_commit=``), as an ``options`` object, keywords, or both
+        (keywords win); ``output`` is required. An unknown keyword or a bad value raises
+        InvalidInput naming it.
 
         ``sql`` runs in DuckDB where each input is a view named after its dataset (or the
         key when ``inputs`` is a dict ``{alias: ref}``). ``fn`` is called with one pandas
         DataFrame per input (positionally, or by keyword for a dict) and returns a
-        DataFrame, Arrow table or anything Arrow-streamable. The new version's parents are
-        the inputs' versions; the transform records the code (SQL text or the function's
-        source), its sha256 and the git commit of the code's repository (None outside one;
-        ``git_commit`` overrides the detected one, as a remote client sends its own).
+        DataFrame, Arrow table or anything Arrow-streamable; exactly one of the two is
+        given. The new version's parents are the inputs' versions; the transform records
+        the code (SQL text or the function's source), its sha256 and the git commit of the
+        code's repository (None outside one; ``git_commit`` overrides the detected one, as
+        a remote client sends its own).
         """
+        opts = parse_options(TransformOptions, options, **option_fields, inputs=inputs)
+        opts.check_code(fn)
+        return self.transform_with(opts, fn=fn)
+
+    @abstractmethod
+    def transform_with(
+        self, options: TransformOptions, *, fn: Callable[..., Any] | None = None
+    ) -> IngestResult:
+        """:meth:`transform` with validated options (``fn`` given exactly when
+        ``options.sql`` is None)."""
 
     @abstractmethod
     def get_transform(self, transform_id: str) -> Transform: ...

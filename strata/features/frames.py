@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from strata.core.errors import InvalidInput
+from strata.core.arrow import table_of
+from strata.features.models import entity_rows_error
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -12,21 +13,7 @@ if TYPE_CHECKING:
 
 def as_arrow(obj: Any) -> pa.Table:
     """Entity rows as an Arrow table: from pandas, polars, Arrow or a list of dicts."""
-    import pyarrow as pa
-
-    if isinstance(obj, pa.Table):
-        return obj
-    if isinstance(obj, pa.RecordBatch):
-        return pa.Table.from_batches([obj])
-    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
-        return pa.Table.from_pylist(obj)
-    module = type(obj).__module__.split(".")[0]
-    if module == "pandas":
-        return pa.Table.from_pandas(obj, preserve_index=False)
-    if module == "polars":
-        return obj.to_arrow()
-    raise InvalidInput(
-        f"Entity rows must be a pandas or polars DataFrame, an Arrow table, a list of dicts "
-        f"or a dataset reference, not {type(obj).__name__}",
-        details={"field": "entities"},
-    )
+    table = table_of(obj)
+    if table is None:
+        raise entity_rows_error(obj)
+    return table

@@ -64,6 +64,15 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def entity_rows_error(obj: Any) -> InvalidInput:
+    """The error for entity rows of a type that does not convert to a table."""
+    return InvalidInput(
+        f"Entity rows must be a pandas or polars DataFrame, an Arrow table, a list of dicts "
+        f"or a dataset reference, not {type(obj).__name__}",
+        details={"field": "entities"},
+    )
+
+
 def parse_duration(value: Any, field: str = "ttl") -> timedelta | None:
     """``"6h"``, ``"30m"``, ``"1d"``, ``"90s"``, seconds as a number, or a timedelta."""
     if value is None or isinstance(value, timedelta):

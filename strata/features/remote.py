@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from strata.core.arrow import table_of
 from strata.core.transport import HttpTransport
 from strata.features.models import (
     Definitions,
@@ -18,6 +19,7 @@ from strata.features.models import (
     OnlineResponse,
     Plan,
     Registered,
+    entity_rows_error,
 )
 from strata.features.service import DefinitionsLike, EntitySource, FeaturesService
 
@@ -54,9 +56,10 @@ def _jsonable(value: Any) -> Any:
 def _entities(entities: EntitySource) -> str | list[dict[str, Any]]:
     if isinstance(entities, str):
         return entities
-    from strata.features.frames import as_arrow
-
-    rows = as_arrow(entities).to_pylist()
+    table = table_of(entities)
+    if table is None:
+        raise entity_rows_error(entities)
+    rows = table.to_pylist()
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
 
 

@@ -4,6 +4,7 @@ quarantine rows, runs trained on it), the diff of two versions, and lineage as a
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
@@ -20,23 +21,52 @@ from strata.ui.web import PageRoute, render
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 QUARANTINE_ROWS = 50
+#: Datasets and versions per page (the version page offers the newest this many to diff).
+PAGE_SIZE = 100
 LINEAGE_DEPTH = 3
 HIST_W = 220
 HIST_H = 60
 
 
+def _next_link(path: str, token: str | None, **query: str) -> str | None:
+    """The URL of the page after this one (tokens only go forward), or None at the end."""
+    if not token:
+        return None
+    return f"{path}?{urlencode({k: v for k, v in query.items() if v} | {'page': token})}"
+
+
 @router.get("/datasets")
-def datasets(request: Request, q: str = "", who: Viewer = Depends(page_viewer)) -> Response:
-    items = client_of(request).data.list_datasets(query=q or None)
-    return render(request, who, "datasets.html", datasets=items, q=q)
+def datasets(
+    request: Request, q: str = "", page: str = "", who: Viewer = Depends(page_viewer)
+) -> Response:
+    found = client_of(request).data.list_datasets(
+        query=q or None, max_results=PAGE_SIZE, page_token=page or None
+    )
+    following = _next_link("/datasets", found.next_page_token, q=q)
+    return render(
+        request, who, "datasets.html", datasets=found.items, q=q, page=page, following=following
+    )
 
 
 @router.get("/datasets/{name}")
-def dataset(request: Request, name: str, who: Viewer = Depends(page_viewer)) -> Response:
+def dataset(
+    request: Request, name: str, page: str = "", who: Viewer = Depends(page_viewer)
+) -> Response:
     client = client_of(request)
     ds = client.data.get_dataset(name)
-    versions = list(reversed(client.data.list_versions(name)))
-    return render(request, who, "dataset.html", dataset=ds, versions=versions)
+    found = client.data.list_versions(
+        name, max_results=PAGE_SIZE, page_token=page or None, newest_first=True
+    )
+    path = f"/datasets/{quote(name, safe='')}"
+    return render(
+        request,
+        who,
+        "dataset.html",
+        dataset=ds,
+        versions=found.items,
+        page=page,
+        following=_next_link(path, found.next_page_token),
+    )
 
 
 def _bars(hist: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -119,7 +149,11 @@ def version_page(
         quarantine_head=_head(client, quarantine.ref, QUARANTINE_ROWS) if quarantine else None,
         runs=runs,
         producer=producer,
-        others=[v for v in client.data.list_versions(name) if v.id != version.id],
+        others=[
+            v
+            for v in client.data.list_versions(name, max_results=PAGE_SIZE, newest_first=True)
+            if v.id != version.id
+        ],
     )
 
 

@@ -6,7 +6,7 @@ REST API uses — never the tables behind them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -15,8 +15,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from strata.client import Client
 from strata.core.errors import InvalidInput, NotFound
+from strata.core.page import iterate_pages
 from strata.core.principal import Permission
 from strata.core.threads import run_blocking
+from strata.data.models import DatasetVersion
 from strata.tracking.models import Run, ViewType
 from strata.ui import charts
 from strata.ui.deps import client_of, page_viewer
@@ -185,6 +187,10 @@ def runs_table(
     return render(request, who, "runs.html", status=status, **context)
 
 
+def _all_versions(client: Client, name: str) -> Iterator[DatasetVersion]:
+    return iterate_pages(lambda token: client.data.list_versions(name, page_token=token))
+
+
 def _dataset_links(client: Client, run: Run) -> list[dict[str, Any]]:
     """The run's inputs with the dataset version each names, when the data layer has it."""
     out = []
@@ -193,7 +199,7 @@ def _dataset_links(client: Client, run: Run) -> list[dict[str, Any]]:
         if item.name not in versions_by_name:
             try:
                 versions_by_name[item.name] = {
-                    v.digest: v.id for v in client.data.list_versions(item.name)
+                    v.digest: v.id for v in _all_versions(client, item.name)
                 }
             except (NotFound, InvalidInput):
                 versions_by_name[item.name] = {}

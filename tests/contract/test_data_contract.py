@@ -27,8 +27,9 @@ from strata.core.errors import (
     PermissionDenied,
     StrataError,
 )
+from strata.core.page import iterate_pages
 from strata.data.embedded import EmbeddedData
-from strata.data.models import ColumnAnnotation, IngestOptions
+from strata.data.models import ColumnAnnotation, IngestOptions, TransformOptions
 
 FRAME = pd.DataFrame(
     {
@@ -89,6 +90,30 @@ def test_versions_round_trip(client: Client, tmp_path: Path, settings: Settings)
     updated = data.update_dataset("trips", description="All trips", tags={"t": ""})
     assert updated.description == "All trips" and updated.tags == {}
     assert [d.name for d in data.list_datasets(pii=True)] == ["trips"]
+
+
+def test_lists_come_in_pages(client: Client) -> None:
+    data = client.data
+    for name in ("c", "a", "b"):
+        data.ingest(pd.DataFrame({"x": [1]}), name)
+    first = data.list_datasets(max_results=2)
+    assert [d.name for d in first] == ["a", "b"] and first.next_page_token
+    rest = data.list_datasets(max_results=2, page_token=first.next_page_token)
+    assert [d.name for d in rest] == ["c"] and rest.next_page_token is None
+    ids = [data.ingest(pd.DataFrame({"x": [i]}), "a", mode="replace").version for i in range(2, 5)]
+    every = list(iterate_pages(lambda t: data.list_versions("a", max_results=2, page_token=t)))
+    oldest = data.list_versions("a")[0].id
+    assert [v.id for v in every] == [oldest, *ids]
+    newest = data.list_versions("a", max_results=3, newest_first=True)
+    assert [v.id for v in newest] == ids[::-1] and newest.next_page_token
+    older = data.list_versions("a", newest_first=True, page_token=newest.next_page_token)
+    assert [v.id for v in older] == [oldest] and older.next_page_token is None
+    err = _exactly(InvalidInput, data.list_datasets, max_results=0)
+    assert "max_results" in err.message
+    err = _exactly(InvalidInput, data.list_versions, "a", page_token="not-a-token")
+    assert "page_token" in err.message
+    _exactly(InvalidInput, data.list_datasets, bogus=1)
+    _exactly(NotFound, data.list_versions, "nope")
 
 
 def test_push_rows_and_stream_position(client: Client) -> None:
@@ -299,6 +324,29 @@ def test_open_file_streams_a_part_with_its_digest(client: Client) -> None:
     sql = data.transform(["trips"], sql="SELECT id FROM trips", output="ids", git_commit="abc123")
     t = data.get_transform(data.get_version(sql.ref or "").transform_id or "")
     assert t.git_commit == "abc123"
+
+
+def test_transform_options_are_validated_once(client: Client) -> None:
+    """Transform takes a TransformOptions object or the same keywords; bad options are
+    InvalidInput naming the field, on both sides, before anything runs."""
+    data = client.data
+    data.ingest(FRAME, "trips")
+    opts = TransformOptions(inputs=["trips"], output="cheap", sql="SELECT * FROM trips")
+    r = data.transform(["trips"], opts, description="from an options object")
+    assert r.rows == 4 and data.get_version(r.ref or "").description == "from an options object"
+    bad = _exactly(InvalidInput, data.transform, ["trips"], output="x", sql="SELECT 1", bogus=1)
+    assert bad.details["field"] == "bogus" and "valid options are" in bad.message
+    bad = _exactly(InvalidInput, data.transform, ["trips"], output="x", sql="SELECT 1", on_fail="?")
+    assert bad.details["field"] == "on_fail"
+    bad = _exactly(InvalidInput, data.transform, [], output="x", sql="SELECT 1")
+    assert bad.details["field"] == "inputs"
+    bad = _exactly(InvalidInput, data.transform, ["trips"], output="bad name!", sql="SELECT 1")
+    assert bad.details["field"] == "output"
+    with pytest.raises(InvalidInput, match="exactly one of fn=") as both:
+        data.transform(["trips"], output="x", sql="SELECT 1", fn=len)
+    assert type(both.value) is InvalidInput
+    _exactly(InvalidInput, data.transform, ["trips"], sql="SELECT 1")  # output is required
+    assert [d.name for d in data.list_datasets()] == ["cheap", "trips"]
 
 
 def test_consume_options_are_validated_and_remote_refuses(client: Client) -> None:

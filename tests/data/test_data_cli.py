@@ -160,7 +160,7 @@ def test_remote_cli_uploads_the_file(
 
 
 def test_counts_are_pluralised_and_sizes_binary(tmp_path: Path) -> None:
-    from strata.data.cli import _size
+    from strata.data.cli_common import size_text as _size
 
     (tmp_path / "one.csv").write_text("id,x\n1,a\n2\n")
     out = " ".join(run("ingest", str(tmp_path / "one.csv"), "--name", "one").stdout.split())

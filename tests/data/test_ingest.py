@@ -135,7 +135,7 @@ def test_bad_input_errors_name_the_source(lite: EmbeddedData, tmp_path: Path) ->
         lite.ingest(pd.DataFrame({"a": [1]}), "x__quarantine")
     with pytest.raises(InvalidInput, match="Cannot ingest a int"):
         lite.ingest(5, "x")
-    assert lite.list_datasets() == []
+    assert lite.list_datasets().items == []
 
 
 def test_http_url_source(lite: EmbeddedData) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from strata.core.code import function_code, git_commit
 from strata.core.errors import InvalidInput
 from strata.data.embedded import EmbeddedData
-from strata.data.lineage import function_code, git_commit
 
 
 def _double(orders: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:

@@ -45,7 +45,7 @@ def test_gate_modes(data: EmbeddedData) -> None:
         data.ingest(_trips(), "trips", suite=SUITE, on_fail="fail")
     assert info.value.details["validation"]["success"] is False
     assert data.get_dataset("trips").latest_version is None
-    assert data.list_versions("trips") == []
+    assert data.list_versions("trips").items == []
     unpublished = data.ingest(_trips(), "trips", suite=SUITE, raise_on_fail=False)
     assert not unpublished.published and unpublished.version is None
 

@@ -32,12 +32,11 @@ Supported expectations (GE names, GE answers):
   same check under GE's name.
 """
 
-from strata.data.expectations.engine import (
+from strata.data.expectations.engine import describe, validate
+from strata.data.expectations.report import (
     ExpectationResult,
     ValidationReport,
     ValidationStatistics,
-    describe,
-    validate,
 )
 from strata.data.expectations.sql import row_failure_sql, type_family
 from strata.data.expectations.suite import (

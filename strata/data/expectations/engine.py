@@ -13,68 +13,27 @@ the Parquet files, so the data may be larger than memory.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
 
 from strata.core.clock import utcnow
 from strata.core.errors import InvalidInput
 from strata.data.expectations import sql as q
 from strata.data.expectations.plain import plain_error
+from strata.data.expectations.report import (
+    ExpectationResult,
+    ValidationReport,
+    ValidationStatistics,
+)
 from strata.data.expectations.suite import Expectation, Suite, parse_duration
 from strata.data.expectations.values import as_utc, jsonable, start_of_day, within
 from strata.data.sqltext import quote_ident
 from strata.data.storage import read_only_sql
-
-
-class ExpectationResult(BaseModel):
-    """The answer to one expectation, with GE's meaning for every count.
-
-    ``unexpected_percent`` is a percentage (0-100) of the rows the expectation judged: the
-    non-null rows for column-value checks, all rows for the null check, the non-skipped rows
-    for the column pair. For column-value checks ``observed_value`` is the share (0-1) of
-    judged rows that pass, the number ``mostly`` is compared with; for aggregate checks it
-    is the statistic (row count, mean, median, sample stdev, unique proportion, the latest
-    timestamp as ISO text, the column's DuckDB type, the column's position, the number of rows
-    a custom query returned). ``error`` is set (and ``success`` false) when the check could
-    not run, e.g. a bound whose type does not compare with the column.
-    """
-
-    expectation_type: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    meta: dict[str, Any] = Field(default_factory=dict)
-    success: bool
-    observed_value: Any = None
-    element_count: int | None = None
-    missing_count: int | None = None
-    unexpected_count: int | None = None
-    unexpected_percent: float | None = None
-    unexpected_sample: list[dict[str, Any]] = Field(default_factory=list)
-    error: str | None = None
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class ValidationStatistics(BaseModel):
-    evaluated: int
-    successful: int
-    unsuccessful: int
-    success_percent: float | None
-
-
-class ValidationReport(BaseModel):
-    """A suite's results in suite order; JSON-serialisable as is (``model_dump(mode="json")``)."""
-
-    suite_name: str = "suite"
-    success: bool
-    results: list[ExpectationResult]
-    statistics: ValidationStatistics
-    row_count: int
-    duration_s: float
 
 
 @dataclass
@@ -410,13 +369,26 @@ def validate(
         raise InvalidInput(f"sample_size must be >= 0, got {sample_size}")
     schema = describe(con, relation)
     _check_suite(con, suite, relation, schema)
-    names = [c for c, _ in schema]
     types = dict(schema)
     rel = quote_ident(relation)
     agg = _Aggregate(rel)
     count_alias = agg.agg(None, "COUNT(*)")
-    # Text columns under regex/set checks go per distinct value when they repeat enough
-    # (and always when a uniqueness check groups them anyway).
+    grouped = _grouped_columns(con, rel, suite, types)
+    plans = [_plan(exp, agg, rel, grouped, sample_size, schema) for exp in suite.expectations]
+    values, errors = _scan(con, agg, count_alias, plans, relation)
+    n = int(values[count_alias])
+    results = [
+        _result(con, plan, values, n, errors.get(i), rel, types, sample_size)
+        for i, plan in enumerate(plans)
+    ]
+    return _report(suite.name, results, n, time.perf_counter() - started)
+
+
+def _grouped_columns(
+    con: duckdb.DuckDBPyConnection, rel: str, suite: Suite, types: dict[str, str]
+) -> set[str]:
+    """The columns checked per distinct value: those under a uniqueness check, and text
+    columns under regex/set checks whose values repeat enough."""
     unique_cols = {e.kwargs["column"] for e in suite.expectations if e.type == q.UNIQUE}
     text_cols = {
         e.kwargs["column"]
@@ -426,88 +398,117 @@ def validate(
         and e.kwargs["column"] not in unique_cols
     }
     try:
-        grouped = unique_cols | _low_cardinality(con, rel, sorted(text_cols))
+        return unique_cols | _low_cardinality(con, rel, sorted(text_cols))
     except duckdb.Error:
-        grouped = unique_cols
-    plans: list[_Plan] = []
-    for exp in suite.expectations:
-        kind = exp.spec().kind
-        if kind == "map":
-            plans.append(_plan_map(exp, agg, rel, grouped, sample_size))
-        elif kind == "aggregate":
-            plans.append(_plan_aggregate(exp, agg, types))
-        elif kind == "schema":
-            plans.append(_plan_schema(exp, names, types))
-        else:
-            query = str(exp.kwargs.get("query") or exp.kwargs.get("unexpected_rows_query"))
-            plans.append(_Plan(exp, query=query.replace("{relation}", rel).replace("{batch}", rel)))
+        return unique_cols
 
+
+def _plan(
+    exp: Expectation,
+    agg: _Aggregate,
+    rel: str,
+    grouped: set[str],
+    sample_size: int,
+    schema: list[tuple[str, str]],
+) -> _Plan:
+    """How one expectation is answered: its aggregates in ``agg``, or its own query."""
+    kind = exp.spec().kind
+    if kind == "map":
+        return _plan_map(exp, agg, rel, grouped, sample_size)
+    if kind == "aggregate":
+        return _plan_aggregate(exp, agg, dict(schema))
+    if kind == "schema":
+        return _plan_schema(exp, [c for c, _ in schema], dict(schema))
+    query = str(exp.kwargs.get("query") or exp.kwargs.get("unexpected_rows_query"))
+    return _Plan(exp, query=query.replace("{relation}", rel).replace("{batch}", rel))
+
+
+def _scan(
+    con: duckdb.DuckDBPyConnection,
+    agg: _Aggregate,
+    count_alias: str,
+    plans: list[_Plan],
+    relation: str,
+) -> tuple[dict[str, Any], dict[int, str]]:
+    """The aggregate values of every plan in one statement, and the errors of plans whose
+    expressions could not run (each then run on its own to pin the error on it)."""
     errors: dict[int, str] = {}
+    with contextlib.suppress(duckdb.Error):
+        return agg.run(con), errors
     try:
-        values = agg.run(con)
-    except duckdb.Error:
-        # One check broke the shared scan: run each on its own to pin the error on it.
-        try:
-            values = agg.run(con, {count_alias})
-        except duckdb.Error as exc:
-            raise InvalidInput(
-                f"relation {relation!r} cannot be read: {_first_line(exc)}",
-                details={"relation": relation},
-            ) from None
-        for i, plan in enumerate(plans):
-            if not plan.aliases:
-                continue
-            try:
-                values.update(agg.run(con, {count_alias, *plan.aliases}))
-            except duckdb.Error as exc:
-                errors[i] = _first_line(exc)
-    n = int(values[count_alias])
-
-    results: list[ExpectationResult] = []
+        values = agg.run(con, {count_alias})
+    except duckdb.Error as exc:
+        raise InvalidInput(
+            f"relation {relation!r} cannot be read: {_first_line(exc)}",
+            details={"relation": relation},
+        ) from None
     for i, plan in enumerate(plans):
-        exp = plan.exp
-        sample: list[dict[str, Any]] = []
-        error = errors.get(i)
-        outcome = _Outcome(success=False)
-        if error is None:
-            try:
-                if plan.query is not None:
-                    outcome, sample = _run_query_plan(con, plan, sample_size)
-                else:
-                    assert plan.finish is not None
-                    outcome = plan.finish(values, n)
-            except (duckdb.Error, InvalidInput, TypeError, ValueError) as exc:
-                error = _first_line(exc)
-                outcome = _Outcome(success=False)
-        if (
-            error is None
-            and not outcome.success
-            and plan.sample_where is not None
-            and outcome.unexpected
-            and sample_size > 0
-        ):
-            where = _sample_filter(plan, values) or plan.sample_where
-            sample = _rows(con.execute(f"SELECT * FROM {rel} WHERE {where} LIMIT {sample_size}"))
-        if error is not None:
-            error = plain_error(exp.type, dict(exp.kwargs), types, error)
-        results.append(
-            ExpectationResult(
-                expectation_type=exp.type,
-                kwargs=jsonable(exp.kwargs),
-                meta=jsonable(exp.meta),
-                success=outcome.success and error is None,
-                observed_value=jsonable(outcome.observed),
-                element_count=n,
-                missing_count=outcome.missing,
-                unexpected_count=outcome.unexpected,
-                unexpected_percent=outcome.percent,
-                unexpected_sample=sample,
-                error=error,
-            )
-        )
+        if not plan.aliases:
+            continue
+        try:
+            values.update(agg.run(con, {count_alias, *plan.aliases}))
+        except duckdb.Error as exc:
+            errors[i] = _first_line(exc)
+    return values, errors
+
+
+def _result(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    values: dict[str, Any],
+    n: int,
+    error: str | None,
+    rel: str,
+    types: dict[str, str],
+    sample_size: int,
+) -> ExpectationResult:
+    """One expectation's result: its outcome from the scanned values (or its own query),
+    a sample of unexpected rows when it failed, and its error in plain words."""
+    exp = plan.exp
+    sample: list[dict[str, Any]] = []
+    outcome = _Outcome(success=False)
+    if error is None:
+        try:
+            if plan.query is not None:
+                outcome, sample = _run_query_plan(con, plan, sample_size)
+            else:
+                assert plan.finish is not None
+                outcome = plan.finish(values, n)
+        except (duckdb.Error, InvalidInput, TypeError, ValueError) as exc:
+            error = _first_line(exc)
+            outcome = _Outcome(success=False)
+    if (
+        error is None
+        and not outcome.success
+        and plan.sample_where is not None
+        and outcome.unexpected
+        and sample_size > 0
+    ):
+        where = _sample_filter(plan, values) or plan.sample_where
+        sample = _rows(con.execute(f"SELECT * FROM {rel} WHERE {where} LIMIT {sample_size}"))
+    if error is not None:
+        error = plain_error(exp.type, dict(exp.kwargs), types, error)
+    return ExpectationResult(
+        expectation_type=exp.type,
+        kwargs=jsonable(exp.kwargs),
+        meta=jsonable(exp.meta),
+        success=outcome.success and error is None,
+        observed_value=jsonable(outcome.observed),
+        element_count=n,
+        missing_count=outcome.missing,
+        unexpected_count=outcome.unexpected,
+        unexpected_percent=outcome.percent,
+        unexpected_sample=sample,
+        error=error,
+    )
+
+
+def _report(
+    name: str, results: list[ExpectationResult], n: int, seconds: float
+) -> ValidationReport:
     successful = sum(r.success for r in results)
     return ValidationReport(
-        suite_name=suite.name,
+        suite_name=name,
         success=successful == len(results),
         results=results,
         statistics=ValidationStatistics(
@@ -517,5 +518,5 @@ def validate(
             success_percent=successful / len(results) * 100 if results else None,
         ),
         row_count=n,
-        duration_s=time.perf_counter() - started,
+        duration_s=seconds,
     )
