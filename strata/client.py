@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from strata.backends.context import Backends
 from strata.core.config import Settings, load_settings
-from strata.data.models import LineageEdge, LineageGraph, LineageNode
-from strata.data.service import DataService
-from strata.governance.service import EmbeddedGovernance, GovernanceService
-from strata.tracking.service import TrackingService
 
+# The layers' services are imported where a property builds one, so a command pays only for
+# the layers it uses (`strata data list` loads no tracking or governance models).
 if TYPE_CHECKING:
     from strata.core.transport import HttpTransport
+    from strata.data.models import LineageGraph
+    from strata.data.service import DataService
     from strata.features.service import FeaturesService
+    from strata.governance.service import GovernanceService
     from strata.registry.service import RegistryService
+    from strata.tracking.service import TrackingService
 
 
 class Client:
@@ -80,6 +82,8 @@ class Client:
             from strata.governance.remote import RemoteGovernance
 
             return RemoteGovernance(self._http)
+        from strata.governance.service import EmbeddedGovernance
+
         return EmbeddedGovernance(self.backends)
 
     @cached_property
@@ -140,6 +144,8 @@ class Client:
         with an ``input`` edge from the version — data to the models trained on it. Runs
         are found in every experiment, deleted ones included.
         """
+        from strata.data.models import LineageEdge, LineageNode
+
         graph = self.data.lineage(ref, direction=direction, depth=depth)
         versions = [n for n in graph.nodes if n.kind == "version"]
         if graph.direction.value != "down" or not versions:
