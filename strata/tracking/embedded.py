@@ -363,13 +363,19 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
                         (run_id, *keys),
                     ).all()
                 )
-                for k, v in params_.items():
-                    if k in existing and existing[k] != v:
-                        raise Conflict(
-                            f"Param {k!r} of run {run_id} was logged as {existing[k]!r}; it "
-                            f"cannot change to {v!r} (params are immutable)",
-                            details={"key": k, "old_value": existing[k], "new_value": v},
-                        )
+                changed = [
+                    {"key": k, "old_value": existing[k], "new_value": v}
+                    for k, v in params_.items()
+                    if k in existing and existing[k] != v
+                ]
+                if changed:
+                    first = changed[0]
+                    raise Conflict(
+                        f"Param {first['key']!r} of run {run_id} was logged as "
+                        f"{first['old_value']!r}; it cannot change to {first['new_value']!r} "
+                        "(params are immutable)",
+                        details={**first, "run_id": str(run_id), "changed": changed},
+                    )
                 new = [(run_id, k, v) for k, v in params_.items() if k not in existing]
                 if new:
                     conn.exec_driver_sql(db.sql(_INSERT_PARAM), new)

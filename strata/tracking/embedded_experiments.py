@@ -17,7 +17,6 @@ from strata.governance.audit import audited
 from strata.tracking import search
 from strata.tracking.models import (
     ARTIFACT_SCHEME,
-    DEFAULT_EXPERIMENT_ID,
     MAX_EXPERIMENT_NAME_LENGTH,
     MAX_TAG_VALUE_LENGTH,
     Experiment,
@@ -262,12 +261,9 @@ class ExperimentsMixin(ABC):
     def _set_exp_stage(self, experiment_id: str, stage: LifecycleStage) -> None:
         action = "experiment.delete" if stage is LifecycleStage.DELETED else "experiment.restore"
         with audited(self.db, action, "experiment", str(experiment_id)) as sc:
+            # The Default experiment (id 0) may be deleted and restored too, as in MLflow;
+            # runs created in it meanwhile are refused until it is restored.
             row = self._exp_row(sc.session, experiment_id)
-            if row.id == DEFAULT_EXPERIMENT_ID and stage is LifecycleStage.DELETED:
-                raise InvalidInput(
-                    "The Default experiment (id 0) cannot be deleted",
-                    details={"experiment_id": row.id},
-                )
             row.lifecycle_stage = stage.value
             row.last_update_time = now_ms()
             # As in MLflow: an experiment's runs are deleted and restored with it.

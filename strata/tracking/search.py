@@ -422,10 +422,11 @@ def parse_order_by(
 
 
 def apply_run_order(stmt: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select[Any]:
-    """Order runs by ``keys`` (missing values last), then newest first.
+    """Order runs by ``keys`` (missing values last), then as MLflow's server does.
 
-    Ties on start time are broken by id, descending: ids are time-sortable, so runs started
-    in the same millisecond still come newest first.
+    MLflow appends ``start_time DESC`` unless start time is already a key, then ``run_uuid``
+    ascending; the same total order here keeps pages stable when keys tie (every run comes
+    exactly once) and puts tied runs in the order an MLflow server returns them.
     """
     order: list[Any] = []
     alias: Any
@@ -446,7 +447,9 @@ def apply_run_order(stmt: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select
             col = alias.value
         order.append(sa.case((col.is_(None), 1), else_=0))
         order.append(col.asc() if k.ascending else col.desc())
-    order.extend([RunRow.start_time.desc(), RunRow.id.desc()])
+    if not any(k.entity == "attributes" and _RUN_ATTRS[k.key] is RunRow.start_time for k in keys):
+        order.append(RunRow.start_time.desc())
+    order.append(RunRow.id.asc())
     return stmt.order_by(*order)
 
 
@@ -505,9 +508,12 @@ def experiment_order(items: Sequence[str] | None) -> list[Any]:
             )
         col = _EXP_ATTRS[k.key]
         order.append(col.asc() if k.ascending else col.desc())
-    if not order:
-        order.append(ExperimentRow.creation_time.desc())
-    order.append(ExperimentRow.id.desc())  # time-sortable ids: newest first on ties too
+    # MLflow's tie-breaks: by default creation time, newest first, then id ascending; after
+    # an explicit order that leaves the id out, id descending.
+    if not keys:
+        return [ExperimentRow.creation_time.desc(), ExperimentRow.id.asc()]
+    if not any(k.key == "experiment_id" for k in keys):
+        order.append(ExperimentRow.id.desc())
     return order
 
 
@@ -559,8 +565,10 @@ def logged_model_conditions(text: str | None) -> list[ColumnElement[bool]]:
 
 
 def logged_model_order(items: Sequence[tuple[str, bool]]) -> list[Any]:
-    """``[(attribute, ascending), ...]`` as ORDER BY terms, then newest first."""
+    """``[(attribute, ascending), ...]`` as ORDER BY terms, then MLflow's tie-breaks: newest
+    first unless creation time is a key, then model id ascending unless it is one."""
     order: list[Any] = []
+    cols = []
     for field, ascending in items:
         name = field.strip().removeprefix("attributes.")
         col = _MODEL_ATTRS.get(name)
@@ -569,8 +577,13 @@ def logged_model_order(items: Sequence[tuple[str, bool]]) -> list[Any]:
                 f"cannot order logged models by {field!r}: use one of {sorted(_MODEL_ATTRS)}",
                 details={"field": "order_by"},
             )
+        cols.append(col)
         order.append(col.asc() if ascending else col.desc())
-    return [*order, LoggedModelRow.created.desc(), LoggedModelRow.id.desc()]
+    if not any(c is LoggedModelRow.created for c in cols):
+        order.append(LoggedModelRow.created.desc())
+    if not any(c is LoggedModelRow.id for c in cols):
+        order.append(LoggedModelRow.id.asc())
+    return order
 
 
 # -- page tokens -----------------------------------------------------------------------------

@@ -151,8 +151,13 @@ def test_delete_and_restore_experiment_hides_and_restores_its_runs(t: TrackingSe
     t.restore_experiment(exp.experiment_id)
     assert t.get_experiment(exp.experiment_id).lifecycle_stage is LifecycleStage.ACTIVE
     assert [r.run_id for r in t.search_runs(exp.experiment_id)] == [run_id]
-    with pytest.raises(InvalidInput, match="Default"):
-        t.delete_experiment("0")
+    # As in MLflow, the Default experiment can be deleted and restored like any other.
+    t.delete_experiment("0")
+    assert t.get_experiment("0").lifecycle_stage is LifecycleStage.DELETED
+    with pytest.raises(Conflict, match="deleted"):
+        t.create_run("0")
+    t.restore_experiment("0")
+    assert t.get_experiment("0").lifecycle_stage is LifecycleStage.ACTIVE
     with pytest.raises(NotFound, match="ghost"):
         t.delete_experiment("ghost")
     with pytest.raises(NotFound, match="ghost"):

@@ -177,7 +177,7 @@ def test_log_batch_history_and_bulk(server: LiveServer) -> None:
         headers=_auth(server),
         timeout=10,
     )
-    assert raw.status_code == 409 and raw.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert raw.status_code == 400 and raw.json()["error_code"] == "INVALID_PARAMETER_VALUE"
 
     # Bulk history (the UI's endpoints), over two runs.
     other = client.create_run("0").info.run_id

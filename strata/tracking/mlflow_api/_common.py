@@ -77,8 +77,9 @@ def num(value: float) -> float | str:
 def mlflow_status(exc: StrataError) -> tuple[int, str]:
     """(HTTP status, MLflow error code) for a Strata error.
 
-    A param conflict keeps MLflow's code (INVALID_PARAMETER_VALUE, so the client raises what
-    it raises against MLflow) with Strata's 409; RESOURCE_ALREADY_EXISTS is 400 as in MLflow.
+    MLflow's server answers a request that contradicts the current state (a changed param, a
+    run in a deleted experiment) with 400 INVALID_PARAMETER_VALUE, so Strata's 409 Conflict
+    is that here; RESOURCE_ALREADY_EXISTS is 400 as in MLflow.
     """
     if isinstance(exc, NotFound):
         return 404, "RESOURCE_DOES_NOT_EXIST"
@@ -91,7 +92,7 @@ def mlflow_status(exc: StrataError) -> tuple[int, str]:
     if isinstance(exc, Conflict):
         if exc.error_code == "DIGEST_MISMATCH":  # stored bytes no longer match their digest
             return 500, "DATA_LOSS"
-        return 409, "INVALID_PARAMETER_VALUE"
+        return 400, "INVALID_PARAMETER_VALUE"
     if isinstance(exc, PermissionDenied):
         return 403, "PERMISSION_DENIED"
     if isinstance(exc, Unauthenticated):
@@ -101,9 +102,45 @@ def mlflow_status(exc: StrataError) -> tuple[int, str]:
     return 500, "INTERNAL_ERROR"
 
 
+#: MLflow 3's error classification, sent beside ``error_code`` (mlflow.error_classification:
+#: the client-side tables its server uses): code → (sqlstate, error_class).
+_CLASSIFICATION = {
+    "INVALID_PARAMETER_VALUE": ("KAM00", "INVALID_PARAMETER_VALUE"),
+    "RESOURCE_DOES_NOT_EXIST": ("KAM00", "RESOURCE_NOT_FOUND"),
+    "RESOURCE_ALREADY_EXISTS": ("KAM00", "RESOURCE_ALREADY_EXISTS"),
+    "PERMISSION_DENIED": ("KAM00", "PERMISSION_DENIED"),
+    "INTERNAL_ERROR": ("XXM00", "CLIENT_INTERNAL_ERROR"),
+    "TEMPORARILY_UNAVAILABLE": ("XXM00", "CLIENT_INTERNAL_ERROR"),
+}
+
+#: MLflow's own sentences for the errors tools search for (its server's wording, 3.x), by the
+#: identifying detail a Strata error carries. Strata's REST keeps its own messages.
+_NOT_FOUND_WORDS = {
+    "run_id": "Run with id={} not found",
+    "experiment_id": "No Experiment with id={} exists",
+    "experiment_name": "Could not find experiment with name '{}'",
+}
+
+
+def mlflow_message(exc: StrataError, code: str) -> str:
+    """The message as MLflow's server words it, where the error is one it words itself."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    if code == "RESOURCE_DOES_NOT_EXIST" and len(details) == 1:
+        ((field, value),) = details.items()
+        words = _NOT_FOUND_WORDS.get(field)
+        if words is not None:
+            return words.format(value)
+    mlflow_words = details.get("mlflow_message")
+    return mlflow_words if isinstance(mlflow_words, str) else exc.message
+
+
 def error_response(exc: StrataError) -> Response:
     status, code = mlflow_status(exc)
-    return json_response({"error_code": code, "message": exc.message}, status)
+    body = {"error_code": code, "message": mlflow_message(exc, code)}
+    classified = _CLASSIFICATION.get(code)
+    if classified is not None:
+        body["sqlstate"], body["error_class"] = classified
+    return json_response(body, status)
 
 
 def mlflow_errors(fn: Handler) -> Handler:
@@ -187,16 +224,44 @@ async def read_body(request: Request) -> Body:
     return data
 
 
+_API_DOCS = " See the API docs for more information about request parameters."
+
+
 def bad_value(field: str, expected: str, got: object) -> InvalidInput:
-    shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+    """A value of the wrong type, in MLflow's words (``expected`` goes in the details)."""
+    shown = orjson.dumps(got, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
     return InvalidInput(
-        f"Invalid value {shown} for parameter '{field}': expected {expected}",
-        details={"field": field},
+        f"Invalid value {shown} for parameter '{field}' supplied:  Hint: Value was of type "
+        f"'{type(got).__name__}'.{_API_DOCS}",
+        details={"field": field, "expected": expected},
     )
 
 
 def missing(field: str) -> InvalidInput:
-    return InvalidInput(f"Missing value for required parameter '{field}'", details={"field": field})
+    return InvalidInput(
+        f"Missing value for required parameter '{field}'.{_API_DOCS}", details={"field": field}
+    )
+
+
+def max_results(body: Body, default: int, limit: int, *, schema_limit: bool) -> int:
+    """``max_results`` checked as MLflow checks it: positive, and at most ``limit``.
+
+    Where MLflow's request schema holds the limit (``schema_limit``: runs/search), a value
+    over it gets the schema's type-hint sentence; elsewhere its store's own sentence.
+    """
+    value = opt_int(body, "max_results")
+    if value is None:
+        return default
+    words = f"Invalid value {value} for parameter 'max_results' supplied. It must be "
+    if value <= 0:
+        raise InvalidInput(words + "a positive integer", details={"field": "max_results"})
+    if value > limit:
+        if schema_limit:
+            raise bad_value("max_results", f"at most {limit}", value)
+        raise InvalidInput(words + f"at most {limit}", details={"field": "max_results"})
+    return value
 
 
 def opt_str(body: Body, field: str) -> str | None:

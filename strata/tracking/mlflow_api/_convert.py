@@ -22,6 +22,7 @@ from strata.tracking.models import (
 NOTE_TAG = "mlflow.note.content"
 RUN_NAME_TAG = "mlflow.runName"
 PARENT_TAG = "mlflow.parentRunId"
+USER_TAG = "mlflow.user"
 CONTEXT_TAG = "mlflow.data.context"
 
 

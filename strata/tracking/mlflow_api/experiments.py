@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import urllib.parse
+from pathlib import Path
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from strata.core.errors import NotFound
 from strata.core.principal import Permission
 from strata.tracking.mlflow_api._common import (
     add_route,
     json_response,
     key_values,
-    opt_int,
+    max_results,
     opt_str,
     read_body,
     req_str,
@@ -33,11 +37,31 @@ async def create_experiment(request: Request) -> Response:
     exp = await run_sync(
         tracking(request).create_experiment,
         name,
-        artifact_location=opt_str(body, "artifact_location") or None,
+        artifact_location=resolve_if_local(opt_str(body, "artifact_location") or None),
         tags=tags or None,
         description=tags.get(NOTE_TAG),
     )
     return json_response({"experiment_id": exp.experiment_id})
+
+
+def resolve_if_local(location: str | None) -> str | None:
+    """A relative local artifact location made absolute against the server's working
+    directory, as MLflow's server resolves it (``mlflow.utils.uri.resolve_uri_if_local``):
+    ``rel/dir`` becomes ``/cwd/rel/dir`` and ``file:rel/dir`` becomes ``file:///cwd/rel/dir``.
+    Other schemes are kept. Strata serves only ``mlflow-artifacts:`` locations itself, so
+    such a path is where the client writes, never the server."""
+    if location is None:
+        return None
+    parts = urllib.parse.urlsplit(location)
+    if parts.scheme not in ("", "file") or len(parts.scheme) == 1:  # 1 letter: a drive
+        return location
+    path = parts.path if parts.scheme else location
+    if not path or path.startswith("/"):
+        return location
+    absolute = (Path.cwd() / path).as_posix()
+    if not parts.scheme:
+        return absolute
+    return urllib.parse.urlunsplit(("file", "", absolute, parts.query, parts.fragment))
 
 
 async def get_experiment(request: Request) -> Response:
@@ -49,7 +73,10 @@ async def get_experiment(request: Request) -> Response:
 async def get_experiment_by_name(request: Request) -> Response:
     body = await read_body(request)
     name = req_str(body, "experiment_name")
-    exp = await run_sync(tracking(request).get_experiment_by_name, name)
+    try:
+        exp = await run_sync(tracking(request).get_experiment_by_name, name)
+    except NotFound as exc:  # worded as MLflow words it (_common.mlflow_message)
+        raise NotFound(exc.message, details={"experiment_name": name}) from None
     return json_response({"experiment": experiment_json(exp)})
 
 
@@ -60,7 +87,7 @@ async def search_experiments(request: Request) -> Response:
         filter=opt_str(body, "filter") or None,
         order_by=str_list(body, "order_by") or None,
         view=ViewType(view_type(body, "view_type")),
-        max_results=opt_int(body, "max_results") or 1000,
+        max_results=max_results(body, 1000, 50_000, schema_limit=False),
         page_token=opt_str(body, "page_token") or None,
     )
     out: dict[str, object] = {"experiments": [experiment_json(e) for e in page.items]}

@@ -17,14 +17,15 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from strata.core.errors import InvalidInput
-from strata.core.principal import Permission
+from strata.core.errors import Conflict, InvalidInput, StrataError
+from strata.core.principal import Permission, Role, current
 from strata.tracking.mlflow_api._common import (
     Body,
     add_route,
     bad_value,
     json_response,
     key_values,
+    max_results,
     missing,
     obj_list,
     opt_int,
@@ -42,6 +43,7 @@ from strata.tracking.mlflow_api._convert import (
     CONTEXT_TAG,
     PARENT_TAG,
     RUN_NAME_TAG,
+    USER_TAG,
     run_info_json,
     run_json,
 )
@@ -181,7 +183,10 @@ async def log_batch(request: Request) -> Response:
     params = [Param(k, v) for k, v in key_values(body, "params")]
     tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
     _check_batch(len(metrics), len(params), len(tags))
-    await run_sync(_log, tracking(request), run_id, metrics, params, tags, linked)
+    try:
+        await run_sync(_log, tracking(request), run_id, metrics, params, tags, linked)
+    except Conflict as exc:
+        raise _param_changed(exc, batch=True) from None
     return json_response()
 
 
@@ -197,8 +202,33 @@ async def log_param(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
     param = Param(req_str(body, "key"), opt_str(body, "value") or "")
-    await run_sync(tracking(request).log_batch, run_id, params=[param])
+    try:
+        await run_sync(tracking(request).log_batch, run_id, params=[param])
+    except Conflict as exc:
+        raise _param_changed(exc, batch=False) from None
     return json_response()
+
+
+def _param_changed(exc: Conflict, *, batch: bool) -> StrataError:
+    """A changed param as MLflow's server reports it: 400 INVALID_PARAMETER_VALUE, its words."""
+    changed = exc.details.get("changed")
+    run_id = exc.details.get("run_id")
+    if not isinstance(changed, list) or not changed:
+        return exc
+    if batch:
+        listed = [{k: c[k] for k in ("key", "old_value", "new_value")} for c in changed]
+        words = (
+            f"Changing param values is not allowed. Params were already logged='{listed}' "
+            f"for run ID='{run_id}'."
+        )
+    else:
+        c = changed[0]
+        words = (
+            f"Changing param values is not allowed. Param with key='{c['key']}' was already "
+            f"logged with value='{c['old_value']}' for run ID='{run_id}'. Attempted logging new "
+            f"value '{c['new_value']}'."
+        )
+    return InvalidInput(words, details={**exc.details, "field": "params"})
 
 
 async def set_tag(request: Request) -> Response:
@@ -338,8 +368,22 @@ async def create_run(request: Request) -> Response:
         start_time=opt_int(body, "start_time"),
         tags=tags,
         parent_run_id=tags.get(PARENT_TAG) or None,
+        user=run_user(opt_str(body, "user_id") or tags.get(USER_TAG)),
     )
     return json_response({"run": run_json(run)})
+
+
+def run_user(claimed: str | None) -> str:
+    """Who a new run belongs to.
+
+    An authenticated caller owns its runs; only an admin may name another user (importing
+    history). With authentication off nobody is known, so the client's word stands, and a
+    run with none gets MLflow's ``unknown`` -- never the server's OS user.
+    """
+    principal = current().principal
+    if principal.token_id is not None:
+        return claimed if claimed and principal.role is Role.ADMIN else principal.name
+    return claimed or "unknown"
 
 
 async def update_run(request: Request) -> Response:
@@ -382,7 +426,7 @@ async def get_run(request: Request) -> Response:
 async def search_runs(request: Request) -> Response:
     body = await read_body(request)
     experiment_ids = str_list(body, "experiment_ids")
-    max_results = opt_int(body, "max_results")
+    limit = max_results(body, 1000, 50_000, schema_limit=True)
     svc = tracking(request)
 
     def work() -> dict[str, Any]:
@@ -390,7 +434,7 @@ async def search_runs(request: Request) -> Response:
             experiment_ids,
             opt_str(body, "filter") or None,
             view=ViewType(view_type(body, "run_view_type")),
-            max_results=1000 if max_results is None else max_results,
+            max_results=limit,
             order_by=str_list(body, "order_by") or None,
             page_token=opt_str(body, "page_token") or None,
         )

@@ -1,0 +1,319 @@
+"""Strata's MLflow surface against a real ``mlflow server``, side by side (issue 17).
+
+Every test here asks both servers the same thing, with the unmodified mlflow client or raw
+REST, and expects the same answer: tie-broken paging, MLflow's error words and codes, the
+user of a run nobody authenticated, relative artifact locations, and the default
+experiment's lifecycle. The MLflow server runs once per module (SQLite backend, defaults).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import LiveServer, free_port, start_server
+
+from strata.core.config import Settings
+
+pytest.importorskip("mlflow")
+
+
+@dataclass
+class Peer:
+    """One server under test: its URL, the headers it needs and its working directory."""
+
+    name: str
+    url: str
+    cwd: Path
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def rest(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.url}/api/2.0/mlflow/{path}", headers=self.headers, timeout=30, **kw
+        )
+
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    port = free_port()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            exe,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "mlartifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError((root / "server.log").read_text()[-2000:])
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start within 180 s")
+            time.sleep(0.25)
+        yield Peer("mlflow", url, root)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def no_auth_server(sqlite_settings: Settings) -> Iterator[LiveServer]:
+    """On SQLite only: these tests are about the MLflow surface, and the mlflow side costs
+    seconds; the backends are covered by the contract suites."""
+    yield from start_server(sqlite_settings, auth=False)
+
+
+@pytest.fixture
+def strata_peer(no_auth_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Peer:
+    """Strata with authentication off, as ``mlflow server`` runs by default."""
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    return Peer("strata", no_auth_server.url, Path.cwd())
+
+
+@pytest.fixture
+def peers(mlflow_peer: Peer, strata_peer: Peer) -> list[Peer]:
+    return [mlflow_peer, strata_peer]
+
+
+def both(peers: list[Peer], ask: Callable[[Peer], Any]) -> tuple[Any, Any]:
+    ours, theirs = ask(peers[1]), ask(peers[0])
+    return theirs, ours
+
+
+# -- paging ----------------------------------------------------------------------------------
+def test_paging_through_tied_runs_returns_each_run_once_in_mlflow_order(
+    peers: list[Peer],
+) -> None:
+    """1,000 runs with the same start time, paged 37 at a time: each comes exactly once, in
+    MLflow's tie-break order (run id ascending), on both servers."""
+
+    def ask(peer: Peer) -> tuple[list[str], list[str], list[str]]:
+        c = peer.client()
+        exp = c.create_experiment(f"ties-{time.time_ns()}")
+        with httpx.Client(base_url=f"{peer.url}/api/2.0/mlflow/", headers=peer.headers) as h:
+            made = [
+                h.post("runs/create", json={"experiment_id": exp, "start_time": 5}).json()["run"][
+                    "info"
+                ]["run_id"]
+                for _ in range(1000)
+            ]
+        seen: list[str] = []
+        token = None
+        while True:
+            page = c.search_runs([exp], max_results=37, page_token=token)
+            seen += [r.info.run_id for r in page]
+            token = page.token
+            if not token:
+                break
+        by_start = [
+            r.info.run_id
+            for r in c.search_runs([exp], order_by=["attributes.start_time ASC"], max_results=1000)
+        ]
+        return made, seen, by_start
+
+    for made, seen, by_start in both(peers, ask):
+        assert len(seen) == 1000 and set(seen) == set(made)  # every run exactly once
+        assert seen == sorted(made)  # the tie-break: run id ascending
+        assert by_start == sorted(made)
+
+
+# -- errors ----------------------------------------------------------------------------------
+_CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "runs/get", {"params": {}}),
+    ("GET", "runs/get", {"params": {"run_id": "abcdef0123456789abcdef0123456789"}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "RUN", "value": 1, "timestamp": 1}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "RUN", "key": "a", "timestamp": 1}}),
+    (
+        "POST",
+        "runs/log-metric",
+        {"json": {"run_id": "RUN", "key": "a", "value": "x", "timestamp": 1}},
+    ),
+    (
+        "POST",
+        "runs/log-metric",
+        {
+            "json": {
+                "run_id": "abcdef0123456789abcdef0123456789",
+                "key": "a",
+                "value": 1,
+                "timestamp": 1,
+            }
+        },
+    ),
+    ("POST", "runs/log-batch", {"json": {"run_id": "RUN", "metrics": [{"key": "a", "value": 1}]}}),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "RUN", "key": "p", "value": "1"}}),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "RUN", "key": "p", "value": "2"}}),
+    (
+        "POST",
+        "runs/log-batch",
+        {
+            "json": {
+                "run_id": "RUN",
+                "params": [{"key": "p", "value": "3"}, {"key": "q", "value": "4"}],
+            }
+        },
+    ),
+    ("POST", "experiments/create", {"json": {}}),
+    ("POST", "experiments/create", {"json": {"name": 5}}),
+    ("GET", "experiments/get", {"params": {"experiment_id": "999999"}}),
+    ("GET", "experiments/get-by-name", {"params": {"experiment_name": "no-such-experiment"}}),
+    ("POST", "experiments/delete", {"json": {"experiment_id": "999999"}}),
+    ("POST", "runs/create", {"json": {"experiment_id": "999999"}}),
+    ("POST", "runs/delete", {"json": {"run_id": "abcdef0123456789abcdef0123456789"}}),
+    ("POST", "runs/search", {"json": {"experiment_ids": ["0"], "max_results": 0}}),
+    ("POST", "runs/search", {"json": {"experiment_ids": ["0"], "max_results": 50001}}),
+    ("POST", "experiments/search", {"json": {"max_results": 0}}),
+    ("POST", "experiments/search", {"json": {"max_results": 50001}}),
+    ("GET", "metrics/get-history", {"params": {"run_id": "RUN"}}),
+]
+
+
+def _fill(value: Any, run_id: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _fill(v, run_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, run_id) for v in value]
+    return run_id if value == "RUN" else value
+
+
+def test_errors_use_mlflow_words_codes_and_statuses(peers: list[Peer]) -> None:
+    def ask(peer: Peer) -> list[tuple[int, str, str, str, str]]:
+        run_id = peer.rest("POST", "runs/create", json={"experiment_id": "0"}).json()["run"][
+            "info"
+        ]["run_id"]
+        out = []
+        for method, path, kw in _CASES:
+            r = peer.rest(method, path, **_fill(kw, run_id))
+            body = r.json()
+            message = body.get("message", "").replace(run_id, "RUN")
+            out.append(
+                (
+                    r.status_code,
+                    body.get("error_code", ""),
+                    message,
+                    body.get("sqlstate", ""),
+                    body.get("error_class", ""),
+                )
+            )
+        return out
+
+    theirs, ours = both(peers, ask)
+    for case, want, got in zip(_CASES, theirs, ours, strict=True):
+        assert got == want, f"{case[0]} {case[1]} {case[2]}"
+    # The cases are errors where MLflow has words of its own (not a silent 200).
+    assert sum(status >= 400 for status, *_ in theirs) == len(_CASES) - 1
+
+
+# -- users -----------------------------------------------------------------------------------
+def test_run_without_user_gets_unknown_not_the_server_os_user(peers: list[Peer]) -> None:
+    def ask(peer: Peer) -> tuple[str, str]:
+        c = peer.client()
+        unnamed = c.create_run("0").info.user_id  # the client sends no mlflow.user tag
+        named = c.create_run("0", tags={"mlflow.user": "alice"}).info.user_id
+        return unnamed, named
+
+    theirs, ours = both(peers, ask)
+    assert ours == theirs == ("unknown", "alice")
+
+
+def test_claimed_user_is_honoured_only_for_admins(live_server: LiveServer) -> None:
+    """With authentication on, a run belongs to its caller; an admin may name another user
+    (importing history), an editor's claim is ignored."""
+    editor = live_server.token_for("editor", "ed")
+
+    def create(token: str, user: str) -> str:
+        r = httpx.post(
+            f"{live_server.url}/api/2.0/mlflow/runs/create",
+            json={"experiment_id": "0", "user_id": user},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        user_id: str = r.json()["run"]["info"]["user_id"]
+        return user_id
+
+    assert create(editor, "mallory") == "ed"
+    assert create(live_server.admin_token, "imported-bob") == "imported-bob"
+
+
+# -- experiments -----------------------------------------------------------------------------
+def test_relative_artifact_location_resolves_against_the_server_cwd(peers: list[Peer]) -> None:
+    stamp = time.time_ns()
+
+    def ask(peer: Peer) -> tuple[str, str, str, str]:
+        c = peer.client()
+        locations = []
+        for given in (f"rel/{stamp}", f"file:rel/{stamp}", f"/abs/{stamp}", f"s3://b/{stamp}"):
+            exp = c.create_experiment(f"loc-{given}", artifact_location=given)
+            got = c.get_experiment(exp).artifact_location
+            locations.append(got.replace(peer.cwd.as_posix(), "CWD"))
+        return tuple(locations)  # type: ignore[return-value]
+
+    theirs, ours = both(peers, ask)
+    assert ours == theirs
+    assert ours[0].startswith("CWD/rel/") and ours[1].startswith("file://CWD/rel/")
+
+
+def test_default_experiment_lifecycle_matches(peers: list[Peer]) -> None:
+    def ask(peer: Peer) -> list[Any]:
+        c = peer.client()
+        out: list[Any] = []
+        default = c.get_experiment("0")
+        out.append((default.name, default.lifecycle_stage))
+        run = c.create_run("0").info.run_id
+        c.delete_experiment("0")
+        out.append(c.get_experiment("0").lifecycle_stage)
+        out.append(c.get_run(run).info.lifecycle_stage)
+        out.append("0" in [e.experiment_id for e in c.search_experiments()])
+        r = peer.rest("POST", "runs/create", json={"experiment_id": "0"})
+        out.append((r.status_code, r.json().get("error_code")))
+        c.restore_experiment("0")
+        out.append(c.get_experiment("0").lifecycle_stage)
+        out.append(c.get_run(run).info.lifecycle_stage)
+        out.append(c.get_experiment_by_name("Default").experiment_id)
+        return out
+
+    theirs, ours = both(peers, ask)
+    assert ours == theirs
