@@ -30,6 +30,7 @@ READ_POSTS = frozenset(
         "/2.0/mlflow/runs/search",
         "/2.0/mlflow/experiments/search",
         "/2.0/mlflow/logged-models/search",
+        "/2.0/mlflow/registered-models/get-latest-versions",
         "/v1/runs/search",
         "/v1/runs/compare",
         "/v1/runs/input-uses",
