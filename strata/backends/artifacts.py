@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from fsspec.implementations.local import LocalFileSystem
-
 from strata.core.errors import (
     Conflict,
     InvalidInput,
@@ -143,6 +141,14 @@ class ArtifactReader(io.BufferedIOBase):
         super().close()
 
 
+def _local_filesystem(**kwargs: Any) -> Any:
+    """fsspec's local filesystem, imported when a store first touches files (metadata-only
+    commands never do, and fsspec costs a CLI command tens of milliseconds to import)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem(**kwargs)
+
+
 class ArtifactStore:
     """Artifacts under one root URI; every ``path`` is relative to it (see safe_relpath)."""
 
@@ -154,7 +160,7 @@ class ArtifactStore:
         """
         parts = urlsplit(root_uri)
         scheme = parts.scheme.lower()
-        self._fs_factory: Callable[..., Any] = LocalFileSystem
+        self._fs_factory: Callable[..., Any] = _local_filesystem
         self._verified: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._fs_kwargs: dict[str, Any] = {}
         self._s3_client: dict[str, Any] = (

@@ -36,12 +36,17 @@ try:
     main()
 except SystemExit:
     pass
-print("\\n" + json.dumps(sorted(m for m in sys.modules if "." not in m)), file=sys.stderr)
+print("\\n" + json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
 
 
 def loaded_by(home: Path, *args: str) -> set[str]:
     """The top-level modules `strata ARGS` imported (the real entry point, a new process)."""
+    return {m.split(".")[0] for m in modules_of(home, *args)}
+
+
+def modules_of(home: Path, *args: str) -> set[str]:
+    """Every module `strata ARGS` imported, submodules included."""
     env = {**os.environ, "STRATA_HOME": str(home)}
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True, timeout=120
@@ -91,8 +96,22 @@ def test_list_commands_skip_pandas_and_migrations(tmp_path: Path) -> None:
             "duckdb",
             "numpy",
             "psutil",
+            "fsspec",  # the artifact store opens its filesystem on first use
         ):
             assert heavy not in loaded, (args, heavy)
+
+
+def test_a_list_command_loads_only_its_layer(tmp_path: Path) -> None:
+    """`strata.Client` imports a layer's service when its property builds it: listing
+    datasets loads no tracking service, listing runs no data service."""
+    modules_of(tmp_path, "data", "list")  # creates and migrates the DB
+    data = modules_of(tmp_path, "data", "list")
+    assert "strata.data.embedded" in data
+    assert not {"strata.tracking.service", "strata.tracking.embedded"} & data
+    assert not {"strata.governance.service", "strata.features.embedded"} & data
+    runs = modules_of(tmp_path, "runs", "list")
+    assert "strata.tracking.embedded" in runs
+    assert not {"strata.data.service", "strata.data.embedded", "strata.features.embedded"} & runs
 
 
 def test_the_migration_head_read_from_files_is_alembics() -> None:
