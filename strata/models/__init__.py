@@ -25,10 +25,12 @@ if TYPE_CHECKING:
         ModelSpec,
         OnnxParity,
         QuantizedParity,
+        RunModel,
         Signature,
         TensorSpec,
     )
     from strata.models.onnx_export import export_onnx
+    from strata.models.runs import run_models
     from strata.models.signature import infer_signature
     from strata.models.store import clear_cache, save, verify
     from strata.models.tracked import ModelInfo, load, log_model, register_resolver
@@ -52,6 +54,8 @@ _HOMES: dict[str, str] = {
         "strata.models.models",
     ),
     "export_onnx": "strata.models.onnx_export",
+    "run_models": "strata.models.runs",
+    "RunModel": "strata.models.models",
     "infer_signature": "strata.models.signature",
     **dict.fromkeys(("clear_cache", "save", "verify"), "strata.models.store"),
     **dict.fromkeys(
@@ -79,6 +83,7 @@ __all__ = [
     "PythonModel",
     "PythonModelContext",
     "QuantizedParity",
+    "RunModel",
     "Signature",
     "TensorSpec",
     "clear_cache",
@@ -89,6 +94,7 @@ __all__ = [
     "load",
     "log_model",
     "register_resolver",
+    "run_models",
     "save",
     "verify",
 ]

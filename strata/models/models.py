@@ -139,3 +139,19 @@ class ModelSpec(_Strict):
     def flavor(self) -> str:
         """The flavor predictions use by default: the first one listed."""
         return next(iter(self.flavors))
+
+
+class RunModel(_Strict):
+    """A model logged by a run: where it is and what its ``strata-model.yaml`` says.
+
+    ``spec`` is None and ``error`` says why when the yaml cannot be read (missing, too large,
+    not valid); the model is listed all the same, so a broken upload is visible.
+    """
+
+    model_id: str
+    name: str
+    artifact_path: str
+    model_uri: str
+    status: str
+    spec: ModelSpec | None = None
+    error: str | None = None

@@ -232,6 +232,7 @@ def create_app(
 def _layer_routers() -> list[Any]:
     from strata.data.api import router as data_router
     from strata.features.api import router as features_router
+    from strata.models.api import router as models_router
     from strata.registry.api import router as registry_router
     from strata.registry.mlflow_api import router as mlflow_registry_router
     from strata.tracking.api import router as tracking_router
@@ -245,6 +246,7 @@ def _layer_routers() -> list[Any]:
         mlflow_router,
         tracking_router,
         logged_models_router,
+        models_router,
         governance_router,
         data_router,
         features_router,

@@ -229,6 +229,8 @@ def run_page(request: Request, run_id: str, who: Viewer = Depends(page_viewer)) 
         k: v for k, v in sorted(run.tags.items()) if k not in CONTEXT_TAGS and k not in HIDDEN_TAGS
     }
     artifacts = client.tracking.list_artifacts(run_id)
+    from strata.models.runs import run_models  # numpy and yaml load with the first run page
+
     return render(
         request,
         who,
@@ -241,6 +243,7 @@ def run_page(request: Request, run_id: str, who: Viewer = Depends(page_viewer)) 
         tags=tags,
         inputs=_dataset_links(client, run),
         artifacts=artifacts,
+        models=run_models(client.tracking, run_id),
         metric_keys=sorted(run.metrics),
     )
 
