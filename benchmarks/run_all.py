@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "ui_runs_page": ["--runs", "2000", "--repeat", "10"],
     "models_predict": ["--train-rows", "50000", "--repeat", "5", "--calls", "300"],
     "features_retrieval": ["--repeat", "1", "--weather-copies", "10", "--lookups", "500"],
+    "registry": ["--models", "300", "--versions", "10", "--repeat", "10", "--mlflow-repeat", "3"],
 }
 
 
