@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         set_tags,
         start_run,
     )
+    from strata.training.autolog import autolog
     from strata.training.evaluate import evaluate
     from strata.training.job import train
 
@@ -66,6 +67,7 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(_ERRORS.split(), "strata.core.errors"),
     **dict.fromkeys(_FLUENT.split(), "strata.tracking.fluent"),
     "log_model": "strata.models.tracked",
+    "autolog": "strata.training.autolog",
     "evaluate": "strata.training.evaluate",
     "train": "strata.training.job",
 }
@@ -98,6 +100,7 @@ __all__ = [
     "Unavailable",
     "__version__",
     "active_run",
+    "autolog",
     "end_run",
     "evaluate",
     "flush",

@@ -24,8 +24,15 @@ def test_demo_trains_tracks_and_links_the_dataset(capsys: pytest.CaptureFixture[
     version = client.data.get_version("flights@latest")
     assert version.rows == 336_776
     assert {i.digest for r in runs for i in r.inputs} == {version.digest}
+    (job,) = client.tracking.search_runs(
+        exp.experiment_id, "attributes.run_name = 'lightgbm-job'"
+    ).items
+    assert job.metrics["test_roc_auc"] > 0.8 and "cv_roc_auc_mean" in job.metrics
+    assert {i.digest for i in job.inputs} == {version.digest}
+    evaluation = {f.path for f in client.tracking.list_artifacts(job.info.run_id, "evaluation")}
+    assert {"evaluation/report.json", "evaluation/report.html"} <= evaluation
     out = capsys.readouterr().out
-    assert "Best run" in out
+    assert "Best run" in out and "strata.train: run" in out
     import strata.models as sm
 
     best = sm.load(f"runs:/{runs[0].info.run_id}/model")  # the demo's model, digests verified
