@@ -266,8 +266,8 @@ def get_online(
     refs: list[str] | str = features.split(",") if ":" in features else features
     with _features() as fs:
         result = fs.get_online_features(refs, [row])
-    if json_out:
-        print_json(result)
+    if json_out:  # the row-wise view as well, as this command always printed it
+        print_json(result.model_dump(mode="json") | {"values": result.values})
         return
     print_table(
         (

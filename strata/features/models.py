@@ -301,13 +301,35 @@ class OnlineValue(BaseModel):
     status: OnlineStatus
 
 
+class OnlineColumn(BaseModel):
+    """One feature's values for every entity row, in row order: the value (None when
+    missing or outside the TTL), its event time (None when missing) and its status."""
+
+    values: list[Any]
+    event_ts: list[datetime | None]
+    status: list[OnlineStatus]
+
+
 class OnlineResponse(BaseModel):
-    """One result row per entity row, in order: the entity keys, then ``feature_ref ->
-    OnlineValue``."""
+    """The lookup's answer, columnar: ``columns[feature_ref]`` holds one entry per entity
+    row, in the order of ``rows`` (the entity rows as given). :attr:`values` gives the same
+    as one ``{feature_ref: OnlineValue}`` dict per row, built when asked for."""
 
     features: list[str]
     rows: list[dict[str, Any]]
-    values: list[dict[str, OnlineValue]]
+    columns: dict[str, OnlineColumn]
+
+    @property
+    def values(self) -> list[dict[str, OnlineValue]]:
+        """Row by row: ``values[i][feature_ref]`` is entity row ``i``'s value, event time
+        and status (built from :attr:`columns` on each access)."""
+        out: list[dict[str, OnlineValue]] = [{} for _ in self.rows]
+        for ref, col in self.columns.items():
+            for i, (value, ts, status) in enumerate(
+                zip(col.values, col.event_ts, col.status, strict=True)
+            ):
+                out[i][ref] = OnlineValue(value=value, event_ts=ts, status=status)
+        return out
 
 
 class MaterializeResult(BaseModel):

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +27,9 @@ from strata.core.principal import current
 from strata.features.models import (
     FeatureView,
     MaterializeResult,
+    OnlineColumn,
     OnlineResponse,
     OnlineStatus,
-    OnlineValue,
     ValueType,
 )
 from strata.features.offline import TS_COL, ViewJoin, latest_sql, q, source_sql, timestamp_expr
@@ -37,6 +37,7 @@ from strata.features.tables import MaterializationRow
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
+    from strata.backends.online.base import Entry
     from strata.features.embedded import EmbeddedFeatures
 
 SEP = "\x1f"
@@ -270,6 +271,8 @@ def _decode(raw: bytes) -> dict[str, Any]:
 def get_online(
     svc: EmbeddedFeatures, features: Sequence[str] | str, entity_rows: Sequence[dict[str, Any]]
 ) -> OnlineResponse:
+    """Columnar: each view's entries are read in one store call and decoded once per row;
+    the response is built without validating what this function made itself."""
     if not isinstance(entity_rows, list | tuple) or not all(
         isinstance(r, dict) for r in entity_rows
     ):
@@ -279,7 +282,7 @@ def get_online(
     resolved = svc.resolve(features)
     now = utcnow()
     refs = [f"{v.name}:{f}" for v, wanted in resolved for f in wanted]
-    values: list[dict[str, OnlineValue]] = [{} for _ in entity_rows]
+    columns: dict[str, OnlineColumn] = {}
     for view, wanted in resolved:
         keys = svc.join_keys(view)
         encoded = []
@@ -292,27 +295,38 @@ def get_online(
                 )
             encoded.append(encode_key([row[k] for k in keys]))
         entries = svc.online_store.read(view.name, encoded)
-        for out, entry in zip(values, entries, strict=True):
-            _fill(out, view, wanted, entry, now)
-    return OnlineResponse(features=refs, rows=list(entity_rows), values=values)
+        columns.update(_columns(view, wanted, entries, now))
+    return OnlineResponse.model_construct(features=refs, rows=list(entity_rows), columns=columns)
 
 
-def _fill(
-    out: dict[str, OnlineValue], view: FeatureView, wanted: list[str], entry: Any, now: datetime
-) -> None:
-    if entry is None:
-        for f in wanted:
-            out[f"{view.name}:{f}"] = OnlineValue(status=OnlineStatus.MISSING)
-        return
-    stamp = datetime.fromtimestamp(entry.ts_us / 1_000_000, UTC) if view.timestamp else None
-    stale = view.ttl is not None and stamp is not None and stamp < now - (view.ttl or timedelta(0))
-    payload = _decode(entry.value)
+def _columns(
+    view: FeatureView, wanted: list[str], entries: Sequence[Entry | None], now: datetime
+) -> dict[str, OnlineColumn]:
+    """``wanted`` features of ``view`` as columns over the store's ``entries`` (one per
+    entity row): missing rows have no value and no time; rows older than the TTL keep
+    their time but not their value."""
+    cutoff = now - view.ttl if view.ttl is not None and view.timestamp is not None else None
+    stamps: list[datetime | None] = []
+    statuses: list[OnlineStatus] = []
+    payloads: list[dict[str, Any] | None] = []
+    for entry in entries:
+        if entry is None:
+            stamps.append(None)
+            statuses.append(OnlineStatus.MISSING)
+            payloads.append(None)
+            continue
+        stamp = datetime.fromtimestamp(entry.ts_us / 1_000_000, UTC) if view.timestamp else None
+        stale = cutoff is not None and stamp is not None and stamp < cutoff
+        stamps.append(stamp)
+        statuses.append(OnlineStatus.OUTSIDE_TTL if stale else OnlineStatus.PRESENT)
+        payloads.append(None if stale else _decode(entry.value))
+    timestamps = {f.name for f in view.features if f.dtype is ValueType.TIMESTAMP}
+    out: dict[str, OnlineColumn] = {}
     for f in wanted:
-        value = payload.get(f)
-        if value is not None and view.feature(f).dtype is ValueType.TIMESTAMP:
-            value = datetime.fromisoformat(str(value))
-        out[f"{view.name}:{f}"] = OnlineValue(
-            value=None if stale else value,
-            event_ts=stamp,
-            status=OnlineStatus.OUTSIDE_TTL if stale else OnlineStatus.PRESENT,
+        values = [None if p is None else p.get(f) for p in payloads]
+        if f in timestamps:
+            values = [None if v is None else datetime.fromisoformat(str(v)) for v in values]
+        out[f"{view.name}:{f}"] = OnlineColumn.model_construct(
+            values=values, event_ts=stamps, status=statuses
         )
+    return out

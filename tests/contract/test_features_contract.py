@@ -241,6 +241,11 @@ def test_online_materialize_push_and_skew(client: Client) -> None:
     # Readings from 2024 are far outside a 2 h TTL now: the status says so, the value is hidden
     assert a["air:temp"].status is OnlineStatus.OUTSIDE_TTL and a["air:temp"].value is None
     assert a["air:temp"].event_ts == h(5)
+    # the same answer as columns, one entry per entity row in order
+    seats = got.columns["cars:seats"]
+    assert seats.values == [4, 7, None] and seats.event_ts[2] is None
+    assert seats.status == [OnlineStatus.PRESENT, OnlineStatus.PRESENT, OnlineStatus.MISSING]
+    assert got.columns["air:temp"].status[0] is OnlineStatus.OUTSIDE_TTL
 
     now = datetime.now(UTC).replace(microsecond=0)
     assert fs.push("air", [{"station": "A", "ts": now.isoformat(), "temp": 30.5, "ok": False}]) == 1
