@@ -1,7 +1,8 @@
 """Private work directories under ``$STRATA_HOME/tmp`` and the sweep of dead ones.
 
 Ingests and uploads stage their files in a directory of their own before anything is
-published; the caller removes it when done. A process killed meanwhile (SIGKILL, OOM, power)
+published, and ``runs:/`` model loads download into one (``model-``); the caller removes it
+when done. A process killed meanwhile (SIGKILL, OOM, power)
 cannot, so each directory records its owner (host, PID and the process's start time) in
 ``.owner``. :func:`sweep` removes a directory whose owner on this host is gone — the PID is
 free or now belongs to a newer process — and, for directories of other hosts or without an
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OWNER_FILE = ".owner"
-PREFIXES = ("ingest-", "upload-")
+PREFIXES = ("ingest-", "upload-", "model-")
 STALE_SECONDS = 24 * 3600
 
 

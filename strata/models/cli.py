@@ -271,7 +271,11 @@ def export_mlflow(
     from strata.client import Client
 
     with Client() as client:
-        from strata.models.tracked import resolve
+        from strata.models.tracked import release, resolve
 
-        sm.export_mlflow(resolve(uri, client.tracking), dest, trusted=trusted)
+        local = resolve(uri, client.tracking)
+        try:
+            sm.export_mlflow(local, dest, trusted=trusted)
+        finally:
+            release(local)
     console.print(f"exported to {dest}")

@@ -38,7 +38,7 @@ from strata.models.models import (
 from strata.models.signature import Columns, enforce
 from strata.models.store import digest_files, write_spec
 from strata.models.store import load as load_path
-from strata.models.tracked import resolve
+from strata.models.tracked import release, resolve
 
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.999
@@ -102,6 +102,37 @@ def export_onnx(
         )
     text = os.fspath(uri)
     directory = resolve(text, tracking)
+    try:
+        return _export(
+            text,
+            directory,
+            data,
+            quantize,
+            tolerance,
+            min_agreement,
+            max_rows,
+            target,
+            trusted,
+            tracking,
+            data_service,
+        )
+    finally:
+        release(directory)  # a runs:/ download, once uploaded back
+
+
+def _export(
+    text: str,
+    directory: Path,
+    data: str | None,
+    quantize: bool,
+    tolerance: float,
+    min_agreement: float,
+    max_rows: int,
+    target: str | None,
+    trusted: bool,
+    tracking: Any,
+    data_service: Any,
+) -> ModelSpec:
     model = load_path(directory, trusted=trusted)
     spec = model.spec
     if spec.signature is None:

@@ -293,7 +293,8 @@ def load(path: str | os.PathLike[str], *, trusted: bool = False) -> Model:
     verify(directory, spec)
     with _cache_lock:
         cached = _cache.get((key, trusted))
-        if cached is not None:
+        # a model loaded from a download that has since been removed is loaded again here
+        if cached is not None and cached.path.is_dir():
             _cache.move_to_end((key, trusted))
             return cached
     name = spec.flavor

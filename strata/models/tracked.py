@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,31 @@ def _runs(uri: str, tracking: TrackingService | None) -> Path:
         from strata.tracking.fluent_services import default_tracking
 
         tracking = default_tracking()
-    dst = Path(tempfile.mkdtemp(prefix="strata-model-"))
-    return tracking.download_artifacts(run_id, path.strip("/"), dst)
+    from strata.core.config import load_settings
+    from strata.core.staging import make_workdir
+
+    work = make_workdir(load_settings().home / "tmp", "model-")
+    try:
+        local = tracking.download_artifacts(run_id, path.strip("/"), work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    with _owned_lock:
+        _owned[local] = work
+    return local
+
+
+_owned: dict[Path, str] = {}
+"""Directories ``_runs`` downloaded, by the path it returned: the work directory to remove."""
+_owned_lock = threading.Lock()
+
+
+def release(path: Path) -> None:
+    """Remove ``path``'s download directory if a ``runs:/`` resolve made it (else nothing)."""
+    with _owned_lock:
+        work = _owned.pop(path, None)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 register_resolver("runs", _runs)
@@ -101,8 +126,26 @@ def load(
     tracking: TrackingService | None = None,
 ) -> Model:
     """The model at ``uri`` (a path, ``runs:/RUN_ID/PATH`` or a registered scheme), every
-    file verified against its digest first; see :func:`strata.models.store.load`."""
-    return load_path(resolve(uri, tracking), trusted=trusted)
+    file verified against its digest first; see :func:`strata.models.store.load`.
+
+    A ``runs:/`` model is downloaded into ``$STRATA_HOME/tmp/model-*``, removed when the
+    returned model is garbage-collected (or the process exits; ``strata gc`` and the next
+    download sweep the ones of killed processes); at once when loading fails or the digest
+    cache already holds the same model."""
+    path = resolve(uri, tracking)
+    try:
+        model = load_path(path, trusted=trusted)
+    except BaseException:
+        release(path)
+        raise
+    with _owned_lock:
+        work = _owned.pop(path, None)
+    if work is not None:
+        if model.path == path:  # the ONNX session and python_function artifacts read it later
+            weakref.finalize(model, shutil.rmtree, work, True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)  # a cached model from an earlier download
+    return model
 
 
 def log_model(

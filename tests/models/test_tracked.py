@@ -122,3 +122,35 @@ def test_mlflow_lists_the_logged_model(live_server: LiveServer, iris: Iris) -> N
     finally:
         _reset()
         client.close()
+
+
+def test_run_downloads_are_removed_with_the_model(
+    emb: Client, iris: Iris, sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    monkeypatch.setenv("STRATA_HOME", str(sqlite_settings.home))
+    X, y = iris
+    with strata.start_run(client=emb):
+        info = strata.log_model(LogisticRegression(max_iter=300).fit(X, y), "m")
+    tmp = Path(sqlite_settings.home) / "tmp"
+
+    def downloads() -> list[Path]:
+        return sorted(tmp.glob("model-*")) if tmp.exists() else []
+
+    sm.clear_cache()
+    model = sm.load(info.model_uri, tracking=emb.tracking)
+    assert downloads() and model.path.is_relative_to(downloads()[0])
+    again = sm.load(info.model_uri, tracking=emb.tracking)  # same digests: the cached model
+    assert again is model and len(downloads()) == 1  # the second download is gone already
+    del model, again
+    sm.clear_cache()
+    gc.collect()
+    assert downloads() == []
+    store_root = Path(sqlite_settings.artifact_uri.removeprefix("file://"))
+    (target,) = store_root.rglob(f"{info.run_id}/artifacts/m/strata-model.yaml")
+    target.chmod(0o644)
+    target.write_text(target.read_text().replace("format_version: 1", "format_version: 9"))
+    with pytest.raises((InvalidInput, DigestMismatch)):
+        sm.load(info.model_uri, tracking=emb.tracking)
+    assert downloads() == []  # a failed load leaves nothing behind
