@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from strata.client import Client
-from strata.core.errors import InvalidInput, NotFound
+from strata.core.errors import InvalidInput, NotFound, StrataError
 from strata.core.page import iterate_pages
 from strata.core.principal import Permission
 from strata.core.threads import run_blocking
@@ -207,6 +207,29 @@ def _dataset_links(client: Client, run: Run) -> list[dict[str, Any]]:
     return out
 
 
+MAX_REPORT_BYTES = 8 << 20
+
+
+def _evaluation(client: Client, run_id: str, artifacts: list[Any]) -> dict[str, Any] | None:
+    """The run's evaluation report (``evaluation/report.json`` of a training job or
+    ``strata evaluate --run``), or None; an unreadable one is shown as an error."""
+    if not any(a.path == "evaluation" and a.is_dir for a in artifacts):
+        return None
+    from strata.training.models import EvaluationReport
+
+    try:
+        _, _, fh = client.tracking.open_artifact(run_id, "evaluation/report.json")
+        with fh:
+            data = fh.read(MAX_REPORT_BYTES + 1)
+        if len(data) > MAX_REPORT_BYTES:
+            return {"error": f"report.json is larger than {MAX_REPORT_BYTES} bytes"}
+        return {"report": EvaluationReport.model_validate_json(data)}
+    except NotFound:
+        return None
+    except (StrataError, ValueError) as exc:
+        return {"error": str(exc)[:500]}
+
+
 @router.get("/runs/{run_id}")
 def run_page(request: Request, run_id: str, who: Viewer = Depends(page_viewer)) -> Response:
     client = client_of(request)
@@ -244,6 +267,7 @@ def run_page(request: Request, run_id: str, who: Viewer = Depends(page_viewer)) 
         inputs=_dataset_links(client, run),
         artifacts=artifacts,
         models=run_models(client.tracking, run_id),
+        evaluation=_evaluation(client, run_id, artifacts),
         metric_keys=sorted(run.metrics),
     )
 

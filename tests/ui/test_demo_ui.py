@@ -39,15 +39,16 @@ def test_demo_results_are_in_the_ui(capsys: pytest.CaptureFixture[str], browser:
             login(http, admin.secret)
             runs = http.get(paths["runs and curves"])
             assert runs.status_code == 200
-            assert runs.text.count('data-run="') == 4  # the sweep and its three runs
+            # the sweep, its three runs and the LightGBM job (strata.train)
+            assert runs.text.count('data-run="') == 5
             best = http.get(paths["best run"]).text
             assert 'data-title="test_auc"' in best and 'data-title="test_logloss"' in best
             assert 'href="/datasets/flights/versions/' in best  # its input, linked
             version = http.get(paths["flights dataset"]).text
             assert version.count('<svg class="hist"') >= 10  # profile histograms
-            assert re.search(r"Runs trained on it \(3\)", version)
+            assert re.search(r"Runs trained on it \(4\)", version)  # 3 sweep runs + the job
             lineage = http.get(paths["lineage"]).text
-            assert lineage.count('data-kind="run"') == 3
+            assert lineage.count('data-kind="run"') == 4
 
         context = browser.new_context(base_url=url)
         try:
@@ -60,7 +61,7 @@ def test_demo_results_are_in_the_ui(capsys: pytest.CaptureFixture[str], browser:
             assert page.get_attribute(chart, "data-points") == "5"  # five epochs
             assert drawn_pixels(page, chart) > 100
             page.goto(paths["lineage"])
-            wait_js(page, "() => document.querySelectorAll('g[data-kind=run]').length === 3")
+            wait_js(page, "() => document.querySelectorAll('g[data-kind=run]').length === 4")
         finally:
             context.close()
     client.close()
