@@ -33,6 +33,7 @@ TOKEN = "strata_" + "b" * 43
 console = Console()
 FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
 ORDER = ["metrics.acc DESC"]
+BUSY_KEYS = ("log_metric", "search", "log_batch")
 
 
 def _client(uri: str) -> Any:
@@ -157,12 +158,14 @@ def populate_strata(home: Path, rows: list[Any], exp_name: str = "search", first
 
 def bench_search(
     uri: str, exp: str, reps: int = 7, max_results: int = 1000
-) -> tuple[float, list[str]]:
-    """(p50 seconds, the run names returned, in order). Both stores hold the same runs
-    under the same names (``r<i>``), so equal lists mean the same runs in the same order."""
+) -> tuple[float, list[str], float]:
+    """(p50 seconds, the run names returned, in order, the client's busy share). Both stores
+    hold the same runs under the same names (``r<i>``), so equal lists mean the same runs in
+    the same order. The busy share is the client's CPU time over the wall time of all reps."""
     c = _client(uri)
     times = []
     names: list[str] = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(reps):
         start = time.perf_counter()
         runs = c.search_runs([exp], FILTER, order_by=ORDER, max_results=max_results)
@@ -170,7 +173,8 @@ def bench_search(
         names = [r.info.run_name for r in runs]
         accs = [r.data.metrics["acc"] for r in runs]
         assert accs == sorted(accs, reverse=True), "order_by not honoured"
-    return statistics.median(times), names
+    busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    return statistics.median(times), names, busy
 
 
 def expected_search(rows: list[Any], max_results: int) -> list[str]:
@@ -251,7 +255,7 @@ def main() -> int:
             console.print(f"[bold]{name}[/bold] server at {uri}")
             exp = ml_exp if name == "mlflow" else st_exp
             r = results[name]
-            r["search_s"], found[name] = bench_search(uri, exp)
+            r["search_s"], found[name], r["search_busy"] = bench_search(uri, exp)
             r["log_batch"], r["log_batch_cpu"] = timed(bench_log_batch, uri, args.seconds)
             r["log_metric"], r["log_metric_cpu"] = timed(bench_log_metric, uri, args.seconds)
             r["runs"], r["runs_cpu"] = timed(bench_runs, uri, args.seconds * 2)
@@ -302,6 +306,40 @@ def main() -> int:
         "",
     )
     console.print(table)
+
+    # How busy the unmodified client is over the wall time: 1.0 means the server costs
+    # nothing; the rest is time the client waits for the server (issue 17: >= 0.8 each).
+    busy = Table(
+        title="mlflow client busy share (client CPU / wall; 1.0 = the server costs nothing)",
+        header_style="bold",
+    )
+    for col in ("workload", "mlflow server", "strata server", "target", "result"):
+        busy.add_column(col)
+    shares: dict[str, dict[str, float]] = {}
+    for name in ("mlflow", "strata"):
+        r = results[name]
+        shares[name] = {
+            "log_metric": r["log_metric"] * r["log_metric_cpu"],
+            "search": r["search_busy"],
+            "log_batch": r["log_batch"] * r["log_batch_cpu"],
+        }
+    busy_ok = True
+    for key, label in (
+        ("log_metric", "single log_metric"),
+        ("search", f"search_runs, {args.search_runs:,} runs, {len(found['strata'])} returned"),
+        ("log_batch", "log_batch (1,000 metrics/call)"),
+    ):
+        share = shares["strata"][key]
+        busy_ok = busy_ok and share >= 0.8
+        busy.add_row(
+            label,
+            f"{shares['mlflow'][key]:.0%}",
+            f"{share:.0%}",
+            ">= 80%",
+            "PASS" if share >= 0.8 else "FAIL",
+        )
+    console.print(busy)
+    console.print(f"load while measuring: {os.getloadavg()[0]:.2f} (1-min average)")
     expected = expected_search(rows[: args.search_runs], 1000)
     same_runs = found["mlflow"] == found["strata"] == expected
     console.print(
@@ -333,6 +371,14 @@ def main() -> int:
     ]
     summary.append(
         summary_row(
+            "mlflow client busy share (log_metric / search / log_batch)",
+            " / ".join(f"{shares['strata'][k]:.0%}" for k in BUSY_KEYS),
+            "mlflow server " + " / ".join(f"{shares['mlflow'][k]:.0%}" for k in BUSY_KEYS),
+            target=f">= 80% each: {'PASS' if busy_ok else 'FAIL'}",
+        )
+    )
+    summary.append(
+        summary_row(
             f"search_runs, {args.search_runs:,} runs, mlflow client",
             f"{s_s * 1000:,.0f} ms",
             f"mlflow server {m_s * 1000:,.0f} ms",
@@ -359,7 +405,7 @@ def main() -> int:
                 lambda mr=max_results: t.search_runs(st_exp, FILTER, order_by=ORDER, max_results=mr)
             )
             rest = _p50(lambda mr=max_results: _rest_search(uri, st_exp, mr))
-            via_client, hits = bench_search(uri, st_exp, max_results=max_results)
+            via_client, hits, _ = bench_search(uri, st_exp, max_results=max_results)
             assert hits == expected_search(rows, max_results), "search returned other runs"
             if max_results == 1000:
                 summary.append(

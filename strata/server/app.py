@@ -24,6 +24,7 @@ from strata.governance import events
 from strata.governance.api import router as governance_router
 from strata.governance.deps import AuthState, peer
 from strata.governance.service import EmbeddedGovernance
+from strata.server.fastpath import FastPath
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware
 from strata.server.textguard import TextGuard
@@ -162,7 +163,8 @@ def create_app(
     app.state.auth = AuthState(enabled=auth_enabled, governance=governance, db=client.backends.db)
     metrics = Metrics()
     app.state.metrics = metrics
-    app.add_middleware(TextGuard, skip_prefixes=STREAMING_PREFIXES)  # innermost
+    app.add_middleware(FastPath, api=app)  # innermost: the lean MLflow routes
+    app.add_middleware(TextGuard, skip_prefixes=STREAMING_PREFIXES)
     app.add_middleware(
         BrowserGuard,
         auth=auth_enabled,

@@ -165,6 +165,9 @@ def add_route(
 ) -> None:
     """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc)."""
     wrapped = mlflow_errors(fn)
+    # Served by server/fastpath.py without FastAPI's routing and dependency machinery (same
+    # permission check, same handler) where the path has no parameters.
+    wrapped.lean = True  # type: ignore[attr-defined]
     # The handlers read the raw request, so FastAPI cannot see their path parameters:
     # document them, or the OpenAPI document names parameters it never defines.
     params = [
