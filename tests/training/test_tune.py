@@ -74,6 +74,29 @@ def test_median_pruner_stops_trials_between_folds(home_client: Client, flights: 
     assert all(len(t.intermediate_values) >= 1 for t in st.trials)
 
 
+@pytest.mark.parametrize("sampler", ["cmaes", "grid"])
+def test_cmaes_and_grid_samplers(home_client: Client, flights: str, sampler: str) -> None:
+    cfg = tune_config()
+    space = dict(SPACE)
+    if sampler == "grid":
+        space = {
+            "model.params.num_leaves": {"type": "int", "low": 4, "high": 8, "step": 4},
+            "model.params.learning_rate": {"type": "categorical", "choices": [0.05, 0.2]},
+        }
+    cfg["tune"] = {**cfg["tune"], "sampler": sampler, "space": space}
+    result = tune(cfg, trials=3, client=home_client, study=f"s-{sampler}")
+    assert result.trials == 3 and result.best_value is not None
+    st = optuna.load_study(study_name=f"s-{sampler}", storage=default_storage())
+    if sampler == "cmaes":  # CMA-ES keeps its generation on the trials it sampled
+        assert any(k.startswith("cma") for t in st.trials for k in t.system_attrs)
+    if sampler == "grid":
+        seen = {
+            (t.params["model.params.num_leaves"], t.params["model.params.learning_rate"])
+            for t in st.trials
+        }
+        assert len(seen) == 3 and seen <= {(4, 0.05), (4, 0.2), (8, 0.05), (8, 0.2)}
+
+
 def test_space_errors_name_the_parameter(home_client: Client, flights: str) -> None:
     bad = tune_config()
     bad["tune"] = {**bad["tune"], "space": {"model.parms.x": {"type": "int", "low": 1, "high": 3}}}
