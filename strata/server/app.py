@@ -38,6 +38,7 @@ STREAMING_PREFIXES: tuple[str, ...] = (
     "/ajax-api/2.0/mlflow-artifacts/",
     "/api/v1/artifacts/",
     "/api/v1/data/upload/",
+    "/ajax-api/2.0/mlflow/upload-artifact",  # the MLflow UI's raw upload (10 MB, counted)
 )
 
 

@@ -312,6 +312,18 @@ class InputUses(BaseModel):
     datasets: list[DatasetRef]
 
 
+class SearchDatasets(BaseModel):
+    experiment_ids: list[str]
+
+
+@router.post("/experiments/search-datasets", dependencies=READ)
+def search_datasets(body: SearchDatasets, request: Request) -> Response:
+    """The distinct datasets (name, digest, context) that runs of the experiments logged as
+    inputs: at most 20 experiments, 1,000 summaries."""
+    found = _svc(request).search_datasets(body.experiment_ids)
+    return json_response({"dataset_summaries": found})
+
+
 @router.post("/runs/input-uses", dependencies=READ)
 def list_input_uses(body: InputUses, request: Request) -> Response:
     """The runs that logged any of the datasets (name + digest) as an input, in every

@@ -17,14 +17,17 @@ from strata.governance.audit import audited
 from strata.tracking import search
 from strata.tracking.models import (
     ARTIFACT_SCHEME,
+    MAX_DATASET_SEARCH_EXPERIMENTS,
+    MAX_DATASET_SUMMARIES,
     MAX_EXPERIMENT_NAME_LENGTH,
     MAX_TAG_VALUE_LENGTH,
+    DatasetSummary,
     Experiment,
     LifecycleStage,
     Page,
     ViewType,
 )
-from strata.tracking.tables import ExperimentRow, ExperimentTagRow, RunRow
+from strata.tracking.tables import ExperimentRow, ExperimentTagRow, InputRow, RunRow
 from strata.tracking.validation import check_max_results, validate_key, view_condition
 
 
@@ -164,6 +167,33 @@ class ExperimentsMixin(ABC):
                     f"Experiment with name {name!r} does not exist", details={"name": name}
                 )
             return _experiment(row, self._exp_tags(s, [row.id])[row.id])
+
+    def search_datasets(self, experiment_ids: Sequence[str]) -> list[DatasetSummary]:
+        ids = list(dict.fromkeys(str(e) for e in experiment_ids))
+        if not ids:
+            raise InvalidInput(
+                "search_datasets needs at least one experiment id",
+                details={"field": "experiment_ids"},
+            )
+        if len(ids) > MAX_DATASET_SEARCH_EXPERIMENTS:
+            raise InvalidInput(
+                f"search_datasets takes at most {MAX_DATASET_SEARCH_EXPERIMENTS} experiment "
+                f"ids, got {len(ids)}",
+                details={"field": "experiment_ids"},
+            )
+        stmt = (
+            sa.select(RunRow.experiment_id, InputRow.name, InputRow.digest, InputRow.context)
+            .distinct()
+            .join(RunRow, RunRow.id == InputRow.run_id)
+            .where(RunRow.experiment_id.in_(ids))
+            .order_by(RunRow.experiment_id, InputRow.name, InputRow.digest, InputRow.context)
+            .limit(MAX_DATASET_SUMMARIES)
+        )
+        with self.db.read() as s:
+            return [
+                DatasetSummary(experiment_id=e, name=n, digest=d, context=c or "")
+                for e, n, d, c in s.execute(stmt).all()
+            ]
 
     def search_experiments(
         self,

@@ -129,6 +129,21 @@ class RunInfo(BaseModel):
     parent_run_id: str | None = None
 
 
+#: At most this many experiments per search_datasets call, and this many summaries back (MLflow).
+MAX_DATASET_SEARCH_EXPERIMENTS = 20
+MAX_DATASET_SUMMARIES = 1000
+
+
+class DatasetSummary(BaseModel):
+    """A dataset some run of ``experiment_id`` logged as an input, in ``context`` (MLflow's
+    ``experiments/search-datasets``; ``context`` is empty when the input had none)."""
+
+    experiment_id: str
+    name: str
+    digest: str
+    context: str = ""
+
+
 class InputUse(BaseModel):
     """A run that logged the dataset ``name`` with ``digest`` as an input, in ``context``."""
 

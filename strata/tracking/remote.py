@@ -23,6 +23,7 @@ from strata.core.paths import safe_relpath
 from strata.core.transport import HttpTransport
 from strata.tracking.models import (
     DatasetInput,
+    DatasetSummary,
     Experiment,
     FileInfo,
     InputUse,
@@ -298,6 +299,10 @@ class RemoteTracking(TrackingService):
         )
         items = [Run.model_validate(r) for r in body["runs"]]
         return Page[Run](items=items, next_page_token=body.get("next_page_token"))
+
+    def search_datasets(self, experiment_ids: Sequence[str]) -> list[DatasetSummary]:
+        body = self._post(f"{P}/experiments/search-datasets", {"experiment_ids": experiment_ids})
+        return [DatasetSummary.model_validate(d) for d in body["dataset_summaries"]]
 
     def list_input_uses(self, datasets: Sequence[tuple[str, str]]) -> list[InputUse]:
         body = self._post(

@@ -18,6 +18,7 @@ from strata.core.clock import now_ms
 from strata.core.errors import InvalidInput
 from strata.tracking.models import (
     DatasetInput,
+    DatasetSummary,
     Experiment,
     FileInfo,
     InputUse,
@@ -61,6 +62,12 @@ class TrackingService(ABC):
 
     @abstractmethod
     def get_experiment_by_name(self, name: str) -> Experiment: ...
+
+    @abstractmethod
+    def search_datasets(self, experiment_ids: Sequence[str]) -> list[DatasetSummary]:
+        """The distinct datasets (name, digest, context) the runs of ``experiment_ids`` logged
+        as inputs, one summary per experiment; at most 1,000. Experiments that do not exist
+        are skipped (as in MLflow); no ids, or more than 20, is InvalidInput."""
 
     @abstractmethod
     def search_experiments(

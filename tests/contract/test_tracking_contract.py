@@ -579,6 +579,29 @@ def test_malformed_filters_point_at_the_offending_token(t: TrackingService) -> N
 
 
 # -- inputs and comparison ---------------------------------------------------------------------
+def test_search_datasets_summarises_inputs_per_experiment(t: TrackingService) -> None:
+    flights = DatasetInput(name="flights", digest="d1", context="train")
+    weather = DatasetInput(name="weather", digest="d2")
+    a = _new_run(t, "ds-a")
+    t.log_inputs(a, [flights, weather])
+    t.log_inputs(_new_run(t, "ds-a"), [flights])  # a second run: still one summary
+    b = _new_run(t, "ds-b")
+    t.log_inputs(b, [flights.model_copy(update={"context": "test"})])
+    exp_a = t.get_experiment_by_name("ds-a").experiment_id
+    exp_b = t.get_experiment_by_name("ds-b").experiment_id
+    found = t.search_datasets([exp_a, exp_b, "no-such-experiment"])
+    assert sorted((d.experiment_id == exp_a, d.name, d.digest, d.context) for d in found) == [
+        (False, "flights", "d1", "test"),
+        (True, "flights", "d1", "train"),
+        (True, "weather", "d2", ""),
+    ]
+    assert t.search_datasets(["no-such-experiment"]) == []
+    with pytest.raises(InvalidInput, match="at least one"):
+        t.search_datasets([])
+    with pytest.raises(InvalidInput, match="at most 20"):
+        t.search_datasets([str(i) for i in range(21)])
+
+
 def test_log_inputs_idempotent_with_context(t: TrackingService) -> None:
     run_id = _new_run(t)
     train = DatasetInput(

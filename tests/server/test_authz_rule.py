@@ -35,6 +35,8 @@ READ_POSTS = frozenset(
         "/v1/runs/compare",
         "/v1/runs/input-uses",
         "/v1/experiments/search",
+        "/v1/experiments/search-datasets",
+        "/2.0/mlflow/experiments/search-datasets",
         "/v1/logged-models/search",
         "/v1/features/plan",
         "/v1/features/historical",

@@ -317,3 +317,67 @@ def test_default_experiment_lifecycle_matches(peers: list[Peer]) -> None:
 
     theirs, ours = both(peers, ask)
     assert ours == theirs
+
+
+# -- the MLflow UI's endpoints ---------------------------------------------------------------
+def test_search_datasets_matches(peers: list[Peer]) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    def ask(peer: Peer) -> tuple[Any, ...]:
+        c = peer.client()
+        exp = c.create_experiment(f"datasets-{time.time_ns()}")
+        train = DatasetInput(
+            Dataset("flights", "d1", "local", "/data/f.parquet"),
+            [InputTag("mlflow.data.context", "train")],
+        )
+        plain = DatasetInput(Dataset("weather", "d2", "local", "/data/w.parquet"), [])
+        for _ in range(2):  # the same inputs twice: summaries are distinct
+            run = c.create_run(exp).info.run_id
+            c.log_inputs(run, [train, plain])
+
+        def search(ids: list[str]) -> tuple[int, Any]:
+            r = httpx.post(
+                f"{peer.url}/ajax-api/2.0/mlflow/experiments/search-datasets",
+                json={"experiment_ids": ids},
+                headers=peer.headers,
+                timeout=30,
+            )
+            return r.status_code, r.json()
+
+        status, found = search([exp])
+        summaries = sorted(
+            (s["name"], s["digest"], s.get("context"), s["experiment_id"] == exp)
+            for s in found["dataset_summaries"]
+        )
+        return status, summaries, search([]), search([str(i) for i in range(21)])
+
+    theirs, ours = both(peers, ask)
+    assert ours == theirs
+    assert ours[1] == [("flights", "d1", "train", True), ("weather", "d2", None, True)]
+
+
+def test_ui_upload_artifact_matches(peers: list[Peer]) -> None:
+    def ask(peer: Peer) -> list[Any]:
+        c = peer.client()
+        run = c.create_run("0").info.run_id
+        url = f"{peer.url}/ajax-api/2.0/mlflow/upload-artifact"
+
+        def post(params: dict[str, str], data: bytes) -> tuple[int, Any]:
+            r = httpx.post(url, params=params, content=data, headers=peer.headers, timeout=60)
+            body = r.json() if r.content else {}
+            return r.status_code, body.get("error_code"), body.get("message")
+
+        out: list[Any] = [
+            post({"run_uuid": run, "path": "notes/a.txt"}, b"hello"),
+            post({"path": "x.txt"}, b"hello"),
+            post({"run_uuid": run}, b"hello"),
+            post({"run_uuid": run, "path": "empty.txt"}, b""),
+            post({"run_uuid": run, "path": "big.bin"}, b"\0" * (10 * 1024 * 1024 + 1)),
+            post({"run_uuid": run, "path": "../escape.txt"}, b"x")[0],
+        ]
+        out.append(sorted((f.path, f.file_size) for f in c.list_artifacts(run, "notes")))
+        return out
+
+    theirs, ours = both(peers, ask)
+    assert ours == theirs
+    assert ours[0][0] == 200 and ours[-1] == [("notes/a.txt", 5)]

@@ -29,6 +29,7 @@ from strata.core.errors import DigestMismatch, InvalidInput, NotFound
 from strata.core.paths import safe_relpath
 from strata.core.principal import Permission
 from strata.tracking.mlflow_api._common import (
+    AJAX,
     add_route,
     json_response,
     opt_str,
@@ -219,7 +220,37 @@ async def delete_artifact(request: Request) -> Response:
     return json_response()
 
 
+#: The MLflow UI's upload limit (its server refuses bigger bodies with these words).
+UI_UPLOAD_LIMIT = 10 * 1024 * 1024
+_TOO_LARGE = "Artifact size is too large. Max size is 10MB."
+
+
+async def ui_upload_artifact(request: Request) -> Response:
+    """``POST /ajax-api/2.0/mlflow/upload-artifact?run_uuid=..&path=..``: the MLflow UI's
+    upload of one small file (the raw body, at most 10 MB) into a run's artifacts."""
+    run_id = request.query_params.get("run_uuid")
+    if not run_id:
+        raise InvalidInput("Request must specify run_uuid.", details={"field": "run_uuid"})
+    raw_path = request.query_params.get("path")
+    if not raw_path:
+        raise InvalidInput("Request must specify path.", details={"field": "path"})
+    path = safe_relpath(raw_path)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > UI_UPLOAD_LIMIT:
+        raise InvalidInput(_TOO_LARGE, details={"field": "body", "limit": UI_UPLOAD_LIMIT})
+    data = bytearray()
+    async for chunk in request.stream():  # counted as it arrives: a chunked body is no way round
+        data += chunk
+        if len(data) > UI_UPLOAD_LIMIT:
+            raise InvalidInput(_TOO_LARGE, details={"field": "body", "limit": UI_UPLOAD_LIMIT})
+    if not data:
+        raise InvalidInput("Request must specify data.", details={"field": "body"})
+    await run_sync(tracking(request).log_artifact_stream, run_id, path, io.BytesIO(bytes(data)))
+    return json_response()
+
+
 R, W = Permission.READ, Permission.WRITE
+add_route(router, "/upload-artifact", ui_upload_artifact, ["POST"], W, prefixes=(AJAX,))
 add_route(router, "/artifacts/{artifact_path:path}", upload_artifact, ["PUT"], W, prefixes=PREFIXES)
 add_route(
     router, "/artifacts/{artifact_path:path}", download_artifact, ["GET"], R, prefixes=PREFIXES

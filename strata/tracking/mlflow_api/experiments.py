@@ -9,9 +9,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from strata.core.errors import NotFound
+from strata.core.errors import InvalidInput, NotFound
 from strata.core.principal import Permission
 from strata.tracking.mlflow_api._common import (
+    AJAX,
     add_route,
     json_response,
     key_values,
@@ -25,7 +26,7 @@ from strata.tracking.mlflow_api._common import (
     view_type,
 )
 from strata.tracking.mlflow_api._convert import NOTE_TAG, experiment_json
-from strata.tracking.models import ViewType
+from strata.tracking.models import MAX_DATASET_SEARCH_EXPERIMENTS, ViewType
 
 router = APIRouter()
 
@@ -134,7 +135,33 @@ async def delete_experiment_tag(request: Request) -> Response:
     return json_response()
 
 
+async def search_datasets(request: Request) -> Response:
+    """The MLflow UI's dataset summaries of experiments (``/ajax-api`` only, as in MLflow)."""
+    body = await read_body(request)
+    ids = str_list(body, "experiment_ids")
+    if not ids:
+        raise InvalidInput(
+            "SearchDatasets request must specify at least one experiment_id.",
+            details={"field": "experiment_ids"},
+        )
+    if len(ids) > MAX_DATASET_SEARCH_EXPERIMENTS:
+        raise InvalidInput(
+            f"SearchDatasets request cannot specify more than {MAX_DATASET_SEARCH_EXPERIMENTS} "
+            f"experiment_ids. Received {len(ids)} experiment_ids.",
+            details={"field": "experiment_ids"},
+        )
+    found = await run_sync(tracking(request).search_datasets, ids)
+    summaries = []
+    for d in found:
+        item = {"experiment_id": d.experiment_id, "name": d.name, "digest": d.digest}
+        if d.context:
+            item["context"] = d.context
+        summaries.append(item)
+    return json_response({"dataset_summaries": summaries} if summaries else {})
+
+
 R, W = Permission.READ, Permission.WRITE
+add_route(router, "/experiments/search-datasets", search_datasets, ["POST"], R, prefixes=(AJAX,))
 add_route(router, "/experiments/create", create_experiment, ["POST"], W)
 add_route(router, "/experiments/get", get_experiment, ["GET"], R)
 add_route(router, "/experiments/get-by-name", get_experiment_by_name, ["GET"], R)
