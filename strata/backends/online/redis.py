@@ -15,14 +15,16 @@ from strata.backends.online.base import Entry, OnlineStore
 from strata.core.config import redact_uri
 from strata.core.errors import Unavailable
 
-# KEYS[i], ARGV = ts bytes ..., value ...: write when absent or not newer.
+# KEYS[i], ARGV[i] = the entry as stored (8 bytes of time, then the value): write it when
+# the key is absent or holds no newer time. One argument per entry, built in Python, so the
+# client packs two arguments a row and the server concatenates nothing.
 _WRITE = """
 local n = #KEYS
 for i = 1, n do
-  local ts = ARGV[i]
+  local entry = ARGV[i]
   local cur = redis.call('GETRANGE', KEYS[i], 0, 7)
-  if cur == '' or cur <= ts then
-    redis.call('SET', KEYS[i], ts .. ARGV[n + i])
+  if cur == '' or cur <= string.sub(entry, 1, 8) then
+    redis.call('SET', KEYS[i], entry)
   end
 end
 return n
@@ -50,10 +52,14 @@ class RedisOnlineStore(OnlineStore):
     ) -> int:
         try:
             pipe = self._client.pipeline(transaction=False)
+            prefix = f"strata:fs:{view}:"
             for i in range(0, len(keys), _BATCH):
-                ks = [self._key(view, k) for k in keys[i : i + _BATCH]]
-                ts = [int(t).to_bytes(8, "big", signed=True) for t in ts_us[i : i + _BATCH]]
-                self._write(keys=ks, args=[*ts, *values[i : i + _BATCH]], client=pipe)
+                ks = [prefix + k.hex() for k in keys[i : i + _BATCH]]
+                entries = [
+                    int(t).to_bytes(8, "big", signed=True) + v
+                    for t, v in zip(ts_us[i : i + _BATCH], values[i : i + _BATCH], strict=True)
+                ]
+                self._write(keys=ks, args=entries, client=pipe)
                 if len(pipe) >= 8:
                     pipe.execute()
             pipe.execute()
