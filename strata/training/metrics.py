@@ -123,3 +123,51 @@ def _regression(
     if name == "mape":
         return float(skm.mean_absolute_percentage_error(y, pred))
     return None
+
+
+def ranking(
+    relevance: Sequence[float],
+    scores: Sequence[float],
+    groups: Sequence[Any],
+    k: int = 10,
+) -> dict[str, float]:
+    """``ndcg@k`` and ``mrr`` averaged over query ``groups`` (one ranking per group, items
+    ordered by descending ``scores``). NDCG uses scikit-learn's gains (the relevance as is);
+    MRR is 1 / the rank of the first item with relevance > 0 (0 when there is none). Groups
+    of one item are skipped for NDCG (undefined), kept for MRR."""
+    from sklearn.metrics import ndcg_score
+
+    rel = np.asarray(relevance, dtype=float)
+    sc = np.asarray(scores, dtype=float)
+    grp = np.asarray(groups)
+    ndcgs: list[float] = []
+    rrs: list[float] = []
+    for g in np.unique(grp):
+        mask = grp == g
+        r, s = rel[mask], sc[mask]
+        if len(r) > 1:
+            ndcgs.append(float(ndcg_score(r[None, :], s[None, :], k=k)))
+        order = np.argsort(-s, kind="stable")
+        hits = np.flatnonzero(r[order] > 0)
+        rrs.append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
+    out = {"mrr": float(np.mean(rrs))} if rrs else {}
+    if ndcgs:
+        out[f"ndcg@{k}"] = float(np.mean(ndcgs))
+    return out
+
+
+def clustering(
+    X: Any, labels: Sequence[Any], true_labels: Sequence[Any] | None = None
+) -> dict[str, float]:
+    """``silhouette`` (needs 2 ≤ clusters < rows) and, with ``true_labels``,
+    ``adjusted_rand`` (scikit-learn's definitions)."""
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    lab = np.asarray(labels)
+    out: dict[str, float] = {}
+    n = len(np.unique(lab))
+    if 2 <= n < len(lab):
+        out["silhouette"] = float(silhouette_score(np.asarray(X, dtype=float), lab))
+    if true_labels is not None:
+        out["adjusted_rand"] = float(adjusted_rand_score(np.asarray(true_labels), lab))
+    return out

@@ -118,6 +118,7 @@ def test_space_errors_name_the_parameter(home_client: Client, flights: str) -> N
         tune(tune_config(), trials=1, executor="slurm", client=home_client)
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_repeating_finished_trials(
     home_client: Client, flights: str, tmp_path: Path
 ) -> None:
@@ -167,6 +168,7 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(
     assert len(finished) == 4
 
 
+@pytest.mark.slow
 def test_two_local_worker_processes_share_the_study(home_client: Client, flights: str) -> None:
     result = tune(tune_config(), trials=4, workers=2, client=home_client, study="pair")
     assert result.trials >= 4
@@ -189,6 +191,7 @@ def test_tune_cli_json(home_client: Client, flights: str, tmp_path: Path) -> Non
     assert doc["trials"] == 2 and doc["best_value"] > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ray_executor_on_a_local_cluster(home_client: Client, flights: str) -> None:
     ray = pytest.importorskip("ray")
