@@ -148,6 +148,19 @@ def training_job() -> str:
     return result.run_id
 
 
+def register(best: str) -> int:
+    """Register the best run's model and point ``staging`` at it; return the version."""
+    reg = strata.Client().registry
+    mv = reg.register("flights-delay", best, description="SGD logistic regression, arr_delay > 15")
+    reg.set_alias("flights-delay", "staging", mv.version, reason="best test AUC of the sweep")
+    console.print(
+        f"Registered flights-delay v{mv.version} and set staging on it: "
+        "strata.models.load('models:/flights-delay@staging') loads it, digests checked",
+        highlight=False,
+    )
+    return mv.version
+
+
 def hints(best: str) -> list[str]:
     """Commands to try next, exactly as they can be pasted into this shell."""
     cmd = strata_command()
@@ -156,6 +169,8 @@ def hints(best: str) -> list[str]:
         f"{cmd} runs history {best} test_auc",
         f"{cmd} runs show {best}",
         f"{cmd} models inspect runs:/{best}/model",
+        f"{cmd} models versions flights-delay",
+        f"{cmd} models alias history flights-delay staging",
         f"{cmd} data show flights",
         f"{cmd} data profile flights",
         f"{cmd} data lineage flights --direction down",
@@ -188,6 +203,7 @@ def ui_pages(base: str, best: str) -> str:
         f"  best run          {base}/runs/{best}\n"
         f"  flights dataset   {base}/datasets/flights/versions/{version.id}\n"
         f"  lineage           {base}/datasets/flights/versions/{version.id}/lineage\n"
+        f"  registered model  {base}/models/flights-delay\n"
         "(the dataset page has its profile and the runs trained on it)"
     )
 
@@ -202,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     best = train()
     console.print(f"Best run: {best}.", highlight=False)
     training_job()
+    register(best)
     print_hints(best)
     console.print(ui_pages(f"http://127.0.0.1:{args.port}", best), highlight=False, soft_wrap=True)
     if args.no_serve:

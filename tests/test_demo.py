@@ -40,6 +40,9 @@ def test_demo_trains_tracks_and_links_the_dataset(capsys: pytest.CaptureFixture[
     (trained_on,) = best.spec.dataset_versions
     assert trained_on.startswith("flights@")
     assert best.signature is not None and best.signature.labels == [0, 1]
+    staged = client.registry.get_version_by_alias("flights-delay", "staging")
+    top = max(runs, key=lambda r: r.metrics["test_auc"]).info.run_id
+    assert staged.run_id == top and staged.lineage.datasets[0]["name"] == "flights"
 
     # The closing hints: paste each into a shell, as a user would.
     lines = [line.strip() for line in out.splitlines()]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from strata.core.clock import utcnow
 from strata.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from strata.core.ids import new_id
-from strata.core.page import Page, decode_page_token, encode_page_token
+from strata.core.page import Page, encode_page_token
 from strata.core.parse import parse_enum, parse_options
 from strata.core.principal import Permission, current
 from strata.registry.models import (
@@ -142,10 +142,10 @@ class ApprovalsMixin:
         max_results: int = 100,
         page_token: str | None = None,
     ) -> Page[PromotionRequest]:
-        from strata.registry.embedded import _limit
+        from strata.registry.embedded import _limit, page_value
 
         limit = _limit(max_results)
-        offset = decode_page_token(page_token, "offset")
+        offset = page_value(page_token, "offset")
         stmt = sa.select(RegRequestRow)
         if name is not None:
             stmt = stmt.where(RegRequestRow.name == name)

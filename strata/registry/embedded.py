@@ -22,6 +22,7 @@ from strata.governance.audit import AuditScope, audited
 from strata.registry import search, sources
 from strata.registry.approvals import ApprovalsMixin
 from strata.registry.models import (
+    MAX_VERSION,
     PROTECTED_ALIASES,
     AliasMove,
     CardSections,
@@ -60,6 +61,14 @@ def need(permission: Permission, what: str) -> None:
             f"the {permission.value!r} permission",
             details={"needed": permission.value, "role": principal.role.value},
         )
+
+
+def page_value(token: str | None, key: str) -> int:
+    """The offset or sequence number in a page token, refused past the columns' range."""
+    value = decode_page_token(token, key)
+    if value > MAX_VERSION:
+        raise InvalidInput("Invalid page_token", details={"field": "page_token"})
+    return value
 
 
 def _limit(max_results: int) -> int:
@@ -229,7 +238,7 @@ class EmbeddedRegistry(ApprovalsMixin, RegistryService):
         page_token: str | None = None,
     ) -> Page[RegisteredModel]:
         limit = _limit(max_results)
-        offset = decode_page_token(page_token, "offset")
+        offset = page_value(page_token, "offset")
         stmt = (
             sa.select(RegModelRow)
             .where(*search.model_conditions(filter))
@@ -493,7 +502,7 @@ class EmbeddedRegistry(ApprovalsMixin, RegistryService):
         page_token: str | None = None,
     ) -> Page[ModelVersion]:
         limit = _limit(max_results)
-        offset = decode_page_token(page_token, "offset")
+        offset = page_value(page_token, "offset")
         stmt = (
             sa.select(RegVersionRow)
             .where(*search.version_conditions(filter))
@@ -737,7 +746,7 @@ class EmbeddedRegistry(ApprovalsMixin, RegistryService):
         page_token: str | None = None,
     ) -> Page[AliasMove]:
         limit = _limit(max_results)
-        after = decode_page_token(page_token, "before_seq") if page_token else None
+        after = page_value(page_token, "before_seq") if page_token else None
         h = RegAliasHistoryRow
         stmt = sa.select(h).where(h.name == name)
         if alias is not None:

@@ -24,6 +24,8 @@ ALIAS_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 5000
 MAX_TEXT = 20_000
+#: Version numbers, page offsets and sequence numbers fit a 32-bit signed column.
+MAX_VERSION = 2**31 - 1
 
 
 def check_name(name: Any, field: str = "name") -> str:
@@ -61,9 +63,9 @@ def check_version(version: Any) -> int:
         number = int(version)
     except (TypeError, ValueError):
         number = 0
-    if number < 1 or isinstance(version, bool):
+    if number < 1 or number > MAX_VERSION or isinstance(version, bool):
         raise InvalidInput(
-            f"Invalid version {version!r}: expected a positive integer",
+            f"Invalid version {version!r}: expected a positive integer below 2**31",
             details={"field": "version"},
         )
     return number

@@ -68,6 +68,14 @@ def test_unknown_model_version_alias_are_404_naming_them(client: Client) -> None
     err = _exactly(NotFound, reg.get_version_by_alias, "m", "champion")
     assert "'champion'" in err.message
     _exactly(InvalidInput, reg.get_version, "m", "seven")
+    _exactly(InvalidInput, reg.get_version, "m", 2**40)  # past the column's range: no 500
+    from strata.core.page import encode_page_token
+
+    huge = encode_page_token("offset", 2**62)
+    _exactly(InvalidInput, reg.search_models, page_token=huge)
+    _exactly(
+        InvalidInput, reg.alias_history, "m", page_token=encode_page_token("before_seq", 2**62)
+    )
     _exactly(NotFound, reg.alias_history, "nope")
     _exactly(NotFound, reg.get_request, "0" * 32)
 
