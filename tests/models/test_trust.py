@@ -54,3 +54,39 @@ def test_unknown_serialization_is_named(iris: Iris, tmp_path: Path) -> None:
     clf = LogisticRegression(max_iter=300).fit(X, y)
     with pytest.raises(InvalidInput, match=r"Unknown serialization 'cloudpickle'"):
         sm.save(clf, tmp_path / "m", serialization="cloudpickle", trusted=True)
+
+
+def test_an_attackers_skops_file_with_a_function_is_refused(iris: Iris, tmp_path: Path) -> None:
+    """A FunctionTransformer calls its func on every prediction: a skops file naming
+    builtins.eval (or numpy.load) there must not load without trust, even though both come
+    from libraries whose classes are allowed."""
+    import builtins
+
+    import skops.io as sio
+
+    X, y = iris
+    for func, name in ((builtins.eval, "builtins.eval"), (np.load, "numpy.load")):
+        clf = LogisticRegression(max_iter=300).fit(X, y)
+        sm.save(clf, tmp_path / name, input_example=X.head(2))
+        evil = make_pipeline(FunctionTransformer(func), LogisticRegression())
+        skops_file = tmp_path / name / "model.skops"
+        skops_file.chmod(0o644)
+        sio.dump(evil, skops_file)
+        from strata.models import store
+
+        spec, _ = store.read_spec(tmp_path / name)  # an attacker rewrites the digests too
+        store.write_spec(
+            tmp_path / name, spec.model_copy(update={"files": store.digest_files(tmp_path / name)})
+        )
+        with pytest.raises(PermissionDenied, match=name.replace(".", r"\.")) as err:
+            sm.load(tmp_path / name)
+        assert err.value.details["types"] == [name]
+
+
+def test_allowed_types_are_classes_and_ufuncs() -> None:
+    from strata.models.flavors.sklearn import allowed_type
+
+    assert allowed_type("lightgbm.sklearn.LGBMClassifier")
+    assert allowed_type("numpy.log1p") and allowed_type("collections.OrderedDict")
+    for refused in ("builtins.eval", "numpy.load", "scipy.io.loadmat", "os.system", "numpy.nope"):
+        assert not allowed_type(refused), refused

@@ -1,14 +1,16 @@
 """scikit-learn estimators and Pipelines: skops by default (no code runs when loading).
 
 skops rebuilds objects from an allow-list of types. Loading accepts the types skops
-trusts plus any class defined by scikit-learn, numpy, scipy, LightGBM or XGBoost (a
-Pipeline ending in a LightGBM estimator, say); any other type in the file is refused,
-named, unless ``trusted=True``. ``serialization="pickle"``/``"joblib"`` are available
+trusts plus classes defined by scikit-learn, numpy, scipy, LightGBM or XGBoost (a Pipeline
+ending in a LightGBM estimator, say) and numpy ufuncs; any other name in the file — a
+function (even ``builtins.eval`` or ``numpy.load``), a class of another package — is
+refused, named, unless ``trusted=True``. ``serialization="pickle"``/``"joblib"`` are available
 with ``trusted=True`` on save and on load, for estimators skops cannot write.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,23 +28,63 @@ from strata.models.flavors.base import (
 )
 from strata.models.models import FlavorSpec
 
-SAFE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "lightgbm", "xgboost", "builtins"})
+SAFE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "lightgbm", "xgboost"})
+"""Libraries whose *classes* (and numpy's ufuncs) a skops file may name without trust."""
+SAFE_TYPES = frozenset({"collections.OrderedDict"})
 _FILES = {"skops": "model.skops", "pickle": "model.pkl", "joblib": "model.joblib"}
 
 
+def _resolve(name: str) -> Any:
+    """The object a dotted name names, importing only modules of ``SAFE_ROOTS`` (installed
+    libraries); None when it does not resolve."""
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def allowed_type(name: str) -> bool:
+    """Whether a type a skops file names may be rebuilt without ``trusted``: a class from
+    ``SAFE_ROOTS`` or a numpy ufunc (``np.log1p`` in a FunctionTransformer), or one of
+    ``SAFE_TYPES``. Functions are refused even from those libraries: a FunctionTransformer
+    calls its ``func`` on every prediction, and ``builtins.eval`` or ``numpy.load`` there
+    would run whatever the input says."""
+    if name in SAFE_TYPES:
+        return True
+    if name.partition(".")[0] not in SAFE_ROOTS:
+        return False
+    obj = _resolve(name)
+    if isinstance(obj, type):
+        return True
+    np_module = sys.modules.get("numpy")
+    return np_module is not None and isinstance(obj, np_module.ufunc)
+
+
 def load_skops(path: Path, name: str, *, trusted: bool) -> Any:
-    """The object in a skops file; PermissionDenied naming the types from outside
-    ``SAFE_ROOTS`` unless ``trusted``."""
+    """The object in a skops file; PermissionDenied naming the types that are not
+    :func:`allowed_type` unless ``trusted``."""
     require("skops")
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    unsafe = [t for t in untrusted if t.partition(".")[0] not in SAFE_ROOTS]
+    unsafe = [t for t in untrusted if not allowed_type(t)]
     if unsafe and not trusted:
         raise PermissionDenied(
-            f"{name} contains types outside scikit-learn, numpy and scipy "
-            f"({', '.join(unsafe)}); building them may run their code. Pass "
-            f"trusted=True to load it if you trust its source",
+            f"{name} contains types Strata does not rebuild without trust ({', '.join(unsafe)}): "
+            f"only classes of scikit-learn, numpy, scipy, LightGBM and XGBoost and numpy "
+            f"ufuncs are; anything else (a function, a class of another package) may run its "
+            f"code. Pass trusted=True to load it if you trust its source",
             details={"file": name, "types": unsafe},
         )
     return sio.load(path, trusted=untrusted)
