@@ -208,14 +208,36 @@ def materialize(
     json_out: JsonOpt = False,
 ) -> None:
     """Write the latest values per entity into the online store."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     end_at = _when(end, "end") or datetime.now(UTC)
-    with _features() as fs, err_console.status("Materializing...", spinner="dots"):
+    if incremental and start is not None:
+        raise InvalidInput("--incremental starts where the last run ended: drop --start")
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.completed:,.0f} entities"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=json_out,
+    )
+    tasks: dict[str, Any] = {}
+
+    def shown(name: str, rows: int) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(f"materialize {name}", total=None, rate="")
+        task = bar.tasks[tasks[name]]
+        elapsed = task.elapsed or 0.0
+        rate = f"{rows / elapsed:,.0f} entities/s" if elapsed > 0 else ""
+        bar.update(tasks[name], completed=rows, rate=rate)
+
+    with _features() as fs, bar:
         if incremental:
-            if start is not None:
-                raise InvalidInput("--incremental starts where the last run ended: drop --start")
-            done = fs.materialize_incremental(end_at, view or None)
+            done = fs.materialize_incremental(end_at, view or None, progress=shown)
         else:
-            done = fs.materialize(_when(start, "start"), end_at, view or None)
+            done = fs.materialize(_when(start, "start"), end_at, view or None, progress=shown)
     if json_out:
         print_json({"items": done})
         return

@@ -37,7 +37,12 @@ from strata.features.offline import (
     string_offsets_sql,
     timestamp_expr,
 )
-from strata.features.service import DefinitionsLike, EntitySource, FeaturesService
+from strata.features.service import (
+    DefinitionsLike,
+    EntitySource,
+    FeaturesService,
+    MaterializeProgress,
+)
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
@@ -499,14 +504,23 @@ class EmbeddedFeatures(FeaturesService):
             return self._view_locks.setdefault(view, threading.Lock())
 
     def materialize(
-        self, start: datetime | None, end: datetime, views: Sequence[str] | None = None
+        self,
+        start: datetime | None,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        *,
+        progress: MaterializeProgress | None = None,
     ) -> list[MaterializeResult]:
-        return online.materialize(self, start, end, views, incremental=False)
+        return online.materialize(self, start, end, views, incremental=False, progress=progress)
 
     def materialize_incremental(
-        self, end: datetime, views: Sequence[str] | None = None
+        self,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        *,
+        progress: MaterializeProgress | None = None,
     ) -> list[MaterializeResult]:
-        return online.materialize(self, None, end, views, incremental=True)
+        return online.materialize(self, None, end, views, incremental=True, progress=progress)
 
     def push(self, view: str, rows: Sequence[dict[str, Any]]) -> int:
         return online.push(self, view, rows)

@@ -39,6 +39,7 @@ from strata.governance.audit import audited
 if TYPE_CHECKING:
     from strata.backends.online.base import Entry
     from strata.features.embedded import EmbeddedFeatures
+    from strata.features.service import MaterializeProgress
 
 SEP = "\x1f"
 BATCH_ROWS = 50_000
@@ -80,7 +81,7 @@ def _value_sql(join: ViewJoin, inner: str, timed: bool) -> str:
     key = f"concat_ws(chr(31), {', '.join(f'CAST({q(k)} AS VARCHAR)' for k in join.join_keys)})"
     value = "to_json(struct_pack(" + ", ".join(f"{q(f)} := {q(f)}" for f in join.features) + "))"
     ts = f"epoch_us({TS_COL})" if timed else "0"
-    return f"SELECT {key} AS k, {ts} AS ts, {value} AS v FROM ({inner})"
+    return f"SELECT encode({key}) AS k, {ts} AS ts, encode({value}) AS v FROM ({inner})"
 
 
 def materialize(
@@ -90,6 +91,7 @@ def materialize(
     views: Sequence[str] | None,
     *,
     incremental: bool,
+    progress: MaterializeProgress | None = None,
 ) -> list[MaterializeResult]:
     end_at = _aware(end, "end")
     assert end_at is not None
@@ -141,9 +143,13 @@ def materialize(
                     sql = _value_sql(join, inner, timed=True)
                 reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
                 for batch in reader:
-                    keys = [k.encode() for k in batch.column(0).to_pylist()]
-                    values = [v.encode() for v in batch.column(2).to_pylist()]
+                    # keys and JSON values come out of DuckDB as BLOBs: bytes without a
+                    # Python-level encode per row
+                    keys = batch.column(0).to_pylist()
+                    values = batch.column(2).to_pylist()
                     rows += store.write(name, keys, batch.column(1).to_pylist(), values)
+                    if progress is not None:
+                        progress(name, rows)
             finally:
                 con.close()
             with audited(svc.db, "features.materialize", "feature_view", name) as scope:

@@ -21,7 +21,12 @@ from strata.features.models import (
     Registered,
     entity_rows_error,
 )
-from strata.features.service import DefinitionsLike, EntitySource, FeaturesService
+from strata.features.service import (
+    DefinitionsLike,
+    EntitySource,
+    FeaturesService,
+    MaterializeProgress,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -168,25 +173,40 @@ class RemoteFeatures(FeaturesService):
             self.http.request("POST", f"{P}/training-sets", json=body)
         )
 
-    def _materialize(self, body: dict[str, Any]) -> list[MaterializeResult]:
+    def _materialize(
+        self, body: dict[str, Any], progress: MaterializeProgress | None
+    ) -> list[MaterializeResult]:
         out = self.http.request("POST", f"{P}/materialize", json=body)
-        return [MaterializeResult.model_validate(r) for r in out["items"]]
+        done = [MaterializeResult.model_validate(r) for r in out["items"]]
+        if progress is not None:
+            for r in done:
+                progress(r.view, r.rows)
+        return done
 
     def materialize(
-        self, start: datetime | None, end: datetime, views: Sequence[str] | None = None
+        self,
+        start: datetime | None,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        *,
+        progress: MaterializeProgress | None = None,
     ) -> list[MaterializeResult]:
         body = {
             "start": _jsonable(start),
             "end": _jsonable(end),
             "views": list(views) if views else None,
         }
-        return self._materialize(body)
+        return self._materialize(body, progress)
 
     def materialize_incremental(
-        self, end: datetime, views: Sequence[str] | None = None
+        self,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        *,
+        progress: MaterializeProgress | None = None,
     ) -> list[MaterializeResult]:
         body = {"end": _jsonable(end), "views": list(views) if views else None, "incremental": True}
-        return self._materialize(body)
+        return self._materialize(body, progress)
 
     def push(self, view: str, rows: Sequence[dict[str, Any]]) -> int:
         body = {"rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows]}

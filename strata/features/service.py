@@ -15,7 +15,7 @@ rows carry the views' join keys and, for time-series views, a timezone-aware tim
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 #: What entity rows may be: a DataFrame, an Arrow table, or a dataset reference.
 EntitySource = Any
 DefinitionsLike = Definitions | dict[str, Any] | str | Path
+
+
+#: ``progress(view, rows_written_so_far)`` during a materialization.
+MaterializeProgress = Callable[[str, int], None]
 
 
 class FeaturesService(ABC):
@@ -142,15 +146,26 @@ class FeaturesService(ABC):
     # -- online --------------------------------------------------------------------------------
     @abstractmethod
     def materialize(
-        self, start: datetime | None, end: datetime, views: Sequence[str] | None = None
+        self,
+        start: datetime | None,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        *,
+        progress: MaterializeProgress | None = None,
     ) -> list[MaterializeResult]:
         """Write the latest row per entity with ``start <= event_ts < end`` of each view (all
         online views by default) to the online store, streaming in bounded memory. Static
-        views write every key. Runs of the same view are serialized."""
+        views write every key. Runs of the same view are serialized. ``progress(view,
+        rows_written)`` is called after each written batch (embedded) or once per view when
+        the server answers (remote)."""
 
     @abstractmethod
     def materialize_incremental(
-        self, end: datetime, views: Sequence[str] | None = None
+        self,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        *,
+        progress: MaterializeProgress | None = None,
     ) -> list[MaterializeResult]:
         """:meth:`materialize` from where the view's last materialization ended."""
 

@@ -225,8 +225,10 @@ def test_online_materialize_push_and_skew(client: Client) -> None:
     _load(client)
     fs = client.features
     fs.apply(DEFS)
-    done = {r.view: r for r in fs.materialize(None, h(100))}
+    seen: list[tuple[str, int]] = []
+    done = {r.view: r for r in fs.materialize(None, h(100), progress=lambda *a: seen.append(a))}
     assert done["air"].rows == 2 and done["cars"].rows == 2  # latest per key
+    assert sorted(seen) == [("air", 2), ("cars", 2)]  # each view's rows reported as written
     rows = [
         {"station": "A", "car_id": 1},
         {"station": "B", "car_id": 2},
