@@ -116,3 +116,47 @@ def refuse_untrusted(what: str, serialization: str, action: str) -> PermissionDe
         f"or use the default safe format",
         details={"serialization": serialization, "trusted": False},
     )
+
+
+class BoosterPredictor(Predictor):
+    """A gradient-boosting booster called on the float matrix; a classifier keeps its classes
+    so labels and probabilities match its scikit-learn wrapper's (one output column: the
+    positive class's probability, labelled by > 0.5; several: argmax)."""
+
+    def __init__(self, booster: Any, kind: str, classes: list[Any] | None) -> None:
+        self.booster = booster
+        self.kind = kind
+        self.classes = np.asarray(classes) if classes is not None else None
+
+    @abstractmethod
+    def raw(self, x: Any) -> np.ndarray:
+        """The booster's own prediction: values, or probabilities for a classifier."""
+
+    def predict(self, x: Any) -> np.ndarray:
+        out = self.raw(x)
+        if self.classes is None:
+            return np.asarray(out)
+        if out.ndim == 1:
+            return np.asarray(self.classes[(out > 0.5).astype(np.intp)])
+        return np.asarray(self.classes[np.argmax(out, axis=1)])
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        if self.classes is None:
+            return super().predict_proba(x)
+        out = np.asarray(self.raw(x), dtype=np.float64)
+        return np.column_stack([1.0 - out, out]) if out.ndim == 1 else out
+
+
+def booster_options(obj: Any, classifier: type, wrapper: type) -> dict[str, Any]:
+    """What a wrapper adds to its booster: ``kind`` and, for a classifier, its classes."""
+    if isinstance(obj, classifier):
+        classes: Any = getattr(obj, "classes_")  # noqa: B009  (the wrapper defines it)
+        return {"kind": "classifier", "classes": [plain(c) for c in classes]}
+    if isinstance(obj, wrapper):
+        return {"kind": "regressor"}
+    return {"kind": "booster"}
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value YAML can hold."""
+    return value.item() if isinstance(value, np.generic) else value

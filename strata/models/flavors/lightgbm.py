@@ -14,32 +14,24 @@ from typing import Any
 import numpy as np
 
 from strata.core.errors import InvalidInput
-from strata.models.flavors.base import Flavor, Predictor, dist_version, loaded, require
+from strata.models.flavors.base import (
+    BoosterPredictor,
+    Flavor,
+    Predictor,
+    booster_options,
+    dist_version,
+    loaded,
+    require,
+)
 from strata.models.models import FlavorSpec
 
 FILE = "model.txt"
 
 
-class LightGBMPredictor(Predictor):
-    def __init__(self, booster: Any, kind: str, classes: list[Any] | None) -> None:
-        self.booster = booster
-        self.kind = kind
-        self.classes = np.asarray(classes) if classes is not None else None
-        self._predict = booster.predict
-
-    def predict(self, x: Any) -> np.ndarray:
-        out = self._predict(x)
-        if self.classes is None:
-            return np.asarray(out)
-        if out.ndim == 1:
-            return np.asarray(self.classes[(out > 0.5).astype(np.intp)])
-        return np.asarray(self.classes[np.argmax(out, axis=1)])
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        if self.classes is None:
-            return super().predict_proba(x)
-        out = np.asarray(self._predict(x), dtype=np.float64)
-        return np.column_stack([1.0 - out, out]) if out.ndim == 1 else out
+class LightGBMPredictor(BoosterPredictor):
+    def raw(self, x: Any) -> np.ndarray:
+        out: np.ndarray = self.booster.predict(x)
+        return out
 
 
 class LightGBMFlavor(Flavor):
@@ -68,12 +60,7 @@ class LightGBMFlavor(Flavor):
             )
         booster = obj if isinstance(obj, lgb.Booster) else obj.booster_
         booster.save_model(str(directory / FILE))
-        opts: dict[str, Any] = {"kind": "booster"}
-        if isinstance(obj, lgb.LGBMClassifier):
-            classes = obj.classes_
-            opts = {"kind": "classifier", "classes": [_plain(c) for c in classes]}
-        elif isinstance(obj, lgb.LGBMModel):
-            opts = {"kind": "regressor"}
+        opts = booster_options(obj, lgb.LGBMClassifier, lgb.LGBMModel)
         return FlavorSpec(
             path=FILE,
             serialization="lightgbm-text",
@@ -87,7 +74,3 @@ class LightGBMFlavor(Flavor):
         return LightGBMPredictor(
             booster, str(spec.options.get("kind", "booster")), spec.options.get("classes")
         )
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

@@ -14,31 +14,23 @@ from typing import Any
 import numpy as np
 
 from strata.core.errors import InvalidInput
-from strata.models.flavors.base import Flavor, Predictor, dist_version, loaded, require
+from strata.models.flavors.base import (
+    BoosterPredictor,
+    Flavor,
+    Predictor,
+    booster_options,
+    dist_version,
+    loaded,
+    require,
+)
 from strata.models.models import FlavorSpec
 
 FILE = "model.ubj"
 
 
-class XGBoostPredictor(Predictor):
-    def __init__(self, booster: Any, kind: str, classes: list[Any] | None) -> None:
-        self.booster = booster
-        self.kind = kind
-        self.classes = np.asarray(classes) if classes is not None else None
-
-    def predict(self, x: Any) -> np.ndarray:
-        out = np.asarray(self.booster.inplace_predict(x))
-        if self.classes is None:
-            return out
-        if out.ndim == 1:
-            return np.asarray(self.classes[(out > 0.5).astype(np.intp)])
-        return np.asarray(self.classes[np.argmax(out, axis=1)])
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        if self.classes is None:
-            return super().predict_proba(x)
-        out = np.asarray(self.booster.inplace_predict(x), dtype=np.float64)
-        return np.column_stack([1.0 - out, out]) if out.ndim == 1 else out
+class XGBoostPredictor(BoosterPredictor):
+    def raw(self, x: Any) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(x))
 
 
 class XGBoostFlavor(Flavor):
@@ -67,12 +59,7 @@ class XGBoostFlavor(Flavor):
             )
         booster = obj if isinstance(obj, xgb.Booster) else obj.get_booster()
         booster.save_model(str(directory / FILE))
-        opts: dict[str, Any] = {"kind": "booster"}
-        if isinstance(obj, xgb.XGBClassifier):
-            classes = [c.item() if isinstance(c, np.generic) else c for c in obj.classes_]
-            opts = {"kind": "classifier", "classes": classes}
-        elif isinstance(obj, xgb.XGBModel):
-            opts = {"kind": "regressor"}
+        opts = booster_options(obj, xgb.XGBClassifier, xgb.XGBModel)
         return FlavorSpec(
             path=FILE,
             serialization="xgboost-ubj",
