@@ -164,6 +164,43 @@ def main() -> int:
     )
     t_big_bare, t_big = many["bare"], many["arrays"]
 
+    # ONNX Runtime (the export's float32 graph, 1 thread) beside the native flavor
+    t0 = time.perf_counter()
+    exported = sm.export_onnx(work / "strata")
+    export_s = time.perf_counter() - t0
+    onnx_model = sm.load(work / "strata")
+    parity = exported.onnx_parity
+    assert parity is not None
+    onnx_one = interleaved(
+        {
+            "native": lambda: onnx_model.predict_arrays(one_arrays),
+            "onnx": lambda: onnx_model.predict_arrays(one_arrays, runtime="onnx"),
+        },
+        calls,
+        rounds,
+    )
+    onnx_big = interleaved(
+        {
+            "native": lambda: onnx_model.predict_arrays(big_arrays),
+            "onnx": lambda: onnx_model.predict_arrays(big_arrays, runtime="onnx"),
+        },
+        1,
+        rounds,
+    )
+    big_diff = float(
+        np.abs(
+            onnx_model.predict_arrays(big_arrays, runtime="onnx")
+            - onnx_model.predict_arrays(big_arrays)
+        ).max()
+    )
+    console.print(
+        f"ONNX export {export_s:.1f} s (parity on the example: max abs diff "
+        f"{parity.max_abs_diff:.2g}); 1 row: native {onnx_one['native'] * 1e6:.1f} µs, "
+        f"onnx {onnx_one['onnx'] * 1e6:.1f} µs; 100,000 rows: native "
+        f"{onnx_big['native'] * 1000:.1f} ms, onnx {onnx_big['onnx'] * 1000:.1f} ms "
+        f"(max abs diff {big_diff:.2g})"
+    )
+
     overhead_us = (t_arrays - t_bare) * 1e6
     speedup = t_mlflow / t_frame
     big_ratio = t_big / t_big_bare
@@ -207,6 +244,18 @@ def main() -> int:
                 f"{t_big_bare * 1000:.1f} ms",
                 f"x{big_ratio:.3f}",
                 "≤ x1.10" + ("" if big_ratio <= 1.10 else " MISSED"),
+            ),
+            row(
+                "1 row predict_arrays, ONNX Runtime vs native",
+                f"{onnx_one['onnx'] * 1e6:.1f} µs",
+                f"{onnx_one['native'] * 1e6:.1f} µs",
+                f"x{onnx_one['onnx'] / onnx_one['native']:.2f}",
+            ),
+            row(
+                "100k rows predict_arrays, ONNX Runtime vs native",
+                f"{onnx_big['onnx'] * 1000:.1f} ms",
+                f"{onnx_big['native'] * 1000:.1f} ms",
+                f"x{onnx_big['onnx'] / onnx_big['native']:.2f} (max abs diff {big_diff:.1g})",
             ),
             row(
                 "load, digests verified",

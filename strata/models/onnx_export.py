@@ -301,6 +301,10 @@ def _tree_outputs(proto: Any, classifier: bool) -> dict[str, Any]:
     names = [o.name for o in proto.graph.output]
     if classifier:
         return {"outputs": {"label": names[0], "probabilities": names[1]}, "label_index": True}
+    if len(names) >= 2:
+        # a bare booster with a classification objective: the converter emits label and
+        # probabilities, the booster itself predicts the probabilities (binary: of class 1)
+        return {"outputs": {"value": names[1]}, "positive_column": True}
     return {"outputs": {"value": names[0]}}
 
 

@@ -211,3 +211,26 @@ def test_run_model_export_is_uploaded_to_the_run(iris: Iris, sqlite_settings: Se
             fluent.end_run()
         fluent._services.close_default()
         client.close()
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+def test_bare_binary_booster_exports_its_probabilities(
+    library: str, iris: Iris, tmp_path: Path
+) -> None:
+    """A Booster trained with a binary objective has no classes: it predicts P(class 1),
+    which the converter's graph gives as the second probability column."""
+    X, y = iris
+    target = (y == 2).astype(int)
+    if library == "lightgbm":
+        booster = lgb.train(
+            {"objective": "binary", "verbose": -1}, lgb.Dataset(X, target), num_boost_round=5
+        )
+    else:
+        booster = xgb.train(
+            {"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(X, target), 5
+        )
+    sm.save(booster, tmp_path / "m", input_example=X.head(5))
+    spec = sm.export_onnx(tmp_path / "m")
+    assert spec.onnx_parity is not None and spec.onnx_parity.max_abs_diff < 1e-5
+    model = sm.load(tmp_path / "m")
+    assert np.allclose(model.predict(X, runtime="onnx"), model.predict(X), atol=1e-5)

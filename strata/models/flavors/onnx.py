@@ -9,6 +9,7 @@ columns feed the graph and which outputs to read:
   ``tensor`` (the signature's one tensor, as float32);
 - ``outputs``: the graph's output names for ``label``, ``probabilities`` (classifiers) or
   ``value`` (regressors);
+- ``positive_column``: a bare binary booster's value is the probabilities' second column;
 - ``label_index``: true when the graph's label output is a class index (LightGBM, XGBoost
   boosters) rather than the class itself (scikit-learn);
 - ``quantized``: the file of the dynamically INT8-quantized graph, when one was made.
@@ -55,6 +56,7 @@ class OnnxPredictor(Predictor):
         self._proba = outputs.get("probabilities")
         self._value = outputs.get("value")
         self._label_index = bool(options.get("label_index", False))
+        self._positive = bool(options.get("positive_column", False))
         self.classes = np.asarray(classes) if classes is not None else None
         self._first_input = self.session.get_inputs()[0].name
 
@@ -77,6 +79,8 @@ class OnnxPredictor(Predictor):
         if self._value is not None:
             (out,) = self._run([self._value], x)
             out = np.asarray(out, dtype=np.float64)
+            if self._positive and out.ndim == 2 and out.shape[1] == 2:
+                return out[:, 1]  # a binary booster predicts P(class 1) only
             return out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
         if self._label is None:
             raise InvalidInput("The ONNX flavor names no output to predict from")
