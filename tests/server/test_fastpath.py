@@ -93,3 +93,17 @@ def test_lean_routes_keep_metrics_and_request_ids(env: AppEnv) -> None:
     assert r.headers["x-request-id"] == "lean-123"
     metrics = env.http.get("/metrics", headers=env.auth(Role.ADMIN)).text
     assert f'route="{API}/runs/search"' in metrics
+
+
+def test_mlflow_integers_beyond_int64_are_a_400_not_a_500(env: AppEnv) -> None:
+    """Found by the fuzz: an end_time past int64 overflowed the database (a 500)."""
+    editor = env.auth(Role.EDITOR)
+    run = env.http.post(f"{API}/runs/create", json={"experiment_id": "0"}, headers=editor)
+    run_id = run.json()["run"]["info"]["run_id"]
+    for field in ("end_time",):
+        r = env.http.post(
+            f"{API}/runs/update", json={"run_id": run_id, field: 2**64}, headers=editor
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert f"'{field}'" in r.json()["message"]

@@ -190,4 +190,8 @@ def test_mlflow_links_land_on_pages(page: Any, ui_env: UiEnv) -> None:
 def test_docs_render_offline(page: Any, ui_env: UiEnv) -> None:
     page.goto("/docs")
     page.locator(".swagger-ui .opblock").first.wait_for()
-    assert page.locator(".swagger-ui .opblock").count() > 20
+    # Swagger UI renders only some operations of a large spec at a time (how many depends on
+    # the viewport and on scrolling), so count what it loaded, not what it drew.
+    loaded = page.evaluate("() => ui.specSelectors.operations().size")
+    assert loaded > 100
+    assert page.evaluate("() => ui.errSelectors.allErrors().size") == 0

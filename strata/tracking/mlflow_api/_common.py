@@ -284,15 +284,23 @@ def req_str(body: Body, field: str, *aliases: str) -> str:
     return value
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def to_int(value: object, field: str) -> int:
+    """An integer as MLflow's proto fields take it (int64: a bigger number is refused here,
+    not left to overflow the database)."""
+    out: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        out = value
+    elif isinstance(value, str):
         with suppress(ValueError):
-            return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise bad_value(field, "an integer", value)
+            out = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        out = int(value)
+    if out is None or not _INT64[0] <= out <= _INT64[1]:
+        raise bad_value(field, "a 64-bit integer", value)
+    return out
 
 
 def opt_int(body: Body, field: str) -> int | None:

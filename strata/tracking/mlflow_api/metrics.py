@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,6 +88,19 @@ async def get_metric_history_bulk(request: Request) -> Response:
     return json_response({"metrics": metric_points_json(points, with_run=True)})
 
 
+def _ntile_firsts(n: int, buckets: int) -> list[int]:
+    """The first index of each of ``buckets`` NTILE buckets over ``n`` ordered rows (SQL's
+    NTILE: the first ``n % buckets`` buckets hold one row more)."""
+    if n <= buckets:
+        return list(range(n))
+    size, extra = divmod(n, buckets)
+    firsts, at = [], 0
+    for b in range(buckets):
+        firsts.append(at)
+        at += size + 1 if b < extra else size
+    return firsts
+
+
 def sampled_history(
     svc: TrackingService,
     run_ids: Sequence[str],
@@ -97,58 +109,65 @@ def sampled_history(
     start_step: int | None,
     end_step: int | None,
 ) -> list[dict[str, Any]]:
-    """MLflow's sampling: up to ``max_results`` steps spread evenly over the steps logged in
-    ``[start_step, end_step]`` by any of the runs, plus each run's first and last step; the
-    points at those steps (as MLflow metric JSON with ``run_id``), per run in the given order,
-    by step then timestamp."""
-    histories = {rid: svc.get_metric_history(rid, key) for rid in dict.fromkeys(run_ids)}
-    per_run = [sorted({p.step for p in points}) for points in histories.values()]
-    all_steps = sorted({s for steps in per_run for s in steps})
-    if start_step is None or end_step is None:
-        start_step, end_step = 0, all_steps[-1] if all_steps else 0
-    lo = bisect.bisect_left(all_steps, start_step)
-    hi = bisect.bisect_right(all_steps, end_step)
-    if hi - lo <= max_results:
-        chosen = set(all_steps[lo:hi])
-    else:
-        interval = (hi - lo) / max_results
-        chosen = {all_steps[lo + int(i * interval)] for i in range(max_results)}
-        chosen.add(all_steps[hi - 1])
-    for steps in per_run:
-        chosen.update(s for s in (steps[:1] + steps[-1:]) if start_step <= s <= end_step)
-    cap = max(max_results, len(chosen))
+    """MLflow's sampling (its SQL store, 3.x): each run on its own, its points in
+    ``[start_step, end_step]`` ordered by step, timestamp and value go into ``max_results``
+    NTILE buckets and the first point of each is kept, and the run's last point always is (in
+    place of the last sample when the sample is full). Points as MLflow metric JSON with
+    ``run_id``, per run in the given order."""
     out: list[dict[str, Any]] = []
-    for rid, points in histories.items():
-        picked = [p for p in points if p.step in chosen]
-        if len(picked) > cap:  # many values share steps: thin evenly, keep the last
-            stride = len(picked) / cap
-            picked = [picked[int(i * stride)] for i in range(cap - 1)] + [picked[-1]]
+    for rid in dict.fromkeys(run_ids):
+        points = svc.get_metric_history(rid, key)
+        if start_step is not None and end_step is not None:
+            points = [p for p in points if start_step <= p.step <= end_step]
+        if not points:
+            continue
+        ordered = sorted(points, key=lambda p: (p.step, p.timestamp, p.value))
+        picked = [ordered[i] for i in _ntile_firsts(len(ordered), max_results)]
+        if picked[-1] is not ordered[-1]:
+            if len(picked) >= max_results:
+                picked[-1] = ordered[-1]
+            else:
+                picked.append(ordered[-1])
         for row in metric_points_json(picked):
             row["run_id"] = rid
             out.append(row)
     return out
 
 
+_SEE_DOCS = " See the API docs for more information about request parameters."
+
+
 async def get_metric_history_bulk_interval(request: Request) -> Response:
+    """The MLflow UI's chart data, validated and worded as MLflow's server does it."""
     body = await read_body(request)
-    run_ids, key = _bulk_args(body, "run_ids")
+    run_ids = str_list(body, "run_ids")
+    if not run_ids:
+        raise missing("run_ids")
+    if len(run_ids) > MAX_BULK_RUNS:
+        raise InvalidInput(
+            f"GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUNS} "
+            f"run_ids. Received {len(run_ids)} run_ids.{_SEE_DOCS}",
+            details={"field": "run_ids"},
+        )
+    key = req_str(body, "metric_key")
     max_results = opt_int(body, "max_results")
     if max_results is None:
         max_results = MAX_SAMPLED_PER_RUN
     if not 1 <= max_results <= MAX_SAMPLED_PER_RUN:
         raise InvalidInput(
-            f"max_results must be between 1 and {MAX_SAMPLED_PER_RUN}, got {max_results}",
+            f"max_results must be between 1 and {MAX_SAMPLED_PER_RUN}.{_SEE_DOCS}",
             details={"field": "max_results"},
         )
     start, end = opt_int(body, "start_step"), opt_int(body, "end_step")
     if (start is None) != (end is None):
         raise InvalidInput(
-            "start_step and end_step must be given together (or neither)",
+            "If either start step or end step are specified, both must be specified.",
             details={"field": "start_step" if start is None else "end_step"},
         )
     if start is not None and end is not None and start > end:
         raise InvalidInput(
-            f"end_step must not be below start_step; got start_step={start}, end_step={end}",
+            f"end_step must be greater than start_step. Found start_step={start} and "
+            f"end_step={end}.",
             details={"field": "end_step"},
         )
     rows = await run_sync(sampled_history, tracking(request), run_ids, key, max_results, start, end)
