@@ -49,15 +49,16 @@ def _push(a: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _transform(a: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    inputs, sql = a["inputs"], a.get("sql")
+    options = a["options"]  # transform_with(options, fn=...): a TransformOptions
+    inputs, sql = options.inputs, options.sql
     details: dict[str, Any] = {
         "inputs": list(inputs.values()) if isinstance(inputs, dict) else list(inputs),
-        "output": a["output"],
+        "output": options.output,
         "language": "sql" if sql is not None else "python",
     }
     if isinstance(sql, str):
         details["sql_sha256"] = hashlib.sha256(sql.encode()).hexdigest()
-    return str(a["output"]), details
+    return str(options.output), details
 
 
 def _failures_audited(action: str, describe: Describe) -> Callable[[F], F]:
