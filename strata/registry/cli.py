@@ -79,7 +79,9 @@ def list_models(
         str | None,
         typer.Option("--filter", help="e.g. \"name LIKE 'fl%' AND alias = 'production'\""),
     ] = None,
-    max_results: Annotated[int, typer.Option("--max-results")] = 100,
+    max_results: Annotated[
+        int, typer.Option("--max-results", help="At most this many models (1-1000).")
+    ] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """List registered models."""
@@ -187,8 +189,8 @@ def alias_set(
 
 def alias_delete(
     name: NameArg,
-    alias: Annotated[str, typer.Argument()],
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    alias: Annotated[str, typer.Argument(help="The alias to remove.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")] = "",
 ) -> None:
     """Remove an alias (kept in the history)."""
     with _client() as client:
@@ -198,7 +200,7 @@ def alias_delete(
 
 def alias_history(
     name: NameArg,
-    alias: Annotated[str, typer.Argument()],
+    alias: Annotated[str, typer.Argument(help="The alias whose moves to show.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Every move of ALIAS, newest first: who, when, from, to, why."""
@@ -288,16 +290,16 @@ def _decide(request_id: str, comment: str, approve: bool) -> None:
 
 
 def approve(
-    request_id: Annotated[str, typer.Argument()],
-    comment: Annotated[str, typer.Option("--comment")] = "",
+    request_id: Annotated[str, typer.Argument(help="The request's id (see `requests`).")],
+    comment: Annotated[str, typer.Option("--comment", help="Kept with the decision.")] = "",
 ) -> None:
     """Approve a promotion request (approver or admin; not your own)."""
     _decide(request_id, comment, True)
 
 
 def reject(
-    request_id: Annotated[str, typer.Argument()],
-    comment: Annotated[str, typer.Option("--comment")] = "",
+    request_id: Annotated[str, typer.Argument(help="The request's id (see `requests`).")],
+    comment: Annotated[str, typer.Option("--comment", help="Kept with the decision.")] = "",
 ) -> None:
     """Reject a promotion request."""
     _decide(request_id, comment, False)
@@ -306,7 +308,7 @@ def reject(
 def rollback(
     name: NameArg,
     alias: Annotated[str, typer.Option("--alias", help="The alias to move back.")],
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")] = "",
 ) -> None:
     """Move ALIAS back to the version it pointed at before its latest move."""
     with _client() as client:
@@ -354,8 +356,12 @@ def gate(
         str | None, typer.Option("--dataset", help="Holdout version, NAME@VERSION.")
     ] = None,
     target: Annotated[str | None, typer.Option("--target", help="Its label column.")] = None,
-    threshold: Annotated[float, typer.Option("--threshold")] = 0.0,
-    lower_is_better: Annotated[bool, typer.Option("--lower-is-better")] = False,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Allowed shortfall vs production (metric units).")
+    ] = 0.0,
+    lower_is_better: Annotated[
+        bool, typer.Option("--lower-is-better", help="The metric is a loss (smaller wins).")
+    ] = False,
     remove: Annotated[bool, typer.Option("--remove", help="Remove the gate.")] = False,
 ) -> None:
     """Set (or --remove) NAME's promotion gate."""

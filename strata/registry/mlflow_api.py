@@ -38,6 +38,7 @@ from strata.tracking.mlflow_api._common import (
     tracking,
 )
 from strata.tracking.mlflow_api._common import read_body as read_fields
+from strata.tracking.mlflow_api.schemas import KEY_VALUES, STRING, body_schema
 
 router = APIRouter()
 R, W = Permission.READ, Permission.WRITE
@@ -379,24 +380,112 @@ async def get_download_uri(request: Request) -> Response:
 
 
 RM, MV = "/registered-models", "/model-versions"
-add_route(router, f"{RM}/create", create_registered_model, ["POST"], W)
+# The request bodies for the OpenAPI document (MLflow's model_registry.proto).
+_NAME = {"name": STRING}
+_VERSION = {**_NAME, "version": STRING}
+_STAGES = {"type": "array", "items": STRING}
+add_route(
+    router,
+    f"{RM}/create",
+    create_registered_model,
+    ["POST"],
+    W,
+    body=body_schema(["name"], **_NAME, tags=KEY_VALUES, description=STRING),
+)
 add_route(router, f"{RM}/get", get_registered_model, ["GET"], R)
-add_route(router, f"{RM}/update", update_registered_model, ["PATCH"], W)
-add_route(router, f"{RM}/rename", rename_registered_model, ["POST"], W)
+add_route(
+    router,
+    f"{RM}/update",
+    update_registered_model,
+    ["PATCH"],
+    W,
+    body=body_schema(["name"], **_NAME, description=STRING),
+)
+add_route(
+    router,
+    f"{RM}/rename",
+    rename_registered_model,
+    ["POST"],
+    W,
+    body=body_schema(["name", "new_name"], **_NAME, new_name=STRING),
+)
 add_route(router, f"{RM}/delete", delete_registered_model, ["DELETE"], W)
 add_route(router, f"{RM}/search", search_registered_models, ["GET"], R)
-add_route(router, f"{RM}/get-latest-versions", get_latest_versions, ["GET", "POST"], R)
-add_route(router, f"{RM}/set-tag", set_registered_model_tag, ["POST"], W)
+add_route(
+    router,
+    f"{RM}/get-latest-versions",
+    get_latest_versions,
+    ["GET", "POST"],
+    R,
+    body=body_schema(["name"], **_NAME, stages=_STAGES),
+)
+add_route(
+    router,
+    f"{RM}/set-tag",
+    set_registered_model_tag,
+    ["POST"],
+    W,
+    body=body_schema(["name", "key"], **_NAME, key=STRING, value=STRING),
+)
 add_route(router, f"{RM}/delete-tag", delete_registered_model_tag, ["DELETE"], W)
-add_route(router, f"{RM}/alias", set_alias, ["POST"], W)
+add_route(
+    router,
+    f"{RM}/alias",
+    set_alias,
+    ["POST"],
+    W,
+    body=body_schema(["name", "alias", "version"], **_VERSION, alias=STRING),
+)
 add_route(router, f"{RM}/alias", delete_alias, ["DELETE"], W)
 add_route(router, f"{RM}/alias", get_by_alias, ["GET"], R)
-add_route(router, f"{MV}/create", create_model_version, ["POST"], W)
+add_route(
+    router,
+    f"{MV}/create",
+    create_model_version,
+    ["POST"],
+    W,
+    body=body_schema(
+        ["name", "source"],
+        **_NAME,
+        source=STRING,
+        run_id=STRING,
+        tags=KEY_VALUES,
+        run_link=STRING,
+        description=STRING,
+        model_id=STRING,
+    ),
+)
 add_route(router, f"{MV}/get", get_model_version, ["GET"], R)
-add_route(router, f"{MV}/update", update_model_version, ["PATCH"], W)
+add_route(
+    router,
+    f"{MV}/update",
+    update_model_version,
+    ["PATCH"],
+    W,
+    body=body_schema(["name", "version"], **_VERSION, description=STRING),
+)
 add_route(router, f"{MV}/delete", delete_model_version, ["DELETE"], W)
 add_route(router, f"{MV}/search", search_model_versions, ["GET"], R)
-add_route(router, f"{MV}/transition-stage", transition_stage, ["POST"], W)
-add_route(router, f"{MV}/set-tag", set_model_version_tag, ["POST"], W)
+add_route(
+    router,
+    f"{MV}/transition-stage",
+    transition_stage,
+    ["POST"],
+    W,
+    body=body_schema(
+        ["name", "version", "stage"],
+        **_VERSION,
+        stage=STRING,
+        archive_existing_versions={"type": "boolean"},
+    ),
+)
+add_route(
+    router,
+    f"{MV}/set-tag",
+    set_model_version_tag,
+    ["POST"],
+    W,
+    body=body_schema(["name", "version", "key"], **_VERSION, key=STRING, value=STRING),
+)
 add_route(router, f"{MV}/delete-tag", delete_model_version_tag, ["DELETE"], W)
 add_route(router, f"{MV}/get-download-uri", get_download_uri, ["GET"], R)

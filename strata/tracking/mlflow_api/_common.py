@@ -162,8 +162,12 @@ def add_route(
     permission: Permission,
     *,
     prefixes: tuple[str, ...] = PREFIXES,
+    body: dict[str, Any] | None = None,
 ) -> None:
-    """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc)."""
+    """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc).
+
+    ``body`` is the JSON schema of the request body for the OpenAPI document; without it the
+    tracking routes' own table (``schemas.BODIES``) is looked up."""
     wrapped = mlflow_errors(fn)
     # Served by server/fastpath.py without FastAPI's routing and dependency machinery (same
     # permission check, same handler) where the path has no parameters.
@@ -184,16 +188,18 @@ def add_route(
                 include_in_schema=prefix.startswith("/api/"),
                 name=f"mlflow_{fn.__name__}_{prefix.split('/')[1]}_{method.lower()}",
                 tags=["mlflow"],
-                openapi_extra=_openapi(method, path, params),
+                openapi_extra=_openapi(method, path, params, body),
             )
 
 
-def _openapi(method: str, path: str, params: list[dict[str, Any]]) -> dict[str, Any] | None:
-    from strata.tracking.mlflow_api.schemas import request_body
+def _openapi(
+    method: str, path: str, params: list[dict[str, Any]], schema: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    from strata.tracking.mlflow_api.schemas import as_request_body, request_body
 
     extra: dict[str, Any] = {"parameters": params} if params else {}
-    body = request_body(method, path)
-    if body is not None:
+    body = request_body(method, path) if schema is None else as_request_body(schema)
+    if body is not None and method in ("POST", "PATCH", "PUT"):
         extra["requestBody"] = body
     return extra or None
 

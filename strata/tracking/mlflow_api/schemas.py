@@ -84,6 +84,16 @@ BODIES: dict[str, dict[str, Any]] = {
 def request_body(method: str, path: str) -> dict[str, Any] | None:
     """The OpenAPI ``requestBody`` of the route, or None."""
     schema = BODIES.get(f"{method} {path}")
-    if schema is None:
-        return None
+    return None if schema is None else as_request_body(schema)
+
+
+def as_request_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def body_schema(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object schema: for other layers' MLflow routes (``add_route(..., body=)``)."""
+    return _obj(required, **props)
+
+
+STRING, INTEGER, KEY_VALUES = _S, _I, _KV
