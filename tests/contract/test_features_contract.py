@@ -228,7 +228,12 @@ def test_online_materialize_push_and_skew(client: Client) -> None:
     seen: list[tuple[str, int]] = []
     done = {r.view: r for r in fs.materialize(None, h(100), progress=lambda *a: seen.append(a))}
     assert done["air"].rows == 2 and done["cars"].rows == 2  # latest per key
-    assert sorted(seen) == [("air", 2), ("cars", 2)]  # each view's rows reported as written
+    # Each view's rows are reported as written: a running total per view (once per batch
+    # embedded, how many batches DuckDB hands over varies), ending at the view's rows.
+    for view in ("air", "cars"):
+        totals = [rows for v, rows in seen if v == view]
+        assert totals and totals == sorted(totals) and totals[-1] == 2, seen
+    assert {v for v, _ in seen} == {"air", "cars"}
     rows = [
         {"station": "A", "car_id": 1},
         {"station": "B", "car_id": 2},
