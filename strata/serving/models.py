@@ -1,0 +1,239 @@
+"""Serving's domain objects (pure pydantic): endpoints, model references, traffic policies.
+
+An endpoint file (``strata serve --config endpoints.yaml``) is a :class:`ServeConfig`::
+
+    endpoints:
+      - model: flights@production        # or flights/3, runs:/RUN_ID/model
+        batching: {enabled: false, max_batch_size: 64, max_latency_ms: 2}
+    prediction_log: {enabled: true}
+
+``strata serve flights@production`` builds the same object from its arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from strata.core.errors import InvalidInput
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
+_REF = re.compile(
+    rf"^(?P<name>{_NAME})(?:@(?P<alias>[a-z][a-z0-9_\-]{{0,63}})|/(?P<version>[0-9]+))$"
+)
+_RUN_REF = re.compile(r"^runs:/(?P<run>[A-Za-z0-9_\-]{1,64})/(?P<path>[A-Za-z0-9_.\-/]{1,256})$")
+
+Runtime = Literal["native", "onnx", "auto"]
+Path = Literal["primary", "canary", "fallback", "shadow", "cache"]
+PATHS: tuple[str, ...] = ("primary", "canary", "fallback", "shadow", "cache")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(_Strict):
+    """What an endpoint serves: ``NAME@ALIAS`` (followed as the alias moves), ``NAME/VERSION``
+    (pinned) or ``runs:/RUN_ID/PATH`` (a run's model, outside the registry)."""
+
+    text: str
+    name: str
+    alias: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    path: str | None = None
+
+    @property
+    def follows(self) -> bool:
+        """True when the version can change under the endpoint (an alias)."""
+        return self.alias is not None
+
+    def uri(self, version: str | None = None) -> str:
+        """The URI ``strata.models.load`` resolves (a pinned version when given)."""
+        if self.run_id is not None:
+            return f"runs:/{self.run_id}/{self.path}"
+        if version is not None:
+            return f"models:/{self.name}/{version}"
+        if self.alias is not None:
+            return f"models:/{self.name}@{self.alias}"
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_ref(text: str) -> ModelRef:
+    """A :class:`ModelRef` from ``flights@production``, ``flights/3`` or ``runs:/ID/model``
+    (``models:/`` prefixes accepted); InvalidInput showing the three forms otherwise."""
+    raw = text.strip()
+    run = _RUN_REF.match(raw)
+    if run is not None and ".." not in run["path"].split("/"):
+        path = run["path"].strip("/")
+        return ModelRef(text=raw, name=path.replace("/", "-"), run_id=run["run"], path=path)
+    m = _REF.match(raw.removeprefix("models:/"))
+    if m is None:
+        raise InvalidInput(
+            f"Model reference {text!r} must look like NAME@ALIAS (flights@production), "
+            "NAME/VERSION (flights/3) or runs:/RUN_ID/PATH",
+            details={"field": "model", "received": text},
+        )
+    return ModelRef(text=raw, name=m["name"], alias=m["alias"], version=m["version"])
+
+
+class Batching(_Strict):
+    """Adaptive batching of one endpoint (Triton's semantics): a queue per served version
+    flushes when ``max_batch_size`` rows wait or the oldest request waited
+    ``max_latency_ms``. Off by default (docs/serving.md has the measurement)."""
+
+    enabled: bool = False
+    max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    max_latency_ms: float = Field(default=2.0, gt=0, le=10_000)
+
+
+class Target(_Strict):
+    """A canary candidate: a model reference and its share of the traffic."""
+
+    model: str
+    weight: float = Field(gt=0, le=1)
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parse_ref(value)
+        return value
+
+
+class Shadow(_Strict):
+    """Mirror ``fraction`` of the requests to ``model`` asynchronously; its outputs go to the
+    prediction log only, its failures never reach the caller."""
+
+    model: str
+    fraction: float = Field(default=1.0, gt=0, le=1)
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parse_ref(value)
+        return value
+
+
+class Fallback(_Strict):
+    """Answer from ``model`` when the primary errors, exceeds ``timeout_ms`` or (a
+    classifier) its highest probability is below ``min_confidence``."""
+
+    model: str
+    timeout_ms: float | None = Field(default=None, gt=0)
+    min_confidence: float | None = Field(default=None, gt=0, le=1)
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parse_ref(value)
+        return value
+
+
+class Cache(_Strict):
+    """A response cache keyed by the digest of the inputs (LRU + TTL)."""
+
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    ttl_seconds: float = Field(default=60.0, gt=0)
+
+
+class TrafficPolicy(_Strict):
+    """How an endpoint's requests are routed. ``canary`` sends each candidate its weight's
+    share (the rest goes to the primary), sticky by ``sticky_key``: ``header:NAME`` or
+    ``field:NAME`` (a request without the key is assigned by its request id)."""
+
+    canary: list[Target] = Field(default_factory=list)
+    sticky_key: str = "header:x-strata-key"
+    shadow: Shadow | None = None
+    fallback: Fallback | None = None
+    cache: Cache | None = None
+
+    @field_validator("sticky_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        kind, _, name = value.partition(":")
+        if kind not in ("header", "field") or not name:
+            raise ValueError("sticky_key must be header:NAME or field:NAME")
+        return value
+
+    @model_validator(mode="after")
+    def _weights(self) -> TrafficPolicy:
+        if sum(t.weight for t in self.canary) > 1.0 + 1e-9:
+            raise ValueError("canary weights add up to more than 1")
+        return self
+
+
+class EndpointConfig(_Strict):
+    """One served model. ``name`` defaults to the model's registered name (the OIP model
+    name; the OIP version is the registry version)."""
+
+    model: str
+    name: str | None = None
+    runtime: Runtime = "native"
+    trusted: bool = False
+    batching: Batching = Field(default_factory=Batching)
+    policy: TrafficPolicy = Field(default_factory=TrafficPolicy)
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parse_ref(value)
+        return value
+
+    @property
+    def ref(self) -> ModelRef:
+        return parse_ref(self.model)
+
+    @property
+    def endpoint(self) -> str:
+        return self.name or self.ref.name
+
+
+class PredictionLogConfig(_Strict):
+    """The prediction log (PROTOCOL format, ``predictions/model=<name>/date=<day>/``): a
+    bounded queue of ``max_rows`` rows written as Parquet every ``flush_seconds`` or
+    ``flush_rows`` rows; rows arriving at a full queue are dropped and counted."""
+
+    enabled: bool = True
+    max_rows: int = Field(default=200_000, ge=1)
+    flush_rows: int = Field(default=50_000, ge=1)
+    flush_seconds: float = Field(default=5.0, gt=0)
+
+
+class ServeConfig(_Strict):
+    """Everything ``strata serve`` needs: endpoints, alias polling, limits, the log."""
+
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+    poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    max_in_flight: int = Field(default=256, ge=1)
+    """Requests a worker holds at once; the next gets 503 with Retry-After."""
+    threads: int = Field(default=1, ge=1, le=256)
+    """Threads per predict for batches under ``large_batch_rows`` (LightGBM/XGBoost/BLAS)."""
+    large_batch_rows: int = Field(default=5_000, ge=1)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServeConfig:
+        seen: set[str] = set()
+        for ep in self.endpoints:
+            if ep.endpoint in seen:
+                raise ValueError(
+                    f"two endpoints are named {ep.endpoint!r}; give one a different name"
+                )
+            seen.add(ep.endpoint)
+        return self
+
+
+class EndpointStatus(_Strict):
+    """What one endpoint serves right now, in one worker."""
+
+    name: str
+    model: str
+    version: str | None = None
+    ready: bool = False
+    error: str | None = None
+    flavor: str | None = None
+    runtime: str | None = None
+    loaded_versions: list[str] = Field(default_factory=list)
+    policy: TrafficPolicy = Field(default_factory=TrafficPolicy)

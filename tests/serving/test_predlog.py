@@ -1,0 +1,151 @@
+"""The prediction log writer: the agreed layout and columns, bounded queue, drops counted."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from strata.backends.artifacts import ArtifactStore
+from strata.serving.models import PredictionLogConfig
+from strata.serving.predlog import PredictionLog
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in (root / "predictions").rglob("*.parquet"))
+
+
+def _record(plog: PredictionLog, request_id: str, n: int, **kw: Any) -> bool:
+    inputs = {
+        "dep_delay": np.arange(n, dtype=np.float64),
+        "carrier": np.array(["UA", "AA"] * (n // 2) + ["DL"] * (n % 2), dtype=object),
+    }
+    defaults: dict[str, Any] = {
+        "model": "flights",
+        "version": "3",
+        "endpoint": "flights",
+        "path": "primary",
+        "latency_ms": 1.5,
+    }
+    return plog.record(
+        request_id=request_id,
+        inputs=inputs,
+        prediction=np.arange(n) % 2,
+        proba=np.column_stack([np.full(n, 0.25), np.full(n, 0.75)]),
+        **(defaults | kw),
+    )
+
+
+def test_layout_columns_and_types_as_agreed(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "art"))
+    plog = PredictionLog(store)
+    assert _record(plog, "req-a", 3, entity_key="N123")
+    assert _record(plog, "req-b", 2, path="canary")
+    assert plog.flush() == 5
+    files = _files(tmp_path / "art")
+    assert len(files) == 1
+    assert files[0].startswith("predictions/model=flights/date=")
+    assert files[0].endswith(".parquet")
+    local = tmp_path / "art" / files[0]
+    schema = pq.read_schema(local)
+    assert str(schema.field("request_id").type) == "string"
+    assert str(schema.field("row").type) == "int32"
+    assert str(schema.field("ts").type) == "timestamp[us, tz=UTC]"
+    assert str(schema.field("latency_ms").type) == "double"
+    assert str(schema.field("entity_key").type) == "string"
+    assert str(schema.field("inputs").type) == "struct<dep_delay: double, carrier: string>"
+    outputs = schema.field("outputs").type
+    assert [outputs.field(i).name for i in range(outputs.num_fields)] == ["prediction", "proba"]
+    assert outputs.field("prediction").type == pa.int64()
+    assert outputs.field("proba").type.equals(pa.list_(pa.float64()), check_metadata=False) or (
+        pa.types.is_list(outputs.field("proba").type)
+        and outputs.field("proba").type.value_type == pa.float64()
+    )
+    glob = str(tmp_path / "art" / "predictions" / "model=flights" / "*" / "*.parquet")
+    rows = duckdb.sql(
+        f"select request_id, row, model, version, endpoint, path, entity_key, "
+        f"inputs.dep_delay, inputs.carrier, outputs.prediction, outputs.proba, date "
+        f"from read_parquet('{glob}', hive_partitioning=true, union_by_name=true) "
+        f"order by request_id, row"
+    ).fetchall()
+    assert [r[:2] for r in rows] == [
+        ("req-a", 0),
+        ("req-a", 1),
+        ("req-a", 2),
+        ("req-b", 0),
+        ("req-b", 1),
+    ]
+    assert {r[5] for r in rows} == {"primary", "canary"}
+    assert rows[0][6] == "N123" and rows[3][6] is None
+    assert [r[7] for r in rows] == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert [r[8] for r in rows] == ["UA", "AA", "DL", "UA", "AA"]
+    assert rows[1][9] == 1 and rows[1][10] == [0.25, 0.75]
+    assert str(rows[0][11]) == time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    plog = PredictionLog(ArtifactStore(str(tmp_path)), PredictionLogConfig(max_rows=10))
+    assert _record(plog, "a", 8)
+    assert not _record(plog, "b", 3)
+    assert plog.dropped_rows == 3
+    assert plog.flush() == 8
+    assert _record(plog, "c", 3)  # room again after the flush
+
+
+class _SlowStore:
+    """The real store behind a gate: a write waits until the test opens it."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def put_bytes(self, path: str, data: bytes) -> Any:
+        self.entered.set()
+        self.gate.wait(10)
+        return self.store.put_bytes(path, data)
+
+
+def test_record_never_waits_for_a_slow_write(tmp_path: Path) -> None:
+    slow = _SlowStore(ArtifactStore(str(tmp_path)))
+    plog = PredictionLog(slow, PredictionLogConfig(flush_rows=1, flush_seconds=0.05)).start()
+    try:
+        _record(plog, "first", 2)
+        assert slow.entered.wait(5)  # the writer is stuck in put_bytes
+        start = time.perf_counter()
+        for i in range(200):
+            _record(plog, f"r{i}", 1)
+        assert time.perf_counter() - start < 0.5
+    finally:
+        slow.gate.set()
+        plog.close()
+    assert plog.written_rows == 202 and plog.dropped_rows == 0
+
+
+class _BrokenStore:
+    def put_bytes(self, path: str, data: bytes) -> Any:
+        raise OSError("disk full")
+
+
+def test_failed_write_counts_its_rows_as_dropped() -> None:
+    plog = PredictionLog(_BrokenStore())
+    _record(plog, "a", 4)
+    assert plog.flush() == 0
+    assert plog.dropped_rows == 4 and plog.failed_writes == 1
+
+
+def test_versions_and_models_get_their_own_files(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    plog = PredictionLog(store)
+    _record(plog, "a", 1)
+    _record(plog, "b", 1, version="4")
+    _record(plog, "c", 1, model="other")
+    plog.flush()
+    paths = sorted(f.split("/")[1] for f in _files(tmp_path))
+    assert paths == ["model=flights", "model=flights", "model=other"]
