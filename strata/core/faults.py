@@ -21,6 +21,7 @@ Points in use (grep ``faults.point`` for the full list):
   are not yet committed at the broker;
 - ``data.stream.compaction`` — a compaction has read part of the version it rewrites;
 - ``data.stream.source_commit`` — the broker commit (with ``:fail``: the broker refuses it).
+- ``training.checkpoint`` — a PyTorch fit's checkpoint is stored in the run's artifacts.
 """
 
 from __future__ import annotations

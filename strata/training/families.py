@@ -94,6 +94,19 @@ def estimator_class(model: ModelConfig, task: Task) -> type:
         import xgboost
 
         return xgboost.XGBClassifier if task is Task.CLASSIFICATION else xgboost.XGBRegressor
+    if model.family is Family.PYTORCH:
+        from strata.training import torch_family as tf
+
+        if model.module is not None:
+            tf.user_module_class(model.module)  # trusted (ModelConfig): fail before the fit
+            classifier = task is Task.CLASSIFICATION
+            return tf.TorchModuleClassifier if classifier else tf.TorchModuleRegressor
+        return tf.TorchMLPClassifier if task is Task.CLASSIFICATION else tf.TorchMLPRegressor
+    if model.family is Family.TEXT and model.estimator is None:
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        head: type = LogisticRegression if task is Task.CLASSIFICATION else Ridge
+        return head
     assert model.estimator is not None  # checked by ModelConfig
     return _import_estimator(model.estimator, model.trusted)
 
@@ -109,6 +122,10 @@ def build_estimator(model: ModelConfig, task: Task, seed: int) -> Any:
         defaults = {"random_state": seed, "n_jobs": 1, "tree_method": "hist"}
     elif "random_state" in inspect.signature(cls).parameters:
         defaults = {"random_state": seed}
+    if model.family is Family.PYTORCH and model.module is not None:
+        defaults["module"] = model.module
+    if model.family is Family.TEXT and model.estimator is None and task is Task.CLASSIFICATION:
+        defaults["max_iter"] = 1000  # embeddings are not scaled for lbfgs' default 100
     try:
         return cls(**{**defaults, **params})
     except (TypeError, ValueError) as exc:
@@ -128,6 +145,17 @@ def build_pipeline(
 
     booster = model.family in (Family.LIGHTGBM, Family.XGBOOST)
     transformers: list[tuple[str, Any, list[str]]] = []
+    if model.family is Family.TEXT:
+        if not categorical:
+            raise InvalidInput(
+                "family 'text' embeds text columns, and the features have none; add a text "
+                "column to features (or use another family)",
+                details={"field": "features"},
+            )
+        from strata.training.text_family import DEFAULT_MODEL, TextEmbedder
+
+        transformers.append(("text", TextEmbedder(model.embedding or DEFAULT_MODEL), categorical))
+        categorical = []
     if numeric:
         num: Any = (
             "passthrough"

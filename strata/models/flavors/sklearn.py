@@ -30,7 +30,17 @@ from strata.models.models import FlavorSpec
 
 SAFE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "lightgbm", "xgboost"})
 """Libraries whose *classes* (and numpy's ufuncs) a skops file may name without trust."""
-SAFE_TYPES = frozenset({"collections.OrderedDict"})
+SAFE_TYPES = frozenset(
+    {
+        "collections.OrderedDict",
+        # Strata's own training estimators: their state is numbers and numpy arrays, and
+        # rebuilding them imports nothing the file names (strata/training/torch_family.py,
+        # text_family.py). The user-module variants are deliberately not here.
+        "strata.training.torch_family.TorchMLPClassifier",
+        "strata.training.torch_family.TorchMLPRegressor",
+        "strata.training.text_family.TextEmbedder",
+    }
+)
 _FILES = {"skops": "model.skops", "pickle": "model.pkl", "joblib": "model.joblib"}
 
 
