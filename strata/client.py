@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from strata.data.service import DataService
     from strata.features.service import FeaturesService
     from strata.governance.service import GovernanceService
+    from strata.monitoring.service import MonitoringService
     from strata.registry.service import RegistryService
     from strata.tracking.service import TrackingService
 
@@ -135,6 +136,17 @@ class Client:
         from strata.registry.embedded import EmbeddedRegistry
 
         return EmbeddedRegistry(self.backends, self.tracking, self.data)
+
+    @cached_property
+    def monitoring(self) -> MonitoringService:
+        """Drift, prediction-log queries, feedback and performance, health, alert rules."""
+        if self._http is not None:
+            from strata.monitoring.remote import RemoteMonitoring
+
+            return RemoteMonitoring(self._http)
+        from strata.monitoring.embedded import EmbeddedMonitoring
+
+        return EmbeddedMonitoring(self.backends, self.data, self.registry)
 
     def lineage(self, ref: str, *, direction: str = "up", depth: int = 5) -> LineageGraph:
         """The data lineage of a dataset version, joined with tracking.

@@ -14,6 +14,7 @@ from strata.data.cli import data_app
 from strata.features.cli import features_app
 from strata.governance.cli import audit_app, connections_app, tokens_app, users_app
 from strata.models.cli import models_app
+from strata.monitoring.cli import monitor_app
 from strata.registry.cli import add_registry_commands
 from strata.serving.deploy_cli import deploy_app
 from strata.tracking.cli import experiments_app, runs_app
@@ -54,6 +55,7 @@ app.command("evaluate")(evaluate_command)
 app.command("tune")(tune_command)
 runs_app.command("reproduce")(reproduce_command)
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(monitor_app, name="monitor")
 
 
 def _version(value: bool) -> None:

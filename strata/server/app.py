@@ -236,6 +236,7 @@ def _layer_routers() -> list[Any]:
     from strata.data.api import router as data_router
     from strata.features.api import router as features_router
     from strata.models.api import router as models_router
+    from strata.monitoring.api import router as monitoring_router
     from strata.registry.api import router as registry_router
     from strata.registry.mlflow_api import router as mlflow_registry_router
     from strata.tracking.api import router as tracking_router
@@ -255,6 +256,7 @@ def _layer_routers() -> list[Any]:
         features_router,
         registry_router,
         mlflow_registry_router,
+        monitoring_router,
     ]
 
 

@@ -1,0 +1,201 @@
+"""The monitoring service in this process: sketches with DuckDB over the data layer's parts
+and the prediction log in the artifact store; results and rules in the metadata database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from strata.backends.context import Backends
+from strata.core.clock import utcnow
+from strata.core.errors import InvalidInput, NotFound, PermissionDenied
+from strata.core.principal import Permission
+from strata.core.principal import current as current_call
+from strata.data.service import DataService
+from strata.governance.audit import audited
+from strata.monitoring import predlog
+from strata.monitoring.models import (
+    DriftOptions,
+    DriftReport,
+    SeriesPoint,
+    StoredProfile,
+    check_name,
+)
+from strata.monitoring.refs import (
+    LOG_PREFIX,
+    PROFILE_PREFIX,
+    LogRef,
+    format_log_ref,
+    parse_log_ref,
+    profile_name,
+)
+from strata.monitoring.service import MonitoringService
+from strata.registry.service import RegistryService
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from strata.monitoring.sketch import Sketch
+
+PROFILES = "monitoring/profiles"
+Sketched = tuple[str, int, dict[str, "Sketch"], dict[str, str]]
+
+
+class EmbeddedMonitoring(MonitoringService):
+    def __init__(self, backends: Backends, data: DataService, registry: RegistryService) -> None:
+        self.backends = backends
+        self.data = data
+        self.registry = registry
+
+    @property
+    def db(self) -> Any:
+        return self.backends.db
+
+    @property
+    def store(self) -> Any:
+        return self.backends.artifacts
+
+    # -- sources -------------------------------------------------------------------------
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        con = duckdb.connect(":memory:")
+        fs = self.store.filesystem()
+        if fs is not None:
+            con.register_filesystem(fs)
+        return con
+
+    def resolve_version(self, ref: LogRef) -> str | None:
+        """The registry version a log REF's selector names (an alias or a number)."""
+        if ref.selector is None:
+            return None
+        if ref.selector.isdigit():
+            return str(int(ref.selector))
+        return str(self.registry.get_version_by_alias(ref.model, ref.selector).version)
+
+    def sketch(self, ref: str, columns: list[str] | None = None) -> Sketched:
+        """(label, rows, sketches, types) of a REF."""
+        from strata.monitoring.scan import sketch_source
+
+        ref = ref.strip()
+        if not ref:
+            raise InvalidInput("a REF must not be empty", details={"field": "ref"})
+        if ref.startswith(PROFILE_PREFIX):
+            return self._stored(profile_name(ref), columns)
+        con = self._connect()
+        try:
+            if ref.startswith(LOG_PREFIX):
+                log = parse_log_ref(ref)
+                version = self.resolve_version(log)
+                label = format_log_ref(log) + ("" if version is None else f" (version {version})")
+                if not predlog.has_log(self.store, log.model):
+                    return label, 0, {}, {}
+                source = predlog.features_source(self.store, log, version)
+            else:
+                version_ref = self.data.get_version(ref).ref
+                self.data.duckdb(version_ref, con=con, view="__drift_source")
+                source, label = '"__drift_source"', version_ref
+            rows, sketches, types = sketch_source(con, source, columns)
+            return label, rows, sketches, types
+        finally:
+            con.close()
+
+    def _stored(self, name: str, columns: list[str] | None) -> Sketched:
+        from strata.monitoring.sketch import Sketch
+
+        path = f"{PROFILES}/{name}.json"
+        if not self.store.exists(path):
+            raise NotFound(
+                f"no stored profile {name!r}; save one with save_profile / "
+                "`strata monitor profile save`",
+                details={"profile": name},
+            )
+        doc = json.loads(self.store.get_bytes(path))
+        sketches = {k: Sketch.from_json(v) for k, v in doc["sketches"].items()}
+        if columns:
+            sketches = {k: v for k, v in sketches.items() if k in columns}
+        return f"profile:{name}", int(doc["rows"]), sketches, dict(doc["types"])
+
+    # -- drift ---------------------------------------------------------------------------
+    def drift_with(self, reference: str, current: str, options: DriftOptions) -> DriftReport:
+        from strata.monitoring.drift import compare
+
+        if options.store_as and not current_call().principal.can(Permission.WRITE):
+            raise PermissionDenied("storing a drift result (store_as) needs the write permission")
+        cols = options.columns
+        report = compare(self.sketch(reference, cols), self.sketch(current, cols), options)
+        if options.store_as:
+            self.record_drift(options.store_as, report, options.window_end or utcnow())
+        return report
+
+    def record_drift(self, model: str, report: DriftReport, window_end: dt.datetime) -> None:
+        """Append the report to the model's drift series."""
+        from strata.monitoring.series import record_drift
+
+        check_name(model, "store_as")
+        record_drift(self.db, model, report, window_end)
+
+    # -- series --------------------------------------------------------------------------
+    def list_series(self, model: str) -> list[str]:
+        from strata.monitoring import series
+
+        return series.names(self.db, check_name(model, "model"))
+
+    def get_series(
+        self,
+        model: str,
+        series: str,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[SeriesPoint]:
+        from strata.monitoring import series as s
+
+        if not 1 <= limit <= 100_000:
+            raise InvalidInput(f"limit must be 1..100000, got {limit}", details={"field": "limit"})
+        return s.read(
+            self.db, check_name(model, "model"), series, since=since, until=until, limit=limit
+        )
+
+    # -- stored references ---------------------------------------------------------------
+    def save_profile(
+        self, name: str, ref: str, *, columns: list[str] | None = None
+    ) -> StoredProfile:
+        check_name(name, "profile")
+        if ref.strip().startswith(PROFILE_PREFIX):
+            raise InvalidInput(
+                "save_profile sketches a dataset version or a log window, not a profile",
+                details={"field": "ref"},
+            )
+        label, rows, sketches, types = self.sketch(ref, columns)
+        doc = {
+            "name": name,
+            "source": label,
+            "rows": rows,
+            "types": {k: types[k] for k in sketches},
+            "sketches": {k: v.to_json() for k, v in sketches.items()},
+            "created_at": utcnow().isoformat(),
+        }
+        with audited(self.db, "monitoring.save_profile", "profile", name, {"source": label}):
+            self.store.put_bytes(f"{PROFILES}/{name}.json", json.dumps(doc).encode())
+        return StoredProfile(
+            name=name, source=label, rows=rows, columns=list(sketches), created_at=doc["created_at"]
+        )
+
+    def list_profiles(self) -> list[StoredProfile]:
+        out = []
+        for info in predlog.listing(self.store, PROFILES):
+            if info.is_dir or not info.path.endswith(".json"):
+                continue
+            doc = json.loads(self.store.get_bytes(info.path))
+            out.append(
+                StoredProfile(
+                    name=doc["name"],
+                    source=doc["source"],
+                    rows=doc["rows"],
+                    columns=list(doc["sketches"]),
+                    created_at=doc["created_at"],
+                )
+            )
+        return sorted(out, key=lambda p: p.name)

@@ -1,0 +1,206 @@
+"""Monitoring's domain objects (pure): drift options and reports, sketches' wire form, prediction
+log queries, feedback, performance windows, alert rules and their events.
+
+Times are timezone-aware UTC datetimes. Imports core only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from strata.core.errors import InvalidInput
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method(StrEnum):
+    """A per-column drift test. ``auto`` picks Evidently's default for the column: with more
+    than 1,000 reference rows normalized Wasserstein (numeric with more than 5 distinct
+    values) or Jensen-Shannon (categorical, or numeric with at most 5), threshold 0.1; with
+    1,000 or fewer KS (numeric), chi² (more than 2 distinct values) or the two-proportion
+    Z-test (2 values), drift when p < 0.05."""
+
+    AUTO = "auto"
+    WASSERSTEIN = "wasserstein"
+    JENSENSHANNON = "jensenshannon"
+    KS = "ks"
+    CHISQUARE = "chisquare"
+    Z = "z"
+    PSI = "psi"
+
+
+class Binning(StrEnum):
+    """Bins of the PSI (and of Jensen-Shannon on a numeric column with more than 20 distinct
+    reference values): ``sturges`` over both samples, as Evidently does, or ``quantile``
+    (deciles of the reference)."""
+
+    STURGES = "sturges"
+    QUANTILE = "quantile"
+
+
+ColumnKind = Literal["numeric", "categorical"]
+
+#: Methods whose score is a p-value (drift when score < threshold); others are distances
+#: (drift when score >= threshold).
+P_VALUE_METHODS = frozenset({Method.KS, Method.CHISQUARE, Method.Z})
+DEFAULT_THRESHOLDS = {
+    Method.WASSERSTEIN: 0.1,
+    Method.JENSENSHANNON: 0.1,
+    Method.KS: 0.05,
+    Method.CHISQUARE: 0.05,
+    Method.Z: 0.05,
+    Method.PSI: 0.1,
+}
+PSI_MAJOR = 0.25  # PSI at or above it is a major shift (reported as ``severity``)
+
+
+class ColumnTest(_Strict):
+    """A column's test when not ``auto``: a method, optionally its threshold and binning."""
+
+    method: Method = Method.AUTO
+    threshold: float | None = Field(default=None, gt=0)
+    bins: Binning = Binning.STURGES
+    n_bins: int = Field(default=10, ge=2, le=1000)
+
+
+class DriftOptions(_Strict):
+    """What ``drift`` compares and how.
+
+    ``columns``: the columns to test (default: every column both sides share, except
+    temporal ones); ``column_types``: ``numeric`` or ``categorical`` per column where the
+    storage type does not tell (an integer code that is a category); ``tests``: a method per
+    column (``{"distance": {"method": "psi", "bins": "quantile"}}``), ``method``: one for all
+    columns not in ``tests`` (``threshold`` and ``bins``, the PSI's binning, with it);
+    ``drift_share``: the share of drifted columns from which the
+    dataset drifts (Evidently: 0.5); ``store_as``: record the result as a point of the drift
+    time series of that model (``window_end`` its time, default now)."""
+
+    columns: list[str] | None = Field(default=None, max_length=10_000)
+    column_types: dict[str, ColumnKind] = Field(default_factory=dict)
+    method: Method = Method.AUTO
+    threshold: float | None = Field(default=None, gt=0)
+    bins: Binning = Binning.STURGES
+    tests: dict[str, ColumnTest] = Field(default_factory=dict)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    store_as: str | None = Field(default=None, max_length=128)
+    window_end: dt.datetime | None = None
+
+
+class ColumnDrift(BaseModel):
+    """One column's result. ``score`` is a distance (drift when >= threshold) or a p-value
+    (drift when < threshold, methods ks, chisquare, z). ``reference``/``current`` hold the
+    distributions the HTML report draws (bin edges or categories, and shares)."""
+
+    drifted: bool
+    method: Method
+    score: float
+    threshold: float
+    kind: ColumnKind
+    reference_rows: int
+    current_rows: int
+    reference_nulls: int = 0
+    current_nulls: int = 0
+    exact: bool = True
+    severity: str | None = None
+    status: Literal["tested", "no data"] = "tested"
+    overlay: dict[str, Any] = Field(default_factory=dict)
+
+
+class DriftReport(BaseModel):
+    """The ``--json`` shape is ``columns`` (name → drifted, method, score, threshold),
+    ``drifted_share`` and ``dataset_drift``; the rest says what was compared.
+
+    ``status`` is ``no data`` when either side has no rows (nothing is tested then);
+    ``missing`` lists requested or reference columns absent on one side (the rest are
+    tested)."""
+
+    status: Literal["ok", "no data"] = "ok"
+    reference: str
+    current: str
+    reference_rows: int
+    current_rows: int
+    columns: dict[str, ColumnDrift] = Field(default_factory=dict)
+    drifted_share: float = 0.0
+    drifted_count: int = 0
+    dataset_drift: bool = False
+    drift_share_threshold: float = 0.5
+    missing: dict[str, list[str]] = Field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The issue's JSON shape plus status and missing columns."""
+        return {
+            "status": self.status,
+            "reference": self.reference,
+            "current": self.current,
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "columns": {
+                name: {
+                    "drifted": c.drifted,
+                    "method": c.method.value,
+                    "score": c.score,
+                    "threshold": c.threshold,
+                }
+                for name, c in self.columns.items()
+            },
+            "drifted_share": self.drifted_share,
+            "dataset_drift": self.dataset_drift,
+            "missing": self.missing,
+        }
+
+
+class StoredProfile(BaseModel):
+    """A reference saved as mergeable sketches (``profile:NAME`` in a REF)."""
+
+    name: str
+    source: str
+    rows: int
+    columns: list[str]
+    created_at: dt.datetime
+
+
+class SeriesPoint(BaseModel):
+    """A point of a monitored series of a model: ``drift.share``, ``drift.score.<feature>``,
+    performance metrics (``f1``, ``mae``...) and service health (``p99_latency_ms``...);
+    ``labels`` its context (method, threshold, version, segment...)."""
+
+    model: str
+    series: str
+    ts: dt.datetime
+    value: float
+    labels: dict[str, Any] = Field(default_factory=dict)
+
+
+NAME_MAX = 128
+
+
+def check_name(value: str, field: str = "name") -> str:
+    """A model, profile or rule name: 1-128 characters of letters, digits, ``._-``."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value or ""):
+        raise InvalidInput(
+            f"{field} must be 1-128 letters, digits, '.', '_' or '-' starting with a letter "
+            f"or digit, got {value!r}",
+            details={"field": field},
+        )
+    return value
+
+
+class TimeWindow(_Strict):
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value

@@ -1,0 +1,143 @@
+"""The monitoring contract: the same tests on the embedded and the remote client (SQLite and
+PostgreSQL metadata). Datasets are ingested DataFrames; prediction logs are written by
+serving's writer into the artifact store the server reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from monitoring_helpers import write_log
+
+from strata.backends.context import Backends
+from strata.client import Client
+from strata.core.config import Settings
+from strata.core.errors import InvalidInput, NotFound, StrataError
+
+UTC = dt.UTC
+
+
+def _exactly(cls: type[StrataError], fn: object, *args: object, **kw: object) -> StrataError:
+    assert callable(fn)
+    with pytest.raises(StrataError) as info:
+        fn(*args, **kw)
+    assert type(info.value) is cls, f"expected {cls.__name__}, got {info.value!r}"
+    return info.value
+
+
+def _frames(n: int = 3000, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "delay": np.round(rng.normal(10 + shift, 5, n), 1),
+            "carrier": rng.choice(["AA", "UA", "DL"] if not shift else ["AA", "B6", "B6"], n),
+            "distance": rng.integers(100, 2000, n),
+        }
+    )
+
+
+def test_drift_between_versions_in_the_issue_shape(client: Client) -> None:
+    first = client.data.ingest(_frames(), "trips", tags=["jan"]).ref
+    client.data.ingest(_frames(seed=1), "trips")
+    same = client.monitoring.drift("trips@jan", "trips@latest")
+    assert same.reference == first
+    assert same.status == "ok" and not same.dataset_drift and same.drifted_count == 0
+    assert {c.method.value for c in same.columns.values()} == {"wasserstein", "jensenshannon"}
+    client.data.ingest(_frames(shift=4.0, seed=2), "shifted")
+    report = client.monitoring.drift(first, "shifted@latest")
+    summary = report.summary()
+    assert set(summary["columns"]["delay"]) == {"drifted", "method", "score", "threshold"}
+    assert summary["columns"]["delay"]["drifted"] and summary["columns"]["carrier"]["drifted"]
+    assert not summary["columns"]["distance"]["drifted"]
+    assert summary["drifted_share"] == pytest.approx(2 / 3) and summary["dataset_drift"]
+    strict = client.monitoring.drift(first, "shifted@latest", drift_share=0.9)
+    assert not strict.dataset_drift
+    psi = client.monitoring.drift(first, "shifted@latest", method="psi", bins="quantile")
+    assert {c.method.value for c in psi.columns.values()} == {"psi"}
+    assert psi.columns["delay"].severity == "major"
+    page = client.monitoring.drift_html(first, "shifted@latest")
+    assert page.startswith("<!doctype html>") and "<svg" in page and "http" not in page
+
+
+def test_missing_columns_are_reported_and_the_rest_tested(client: Client) -> None:
+    client.data.ingest(_frames(), "a")
+    client.data.ingest(_frames(seed=3).drop(columns=["carrier"]).assign(extra=1.0), "b")
+    report = client.monitoring.drift("a@latest", "b@latest")
+    assert report.missing == {"current": ["carrier"], "reference": ["extra"]}
+    assert sorted(report.columns) == ["delay", "distance"]
+    only = client.monitoring.drift("a@latest", "b@latest", columns=["delay", "nope"])
+    assert list(only.columns) == ["delay"]
+    assert only.missing == {"reference": ["nope"], "current": ["nope"]}
+
+
+def test_log_windows_profiles_and_series(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backends = Backends(settings)
+    ref = _frames(2000)
+    cur = _frames(2000, shift=4.0, seed=5)
+    store = backends.artifacts
+    for frame, day in ((ref, 1), (cur, 8)):
+        at = dt.datetime(2013, 7, day, 12, tzinfo=UTC)
+        inputs = {c: frame[c].to_numpy() for c in frame.columns}
+        write_log(
+            store,
+            monkeypatch,
+            model="trips",
+            version="1",
+            at=at,
+            inputs=inputs,
+            prediction=(frame["delay"].to_numpy() > 12).astype(np.int64),
+        )
+    week1 = "log:trips@1?since=2013-07-01&until=2013-07-08"
+    week2 = "log:trips@1?since=2013-07-08&until=2013-07-15"
+    report = client.monitoring.drift(week1, week2)
+    assert report.reference_rows == 2000 and report.current_rows == 2000
+    assert sorted(report.columns) == ["carrier", "delay", "distance", "prediction"]
+    assert report.columns["delay"].drifted and report.columns["prediction"].drifted
+    empty = client.monitoring.drift(week1, "log:trips@1?since=2014-01-01&until=2014-01-08")
+    assert empty.status == "no data" and empty.current_rows == 0 and not empty.dataset_drift
+    nolog = client.monitoring.drift(week1, "log:unknown-model?since=2013-07-01")
+    assert nolog.status == "no data"
+    other_version = client.monitoring.drift(week1, "log:trips@2")
+    assert other_version.status == "no data"
+    # a stored profile stands in for the window: same answer without its rows
+    saved = client.monitoring.save_profile("trips-week1", week1)
+    assert saved.rows == 2000 and "delay" in saved.columns
+    assert [p.name for p in client.monitoring.list_profiles()] == ["trips-week1"]
+    again = client.monitoring.drift(
+        "profile:trips-week1",
+        week2,
+        store_as="trips",
+        window_end=dt.datetime(2013, 7, 15, tzinfo=UTC),
+    )
+    assert again.summary()["columns"] == report.summary()["columns"]
+    names = client.monitoring.list_series("trips")
+    assert "drift.share" in names and "drift.score.delay" in names
+    share = client.monitoring.get_series("trips", "drift.share")
+    assert [p.value for p in share] == [again.drifted_share]
+    assert share[0].ts == dt.datetime(2013, 7, 15, tzinfo=UTC)
+    backends.close()
+
+
+def test_bad_refs_are_clear_errors(client: Client) -> None:
+    client.data.ingest(_frames(100), "small")
+    err = _exactly(NotFound, client.monitoring.drift, "small@latest", "nosuch@1")
+    assert "nosuch" in err.message
+    err = _exactly(InvalidInput, client.monitoring.drift, "small@latest", "log:x?since=yesterday")
+    assert "since" in err.message and "ISO 8601" in err.message
+    err = _exactly(InvalidInput, client.monitoring.drift, "small@latest", "log:x?rows=1")
+    assert "rows" in err.message
+    _exactly(
+        InvalidInput,
+        client.monitoring.drift,
+        "small@latest",
+        "log:x?since=2013-02-01&until=2013-01-01",
+    )
+    _exactly(NotFound, client.monitoring.drift, "profile:none", "small@latest")
+    _exactly(InvalidInput, client.monitoring.drift, "profile:../../etc", "small@latest")
+    _exactly(InvalidInput, client.monitoring.drift, "small@latest", "small@latest", method="nope")
+    _exactly(InvalidInput, client.monitoring.save_profile, "../x", "small@latest")
+    _exactly(NotFound, client.monitoring.drift, "log:m@production", "small@latest")

@@ -1,0 +1,83 @@
+"""`strata monitor drift|report|profile|series` on the embedded default client (STRATA_HOME of
+the test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner, Result
+
+from strata.cli.main import app
+from strata.client import Client
+from strata.core.errors import NotFound
+
+runner = CliRunner()
+
+
+def run(*args: str, code: int = 0) -> Result:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def _frame(shift: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(shift, 1, 2000), "c": rng.choice(["a", "b", "c"], 2000)})
+
+
+def test_drift_json_html_report_and_profiles(tmp_path: Path) -> None:
+    with Client() as client:
+        client.data.ingest(_frame(0, 0), "ref", tags=["base"])
+        client.data.ingest(_frame(1.0, 1).drop(columns=["c"]).assign(y=1), "cur")
+    out = json.loads(run("monitor", "drift", "-r", "ref@base", "-c", "cur@latest", "--json").output)
+    assert out["columns"]["x"]["drifted"] and out["columns"]["x"]["method"] == "wasserstein"
+    assert set(out["columns"]["x"]) == {"drifted", "method", "score", "threshold"}
+    assert out["dataset_drift"] and out["drifted_share"] == 1.0
+    assert out["missing"] == {"current": ["c"], "reference": ["y"]}
+    page = tmp_path / "r.html"
+    text = run("monitor", "drift", "-r", "ref@base", "-c", "cur@latest", "--html", str(page)).output
+    assert "dataset drift" in text and "missing in current" in text and "c" in text
+    assert "<svg" in page.read_text()
+    report = tmp_path / "report.html"
+    run("monitor", "report", "-r", "ref@base", "-c", "ref@base", "-o", str(report))
+    assert "no dataset drift" in report.read_text()
+    psi = json.loads(
+        run(
+            "monitor",
+            "drift",
+            "-r",
+            "ref@base",
+            "-c",
+            "cur@latest",
+            "--method",
+            "psi",
+            "--psi-bins",
+            "quantile",
+            "--json",
+        ).output
+    )
+    assert psi["columns"]["x"]["method"] == "psi"
+    run("monitor", "profile", "save", "base", "ref@base")
+    listed = json.loads(run("monitor", "profile", "list", "--json").output)
+    assert [p["name"] for p in listed] == ["base"]
+    same = json.loads(
+        run(
+            "monitor",
+            "drift",
+            "-r",
+            "profile:base",
+            "-c",
+            "cur@latest",
+            "--json",
+            "--store-as",
+            "m1",
+        ).output
+    )
+    assert same["columns"] == out["columns"]
+    series = json.loads(run("monitor", "series", "m1", "--json").output)
+    assert "drift.score.x" in series
+    bad = run("monitor", "drift", "-r", "nope@1", "-c", "cur@latest", code=1)
+    assert isinstance(bad.exception, NotFound) and "nope" in bad.exception.message
