@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         64 * 1024 * 1024, description="Largest JSON request body accepted (bytes); 413 above."
     )
+    trusted_modules: str = Field(
+        "",
+        description=(
+            "Comma-separated Python packages whose functions stored definitions may run "
+            "(on-demand feature views' python=); none by default."
+        ),
+    )
     log_json: bool = False
     log_level: str = "INFO"
     s3_endpoint_url: str = Field("", description="Custom S3 endpoint (MinIO, moto, ...).")

@@ -137,6 +137,16 @@ def get_service(request: Request, name: str) -> Response:
     return json_response(_svc(request).get_feature_service(name))
 
 
+@router.get("/on-demand-views", dependencies=READ)
+def list_on_demand_views(request: Request) -> Response:
+    return json_response({"items": _svc(request).list_on_demand_views()})
+
+
+@router.get("/on-demand-views/{name}", dependencies=READ)
+def get_on_demand_view(request: Request, name: str) -> Response:
+    return json_response(_svc(request).get_on_demand_view(name))
+
+
 @router.get("/search", dependencies=READ)
 def search(
     request: Request,

@@ -30,7 +30,12 @@ features_app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-KINDS = {"entities": "entity", "views": "feature view", "services": "feature service"}
+KINDS = {
+    "entities": "entity",
+    "views": "feature view",
+    "on-demand": "on-demand view",
+    "services": "feature service",
+}
 
 
 @contextmanager
@@ -108,10 +113,10 @@ def apply(
 
 @features_app.command("list")
 def list_cmd(
-    kind: Annotated[str, typer.Argument(help="views | entities | services")] = "views",
+    kind: Annotated[str, typer.Argument(help="views | on-demand | entities | services")] = "views",
     json_out: JsonOpt = False,
 ) -> None:
-    """List registered feature views (default), entities or feature services."""
+    """List registered feature views (default), on-demand views, entities or services."""
     if kind not in KINDS:
         raise InvalidInput(
             f"Unknown kind {kind!r}; expected one of: {', '.join(KINDS)}", details={"field": "kind"}
@@ -119,6 +124,7 @@ def list_cmd(
     with _features() as fs:
         items = {
             "views": fs.list_feature_views,
+            "on-demand": fs.list_on_demand_views,
             "entities": fs.list_entities,
             "services": fs.list_feature_services,
         }[kind]()
@@ -133,6 +139,12 @@ def list_cmd(
         if kind == "views":
             feats = ", ".join(f["name"] for f in spec["features"])
             return f"{spec['source']} · ttl {spec.get('ttl') or '-'} · {feats}"
+        if kind == "on-demand":
+            inputs = [*spec.get("request", {}), *spec.get("sources", [])]
+            how = spec.get("python") or "sql"
+            return f"{how} · inputs {', '.join(inputs)} · " + ", ".join(
+                f["name"] for f in spec["features"]
+            )
         if kind == "entities":
             return ", ".join(spec["join_keys"])
         return ", ".join(spec["features"])
@@ -149,15 +161,22 @@ def list_cmd(
 
 @features_app.command("show")
 def show(
-    name: Annotated[str, typer.Argument(help="A feature view, entity or feature service.")],
+    name: Annotated[
+        str, typer.Argument(help="A feature view, on-demand view, entity or feature service.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
-    """Show one definition (looked up as a view, then an entity, then a service)."""
+    """Show one definition (looked up as a view, an on-demand view, an entity, a service)."""
     from strata.core.errors import NotFound
 
     with _features() as fs:
         found: Any = None
-        for getter in (fs.get_feature_view, fs.get_entity, fs.get_feature_service):
+        for getter in (
+            fs.get_feature_view,
+            fs.get_on_demand_view,
+            fs.get_entity,
+            fs.get_feature_service,
+        ):
             try:
                 found = getter(name)
                 break

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -15,22 +15,20 @@ from strata.backends.context import Backends
 from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.principal import current
 from strata.data.service import DataService
-from strata.features import online, registry
+from strata.features import checks, ondemand, online, registry
 from strata.features.frames import as_arrow
 from strata.features.models import (
-    Definitions,
     Entity,
     FeatureService,
     FeatureView,
     MaterializeResult,
+    OnDemandFeatureView,
     OnlineResponse,
     Plan,
     Registered,
-    ValueType,
     parse_feature_ref,
 )
 from strata.features.offline import (
-    OFFSET_RE,
     ViewJoin,
     historical_sql,
     q,
@@ -53,37 +51,6 @@ if TYPE_CHECKING:
     from strata.data.models import IngestResult
 
 CACHE_SECONDS = 2.0
-_KEY_TYPES = (ValueType.INT64, ValueType.INT32, ValueType.STRING)
-
-
-def family(arrow_type: str) -> str:
-    """The kind of an Arrow type name as the data layer records it (``int64``,
-    ``timestamp[us, tz=UTC]``...)."""
-    t = arrow_type.lower()
-    if t.startswith(("int", "uint")):
-        return "int"
-    if t.startswith(("float", "double", "halffloat", "decimal")):
-        return "float"
-    if t in ("string", "large_string", "utf8", "large_utf8"):
-        return "string"
-    if t.startswith("bool"):
-        return "bool"
-    if t.startswith("timestamp"):
-        return "timestamptz" if "tz=" in t else "timestamp"
-    if t.startswith("date"):
-        return "timestamp"
-    return t
-
-
-_ACCEPTS = {
-    ValueType.INT64: {"int"},
-    ValueType.INT32: {"int"},
-    ValueType.FLOAT64: {"int", "float"},
-    ValueType.FLOAT32: {"int", "float"},
-    ValueType.STRING: {"string"},
-    ValueType.BOOL: {"bool"},
-    ValueType.TIMESTAMP: {"timestamptz", "timestamp", "string"},
-}
 
 
 class EmbeddedFeatures(FeaturesService):
@@ -116,7 +83,7 @@ class EmbeddedFeatures(FeaturesService):
 
     def apply(self, definitions: DefinitionsLike, *, force: bool = False) -> Plan:
         defs = registry.load_definitions(definitions)
-        self._check(defs)
+        checks.check_definitions(self, defs)
         with audited(self.db, "features.apply", "feature_repo", "default") as scope:
             result = registry.plan(scope.session, defs)
             breaking = result.breaking
@@ -138,107 +105,6 @@ class EmbeddedFeatures(FeaturesService):
         self._cache.clear()
         return result.model_copy(update={"applied": True})
 
-    def _check(self, defs: Definitions) -> None:
-        """Everything a query would trip on, found now: entities exist, sources exist with
-        the keys, the timestamps and the features, in types that cast."""
-        entities = {e.name: e for e in defs.entities}
-        for entity in defs.entities:
-            for key in entity.join_keys:
-                if entity.key_type(key) not in _KEY_TYPES:
-                    raise InvalidInput(
-                        f"Entity {entity.name!r}: join key {key!r} has type "
-                        f"{entity.key_type(key)}; join keys are int64, int32 or string",
-                        details={"field": f"entities.{entity.name}.value_types"},
-                    )
-        views = {v.name: v for v in defs.feature_views}
-        for view in defs.feature_views:
-            self._check_view(view, entities)
-        for service in defs.feature_services:
-            for ref in service.features:
-                view_name, feature = parse_feature_ref(ref)
-                named = views.get(view_name)
-                if named is None or (
-                    feature != "*" and feature not in {f.name for f in named.features}
-                ):
-                    raise InvalidInput(
-                        f"Feature service {service.name!r} names {ref!r}, which the "
-                        "definitions do not define",
-                        details={"field": f"feature_services.{service.name}.features"},
-                    )
-
-    def _check_view(self, view: FeatureView, entities: dict[str, Entity]) -> None:
-        where = f"Feature view {view.name!r}"
-        unknown = [e for e in view.entities if e not in entities]
-        if unknown:
-            raise InvalidInput(
-                f"{where} names entity {unknown[0]!r}, which the definitions do not define "
-                f"(defined: {', '.join(entities) or 'none'})",
-                details={"field": f"feature_views.{view.name}.entities"},
-            )
-        try:
-            version = self.data.get_version(view.source)
-        except NotFound as exc:
-            raise InvalidInput(
-                f"{where}: source {view.source!r} does not exist ({exc.message})",
-                details={"field": f"feature_views.{view.name}.source"},
-            ) from None
-        types = {c.name: c.type for c in version.columns}
-
-        def need(column: str, what: str, field: str) -> str:
-            if column not in types:
-                raise InvalidInput(
-                    f"{where}: {what} {column!r} is not a column of {version.ref} "
-                    f"(columns: {', '.join(types)})",
-                    details={"field": f"feature_views.{view.name}.{field}"},
-                )
-            return family(types[column])
-
-        for name in view.entities:
-            for key in entities[name].join_keys:
-                need(key, "join key", "entities")
-        for col, field in (
-            (view.timestamp, "timestamp"),
-            (view.created_timestamp, "created_timestamp"),
-        ):
-            if col is None:
-                continue
-            kind = need(col, f"{field} column", field)
-            if kind not in ("timestamptz", "timestamp", "string"):
-                raise InvalidInput(
-                    f"{where}: {field} column {col!r} is {types[col]}, not a timestamp",
-                    details={"field": f"feature_views.{view.name}.{field}"},
-                )
-            if field == "timestamp" and kind == "timestamp":
-                raise InvalidInput(
-                    f"{where}: timestamp column {col!r} holds naive timestamps "
-                    f"({types[col]}); store them timezone-aware (UTC)",
-                    details={"field": f"feature_views.{view.name}.timestamp"},
-                )
-            if field == "timestamp" and kind == "string":
-                self._check_offsets(version.ref, col, where)
-        for feature in view.features:
-            kind = need(feature.name, "feature", "features")
-            if kind not in _ACCEPTS[feature.dtype]:
-                raise InvalidInput(
-                    f"{where}: feature {feature.name!r} is declared {feature.dtype} but the "
-                    f"column is {types[feature.name]}",
-                    details={"field": f"feature_views.{view.name}.features"},
-                )
-
-    def _check_offsets(self, ref: str, column: str, where: str) -> None:
-        con = self._connect()
-        try:
-            self.data.duckdb(ref, con=con, view="src")
-            row = con.execute(string_offsets_sql("src", column)).fetchall()[0]
-        finally:
-            con.close()
-        if row and row[0]:
-            raise InvalidInput(
-                f"{where}: {row[0]} values of timestamp column {column!r} carry no UTC offset "
-                f"(expected e.g. 2013-01-01T05:00:00Z, matching {OFFSET_RE})",
-                details={"field": column},
-            )
-
     def _list(self, kind: str) -> list[Registered]:
         with self.db.read() as s:
             return [registry.to_registered(r) for r in registry.registered(s, kind).values()]
@@ -252,6 +118,9 @@ class EmbeddedFeatures(FeaturesService):
     def list_feature_services(self) -> list[Registered]:
         return self._list("feature_service")
 
+    def list_on_demand_views(self) -> list[Registered]:
+        return self._list("on_demand_view")
+
     def get_entity(self, name: str) -> Entity:
         with self.db.read() as s:
             return registry.get(s, "entity", name)  # type: ignore[return-value]
@@ -264,6 +133,10 @@ class EmbeddedFeatures(FeaturesService):
         with self.db.read() as s:
             return registry.get(s, "feature_service", name)  # type: ignore[return-value]
 
+    def get_on_demand_view(self, name: str) -> OnDemandFeatureView:
+        with self.db.read() as s:
+            return registry.get(s, "on_demand_view", name)  # type: ignore[return-value]
+
     def search_features(
         self,
         query: str = "",
@@ -274,10 +147,20 @@ class EmbeddedFeatures(FeaturesService):
     ) -> list[dict[str, Any]]:
         needle = query.lower()
         key, _, value = (tag or "").partition("=")
+        views = [FeatureView.model_validate(r.spec) for r in self.list_feature_views()]
+        entities_of = {v.name: v.entities for v in views}
+        described: list[tuple[Any, list[str], str]] = [
+            (v, v.entities, "feature_view") for v in views
+        ]
+        for reg in self.list_on_demand_views():
+            odv = OnDemandFeatureView.model_validate(reg.spec)
+            names: list[str] = []
+            for ref in odv.sources:
+                names += [e for e in entities_of.get(ref.partition(":")[0], []) if e not in names]
+            described.append((odv, names, "on_demand_view"))
         out = []
-        for reg in self.list_feature_views():
-            view = FeatureView.model_validate(reg.spec)
-            if entity and entity not in view.entities:
+        for view, view_entities, kind in described:
+            if entity and entity not in view_entities:
                 continue
             if owner and view.owner != owner:
                 continue
@@ -291,9 +174,10 @@ class EmbeddedFeatures(FeaturesService):
                     {
                         "ref": f"{view.name}:{f.name}",
                         "view": view.name,
+                        "kind": kind,
                         "feature": f.name,
                         "dtype": f.dtype.value,
-                        "entities": view.entities,
+                        "entities": view_entities,
                         "owner": view.owner,
                         "tags": view.tags,
                         "description": f.description or view.description,
@@ -342,16 +226,35 @@ class EmbeddedFeatures(FeaturesService):
 
     def _cached(self, kind: str, name: str) -> Any:
         """A definition for the read paths (online lookups must not pay a database read):
-        kept for CACHE_SECONDS; an apply in this process clears it at once, one in another
-        process is seen within CACHE_SECONDS."""
+        kept for CACHE_SECONDS, and so is its absence (an on-demand reference is first
+        looked up as a stored view); an apply in this process clears it at once, one in
+        another process is seen within CACHE_SECONDS."""
         now = time.monotonic()
         hit = self._cache.get((kind, name))
         if hit is not None and hit[0] > now:
+            if isinstance(hit[1], NotFound):
+                raise hit[1]
             return hit[1]
-        with self.db.read() as s:
-            obj = registry.get(s, kind, name)
+        try:
+            with self.db.read() as s:
+                obj = registry.get(s, kind, name)
+        except NotFound as exc:
+            self._cache[(kind, name)] = (now + CACHE_SECONDS, exc)
+            raise
         self._cache[(kind, name)] = (now + CACHE_SECONDS, obj)
         return obj
+
+    def retrieval(self, features: Sequence[str] | str) -> ondemand.Retrieval:
+        """Stored and on-demand references of a retrieval (a feature service's, by name)."""
+        if isinstance(features, str):
+            features = self._cached("feature_service", features).features
+        if not features:
+            raise InvalidInput("Name at least one feature", details={"field": "features"})
+        return ondemand.split(list(features), self._cached)
+
+    @property
+    def trusted_modules(self) -> str:
+        return self.backends.settings.trusted_modules
 
     # -- offline -------------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -370,8 +273,9 @@ class EmbeddedFeatures(FeaturesService):
         assume_utc: bool,
         full_feature_names: bool,
     ) -> str:
-        """Register everything in ``con`` and return the retrieval's SQL."""
-        resolved = self.resolve(features)
+        """Register everything in ``con`` and return the retrieval's SQL (stored features
+        only: ``features`` comes from :meth:`retrieval`)."""
+        resolved = self.resolve(features) if features else []
         if isinstance(entities, str):
             self.data.duckdb(entities, con=con, view="__entities")
         else:
@@ -451,14 +355,20 @@ class EmbeddedFeatures(FeaturesService):
         assume_utc: bool = False,
         full_feature_names: bool = False,
     ) -> pa.Table:
+        plan = self.retrieval(features)
         con = self._connect()
         try:
             sql = self._historical(
-                con, entities, features, timestamp_column, assume_utc, full_feature_names
+                con, entities, plan.stored, timestamp_column, assume_utc, full_feature_names
             )
-            return con.sql(sql).to_arrow_table()
+            table = con.sql(sql).to_arrow_table()
         finally:
             con.close()
+        if not plan.on_demand:
+            return table
+        return ondemand.attach_offline(
+            table, plan, full_feature_names=full_feature_names, trusted=self.trusted_modules
+        )
 
     def create_training_set(
         self,
@@ -471,17 +381,26 @@ class EmbeddedFeatures(FeaturesService):
         full_feature_names: bool = False,
         description: str = "",
     ) -> IngestResult:
-        resolved = self.resolve(features)
+
+        plan = self.retrieval(features)
+        resolved = self.resolve(plan.stored) if plan.stored else []
         parents = [self.data.get_version(v.source).ref for v, _ in resolved]
         if isinstance(entities, str):
             parents.insert(0, self.data.get_version(entities).ref)
         con = self._connect()
         try:
             sql = self._historical(
-                con, entities, features, timestamp_column, assume_utc, full_feature_names
+                con, entities, plan.stored, timestamp_column, assume_utc, full_feature_names
             )
             reader = con.sql(sql).to_arrow_reader(online.BATCH_ROWS)
-            feature_list = [f"{v.name}:{f}" for v, wanted in resolved for f in wanted]
+            if plan.on_demand:
+                reader = self._on_demand_reader(reader, plan, full_feature_names)
+            feature_list = [
+                f"{v.name}:{f}"
+                for v, wanted in resolved
+                for f in wanted
+                if f"{v.name}:{f}" not in plan.hidden
+            ] + [f"{p.view.name}:{f}" for p in plan.on_demand for f in p.wanted]
             return self.data.ingest(
                 reader,
                 name,
@@ -497,6 +416,41 @@ class EmbeddedFeatures(FeaturesService):
             )
         finally:
             con.close()
+
+    def _on_demand_reader(
+        self, reader: pa.RecordBatchReader, plan: ondemand.Retrieval, full_feature_names: bool
+    ) -> pa.RecordBatchReader:
+        """``reader``'s batches with the on-demand features computed batch by batch on one
+        sandboxed connection (the training set streams; nothing is held whole)."""
+        import pyarrow as pa
+
+        from strata.data.expressions import sandbox
+
+        sandboxed = sandbox()
+        trusted = self.trusted_modules
+        schema = ondemand.attach_offline(
+            reader.schema.empty_table(),
+            plan,
+            full_feature_names=full_feature_names,
+            trusted=trusted,
+            con=sandboxed,
+        ).schema
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in reader:
+                    out = ondemand.attach_offline(
+                        batch,
+                        plan,
+                        full_feature_names=full_feature_names,
+                        trusted=trusted,
+                        con=sandboxed,
+                    )
+                    yield from out.cast(schema).to_batches()
+            finally:
+                sandboxed.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     # -- online --------------------------------------------------------------------------------
     def _lock(self, view: str) -> threading.Lock:

@@ -219,6 +219,103 @@ class FeatureView(_Spec):
         raise KeyError(name)
 
 
+class OnDemandFeature(_Spec):
+    """A feature computed per row from request data and other views' features: a scalar
+    SQL expression (DuckDB) over the view's inputs, cast to ``dtype``."""
+
+    name: str
+    dtype: ValueType = ValueType.FLOAT64
+    #: One scalar SQL expression over the view's inputs (``dep_delay / nullif(temp, 0)``);
+    #: None when the view computes its features with ``python``.
+    sql: str | None = None
+    description: str = ""
+
+    def __init__(self, name: str | None = None, dtype: Any = None, /, **data: Any) -> None:
+        if dtype is not None:
+            data["dtype"] = dtype
+        super().__init__(name, **data)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, "feature")
+
+
+#: ``package.module:function``, what a Python on-demand view names.
+PYTHON_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class OnDemandFeatureView(_Spec):
+    """Features computed at retrieval time from request data (fields the entity rows carry)
+    and other views' features, by the same code offline (training sets) and online
+    (lookups), so the two cannot disagree.
+
+    Inputs are referred to by their plain names: a request field by its name, a source
+    feature (``weather:temp``) by the feature's name (``temp``). Each feature has a ``sql``
+    expression, or the view names a ``python`` function (``pkg.module:fn``) that takes a
+    pandas DataFrame of the inputs and returns one with the features. Python runs code, so it
+    runs only where its module is trusted (``STRATA_TRUSTED_MODULES``)."""
+
+    name: str
+    #: Feature references the view reads (``weather:temp``, ``weather:*``).
+    sources: list[str] = Field(default_factory=list)
+    #: Request fields (columns of the entity rows) and their types.
+    request: dict[str, ValueType] = Field(default_factory=dict)
+    features: list[OnDemandFeature]
+    python: str | None = None
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # {"ratio": {"dtype": "float64", "sql": "..."}} in YAML
+            return [
+                {"name": k, **v} if isinstance(v, dict) else {"name": k, "dtype": v}
+                for k, v in value.items()
+            ]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> OnDemandFeatureView:
+        check_name(self.name, "on-demand view")
+        if not self.features:
+            raise ValueError("an on-demand view needs at least one feature")
+        if not self.sources and not self.request:
+            raise ValueError("an on-demand view needs inputs: sources, request fields or both")
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {names}")
+        for ref in self.sources:
+            parse_feature_ref(ref)
+        for field in self.request:
+            check_name(field, "request field")
+        if self.python is not None:
+            if not PYTHON_REF_RE.match(self.python):
+                raise ValueError(
+                    f"python must name a function as 'package.module:function', got {self.python!r}"
+                )
+            if any(f.sql for f in self.features):
+                raise ValueError(
+                    "give each feature a sql expression or the view a python function, not both"
+                )
+        else:
+            missing = [f.name for f in self.features if not f.sql]
+            if missing:
+                raise ValueError(
+                    f"feature {missing[0]!r} has no sql expression (or name a python "
+                    "function for the view)"
+                )
+        return self
+
+    def feature(self, name: str) -> OnDemandFeature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
 class FeatureService(_Spec):
     """A named set of features a model consumes; its version grows with every change."""
 
@@ -243,6 +340,7 @@ class Definitions(BaseModel):
 
     entities: list[Entity] = Field(default_factory=list)
     feature_views: list[FeatureView] = Field(default_factory=list)
+    on_demand_views: list[OnDemandFeatureView] = Field(default_factory=list)
     feature_services: list[FeatureService] = Field(default_factory=list)
 
 
@@ -260,7 +358,7 @@ def parse_feature_ref(ref: str) -> tuple[str, str]:
 class Registered(BaseModel):
     """A registered definition with its registry facts."""
 
-    kind: str  # entity | feature_view | feature_service
+    kind: str  # entity | feature_view | on_demand_view | feature_service
     name: str
     version: int
     spec: dict[str, Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from strata.core.clock import utcnow
 from strata.core.errors import InvalidInput
 from strata.core.ids import new_id
 from strata.core.principal import current
+from strata.features import ondemand
 from strata.features.models import (
     FeatureView,
     MaterializeResult,
@@ -37,6 +39,8 @@ from strata.features.tables import MaterializationRow
 from strata.governance.audit import audited
 
 if TYPE_CHECKING:
+    import duckdb
+
     from strata.backends.online.base import Entry
     from strata.features.embedded import EmbeddedFeatures
     from strata.features.service import MaterializeProgress
@@ -285,9 +289,15 @@ def get_online(
         raise InvalidInput(
             "entity_rows must be a list of objects", details={"field": "entity_rows"}
         )
-    resolved = svc.resolve(features)
+    plan = svc.retrieval(features)
+    resolved = svc.resolve(plan.stored) if plan.stored else []
     now = utcnow()
-    refs = [f"{v.name}:{f}" for v, wanted in resolved for f in wanted]
+    refs = [
+        f"{v.name}:{f}"
+        for v, wanted in resolved
+        for f in wanted
+        if f"{v.name}:{f}" not in plan.hidden
+    ] + [f"{p.view.name}:{f}" for p in plan.on_demand for f in p.wanted]
     columns: dict[str, OnlineColumn] = {}
     for view, wanted in resolved:
         keys = svc.join_keys(view)
@@ -302,7 +312,25 @@ def get_online(
             encoded.append(encode_key([row[k] for k in keys]))
         entries = svc.online_store.read(view.name, encoded)
         columns.update(_columns(view, wanted, entries, now))
+    if plan.on_demand:
+        columns = ondemand.attach_online(
+            columns, entity_rows, plan, trusted=svc.trusted_modules, con=_sandbox()
+        )
     return OnlineResponse.model_construct(features=refs, rows=list(entity_rows), columns=columns)
+
+
+_local = threading.local()
+
+
+def _sandbox() -> duckdb.DuckDBPyConnection:
+    """This thread's sandboxed connection for on-demand features (opening one per lookup
+    would cost more than the lookup)."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        from strata.data.expressions import sandbox
+
+        con = _local.con = sandbox()
+    return con
 
 
 def _columns(

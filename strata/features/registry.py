@@ -25,6 +25,7 @@ from strata.features.models import (
     Entity,
     FeatureService,
     FeatureView,
+    OnDemandFeatureView,
     Plan,
     Registered,
     format_duration,
@@ -34,11 +35,13 @@ from strata.features.tables import DefinitionRow, DefinitionVersionRow
 KINDS: dict[str, type[BaseModel]] = {
     "entity": Entity,
     "feature_view": FeatureView,
+    "on_demand_view": OnDemandFeatureView,
     "feature_service": FeatureService,
 }
 _FIELDS = {
     "entity": "entities",
     "feature_view": "feature_views",
+    "on_demand_view": "on_demand_views",
     "feature_service": "feature_services",
 }
 
@@ -127,9 +130,11 @@ def _diffs(kind: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[st
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key):
             continue
-        if key == "features" and kind == "feature_view":
+        if key == "features" and kind in ("feature_view", "on_demand_view"):
             before = {f["name"]: f["dtype"] for f in old.get(key, [])}
             after = {f["name"]: f["dtype"] for f in new.get(key, [])}
+            sql_before = {f["name"]: f.get("sql") for f in old.get(key, [])}
+            sql_after = {f["name"]: f.get("sql") for f in new.get(key, [])}
             found: list[str] = []
             for name in sorted(set(before) | set(after)):
                 if name not in after:
@@ -140,10 +145,12 @@ def _diffs(kind: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[st
                 elif before[name] != after[name]:
                     found.append(f"feature {name}: {before[name]} -> {after[name]}")
                     breaking = True
+                elif sql_before[name] != sql_after[name]:
+                    found.append(f"feature {name}: sql {sql_before[name]!r} -> {sql_after[name]!r}")
             lines += found or ["features: descriptions or order changed"]
             continue
         lines.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-        if key in ("entities", "join_keys", "value_types", "timestamp"):
+        if key in ("entities", "join_keys", "value_types", "timestamp", "request"):
             breaking = True
         if key == "features" and kind == "feature_service":
             breaking = bool(set(old.get(key, [])) - set(new.get(key, [])))
@@ -173,7 +180,7 @@ def plan(session: Session, defs: Definitions) -> Plan:
     for kind, name in current:
         if (kind, name) not in wanted:
             changes.append(Change(kind=kind, name=name, action="remove", breaking=True))
-    order = {"entity": 0, "feature_view": 1, "feature_service": 2}
+    order = {"entity": 0, "feature_view": 1, "on_demand_view": 2, "feature_service": 3}
     changes.sort(key=lambda c: (order[c.kind], c.name))
     return Plan(changes=changes)
 

@@ -16,6 +16,7 @@ from strata.features.models import (
     FeatureService,
     FeatureView,
     MaterializeResult,
+    OnDemandFeatureView,
     OnlineResponse,
     Plan,
     Registered,
@@ -92,6 +93,9 @@ class RemoteFeatures(FeaturesService):
     def list_feature_services(self) -> list[Registered]:
         return self._items(f"{P}/services")
 
+    def list_on_demand_views(self) -> list[Registered]:
+        return self._items(f"{P}/on-demand-views")
+
     def get_entity(self, name: str) -> Entity:
         return Entity.model_validate(self.http.request("GET", f"{P}/entities/{_q(name)}"))
 
@@ -101,6 +105,10 @@ class RemoteFeatures(FeaturesService):
     def get_feature_service(self, name: str) -> FeatureService:
         out = self.http.request("GET", f"{P}/services/{_q(name)}")
         return FeatureService.model_validate(out)
+
+    def get_on_demand_view(self, name: str) -> OnDemandFeatureView:
+        out = self.http.request("GET", f"{P}/on-demand-views/{_q(name)}")
+        return OnDemandFeatureView.model_validate(out)
 
     def search_features(
         self,

@@ -26,6 +26,7 @@ from strata.features.models import (
     FeatureService,
     FeatureView,
     MaterializeResult,
+    OnDemandFeatureView,
     OnlineResponse,
     Plan,
     Registered,
@@ -72,6 +73,8 @@ class FeaturesService(ABC):
     def list_feature_views(self) -> list[Registered]: ...
     @abstractmethod
     def list_feature_services(self) -> list[Registered]: ...
+    @abstractmethod
+    def list_on_demand_views(self) -> list[Registered]: ...
 
     @abstractmethod
     def get_entity(self, name: str) -> Entity:
@@ -83,6 +86,10 @@ class FeaturesService(ABC):
 
     @abstractmethod
     def get_feature_service(self, name: str) -> FeatureService:
+        """Raises NotFound naming close names."""
+
+    @abstractmethod
+    def get_on_demand_view(self, name: str) -> OnDemandFeatureView:
         """Raises NotFound naming close names."""
 
     @abstractmethod

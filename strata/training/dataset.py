@@ -10,14 +10,14 @@ access disabled and the configuration locked (the data layer's sandbox rules).
 
 from __future__ import annotations
 
-import difflib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from strata.core.errors import InvalidInput
+from strata.data.expressions import check_expression as _check_expression
+from strata.data.expressions import columns_error, evaluate
 from strata.training.models import SplitMethod, TargetConfig, Task, TrainConfig
 
 if TYPE_CHECKING:
@@ -51,98 +51,18 @@ class JobData:
 
 
 def _columns_error(what: str, name: str, available: list[str]) -> InvalidInput:
-    close = difflib.get_close_matches(name, available, n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return InvalidInput(
-        f"Unknown {what} column {name!r}.{hint} Available columns: {', '.join(available)}",
-        details={"field": what, "column": name, "columns": available},
-    )
-
-
-def _walk(node: Any, refs: set[str]) -> None:
-    if isinstance(node, dict):
-        cls = node.get("class")
-        if cls == "SUBQUERY" or node.get("type") in ("SUBQUERY", "TABLE_FUNCTION"):
-            raise InvalidInput(
-                "target.sql must be a scalar expression over the row's columns; subqueries "
-                "and table functions are not allowed",
-                details={"field": "target.sql"},
-            )
-        if cls == "COLUMN_REF":
-            refs.add(str(node["column_names"][-1]))
-        for value in node.values():
-            _walk(value, refs)
-    elif isinstance(node, list):
-        for item in node:
-            _walk(item, refs)
+    return columns_error(what, name, available)
 
 
 def check_expression(sql: str, available: list[str]) -> list[str]:
-    """The columns ``sql`` reads, once DuckDB's parser has confirmed it is exactly one scalar
-    expression; InvalidInput naming ``target.sql`` otherwise."""
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    try:
-        text = con.execute("SELECT json_serialize_sql($1)", [f"SELECT {sql}"]).fetchall()[0][0]
-    finally:
-        con.close()
-    tree = json.loads(text)
-    if tree.get("error"):
-        raise InvalidInput(
-            f"target.sql is not a valid SQL expression: {tree.get('error_message', '')}",
-            details={"field": "target.sql"},
-        )
-    statements = tree.get("statements", [])
-    node = statements[0].get("node", {}) if len(statements) == 1 else {}
-    clauses = ("where_clause", "having", "qualify", "sample")
-    if (
-        len(statements) != 1
-        or node.get("type") != "SELECT_NODE"
-        or len(node.get("select_list", [])) != 1
-        or (node.get("from_table") or {}).get("type", "EMPTY") != "EMPTY"
-        or any(node.get(c) for c in clauses)
-        or node.get("group_expressions")
-        or node.get("modifiers")
-        or (node.get("cte_map") or {}).get("map")
-    ):
-        raise InvalidInput(
-            "target.sql must be one scalar SQL expression over the row's columns, such as "
-            "'arr_delay > 15' (no FROM, WHERE, ';' or second statement)",
-            details={"field": "target.sql"},
-        )
-    refs: set[str] = set()
-    _walk(node["select_list"], refs)
-    for name in sorted(refs):
-        if name not in available:
-            raise _columns_error("target.sql", name, available)
-    return sorted(refs)
+    """The columns the target expression reads (:func:`strata.data.expressions.
+    check_expression`, errors naming ``target.sql``)."""
+    return _check_expression(sql, available, field="target.sql")
 
 
 def compute_target(table: pa.Table, sql: str) -> pa.Array:
     """``sql`` evaluated per row on a sandboxed connection holding only ``table``."""
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    try:
-        con.register("data", table)
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        # Newlines keep a trailing "-- comment" inside the parentheses it came in.
-        query = f'SELECT (\n{sql}\n) AS "{TARGET_COLUMN}" FROM data'
-        try:
-            if len(duckdb.extract_statements(query)) != 1:
-                raise InvalidInput(
-                    "target.sql must be one expression", details={"field": "target.sql"}
-                )
-            result = con.sql(query).to_arrow_table()
-        except duckdb.Error as exc:
-            raise InvalidInput(
-                f"target.sql could not be evaluated: {str(exc).strip().splitlines()[0]}",
-                details={"field": "target.sql"},
-            ) from None
-    finally:
-        con.close()
+    result = evaluate(table, {TARGET_COLUMN: (sql, None)}, field="target.sql")
     return result.column(0).combine_chunks()
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from strata.client import Client
-from strata.core.errors import Conflict, InvalidInput, NotFound, StrataError
+from strata.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, StrataError
 from strata.features.models import OnlineStatus
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -310,3 +310,158 @@ def test_rest_definitions_are_never_a_server_path(tmp_path: Path, client: Client
         with pytest.raises(InvalidInput, match="must be a mapping"):
             http.request("POST", "/api/v1/features/plan", json={"definitions": attempt})
     assert client.features.list_feature_views() == []
+
+
+ON_DEMAND = {
+    **DEFS,
+    "on_demand_views": [
+        {
+            "name": "trip_calc",
+            "sources": ["air:temp", "cars:seats"],
+            "request": {"riders": "int64"},
+            "features": {
+                "per_seat": {"dtype": "float64", "sql": "riders / nullif(seats, 0)"},
+                "warm": {"dtype": "bool", "sql": "temp > 11"},
+            },
+            "description": "computed per trip",
+        }
+    ],
+    "feature_services": [{"name": "trip", "features": ["air:temp", "trip_calc:*"]}],
+}
+
+
+def test_on_demand_views_offline_and_online_agree(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    planned = {(c.kind, c.name): c.action for c in fs.plan(ON_DEMAND).changes}
+    assert planned[("on_demand_view", "trip_calc")] == "add"
+    fs.apply(ON_DEMAND)
+    assert [r.name for r in fs.list_on_demand_views()] == ["trip_calc"]
+    assert fs.get_on_demand_view("trip_calc").request == {"riders": "int64"}
+    assert {f["ref"] for f in fs.search_features(entity="car")} >= {
+        "cars:seats",
+        "trip_calc:per_seat",
+    }
+
+    entities = pd.DataFrame(
+        {
+            "station": ["A", "B", "C"],
+            "car_id": [1, 2, 9],
+            "riders": [2, 7, 3],
+            "event_timestamp": [h(1), h(1), h(1)],
+        }
+    )
+    # the service names trip_calc:*, which reads cars:seats without asking for it: the
+    # hidden source feature is used, not returned
+    out = fs.get_historical_features(entities, "trip")
+    assert out.column_names == [
+        "station",
+        "car_id",
+        "riders",
+        "event_timestamp",
+        "temp",
+        "per_seat",
+        "warm",
+    ]
+    assert out.column("per_seat").to_pylist() == [0.5, 1.0, None]
+    assert out.column("warm").to_pylist() == [True, True, None]
+    full = fs.get_historical_features(entities, ["trip_calc:per_seat"], full_feature_names=True)
+    assert full.column_names[-1] == "trip_calc__per_seat"
+    assert full.column("trip_calc__per_seat").to_pylist() == [0.5, 1.0, None]
+
+    client.data.ingest(entities, "rides")
+    stored = fs.create_training_set("rides@latest", "trip", "rides_training")
+    table = client.data.read_arrow(stored.ref or "")
+    assert table.column("per_seat").to_pylist() == [0.5, 1.0, None]
+    assert "seats" not in table.column_names
+
+    # online: the same expressions over the online values and the request fields
+    now = datetime.now(UTC).replace(microsecond=0)
+    fs.materialize(None, now)
+    fs.push("air", [{"station": "A", "ts": now.isoformat(), "temp": 30.0, "ok": True}])
+    rows = [{"station": "A", "car_id": 1, "riders": 2}, {"station": "Z", "car_id": 2, "riders": 7}]
+    got = fs.get_online_features("trip", rows)
+    assert got.features == ["air:temp", "trip_calc:per_seat", "trip_calc:warm"]
+    assert "cars:seats" not in got.columns  # hidden source feature
+    assert got.columns["trip_calc:per_seat"].values == [0.5, 1.0]
+    assert got.columns["trip_calc:warm"].values == [True, None]
+    assert got.columns["trip_calc:per_seat"].status == [OnlineStatus.PRESENT] * 2
+    # station Z has no air reading: warm's source is missing, and its status says so
+    assert got.columns["trip_calc:warm"].status == [OnlineStatus.PRESENT, OnlineStatus.MISSING]
+    assert got.columns["trip_calc:warm"].event_ts[0] == now
+
+    # skew check: offline at "now" equals online (per_seat reads what both sides hold; the
+    # pushed air reading exists online only)
+    entity = pd.DataFrame(
+        {"station": ["A", "B"], "car_id": [1, 2], "riders": [2, 7], "event_timestamp": [now] * 2}
+    )
+    offline = fs.get_historical_features(entity, ["trip_calc:per_seat"]).column("per_seat")
+    online = fs.get_online_features(
+        ["trip_calc:per_seat"], entity.drop(columns="event_timestamp").to_dict("records")
+    )
+    assert offline.to_pylist() == online.columns["trip_calc:per_seat"].values == [0.5, 1.0]
+
+    err = _exactly(
+        InvalidInput,
+        fs.get_online_features,
+        ["trip_calc:per_seat"],
+        [{"station": "A", "car_id": 1}],
+    )
+    assert "riders" in err.message
+    err = _exactly(
+        InvalidInput,
+        fs.get_historical_features,
+        entities.drop(columns="riders"),
+        ["trip_calc:per_seat"],
+    )
+    assert "riders" in err.message
+    nf = _exactly(NotFound, fs.get_online_features, ["trip_calc:nope"], rows)
+    assert "per_seat" in nf.message
+
+
+def test_on_demand_views_are_checked_at_apply(client: Client) -> None:
+    _load(client)
+    fs = client.features
+
+    def odv(**changes: object) -> dict[str, object]:
+        base = ON_DEMAND["on_demand_views"][0]  # type: ignore[index]
+        return {**ON_DEMAND, "on_demand_views": [{**base, **changes}], "feature_services": []}
+
+    for changes, words in [
+        ({"features": {"x": {"sql": "nope + 1"}}}, "Unknown"),
+        ({"features": {"x": {"sql": "(SELECT 1)"}}}, "subqueries"),
+        ({"features": {"x": {"sql": "1; DROP TABLE t"}}}, "not a valid SQL expression"),
+        ({"features": {"x": {"sql": "riders FROM read_csv('/etc/passwd')"}}}, "one scalar"),
+        ({"features": {"x": {"sql": "date_part('year', temp)"}}}, "could not be evaluated"),
+        ({"sources": ["air:nope"]}, "no feature 'nope'"),
+        ({"sources": ["ghost:temp"]}, "not a feature view"),
+        ({"request": {"temp": "float64"}}, "two inputs are called 'temp'"),
+        ({"features": {"x": {"dtype": "float64"}}}, "no sql expression"),
+        ({"python": "os:system"}, "not both"),
+    ]:
+        err = _exactly(InvalidInput, fs.apply, odv(**changes))
+        assert words in err.message, (changes, err.message)
+    assert fs.list_on_demand_views() == []  # nothing applied
+
+
+def test_python_on_demand_views_run_only_trusted_code(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    base = ON_DEMAND["on_demand_views"][0]  # type: ignore[index]
+    defs = {
+        **ON_DEMAND,
+        "on_demand_views": [
+            {
+                **base,
+                "python": "strata_test_udfs:per_seat",
+                "features": {"per_seat": "float64"},
+            }
+        ],
+        "feature_services": [],
+    }
+    fs.apply(defs)  # registering names the code; it does not import it
+    entities = pd.DataFrame(
+        {"station": ["A"], "car_id": [1], "riders": [2], "event_timestamp": [h(1)]}
+    )
+    err = _exactly(PermissionDenied, fs.get_historical_features, entities, ["trip_calc:per_seat"])
+    assert "STRATA_TRUSTED_MODULES=strata_test_udfs" in err.message
