@@ -26,6 +26,17 @@ def _is_tree(est: Any) -> bool:
     )
 
 
+def _is_linear(est: Any) -> bool:
+    """A fitted linear model (coef_ + intercept_) of scikit-learn: exact, fast SHAP values
+    (the text family's head on hundreds of embedding dimensions)."""
+    module = type(est).__module__
+    return (
+        module.startswith("sklearn.linear_model")
+        and hasattr(est, "coef_")
+        and hasattr(est, "intercept_")
+    )
+
+
 def _positive(values: Any) -> np.ndarray:
     """SHAP values for the positive (last) class whatever shape shap returned."""
     if isinstance(values, list):
@@ -67,6 +78,10 @@ def explain(
         explainer = shap.TreeExplainer(est)
         values = _positive(explainer(Xt, check_additivity=False).values)
         kind = "tree"
+    elif _is_linear(est):
+        background = Xt[: min(BACKGROUND_ROWS, len(Xt))]
+        values = _positive(shap.LinearExplainer(est, background)(Xt).values)
+        kind = "linear"
     else:
         m = min(len(Xt), MAX_AGNOSTIC_ROWS)
         Xt = Xt[:m]
@@ -90,7 +105,8 @@ def explain(
                 return np.asarray(est.predict(framed(a)), dtype=float)
 
         explainer = shap.PermutationExplainer(fn, background, seed=seed)
-        values = _positive(explainer(Xt, silent=True).values)
+        evals = max(500, 2 * Xt.shape[1] + 1)  # shap's floor for this many features
+        values = _positive(explainer(Xt, silent=True, max_evals=evals).values)
         kind = "permutation"
     importance = np.abs(values).mean(axis=0)
     order = np.argsort(-importance, kind="stable")

@@ -124,14 +124,18 @@ class TextEmbedder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         if not hasattr(self, "weights_sha256_"):
             raise InvalidInput("This TextEmbedder is not fitted yet", details={"field": "model"})
         encoder, _ = _encoder(self.model, self.weights_sha256_)
+        # each distinct sentence is embedded once (categorical text repeats a lot)
+        unique, inverse = np.unique(
+            np.asarray(self._sentences(X), dtype=object).astype(str), return_inverse=True
+        )
         out = encoder.encode(
-            self._sentences(X),
+            unique.tolist(),
             batch_size=int(self.batch_size),
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32)[inverse.reshape(-1)]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.asarray([f"emb{i}" for i in range(int(getattr(self, "dimension_", 0)))])

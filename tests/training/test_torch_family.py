@@ -57,8 +57,12 @@ def test_mlp_trains_checkpoints_and_predicts_on_raw_columns(
 ) -> None:
     import strata.models as sm
 
-    result = train(torch_config(), client=home_client)
+    result = train(torch_config(evaluate=True, shap_sample=20), client=home_client)
     assert result.metrics["test_roc_auc"] > 0.75  # dep_delay predicts lateness well
+    report = json.loads(
+        home_client.tracking.open_artifact(result.run_id, "evaluation/report.json")[2].read()
+    )
+    assert report["shap_explainer"] == "permutation" and "dep_delay" in report["shap_importance"]
     run = home_client.tracking.get_run(result.run_id)
     assert run.params["model.family"] == "pytorch"
     files = [f.path for f in home_client.tracking.list_artifacts(result.run_id, "checkpoints")]
