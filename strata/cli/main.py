@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from strata.cli.helpfmt import conventional_help
+from strata.cli.serve import serve_command
 from strata.core.console import console, print_error, print_json, strata_command
 from strata.core.errors import StrataError
 from strata.data.cli import data_app
@@ -56,6 +57,7 @@ app.command("tune")(tune_command)
 runs_app.command("reproduce")(reproduce_command)
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(monitor_app, name="monitor")
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:

@@ -29,6 +29,8 @@ class Permission(StrEnum):
     WRITE = "write"
     APPROVE = "approve"
     ADMIN = "admin"
+    PREDICT = "predict"
+    """Call a model on an inference server (``strata serve``): every role holds it."""
 
 
 _MIN_ROLE: dict[Permission, Role] = {
@@ -36,6 +38,7 @@ _MIN_ROLE: dict[Permission, Role] = {
     Permission.WRITE: Role.EDITOR,
     Permission.APPROVE: Role.APPROVER,
     Permission.ADMIN: Role.ADMIN,
+    Permission.PREDICT: Role.VIEWER,
 }
 _ORDER = {role: i for i, role in enumerate(Role)}
 

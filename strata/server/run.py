@@ -93,8 +93,13 @@ def serve(
     workers: int,
     auth: bool,
     on_started: Callable[[], None] | None = None,
+    factory: str = "strata.server.app:app_from_env",
+    app: Any = None,
 ) -> None:
     """Start uvicorn and block until it shuts down (SIGINT/SIGTERM drain in-flight requests).
+
+    ``factory`` names the app factory spawned workers call (``strata serve`` passes its own);
+    ``app`` is the app of a single worker (default: the Strata server's).
 
     The port is bound before anything else starts, so a port in use is one clear error;
     ``on_started`` runs once the server accepts connections (one worker: after the app's
@@ -115,11 +120,13 @@ def serve(
     }
     try:
         if workers > 1:
-            _serve_workers(sock, workers, common, on_started)
+            _serve_workers(sock, workers, common, on_started, factory)
         else:
-            from strata.server.app import create_app
+            if app is None:
+                from strata.server.app import create_app
 
-            config = uvicorn.Config(create_app(settings, auth=auth), **common)
+                app = create_app(settings, auth=auth)
+            config = uvicorn.Config(app, **common)
             with _exit_zero_after_shutdown():
                 _AnnouncingServer(config, on_started).run(sockets=[sock])
     finally:
@@ -131,6 +138,7 @@ def _serve_workers(
     workers: int,
     common: dict[str, Any],
     on_started: Callable[[], None] | None,
+    factory: str = "strata.server.app:app_from_env",
 ) -> None:
     """What ``uvicorn.run(workers=N)`` does, on our already bound socket."""
     from uvicorn.supervisors import Multiprocess
@@ -140,9 +148,7 @@ def _serve_workers(
         own_dir = tempfile.mkdtemp(prefix="strata-prom-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
-        config = uvicorn.Config(
-            "strata.server.app:app_from_env", factory=True, workers=workers, **common
-        )
+        config = uvicorn.Config(factory, factory=True, workers=workers, **common)
         kwargs: dict[str, Any] = {"sockets": [sock]}
         if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.54
             kwargs["target"] = uvicorn.Server(config).run

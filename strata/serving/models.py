@@ -13,7 +13,7 @@ An endpoint file (``strata serve --config endpoints.yaml``) is a :class:`ServeCo
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +28,21 @@ _RUN_REF = re.compile(r"^runs:/(?P<run>[A-Za-z0-9_\-]{1,64})/(?P<path>[A-Za-z0-9
 Runtime = Literal["native", "onnx", "auto"]
 Path = Literal["primary", "canary", "fallback", "shadow", "cache"]
 PATHS: tuple[str, ...] = ("primary", "canary", "fallback", "shadow", "cache")
+
+
+_ENDPOINT = re.compile(rf"^{_NAME}$")
+
+
+def check_endpoint_name(name: str) -> str:
+    """``name`` when it is a valid endpoint name (a registry model name's rules: it appears
+    in URL paths and storage paths); InvalidInput otherwise."""
+    if not isinstance(name, str) or not _ENDPOINT.match(name):
+        raise InvalidInput(
+            f"Endpoint name {name!r} must start with a letter or digit and hold only letters, "
+            "digits, '.', '_' and '-' (at most 128)",
+            details={"field": "name", "received": str(name)},
+        )
+    return name
 
 
 class _Strict(BaseModel):
@@ -181,6 +196,11 @@ class EndpointConfig(_Strict):
         parse_ref(value)
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_name(value)
+
     @property
     def ref(self) -> ModelRef:
         return parse_ref(self.model)
@@ -237,3 +257,27 @@ class EndpointStatus(_Strict):
     runtime: str | None = None
     loaded_versions: list[str] = Field(default_factory=list)
     policy: TrafficPolicy = Field(default_factory=TrafficPolicy)
+
+
+def load_config(path: Any) -> ServeConfig:
+    """A :class:`ServeConfig` from a YAML file; InvalidInput naming the file and the field."""
+    from pathlib import Path as FilePath
+
+    import yaml
+    from pydantic import ValidationError
+
+    file = FilePath(path)
+    try:
+        doc = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise InvalidInput(f"Cannot read {file}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{file} is not valid YAML: {exc}") from None
+    try:
+        return ServeConfig.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise InvalidInput(
+            f"{file}: {where}: {first['msg']}", details={"field": where, "file": str(file)}
+        ) from None

@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -64,8 +65,17 @@ class _Entry:
 class PredictionLog:
     """A bounded queue of predictions and the thread that writes them (see module doc)."""
 
-    def __init__(self, store: _Store, config: PredictionLogConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: _Store,
+        config: PredictionLogConfig | None = None,
+        *,
+        on_drop: Callable[[int], None] | None = None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
         self.store = store
+        self._on_drop = on_drop
+        self._on_write = on_write
         self.config = config or PredictionLogConfig()
         self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
@@ -115,10 +125,16 @@ class PredictionLog:
         with self._lock:
             if self._queued_rows + rows > self.config.max_rows:
                 self.dropped_rows += rows
-                return False
-            self._queue.append(entry)
-            self._queued_rows += rows
+                dropped = True
+            else:
+                dropped = False
+                self._queue.append(entry)
+                self._queued_rows += rows
             full = self._queued_rows >= self.config.flush_rows
+        if dropped:
+            if self._on_drop is not None:
+                self._on_drop(rows)
+            return False
         if full:
             self._wake.set()
         return True
@@ -183,10 +199,14 @@ class PredictionLog:
                 log.exception("prediction log: could not write %d rows of %s", rows, model)
                 self.failed_writes += 1
                 self.dropped_rows += rows
+                if self._on_drop is not None:
+                    self._on_drop(rows)
                 continue
             written += rows
             self.files_written += 1
         self.written_rows += written
+        if written and self._on_write is not None:
+            self._on_write(written)
         return written
 
 

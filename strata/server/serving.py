@@ -1,0 +1,219 @@
+"""``strata serve``: the inference server of :mod:`strata.serving`, wired to a Client.
+
+Each worker builds everything itself in its ASGI startup — the Client, the endpoints' models
+(loaded and warmed in a background thread, so ``/v2/health/live`` answers at once and
+``/v2/health/ready`` says 503 until every model is warm), the prediction log writer and the
+thread following aliases. Workers are spawned, never forked from a process holding a model:
+LightGBM's OpenMP pool deadlocks in forked children. Thread pools are pinned before any
+model library is imported (``OMP_NUM_THREADS`` and the BLAS variables, ``threads`` per
+worker), so a 1-row predict never wakes every core.
+
+Auth follows ``strata server``: tokens by default (the ``predict`` permission, which every
+role holds), ``--no-auth`` only on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from strata.core.config import Settings, load_settings
+from strata.core.errors import PermissionDenied, Unauthenticated
+from strata.core.principal import Permission, Principal
+from strata.serving.models import ServeConfig
+
+log = logging.getLogger("strata.serving")
+
+CONFIG_ENV = "STRATA_SERVE_CONFIG"
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def pin_threads(threads: int) -> None:
+    """Set the OpenMP/BLAS pool sizes for this process and the workers it spawns (takes
+    effect where the libraries are not loaded yet; a value set by the user is kept)."""
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(threads))
+
+
+class TokenCache:
+    """Bearer tokens checked against governance, remembered for ``ttl`` seconds by their
+    sha256, so a prediction does not cost a database read (a revoked token stops working
+    within ``ttl``)."""
+
+    def __init__(self, authenticate: Any, ttl: float = 10.0) -> None:
+        self._authenticate = authenticate
+        self.ttl = ttl
+        self._known: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def principal(self, header: str | None) -> Principal:
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated(
+                "Authentication required: send 'Authorization: Bearer <token>' "
+                "(create one with `strata tokens create --user NAME`)"
+            )
+        key = hashlib.sha256(token.encode()).digest()
+        now = time.monotonic()
+        hit = self._known.get(key)
+        if hit is not None and hit[0] > now:
+            principal = hit[1]
+        else:
+            principal = self._authenticate(token)
+            with self._lock:
+                if len(self._known) > 10_000:
+                    self._known.clear()
+                self._known[key] = (now + self.ttl, principal)
+        if not principal.can(Permission.PREDICT):
+            raise PermissionDenied(
+                f"User {principal.name!r} may not predict: it needs the 'predict' permission",
+                details={"needed": "predict", "role": principal.role.value},
+            )
+        return principal
+
+
+def build_serving_app(
+    config: ServeConfig, settings: Settings | None = None, *, auth: bool | None = None
+) -> Any:
+    """The serving ASGI app of one worker (models load at its startup)."""
+    from strata.client import Client
+    from strata.serving.app import ServingApp
+    from strata.serving.endpoints import Endpoints
+    from strata.serving.metrics import ServingMetrics
+    from strata.serving.predlog import PredictionLog
+    from strata.serving.routing import Router
+
+    settings = settings or load_settings()
+    auth_on = settings.auth if auth is None else auth
+    client = Client(settings=settings)
+    metrics = ServingMetrics()
+    predlog = None
+    if config.prediction_log.enabled and not client.is_remote:
+        predlog = PredictionLog(
+            client.backends.artifacts,
+            config.prediction_log,
+            on_drop=metrics.predlog_dropped.inc,
+            on_write=metrics.predlog_written.inc,
+        )
+    registry = client.registry
+    endpoints = Endpoints(
+        config,
+        tracking=client.tracking,
+        registry=registry,
+        policy_source=_policy_source(client),
+        on_swap=lambda name: metrics.swaps.labels(name).inc(),
+    )
+    router = Router(
+        metrics, predlog, threads=config.threads, large_batch_rows=config.large_batch_rows
+    )
+    authenticate = None
+    if auth_on:
+        from strata.governance.service import EmbeddedGovernance
+
+        governance = client.governance
+        if not isinstance(governance, EmbeddedGovernance):
+            from strata.core.errors import InvalidInput
+
+            raise InvalidInput(
+                "strata serve checks tokens against its own metadata database; with "
+                "STRATA_URI set it can only run with --no-auth on loopback",
+                details={"field": "auth"},
+            )
+        tokens = TokenCache(governance.authenticate)
+
+        async def authenticate(header: str | None) -> Principal:
+            return await asyncio.to_thread(tokens.principal, header)
+
+    def load() -> None:
+        endpoints.load_all()
+        endpoints.start()
+
+    async def startup() -> None:
+        if predlog is not None:
+            predlog.start()
+        threading.Thread(target=load, name="strata-load", daemon=True).start()
+
+    async def shutdown() -> None:
+        endpoints.stop()
+        router.close()
+        if predlog is not None:
+            await asyncio.to_thread(predlog.close)
+        client.close()
+
+    def payload() -> bytes:
+        from strata.server.app import _metrics_payload
+
+        return _metrics_payload(metrics.registry)
+
+    return ServingApp(
+        endpoints,
+        router,
+        metrics,
+        authenticate=authenticate,
+        max_bytes=settings.max_request_bytes,
+        max_in_flight=config.max_in_flight,
+        metrics_payload=payload,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )
+
+
+def _policy_source(client: Any) -> Any:
+    """Reads the runtime policy the serving service stored (None when there is none)."""
+    if client.is_remote:
+        return None
+    from strata.serving.policies import read_policy
+
+    store = client.backends.artifacts
+
+    def source(endpoint: str) -> Any:
+        return read_policy(store, endpoint)
+
+    return source
+
+
+def app_from_env() -> Any:
+    """Factory for ``uvicorn --factory`` in spawned workers (reads STRATA_SERVE_CONFIG)."""
+    settings = load_settings()
+    config = ServeConfig.model_validate(json.loads(os.environ[CONFIG_ENV]))
+    return build_serving_app(config, settings, auth=settings.auth)
+
+
+def serve_models(
+    config: ServeConfig,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    auth: bool,
+    on_started: Any = None,
+) -> None:
+    """Run the inference server until SIGINT/SIGTERM (see :func:`strata.server.run.serve`)."""
+    from strata.server.run import serve
+
+    pin_threads(config.threads)
+    os.environ[CONFIG_ENV] = config.model_dump_json()
+    serve(
+        settings,
+        host=host,
+        port=port,
+        workers=workers,
+        auth=auth,
+        on_started=on_started,
+        factory="strata.server.serving:app_from_env",
+        app=None if workers > 1 else build_serving_app(config, settings, auth=auth),
+    )

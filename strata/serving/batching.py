@@ -1,0 +1,98 @@
+"""Adaptive batching of one served version, with Triton's dynamic batcher's semantics.
+
+Requests queue on the event loop; the queue flushes when ``max_batch_size`` rows wait or the
+oldest request has waited ``max_latency_ms``. A flush concatenates the requests' checked
+columns (numpy), predicts once in the predict pool (off the event loop) and scatters the rows
+back to each request's future. Queue depth, batch size and queue time are metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from strata.serving.models import Batching
+from strata.serving.served import Prediction, ServedModel
+
+if TYPE_CHECKING:
+    from strata.serving.metrics import ServingMetrics
+
+_Item = tuple[dict[str, np.ndarray], int, "asyncio.Future[Prediction]", float]
+
+
+class Batcher:
+    def __init__(
+        self, served: ServedModel, config: Batching, pool: Executor, metrics: ServingMetrics
+    ) -> None:
+        self.served = served
+        self.config = config
+        self.pool = pool
+        self.pending: list[_Item] = []
+        self.rows = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.batch_rows = metrics.batch_size.labels(served.name, served.version)
+        self.queue_time = metrics.queue_time.labels(served.name, served.version)
+        self.depth = metrics.queue_depth.labels(served.name, served.version)
+
+    async def submit(self, checked: dict[str, np.ndarray], rows: int) -> Prediction:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        self.pending.append((checked, rows, future, time.perf_counter()))
+        self.rows += rows
+        self.depth.inc()
+        if self.rows >= self.config.max_batch_size:
+            self._flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(self.config.max_latency_ms / 1000, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.pending, self.rows = self.pending, [], 0
+        if not batch:
+            return
+        now = time.perf_counter()
+        self.depth.dec(len(batch))
+        for _, _, _, queued in batch:
+            self.queue_time.observe(now - queued)
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self.pool, self._predict, batch)
+        work.add_done_callback(lambda done: self._scatter(batch, done))
+
+    def _predict(self, batch: list[_Item]) -> Prediction:
+        if len(batch) == 1:
+            return self.served.predict(batch[0][0])
+        names = list(batch[0][0])
+        merged = {n: np.concatenate([item[0][n] for item in batch]) for n in names}
+        return self.served.predict(merged)
+
+    def _scatter(self, batch: list[_Item], done: asyncio.Future[Prediction]) -> None:
+        error = done.exception()
+        if error is not None:
+            for _, _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        pred = done.result()
+        self.batch_rows.observe(len(pred.prediction))
+        start = 0
+        for _, rows, future, _ in batch:
+            end = start + rows
+            part = Prediction(
+                pred.prediction[start:end],
+                None if pred.proba is None else pred.proba[start:end],
+                pred.labels,
+            )
+            start = end
+            if not future.done():
+                future.set_result(part)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()

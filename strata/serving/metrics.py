@@ -1,0 +1,102 @@
+"""Prometheus metrics of the inference server, per endpoint, model and version.
+
+With several workers (``PROMETHEUS_MULTIPROC_DIR`` set by the runner) every worker writes its
+own files and ``/metrics`` merges them; the in-flight gauge is summed across workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+
+class ServingMetrics:
+    """The serving metrics of one app (its own registry; merged across workers)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "strata_serving_requests_total",
+            "Prediction requests by endpoint, model, version, protocol, path and status code.",
+            ["endpoint", "model", "version", "protocol", "path", "code"],
+            registry=r,
+        )
+        self.rows = Counter(
+            "strata_serving_rows_total",
+            "Rows predicted by endpoint, model, version and path.",
+            ["endpoint", "model", "version", "path"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "strata_serving_request_duration_seconds",
+            "Prediction latency (decode, checks, predict, encode) by endpoint, model, version.",
+            ["endpoint", "model", "version"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "strata_serving_batch_rows",
+            "Rows per model call (a request, or an adaptive batch of requests).",
+            ["model", "version"],
+            buckets=_SIZES,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "strata_serving_queue_seconds",
+            "Time a request waited in the adaptive batching queue.",
+            ["model", "version"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        gauge_mode = {"multiprocess_mode": "livesum"} if _multiprocess() else {}
+        self.in_flight = Gauge(
+            "strata_serving_in_flight",
+            "Prediction requests being handled now.",
+            ["endpoint"],
+            registry=r,
+            **gauge_mode,  # type: ignore[arg-type]
+        )
+        self.queue_depth = Gauge(
+            "strata_serving_queue_depth",
+            "Requests waiting in adaptive batching queues.",
+            ["model", "version"],
+            registry=r,
+            **gauge_mode,  # type: ignore[arg-type]
+        )
+        self.shadow_errors = Counter(
+            "strata_serving_shadow_errors_total",
+            "Shadow predictions that failed (never seen by callers).",
+            ["endpoint", "model", "version"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "strata_serving_fallbacks_total",
+            "Requests answered by the fallback model, by reason.",
+            ["endpoint", "reason"],
+            registry=r,
+        )
+        self.predlog_dropped = Counter(
+            "strata_serving_prediction_log_dropped_rows_total",
+            "Rows the prediction log dropped (queue full or write failed).",
+            registry=r,
+        )
+        self.predlog_written = Counter(
+            "strata_serving_prediction_log_written_rows_total",
+            "Rows the prediction log wrote to the artifact store.",
+            registry=r,
+        )
+        self.swaps = Counter(
+            "strata_serving_swaps_total",
+            "Model versions swapped in after an alias moved.",
+            ["endpoint"],
+            registry=r,
+        )
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -1,0 +1,305 @@
+"""Traffic policies applied to one request: cache, canary (sticky), fallback, shadow; the
+predict itself (inline for small requests, else off the event loop; adaptive batching when
+the endpoint asks), the prediction log and the per-version metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from strata.core.errors import NotFound, StrataError, Unavailable
+from strata.serving.batching import Batcher
+from strata.serving.endpoints import Endpoint
+from strata.serving.served import Prediction, ServedModel
+
+if TYPE_CHECKING:
+    from strata.serving.metrics import ServingMetrics
+    from strata.serving.predlog import PredictionLog
+
+log = logging.getLogger("strata.serving")
+
+INLINE_ROWS = 64
+"""Requests up to this many rows predict on the event loop (a booster answers one row in
+~70 µs; a thread hop costs about as much); larger ones run in the predict pool."""
+
+
+class PredictFailed(Exception):
+    """The model raised while predicting (a 500 carrying the request id)."""
+
+
+@dataclass
+class Outcome:
+    served: ServedModel
+    prediction: Prediction
+    path: str
+    checked: dict[str, np.ndarray]
+
+
+class _Cache:
+    """LRU + TTL of predictions by the digest of a request's inputs."""
+
+    def __init__(self, max_entries: int, ttl: float) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.items: OrderedDict[bytes, tuple[float, Outcome]] = OrderedDict()
+
+    def get(self, key: bytes) -> Outcome | None:
+        hit = self.items.get(key)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            del self.items[key]
+            return None
+        self.items.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: bytes, outcome: Outcome) -> None:
+        self.items[key] = (time.monotonic() + self.ttl, outcome)
+        self.items.move_to_end(key)
+        while len(self.items) > self.max_entries:
+            self.items.popitem(last=False)
+
+
+def input_digest(checked: dict[str, np.ndarray]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for name, arr in checked.items():
+        h.update(name.encode())
+        h.update(arr.tobytes() if arr.dtype.kind != "O" else repr(arr.tolist()).encode())
+    return h.digest()
+
+
+def bucket(value: str) -> float:
+    """A stable position in [0, 1) for a sticky key."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Router:
+    """Runs requests through their endpoint's policy (one per worker)."""
+
+    def __init__(
+        self,
+        metrics: ServingMetrics,
+        predlog: PredictionLog | None,
+        *,
+        threads: int = 1,
+        large_batch_rows: int = 5_000,
+    ) -> None:
+        self.metrics = metrics
+        self.predlog = predlog
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strata-predict")
+        self.large_batch_rows = large_batch_rows
+        self.threads = threads
+        self.caches: dict[str, _Cache] = {}
+        self.batchers: dict[tuple[str, str, int], Batcher] = {}
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
+
+    # -- the predict -------------------------------------------------------------------
+    async def _predict(
+        self, ep: Endpoint, served: ServedModel, checked: dict[str, np.ndarray], rows: int
+    ) -> Prediction:
+        batching = ep.config.batching
+        try:
+            if batching.enabled and rows < batching.max_batch_size:
+                key = (served.name, served.version, id(served))
+                batcher = self.batchers.get(key)
+                if batcher is None:
+                    batcher = self.batchers[key] = Batcher(
+                        served, batching, self.pool, self.metrics
+                    )
+                return await batcher.submit(checked, rows)
+            self.metrics.batch_size.labels(served.name, served.version).observe(rows)
+            if rows <= INLINE_ROWS:
+                return served.predict(checked)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, served.predict, checked)
+        except StrataError:
+            raise
+        except Exception as exc:
+            raise PredictFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _timed(
+        self,
+        ep: Endpoint,
+        served: ServedModel,
+        checked: dict[str, np.ndarray],
+        rows: int,
+        timeout_ms: float | None,
+    ) -> Prediction:
+        if timeout_ms is None:
+            return await self._predict(ep, served, checked, rows)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pool, served.predict, checked)
+        try:
+            return await asyncio.wait_for(future, timeout_ms / 1000)
+        except TimeoutError:
+            raise
+        except StrataError:
+            raise
+        except Exception as exc:
+            raise PredictFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    # -- a request ---------------------------------------------------------------------
+    async def run(
+        self,
+        ep: Endpoint,
+        columns: dict[str, np.ndarray] | np.ndarray,
+        *,
+        version: str | None,
+        request_id: str,
+        sticky: str | None,
+    ) -> Outcome:
+        """Route one request: returns what answered it and how. Raises InvalidInput for bad
+        inputs (checked against the model that answers), NotFound, Unavailable (not
+        ready), PredictFailed (the model raised)."""
+        if version is not None:
+            served = ep.by_version(version)
+            checked = served.check(columns)
+            rows = _rows(checked)
+            pred = await self._predict(ep, served, checked, rows)
+            path = "primary" if served is ep.primary else "canary"
+            return Outcome(served, pred, path, checked)
+        primary = ep.primary
+        if primary is None:
+            raise Unavailable(
+                f"Endpoint {ep.name!r} is not ready: {ep.error or 'its model is loading'}",
+                details={"endpoint": ep.name, "error": ep.error},
+            )
+        policy = ep.policy
+        served, path = primary, "primary"
+        if policy.canary:
+            position = bucket(sticky if sticky is not None else request_id)
+            edge = 0.0
+            models = ep.models
+            for target in policy.canary:
+                edge += target.weight
+                if position < edge:
+                    candidate = models.get(target.model)
+                    if candidate is not None:
+                        served, path = candidate, "canary"
+                    break
+        checked = served.check(columns)
+        rows = _rows(checked)
+        cache = None
+        digest = b""
+        if policy.cache is not None:
+            cache = self.caches.get(ep.name)
+            if cache is None or cache.ttl != policy.cache.ttl_seconds:
+                cache = self.caches[ep.name] = _Cache(
+                    policy.cache.max_entries, policy.cache.ttl_seconds
+                )
+            digest = input_digest(checked) + served.version.encode()
+            hit = cache.get(digest)
+            if hit is not None:
+                return Outcome(hit.served, hit.prediction, "cache", checked)
+        fallback = policy.fallback
+        if fallback is None:
+            pred = await self._predict(ep, served, checked, rows)
+        else:
+            reason = None
+            try:
+                pred = await self._timed(ep, served, checked, rows, fallback.timeout_ms)
+                if (
+                    fallback.min_confidence is not None
+                    and pred.proba is not None
+                    and rows
+                    and float(pred.proba.max(axis=1).min()) < fallback.min_confidence
+                ):
+                    reason = "low_confidence"
+            except TimeoutError:
+                reason = "timeout"
+            except PredictFailed as exc:
+                reason = "error"
+                log.warning("endpoint %s: primary failed, falling back: %s", ep.name, exc)
+            if reason is not None:
+                backup = ep.models.get(fallback.model)
+                if backup is None:
+                    if reason == "low_confidence":
+                        return Outcome(served, pred, path, checked)
+                    raise PredictFailed(f"the model failed ({reason}) and no fallback is loaded")
+                self.metrics.fallbacks.labels(ep.name, reason).inc()
+                checked = backup.check(columns)
+                pred = await self._predict(ep, backup, checked, rows)
+                served, path = backup, "fallback"
+        if cache is not None:
+            cache.put(digest, Outcome(served, pred, path, checked))
+        shadow = policy.shadow
+        if shadow is not None and (shadow.fraction >= 1 or random.random() < shadow.fraction):
+            mirror = ep.models.get(shadow.model)
+            if mirror is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self._shadow(ep, mirror, columns, request_id, sticky)
+                )
+                self.shadow_tasks.add(task)
+                task.add_done_callback(self.shadow_tasks.discard)
+        return Outcome(served, pred, path, checked)
+
+    async def _shadow(
+        self,
+        ep: Endpoint,
+        target: ServedModel,
+        columns: dict[str, np.ndarray] | np.ndarray,
+        request_id: str,
+        sticky: str | None,
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            checked = target.check(columns)
+            loop = asyncio.get_running_loop()
+            pred = await loop.run_in_executor(self.pool, target.predict, checked)
+        except Exception as exc:  # never reaches the caller
+            self.metrics.shadow_errors.labels(ep.name, target.name, target.version).inc()
+            log.info("endpoint %s: shadow %s failed: %s", ep.name, target.version, exc)
+            return
+        elapsed = (time.perf_counter() - start) * 1000
+        self.metrics.requests.labels(
+            ep.name, target.name, target.version, "shadow", "shadow", "200"
+        ).inc()
+        self.record(ep, Outcome(target, pred, "shadow", checked), request_id, elapsed, sticky)
+
+    def record(
+        self, ep: Endpoint, outcome: Outcome, request_id: str, latency_ms: float, key: str | None
+    ) -> None:
+        """The prediction log's rows of one answered request (never blocks)."""
+        if self.predlog is None:
+            return
+        self.predlog.record(
+            request_id=request_id,
+            model=outcome.served.name,
+            version=outcome.served.version,
+            endpoint=ep.name,
+            path=outcome.path,
+            latency_ms=latency_ms,
+            inputs=outcome.checked,
+            prediction=outcome.prediction.prediction,
+            proba=outcome.prediction.proba,
+            entity_key=key,
+        )
+
+    def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _rows(checked: dict[str, np.ndarray]) -> int:
+    for arr in checked.values():
+        return len(arr)
+    return 0
+
+
+def not_served(name: str, served: list[str]) -> NotFound:
+    return NotFound(
+        f"No model {name!r} is served here; served: {', '.join(served)}",
+        details={"model": name, "served": served},
+    )

