@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from strata.core.errors import Conflict, InvalidInput, StrataError
@@ -109,6 +109,21 @@ _wake = threading.Event()
 _stack: list[ActiveRun] = []
 _top: ActiveRun | None = None  # _stack[-1], read without a lock on the hot path
 _live: list[ActiveRun] = []  # runs whose buffers the flusher drains
+_end_hooks: list[Callable[[ActiveRun, str], None]] = []
+
+
+def on_end(hook: Callable[[ActiveRun, str], None]) -> None:
+    """Call ``hook(run, status)`` when a run ends, while it is still the active run (autolog
+    logs a PyTorch loop's model then). A failing hook is a warning; the run still ends."""
+    if hook not in _end_hooks:
+        _end_hooks.append(hook)
+
+
+def remove_on_end(hook: Callable[[ActiveRun, str], None]) -> None:
+    if hook in _end_hooks:
+        _end_hooks.remove(hook)
+
+
 _ok_keys: set[str] = set()
 _flusher: threading.Thread | None = None
 _error_pending = False
@@ -346,6 +361,11 @@ def _end(run: ActiveRun, status: RunStatus | str) -> None:
         children = _stack[_stack.index(run) + 1 :] if run in _stack else []
     for child in reversed(children):
         _end(child, status)
+    for hook in list(_end_hooks):
+        try:
+            hook(run, str(status))
+        except Exception as exc:
+            _log.warning("strata: a run-end hook failed for run %s: %s", run.run_id, exc)
     if run._sampler is not None:
         run._sampler.stop()
         run._sampler = None

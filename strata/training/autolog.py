@@ -11,7 +11,8 @@ with another value are skipped, not overwritten: params are immutable), ``traini
 (the estimator's own ``score`` on the training data), tag ``strata.autolog.estimator`` and,
 with ``log_models``, the fitted estimator via ``strata.log_model`` with its first rows as the
 input example. A logging failure is a warning: it never breaks the user's ``fit``.
-``autolog(disable=True)`` restores the original methods.
+``autolog(disable=True)`` restores the original methods. PyTorch loops: see
+:mod:`strata.training.autolog_torch`.
 """
 
 from __future__ import annotations
@@ -115,10 +116,31 @@ def _wrap(orig: Callable[..., Any]) -> Callable[..., Any]:
     return fit
 
 
-def autolog(*, log_models: bool = True, disable: bool = False) -> None:
+def autolog(
+    *,
+    log_models: bool = True,
+    disable: bool = False,
+    pytorch: bool | None = None,
+    log_every_n_steps: int = 10,
+) -> None:
     """Log every top-level ``fit`` (see the module docstring); ``disable=True`` undoes it.
-    Calling it again only changes ``log_models``."""
+    Calling it again only changes ``log_models``.
+
+    User-written PyTorch loops are logged too (``strata.training.autolog_torch``: optimizer
+    and model params, ``train_loss`` every ``log_every_n_steps`` optimizer steps, the model
+    when the run ends) when torch is already imported, or always with ``pytorch=True``
+    (``pytorch=False``: never). Importing torch costs seconds, so it is not imported for it."""
+    import sys
+
     _options["log_models"] = log_models
+    if (disable or pytorch is False) and "strata.training.autolog_torch" in sys.modules:
+        from strata.training import autolog_torch
+
+        autolog_torch.disable()
+    if not disable and (pytorch or (pytorch is None and "torch" in sys.modules)):
+        from strata.training import autolog_torch
+
+        autolog_torch.enable(log_models=log_models, every=log_every_n_steps)
     if disable:
         for cls, orig in _patched.items():
             cls.fit = orig  # type: ignore[attr-defined]
