@@ -127,6 +127,12 @@ def get_view(request: Request, name: str) -> Response:
     return json_response(_svc(request).get_feature_view(name))
 
 
+@router.get("/views/{name}/statistics", dependencies=READ)
+async def view_statistics(request: Request, name: str) -> Response:
+    # The first call may profile the source version (DuckDB): off the event loop.
+    return json_response(await run_blocking(_svc(request).get_feature_statistics, name))
+
+
 @router.get("/services", dependencies=READ)
 def list_services(request: Request) -> Response:
     return json_response({"items": _svc(request).list_feature_services()})

@@ -1,4 +1,4 @@
-"""CLI: ``strata features plan|apply|list|show|search|materialize|push|get-online|
+"""CLI: ``strata features plan|apply|list|show|stats|search|materialize|push|get-online|
 get-historical`` (embedded, or remote when ``STRATA_URI`` is set).
 
 ``--json`` prints exactly one JSON object on stdout; spinners go to stderr. Exit codes: 0 ok,
@@ -188,6 +188,41 @@ def show(
         print_json(found)
         return
     console.print_json(json.dumps(found.model_dump(mode="json")))
+
+
+@features_app.command("stats")
+def stats(
+    view: Annotated[str, typer.Argument(help="A feature view.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Statistics of a view's columns: the data layer's profile of its source version."""
+    with _features() as fs:
+        found = fs.get_feature_statistics(view)
+    if json_out:
+        print_json(found)
+        return
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    print_table(
+        (
+            {
+                "column": c["name"],
+                "type": c["type"],
+                "nulls": f"{c['null_fraction']:.1%}",
+                "distinct": fmt(c.get("distinct")),
+                "min": fmt(c.get("min")),
+                "mean": fmt(c.get("mean")),
+                "max": fmt(c.get("max")),
+            }
+            for c in found.columns
+        ),
+        ["column", "type", "nulls", "distinct", "min", "mean", "max"],
+        title=f"{found.view}: {found.rows:,} rows of {found.source_version}",
+    )
 
 
 @features_app.command("search")

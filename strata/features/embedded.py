@@ -20,6 +20,7 @@ from strata.features.frames import as_arrow
 from strata.features.models import (
     Entity,
     FeatureService,
+    FeatureStatistics,
     FeatureView,
     MaterializeResult,
     OnDemandFeatureView,
@@ -184,6 +185,20 @@ class EmbeddedFeatures(FeaturesService):
                     }
                 )
         return out
+
+    def get_feature_statistics(self, view: str) -> FeatureStatistics:
+        spec = self.get_feature_view(view)
+        version = self.data.get_version(spec.source)
+        profile = self.data.profile(version.ref)
+        wanted = [*self.join_keys(spec), *(c for c in (spec.timestamp,) if c)]
+        wanted += [f.name for f in spec.features if f.name not in wanted]
+        by_name = {c.name: c.model_dump(mode="json") for c in profile.columns}
+        return FeatureStatistics(
+            view=spec.name,
+            source_version=version.ref,
+            rows=profile.row_count,
+            columns=[by_name[c] for c in wanted if c in by_name],
+        )
 
     # -- resolving feature lists ---------------------------------------------------------------
     def resolve(self, features: Sequence[str] | str) -> list[tuple[FeatureView, list[str]]]:

@@ -430,6 +430,18 @@ class OnlineResponse(BaseModel):
         return out
 
 
+class FeatureStatistics(BaseModel):
+    """A view's feature statistics: the data layer's profile of the source version the view
+    reads now, restricted to the view's columns (join keys, event time, features)."""
+
+    view: str
+    source_version: str
+    rows: int
+    #: One data-layer column profile per column (count, nulls, distinct, min/max, mean,
+    #: std, quantiles, top values, histogram), in the view's order.
+    columns: list[dict[str, Any]]
+
+
 class MaterializeResult(BaseModel):
     view: str
     start: datetime | None

@@ -14,6 +14,7 @@ from strata.features.models import (
     Definitions,
     Entity,
     FeatureService,
+    FeatureStatistics,
     FeatureView,
     MaterializeResult,
     OnDemandFeatureView,
@@ -105,6 +106,10 @@ class RemoteFeatures(FeaturesService):
     def get_feature_service(self, name: str) -> FeatureService:
         out = self.http.request("GET", f"{P}/services/{_q(name)}")
         return FeatureService.model_validate(out)
+
+    def get_feature_statistics(self, view: str) -> FeatureStatistics:
+        out = self.http.request("GET", f"{P}/views/{_q(view)}/statistics")
+        return FeatureStatistics.model_validate(out)
 
     def get_on_demand_view(self, name: str) -> OnDemandFeatureView:
         out = self.http.request("GET", f"{P}/on-demand-views/{_q(name)}")

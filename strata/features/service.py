@@ -24,6 +24,7 @@ from strata.features.models import (
     Definitions,
     Entity,
     FeatureService,
+    FeatureStatistics,
     FeatureView,
     MaterializeResult,
     OnDemandFeatureView,
@@ -104,6 +105,11 @@ class FeaturesService(ABC):
         """The catalog: one entry per feature (``ref``, view, type, entities, owner, tags,
         description) whose name or description contains ``query`` (case-insensitive),
         filtered by entity, tag (``key`` or ``key=value``) and owner."""
+
+    @abstractmethod
+    def get_feature_statistics(self, view: str) -> FeatureStatistics:
+        """The view's statistics: the source version's profile (computed once and stored by
+        the data layer) for its join keys, event time and features."""
 
     # -- offline -------------------------------------------------------------------------------
     @abstractmethod

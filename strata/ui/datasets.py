@@ -69,7 +69,7 @@ def dataset(
     )
 
 
-def _bars(hist: dict[str, Any] | None) -> dict[str, Any] | None:
+def histogram_bars(hist: dict[str, Any] | None) -> dict[str, Any] | None:
     """A profile histogram as SVG bars (heights scaled to the largest bin)."""
     if not hist or not hist.get("counts"):
         return None
@@ -106,7 +106,7 @@ def _profile(client: Any, ref: str) -> list[dict[str, Any]]:
     data = raw.model_dump(mode="json") if hasattr(raw, "model_dump") else dict(raw)
     columns = []
     for col in data.get("columns", []):
-        columns.append(col | {"chart": _bars(col.get("histogram"))})
+        columns.append(col | {"chart": histogram_bars(col.get("histogram"))})
     return columns
 
 

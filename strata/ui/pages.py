@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 
 from strata.core.errors import InvalidInput, Unauthenticated
 from strata.core.threads import run_blocking
-from strata.ui import artifacts, datasets, registry, tracking
+from strata.ui import artifacts, datasets, features, registry, tracking
 from strata.ui.deps import admin_viewer, client_of, page_viewer
 from strata.ui.session import (
     CSRF_FIELD,
@@ -167,5 +167,13 @@ def mount_ui(app: FastAPI) -> None:
     """Add the web UI (pages, static assets, offline /docs) to the app."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _docs(app)
-    for part in (router, tracking.router, artifacts.router, datasets.router, registry.router):
+    # One layer's pages per line: a new layer appends its router here.
+    for part in (
+        router,
+        tracking.router,
+        artifacts.router,
+        datasets.router,
+        features.router,
+        registry.router,
+    ):
         app.include_router(part)

@@ -465,3 +465,18 @@ def test_python_on_demand_views_run_only_trusted_code(client: Client) -> None:
     )
     err = _exactly(PermissionDenied, fs.get_historical_features, entities, ["trip_calc:per_seat"])
     assert "STRATA_TRUSTED_MODULES=strata_test_udfs" in err.message
+
+
+def test_feature_statistics(client: Client) -> None:
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    stats = fs.get_feature_statistics("air")
+    assert stats.view == "air" and stats.rows == 5
+    assert stats.source_version == client.data.get_version("air_raw").ref
+    by_name = {c["name"]: c for c in stats.columns}
+    assert list(by_name) == ["station", "ts", "temp", "ok"]  # keys, event time, features
+    assert by_name["temp"]["min"] == 10.0 and by_name["temp"]["max"] == 20.0
+    assert by_name["temp"]["mean"] == pytest.approx(13.6)
+    assert by_name["station"]["distinct"] == 2
+    _exactly(NotFound, fs.get_feature_statistics, "nope")

@@ -43,6 +43,15 @@ def test_cli_walk(tmp_path: Path) -> None:
     assert [v["name"] for v in listed["items"]] == ["planes", "weather"]
     assert "origin" in run("list", "entities")
     assert "weather:temp" in run("search", "temp")
+    stats = json.loads(run("stats", "weather", "--json"))
+    assert stats["rows"] == len(weather) and stats["source_version"].startswith("weather@")
+    temp = {c["name"]: c for c in stats["columns"]}["temp"]
+    assert temp["nulls"] == int(weather["temp"].isna().sum())
+    assert abs(temp["mean"] - weather["temp"].mean()) < 1e-9
+    assert [c["name"] for c in stats["columns"]][:2] == ["origin", "time_hour"]
+    assert "temp" in run("stats", "weather")
+    missing = runner.invoke(app, ["features", "stats", "wether"])
+    assert "registered: planes, weather" in str(missing.exception)
     done = json.loads(run("materialize", "--end", "2014-01-01T00:00:00Z", "--json"))
     assert {r["view"]: r["rows"] for r in done["items"]} == {"weather": 3, "planes": len(planes)}
     online = json.loads(
