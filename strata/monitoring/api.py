@@ -8,12 +8,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from strata.governance.routing import READ, WRITE, json_response, run_blocking, service
-from strata.monitoring.models import DriftOptions
+from strata.governance.routing import (
+    ADMIN,
+    READ,
+    WRITE,
+    file_response,
+    json_response,
+    run_blocking,
+    service,
+)
+from strata.monitoring.models import DriftOptions, LogQuery
 from strata.monitoring.service import MonitoringService
 
 router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
@@ -85,3 +93,116 @@ async def get_series(
     svc = _svc(request)
     points = await run_blocking(svc.get_series, model, series, since, until, limit)
     return json_response(points)
+
+
+class LogSettingsBody(_Body):
+    sample_rate: float | None = Field(default=None, ge=0, le=1)
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
+
+
+def _log_query(
+    model: str,
+    version: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    request_id: str | None,
+    entity_key: str | None,
+    endpoint: str | None,
+    path: str | None,
+    limit: int,
+) -> LogQuery:
+    from strata.core.parse import parse_options
+
+    fields = {
+        "model": model,
+        "version": version,
+        "since": since,
+        "until": until,
+        "request_id": request_id,
+        "entity_key": entity_key,
+        "endpoint": endpoint,
+        "path": path,
+        "limit": limit,
+    }
+    return parse_options(LogQuery, None, **{k: v for k, v in fields.items() if v is not None})
+
+
+class _LogParams:
+    def __init__(
+        self,
+        model: str,
+        version: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        request_id: str | None = None,
+        entity_key: str | None = None,
+        endpoint: str | None = None,
+        path: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> None:
+        self.query = _log_query(
+            model, version, since, until, request_id, entity_key, endpoint, path, limit
+        )
+
+
+@router.get("/models/{model}/log", dependencies=READ)
+async def query_log(request: Request, params: Annotated[_LogParams, Depends()]) -> Response:
+    return json_response(await run_blocking(_svc(request).query_log_with, params.query))
+
+
+@router.get("/models/{model}/log/stats", dependencies=READ)
+async def log_stats(request: Request, params: Annotated[_LogParams, Depends()]) -> Response:
+    return json_response(await run_blocking(_svc(request).log_stats_with, params.query))
+
+
+@router.get("/models/{model}/log/export", dependencies=READ)
+async def export_log(
+    request: Request,
+    params: Annotated[_LogParams, Depends()],
+    format: Annotated[str, Query(pattern="^(parquet|csv|jsonl)$")] = "parquet",
+) -> Response:
+    """The selection as one file, written by the server into its own staging directory (the
+    caller never names a server path) and streamed with its sha256."""
+    import hashlib
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    svc = _svc(request)
+    workdir = Path(tempfile.mkdtemp(prefix="strata-log-export-"))
+    dest = workdir / f"{params.query.model}.{format}"
+    try:
+        await run_blocking(svc.export_log_with, params.query, dest, format)  # type: ignore[arg-type]
+        digest = hashlib.sha256()
+        with dest.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        reader = dest.open("rb")
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    dest.unlink()  # the open reader keeps the bytes until it is closed; then they are gone
+    shutil.rmtree(workdir, ignore_errors=True)
+    return file_response(
+        reader,
+        sha256=digest.hexdigest(),
+        what=f"{params.query.model} log export",
+        filename=dest.name,
+    )
+
+
+@router.get("/models/{model}/log/settings", dependencies=READ)
+async def get_log_settings(request: Request, model: str) -> Response:
+    return json_response(await run_blocking(_svc(request).get_log_settings, model))
+
+
+@router.put("/models/{model}/log/settings", dependencies=ADMIN)
+async def set_log_settings(request: Request, model: str, body: LogSettingsBody) -> Response:
+    svc = _svc(request)
+    fields = body.model_dump()
+    return json_response(await run_blocking(lambda: svc.set_log_settings(model, **fields)))
+
+
+@router.post("/models/{model}/log/retention", dependencies=ADMIN)
+async def apply_retention(request: Request, model: str) -> Response:
+    return json_response(await run_blocking(_svc(request).apply_retention, model))

@@ -223,3 +223,156 @@ def series(
     print_table(
         [{"time": p.ts, "value": p.value} for p in points], ["time", "value"], f"{model} {name}"
     )
+
+
+log_app = typer.Typer(
+    help="Query, export and configure a model's prediction log.", no_args_is_help=True
+)
+monitor_app.add_typer(log_app, name="log")
+ModelArg = Annotated[str, typer.Argument(help="The model (endpoint) whose log to read.")]
+VersionOpt = Annotated[
+    str | None, typer.Option("--version", help="A registry version number or an alias.")
+]
+SinceOpt = Annotated[str | None, typer.Option(help="From this ISO 8601 time (UTC by default).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Until this ISO 8601 time (exclusive).")]
+RequestOpt = Annotated[str | None, typer.Option("--request-id", help="One request's rows.")]
+EntityOpt = Annotated[str | None, typer.Option("--entity-key", help="One entity's rows.")]
+
+
+def _log_fields(
+    model: str, version: str | None, since: str | None, until: str | None,
+    request_id: str | None, entity_key: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    from strata.monitoring.refs import parse_time
+
+    fields: dict[str, Any] = {"model": model}
+    if version:
+        fields["version"] = version
+    if since:
+        fields["since"] = parse_time(since, "since")
+    if until:
+        fields["until"] = parse_time(until, "until")
+    if request_id:
+        fields["request_id"] = request_id
+    if entity_key:
+        fields["entity_key"] = entity_key
+    return fields
+
+
+@log_app.command("query")
+def log_query(
+    model: ModelArg,
+    version: VersionOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    request_id: RequestOpt = None,
+    entity_key: EntityOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows (newest first).")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rows of the prediction log, newest first."""
+    fields = _log_fields(model, version, since, until, request_id, entity_key)
+    with _client() as client:
+        result = client.monitoring.query_log(limit=limit, **fields)
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        {
+            "time": r["ts"],
+            "request": r["request_id"],
+            "row": r["row"],
+            "version": r["version"],
+            "path": r["path"],
+            "entity": r["entity_key"],
+            "prediction": (r.get("outputs") or {}).get("prediction"),
+            "latency ms": r["latency_ms"],
+        }
+        for r in result.rows
+    ]
+    cols = ["time", "request", "row", "version", "path", "entity", "prediction", "latency ms"]
+    print_table(rows, cols, "Predictions")
+    if result.truncated:
+        console.print(f"[dim]more rows match; raise --limit (shown {len(result.rows)})[/dim]")
+
+
+@log_app.command("stats")
+def log_stats(
+    model: ModelArg,
+    version: VersionOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rows, requests, versions, paths and latency percentiles of a window."""
+    fields = _log_fields(model, version, since, until, None, None)
+    with _client() as client:
+        stats = client.monitoring.log_stats(**fields)
+    if as_json:
+        print_json(stats)
+        return
+    console.print(
+        f"{stats.rows:,} rows in {stats.requests:,} requests ({stats.first} → {stats.last})"
+    )
+    console.print(f"by version: {stats.by_version}; by path: {stats.by_path}")
+    if stats.latency_ms:
+        console.print(
+            "latency ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stats.latency_ms.items())
+        )
+
+
+@log_app.command("export")
+def log_export(
+    model: ModelArg,
+    out: Annotated[Path, typer.Argument(help="The file to write.")],
+    format: Annotated[str, typer.Option(help="parquet, csv or jsonl.")] = "parquet",
+    version: VersionOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    request_id: RequestOpt = None,
+    entity_key: EntityOpt = None,
+) -> None:
+    """Write every selected row to OUT (oldest first)."""
+    fields = _log_fields(model, version, since, until, request_id, entity_key)
+    with console.status("Exporting..."), _client() as client:
+        rows = client.monitoring.export_log(out, format=format, **fields)  # type: ignore[arg-type]
+    console.print(f"Wrote {rows:,} rows to {out}")
+
+
+@log_app.command("settings")
+def log_settings(
+    model: ModelArg,
+    sample_rate: Annotated[
+        float | None, typer.Option(help="Share of requests to log, 0 to 1.")
+    ] = None,
+    retention_days: Annotated[int | None, typer.Option(help="Days of partitions to keep.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show, or change with the options, the endpoint's sampling and retention."""
+    with _client() as client:
+        if sample_rate is None and retention_days is None:
+            settings = client.monitoring.get_log_settings(model)
+        else:
+            settings = client.monitoring.set_log_settings(
+                model, sample_rate=sample_rate, retention_days=retention_days
+            )
+    if as_json:
+        print_json(settings)
+        return
+    console.print(
+        f"{model}: sample rate {settings.sample_rate:g}, retention {settings.retention_days} days"
+    )
+
+
+@log_app.command("retention")
+def log_retention(model: ModelArg, as_json: JsonOpt = False) -> None:
+    """Delete the log partitions older than the endpoint's retention."""
+    with _client() as client:
+        result = client.monitoring.apply_retention(model)
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"Deleted {len(result.deleted_partitions)} partitions of {model}; "
+        f"{result.kept_partitions} kept"
+    )

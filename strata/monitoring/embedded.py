@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strata.backends.context import Backends
@@ -18,6 +19,12 @@ from strata.monitoring import predlog
 from strata.monitoring.models import (
     DriftOptions,
     DriftReport,
+    LogFormat,
+    LogQuery,
+    LogRows,
+    LogSettings,
+    LogStats,
+    RetentionResult,
     SeriesPoint,
     StoredProfile,
     check_name,
@@ -199,3 +206,71 @@ class EmbeddedMonitoring(MonitoringService):
                 )
             )
         return sorted(out, key=lambda p: p.name)
+
+    # -- prediction log ------------------------------------------------------------------
+    def _log_version(self, query: LogQuery) -> str | None:
+        return self.resolve_version(LogRef(query.model, query.version))
+
+    def query_log_with(self, query: LogQuery) -> LogRows:
+        from strata.monitoring import logs
+
+        version = self._log_version(query)
+        con = self._connect()
+        try:
+            return logs.query(con, self.store, query, version)
+        finally:
+            con.close()
+
+    def log_stats_with(self, query: LogQuery) -> LogStats:
+        from strata.monitoring import logs
+
+        version = self._log_version(query)
+        con = self._connect()
+        try:
+            return logs.stats(con, self.store, query, version)
+        finally:
+            con.close()
+
+    def export_log_with(self, query: LogQuery, dest: Path, format: LogFormat) -> int:
+        from strata.monitoring import logs
+
+        version = self._log_version(query)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        con = self._connect()
+        try:
+            rows = logs.export(con, self.store, query, version, tmp, format)
+            tmp.replace(dest)  # appears whole or not at all
+            return rows
+        finally:
+            con.close()
+            tmp.unlink(missing_ok=True)
+
+    def get_log_settings(self, model: str) -> LogSettings:
+        from strata.monitoring import logs
+
+        return logs.get_settings(self.db, check_name(model, "model"))
+
+    def set_log_settings(
+        self, model: str, *, sample_rate: float | None = None, retention_days: int | None = None
+    ) -> LogSettings:
+        from strata.core.parse import parse_options
+        from strata.monitoring import logs
+
+        current = self.get_log_settings(model)
+        changes = {
+            k: v
+            for k, v in (("sample_rate", sample_rate), ("retention_days", retention_days))
+            if v is not None
+        }
+        new = parse_options(
+            LogSettings, None, **(current.model_dump(exclude={"updated_at"}) | changes)
+        )
+        return logs.set_settings(self.db, model, new)
+
+    def apply_retention(self, model: str) -> RetentionResult:
+        from strata.monitoring import logs
+
+        return logs.apply_retention(
+            self.db, self.store, check_name(model, "model"), utcnow().date()
+        )

@@ -204,3 +204,94 @@ class TimeWindow(_Strict):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value
+
+
+LogFormat = Literal["parquet", "csv", "jsonl"]
+
+
+class LogQuery(_Strict):
+    """A selection of a model's prediction log: ``version`` a registry version number or an
+    alias (resolved through the registry), [since, until) in UTC, and exact matches on
+    ``request_id``, ``entity_key``, ``endpoint`` and ``path``; newest first, at most
+    ``limit`` rows (1-10,000) for :meth:`query_log` (an export takes every matching row)."""
+
+    model: str = Field(min_length=1, max_length=NAME_MAX)
+    version: str | None = Field(default=None, max_length=NAME_MAX)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    request_id: str | None = Field(default=None, max_length=256)
+    entity_key: str | None = Field(default=None, max_length=512)
+    endpoint: str | None = Field(default=None, max_length=NAME_MAX)
+    path: str | None = Field(default=None, max_length=32)
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return check_name(value, "model")
+
+
+class LogRow(BaseModel):
+    """One logged row (the PROTOCOL.md columns); subscriptable like the dict it replaces."""
+
+    request_id: str
+    row: int
+    ts: dt.datetime
+    model: str
+    version: str
+    endpoint: str
+    path: str
+    latency_ms: float
+    entity_key: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+class LogRows(BaseModel):
+    """Rows of the prediction log: requests newest first, each request's rows in order."""
+
+    model: str
+    version: str | None = None
+    rows: list[LogRow]
+    truncated: bool = False
+
+
+class LogStats(BaseModel):
+    """Counts of a window of the log: rows, requests, by version and by path, and latency
+    percentiles (ms) per request."""
+
+    model: str
+    rows: int
+    requests: int
+    by_version: dict[str, int] = Field(default_factory=dict)
+    by_path: dict[str, int] = Field(default_factory=dict)
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+
+
+class LogSettings(_Strict):
+    """Per endpoint (model): the share of requests to log (``sample_rate``, 0-1) and how many
+    days of partitions to keep (``retention_days``; older date partitions are deleted by
+    :meth:`apply_retention`)."""
+
+    model: str = ""
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    retention_days: int = Field(default=30, ge=1, le=36_500)
+    updated_at: dt.datetime | None = None
+
+
+class RetentionResult(BaseModel):
+    model: str
+    deleted_partitions: list[str]
+    kept_partitions: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -10,6 +11,12 @@ from strata.core.transport import HttpTransport
 from strata.monitoring.models import (
     DriftOptions,
     DriftReport,
+    LogFormat,
+    LogQuery,
+    LogRows,
+    LogSettings,
+    LogStats,
+    RetentionResult,
     SeriesPoint,
     StoredProfile,
     check_name,
@@ -68,3 +75,44 @@ class RemoteMonitoring(MonitoringService):
         path = f"/models/{_q(check_name(model, 'model'))}/series/{_q(series)}"
         data = self._call("GET", path, params=params)
         return [SeriesPoint.model_validate(p) for p in data]
+
+    # -- prediction log ------------------------------------------------------------------
+    def _log_params(self, query: LogQuery) -> dict[str, Any]:
+        data = query.model_dump(mode="json", exclude={"model"}, exclude_none=True)
+        return {k: str(v) for k, v in data.items()}
+
+    def _log(self, model: str) -> str:
+        return f"/models/{_q(check_name(model, 'model'))}/log"
+
+    def query_log_with(self, query: LogQuery) -> LogRows:
+        data = self._call("GET", self._log(query.model), params=self._log_params(query))
+        return LogRows.model_validate(data)
+
+    def log_stats_with(self, query: LogQuery) -> LogStats:
+        params = self._log_params(query)
+        return LogStats.model_validate(
+            self._call("GET", self._log(query.model) + "/stats", params=params)
+        )
+
+    def export_log_with(self, query: LogQuery, dest: Path, format: LogFormat) -> int:
+        from urllib.parse import urlencode
+
+        params = self._log_params(query) | {"format": format}
+        params.pop("limit", None)
+        url = f"{P}{self._log(query.model)}/export?{urlencode(params)}"
+        self.http.download_verified(url, dest, what=f"the {query.model} prediction log export")
+        return self.log_stats_with(query).rows
+
+    def get_log_settings(self, model: str) -> LogSettings:
+        return LogSettings.model_validate(self._call("GET", self._log(model) + "/settings"))
+
+    def set_log_settings(
+        self, model: str, *, sample_rate: float | None = None, retention_days: int | None = None
+    ) -> LogSettings:
+        body = {"sample_rate": sample_rate, "retention_days": retention_days}
+        return LogSettings.model_validate(
+            self._call("PUT", self._log(model) + "/settings", json=body)
+        )
+
+    def apply_retention(self, model: str) -> RetentionResult:
+        return RetentionResult.model_validate(self._call("POST", self._log(model) + "/retention"))

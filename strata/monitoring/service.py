@@ -16,10 +16,22 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 from strata.core.parse import parse_options
-from strata.monitoring.models import DriftOptions, DriftReport, SeriesPoint, StoredProfile
+from strata.monitoring.models import (
+    DriftOptions,
+    DriftReport,
+    LogFormat,
+    LogQuery,
+    LogRows,
+    LogSettings,
+    LogStats,
+    RetentionResult,
+    SeriesPoint,
+    StoredProfile,
+)
 
 
 class MonitoringService(ABC):
@@ -77,3 +89,56 @@ class MonitoringService(ABC):
         limit: int = 10_000,
     ) -> list[SeriesPoint]:
         """The latest ``limit`` points of one series in [since, until), oldest first."""
+
+    # -- prediction log ------------------------------------------------------------------
+    def query_log(self, query: LogQuery | None = None, **fields: Any) -> LogRows:
+        """Rows of a model's prediction log, newest first (see :class:`LogQuery`: model,
+        version or alias, since/until, request_id, entity_key, endpoint, path, limit).
+        A model that never logged gives no rows."""
+        return self.query_log_with(parse_options(LogQuery, query, **fields))
+
+    @abstractmethod
+    def query_log_with(self, query: LogQuery) -> LogRows: ...
+
+    def log_stats(self, query: LogQuery | None = None, **fields: Any) -> LogStats:
+        """Rows, requests, counts by version and path, latency percentiles of a window."""
+        return self.log_stats_with(parse_options(LogQuery, query, **fields))
+
+    @abstractmethod
+    def log_stats_with(self, query: LogQuery) -> LogStats: ...
+
+    def export_log(
+        self,
+        dest: str | Path,
+        query: LogQuery | None = None,
+        *,
+        format: LogFormat = "parquet",
+        **fields: Any,
+    ) -> int:
+        """Write every row the query selects (``limit`` ignored) to the local file ``dest``
+        as Parquet, CSV or JSON lines, oldest first; the number of rows written."""
+        if format not in ("parquet", "csv", "jsonl"):
+            from strata.core.errors import InvalidInput
+
+            raise InvalidInput(
+                f"format must be parquet, csv or jsonl, got {format!r}",
+                details={"field": "format"},
+            )
+        return self.export_log_with(parse_options(LogQuery, query, **fields), Path(dest), format)
+
+    @abstractmethod
+    def export_log_with(self, query: LogQuery, dest: Path, format: LogFormat) -> int: ...
+
+    @abstractmethod
+    def get_log_settings(self, model: str) -> LogSettings:
+        """The endpoint's sampling rate and retention (defaults 1.0 and 30 days)."""
+
+    @abstractmethod
+    def set_log_settings(
+        self, model: str, *, sample_rate: float | None = None, retention_days: int | None = None
+    ) -> LogSettings:
+        """Change the endpoint's sampling rate and/or retention (audited)."""
+
+    @abstractmethod
+    def apply_retention(self, model: str) -> RetentionResult:
+        """Delete the model's log partitions older than its retention (audited)."""

@@ -5,6 +5,7 @@ serving's writer into the artifact store the server reads."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,3 +142,73 @@ def test_bad_refs_are_clear_errors(client: Client) -> None:
     _exactly(InvalidInput, client.monitoring.drift, "small@latest", "small@latest", method="nope")
     _exactly(InvalidInput, client.monitoring.save_profile, "../x", "small@latest")
     _exactly(NotFound, client.monitoring.drift, "log:m@production", "small@latest")
+
+
+def test_log_queries_stats_export_settings_and_retention(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    backends = Backends(settings)
+    store = backends.artifacts
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    old = dt.datetime(2013, 7, 1, 12, tzinfo=UTC)
+    x = np.arange(6, dtype=np.float64)
+    rids = []
+    for i, (at, version, key) in enumerate(
+        [(old, "1", "N1"), (now - dt.timedelta(hours=2), "1", "N2"), (now, "2", "N1")]
+    ):
+        rids.append(
+            write_log(
+                store,
+                monkeypatch,
+                model="m",
+                version=version,
+                at=at,
+                inputs={"x": x[2 * i : 2 * i + 2]},
+                prediction=x[2 * i : 2 * i + 2] * 10,
+                entity_key=key,
+                latency_ms=float(i + 1),
+                path="canary" if i == 2 else "primary",
+            )
+        )
+    mon = client.monitoring
+    everything = mon.query_log(model="m")
+    assert len(everything.rows) == 6 and not everything.truncated
+    assert [r["request_id"] for r in everything.rows[:2]] == [rids[2], rids[2]]  # newest first
+    first = everything.rows[-2]  # requests newest first, rows in request order
+    assert first["inputs"] == {"x": 0.0} and first["outputs"]["prediction"] == 0.0
+    assert first["ts"] == old and first["version"] == "1"
+    one = mon.query_log(model="m", request_id=rids[1])
+    assert [r["row"] for r in one.rows] == [0, 1] and {r["entity_key"] for r in one.rows} == {"N2"}
+    assert len(mon.query_log(model="m", entity_key="N1").rows) == 4
+    assert len(mon.query_log(model="m", version="2").rows) == 2
+    assert len(mon.query_log(model="m", since=now - dt.timedelta(days=1)).rows) == 4
+    limited = mon.query_log(model="m", limit=3)
+    assert len(limited.rows) == 3 and limited.truncated
+    assert mon.query_log(model="never-logged").rows == []
+    stats = mon.log_stats(model="m")
+    assert (stats.rows, stats.requests) == (6, 3)
+    assert stats.by_version == {"1": 4, "2": 2} and stats.by_path == {"primary": 4, "canary": 2}
+    assert stats.latency_ms["max"] == 3.0 and stats.first == old
+    out = tmp_path / "export.parquet"
+    assert mon.export_log(out, model="m", version="1") == 4
+    table = pq.read_table(out)
+    assert table.num_rows == 4 and table.column("ts").to_pylist()[0] == old
+    csv = tmp_path / "e.csv"
+    assert mon.export_log(csv, model="m", format="csv", request_id=rids[0]) == 2
+    assert csv.read_text().count("\n") == 3
+    _exactly(InvalidInput, mon.export_log, tmp_path / "e.xml", model="m", format="xml")
+    _exactly(InvalidInput, mon.query_log, model="../etc")
+    _exactly(InvalidInput, mon.query_log, model="m", limit=0)
+    assert mon.get_log_settings("m").sample_rate == 1.0
+    changed = mon.set_log_settings("m", sample_rate=0.25, retention_days=7)
+    assert (changed.sample_rate, changed.retention_days) == (0.25, 7)
+    assert mon.get_log_settings("m").retention_days == 7
+    _exactly(InvalidInput, mon.set_log_settings, "m", sample_rate=1.5)
+    result = mon.apply_retention("m")
+    assert result.deleted_partitions == ["predictions/model=m/date=2013-07-01"]
+    assert result.kept_partitions >= 1
+    assert mon.log_stats(model="m").rows == 4
+    assert mon.apply_retention("m").deleted_partitions == []
+    backends.close()

