@@ -206,11 +206,16 @@ def main() -> int:
     for name in COLUMNS:
         o = ours["columns"].get(name)
         p = (peer or {}).get("columns", {}).get(name)
-        ours_txt = f"{o['method']} {o['score']:.4f} {'DRIFT' if o['drifted'] else '-'}" if o else "-"
-        peer_txt = f"{p['method']} {p['score']:.4f} {'DRIFT' if p['drifted'] else '-'}" if p else "-"
+        ours_txt = (
+            f"{o['method']} {o['score']:.4f} {'DRIFT' if o['drifted'] else '-'}" if o else "-"
+        )
+        peer_txt = (
+            f"{p['method']} {p['score']:.4f} {'DRIFT' if p['drifted'] else '-'}" if p else "-"
+        )
         same = bool(o and p and o["drifted"] == p["drifted"])
         agree &= same or peer is None
-        print(f"{name:<16}{ours_txt:<34}{peer_txt:<44}{'yes' if same else ('-' if peer is None else 'NO')}")
+        verdict = "yes" if same else ("-" if peer is None else "NO")
+        print(f"{name:<16}{ours_txt:<34}{peer_txt:<44}{verdict}")
     rows = []
     ok = t_ours < 5.0
     if peer is not None:
@@ -231,9 +236,13 @@ def main() -> int:
                 ">= 10x, < 5 s",
             )
         )
-        rows.append(row("drift flags equal to Evidently's on every column", str(agree), check=agree))
+        rows.append(
+            row("drift flags equal to Evidently's on every column", str(agree), check=agree)
+        )
     else:
-        rows.append(row(f"drift, flights {args.rows:,} rows/side", f"{t_ours:.2f} s", target="< 5 s"))
+        rows.append(
+            row(f"drift, flights {args.rows:,} rows/side", f"{t_ours:.2f} s", target="< 5 s")
+        )
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     emit("monitoring_drift", rows)

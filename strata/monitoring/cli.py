@@ -285,7 +285,7 @@ def log_query(
             "version": r["version"],
             "path": r["path"],
             "entity": r["entity_key"],
-            "prediction": (r.get("outputs") or {}).get("prediction"),
+            "prediction": r.outputs.get("prediction"),
             "latency ms": r["latency_ms"],
         }
         for r in result.rows

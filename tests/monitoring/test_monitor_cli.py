@@ -3,16 +3,19 @@ the test)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+from monitoring_helpers import write_log
 from typer.testing import CliRunner, Result
 
 from strata.cli.main import app
 from strata.client import Client
-from strata.core.errors import NotFound
+from strata.core.errors import InvalidInput, NotFound
 
 runner = CliRunner()
 
@@ -81,3 +84,36 @@ def test_drift_json_html_report_and_profiles(tmp_path: Path) -> None:
     assert "drift.score.x" in series
     bad = run("monitor", "drift", "-r", "nope@1", "-c", "cur@latest", code=1)
     assert isinstance(bad.exception, NotFound) and "nope" in bad.exception.message
+
+
+def test_log_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = dt.datetime(2013, 7, 3, 9, tzinfo=dt.UTC)
+    with Client() as client:
+        rid = write_log(
+            client.backends.artifacts,
+            monkeypatch,
+            model="m",
+            version="1",
+            at=at,
+            inputs={"x": np.array([1.0, 2.0])},
+            prediction=np.array([0, 1]),
+            entity_key="N1",
+        )
+    table = run("monitor", "log", "query", "m").output
+    assert rid[:8] in table and "N1" in table
+    rows = json.loads(run("monitor", "log", "query", "m", "--request-id", rid, "--json").output)
+    assert [r["row"] for r in rows["rows"]] == [0, 1]
+    stats = json.loads(
+        run("monitor", "log", "stats", "m", "--since", "2013-07-01", "--json").output
+    )
+    assert stats["rows"] == 2 and stats["requests"] == 1
+    out = tmp_path / "x.jsonl"
+    assert (
+        "Wrote 2 rows" in run("monitor", "log", "export", "m", str(out), "--format", "jsonl").output
+    )
+    assert len(out.read_text().splitlines()) == 2
+    assert (
+        "retention 9 days" in run("monitor", "log", "settings", "m", "--retention-days", "9").output
+    )
+    bad = run("monitor", "log", "query", "m", "--since", "last week", code=1)
+    assert isinstance(bad.exception, InvalidInput) and "since" in bad.exception.message
