@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from strata.governance.service import GovernanceService
     from strata.monitoring.service import MonitoringService
     from strata.registry.service import RegistryService
+    from strata.serving.service import ServingService
     from strata.tracking.service import TrackingService
 
 
@@ -147,6 +148,17 @@ class Client:
         from strata.monitoring.embedded import EmbeddedMonitoring
 
         return EmbeddedMonitoring(self.backends, self.data, self.registry)
+
+    @cached_property
+    def serving(self) -> ServingService:
+        """Inference endpoints published by `strata serve` and their traffic policies."""
+        if self._http is not None:
+            from strata.serving.remote import RemoteServing
+
+            return RemoteServing(self._http)
+        from strata.serving.embedded import EmbeddedServing
+
+        return EmbeddedServing(self.backends)
 
     def lineage(self, ref: str, *, direction: str = "up", depth: int = 5) -> LineageGraph:
         """The data lineage of a dataset version, joined with tracking.

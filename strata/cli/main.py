@@ -17,6 +17,7 @@ from strata.governance.cli import audit_app, connections_app, tokens_app, users_
 from strata.models.cli import models_app
 from strata.monitoring.cli import monitor_app
 from strata.registry.cli import add_registry_commands
+from strata.serving.cli import serving_app
 from strata.serving.deploy_cli import deploy_app
 from strata.tracking.cli import experiments_app, runs_app
 from strata.training.cli import (
@@ -58,6 +59,7 @@ runs_app.command("reproduce")(reproduce_command)
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(monitor_app, name="monitor")
 app.command("serve")(serve_command)
+app.add_typer(serving_app, name="serving")
 
 
 def _version(value: bool) -> None:

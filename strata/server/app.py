@@ -239,6 +239,7 @@ def _layer_routers() -> list[Any]:
     from strata.monitoring.api import router as monitoring_router
     from strata.registry.api import router as registry_router
     from strata.registry.mlflow_api import router as mlflow_registry_router
+    from strata.serving.api import router as serving_router
     from strata.tracking.api import router as tracking_router
     from strata.tracking.api_models import router as logged_models_router
     from strata.tracking.mlflow_api import router as mlflow_router
@@ -257,6 +258,7 @@ def _layer_routers() -> list[Any]:
         registry_router,
         mlflow_registry_router,
         monitoring_router,
+        serving_router,
     ]
 
 

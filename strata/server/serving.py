@@ -115,6 +115,7 @@ def build_serving_app(
         registry=registry,
         policy_source=_policy_source(client),
         on_swap=lambda name: metrics.swaps.labels(name).inc(),
+        on_status=_status_publisher(client),
     )
     router = Router(
         metrics, predlog, threads=config.threads, large_batch_rows=config.large_batch_rows
@@ -169,6 +170,26 @@ def build_serving_app(
         on_startup=startup,
         on_shutdown=shutdown,
     )
+
+
+def _status_publisher(client: Any) -> Any:
+    """Publishes this worker's endpoint statuses where the serving service lists them."""
+    if client.is_remote:
+        return None
+    import socket
+    from datetime import UTC, datetime
+
+    from strata.serving.policies import publish_status
+
+    store = client.backends.artifacts
+    server = f"{socket.gethostname()}:{os.getpid()}"
+
+    def publish(statuses: list[Any]) -> None:
+        now = datetime.now(UTC)
+        for status in statuses:
+            publish_status(store, status.model_copy(update={"updated_at": now, "server": server}))
+
+    return publish
 
 
 def _policy_source(client: Any) -> Any:

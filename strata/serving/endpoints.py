@@ -96,6 +96,7 @@ class Endpoint:
             runtime=primary.runtime if primary else None,
             loaded_versions=sorted({f"{m.name}/{m.version}" for m in self.served_versions()}),
             policy=self.policy,
+            policy_errors=dict(self.policy_errors),
         )
 
 
@@ -110,12 +111,15 @@ class Endpoints:
         registry: RegistryService | None,
         policy_source: PolicySource | None = None,
         on_swap: Callable[[str], None] | None = None,
+        on_status: Callable[[list[EndpointStatus]], None] | None = None,
     ) -> None:
         self.config = config
         self.tracking = tracking
         self.registry = registry
         self.policy_source = policy_source
         self.on_swap = on_swap
+        self.on_status = on_status
+        self._reported: tuple[list[EndpointStatus], float] | None = None
         self.endpoints: dict[str, Endpoint] = {
             ep.endpoint: Endpoint(ep, ep.endpoint, ep.ref, ep.policy) for ep in config.endpoints
         }
@@ -174,6 +178,7 @@ class Endpoints:
                 ep.error = _describe(exc)
                 log.error("endpoint %s could not load %s: %s", ep.name, ep.ref.text, ep.error)
             self._load_policy_models(ep, ep.policy)
+        self.report()
 
     def _policy_refs(self, policy: TrafficPolicy) -> list[str]:
         refs = [t.model for t in policy.canary]
@@ -214,6 +219,21 @@ class Endpoints:
                 if self._stop.is_set():
                     return
                 self._poll_endpoint(ep)
+        self.report()
+
+    def report(self, every: float = 30.0) -> None:
+        """Publish the statuses (``on_status``) when they changed or ``every`` s passed."""
+        if self.on_status is None:
+            return
+        statuses = self.statuses()
+        last = self._reported
+        if last is not None and last[0] == statuses and time.monotonic() - last[1] < every:
+            return
+        try:
+            self.on_status(statuses)
+            self._reported = (statuses, time.monotonic())
+        except Exception as exc:
+            log.warning("serving: could not publish endpoint statuses: %s", exc)
 
     def _poll_endpoint(self, ep: Endpoint) -> None:
         primary = ep.primary

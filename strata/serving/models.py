@@ -13,6 +13,7 @@ An endpoint file (``strata serve --config endpoints.yaml``) is a :class:`ServeCo
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -246,7 +247,8 @@ class ServeConfig(_Strict):
 
 
 class EndpointStatus(_Strict):
-    """What one endpoint serves right now, in one worker."""
+    """What one endpoint serves right now, in one worker. Workers publish it to the
+    artifact store (``updated_at``, ``server``), where the serving service lists it."""
 
     name: str
     model: str
@@ -257,6 +259,9 @@ class EndpointStatus(_Strict):
     runtime: str | None = None
     loaded_versions: list[str] = Field(default_factory=list)
     policy: TrafficPolicy = Field(default_factory=TrafficPolicy)
+    policy_errors: dict[str, str] = Field(default_factory=dict)
+    updated_at: datetime | None = None
+    server: str | None = None
 
 
 def load_config(path: Any) -> ServeConfig:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from strata.core.errors import NotFound
-from strata.serving.models import TrafficPolicy, check_endpoint_name
+from strata.serving.models import EndpointStatus, TrafficPolicy, check_endpoint_name
 
 PREFIX = "serving/policies"
+ENDPOINTS = "serving/endpoints"
 
 
 def policy_path(endpoint: str) -> str:
@@ -27,3 +28,9 @@ def read_policy(store: Any, endpoint: str) -> TrafficPolicy | None:
 
 def write_policy(store: Any, endpoint: str, policy: TrafficPolicy) -> None:
     store.put_bytes(policy_path(endpoint), policy.model_dump_json().encode())
+
+
+def publish_status(store: Any, status: EndpointStatus) -> None:
+    """A worker's report of one endpoint (what ``list_endpoints`` reads)."""
+    path = f"{ENDPOINTS}/{check_endpoint_name(status.name)}.json"
+    store.put_bytes(path, status.model_dump_json().encode())

@@ -1,0 +1,67 @@
+"""The serving service on the local stores: endpoint reports and policies in the artifact
+store (``serving/endpoints/``, ``serving/policies/``), policy changes audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from strata.backends.context import Backends
+from strata.core.errors import InvalidInput, NotFound
+from strata.governance.audit import audited
+from strata.serving.models import EndpointStatus, TrafficPolicy, check_endpoint_name
+from strata.serving.policies import ENDPOINTS, read_policy, write_policy
+from strata.serving.service import ServingService
+
+
+class EmbeddedServing(ServingService):
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+
+    def list_endpoints(self) -> list[EndpointStatus]:
+        store = self.backends.artifacts
+        if not store.exists(ENDPOINTS):
+            return []
+        out = []
+        for info in store.list(ENDPOINTS):
+            if info.is_dir or not info.path.endswith(".json"):
+                continue
+            out.append(EndpointStatus.model_validate_json(store.get_bytes(info.path)))
+        return sorted(out, key=lambda s: s.name)
+
+    def get_endpoint(self, name: str) -> EndpointStatus:
+        check_endpoint_name(name)
+        path = f"{ENDPOINTS}/{name}.json"
+        store = self.backends.artifacts
+        if not store.exists(path):
+            known = [s.name for s in self.list_endpoints()]
+            raise NotFound(
+                f"No endpoint {name!r} has been published by an inference server; known: "
+                f"{', '.join(known) or 'none'}",
+                details={"endpoint": name, "known": known},
+            )
+        return EndpointStatus.model_validate_json(store.get_bytes(path))
+
+    def get_traffic_policy(self, name: str) -> TrafficPolicy:
+        status = self.get_endpoint(name)
+        stored = read_policy(self.backends.artifacts, name)
+        return stored if stored is not None else status.policy
+
+    def set_traffic_policy(
+        self, name: str, policy: TrafficPolicy | dict[str, Any]
+    ) -> TrafficPolicy:
+        if not isinstance(policy, TrafficPolicy):
+            try:
+                policy = TrafficPolicy.model_validate(policy)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "policy"
+                raise InvalidInput(
+                    f"Invalid traffic policy: {where}: {first['msg']}", details={"field": where}
+                ) from None
+        self.get_endpoint(name)
+        details = {"policy": policy.model_dump(mode="json")}
+        with audited(self.backends.db, "serving.set_traffic_policy", "endpoint", name, details):
+            write_policy(self.backends.artifacts, name, policy)
+        return policy

@@ -1,0 +1,107 @@
+"""Traffic policies set at runtime through the serving service and applied by a live server:
+canary (weighted, sticky, returned and logged), shadow (mirrored, logged, never returned),
+fallback (low confidence) and the response cache; each visible in metrics."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import httpx
+
+from .conftest import FEATURES, Flights, rows, start_serving
+
+
+def _wait_policy(url: str, check: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        statuses = httpx.get(f"{url}/v1/endpoints").json()["endpoints"]
+        if check in str(statuses[0]["policy"]) and len(statuses[0]["loaded_versions"]) > 1:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"policy {check} not applied: {statuses}")
+
+
+def test_runtime_policies(flights: Flights) -> None:
+    config = {
+        "endpoints": [{"model": "flights@champion"}],
+        "poll_seconds": 0.1,
+        "prediction_log": {"enabled": True, "flush_seconds": 0.1},
+    }
+    flights.client.registry.set_alias("flights", "champion", 1)
+    body = {"records": rows(flights.frame, 2)[FEATURES].to_dict(orient="records")}
+    serving = flights.client.serving
+    for url in start_serving(flights.settings, config):
+        assert [e.name for e in serving.list_endpoints()] == ["flights"]
+        serving.set_traffic_policy("flights", {"canary": [{"model": "flights/2", "weight": 0.5}]})
+        _wait_policy(url, "flights/2")
+        paths: Counter[tuple[str, str]] = Counter()
+        sticky: dict[str, set[str]] = {}
+        for i in range(200):
+            key = f"user-{i % 20}"
+            r = httpx.post(
+                f"{url}/v1/models/flights/predict", json=body, headers={"x-strata-key": key}
+            )
+            assert r.status_code == 200
+            doc = r.json()
+            paths[(doc["path"], doc["version"])] += 1
+            sticky.setdefault(key, set()).add(doc["path"])
+            assert r.headers["x-strata-path"] == doc["path"]
+        assert set(paths) == {("primary", "1"), ("canary", "2")}
+        assert all(len(p) == 1 for p in sticky.values())  # a key always lands the same way
+        assert 40 < paths[("canary", "2")] < 160
+
+        serving.set_traffic_policy(
+            "flights",
+            {
+                "shadow": {"model": "flights/2"},
+                "fallback": {"model": "flights/2", "min_confidence": 0.999},
+            },
+        )
+        _wait_policy(url, "shadow")
+        r = httpx.post(
+            f"{url}/v1/models/flights/predict", json=body, headers={"x-request-id": "fb-1"}
+        )
+        assert r.json()["path"] == "fallback" and r.json()["version"] == "2"
+
+        serving.set_traffic_policy("flights", {"cache": {"ttl_seconds": 60}})
+        deadline = time.monotonic() + 20
+        while "cache" not in str(httpx.get(f"{url}/v1/endpoints").json()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first = httpx.post(f"{url}/v1/models/flights/predict", json=body).json()
+        second = httpx.post(f"{url}/v1/models/flights/predict", json=body).json()
+        assert first["path"] == "primary" and second["path"] == "cache"
+        assert first["predictions"] == second["predictions"]
+
+        deadline = time.monotonic() + 10
+        metrics = ""
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"{url}/metrics").text
+            if 'path="shadow"' in metrics:
+                break
+            time.sleep(0.1)
+        assert (
+            'strata_serving_fallbacks_total{endpoint="flights",reason="low_confidence"}' in metrics
+        )
+        for path in ("primary", "canary", "shadow", "fallback", "cache"):
+            assert f'path="{path}"' in metrics, path
+        time.sleep(0.5)  # the prediction log's next flush
+    root = Path(flights.settings.artifact_uri)
+    glob = str(root / "predictions" / "model=flights" / "*" / "*.parquet")
+    logged = dict(
+        duckdb.sql(
+            f"select path, count(*) from read_parquet('{glob}', hive_partitioning=true, "
+            f"union_by_name=true) group by path"
+        ).fetchall()
+    )
+    assert {"primary", "canary", "shadow", "fallback", "cache"} <= set(logged)
+    shadow_of_fb = duckdb.sql(
+        f"select path, version from read_parquet('{glob}', hive_partitioning=true, "
+        f"union_by_name=true) where request_id = 'fb-1' order by path"
+    ).fetchall()
+    assert ("fallback", "2") in shadow_of_fb and ("shadow", "2") in shadow_of_fb
+    audit = flights.client.governance.list_audit(action="serving.set_traffic_policy")
+    assert len(audit) >= 3
