@@ -21,7 +21,7 @@ from strata.governance.routing import (
     run_blocking,
     service,
 )
-from strata.monitoring.models import DriftOptions, LogQuery
+from strata.monitoring.models import DriftOptions, FeedbackItem, LogQuery, PerformanceOptions
 from strata.monitoring.service import MonitoringService
 
 router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
@@ -206,3 +206,21 @@ async def set_log_settings(request: Request, model: str, body: LogSettingsBody) 
 @router.post("/models/{model}/log/retention", dependencies=ADMIN)
 async def apply_retention(request: Request, model: str) -> Response:
     return json_response(await run_blocking(_svc(request).apply_retention, model))
+
+
+class FeedbackBody(_Body):
+    model: str = Field(min_length=1, max_length=128)
+    items: list[FeedbackItem] = Field(max_length=100_000)
+
+
+@router.post("/feedback", dependencies=WRITE)
+async def feedback(request: Request, body: FeedbackBody) -> Response:
+    """Ground-truth labels by request id (+ row) or entity key + time; unknown ones are
+    counted and listed in the answer, never dropped."""
+    svc = _svc(request)
+    return json_response(await run_blocking(svc.feedback_with, body.model, body.items))
+
+
+@router.post("/performance", dependencies=READ)
+async def performance(request: Request, body: PerformanceOptions) -> Response:
+    return json_response(await run_blocking(_svc(request).performance_with, body))

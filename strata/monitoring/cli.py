@@ -376,3 +376,110 @@ def log_retention(model: ModelArg, as_json: JsonOpt = False) -> None:
         f"Deleted {len(result.deleted_partitions)} partitions of {model}; "
         f"{result.kept_partitions} kept"
     )
+
+
+@monitor_app.command("feedback")
+def feedback_cmd(
+    model: Annotated[str, typer.Argument(help="The model the labels are for.")],
+    labels: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV, JSON-lines or Parquet file with columns request_id (+ row) and label, "
+            "or entity_key, ts and label."
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send ground-truth labels; unknown request ids and entities are counted and listed."""
+    import duckdb
+
+    from strata.core.errors import InvalidInput
+    from strata.monitoring.feedback import MAX_ITEMS
+
+    if not labels.is_file():
+        raise InvalidInput(f"no such file: {labels}", details={"field": "labels"})
+    reader = {".parquet": "read_parquet", ".jsonl": "read_json_auto", ".json": "read_json_auto"}
+    fn = reader.get(labels.suffix.lower(), "read_csv_auto")
+    con = duckdb.connect()
+    table = con.sql(f"SELECT * FROM {fn}(?)", params=[str(labels)]).to_arrow_table()
+    con.close()
+    wanted = [
+        c for c in ("request_id", "row", "entity_key", "ts", "label") if c in table.column_names
+    ]
+    if "label" not in wanted:
+        raise InvalidInput(
+            f"{labels} has no label column; columns: {', '.join(table.column_names)}",
+            details={"field": "label"},
+        )
+    items = table.select(wanted).to_pylist()
+    received = matched = unknown = 0
+    unknown_ids: list[str] = []
+    with console.status("Sending labels..."), _client() as client:
+        for start in range(0, len(items), MAX_ITEMS):
+            part = [
+                {k: v for k, v in i.items() if v is not None}
+                for i in items[start : start + MAX_ITEMS]
+            ]
+            result = client.monitoring.feedback(model, part)
+            received += result.received
+            matched += result.matched
+            unknown += result.unknown
+            unknown_ids += result.unknown_request_ids + result.unknown_entity_keys
+    if as_json:
+        print_json({"model": model, "received": received, "matched": matched, "unknown": unknown,
+                    "unknown_examples": unknown_ids[:100]})  # fmt: skip
+        return
+    console.print(f"{received:,} labels stored for {model}: {matched:,} matched predictions")
+    if unknown:
+        console.print(
+            f"[yellow]{unknown:,} match no logged prediction yet[/yellow] (kept; they match "
+            f"once the prediction is logged), e.g. {', '.join(unknown_ids[:5])}"
+        )
+
+
+@monitor_app.command("performance")
+def performance_cmd(
+    model: Annotated[str, typer.Argument(help="The model.")],
+    window: Annotated[str, typer.Option(help="Window length: 30m, 1h, 1d, 7d, 2w...")] = "1d",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    version: VersionOpt = None,
+    segment: Annotated[str | None, typer.Option(help="An input column to segment by.")] = None,
+    task: Annotated[str, typer.Option(help="auto, classification or regression.")] = "auto",
+    store: Annotated[bool, typer.Option("--store", help="Record the metrics as series.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Performance per window with confidence intervals, feedback coverage and CBPE estimates."""
+    fields = _log_fields(model, version, since, until, None, None)
+    fields.update(window=window, task=task, store=store)
+    if segment:
+        fields["segment"] = segment
+    with console.status("Joining labels to predictions..."), _client() as client:
+        report = client.monitoring.performance(**fields)
+    if as_json:
+        print_json(report)
+        return
+    if report.status == "no data":
+        console.print(f"[yellow]no data[/yellow]: {model} has no logged predictions in the window")
+        return
+    names = (
+        ["accuracy", "f1", "roc_auc"]
+        if report.task == "classification"
+        else ["mae", "rmse", "mape"]
+    )
+    rows = []
+    for w in report.windows:
+        row: dict[str, Any] = {
+            "window": w.start, "version": w.version, "segment": w.segment,
+            "labelled": f"{w.labelled:,}/{w.predictions:,}", "coverage": f"{w.coverage:.0%}",
+        }  # fmt: skip
+        for name in names:
+            m = w.metrics.get(name)
+            row[name] = "" if m is None else (
+                f"{m.value:.3f}" + ("" if m.low is None else f" [{m.low:.3f}, {m.high:.3f}]")
+            )  # fmt: skip
+        if "accuracy" in w.estimated:
+            row["est. accuracy"] = f"{w.estimated['accuracy']:.3f}"
+        rows.append(row)
+    cols = ["window", "version", "segment", "labelled", "coverage", *names, "est. accuracy"]
+    print_table(rows, cols, f"{model} performance ({report.task}, {report.confidence:.0%} CI)")

@@ -19,11 +19,15 @@ from strata.monitoring import predlog
 from strata.monitoring.models import (
     DriftOptions,
     DriftReport,
+    FeedbackItem,
+    FeedbackResult,
     LogFormat,
     LogQuery,
     LogRows,
     LogSettings,
     LogStats,
+    PerformanceOptions,
+    PerformanceReport,
     RetentionResult,
     SeriesPoint,
     StoredProfile,
@@ -274,3 +278,29 @@ class EmbeddedMonitoring(MonitoringService):
         return logs.apply_retention(
             self.db, self.store, check_name(model, "model"), utcnow().date()
         )
+
+    # -- feedback and performance --------------------------------------------------------
+    def feedback_with(self, model: str, items: list[FeedbackItem]) -> FeedbackResult:
+        from strata.monitoring import feedback
+
+        con = self._connect()
+        try:
+            return feedback.submit(self.db, con, self.store, model, items)
+        finally:
+            con.close()
+
+    def performance_with(self, options: PerformanceOptions) -> PerformanceReport:
+        from strata.monitoring import feedback, performance, series
+
+        if options.store and not current_call().principal.can(Permission.WRITE):
+            raise PermissionDenied("storing performance series (store) needs the write permission")
+        version = self.resolve_version(LogRef(options.model, options.version))
+        labels = feedback.labels_table(self.db, options.model)
+        con = self._connect()
+        try:
+            report = performance.compute(con, self.store, labels, options, version)
+        finally:
+            con.close()
+        if options.store and options.segment is None:
+            series.append(self.db, performance.as_points(report), "monitoring.record_performance")
+        return report

@@ -10,7 +10,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from strata.core.errors import InvalidInput
 
@@ -295,3 +295,112 @@ class RetentionResult(BaseModel):
     model: str
     deleted_partitions: list[str]
     kept_partitions: int
+
+
+class FeedbackItem(_Strict):
+    """A ground-truth label for a prediction: by ``request_id`` (and ``row`` within the
+    request, default 0), or by ``entity_key`` + ``ts`` (the label applies to the entity's
+    latest prediction at or before ``ts``)."""
+
+    label: Any
+    request_id: str | None = Field(default=None, max_length=128)
+    row: int = Field(default=0, ge=0, le=2**31 - 1)
+    entity_key: str | None = Field(default=None, max_length=512)
+    ts: dt.datetime | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> FeedbackItem:
+        by_request = self.request_id is not None
+        by_entity = self.entity_key is not None and self.ts is not None
+        if by_request == by_entity:
+            raise ValueError("give either request_id, or entity_key and ts")
+        if self.label is None or isinstance(self.label, (dict, list)):
+            raise ValueError("label must be a number, a string or a boolean")
+        return self
+
+
+class FeedbackResult(BaseModel):
+    """What a feedback call stored: every item is kept (a label that arrives before its
+    prediction is logged matches later); ``unknown`` counts the items whose request id or
+    entity is not in the prediction log yet, the first of them listed."""
+
+    model: str
+    received: int
+    matched: int
+    unknown: int
+    unknown_request_ids: list[str] = Field(default_factory=list)
+    unknown_entity_keys: list[str] = Field(default_factory=list)
+
+
+Task = Literal["auto", "classification", "regression"]
+
+
+class PerformanceOptions(_Strict):
+    """A performance query: the model's log in [since, until) cut in windows of
+    ``window`` (``1h``, ``1d``, ``7d``...) from ``since``; per ``version`` unless
+    ``by_version`` is off, per value of the input column ``segment`` when given; metrics with
+    ``confidence`` intervals. ``store``: record each window's metrics as series points (at
+    the window's end)."""
+
+    model: str = Field(min_length=1, max_length=NAME_MAX)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    window: str = Field(default="1d", pattern=r"^[1-9][0-9]{0,4}[mhdw]$")
+    version: str | None = Field(default=None, max_length=NAME_MAX)
+    by_version: bool = True
+    segment: str | None = Field(default=None, max_length=256)
+    task: Task = "auto"
+    positive: str | None = Field(default=None, max_length=256)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    store: bool = False
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return check_name(value, "model")
+
+
+class Metric(BaseModel):
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+class PerformanceWindow(BaseModel):
+    """One window (and version, segment): ``predictions`` logged, ``labelled`` of them,
+    ``coverage`` = labelled / predictions; ``metrics`` from the labels, ``estimated`` from the
+    model's confidence alone (CBPE: expected confusion matrix from the predicted
+    probabilities, assumed calibrated) over every prediction of the window."""
+
+    start: dt.datetime
+    end: dt.datetime
+    version: str | None = None
+    segment: str | None = None
+    predictions: int
+    labelled: int
+    coverage: float
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    estimated: dict[str, float] = Field(default_factory=dict)
+
+
+class PerformanceReport(BaseModel):
+    model: str
+    task: Literal["classification", "regression", "unknown"]
+    window: str
+    confidence: float
+    windows: list[PerformanceWindow] = Field(default_factory=list)
+    status: Literal["ok", "no data"] = "ok"

@@ -11,11 +11,15 @@ from strata.core.transport import HttpTransport
 from strata.monitoring.models import (
     DriftOptions,
     DriftReport,
+    FeedbackItem,
+    FeedbackResult,
     LogFormat,
     LogQuery,
     LogRows,
     LogSettings,
     LogStats,
+    PerformanceOptions,
+    PerformanceReport,
     RetentionResult,
     SeriesPoint,
     StoredProfile,
@@ -116,3 +120,12 @@ class RemoteMonitoring(MonitoringService):
 
     def apply_retention(self, model: str) -> RetentionResult:
         return RetentionResult.model_validate(self._call("POST", self._log(model) + "/retention"))
+
+    # -- feedback and performance --------------------------------------------------------
+    def feedback_with(self, model: str, items: list[FeedbackItem]) -> FeedbackResult:
+        body = {"model": model, "items": [i.model_dump(mode="json") for i in items]}
+        return FeedbackResult.model_validate(self._call("POST", "/feedback", json=body))
+
+    def performance_with(self, options: PerformanceOptions) -> PerformanceReport:
+        body = options.model_dump(mode="json", exclude_unset=True) | {"model": options.model}
+        return PerformanceReport.model_validate(self._call("POST", "/performance", json=body))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,15 @@ from strata.core.parse import parse_options
 from strata.monitoring.models import (
     DriftOptions,
     DriftReport,
+    FeedbackItem,
+    FeedbackResult,
     LogFormat,
     LogQuery,
     LogRows,
     LogSettings,
     LogStats,
+    PerformanceOptions,
+    PerformanceReport,
     RetentionResult,
     SeriesPoint,
     StoredProfile,
@@ -142,3 +147,47 @@ class MonitoringService(ABC):
     @abstractmethod
     def apply_retention(self, model: str) -> RetentionResult:
         """Delete the model's log partitions older than its retention (audited)."""
+
+    # -- feedback and performance --------------------------------------------------------
+    def feedback(
+        self, model: str, items: Sequence[FeedbackItem | dict[str, Any]]
+    ) -> FeedbackResult:
+        """Store ground-truth labels (``{"request_id", "row", "label"}`` or ``{"entity_key",
+        "ts", "label"}``; at most 100,000 per call). Every item is kept; those matching no
+        logged prediction yet are counted in ``unknown`` and listed."""
+        from strata.core.errors import InvalidInput
+        from strata.monitoring.feedback import MAX_ITEMS
+        from strata.monitoring.models import check_name
+
+        check_name(model, "model")
+        if len(items) > MAX_ITEMS:
+            raise InvalidInput(
+                f"at most {MAX_ITEMS:,} feedback items per call, got {len(items):,}",
+                details={"field": "items"},
+            )
+        parsed = []
+        for n, item in enumerate(items):
+            if isinstance(item, FeedbackItem):
+                parsed.append(item)
+                continue
+            try:
+                parsed.append(parse_options(FeedbackItem, None, **dict(item)))
+            except InvalidInput as exc:
+                raise InvalidInput(
+                    f"feedback item {n}: {exc.message}", details={"item": n} | exc.details
+                ) from None
+        return self.feedback_with(model, parsed)
+
+    @abstractmethod
+    def feedback_with(self, model: str, items: list[FeedbackItem]) -> FeedbackResult: ...
+
+    def performance(
+        self, options: PerformanceOptions | None = None, **fields: Any
+    ) -> PerformanceReport:
+        """Metrics per window (and version, segment) with confidence intervals, feedback
+        coverage, and CBPE estimates where the model logs probabilities (see
+        :class:`PerformanceOptions`). ``store=True`` records them as series."""
+        return self.performance_with(parse_options(PerformanceOptions, options, **fields))
+
+    @abstractmethod
+    def performance_with(self, options: PerformanceOptions) -> PerformanceReport: ...

@@ -212,3 +212,116 @@ def test_log_queries_stats_export_settings_and_retention(
     assert mon.log_stats(model="m").rows == 4
     assert mon.apply_retention("m").deleted_partitions == []
     backends.close()
+
+
+def test_feedback_and_performance_per_window_with_intervals(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn import metrics as skm
+
+    backends = Backends(settings)
+    store = backends.artifacts
+    rng = np.random.default_rng(11)
+    truth, preds, probas, rids = [], [], [], []
+    for day, noise in ((1, 0.1), (2, 0.4)):  # the second day's model is worse
+        n = 400
+        y = rng.integers(0, 2, n)
+        p1 = np.clip(np.where(y == 1, 0.75, 0.25) + rng.normal(0, noise, n), 0.01, 0.99)
+        pred = (p1 > 0.5).astype(np.int64)
+        carrier = rng.choice(np.array(["AA", "UA"], dtype=object), n)
+        at = dt.datetime(2013, 7, day, 12, tzinfo=UTC)
+        rid = write_log(
+            store,
+            monkeypatch,
+            model="clf",
+            version="1",
+            at=at,
+            inputs={"carrier": carrier, "x": p1},
+            prediction=pred,
+            proba=np.stack([1 - p1, p1], axis=1),
+            entity_key=f"E{day}",
+        )
+        truth.append(y), preds.append(pred), probas.append(p1), rids.append(rid)
+    mon = client.monitoring
+    items = [{"request_id": rids[0], "row": i, "label": int(truth[0][i])} for i in range(400)]
+    items += [{"request_id": rids[1], "row": i, "label": int(truth[1][i])} for i in range(200)]
+    items += [{"request_id": "no-such-request", "row": 0, "label": 1}]
+    result = mon.feedback("clf", items)
+    assert (result.received, result.matched, result.unknown) == (601, 600, 1)
+    assert result.unknown_request_ids == ["no-such-request"]
+    err = _exactly(InvalidInput, mon.feedback, "clf", [{"label": 1}])
+    assert "item 0" in err.message and "request_id" in err.message
+    report = mon.performance(model="clf", window="1d", since=dt.datetime(2013, 7, 1, tzinfo=UTC))
+    assert report.task == "classification" and [w.labelled for w in report.windows] == [400, 200]
+    assert [w.coverage for w in report.windows] == [1.0, 0.5]
+    first, second = report.windows
+    assert first.start == dt.datetime(2013, 7, 1, tzinfo=UTC)
+    y0, p0 = truth[0], preds[0]
+    assert first.metrics["accuracy"].value == pytest.approx(skm.accuracy_score(y0, p0))
+    assert first.metrics["f1"].value == pytest.approx(skm.f1_score(y0, p0))
+    assert first.metrics["precision"].value == pytest.approx(skm.precision_score(y0, p0))
+    assert first.metrics["recall"].value == pytest.approx(skm.recall_score(y0, p0))
+    assert first.metrics["roc_auc"].value == pytest.approx(skm.roc_auc_score(y0, probas[0]))
+    assert first.metrics["log_loss"].value == pytest.approx(skm.log_loss(y0, probas[0]))
+    f1 = first.metrics["f1"]
+    assert f1.low is not None and f1.high is not None and f1.low < f1.value < f1.high
+    assert second.metrics["f1"].value < first.metrics["f1"].value  # the decay is visible
+    y1, p1 = truth[1][:200], preds[1][:200]
+    assert second.metrics["accuracy"].value == pytest.approx(skm.accuracy_score(y1, p1))
+    # CBPE over every prediction of the window, labelled or not: expected accuracy
+    expected = np.mean(np.where(preds[1] == 1, probas[1], 1 - probas[1]))
+    assert second.estimated["accuracy"] == pytest.approx(expected)
+    by_carrier = mon.performance(
+        model="clf", window="7d", segment="carrier", since=dt.datetime(2013, 7, 1, tzinfo=UTC)
+    )
+    assert sorted(w.segment for w in by_carrier.windows) == ["AA", "UA"]
+    assert sum(w.labelled for w in by_carrier.windows) == 600
+    _exactly(InvalidInput, mon.performance, model="clf", segment="nope")
+    _exactly(InvalidInput, mon.performance, model="clf", window="3y")
+    # labels by entity key + time: the entity's latest prediction at or before the label
+    later = dt.datetime(2013, 7, 2, 18, tzinfo=UTC)
+    ent = mon.feedback(
+        "clf",
+        [
+            {"entity_key": "E2", "ts": later, "label": 1},
+            {"entity_key": "E9", "ts": later, "label": 0},
+        ],
+    )
+    assert (ent.matched, ent.unknown, ent.unknown_entity_keys) == (1, 1, ["E9"])
+    again = mon.performance(model="clf", since=dt.datetime(2013, 7, 1, tzinfo=UTC), store=True)
+    assert again.windows[1].labelled == 201
+    assert "f1" in mon.list_series("clf") and "estimated.accuracy" in mon.list_series("clf")
+    assert len(mon.get_series("clf", "f1")) == 2
+    assert mon.performance(model="never").status == "no data"
+    backends.close()
+
+
+def test_regression_performance(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn import metrics as skm
+
+    backends = Backends(settings)
+    rng = np.random.default_rng(5)
+    y = rng.normal(20, 5, 300)
+    pred = y + rng.normal(0, 2, 300)
+    rid = write_log(
+        backends.artifacts,
+        monkeypatch,
+        model="reg",
+        version="3",
+        at=dt.datetime(2013, 8, 1, tzinfo=UTC),
+        inputs={"x": y},
+        prediction=pred,
+    )
+    client.monitoring.feedback(
+        "reg", [{"request_id": rid, "row": i, "label": float(y[i])} for i in range(300)]
+    )
+    report = client.monitoring.performance(model="reg", version="3")
+    (w,) = report.windows
+    assert report.task == "regression" and w.version == "3"
+    assert w.metrics["mae"].value == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert w.metrics["rmse"].value == pytest.approx(skm.root_mean_squared_error(y, pred))
+    assert w.metrics["mape"].value == pytest.approx(skm.mean_absolute_percentage_error(y, pred))
+    assert w.metrics["mae"].low < w.metrics["mae"].value < w.metrics["mae"].high
+    backends.close()

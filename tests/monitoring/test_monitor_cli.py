@@ -117,3 +117,29 @@ def test_log_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     bad = run("monitor", "log", "query", "m", "--since", "last week", code=1)
     assert isinstance(bad.exception, InvalidInput) and "since" in bad.exception.message
+
+
+def test_feedback_file_and_performance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = dt.datetime(2013, 7, 3, 9, tzinfo=dt.UTC)
+    pred = np.array([1, 0, 1, 1])
+    with Client() as client:
+        rid = write_log(
+            client.backends.artifacts,
+            monkeypatch,
+            model="c",
+            version="1",
+            at=at,
+            inputs={"x": np.arange(4.0)},
+            prediction=pred,
+            proba=np.array([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6], [0.3, 0.7]]),
+        )
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"request_id,row,label\n{rid},0,1\n{rid},1,0\n{rid},2,0\nghost,0,1\n")
+    out = run("monitor", "feedback", "c", str(labels)).output
+    assert "4 labels stored" in out and "3 matched" in out and "ghost" in out
+    report = json.loads(run("monitor", "performance", "c", "--json").output)
+    (w,) = report["windows"]
+    assert w["labelled"] == 3 and w["coverage"] == 0.75
+    assert w["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+    table = run("monitor", "performance", "c", "--window", "7d").output
+    assert "3/4" in table and "75%" in table
