@@ -18,6 +18,7 @@ from strata.models.cli import models_app
 from strata.monitoring.cli import monitor_app
 from strata.registry.cli import add_registry_commands
 from strata.serving.cli import serving_app
+from strata.serving.batch_cli import predict_app
 from strata.serving.deploy_cli import deploy_app
 from strata.tracking.cli import experiments_app, runs_app
 from strata.training.cli import (
@@ -60,6 +61,7 @@ app.add_typer(deploy_app, name="deploy")
 app.add_typer(monitor_app, name="monitor")
 app.command("serve")(serve_command)
 app.add_typer(serving_app, name="serving")
+app.add_typer(predict_app, name="predict")
 
 
 def _version(value: bool) -> None:
