@@ -17,8 +17,8 @@ from strata.governance.cli import audit_app, connections_app, tokens_app, users_
 from strata.models.cli import models_app
 from strata.monitoring.cli import monitor_app
 from strata.registry.cli import add_registry_commands
-from strata.serving.cli import serving_app
 from strata.serving.batch_cli import predict_app
+from strata.serving.cli import serving_app
 from strata.serving.deploy_cli import deploy_app
 from strata.tracking.cli import experiments_app, runs_app
 from strata.training.cli import (

@@ -122,3 +122,12 @@ def batch_command(
         f"{result.workers}; {result.seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)",
         highlight=False,
     )
+
+
+def _add_stream() -> None:
+    from strata.serving.stream_cli import stream_command
+
+    predict_app.command("stream")(stream_command)
+
+
+_add_stream()

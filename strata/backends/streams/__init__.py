@@ -8,7 +8,8 @@
   empty: the entry's fields are the record), ``start``, ``timeout``; other query options go to
   the Redis client.
 
-The drivers are imported only when a source is opened; a missing one raises InvalidInput
+:func:`open_sink` produces to the same URIs (:class:`StreamSink`). The drivers are imported
+only when a source or sink is opened; a missing one raises InvalidInput
 naming the extra to install.
 """
 
@@ -24,6 +25,7 @@ from strata.backends.streams.base import (
     Positions,
     RedisStreamConfig,
     StreamRecord,
+    StreamSink,
     StreamSource,
 )
 from strata.core.config import redact_uri
@@ -34,7 +36,9 @@ __all__ = [
     "Positions",
     "RedisStreamConfig",
     "StreamRecord",
+    "StreamSink",
     "StreamSource",
+    "open_sink",
     "open_source",
     "parse_stream_uri",
 ]
@@ -138,3 +142,23 @@ def open_source(
     except ImportError:
         raise InvalidInput("Redis sources need redis: pip install 'strata[redis]'") from None
     return RedisStreamSource(config)
+
+
+def open_sink(sink: str | KafkaConfig | RedisStreamConfig) -> StreamSink:
+    """A sink producing to the topic or stream a URI names (the same URIs as sources; the
+    consumer options are ignored, ``field`` names the Redis entry field, default ``data``).
+    InvalidInput when the URI is wrong or the driver is not installed."""
+    config = parse_stream_uri(sink) if isinstance(sink, str) else sink
+    if isinstance(config, KafkaConfig):
+        try:
+            from strata.backends.streams.kafka import KafkaSink
+        except ImportError:
+            raise InvalidInput(
+                "Kafka sinks need confluent-kafka: pip install 'strata[kafka]'"
+            ) from None
+        return KafkaSink(config)
+    try:
+        from strata.backends.streams.redis import RedisStreamSink
+    except ImportError:
+        raise InvalidInput("Redis sinks need redis: pip install 'strata[redis]'") from None
+    return RedisStreamSink(config)

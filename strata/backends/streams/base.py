@@ -122,6 +122,42 @@ class StreamSource(ABC):
         self.close()
 
 
+class StreamSink(ABC):
+    """Where records are produced: a Kafka topic or a Redis stream.
+
+    ``send`` queues records; ``flush`` returns only once every queued record is durable at
+    the broker (Kafka: acknowledged by the partition leader with ``acks=all``; Redis: the
+    XADDs executed) and raises Unavailable naming the problem otherwise. A caller that
+    commits its input positions only after ``flush`` returns gets at-least-once delivery.
+    """
+
+    #: The sink as a URI for messages, without any password.
+    display: str
+
+    @abstractmethod
+    def send(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        """Queue ``(key, value)`` records, in order (Kafka: the key picks the partition)."""
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued record is durable; Unavailable when some are not."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection (idempotent); records not flushed may be lost."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class KafkaConfig(BaseModel):
     """A Kafka topic to consume (``kafka://HOST:PORT[,HOST:PORT]/TOPIC?group=G&start=...``).
 

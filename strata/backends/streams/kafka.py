@@ -20,7 +20,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from strata.backends.streams.base import KafkaConfig, Positions, StreamRecord, StreamSource
+from strata.backends.streams.base import (
+    KafkaConfig,
+    Positions,
+    StreamRecord,
+    StreamSink,
+    StreamSource,
+)
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput, NotFound, Unavailable
 
@@ -184,3 +190,74 @@ class KafkaSource(StreamSource):
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             consumer.close()
+
+
+class KafkaSink(StreamSink):
+    """Produces to ``config.topic`` (``acks=all``); ``flush`` checks every delivery report."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        from confluent_kafka import Producer
+
+        self.config = config
+        self.display = redact_uri(f"kafka://{config.bootstrap_servers}/{config.topic}")
+        timeout_ms = int(config.timeout_seconds * 1000)
+        settings: dict[str, Any] = {
+            "bootstrap.servers": config.bootstrap_servers,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": max(timeout_ms * 3, 5000),
+            "socket.connection.setup.timeout.ms": max(timeout_ms, 1000),
+            "log.connection.close": False,
+        }
+        if config.username is not None:
+            settings["sasl.username"] = config.username
+        if config.password is not None:
+            settings["sasl.password"] = config.password.get_secret_value()
+        settings.update(config.options)
+        try:
+            self._producer: Any = Producer(settings)
+        except KafkaException as exc:
+            raise InvalidInput(
+                f"Kafka sink {self.display}: invalid client settings: {exc}",
+                details={"sink": self.display},
+            ) from None
+        self._failed: list[str] = []
+
+    def _report(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._failed.append(str(err))
+
+    def send(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        if self._producer is None:
+            raise InvalidInput(
+                f"Kafka sink {self.display} is closed", details={"sink": self.display}
+            )
+        for key, value in records:
+            while True:
+                try:
+                    self._producer.produce(self.config.topic, value, key, on_delivery=self._report)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain
+                    self._producer.poll(0.1)
+                except KafkaException as exc:
+                    raise Unavailable(
+                        f"Kafka at {self.display}: producing failed: {redact_uri(str(exc))}",
+                        details={"sink": self.display},
+                    ) from None
+        self._producer.poll(0)
+
+    def flush(self, timeout: float | None = None) -> None:
+        left = self._producer.flush(
+            timeout if timeout is not None else self.config.timeout_seconds * 3
+        )
+        failed, self._failed = self._failed, []
+        if left or failed:
+            what = f"{left} record(s) not delivered in time" if left else failed[0]
+            raise Unavailable(
+                f"Kafka at {self.display}: {what}; check that the broker is running and the "
+                "topic exists",
+                details={"sink": self.display, "undelivered": left, "failed": len(failed)},
+            )
+
+    def close(self) -> None:
+        self._producer = None

@@ -17,7 +17,13 @@ from typing import Any
 
 import redis
 
-from strata.backends.streams.base import Positions, RedisStreamConfig, StreamRecord, StreamSource
+from strata.backends.streams.base import (
+    Positions,
+    RedisStreamConfig,
+    StreamRecord,
+    StreamSink,
+    StreamSource,
+)
 from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput, Unavailable
 
@@ -216,6 +222,65 @@ class RedisStreamSource(StreamSource):
     def covers(self, positions: Positions, record: StreamRecord) -> bool:
         stored = positions.get(record.partition)
         return stored is not None and parse_id(str(record.offset)) <= parse_id(str(stored))
+
+    def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
+
+
+class RedisStreamSink(StreamSink):
+    """Appends to ``config.stream`` with XADD: field ``config.field`` (default ``data``) holds
+    the value and field ``key`` the key; ``send`` pipelines, ``flush`` executes."""
+
+    def __init__(self, config: RedisStreamConfig) -> None:
+        self.config = config
+        base = redact_uri(config.url.get_secret_value()).split("?")[0]
+        self.display = f"{base}?stream={config.stream}"
+        try:
+            self._client: redis.Redis | None = redis.Redis.from_url(
+                config.url.get_secret_value(),
+                socket_timeout=config.timeout_seconds,
+                socket_connect_timeout=config.timeout_seconds,
+            )
+        except ValueError as exc:
+            raise InvalidInput(
+                f"Redis sink {self.display}: invalid URL: {redact_uri(str(exc))}",
+                details={"sink": self.display},
+            ) from None
+        self._queued: list[tuple[bytes | None, bytes]] = []
+
+    def send(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        self._queued.extend(records)
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self._client is None:
+            raise InvalidInput(
+                f"Redis sink {self.display} is closed", details={"sink": self.display}
+            )
+        field = self.config.field or "data"
+        queued, self._queued = self._queued, []
+        try:
+            for i in range(0, len(queued), _ACK_CHUNK):
+                pipe = self._client.pipeline(transaction=False)
+                for key, value in queued[i : i + _ACK_CHUNK]:
+                    fields: dict[str, bytes] = {field: value}
+                    if key is not None:
+                        fields["key"] = key
+                    pipe.xadd(self.config.stream, fields)  # type: ignore[arg-type]
+                pipe.execute()
+        except redis.RedisError as exc:
+            self._queued = queued + self._queued  # nothing is known to be durable
+            if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
+                raise InvalidInput(
+                    f"Redis key {self.config.stream!r} at {self.display} is not a stream",
+                    details={"stream": self.config.stream, "sink": self.display},
+                ) from None
+            raise Unavailable(
+                f"Redis at {self.display}: adding entries failed: {redact_uri(str(exc))}; "
+                "check that the server is running and reachable from here",
+                details={"sink": self.display},
+            ) from None
 
     def close(self) -> None:
         if self._client is not None:
