@@ -14,16 +14,23 @@
   p50 ≤ 3 ms), and materializing ``--materialize-rows`` (1,000,000) distinct entities x 3
   features into it (target ≥ 100,000 rows/s). Its keys are deleted afterwards.
 
-Not compared: ``feast[duckdb]`` (not installed here; ../shared/ANCHORS.md measured it at
-10.8 s for the first figure and 106 s for the second on this machine). Exit status 1 when a
-check fails.
+- Feast side by side (``--feast-python``, default ``$FEAST_PYTHON`` or
+  /tmp/feastenv/bin/python when it exists; ``""`` skips): ``feast[duckdb]``'s
+  ``get_historical_features(...).to_df()`` on the first figure's data, in a Python of its
+  own (Feast pins its own pandas; benchmarks/_feast_peer.py), its answer compared with
+  Strata's row by row. Target: Strata ≥ 20x faster, zero mismatches. Make that Python with
+  ``python3 -m venv /tmp/feastenv && /tmp/feastenv/bin/pip install 'feast[duckdb]'``.
+
+Exit status 1 when a check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         "--redis", default=os.environ.get("STRATA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--materialize-rows", type=int, default=1_000_000)
+    default_feast = os.environ.get("FEAST_PYTHON") or (
+        "/tmp/feastenv/bin/python" if Path("/tmp/feastenv/bin/python").exists() else ""
+    )
+    parser.add_argument("--feast-python", default=default_feast)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from _summary import emit, row
@@ -148,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                 row(label, f"{s:.3f} s", f"{p:.3f} s (DuckDB)", f"{p / s:.2f}", f"≤ {target} s")
             )
             rows.append(row(f"{label}: rows lost", str(lost), check=lost == 0))
+            if args.feast_python and source == "weather@latest":
+                feast_rows, feast_ok = feast_side(args.feast_python, entities, n, table, s)
+                rows += feast_rows
+                ok = ok and feast_ok
         fs.apply(defs("weather@latest"), force=True)
         fs.materialize(None, datetime(2014, 1, 1, tzinfo=UTC))
         one = [{"origin": "JFK"}]
@@ -175,6 +190,64 @@ def main(argv: list[str] | None = None) -> int:
         rows += redis_online(args, n, Client, Settings)
     emit("features_retrieval", rows)
     return 0 if ok else 1
+
+
+def feast_side(
+    python: str, entities: pd.DataFrame, n: Any, ours: Any, strata_s: float
+) -> tuple[list[Any], bool]:
+    """Feast's answer and time for the same retrieval, compared with Strata's ``ours``."""
+    from _summary import row
+
+    with tempfile.TemporaryDirectory() as work:
+        w = n.weather[["origin", "time_hour", *WEATHER]].copy()
+        w["time_hour"] = pd.to_datetime(w["time_hour"], utc=True)
+        w.to_parquet(Path(work) / "weather.parquet")
+        p = n.planes[["tailnum", "seats"]].copy()
+        p["ts"] = pd.Timestamp("1970-01-01", tz="UTC")
+        p.to_parquet(Path(work) / "planes.parquet")
+        entities.to_parquet(Path(work) / "entities.parquet")
+        done = subprocess.run(
+            [python, str(HERE / "_feast_peer.py"), work, str(Path(work) / "weather.parquet")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            print(f"feast failed: {done.stderr.strip().splitlines()[-1:]}")
+            return [row("offline vs feast[duckdb]", "feast failed", check=False)], False
+        feast_s = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+        theirs = pd.read_parquet(Path(work) / "feast_out.parquet")
+    cols = ["origin", "tailnum", "event_timestamp", "arr_delay", *WEATHER, "seats"]
+    mine = ours.to_pandas()[cols]
+    theirs = theirs[cols].copy()
+    theirs["event_timestamp"] = pd.to_datetime(theirs["event_timestamp"], utc=True)
+    lost = len(mine) - len(theirs)
+
+    def canonical(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.astype({"seats": "Float64"}).sort_values(cols, na_position="last")
+        return out.reset_index(drop=True)
+
+    mismatches = None
+    if lost == 0:
+        a, b = canonical(mine), canonical(theirs)
+        same = (a == b) | (a.isna() & b.isna())
+        mismatches = int((~same.all(axis=1)).sum())
+    ratio = feast_s / strata_s
+    print(
+        f"feast[duckdb]: {feast_s:.2f} s for the same retrieval ({ratio:.1f}x Strata's "
+        f"{strata_s:.3f} s); rows lost by feast {lost}; mismatching rows {mismatches}"
+    )
+    good = lost == 0 and mismatches == 0
+    return [
+        row(
+            "offline vs feast[duckdb] (336,776 flights)",
+            f"{strata_s:.3f} s",
+            f"{feast_s:.2f} s (feast)",
+            f"{ratio:.1f}",
+            "≥ 20x",
+        ),
+        row("feast answer: rows lost / mismatching", f"{lost} / {mismatches}", check=good),
+    ], good
 
 
 def lookup_p50(fs: Any, refs: list[str], batch: list[dict[str, Any]], lookups: int) -> float:
