@@ -30,7 +30,7 @@ import yaml
 
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.models.flavors.base import refuse_untrusted, require
-from strata.models.flavors.sklearn import load_skops
+from strata.models.flavors.sklearn import import_skops, load_skops
 from strata.models.models import ModelSpec
 from strata.models.store import save
 from strata.models.tracked import load
@@ -231,8 +231,7 @@ def _write_flavor(flavor: str, predictor: Any, out: Path) -> dict[str, dict[str,
             },
             "python_function": {"data": "model.lgb", "loader_module": "mlflow.lightgbm"},
         }
-    import skops.io as sio
-
+    sio = import_skops()
     sio.dump(predictor.estimator, out / "model.skops")
     return {
         "python_function": {

@@ -310,7 +310,8 @@ def tune(
 ) -> TuneResult:
     """Search the config's ``tune.space`` with ``trials`` finished trials in total.
 
-    ``workers`` > 1 runs that many worker processes (``executor="local"``, spawned) or Ray
+    ``workers`` > 1 runs that many workers (``executor="local"``: this process and
+    ``workers - 1`` spawned processes) or Ray
     tasks (``"ray"``); they share the RDB ``storage`` (default: beside the metadata DB) and
     track through ``strata.Client()`` of their environment. Rerunning with the same ``study``
     (default: derived from the config) resumes it. Raises InvalidInput naming a bad space
@@ -372,15 +373,20 @@ def tune(
     elif executor == "local":
         import multiprocessing
 
+        # workers - 1 spawned processes; this process, already warm (imports, the client,
+        # the data version's files verified), is worker 0 meanwhile
         ctx = multiprocessing.get_context("spawn")
         procs = [
             ctx.Process(target=run_worker, args=(raw, url, name, trials, i), daemon=False)
-            for i in range(workers)
+            for i in range(1, workers)
         ]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        try:
+            run_worker(raw, url, name, trials, 0, services)
+        finally:
+            for p in procs:
+                p.join()
         failed = [p.exitcode for p in procs if p.exitcode != 0]
         if failed:
             raise InvalidInput(

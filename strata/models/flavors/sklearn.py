@@ -64,6 +64,39 @@ def _resolve(name: str) -> Any:
     return None
 
 
+_TORCH_COMPAT = "sklearn.externals.array_api_compat.torch"
+
+
+def import_skops() -> Any:
+    """``skops.io``, imported without importing torch when torch is not loaded yet.
+
+    skops builds its trusted-type list at import with scikit-learn's ``all_estimators()``,
+    whose package walk imports every subpackage of scikit-learn — among them the array-API
+    shim for torch, which imports torch (seconds per process: every spawned tuning worker paid
+    it). That shim holds no estimator, so while skops is imported it is replaced by an empty
+    module without ``__path__`` (the walk neither imports nor enters it) and removed again, so
+    a later real use of the shim imports it normally. The trusted-type list is unchanged."""
+    loaded_sio = sys.modules.get("skops.io")
+    if loaded_sio is not None:
+        return loaded_sio
+    require("skops")
+    import types
+
+    stub = None
+    if "torch" not in sys.modules and _TORCH_COMPAT not in sys.modules:
+        stub = types.ModuleType(_TORCH_COMPAT)
+        sys.modules[_TORCH_COMPAT] = stub
+    try:
+        import skops.io as sio
+    finally:
+        if stub is not None and sys.modules.get(_TORCH_COMPAT) is stub:
+            del sys.modules[_TORCH_COMPAT]
+            parent = sys.modules.get(_TORCH_COMPAT.rpartition(".")[0])
+            if parent is not None and getattr(parent, "torch", None) is stub:
+                delattr(parent, "torch")
+    return sio
+
+
 def allowed_type(name: str) -> bool:
     """Whether a type a skops file names may be rebuilt without ``trusted``: a class from
     ``SAFE_ROOTS`` or a numpy ufunc (``np.log1p`` in a FunctionTransformer), or one of
@@ -84,9 +117,7 @@ def allowed_type(name: str) -> bool:
 def load_skops(path: Path, name: str, *, trusted: bool) -> Any:
     """The object in a skops file; PermissionDenied naming the types that are not
     :func:`allowed_type` unless ``trusted``."""
-    require("skops")
-    import skops.io as sio
-
+    sio = import_skops()
     untrusted = sio.get_untrusted_types(file=path)
     unsafe = [t for t in untrusted if not allowed_type(t)]
     if unsafe and not trusted:
@@ -146,10 +177,7 @@ class SklearnFlavor(Flavor):
             raise refuse_untrusted("a scikit-learn model", fmt, "save")
         path = directory / _FILES[fmt]
         if fmt == "skops":
-            require("skops")
-            import skops.io as sio
-
-            sio.dump(obj, path)
+            import_skops().dump(obj, path)
         elif fmt == "joblib":
             import joblib
 
