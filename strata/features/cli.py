@@ -1,5 +1,5 @@
-"""CLI: ``strata features plan|apply|list|show|stats|search|materialize|push|get-online|
-get-historical`` (embedded, or remote when ``STRATA_URI`` is set).
+"""CLI: ``strata features plan|apply|list|show|stats|search|materialize|push|push-stream|
+get-online|get-historical`` (embedded, or remote when ``STRATA_URI`` is set).
 
 ``--json`` prints exactly one JSON object on stdout; spinners go to stderr. Exit codes: 0 ok,
 2 bad input (printed as ``Error: ...`` by the ``strata`` entry point).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -320,6 +321,72 @@ def push(
     with _features() as fs:
         written = fs.push(view, data)
     console.print(f"Wrote {count(written, 'row')} to {view}.")
+
+
+@features_app.command("push-stream")
+def push_stream(
+    view: Annotated[str, typer.Argument(help="The feature view to write to.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="kafka://HOST:PORT/TOPIC or redis://HOST:PORT/DB?stream=NAME; each record "
+            "a JSON object like a push row.",
+        ),
+    ],
+    group: Annotated[
+        str | None, typer.Option(help="Consumer group (default strata-features-VIEW).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per micro-batch.")] = 1000,
+    max_records: Annotated[
+        int | None, typer.Option(help="Stop after this many records (default: never).")
+    ] = None,
+    idle_seconds: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds without a record (default: never)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Push a Kafka topic or Redis stream into the online store until stopped (Ctrl-C),
+    committing positions after each written batch; bad records are counted and skipped."""
+    from rich.live import Live
+    from rich.text import Text
+
+    started = time.monotonic()
+
+    def line(result: Any) -> Text:
+        rate = result.records / max(time.monotonic() - started, 1e-9)
+        return Text(
+            f"{view}: {result.records:,} records, {result.pushed:,} pushed, "
+            f"{result.rejected:,} rejected ({rate:,.0f}/s)"
+        )
+
+    with (
+        _features() as fs,
+        Live(Text(f"{view}: waiting for records…"), console=err_console) as live,
+    ):
+        try:
+            result = fs.consume_push(
+                view,
+                source,
+                group=group,
+                batch_size=batch_size,
+                max_records=max_records,
+                idle_seconds=idle_seconds,
+                progress=lambda r: live.update(line(r)),
+            )
+        except KeyboardInterrupt:
+            err_console.print("Stopped; positions of written batches are committed.")
+            return
+    if json_out:
+        print_json(result)
+        return
+    console.print(
+        f"{view}: {count(result.records, 'record')} read, {count(result.pushed, 'row')} pushed, "
+        f"{count(result.rejected, 'record')} rejected (stopped: {result.stopped})."
+    )
+    for error in result.errors:
+        console.print(f"  rejected {error}")
 
 
 @features_app.command("get-online")

@@ -26,6 +26,7 @@ from strata.features.models import (
     OnDemandFeatureView,
     OnlineResponse,
     Plan,
+    PushStreamResult,
     Registered,
     parse_feature_ref,
 )
@@ -41,6 +42,7 @@ from strata.features.service import (
     EntitySource,
     FeaturesService,
     MaterializeProgress,
+    PushProgress,
 )
 from strata.governance.audit import audited
 
@@ -493,6 +495,30 @@ class EmbeddedFeatures(FeaturesService):
 
     def push(self, view: str, rows: Sequence[dict[str, Any]]) -> int:
         return online.push(self, view, rows)
+
+    def consume_push(
+        self,
+        view: str,
+        source: str,
+        *,
+        group: str | None = None,
+        batch_size: int = 1000,
+        max_records: int | None = None,
+        idle_seconds: float | None = None,
+        progress: PushProgress | None = None,
+    ) -> PushStreamResult:
+        from strata.features.streaming import consume_push
+
+        return consume_push(
+            self,
+            view,
+            source,
+            group=group,
+            batch_size=batch_size,
+            max_records=max_records,
+            idle_seconds=idle_seconds,
+            progress=progress,
+        )
 
     def get_online_features(
         self, features: Sequence[str] | str, entity_rows: Sequence[dict[str, Any]]

@@ -442,6 +442,24 @@ class FeatureStatistics(BaseModel):
     columns: list[dict[str, Any]]
 
 
+class PushStreamResult(BaseModel):
+    """What a stream push consumer did (``stopped``: ``max_records``, ``idle`` or ``stop``).
+
+    ``pushed`` rows reached the online store; ``rejected`` records were not JSON objects or
+    did not fit the view (``errors`` holds the first few reasons, with where each record
+    was); their positions are committed too, so a bad record never blocks the stream."""
+
+    view: str
+    source: str
+    records: int = 0
+    pushed: int = 0
+    rejected: int = 0
+    batches: int = 0
+    errors: list[str] = Field(default_factory=list)
+    positions: dict[str, Any] = Field(default_factory=dict)
+    stopped: str = "stop"
+
+
 class MaterializeResult(BaseModel):
     view: str
     start: datetime | None

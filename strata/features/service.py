@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from strata.core.errors import InvalidInput
 from strata.features.models import (
     Definitions,
     Entity,
@@ -30,6 +31,7 @@ from strata.features.models import (
     OnDemandFeatureView,
     OnlineResponse,
     Plan,
+    PushStreamResult,
     Registered,
 )
 
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 EntitySource = Any
 DefinitionsLike = Definitions | dict[str, Any] | str | Path
 
+
+#: ``progress(result so far)`` after each batch a stream push consumer writes.
+PushProgress = Callable[[PushStreamResult], None]
 
 #: ``progress(view, rows_written_so_far)`` during a materialization.
 MaterializeProgress = Callable[[str, int], None]
@@ -186,6 +191,30 @@ class FeaturesService(ABC):
     def push(self, view: str, rows: Sequence[dict[str, Any]]) -> int:
         """Write fresh rows (join keys, the event timestamp, features) to the online store;
         a value of the wrong type raises InvalidInput naming the field. Returns the count."""
+
+    def consume_push(
+        self,
+        view: str,
+        source: str,
+        *,
+        group: str | None = None,
+        batch_size: int = 1000,
+        max_records: int | None = None,
+        idle_seconds: float | None = None,
+        progress: PushProgress | None = None,
+    ) -> PushStreamResult:
+        """Push a stream into the online store: records of a Kafka topic
+        (``kafka://HOST:PORT/TOPIC``) or a Redis stream (``redis://HOST:PORT/0?stream=S``),
+        each a JSON object like a :meth:`push` row, in micro-batches of ``batch_size``;
+        positions are committed after each batch is written (at least once; a replayed
+        record never replaces a newer value). Bad records are counted and skipped. Runs until
+        ``max_records`` records or ``idle_seconds`` without one. It runs where it is called,
+        next to the broker: a remote client refuses it."""
+        raise InvalidInput(
+            "consume_push runs in the process that reads the stream; use an embedded client "
+            "(no STRATA_URI) with the server's database and online store",
+            details={"field": "source"},
+        )
 
     @abstractmethod
     def get_online_features(
