@@ -147,7 +147,7 @@ class Client:
             return RemoteMonitoring(self._http)
         from strata.monitoring.embedded import EmbeddedMonitoring
 
-        return EmbeddedMonitoring(self.backends, self.data, self.registry)
+        return EmbeddedMonitoring(self.backends, self.data, self.registry, peers=self)
 
     @cached_property
     def serving(self) -> ServingService:

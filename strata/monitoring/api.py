@@ -16,12 +16,19 @@ from strata.governance.routing import (
     ADMIN,
     READ,
     WRITE,
+    empty,
     file_response,
     json_response,
     run_blocking,
     service,
 )
-from strata.monitoring.models import DriftOptions, FeedbackItem, LogQuery, PerformanceOptions
+from strata.monitoring.models import (
+    AlertRule,
+    DriftOptions,
+    FeedbackItem,
+    LogQuery,
+    PerformanceOptions,
+)
 from strata.monitoring.service import MonitoringService
 
 router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
@@ -224,3 +231,43 @@ async def feedback(request: Request, body: FeedbackBody) -> Response:
 @router.post("/performance", dependencies=READ)
 async def performance(request: Request, body: PerformanceOptions) -> Response:
     return json_response(await run_blocking(_svc(request).performance_with, body))
+
+
+@router.get("/rules", dependencies=READ)
+async def list_rules(request: Request, model: str | None = None) -> Response:
+    return json_response(await run_blocking(_svc(request).list_rules, model))
+
+
+@router.post("/rules/evaluate", dependencies=ADMIN)
+async def evaluate_rules(request: Request) -> Response:
+    return json_response(await run_blocking(_svc(request).evaluate_rules))
+
+
+@router.get("/rules/{name}", dependencies=READ)
+async def get_rule(request: Request, name: str) -> Response:
+    return json_response(await run_blocking(_svc(request).get_rule, name))
+
+
+@router.put("/rules/{name}", dependencies=ADMIN)
+async def save_rule(request: Request, name: str, body: AlertRule) -> Response:
+    if body.name != name:
+        from strata.core.errors import InvalidInput
+
+        raise InvalidInput(
+            f"the rule's name {body.name!r} differs from the path's {name!r}",
+            details={"field": "name"},
+        )
+    return json_response(await run_blocking(_svc(request).save_rule_with, body))
+
+
+@router.delete("/rules/{name}", dependencies=ADMIN)
+async def delete_rule(request: Request, name: str) -> Response:
+    await run_blocking(_svc(request).delete_rule, name)
+    return empty()
+
+
+@router.get("/alerts", dependencies=READ)
+async def list_alert_events(
+    request: Request, rule: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+) -> Response:
+    return json_response(await run_blocking(_svc(request).list_alert_events, rule, limit))

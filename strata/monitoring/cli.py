@@ -483,3 +483,12 @@ def performance_cmd(
         rows.append(row)
     cols = ["window", "version", "segment", "labelled", "coverage", *names, "est. accuracy"]
     print_table(rows, cols, f"{model} performance ({report.task}, {report.confidence:.0%} CI)")
+
+
+def _register() -> None:
+    from strata.monitoring.cli_alerts import alerts_app
+
+    monitor_app.add_typer(alerts_app, name="alerts")
+
+
+_register()

@@ -17,6 +17,8 @@ from strata.data.service import DataService
 from strata.governance.audit import audited
 from strata.monitoring import predlog
 from strata.monitoring.models import (
+    AlertEvent,
+    AlertRule,
     DriftOptions,
     DriftReport,
     FeedbackItem,
@@ -29,6 +31,7 @@ from strata.monitoring.models import (
     PerformanceOptions,
     PerformanceReport,
     RetentionResult,
+    RuleState,
     SeriesPoint,
     StoredProfile,
     check_name,
@@ -47,6 +50,7 @@ from strata.registry.service import RegistryService
 if TYPE_CHECKING:
     import duckdb
 
+    from strata.monitoring.actions import Peers
     from strata.monitoring.sketch import Sketch
 
 PROFILES = "monitoring/profiles"
@@ -54,10 +58,17 @@ Sketched = tuple[str, int, dict[str, "Sketch"], dict[str, str]]
 
 
 class EmbeddedMonitoring(MonitoringService):
-    def __init__(self, backends: Backends, data: DataService, registry: RegistryService) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        data: DataService,
+        registry: RegistryService,
+        peers: Peers | None = None,
+    ) -> None:
         self.backends = backends
         self.data = data
         self.registry = registry
+        self.peers = peers  # tracking, serving...: what alert actions use (a Client)
 
     @property
     def db(self) -> Any:
@@ -304,3 +315,50 @@ class EmbeddedMonitoring(MonitoringService):
         if options.store and options.segment is None:
             series.append(self.db, performance.as_points(report), "monitoring.record_performance")
         return report
+
+    # -- alert rules ---------------------------------------------------------------------
+    def _admin(self, what: str) -> None:
+        if not current_call().principal.can(Permission.ADMIN):
+            raise PermissionDenied(f"{what} needs the admin permission (actions run as the server)")
+
+    def save_rule_with(self, rule: AlertRule) -> RuleState:
+        from strata.monitoring import rules
+
+        self._admin("saving an alert rule")
+        return rules.save(self.db, rule)
+
+    def get_rule(self, name: str) -> RuleState:
+        from strata.monitoring import rules
+
+        return rules.get(self.db, check_name(name, "rule"))
+
+    def list_rules(self, model: str | None = None) -> list[RuleState]:
+        from strata.monitoring import rules
+
+        return rules.list_all(self.db, None if model is None else check_name(model, "model"))
+
+    def delete_rule(self, name: str) -> None:
+        from strata.monitoring import rules
+
+        self._admin("deleting an alert rule")
+        rules.delete(self.db, check_name(name, "rule"))
+
+    def list_alert_events(self, rule: str | None = None, limit: int = 100) -> list[AlertEvent]:
+        from strata.monitoring import rules
+
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must be 1..10000, got {limit}", details={"field": "limit"})
+        return rules.events(self.db, None if rule is None else check_name(rule, "rule"), limit)
+
+    def evaluate_rules(self) -> list[AlertEvent]:
+        from strata.monitoring import actions, rules
+
+        self._admin("evaluating alert rules")
+        peers = self.peers
+
+        def run(rule: AlertRule, context: dict[str, Any]) -> list[dict[str, Any]]:
+            if peers is None and any(a.type != "webhook" for a in rule.actions):
+                raise InvalidInput("this monitoring service has no peers to act through")
+            return actions.run(self.db, peers, rule, context)  # type: ignore[arg-type]
+
+        return rules.evaluate(self.db, run)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -404,3 +404,86 @@ class PerformanceReport(BaseModel):
     confidence: float
     windows: list[PerformanceWindow] = Field(default_factory=list)
     status: Literal["ok", "no data"] = "ok"
+
+
+class WebhookAction(_Strict):
+    """POST the firing as JSON to ``url`` (http/https; private, loopback and link-local
+    addresses refused unless allowed by ``STRATA_WEBHOOK_ALLOW``), signed with HMAC-SHA256
+    of ``<timestamp>.<body>`` keyed by the secret in the server's environment variable
+    ``secret_env`` (the secret itself is never stored)."""
+
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(min_length=8, max_length=2000)
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,127}$")
+    retries: int = Field(default=3, ge=0, le=10)
+
+
+class RetrainAction(_Strict):
+    """Start a training job from ``config`` (a TrainConfig as a mapping; the CLI reads it
+    from YAML) with ``overrides`` (``KEY=VALUE``)."""
+
+    type: Literal["retrain"] = "retrain"
+    config: dict[str, Any]
+    overrides: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RollbackAction(_Strict):
+    """Move ``alias`` of the rule's model back to its previous version (registry history)."""
+
+    type: Literal["rollback"] = "rollback"
+    alias: str = Field(default="production", max_length=NAME_MAX)
+
+
+class CanaryOffAction(_Strict):
+    """Send no traffic to the canary of ``endpoint`` (default: the rule's model): its
+    canary targets are removed from the traffic policy, the primary takes everything."""
+
+    type: Literal["canary_off"] = "canary_off"
+    endpoint: str | None = Field(default=None, max_length=NAME_MAX)
+
+
+Action = Annotated[
+    WebhookAction | RetrainAction | RollbackAction | CanaryOffAction, Field(discriminator="type")
+]
+
+
+class AlertRule(_Strict):
+    """``expr`` is ``SERIES OP NUMBER [for N windows | for DURATION]`` over one of the model's
+    series: ``drift.share > 0.3 for 2 windows``, ``p99_latency_ms > 50 for 5m``,
+    ``f1 < 0.7``. OP is one of ``> >= < <= == !=``; DURATION ``30s``, ``5m``, ``2h``, ``1d``.
+    A rule fires at most once per newest point (de-duplication) and not again within
+    ``cooldown_s``; its actions run in order, each audited with the rule and values."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    model: str = Field(min_length=1, max_length=NAME_MAX)
+    expr: str = Field(min_length=3, max_length=300)
+    cooldown_s: int = Field(default=3600, ge=0, le=30 * 86400)
+    actions: list[Action] = Field(default_factory=list, max_length=10)
+    enabled: bool = True
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("name", "model")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return check_name(value)
+
+
+class AlertEvent(BaseModel):
+    """A firing: the value and points that fired it, and what each action did."""
+
+    id: int
+    rule: str
+    model: str
+    fired_at: dt.datetime
+    value: float
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleState(BaseModel):
+    """A rule with what the scheduler knows of it."""
+
+    rule: AlertRule
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    last_fired_at: dt.datetime | None = None
+    firing: bool = False

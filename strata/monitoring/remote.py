@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 from strata.core.transport import HttpTransport
 from strata.monitoring.models import (
+    AlertEvent,
+    AlertRule,
     DriftOptions,
     DriftReport,
     FeedbackItem,
@@ -21,6 +23,7 @@ from strata.monitoring.models import (
     PerformanceOptions,
     PerformanceReport,
     RetentionResult,
+    RuleState,
     SeriesPoint,
     StoredProfile,
     check_name,
@@ -129,3 +132,25 @@ class RemoteMonitoring(MonitoringService):
     def performance_with(self, options: PerformanceOptions) -> PerformanceReport:
         body = options.model_dump(mode="json", exclude_unset=True) | {"model": options.model}
         return PerformanceReport.model_validate(self._call("POST", "/performance", json=body))
+
+    # -- alert rules ---------------------------------------------------------------------
+    def save_rule_with(self, rule: AlertRule) -> RuleState:
+        body = rule.model_dump(mode="json")
+        return RuleState.model_validate(self._call("PUT", f"/rules/{_q(rule.name)}", json=body))
+
+    def get_rule(self, name: str) -> RuleState:
+        return RuleState.model_validate(self._call("GET", f"/rules/{_q(check_name(name, 'rule'))}"))
+
+    def list_rules(self, model: str | None = None) -> list[RuleState]:
+        params = {} if model is None else {"model": model}
+        return [RuleState.model_validate(r) for r in self._call("GET", "/rules", params=params)]
+
+    def delete_rule(self, name: str) -> None:
+        self._call("DELETE", f"/rules/{_q(check_name(name, 'rule'))}")
+
+    def list_alert_events(self, rule: str | None = None, limit: int = 100) -> list[AlertEvent]:
+        params: dict[str, Any] = {"limit": limit} | ({} if rule is None else {"rule": rule})
+        return [AlertEvent.model_validate(e) for e in self._call("GET", "/alerts", params=params)]
+
+    def evaluate_rules(self) -> list[AlertEvent]:
+        return [AlertEvent.model_validate(e) for e in self._call("POST", "/rules/evaluate")]

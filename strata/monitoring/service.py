@@ -22,6 +22,8 @@ from typing import Any
 
 from strata.core.parse import parse_options
 from strata.monitoring.models import (
+    AlertEvent,
+    AlertRule,
     DriftOptions,
     DriftReport,
     FeedbackItem,
@@ -34,6 +36,7 @@ from strata.monitoring.models import (
     PerformanceOptions,
     PerformanceReport,
     RetentionResult,
+    RuleState,
     SeriesPoint,
     StoredProfile,
 )
@@ -191,3 +194,37 @@ class MonitoringService(ABC):
 
     @abstractmethod
     def performance_with(self, options: PerformanceOptions) -> PerformanceReport: ...
+
+    # -- alert rules ---------------------------------------------------------------------
+    def save_rule(self, rule: AlertRule | dict[str, Any] | None = None, **fields: Any) -> RuleState:
+        """Create or replace a rule (admin: its actions run with the server's rights).
+        InvalidInput for a malformed expression, an unknown series (the message lists the
+        known ones) or a webhook URL the policy refuses."""
+        if isinstance(rule, dict):
+            fields = rule | fields
+            rule = None
+        return self.save_rule_with(parse_options(AlertRule, rule, **fields))
+
+    @abstractmethod
+    def save_rule_with(self, rule: AlertRule) -> RuleState: ...
+
+    @abstractmethod
+    def get_rule(self, name: str) -> RuleState:
+        """One rule with its state; NotFound."""
+
+    @abstractmethod
+    def list_rules(self, model: str | None = None) -> list[RuleState]:
+        """Rules by name, optionally of one model."""
+
+    @abstractmethod
+    def delete_rule(self, name: str) -> None:
+        """Delete a rule (its firing history stays); NotFound."""
+
+    @abstractmethod
+    def list_alert_events(self, rule: str | None = None, limit: int = 100) -> list[AlertEvent]:
+        """Firings, newest first, with the values and each action's result."""
+
+    @abstractmethod
+    def evaluate_rules(self) -> list[AlertEvent]:
+        """One evaluation pass over every enabled rule now (what the server's scheduler runs
+        every ``STRATA_ALERT_INTERVAL`` seconds); the firings."""

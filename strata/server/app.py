@@ -145,7 +145,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_blocking(lambda: client.backends.db)  # migrate before serving
+        from strata.monitoring.scheduler import from_env as alert_scheduler
+
+        alerts = alert_scheduler(client.monitoring)  # evaluates alert rules on a schedule
         yield
+        if alerts is not None:
+            alerts.stop()
         client.close()
 
     app = FastAPI(

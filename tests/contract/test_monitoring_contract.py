@@ -325,3 +325,28 @@ def test_regression_performance(
     assert w.metrics["mape"].value == pytest.approx(skm.mean_absolute_percentage_error(y, pred))
     assert w.metrics["mae"].low < w.metrics["mae"].value < w.metrics["mae"].high
     backends.close()
+
+
+def test_alert_rules_round_trip(client: Client, settings: Settings) -> None:
+    from strata.monitoring import series
+    from strata.monitoring.models import SeriesPoint
+
+    mon = client.monitoring
+    backends = Backends(settings)
+    t0 = dt.datetime(2013, 7, 1, tzinfo=UTC)
+    series.append(backends.db, [SeriesPoint(model="m", series="f1", ts=t0, value=0.6)])
+    saved = mon.save_rule(name="low-f1", model="m", expr="f1 < 0.7", description="decay")
+    assert saved.rule.cooldown_s == 3600 and saved.rule.actions == []
+    assert [r.rule.name for r in mon.list_rules()] == ["low-f1"]
+    assert mon.list_rules(model="other") == []
+    err = _exactly(InvalidInput, mon.save_rule, name="bad", model="m", expr="f2 < 0.7")
+    assert "unknown series 'f2'" in err.message
+    _exactly(InvalidInput, mon.save_rule, name="bad", model="m", expr="f1 <")
+    (event,) = mon.evaluate_rules()
+    assert event.rule == "low-f1" and event.value == 0.6
+    assert [e.id for e in mon.list_alert_events()] == [event.id]
+    assert mon.get_rule("low-f1").last_fired_at is not None
+    mon.delete_rule("low-f1")
+    _exactly(NotFound, mon.delete_rule, "low-f1")
+    _exactly(NotFound, mon.get_rule, "low-f1")
+    backends.close()

@@ -143,3 +143,37 @@ def test_feedback_file_and_performance(tmp_path: Path, monkeypatch: pytest.Monke
     assert w["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
     table = run("monitor", "performance", "c", "--window", "7d").output
     assert "3/4" in table and "75%" in table
+
+
+def test_alert_rules_from_yaml(tmp_path: Path) -> None:
+    from strata.monitoring import series
+    from strata.monitoring.models import SeriesPoint
+
+    with Client() as client:
+        t0 = dt.datetime(2013, 7, 1, tzinfo=dt.UTC)
+        series.append(client.backends.db, [SeriesPoint(model="m", series="f1", ts=t0, value=0.5)])
+    (tmp_path / "train.yaml").write_text("experiment: e\ndata: flights@latest\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {name: low-f1, model: m, expr: 'f1 < 0.7', cooldown_s: 0}\n"
+        "  - name: retrain\n    model: m\n    expr: f1 < 0.6\n"
+        "    actions: [{type: retrain, config: train.yaml}]\n"
+    )
+    assert "Saved rule low-f1" in run("monitor", "alerts", "save", str(rules)).output
+    listed = json.loads(run("monitor", "alerts", "list", "--json").output)
+    assert [r["rule"]["name"] for r in listed] == ["low-f1", "retrain"]
+    assert listed[1]["rule"]["actions"][0]["config"] == {
+        "experiment": "e",
+        "data": "flights@latest",
+    }
+    assert "low-f1" in run("monitor", "alerts", "list").output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("{name: x, model: m, expr: 'latency > 3'}")
+    err = run("monitor", "alerts", "save", str(bad), code=1)
+    assert isinstance(err.exception, InvalidInput) and "unknown series" in err.exception.message
+    run("monitor", "alerts", "delete", "retrain")
+    fired = json.loads(run("monitor", "alerts", "evaluate", "--json").output)
+    assert [f["rule"] for f in fired] == ["low-f1"]
+    assert "low-f1" in run("monitor", "alerts", "events").output
+    assert "low-f1" in run("monitor", "alerts", "show", "low-f1").output

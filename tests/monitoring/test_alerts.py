@@ -1,0 +1,250 @@
+"""Alert rules: the grammar, unknown series refused at save, firing with de-duplication and
+cooldown, a real webhook receiver on 127.0.0.1 (HMAC checked, retries), the SSRF policy
+tested as an attacker would, and the actions (rollback, canary off, retrain) audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from registry_helpers import exactly, log_run
+
+from strata.client import Client
+from strata.core.config import Settings
+from strata.core.errors import InvalidInput, NotFound, PermissionDenied
+from strata.core.principal import Principal, Role, bind, local_principal
+from strata.monitoring import alerts, series, webhook
+from strata.monitoring.models import SeriesPoint
+from strata.monitoring.scheduler import AlertScheduler
+
+UTC = dt.UTC
+T0 = dt.datetime(2013, 7, 1, tzinfo=UTC)
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording POSTs; the first ``fail`` answer 500."""
+
+    def __init__(self, fail: int = 0, status: int = 200, location: str | None = None) -> None:
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.fail = fail
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.calls.append((dict(self.headers), body))
+                code = 500 if len(outer.calls) <= outer.fail else status
+                self.send_response(code)
+                if location:
+                    self.send_header("Location", location)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    monkeypatch.setenv(webhook.ALLOW_ENV, "127.0.0.1")
+    monkeypatch.setattr(webhook, "BACKOFF_S", 0.01)
+    r = Receiver(fail=1)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    c = Client("", settings=settings)
+    yield c
+    c.close()
+
+
+def _points(c: Client, model: str, name: str, values: list[float], start: dt.datetime = T0) -> None:
+    pts = [
+        SeriesPoint(model=model, series=name, ts=start + dt.timedelta(days=7 * i), value=v)
+        for i, v in enumerate(values)
+    ]
+    series.append(c.backends.db, pts)
+
+
+def test_grammar_and_firing_semantics() -> None:
+    cond = alerts.parse("drift.share > 0.3 for 2 windows")
+    assert (cond.series, cond.op, cond.threshold, cond.windows) == ("drift.share", ">", 0.3, 2)
+    assert alerts.parse("p99_latency_ms > 50 for 5m").duration_s == 300
+    assert alerts.parse("f1 < 0.7").windows is None
+    for bad in ("f1 <", "f1 ~ 0.7", "f1 < 0.7 for 0 windows", "f1 < 0.7 for ever", "; drop"):
+        with pytest.raises(InvalidInput):
+            alerts.parse(bad)
+
+    def pts(*pairs: tuple[int, float]) -> list[SeriesPoint]:
+        return [SeriesPoint(model="m", series="s", ts=T0 + dt.timedelta(minutes=m), value=v)
+                for m, v in pairs]  # fmt: skip
+
+    two = alerts.parse("s > 0.3 for 2 windows")
+    now = T0 + dt.timedelta(minutes=10)
+    assert alerts.fires(two, pts((0, 0.5), (1, 0.4)), now)
+    assert not alerts.fires(two, pts((0, 0.1), (1, 0.4)), now)
+    assert not alerts.fires(two, pts((1, 0.4)), now)  # one window is not two
+    five = alerts.parse("s > 50 for 5m")
+    assert alerts.fires(five, pts((4, 60), (6, 70), (9, 55)), now)
+    assert not alerts.fires(five, pts((4, 40), (6, 70), (9, 55)), now)  # not held 5 minutes
+    assert not alerts.fires(five, pts((6, 70), (9, 55)), now)  # too young to say
+    assert alerts.fires(alerts.parse("s < 0.7"), pts((0, 0.9), (1, 0.6)), now)
+
+
+def test_webhook_url_policy_as_an_attacker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(webhook.ALLOW_ENV, raising=False)
+    for url in (
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:6379/_FLUSHALL",
+        "http://127.0.0.1:8080/admin",
+        "http://localhost/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x",
+        "http://10.0.0.5/x",
+        "http://0.0.0.0/x",
+        "http://user:pw@example.com/x",
+        "http:///nohost",
+    ):
+        with pytest.raises(InvalidInput):
+            webhook.check_url(url)
+    monkeypatch.setenv(webhook.ALLOW_ENV, "127.0.0.1, 10.1.0.0/16")
+    assert webhook.check_url("http://127.0.0.1:9/x")
+    assert webhook.check_url("http://10.1.2.3/x")
+    with pytest.raises(InvalidInput):
+        webhook.check_url("http://10.2.0.1/x")
+
+
+def test_webhook_signs_retries_and_does_not_follow_redirects(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    result = webhook.send(receiver.url, {"rule": "r", "value": 0.4}, secret_env="HOOK_SECRET",
+                          retries=3)  # fmt: skip
+    assert result == {"ok": True, "status": 200, "attempts": 2, "error": ""}
+    headers, body = receiver.calls[-1]
+    stamp = headers["X-Strata-Timestamp"]
+    expected = hmac.new(b"s3cret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert headers["X-Strata-Signature"] == f"sha256={expected}"
+    assert json.loads(body) == {"rule": "r", "value": 0.4}
+    down = webhook.send(receiver.url.replace(receiver.url.split(":")[2].split("/")[0], "9"),
+                        {}, secret_env=None, retries=1)  # fmt: skip
+    assert not down["ok"] and down["attempts"] == 2
+    redirect = Receiver(status=302, location="http://169.254.169.254/")
+    try:
+        out = webhook.send(redirect.url, {}, secret_env=None, retries=0)
+        assert out["status"] == 302 and not out["ok"] and len(redirect.calls) == 1
+    finally:
+        redirect.close()
+    missing = webhook.send(receiver.url, {}, secret_env="NOT_SET_ANYWHERE", retries=0)
+    assert not missing["ok"] and "NOT_SET_ANYWHERE" in missing["error"]
+
+
+def test_rules_fire_once_respect_cooldown_and_act(
+    client: Client, settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strata.serving.models import EndpointStatus
+    from strata.serving.policies import publish_status
+
+    mon = client.monitoring
+    err = exactly(InvalidInput, mon.save_rule, name="r", model="flights", expr="drfit.share > 0.3")
+    assert "drfit.share" in err.message and "drift.share" in err.message
+    exactly(
+        InvalidInput, mon.save_rule, name="r", model="flights", expr="drift.score.tailnum > 0.1"
+    )
+    exactly(InvalidInput, mon.save_rule, name="r", model="flights", expr="f1 < 0.7",
+            actions=[{"type": "webhook", "url": "http://169.254.169.254/"}])  # fmt: skip
+    exactly(InvalidInput, mon.save_rule, name="r", model="flights", expr="f1 < 0.7",
+            actions=[{"type": "shell", "cmd": "rm -rf /"}])  # fmt: skip
+    # registry: flights with canary v1 -> v2, to roll back
+    v1, v2 = log_run(client), log_run(client, c=0.3)
+    client.registry.register("flights", v1)
+    client.registry.register("flights", v2)
+    client.registry.set_alias("flights", "canary", 1)
+    client.registry.set_alias("flights", "canary", 2)
+    status = EndpointStatus(name="flights", model="flights@production", version="1", ready=True,
+                            flavor="sklearn")  # fmt: skip
+    publish_status(client.backends.artifacts, status)
+    client.serving.set_traffic_policy(
+        "flights", {"canary": [{"model": "flights/2", "weight": 0.2}]}
+    )
+    _points(client, "flights", "drift.share", [0.1, 0.4])
+    monkeypatch.setenv("HOOK_SECRET", "k")
+    saved = mon.save_rule(
+        name="drifting", model="flights", expr="drift.share > 0.3 for 2 windows", cooldown_s=0,
+        actions=[
+            {"type": "webhook", "url": receiver.url, "secret_env": "HOOK_SECRET"},
+            {"type": "rollback", "alias": "canary"},
+            {"type": "canary_off"},
+        ],
+    )  # fmt: skip
+    assert saved.rule.expr == "drift.share > 0.3 for 2 windows" and not saved.firing
+    assert mon.evaluate_rules() == []  # 0.1 then 0.4: not two windows above 0.3
+    _points(client, "flights", "drift.share", [0.5], start=T0 + dt.timedelta(days=14))
+    (event,) = mon.evaluate_rules()
+    assert event.rule == "drifting" and event.value == 0.5
+    assert [p["value"] for p in event.detail["points"]] == [0.4, 0.5]
+    results = {r["type"]: r for r in event.detail["actions"]}
+    assert results["webhook"]["ok"] and results["webhook"]["attempts"] == 2
+    assert results["rollback"] == {"type": "rollback", "ok": True, "alias": "canary",
+                                   "from_version": 2, "to_version": 1}  # fmt: skip
+    assert results["canary_off"]["canary_removed"] == ["flights/2"]
+    assert client.registry.get_version_by_alias("flights", "canary").version == 1
+    assert client.serving.get_traffic_policy("flights").canary == []
+    body = json.loads(receiver.calls[-1][1])
+    assert body["rule"] == "drifting" and body["value"] == 0.5 and body["expr"].startswith("drift")
+    assert mon.evaluate_rules() == []  # same newest point: de-duplicated
+    assert mon.get_rule("drifting").firing
+    (stored,) = mon.list_alert_events("drifting")
+    assert stored.detail["actions"] == event.detail["actions"]
+    actions = {r.action for r in client.governance.list_audit(resource_type="alert_rule")}
+    assert {"monitoring.save_rule", "monitoring.alert_fired", "monitoring.action.rollback",
+            "monitoring.action.canary_off", "monitoring.action.webhook"} <= actions  # fmt: skip
+    fired = client.governance.list_audit(action="monitoring.action.rollback")[0]
+    assert fired.details["rule"] == "drifting" and fired.details["value"] == 0.5
+    # cooldown: a new point above the threshold does not fire again within it
+    mon.save_rule(name="drifting", model="flights", expr="drift.share > 0.3 for 2 windows",
+                  cooldown_s=3600, actions=[])  # fmt: skip
+    _points(client, "flights", "drift.share", [0.6], start=T0 + dt.timedelta(days=21))
+    assert mon.evaluate_rules() == []
+    mon.delete_rule("drifting")
+    exactly(NotFound, mon.get_rule, "drifting")
+    assert len(mon.list_alert_events()) == 1  # the history stays
+
+
+def test_rules_need_admin_and_the_scheduler_evaluates(client: Client, receiver: Receiver) -> None:
+    mon = client.monitoring
+    bind(Principal(name="ed", role=Role.EDITOR))
+    try:
+        exactly(PermissionDenied, mon.save_rule, name="x", model="m", expr="f1 < 0.7")
+        assert mon.list_rules() == []  # reading is fine
+    finally:
+        bind(local_principal())
+    _points(client, "m", "p99_latency_ms", [80.0])
+    mon.save_rule(name="slow", model="m", expr="p99_latency_ms > 50",
+                  actions=[{"type": "webhook", "url": receiver.url}])  # fmt: skip
+    scheduler = AlertScheduler(mon, 0.05).start()
+    try:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=20)
+        while not mon.list_alert_events("slow") and dt.datetime.now() < deadline:
+            threading.Event().wait(0.05)
+    finally:
+        scheduler.stop()
+    (event,) = mon.list_alert_events("slow")
+    assert event.detail["actions"][0]["ok"]
+    audit = client.governance.list_audit(action="monitoring.alert_fired")
+    assert audit[0].actor == "strata-alerts"
