@@ -213,6 +213,9 @@ def train(
             if checkpointing
             else None,
         )
+        distributed = getattr(pipe.named_steps["model"], "distributed_", None)
+        if distributed is not None:
+            fluent.set_tag("strata.training.distributed", distributed)
         resumed = getattr(pipe.named_steps["model"], "resumed_from_step_", None)
         if resumed is not None:
             fluent.set_tag(ck.TAG_RESUMED_STEP, str(resumed))

@@ -18,6 +18,7 @@ mapped back. Torch is imported when a model is fitted or used, never at import.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -77,6 +78,7 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]
         validation_fraction: float = 0.1,
         checkpoint_every: int = 100,
         random_state: int = 0,
+        distributed_workers: int = 1,
     ) -> None:
         self.hidden_layers = hidden_layers
         self.dropout = dropout
@@ -89,10 +91,16 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]
         self.validation_fraction = validation_fraction
         self.checkpoint_every = checkpoint_every
         self.random_state = random_state
+        self.distributed_workers = distributed_workers
 
     # -- what subclasses decide -------------------------------------------------------
     def _build(self, n_inputs: int, n_outputs: int) -> Any:
         return mlp(n_inputs, n_outputs, self.hidden_layers, self.dropout)
+
+    def _builder(self, n_inputs: int, n_outputs: int) -> Any:
+        """A picklable callable building the module (for distributed workers)."""
+        hidden = [int(v) for v in self.hidden_layers]
+        return functools.partial(mlp, n_inputs, n_outputs, hidden, float(self.dropout))
 
     def _targets(self, y: np.ndarray) -> tuple[np.ndarray, int, Any]:
         raise NotImplementedError  # each subclass defines its targets and loss
@@ -116,7 +124,21 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]
         target, n_outputs, loss_fn = self._targets(np.asarray(y))
         torch.manual_seed(settings.seed)
         module = self._build(X.shape[1], n_outputs)
-        result = fit_module(module, X, target, loss_fn, settings, self.checkpointer)
+        if int(self.distributed_workers) > 1:
+            from strata.training.torch_ddp import fit_module_ddp
+
+            result = fit_module_ddp(
+                self._builder(X.shape[1], n_outputs),
+                X,
+                target,
+                loss_fn,
+                settings,
+                int(self.distributed_workers),
+            )
+            module.load_state_dict(result.state)
+            self.distributed_ = f"ray-train:gloo:{int(self.distributed_workers)}"
+        else:
+            result = fit_module(module, X, target, loss_fn, settings, self.checkpointer)
         self.n_features_in_ = X.shape[1]
         self.n_outputs_ = n_outputs
         self.weights_ = {k: v.detach().cpu().numpy().copy() for k, v in result.state.items()}
@@ -233,6 +255,7 @@ class _UserModule(_TorchEstimator):
         validation_fraction: float = 0.1,
         checkpoint_every: int = 100,
         random_state: int = 0,
+        distributed_workers: int = 1,
     ) -> None:
         self.module = module
         self.module_kwargs = module_kwargs
@@ -245,21 +268,29 @@ class _UserModule(_TorchEstimator):
         self.validation_fraction = validation_fraction
         self.checkpoint_every = checkpoint_every
         self.random_state = random_state
+        self.distributed_workers = distributed_workers
 
     def __getstate__(self) -> dict[str, Any]:
         fitted = {k: getattr(self, k) for k in _FITTED if hasattr(self, k)}
         return {**self.get_params(deep=False), **fitted}
 
+    def _builder(self, n_inputs: int, n_outputs: int) -> Any:
+        kwargs = dict(self.module_kwargs or {})
+        return functools.partial(build_user_module, self.module, n_inputs, n_outputs, kwargs)
+
     def _build(self, n_inputs: int, n_outputs: int) -> Any:
-        cls = user_module_class(self.module)
-        try:
-            return cls(n_inputs, n_outputs, **dict(self.module_kwargs or {}))
-        except TypeError as exc:
-            raise InvalidInput(
-                f"model.module {self.module!r} must accept (n_inputs, n_outputs, "
-                f"**module_kwargs): {exc}",
-                details={"field": "model.module"},
-            ) from None
+        return build_user_module(self.module, n_inputs, n_outputs, dict(self.module_kwargs or {}))
+
+
+def build_user_module(path: str, n_inputs: int, n_outputs: int, kwargs: dict[str, Any]) -> Any:
+    cls = user_module_class(path)
+    try:
+        return cls(n_inputs, n_outputs, **kwargs)
+    except TypeError as exc:
+        raise InvalidInput(
+            f"model.module {path!r} must accept (n_inputs, n_outputs, **module_kwargs): {exc}",
+            details={"field": "model.module"},
+        ) from None
 
 
 def user_module_class(path: str) -> type:
