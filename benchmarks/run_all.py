@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "features_retrieval": ["--repeat", "1", "--weather-copies", "10", "--lookups", "500"],
     "registry": ["--models", "300", "--versions", "10", "--repeat", "10", "--mlflow-repeat", "3"],
     "training": ["--rows", "50000", "--repeat", "1", "--trials", "8", "--epochs", "300"],
+    "serving": ["--seconds", "3"],
 }
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -63,13 +63,23 @@ class HttpError(Exception):
         self.headers = headers
 
 
+_LOOPBACK_PEERS: dict[str, bool] = {}
+
+
 def _loopback(client: tuple[str, int] | None) -> bool:
     if client is None:
         return False
+    host = client[0]
+    known = _LOOPBACK_PEERS.get(host)
+    if known is not None:
+        return known
     try:
-        return ipaddress.ip_address(client[0]).is_loopback
+        answer = ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return client[0] in ("testclient", "localhost")
+        answer = host in ("testclient", "localhost")
+    if len(_LOOPBACK_PEERS) < 4096:
+        _LOOPBACK_PEERS[host] = answer
+    return answer
 
 
 def _host(value: str) -> str:
@@ -136,7 +146,7 @@ class ServingApp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id", "")
         if not (0 < len(request_id) <= 64 and request_id.isprintable()):
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()
         start = time.perf_counter()
         status = 500
         try:
@@ -389,7 +399,9 @@ class ServingApp:
         start: float,
     ) -> Any:
         if self.in_flight >= self.max_in_flight:
-            self.metrics.requests.labels(ep.name, ep.ref.name, "", protocol, "", "503").inc()
+            self.metrics.child(
+                self.metrics.requests, ep.name, ep.ref.name, "", protocol, "", "503"
+            ).inc()
             raise HttpError(
                 503,
                 Unavailable(
@@ -400,7 +412,7 @@ class ServingApp:
                 [(b"retry-after", b"1")],
             )
         self.in_flight += 1
-        gauge = self.metrics.in_flight.labels(ep.name)
+        gauge = self.metrics.child(self.metrics.in_flight, ep.name)
         gauge.inc()
         code = "500"
         model, ver = ep.ref.name, ""
@@ -437,9 +449,11 @@ class ServingApp:
             self.in_flight -= 1
             gauge.dec()
             elapsed = time.perf_counter() - start
-            self.metrics.latency.labels(ep.name, model, ver).observe(elapsed)
+            self.metrics.child(self.metrics.latency, ep.name, model, ver).observe(elapsed)
             if code != "200":
-                self.metrics.requests.labels(ep.name, model, ver, protocol, "", code).inc()
+                self.metrics.child(
+                    self.metrics.requests, ep.name, model, ver, protocol, "", code
+                ).inc()
 
     def _done(
         self,
@@ -452,10 +466,18 @@ class ServingApp:
     ) -> list[tuple[bytes, bytes]]:
         served = outcome.served
         rows = len(outcome.prediction.prediction)
-        self.metrics.requests.labels(
-            ep.name, served.name, served.version, protocol, outcome.path, "200"
+        self.metrics.child(
+            self.metrics.requests,
+            ep.name,
+            served.name,
+            served.version,
+            protocol,
+            outcome.path,
+            "200",
         ).inc()
-        self.metrics.rows.labels(ep.name, served.name, served.version, outcome.path).inc(rows)
+        self.metrics.child(
+            self.metrics.rows, ep.name, served.name, served.version, outcome.path
+        ).inc(rows)
         self.router.record(ep, outcome, request_id, (time.perf_counter() - start) * 1000, key)
         return [
             (b"x-strata-model-version", served.version.encode()),

@@ -13,6 +13,7 @@ or as one ``[n, k]`` tensor holding the ``k`` columns in signature order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
             )
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise _bad(f"Input {name!r}: shape must be a list of sizes", input=name)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape) if shape else 1
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):

@@ -118,7 +118,7 @@ class Router:
                         served, batching, self.pool, self.metrics
                     )
                 return await batcher.submit(checked, rows)
-            self.metrics.batch_size.labels(served.name, served.version).observe(rows)
+            self.metrics.child(self.metrics.batch_size, served.name, served.version).observe(rows)
             if rows <= INLINE_ROWS:
                 return served.predict(checked)
             loop = asyncio.get_running_loop()
@@ -227,7 +227,7 @@ class Router:
                     if reason == "low_confidence":
                         return Outcome(served, pred, path, checked)
                     raise PredictFailed(f"the model failed ({reason}) and no fallback is loaded")
-                self.metrics.fallbacks.labels(ep.name, reason).inc()
+                self.metrics.child(self.metrics.fallbacks, ep.name, reason).inc()
                 checked = backup.check(columns)
                 pred = await self._predict(ep, backup, checked, rows)
                 served, path = backup, "fallback"
@@ -258,12 +258,14 @@ class Router:
             loop = asyncio.get_running_loop()
             pred = await loop.run_in_executor(self.pool, target.predict, checked)
         except Exception as exc:  # never reaches the caller
-            self.metrics.shadow_errors.labels(ep.name, target.name, target.version).inc()
+            self.metrics.child(
+                self.metrics.shadow_errors, ep.name, target.name, target.version
+            ).inc()
             log.info("endpoint %s: shadow %s failed: %s", ep.name, target.version, exc)
             return
         elapsed = (time.perf_counter() - start) * 1000
-        self.metrics.requests.labels(
-            ep.name, target.name, target.version, "shadow", "shadow", "200"
+        self.metrics.child(
+            self.metrics.requests, ep.name, target.name, target.version, "shadow", "shadow", "200"
         ).inc()
         self.record(ep, Outcome(target, pred, "shadow", checked), request_id, elapsed, sticky)
 
