@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from strata.core.console import console, print_json, print_table
-
-if TYPE_CHECKING:
-    from strata.client import Client
 
 alerts_app = typer.Typer(
     help="Alert rules over monitored series, and their firings.", no_args_is_help=True
@@ -18,10 +15,10 @@ alerts_app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
-def _client() -> Client:
-    from strata.client import Client
+def _client() -> Any:  # a strata.Client: only cli.py may import strata.client
+    from strata.monitoring.cli import _client as client
 
-    return Client()
+    return client()
 
 
 def load_rules(path: Path) -> list[dict[str, Any]]:
