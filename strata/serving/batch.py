@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 #: ``progress(rows_done, rows_total)``: after each chunk is durable (resumed ones first).
 Progress = Callable[[int, int], None]
 OUTPUT_COLUMNS = ("_row", "prediction")
+#: Rows left to score from which the default executor is the local process pool.
+POOL_MIN_ROWS = 2_000_000
 
 
 class BatchOptions(BaseModel):
@@ -61,7 +63,10 @@ class BatchOptions(BaseModel):
     workers: int | None = Field(None, ge=1, le=256)
     #: ``local`` (a spawned process pool), ``ray`` (actors on the cluster ``ray.init``
     #: finds, or ``ray_address``) or ``inline`` (this process). Default: ``ray`` when
-    #: STRATA_EXECUTOR_URI starts with ``ray``, else ``local``.
+    #: STRATA_EXECUTOR_URI starts with ``ray``; else ``local`` when at least
+    #: :data:`POOL_MIN_ROWS` rows are left to score and there is more than one CPU, and
+    #: ``inline`` below that (starting processes that import the model's framework costs
+    #: seconds, more than a pool saves on a small input: docs/serving.md has the figures).
     executor: Literal["local", "ray", "inline"] | None = None
     ray_address: str | None = None
     #: Input columns copied into the output beside the predictions (ids, keys).
@@ -153,13 +158,16 @@ def score_batch(
     settings = getattr(services, "settings", None) or load_settings()  # a Client's own home
     job = _Job(pinned, input_ref, output, opts, features, version.rows,
                settings.home / "scoring" / key)  # fmt: skip
-    executor = opts.executor or _default_executor()
     with _locked(job):
         _write_description(job)
         job.done = _finished_chunks(job)
         resumed = len(job.done)
         todo = job.chunks - resumed
-        workers = min(opts.workers or os.cpu_count() or 1, max(todo, 1))
+        left = job.rows - sum(job.expected_rows(i) for i in job.done)
+        executor = opts.executor or _default_executor(left)
+        workers = (
+            1 if executor == "inline" else min(opts.workers or os.cpu_count() or 1, max(todo, 1))
+        )
         threads = opts.threads or max(1, (os.cpu_count() or 1) // workers)
         if progress is not None:
             progress(sum(job.expected_rows(i) for i in job.done), job.rows)
@@ -187,10 +195,12 @@ def score_batch(
     )
 
 
-def _default_executor() -> Literal["local", "ray"]:
+def _default_executor(rows_left: int) -> Literal["local", "ray", "inline"]:
     from strata.core.config import load_settings
 
-    return "ray" if load_settings().executor_uri.startswith("ray") else "local"
+    if load_settings().executor_uri.startswith("ray"):
+        return "ray"
+    return "local" if rows_left >= POOL_MIN_ROWS and (os.cpu_count() or 1) > 1 else "inline"
 
 
 def _features(model: PinnedModel, columns: list[str], opts: BatchOptions) -> list[str]:

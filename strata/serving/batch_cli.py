@@ -41,7 +41,7 @@ def batch_command(
         str | None,
         typer.Option(
             help="local (spawned processes), ray or inline (default: ray when "
-            "STRATA_EXECUTOR_URI starts with ray, else local)."
+            "STRATA_EXECUTOR_URI starts with ray, else local from 2M rows, inline below)."
         ),
     ] = None,
     ray_address: Annotated[

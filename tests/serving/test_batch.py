@@ -93,7 +93,8 @@ def test_scores_match_in_process_predictions_with_lineage(client: Client) -> Non
     assert not any((client.settings.home / "scoring").iterdir())
 
     inline = score_batch("flights-delay/1", "flights", "scored_inline", client=client,
-                         chunk_rows=CHUNK, executor="inline")  # fmt: skip
+                         chunk_rows=CHUNK)  # fmt: skip
+    assert inline.executor == "inline" and inline.workers == 1  # 40,000 rows: no pool
     got = client.data.read_pandas(inline.output)
     assert np.array_equal(got["prediction"].to_numpy(), out["prediction"].to_numpy())
 
@@ -105,7 +106,7 @@ def cli(client: Client, fault: str | None, *args: str) -> subprocess.CompletedPr
         env["STRATA_FAULT"] = fault
     cmd = [sys.executable, "-m", "strata.cli.main", "predict", "batch", "flights-delay/1",
            "--input", "flights", "--output", "resumed", "--chunk-rows", str(CHUNK),
-           "--workers", "2", "--keep", "id", "--json", *args]  # fmt: skip
+           "--executor", "local", "--workers", "2", "--keep", "id", "--json", *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, env=env, timeout=300)
 
 
