@@ -271,3 +271,23 @@ async def list_alert_events(
     request: Request, rule: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
 ) -> Response:
     return json_response(await run_blocking(_svc(request).list_alert_events, rule, limit))
+
+
+class HealthBody(_Body):
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    window: str = Field(default="1m", max_length=8)
+    metrics_url: str | None = Field(default=None, max_length=2000)
+
+
+@router.post("/models/{model}/health", dependencies=WRITE)
+async def record_health(request: Request, model: str, body: HealthBody) -> Response:
+    svc = _svc(request)
+    fields = body.model_dump()
+    return json_response(await run_blocking(lambda: svc.record_health(model, **fields)))
+
+
+@router.get("/models/{model}/grafana", dependencies=READ)
+async def grafana(request: Request, model: str) -> Response:
+    """A Grafana dashboard (import it in Grafana) for the endpoint ``model``."""
+    return json_response(_svc(request).grafana_dashboard(model), plain=True)

@@ -487,8 +487,11 @@ def performance_cmd(
 
 def _register() -> None:
     from strata.monitoring.cli_alerts import alerts_app
+    from strata.monitoring.cli_health import grafana, health
 
     monitor_app.add_typer(alerts_app, name="alerts")
+    monitor_app.command("health")(health)
+    monitor_app.command("grafana")(grafana)
 
 
 _register()

@@ -362,3 +362,57 @@ class EmbeddedMonitoring(MonitoringService):
             return actions.run(self.db, peers, rule, context)  # type: ignore[arg-type]
 
         return rules.evaluate(self.db, run)
+
+    # -- service health ------------------------------------------------------------------
+    def record_health(
+        self,
+        model: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        window: str = "1m",
+        metrics_url: str | None = None,
+    ) -> list[SeriesPoint]:
+        import re
+
+        from strata.monitoring import health, series
+
+        check_name(model, "model")
+        if not re.fullmatch(r"[1-9][0-9]{0,4}[mhdw]", window):
+            raise InvalidInput(
+                f"window must be like 1m, 5m, 1h, 1d or 1w, got {window!r}",
+                details={"field": "window"},
+            )
+        if not current_call().principal.can(Permission.WRITE):
+            raise PermissionDenied("recording health series needs the write permission")
+        con = self._connect()
+        try:
+            points = health.from_log(con, self.store, model, since, until, window)
+        finally:
+            con.close()
+        if metrics_url is not None:
+            points += self._scrape(model, metrics_url)
+        series.append(self.db, points, "monitoring.record_health")
+        return points
+
+    def _scrape(self, model: str, url: str) -> list[SeriesPoint]:
+        import httpx
+
+        from strata.monitoring import health
+        from strata.monitoring.webhook import check_url
+
+        self._admin("scraping a metrics URL")
+        check_url(url)
+        try:
+            with httpx.Client(timeout=10, follow_redirects=False, trust_env=False) as http:
+                response = http.get(url)
+        except httpx.HTTPError as exc:
+            raise InvalidInput(
+                f"cannot read metrics from {url}: {type(exc).__name__}",
+                details={"field": "metrics_url"},
+            ) from None
+        if response.status_code != 200:
+            raise InvalidInput(
+                f"{url} answered HTTP {response.status_code}", details={"field": "metrics_url"}
+            )
+        return health.from_prometheus(response.text[:20_000_000], model, url, utcnow())

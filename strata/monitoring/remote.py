@@ -154,3 +154,18 @@ class RemoteMonitoring(MonitoringService):
 
     def evaluate_rules(self) -> list[AlertEvent]:
         return [AlertEvent.model_validate(e) for e in self._call("POST", "/rules/evaluate")]
+
+    # -- service health ------------------------------------------------------------------
+    def record_health(
+        self,
+        model: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        window: str = "1m",
+        metrics_url: str | None = None,
+    ) -> list[SeriesPoint]:
+        body = {"since": _time(since), "until": _time(until), "window": window,
+                "metrics_url": metrics_url}  # fmt: skip
+        data = self._call("POST", f"/models/{_q(check_name(model, 'model'))}/health", json=body)
+        return [SeriesPoint.model_validate(p) for p in data]

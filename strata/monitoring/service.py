@@ -228,3 +228,28 @@ class MonitoringService(ABC):
     def evaluate_rules(self) -> list[AlertEvent]:
         """One evaluation pass over every enabled rule now (what the server's scheduler runs
         every ``STRATA_ALERT_INTERVAL`` seconds); the firings."""
+
+    # -- service health ------------------------------------------------------------------
+    @abstractmethod
+    def record_health(
+        self,
+        model: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        window: str = "1m",
+        metrics_url: str | None = None,
+    ) -> list[SeriesPoint]:
+        """Compute and store health series: per ``window`` of the prediction log
+        (``requests``, ``throughput_rps``, ``p50/p90/p99_latency_ms``, ``batch_size_mean``)
+        and, with ``metrics_url`` (a serving worker's ``/metrics``; admin, under the webhook
+        URL policy), ``error_rate``, ``queue_time_ms``, ``cpu_percent``, ``memory_mb`` of
+        that worker. The points stored."""
+
+    def grafana_dashboard(self, endpoint: str) -> dict[str, Any]:
+        """A Grafana dashboard (JSON model) for a serving endpoint's Prometheus metrics."""
+        from strata.monitoring.grafana import grafana_dashboard
+        from strata.monitoring.models import check_name
+
+        board: dict[str, Any] = grafana_dashboard(check_name(endpoint, "endpoint"))
+        return board
