@@ -277,24 +277,21 @@ def run(root: Path, args: argparse.Namespace) -> None:
     with _post_ready(ceiling, env, probe, body, root / "ceiling.log"):
         measure("ceiling (bare)", probe, "ceiling")
 
-    for log_on in (True, False):
+    for variant in ("on", "off", "batching"):
         port = free_port()
-        cmd = [
-            str(VENV_BIN / "strata"),
-            "serve",
-            "flights/1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--no-auth",
-        ]
-        if not log_on:
+        cmd = [str(VENV_BIN / "strata"), "serve", "flights/1", "--port", str(port)]
+        cmd += ["--workers", str(args.workers), "--no-auth"]
+        if variant == "off":
             cmd.append("--no-prediction-log")
+        if variant == "batching":
+            cmd.append("--batching")
         base = f"http://127.0.0.1:{port}"
-        label = "strata" if log_on else "strata, log off"
-        with process(cmd, env, f"{base}/v2/health/ready", root / f"strata-{log_on}.log"):
-            measure(f"{label} (OIP)", f"{base}/v2/models/flights/infer", "oip")
+        names = {"on": "strata", "off": "strata, log off", "batching": "strata, batching"}
+        label = names[variant]
+        log_on = variant == "on"
+        only = [(1, 32)] if variant == "batching" else None
+        with process(cmd, env, f"{base}/v2/health/ready", root / f"strata-{variant}.log"):
+            measure(f"{label} (OIP)", f"{base}/v2/models/flights/infer", "oip", only)
             if log_on:
                 measure(f"{label} (MLflow fmt)", f"{base}/invocations", "mlflow")
                 metrics = httpx.get(f"{base}/metrics").text

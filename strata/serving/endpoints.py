@@ -196,7 +196,7 @@ class Endpoints:
             current = ep.models.get(text)
             ref = parse_ref(text)
             try:
-                want = None if ref.run_id is not None else resolve_version(ref, self.registry)
+                want = resolve_version(ref, self.registry) if ref.registered else None
                 if current is not None and (want is None or current.version == want):
                     models[text] = current
                     continue

@@ -22,7 +22,7 @@ from strata.core.errors import InvalidInput
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
 _REF = re.compile(
-    rf"^(?P<name>{_NAME})(?:@(?P<alias>[a-z][a-z0-9_\-]{{0,63}})|/(?P<version>[0-9]+))$"
+    rf"^(?P<name>{_NAME})(?:@(?P<alias>[a-z][a-z0-9_\-]{{0,63}})|/(?P<version>[0-9]+))?$"
 )
 _RUN_REF = re.compile(r"^runs:/(?P<run>[A-Za-z0-9_\-]{1,64})/(?P<path>[A-Za-z0-9_.\-/]{1,256})$")
 
@@ -60,27 +60,51 @@ class ModelRef(_Strict):
     version: str | None = None
     run_id: str | None = None
     path: str | None = None
+    directory: str | None = None
+    """A model directory on this machine (``./model``, ``/opt/strata/model``)."""
 
     @property
     def follows(self) -> bool:
-        """True when the version can change under the endpoint (an alias)."""
-        return self.alias is not None
+        """True when the version can change under the endpoint (an alias, or ``NAME``:
+        the latest version)."""
+        return self.alias is not None or self.latest
+
+    @property
+    def latest(self) -> bool:
+        return (
+            self.run_id is None
+            and self.directory is None
+            and self.alias is None
+            and self.version is None
+        )
+
+    @property
+    def registered(self) -> bool:
+        return self.run_id is None and self.directory is None
 
     def uri(self, version: str | None = None) -> str:
         """The URI ``strata.models.load`` resolves (a pinned version when given)."""
+        if self.directory is not None:
+            return self.directory
         if self.run_id is not None:
             return f"runs:/{self.run_id}/{self.path}"
         if version is not None:
             return f"models:/{self.name}/{version}"
         if self.alias is not None:
             return f"models:/{self.name}@{self.alias}"
-        return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}/{self.version or 'latest'}"
 
 
 def parse_ref(text: str) -> ModelRef:
-    """A :class:`ModelRef` from ``flights@production``, ``flights/3`` or ``runs:/ID/model``
-    (``models:/`` prefixes accepted); InvalidInput showing the three forms otherwise."""
+    """A :class:`ModelRef` from ``flights@production``, ``flights/3``, ``flights`` (its latest
+    version), ``runs:/ID/model`` (``models:/`` prefixes accepted) or a model directory
+    (``./model``, ``/opt/strata/model``: what ``strata deploy build`` images serve);
+    InvalidInput showing the forms otherwise."""
     raw = text.strip()
+    if raw.startswith(("/", "./", "../")) and raw.isprintable():
+        name = raw.rstrip("/").rsplit("/", 1)[-1] or "model"
+        safe = re.sub(r"[^A-Za-z0-9_.\-]", "-", name).lstrip(".-_") or "model"
+        return ModelRef(text=raw, name=safe[:128], directory=raw)
     run = _RUN_REF.match(raw)
     if run is not None and ".." not in run["path"].split("/"):
         path = run["path"].strip("/")
@@ -89,7 +113,8 @@ def parse_ref(text: str) -> ModelRef:
     if m is None:
         raise InvalidInput(
             f"Model reference {text!r} must look like NAME@ALIAS (flights@production), "
-            "NAME/VERSION (flights/3) or runs:/RUN_ID/PATH",
+            "NAME/VERSION (flights/3), NAME (its latest version), runs:/RUN_ID/PATH or a "
+            "model directory (./model)",
             details={"field": "model", "received": text},
         )
     return ModelRef(text=raw, name=m["name"], alias=m["alias"], version=m["version"])

@@ -137,11 +137,11 @@ def load_served(
     faster; ``onnx`` needs the version's ONNX export (InvalidInput otherwise)."""
     from strata.models.tracked import load
 
-    if ref.run_id is None and version is None:
+    if ref.registered and version is None:
         version = resolve_version(ref, registry)
     uri = ref.uri(version)
     model = load(uri, trusted=trusted, tracking=tracking)
-    label = version if version is not None else (ref.run_id or "")
+    label = version if version is not None else (ref.run_id or model.spec.run_id or "local")
     chosen = "native" if runtime == "auto" else runtime
     served = ServedModel(ref.name, label, model, runtime=chosen)
     served.warm()
@@ -162,5 +162,11 @@ def resolve_version(ref: ModelRef, registry: RegistryService | None) -> str:
         return ref.version
     if registry is None:
         raise InvalidInput(f"{ref.text} needs the model registry", details={"field": "model"})
-    assert ref.alias is not None
+    if ref.alias is None:
+        latest = registry.get_model(ref.name).latest_version
+        if latest is None:
+            from strata.core.errors import NotFound
+
+            raise NotFound(f"Model {ref.name!r} has no versions yet", details={"name": ref.name})
+        return str(latest)
     return str(registry.get_version_by_alias(ref.name, ref.alias).version)

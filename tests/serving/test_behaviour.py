@@ -249,3 +249,26 @@ def test_auth_tokens_and_the_predict_permission(flights: Flights) -> None:
         )
         assert ok.status_code == 200
         assert httpx.get(f"{url}/v2/models/flights").status_code == 401
+
+
+def test_serves_a_model_directory_and_a_bare_name(flights: Flights, tmp_path: Path) -> None:
+    """What `strata deploy build` images run: `strata serve /opt/strata/model`; and NAME
+    (the latest version)."""
+    import strata.models as sm
+
+    from .conftest import train_lgbm
+
+    x = rows(flights.frame, 2)[FEATURES]
+    model = train_lgbm(flights.frame, num_leaves=5)
+    sm.save(model, tmp_path / "model", input_example=x)
+    config = {
+        "endpoints": [{"model": str(tmp_path / "model")}, {"model": "flights"}],
+        "prediction_log": {"enabled": False},
+    }
+    for url in start_serving(flights.settings, config):
+        body = {"records": x.to_dict(orient="records")}
+        r = httpx.post(f"{url}/v1/models/model/predict", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == model.predict(x).tolist()
+        latest = httpx.post(f"{url}/v1/models/flights/predict", json=body)
+        assert latest.status_code == 200 and latest.json()["version"] == "2"
