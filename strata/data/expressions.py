@@ -146,3 +146,28 @@ def evaluate(
     finally:
         if own:
             con.close()
+
+
+def run_select(sql: str, tables: Mapping[str, pa.Table], *, limit: int | None = None) -> pa.Table:
+    """A user's SELECT over ``tables`` (registered as views by name) on a sandboxed
+    connection: exactly one SELECT (DuckDB's parser decides), nothing else readable.
+    InvalidInput carries DuckDB's message and the view names."""
+    import duckdb
+
+    from strata.data.storage import read_only_sql
+
+    read_only_sql(sql)
+    query = sql if limit is None else f"SELECT * FROM (\n{sql}\n) LIMIT {int(limit)}"
+    con = sandbox()
+    try:
+        for name, table in tables.items():
+            con.register(name, table)
+        return con.sql(query).to_arrow_table()
+    except duckdb.Error as exc:
+        raise InvalidInput(
+            f"The SQL failed: {str(exc).strip().splitlines()[0]} (inputs are views named "
+            f"{', '.join(repr(a) for a in tables)})",
+            details={"field": "sql"},
+        ) from None
+    finally:
+        con.close()

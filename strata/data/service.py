@@ -284,6 +284,20 @@ class DataService(ABC):
         frame: pd.DataFrame = self.read_arrow(ref, columns=columns, as_of=as_of).to_pandas()
         return frame
 
+    def query(self, sql: str, inputs: dict[str, str], *, limit: int | None = None) -> pa.Table:
+        """One read-only SELECT over dataset versions, each input a view named by its alias
+        (``query("SELECT origin, avg(temp) FROM w GROUP BY 1", {"w": "weather@latest"})``).
+
+        The SQL is checked by DuckDB's parser (exactly one SELECT) and runs on a connection
+        that holds only the inputs' rows (read through :meth:`read_arrow`, so each part is
+        verified) with external access off and the configuration locked: it reads nothing
+        else, on either side of a remote client. The inputs are held in memory while it
+        runs. ``limit`` caps the rows (``0``: the result's schema only)."""
+        from strata.data.expressions import run_select
+
+        tables = {alias: self.read_arrow(ref) for alias, ref in _query_inputs(inputs).items()}
+        return run_select(sql, tables, limit=limit)
+
     @abstractmethod
     def duckdb(
         self,
@@ -389,3 +403,20 @@ def part_of(ref: str, files: list[DataFile], index: int) -> DataFile:
             details={"index": index},
         )
     return match[0]
+
+
+def _query_inputs(inputs: dict[str, str]) -> dict[str, str]:
+    if not isinstance(inputs, dict) or not inputs:
+        raise InvalidInput(
+            "inputs must map at least one view name to a dataset reference, e.g. "
+            "{'w': 'weather@latest'}",
+            details={"field": "inputs"},
+        )
+    for alias, ref in inputs.items():
+        if not isinstance(alias, str) or not alias.strip():
+            raise InvalidInput("inputs need non-empty view names", details={"field": "inputs"})
+        if not isinstance(ref, str) or not ref.strip():
+            raise InvalidInput(
+                f"inputs[{alias!r}] must be a dataset reference", details={"field": "inputs"}
+            )
+    return inputs

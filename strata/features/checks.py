@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from strata.core.errors import InvalidInput, NotFound
-from strata.features import ondemand
+from strata.features import ondemand, sources
 from strata.features.models import Definitions, Entity, FeatureView, ValueType, parse_feature_ref
 from strata.features.offline import OFFSET_RE, string_offsets_sql
 
@@ -106,18 +106,23 @@ def _check_view(svc: EmbeddedFeatures, view: FeatureView, entities: dict[str, En
             details={"field": f"feature_views.{view.name}.entities"},
         )
     try:
-        version = svc.data.get_version(view.source)
+        source = sources.pin(svc.data, view)
+        types = source.column_types(svc.data)
     except NotFound as exc:
         raise InvalidInput(
             f"{where}: source {view.source!r} does not exist ({exc.message})",
             details={"field": f"feature_views.{view.name}.source"},
         ) from None
-    types = {c.name: c.type for c in version.columns}
+    except InvalidInput as exc:  # the SQL of a SQL source
+        raise InvalidInput(
+            f"{where}: source SQL: {exc.message}",
+            details={"field": f"feature_views.{view.name}.source.sql"},
+        ) from None
 
     def need(column: str, what: str, field: str) -> str:
         if column not in types:
             raise InvalidInput(
-                f"{where}: {what} {column!r} is not a column of {version.ref} "
+                f"{where}: {what} {column!r} is not a column of {source.label} "
                 f"(columns: {', '.join(types)})",
                 details={"field": f"feature_views.{view.name}.{field}"},
             )
@@ -145,7 +150,7 @@ def _check_view(svc: EmbeddedFeatures, view: FeatureView, entities: dict[str, En
                 details={"field": f"feature_views.{view.name}.timestamp"},
             )
         if field == "timestamp" and kind == "string":
-            _check_offsets(svc, version.ref, col, where)
+            _check_offsets(svc, source, col, where)
     for feature in view.features:
         kind = need(feature.name, "feature", "features")
         if kind not in _ACCEPTS[feature.dtype]:
@@ -156,10 +161,12 @@ def _check_view(svc: EmbeddedFeatures, view: FeatureView, entities: dict[str, En
             )
 
 
-def _check_offsets(svc: EmbeddedFeatures, ref: str, column: str, where: str) -> None:
+def _check_offsets(
+    svc: EmbeddedFeatures, source: sources.PinnedSource, column: str, where: str
+) -> None:
     con = svc._connect()
     try:
-        svc.data.duckdb(ref, con=con, view="src")
+        source.register(svc.data, con, "src")
         row = con.execute(string_offsets_sql("src", column)).fetchall()[0]
     finally:
         con.close()

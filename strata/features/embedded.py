@@ -15,7 +15,7 @@ from strata.backends.context import Backends
 from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.principal import current
 from strata.data.service import DataService
-from strata.features import checks, ondemand, online, registry
+from strata.features import checks, ondemand, online, registry, sources
 from strata.features.frames import as_arrow
 from strata.features.models import (
     Entity,
@@ -28,6 +28,7 @@ from strata.features.models import (
     Plan,
     PushStreamResult,
     Registered,
+    SqlSource,
     parse_feature_ref,
 )
 from strata.features.offline import (
@@ -190,6 +191,12 @@ class EmbeddedFeatures(FeaturesService):
 
     def get_feature_statistics(self, view: str) -> FeatureStatistics:
         spec = self.get_feature_view(view)
+        if isinstance(spec.source, SqlSource):
+            raise InvalidInput(
+                f"Feature view {view!r} reads SQL over datasets; its statistics are its inputs' "
+                f"({', '.join(spec.source.inputs.values())}): see their dataset profiles",
+                details={"field": "view"},
+            )
         version = self.data.get_version(spec.source)
         profile = self.data.profile(version.ref)
         wanted = [*self.join_keys(spec), *(c for c in (spec.timestamp,) if c)]
@@ -289,10 +296,11 @@ class EmbeddedFeatures(FeaturesService):
         timestamp_column: str,
         assume_utc: bool,
         full_feature_names: bool,
-    ) -> str:
-        """Register everything in ``con`` and return the retrieval's SQL (stored features
-        only: ``features`` comes from :meth:`retrieval`)."""
+    ) -> tuple[str, list[sources.PinnedSource]]:
+        """Register everything in ``con``; the retrieval's SQL (stored features only:
+        ``features`` comes from :meth:`retrieval`) and the sources it reads, pinned."""
         resolved = self.resolve(features) if features else []
+        read: list[sources.PinnedSource] = []
         if isinstance(entities, str):
             self.data.duckdb(entities, con=con, view="__entities")
         else:
@@ -322,7 +330,9 @@ class EmbeddedFeatures(FeaturesService):
                 )
             outputs.update(names)
             relation = f"__src{i}"
-            self.data.duckdb(view.source, con=con, view=relation)
+            pinned = sources.pin(self.data, view)
+            pinned.register(self.data, con, relation)
+            read.append(pinned)
             joins.append(ViewJoin(view, relation, keys, wanted, names))
             if view.timestamp is None:
                 ts_sqls.append(None)
@@ -361,7 +371,7 @@ class EmbeddedFeatures(FeaturesService):
                 entity_ts = f"CAST({q(timestamp_column)} AS TIMESTAMPTZ)"
         else:
             entity_ts = "NULL::TIMESTAMPTZ"
-        return historical_sql("__entities", columns, entity_ts, joins, ts_sqls)
+        return historical_sql("__entities", columns, entity_ts, joins, ts_sqls), read
 
     def get_historical_features(
         self,
@@ -375,7 +385,7 @@ class EmbeddedFeatures(FeaturesService):
         plan = self.retrieval(features)
         con = self._connect()
         try:
-            sql = self._historical(
+            sql, _ = self._historical(
                 con, entities, plan.stored, timestamp_column, assume_utc, full_feature_names
             )
             table = con.sql(sql).to_arrow_table()
@@ -401,14 +411,15 @@ class EmbeddedFeatures(FeaturesService):
 
         plan = self.retrieval(features)
         resolved = self.resolve(plan.stored) if plan.stored else []
-        parents = [self.data.get_version(v.source).ref for v, _ in resolved]
-        if isinstance(entities, str):
-            parents.insert(0, self.data.get_version(entities).ref)
         con = self._connect()
         try:
-            sql = self._historical(
+            sql, read = self._historical(
                 con, entities, plan.stored, timestamp_column, assume_utc, full_feature_names
             )
+            # the versions this retrieval read (each view's source pinned once)
+            parents = list(dict.fromkeys(r for p in read for r in p.versions.values()))
+            if isinstance(entities, str):
+                parents.insert(0, self.data.get_version(entities).ref)
             reader = con.sql(sql).to_arrow_reader(online.BATCH_ROWS)
             if plan.on_demand:
                 reader = self._on_demand_reader(reader, plan, full_feature_names)

@@ -151,13 +151,37 @@ class FeatureField(_Spec):
         return check_name(value, "feature")
 
 
+class SqlSource(BaseModel):
+    """A view's rows as one read-only SELECT over dataset versions, each input a view named
+    by its alias: ``{sql: "SELECT origin, time_hour, temp - dewp AS spread FROM w",
+    inputs: {w: weather@latest}}``. It runs sandboxed (only the inputs are readable)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sql: str
+    inputs: dict[str, str]
+
+    @model_validator(mode="after")
+    def _check(self) -> SqlSource:
+        if not self.sql.strip():
+            raise ValueError("source.sql must be a SELECT over the inputs")
+        if not self.inputs:
+            raise ValueError("source.inputs must name at least one dataset: {alias: ref}")
+        for alias, ref in self.inputs.items():
+            check_name(alias, "source input")
+            if not ref.strip():
+                raise ValueError(f"source.inputs.{alias} must be a dataset reference")
+        return self
+
+
 class FeatureView(_Spec):
     """Features of one or more entities, read from a dataset (or SQL over datasets)."""
 
     name: str
     entities: list[str]
-    #: A dataset reference (``weather``, ``weather@latest``, ``weather@<version>``).
-    source: str
+    #: A dataset reference (``weather``, ``weather@latest``, ``weather@<version>``) or a
+    #: :class:`SqlSource` (SQL over dataset versions).
+    source: str | SqlSource
     #: The event-time column; None makes a static view (one row per key, no time).
     timestamp: str | None = None
     #: Ties on the event time go to the row with the latest value in this column.
@@ -194,7 +218,7 @@ class FeatureView(_Spec):
     @model_validator(mode="after")
     def _check(self) -> FeatureView:
         check_name(self.name, "feature view")
-        if not self.source.strip():
+        if isinstance(self.source, str) and not self.source.strip():
             raise ValueError("source must name a dataset, e.g. 'weather@latest'")
         if not self.entities:
             raise ValueError("a feature view needs at least one entity")

@@ -25,7 +25,7 @@ from strata.core.clock import utcnow
 from strata.core.errors import InvalidInput
 from strata.core.ids import new_id
 from strata.core.principal import current
-from strata.features import ondemand
+from strata.features import ondemand, sources
 from strata.features.models import (
     FeatureView,
     MaterializeResult,
@@ -116,7 +116,7 @@ def materialize(
         with _view_lock(svc, name):
             began = time.perf_counter()
             since = _last_end(svc, name, store.display) if incremental else start_at
-            version = svc.data.get_version(view.source)
+            pinned = sources.pin(svc.data, view)
             join = ViewJoin(
                 view,
                 "src",
@@ -127,7 +127,7 @@ def materialize(
             con = svc._connect()
             rows = 0
             try:
-                svc.data.duckdb(version.ref, con=con, view="src")
+                pinned.register(svc.data, con, "src")
                 if view.timestamp is None:
                     sql = _value_sql(join, source_sql(join, None), timed=False)
                 else:
@@ -165,19 +165,19 @@ def materialize(
                         start_ts=since,
                         end_ts=end_at,
                         rows=rows,
-                        source_version=version.ref,
+                        source_version=pinned.label,
                         created_at=utcnow(),
                         created_by=current().principal.name,
                     )
                 )
-                scope.details = {"rows": rows, "source": version.ref, "end": end_at.isoformat()}
+                scope.details = {"rows": rows, "source": pinned.label, "end": end_at.isoformat()}
             results.append(
                 MaterializeResult(
                     view=name,
                     start=since,
                     end=end_at,
                     rows=rows,
-                    source_version=version.ref,
+                    source_version=pinned.label,
                     seconds=round(time.perf_counter() - began, 3),
                 )
             )

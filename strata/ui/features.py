@@ -5,6 +5,7 @@ to that version; an online lookup form for one entity."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
@@ -36,17 +37,23 @@ def features(request: Request, q: str = "", who: Viewer = Depends(page_viewer)) 
 
 
 def _version_link(ref: str) -> str:
+    """A version's page, or a dataset's page for a reference that is not pinned."""
     name, _, version = ref.partition("@")
-    return f"/datasets/{name}/versions/{version}"
+    if not version or version == "latest":
+        return f"/datasets/{quote(name, safe='')}"
+    return f"/datasets/{quote(name, safe='')}/versions/{quote(version, safe='')}"
 
 
 @router.get("/features/views/{name}")
 async def view(request: Request, name: str, who: Viewer = Depends(page_viewer)) -> Response:
     fs = client_of(request).features
     spec = fs.get_feature_view(name)
-    # The first look may profile the source version (DuckDB): off the event loop.
-    stats = await run_blocking(fs.get_feature_statistics, name)
-    columns = [c | {"chart": histogram_bars(c.get("histogram"))} for c in stats.columns]
+    stats = None
+    columns: list[dict[str, Any]] = []
+    if isinstance(spec.source, str):  # SQL sources: their inputs' profiles are the statistics
+        # The first look may profile the source version (DuckDB): off the event loop.
+        stats = await run_blocking(fs.get_feature_statistics, name)
+        columns = [c | {"chart": histogram_bars(c.get("histogram"))} for c in stats.columns]
     keys: list[str] = []
     for entity in spec.entities:
         keys += [k for k in fs.get_entity(entity).join_keys if k not in keys]
@@ -58,7 +65,8 @@ async def view(request: Request, name: str, who: Viewer = Depends(page_viewer)) 
         keys=keys,
         stats=stats,
         columns=columns,
-        source_link=_version_link(stats.source_version),
+        source_link=_version_link(stats.source_version) if stats else None,
+        inputs={a: _version_link(r) for a, r in getattr(spec.source, "inputs", {}).items()},
     )
 
 

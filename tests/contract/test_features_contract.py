@@ -480,3 +480,79 @@ def test_feature_statistics(client: Client) -> None:
     assert by_name["temp"]["mean"] == pytest.approx(13.6)
     assert by_name["station"]["distinct"] == 2
     _exactly(NotFound, fs.get_feature_statistics, "nope")
+
+
+def test_sql_sources(client: Client) -> None:
+    _load(client)
+    client.data.ingest(pd.DataFrame({"station": ["A", "B"], "offset": [100.0, 200.0]}), "offsets")
+    fs = client.features
+    sql_view = {
+        "name": "air_adj",
+        "entities": ["station"],
+        "source": {
+            "sql": "SELECT a.station, a.ts, a.created, a.temp + o.offset AS temp_adj "
+            "FROM air a JOIN o USING (station)",
+            "inputs": {"air": "air_raw@latest", "o": "offsets"},
+        },
+        "timestamp": "ts",
+        "created_timestamp": "created",
+        "ttl": "2h",
+        "features": {"temp_adj": "float64"},
+    }
+    defs = {**DEFS, "feature_views": [*DEFS["feature_views"], sql_view]}
+    fs.apply(defs)
+    assert fs.get_feature_view("air_adj").source.inputs == {  # type: ignore[union-attr]
+        "air": "air_raw@latest",
+        "o": "offsets",
+    }
+    entities = pd.DataFrame({"station": ["A", "B", "A"], "event_timestamp": [h(1), h(1), h(4)]})
+    out = fs.get_historical_features(entities, ["air_adj:temp_adj", "air:temp"])
+    assert out.column("temp_adj").to_pylist() == [112.0, 220.0, None]  # the tie, B, stale
+    assert out.column("temp").to_pylist() == [12.0, 20.0, None]
+
+    client.data.ingest(entities, "adj_rows")
+    stored = fs.create_training_set("adj_rows@latest", ["air_adj:temp_adj"], "adj_training")
+    parents = set(client.data.get_version(stored.ref or "").parents)
+    assert client.data.get_version("air_raw").ref in parents  # both inputs of the SQL
+    assert client.data.get_version("offsets").ref in parents
+
+    done = {r.view: r for r in fs.materialize(None, h(100), ["air_adj"])}
+    assert done["air_adj"].rows == 2 and "o=offsets@" in done["air_adj"].source_version
+    got = fs.get_online_features(["air_adj:temp_adj"], [{"station": "B"}])
+    assert got.columns["air_adj:temp_adj"].event_ts[0] == h(0)
+
+    err = _exactly(InvalidInput, fs.get_feature_statistics, "air_adj")
+    assert "offsets" in err.message  # its inputs' profiles are the statistics
+
+    for source, words in [
+        ({**sql_view["source"], "sql": "COPY air TO '/tmp/x.csv'"}, "exactly one SELECT"),
+        ({**sql_view["source"], "sql": "SELECT * FROM read_csv('/etc/passwd')"}, "source SQL"),
+        ({**sql_view["source"], "inputs": {"air": "missing@latest"}}, "does not exist"),
+        ({**sql_view["source"], "sql": "SELECT station, ts, created FROM air"}, "temp_adj"),
+    ]:
+        bad = {**DEFS, "feature_views": [*DEFS["feature_views"], {**sql_view, "source": source}]}
+        err = _exactly(InvalidInput, fs.apply, bad)
+        assert words in err.message, (source, err.message)
+
+
+def test_data_query_is_sandboxed(client: Client, tmp_path: Path) -> None:
+    _load(client)
+    table = client.data.query(
+        "SELECT station, max(temp) AS hottest FROM a GROUP BY station ORDER BY station",
+        {"a": "air_raw@latest"},
+    )
+    assert table.to_pylist() == [
+        {"station": "A", "hottest": 15.0},
+        {"station": "B", "hottest": 20.0},
+    ]
+    assert client.data.query("SELECT * FROM a", {"a": "air_raw"}, limit=0).num_rows == 0
+    secret = tmp_path / "secret.csv"
+    secret.write_text("x\n1\n")
+    for sql in (
+        f"SELECT * FROM read_csv('{secret}')",
+        f"SELECT * FROM '{secret}'",
+        "SELECT * FROM a; SELECT 1",
+        f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'",
+    ):
+        _exactly(InvalidInput, client.data.query, sql, {"a": "air_raw"})
+    assert not (tmp_path / "out.csv").exists()
