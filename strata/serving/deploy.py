@@ -3,7 +3,8 @@
 ``build(ref, out)`` writes into ``out``:
 
 - ``Dockerfile`` + ``requirements.txt`` (strata-ml with the extras the model's flavors need,
-  and the model's own pinned requirements) + ``.dockerignore``;
+  and the model's own pinned requirements) + ``.dockerignore`` + ``bootstrap.py`` (the
+  entry point: serves the copied model through ``strata serve``, see :data:`BOOTSTRAP`);
 - ``model/``: the model's files, verified against their digests first (``--fetch`` instead:
   the container loads the ref from a Strata server at start and follows its alias);
 - ``wheels/`` with a local strata-ml wheel when one is given (for images built offline);
@@ -41,7 +42,71 @@ MODEL_DIR = "/opt/strata/model"
 HOME_DIR = "/var/lib/strata"
 UID = 10001
 #: Top-level entries of ``out`` that ``build`` writes (and, with ``force``, replaces).
-OWNED = ("Dockerfile", "requirements.txt", ".dockerignore", "model", "wheels", "k8s")
+OWNED = (
+    "Dockerfile",
+    "requirements.txt",
+    ".dockerignore",
+    "bootstrap.py",
+    "model",
+    "wheels",
+    "k8s",
+)
+BOOTSTRAP_PATH = "/opt/strata/bootstrap.py"
+
+#: The container's entry point (a fixed file: nothing of the model is interpolated into it).
+#: ``strata serve`` takes registered refs and ``runs:/`` URIs, not directories, so for a
+#: model copied into the image it checks the copy against the pinned digest, logs it as a
+#: run's artifacts in the container's own store (``STRATA_HOME``, an emptyDir) and serves
+#: ``runs:/<run>/<name>``; with ``STRATA_MODEL_REF`` set (``--fetch``) it serves that ref.
+#: ``STRATA_ADMIN_TOKEN`` (from the optional Secret) becomes the first admin's token: the
+#: bearer token callers send.
+BOOTSTRAP = '''"""Entry point of a Strata model server image (written by `strata deploy build`)."""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    env = os.environ
+    ref = env.get("STRATA_MODEL_REF", "")
+    if not ref:
+        import strata
+        from strata.client import Client
+
+        model_dir = Path(env.get("STRATA_MODEL_DIR", "/opt/strata/model"))
+        name = env.get("STRATA_SERVE_NAME", "model")
+        digest = hashlib.sha256((model_dir / "strata-model.yaml").read_bytes()).hexdigest()
+        if digest != env.get("STRATA_MODEL_DIGEST", digest):
+            sys.exit(f"{model_dir}/strata-model.yaml is not the model this image was built for")
+        with Client() as client:
+            if env.get("STRATA_ADMIN_TOKEN"):
+                from strata.governance.service import EmbeddedGovernance
+
+                EmbeddedGovernance(client.backends).bootstrap_admin(
+                    secret=env["STRATA_ADMIN_TOKEN"]
+                )
+            with strata.start_run(
+                experiment="deploy", client=client, capture_environment=False
+            ) as run:
+                client.tracking.log_artifacts(run.run_id, model_dir, name)
+        ref = f"runs:/{run.run_id}/{name}"
+    args = [
+        "strata", "serve", ref,
+        "--host", env.get("STRATA_SERVE_HOST", "0.0.0.0"),
+        "--port", env.get("STRATA_SERVE_PORT", "8080"),
+        "--workers", env.get("STRATA_SERVE_WORKERS", "1"),
+    ]
+    if env.get("STRATA_BOOTSTRAP_PRINT"):
+        print(json.dumps(args), flush=True)
+    os.execvp(args[0], args)
+
+
+if __name__ == "__main__":
+    main()
+'''
 MANIFESTS = ("configmap.yaml", "deployment.yaml", "service.yaml", "hpa.yaml")
 
 #: The strata-ml extras a flavor needs at serving time.
@@ -258,9 +323,10 @@ def _check_out(target: Path, force: bool) -> None:
 
 
 def _serve_ref(model: PinnedModel, opts: DeployOptions) -> str:
-    """What the container's ``strata serve`` is given."""
+    """``STRATA_MODEL_REF`` for the bootstrap: "" for a copied model (served as the run it
+    logs it to), the ref to load from a Strata server with ``--fetch``."""
     if not opts.fetch:
-        return MODEL_DIR
+        return ""
     if model.name is None:
         if model.uri.startswith("runs:/"):
             return model.uri
@@ -310,25 +376,24 @@ def _write_context(
         shutil.copyfile(model.path / "strata-model.yaml", work / "model" / "strata-model.yaml")
         files += ["model/strata-model.yaml", *(f"model/{r}" for r in model.spec.files)]
     (work / ".dockerignore").write_text("k8s/\n")
-    files.append(".dockerignore")
+    (work / "bootstrap.py").write_text(BOOTSTRAP)
+    files += [".dockerignore", "bootstrap.py"]
     (work / "Dockerfile").write_text(dockerfile(model, opts, serve_ref))
     files.append("Dockerfile")
     return files
 
 
-def serve_command(serve_ref: str, opts: DeployOptions) -> list[str]:
-    """The container's command (the issue's spelling of ``strata serve``)."""
-    return [
-        "strata",
-        "serve",
-        serve_ref,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(opts.port),
-        "--workers",
-        str(opts.workers),
-    ]
+def serve_env(model: PinnedModel, opts: DeployOptions, serve_ref: str) -> dict[str, str]:
+    """What the bootstrap reads: the ref (or the copied model, its served name and pinned
+    digest), the port and the workers."""
+    return {
+        "STRATA_MODEL_REF": serve_ref,
+        "STRATA_MODEL_DIR": MODEL_DIR,
+        "STRATA_SERVE_NAME": model.name or "model",
+        "STRATA_MODEL_DIGEST": model.digest,
+        "STRATA_SERVE_PORT": str(opts.port),
+        "STRATA_SERVE_WORKERS": str(opts.workers),
+    }
 
 
 def dockerfile(model: PinnedModel, opts: DeployOptions, serve_ref: str) -> str:
@@ -343,6 +408,8 @@ def dockerfile(model: PinnedModel, opts: DeployOptions, serve_ref: str) -> str:
         f"RUN useradd --create-home --uid {UID} strata && mkdir -p {HOME_DIR} \\",
         f"    && chown {UID}:{UID} {HOME_DIR}",
         "WORKDIR /opt/strata",
+        "ENV "
+        + " ".join(f"{k}={json.dumps(v)}" for k, v in serve_env(model, opts, serve_ref).items()),
     ]
     if opts.wheel is not None:
         lines.append("COPY wheels/ /opt/strata/wheels/")
@@ -350,6 +417,7 @@ def dockerfile(model: PinnedModel, opts: DeployOptions, serve_ref: str) -> str:
         "COPY requirements.txt /opt/strata/requirements.txt",
         "RUN pip install --no-cache-dir -r /opt/strata/requirements.txt",
     ]
+    lines.append(f"COPY bootstrap.py {BOOTSTRAP_PATH}")
     if not opts.fetch:
         lines.append(f"COPY --chown={UID}:{UID} model/ {MODEL_DIR}/")
     labels = {
@@ -370,7 +438,7 @@ def dockerfile(model: PinnedModel, opts: DeployOptions, serve_ref: str) -> str:
                 f"'http://127.0.0.1:{opts.port}/v2/health/ready', timeout=2)",
             ]
         ),
-        "CMD " + json.dumps(serve_command(serve_ref, opts)),
+        "CMD " + json.dumps(["python", BOOTSTRAP_PATH]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -415,9 +483,7 @@ def manifests(
     if opts.namespace:
         meta["namespace"] = opts.namespace
     config: dict[str, str] = {
-        "STRATA_MODEL_REF": serve_ref,
-        "STRATA_SERVE_PORT": str(opts.port),
-        "STRATA_SERVE_WORKERS": str(opts.workers),
+        **serve_env(model, opts, serve_ref),
         "STRATA_HOME": HOME_DIR,
         "STRATA_LOG_JSON": "true",
         "OMP_NUM_THREADS": "1",
@@ -443,17 +509,7 @@ def manifests(
         "name": "server",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": [
-            "strata",
-            "serve",
-            "$(STRATA_MODEL_REF)",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "$(STRATA_SERVE_PORT)",
-            "--workers",
-            "$(STRATA_SERVE_WORKERS)",
-        ],
+        "args": ["python", BOOTSTRAP_PATH],
         "ports": [{"name": "http", "containerPort": opts.port, "protocol": "TCP"}],
         "envFrom": [
             {"configMapRef": {"name": f"{app}-config"}},

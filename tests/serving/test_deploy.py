@@ -24,7 +24,7 @@ import strata.models as sm
 from strata.cli.main import app
 from strata.client import Client
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
-from strata.serving.deploy import build, dns_label
+from strata.serving.deploy import BOOTSTRAP, BOOTSTRAP_PATH, build, dns_label
 
 KINDS = {
     "ConfigMap": "V1ConfigMap",
@@ -111,11 +111,15 @@ def test_build_writes_a_context_and_valid_manifests(client: Client, tmp_path: Pa
     assert container.ports[0].container_port == 8080
     security = container.security_context
     assert security.run_as_non_root and security.read_only_root_filesystem
-    # the args' $(VARS) all come from the ConfigMap the container reads
+    # the bootstrap's settings all come from the ConfigMap the container reads
     assert container.env_from[0].config_map_ref.name == cm.metadata.name
-    used = {m for a in container.args for m in re.findall(r"\$\((\w+)\)", a)}
-    assert used and used <= set(cm.data)
-    assert cm.data["STRATA_MODEL_REF"] == "/opt/strata/model"
+    assert container.args == ["python", BOOTSTRAP_PATH]
+    read = set(re.findall(r'env(?:\.get\(|\[)"(STRATA_\w+)"', BOOTSTRAP))
+    optional = {"STRATA_ADMIN_TOKEN", "STRATA_BOOTSTRAP_PRINT", "STRATA_SERVE_HOST"}
+    assert len(read) > 5 and read - optional <= set(cm.data)
+    assert cm.data["STRATA_MODEL_REF"] == ""  # the copied model is served
+    assert cm.data["STRATA_MODEL_DIGEST"] == result.model["digest"]
+    assert cm.data["STRATA_SERVE_NAME"] == "flights-delay"
     # the Secret is optional and named after the app; nothing secret is in the ConfigMap
     assert container.env_from[1].secret_ref.name == "strata-flights-delay-auth"
     assert container.env_from[1].secret_ref.optional is True
@@ -136,8 +140,8 @@ def test_build_writes_a_context_and_valid_manifests(client: Client, tmp_path: Pa
         if word == "COPY":
             source = next(a for a in args.split() if not a.startswith("--"))
             assert (out / source).exists(), f"COPY {source}: not in the build context"
-    cmd = json.loads(dict(steps)["CMD"])
-    assert cmd[:3] == ["strata", "serve", "/opt/strata/model"] and "0.0.0.0" in cmd
+    assert json.loads(dict(steps)["CMD"]) == ["python", BOOTSTRAP_PATH]
+    assert (out / "bootstrap.py").read_text() == BOOTSTRAP
     reqs = (out / "requirements.txt").read_text().splitlines()
     assert reqs[1].startswith("strata-ml[models]==")
     assert any(r.startswith("lightgbm==") for r in reqs)
@@ -251,3 +255,80 @@ def test_cli(client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     load_manifests(out)
     again = CliRunner().invoke(app, ["deploy", "build", "flights-delay@staging", "--out", str(out)])
     assert isinstance(again.exception, AlreadyExists)
+
+
+def test_the_image_entry_point_serves_the_copied_model(client: Client, tmp_path: Path) -> None:
+    """What the container runs, run here (no Docker daemon on this machine): bootstrap.py
+    with the ConfigMap's settings checks the copied model's digest, logs it into an empty
+    STRATA_HOME and execs the real `strata serve`, which answers the probes' routes and a
+    prediction for the admin token's bearer."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from conftest import free_port
+
+    out = tmp_path / "ctx"
+    build("flights-delay/1", out, client=client)
+    cm = yaml.safe_load((out / "k8s" / "configmap.yaml").read_text())["data"]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    env.update(cm)
+    env.update(
+        STRATA_HOME=str(tmp_path / "container-home"),
+        STRATA_MODEL_DIR=str(out / "model"),
+        STRATA_SERVE_HOST="127.0.0.1",
+        STRATA_SERVE_PORT=str(port),
+        STRATA_ADMIN_TOKEN="strata_" + "a" * 43,
+        STRATA_BOOTSTRAP_PRINT="1",
+    )
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "strata").symlink_to(Path(sys.executable).parent / "strata")
+    env["PATH"] = f"{tmp_path / 'bin'}:{env.get('PATH', '')}"
+    proc = subprocess.Popen(
+        [sys.executable, str(out / "bootstrap.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"{base}/v2/health/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert ready is not None and ready.status_code == 200, (
+            proc.stdout.read1() if proc.stdout else b""
+        )  # type: ignore[union-attr]
+        assert httpx.get(f"{base}/v2/health/live", timeout=5).status_code == 200
+        frame = flights(20, seed=5)
+        body = {"records": frame[FEATURES].to_dict("records")}
+        url = f"{base}/v1/models/flights-delay/predict"
+        assert httpx.post(url, json=body, timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {env['STRATA_ADMIN_TOKEN']}"}
+        got = httpx.post(url, json=body, headers=auth, timeout=10)
+        assert got.status_code == 200, got.text
+        want = sm.load(out / "model").predict(frame[FEATURES])
+        assert got.json()["predictions"] == want.tolist()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    # a model swapped in the image is refused before anything is served
+    (out / "model" / "strata-model.yaml").write_text(
+        (out / "model" / "strata-model.yaml").read_text() + "\n"
+    )
+    env["STRATA_HOME"] = str(tmp_path / "home-2")
+    done = subprocess.run(
+        [sys.executable, str(out / "bootstrap.py")], env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode != 0 and b"not the model this image was built for" in done.stderr
