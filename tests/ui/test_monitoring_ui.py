@@ -30,10 +30,13 @@ def test_monitoring_pages(ui_env: UiEnv) -> None:
         cur = ui_env.client.data.ingest(_frame(3.0 * week, 10 + week), "mon-ui").ref
         assert ref and cur
         mon.drift(ref, cur, store_as="mon-ui-model", window_end=T0 + dt.timedelta(days=7 * week))
-    points = [SeriesPoint(model="mon-ui-model", series=name, ts=T0 + dt.timedelta(days=7 * i), value=v)
-              for name, values in (("f1", [0.82, 0.74, 0.61]), ("coverage", [1.0, 0.8, 0.4]),
-                                   ("p99_latency_ms", [12.0, 14.0, 55.0]))
-              for i, v in enumerate(values)]  # fmt: skip
+    values = {"f1": [0.82, 0.74, 0.61], "coverage": [1.0, 0.8, 0.4],
+              "p99_latency_ms": [12.0, 14.0, 55.0]}  # fmt: skip
+    points = [
+        SeriesPoint(model="mon-ui-model", series=name, ts=T0 + dt.timedelta(days=7 * i), value=v)
+        for name, vs in values.items()
+        for i, v in enumerate(vs)
+    ]
     series.append(ui_env.client.backends.db, points)
     mon.save_rule(name="mon-ui-f1", model="mon-ui-model", expr="f1 < 0.7", cooldown_s=0)
     (event,) = mon.evaluate_rules()
