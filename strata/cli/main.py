@@ -22,6 +22,7 @@ from strata.serving.cli import serving_app
 from strata.serving.deploy_cli import deploy_app
 from strata.tracking.cli import experiments_app, runs_app
 from strata.training.cli import (
+    automl_command,
     evaluate_command,
     reproduce_command,
     train_command,
@@ -56,6 +57,7 @@ app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("tune")(tune_command)
+app.command("automl")(automl_command)
 runs_app.command("reproduce")(reproduce_command)
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(monitor_app, name="monitor")

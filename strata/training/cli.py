@@ -1,4 +1,5 @@
-"""CLI: ``strata train``, ``strata evaluate``, ``strata tune`` and ``strata runs reproduce``.
+"""CLI: ``strata train``, ``strata evaluate``, ``strata tune``, ``strata automl`` and
+``strata runs reproduce``.
 
 Jobs run in this process and track through ``strata.Client()`` (remote when ``STRATA_URI``
 is set). Libraries load inside the commands, so ``strata --help`` stays fast.
@@ -170,6 +171,52 @@ def tune_command(
     )
     print_table(
         [{"param": k, "value": v} for k, v in result.best_params.items()], ["param", "value"]
+    )
+
+
+def automl_command(
+    config: ConfigArg,
+    time_budget: Annotated[
+        str, typer.Option("--time-budget", help="Wall-time budget: 90s, 10m, 1h.")
+    ] = "10m",
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--family",
+            help="A family to search (repeatable): lightgbm, xgboost, random_forest, linear, "
+            "pytorch. Default: the first four.",
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search several families within a time budget; print the leaderboard (runs recorded)."""
+    from strata.client import Client
+    from strata.training.automl import automl
+
+    with Client() as client, _status(not as_json) as progress:
+        progress(f"automl: {', '.join(family or ['default families'])} within {time_budget}")
+        result = automl(config, set_ or (), time_budget=time_budget, families=family, client=client)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    console.print(
+        f"automl run [bold]{result.parent_run_id}[/bold]: {result.trials} trials in "
+        f"{result.seconds:.0f} s, best {result.best_family} ({result.best_run_id})",
+        highlight=False,
+    )
+    print_table(
+        [
+            {
+                "rank": i + 1,
+                "family": e.family,
+                result.metric: f"{e.value:.4g}",
+                "trials": e.trials,
+                "run": e.run_id,
+            }
+            for i, e in enumerate(result.leaderboard)
+        ],
+        ["rank", "family", result.metric, "trials", "run"],
     )
 
 

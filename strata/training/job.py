@@ -176,7 +176,11 @@ def train(
             tags=run_tags,
             parent_run_id=parent_run_id,
         )
-        run = fluent.start_run(run_id=child.info.run_id, client=services.tracking)
+        run = fluent.start_run(
+            run_id=child.info.run_id,
+            client=services.tracking,
+            nested=fluent.active_run() is not None,  # automl's parent run is active here
+        )
     else:
         run = fluent.start_run(
             experiment=cfg.experiment,
