@@ -399,11 +399,10 @@ def _publish(services: Services, job: _Job) -> Any:
     code = json.dumps(
         {"model": record, "options": job.options.model_dump(mode="json")}, sort_keys=True
     )
-    source: Any = str(job.dir / "chunks") if job.rows else _empty(job)
+    source: Any = _stream_chunks(job) if job.rows else _empty(job)
     published = services.data.ingest(
         source,
         job.output,
-        format="parquet" if job.rows else None,
         parents=[job.input_ref],
         run_id=job.model.run_id,
         transform={"kind": "predict", "name": f"predict {job.model.label}", "code": code},
@@ -413,6 +412,22 @@ def _publish(services: Services, job: _Job) -> Any:
     )
     faults.point("serving.batch.published")  # the version exists, the job dir too
     return published
+
+
+def _stream_chunks(job: _Job) -> pa.RecordBatchReader:
+    """The chunk files, in order, as one Arrow stream (embedded: staged like any ingest;
+    remote: uploaded as one body)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [job.chunk_path(i) for i in range(job.chunks)]
+    schema = pq.read_schema(paths[0])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in paths:
+            yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _empty(job: _Job) -> pa.Table:
