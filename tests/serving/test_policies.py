@@ -14,14 +14,15 @@ import httpx
 from .conftest import FEATURES, Flights, rows, start_serving
 
 
-def _wait_policy(url: str, check: str) -> None:
+def _wait_policy(url: str, field: str) -> None:
+    """Until the server applies a policy whose ``field`` is set (its models loaded)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        statuses = httpx.get(f"{url}/v1/endpoints").json()["endpoints"]
-        if check in str(statuses[0]["policy"]) and len(statuses[0]["loaded_versions"]) > 1:
+        status = httpx.get(f"{url}/v1/endpoints").json()["endpoints"][0]
+        if status["policy"][field] and len(status["loaded_versions"]) > 1:
             return
         time.sleep(0.1)
-    raise AssertionError(f"policy {check} not applied: {statuses}")
+    raise AssertionError(f"policy with {field} not applied: {status}")
 
 
 def test_runtime_policies(flights: Flights) -> None:
@@ -36,7 +37,7 @@ def test_runtime_policies(flights: Flights) -> None:
     for url in start_serving(flights.settings, config):
         assert [e.name for e in serving.list_endpoints()] == ["flights"]
         serving.set_traffic_policy("flights", {"canary": [{"model": "flights/2", "weight": 0.5}]})
-        _wait_policy(url, "flights/2")
+        _wait_policy(url, "canary")
         paths: Counter[tuple[str, str]] = Counter()
         sticky: dict[str, set[str]] = {}
         for i in range(200):
@@ -68,7 +69,7 @@ def test_runtime_policies(flights: Flights) -> None:
 
         serving.set_traffic_policy("flights", {"cache": {"ttl_seconds": 60}})
         deadline = time.monotonic() + 20
-        while "cache" not in str(httpx.get(f"{url}/v1/endpoints").json()):
+        while not httpx.get(f"{url}/v1/endpoints").json()["endpoints"][0]["policy"]["cache"]:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         first = httpx.post(f"{url}/v1/models/flights/predict", json=body).json()
