@@ -6,7 +6,7 @@ ceiling and `mlflow models predict`, on the same LightGBM model and rows, in one
 Measured (rows/s, end to end for the two scorers):
 
 * ceiling: ``LGBMClassifier.predict`` on the whole pandas frame in this process (no reading,
-  no writing) — and Strata's own ``Model.predict`` on the same frame;
+  no writing; best of 3) — and Strata's own ``Model.predict`` on the same frame;
 * Strata ``score_batch`` inline (this process) and with the local pool (``--workers``
   spawned processes): the dataset version read with DuckDB, chunked, predicted, written,
   and published as a new version with lineage;
@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -34,6 +36,16 @@ from _summary import emit, row
 from rich.console import Console
 
 FEATURES = ["month", "day", "hour", "dep_delay", "sched_dep_time", "distance", "air_time"]
+
+
+def best_of(n: int, fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()``'s result and its fastest time over ``n`` calls (seconds)."""
+    best, out = float("inf"), None
+    for _ in range(n):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return out, best
 
 
 def main() -> int:
@@ -66,9 +78,8 @@ def main() -> int:
     console.print(f"{rows:,} flights, LightGBM 100 trees, {len(FEATURES)} features")
 
     figures: dict[str, float] = {}
-    t = time.perf_counter()
-    ceiling_pred = clf.predict(frame)
-    figures["ceiling (LGBMClassifier.predict, whole frame)"] = rows / (time.perf_counter() - t)
+    ceiling_pred, seconds = best_of(3, lambda: clf.predict(frame))
+    figures["ceiling (LGBMClassifier.predict, whole frame, best of 3)"] = rows / seconds
 
     with tempfile.TemporaryDirectory(prefix="strata-bench-batch-") as tmp:
         work = Path(tmp)
@@ -79,9 +90,8 @@ def main() -> int:
             fluent.end_run()
         client.registry.register("flights-bench", run.run_id)
         model = sm.load("models:/flights-bench/1", tracking=client.tracking)
-        t = time.perf_counter()
-        strata_pred = model.predict(frame)
-        figures["strata Model.predict (whole frame)"] = rows / (time.perf_counter() - t)
+        strata_pred, seconds = best_of(3, lambda: model.predict(frame))
+        figures["strata Model.predict (whole frame, best of 3)"] = rows / seconds
         assert np.array_equal(strata_pred, ceiling_pred)
         client.data.ingest(flights.drop(columns=["time_hour"]), "flights", profile=False)
 
@@ -140,7 +150,7 @@ def main() -> int:
     width = max(len(k) for k in figures)
     for name, rate in figures.items():
         console.print(f"  {name:<{width}}  {rate:>12,.0f} rows/s", highlight=False)
-    ceiling = figures["ceiling (LGBMClassifier.predict, whole frame)"]
+    ceiling = figures["ceiling (LGBMClassifier.predict, whole frame, best of 3)"]
     local = results["local"].rows_per_second
     inline = results["inline"].rows_per_second
     console.print(
