@@ -148,6 +148,69 @@ def importance(trials: list[Run], metric: str, keys: list[str]) -> dict[str, flo
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def parallel(
+    trials: list[Run], metric: str, keys: list[str], direction: str, width: int = 760
+) -> dict[str, Any] | None:
+    """Parallel coordinates as SVG geometry: one vertical axis per parameter plus the
+    objective, one polyline per finished trial (numbers scaled to each axis' range,
+    categories spread evenly in sorted order), darker for better objectives. None with
+    fewer than two finished trials."""
+    done = [
+        r
+        for r in trials
+        if r.info.status.value == "FINISHED" and math.isfinite(r.metrics.get(metric, math.nan))
+    ]
+    if len(done) < 2:
+        return None
+    height, top, bottom, left, right = 260, 24, 28, 40, 40
+    names = [*keys, metric]
+    columns: list[list[float]] = []
+    axes: list[dict[str, Any]] = []
+    for i, name in enumerate(names):
+        raw = [r.metrics[metric] if name == metric else r.params.get(name) for r in done]
+        try:
+            values = [float(v) for v in raw if v is not None]
+            if len(values) != len(raw):
+                raise ValueError
+            lo, hi = min(values), max(values)
+            labels = (f"{lo:.4g}", f"{hi:.4g}")
+            scaled = [0.5 if hi == lo else (v - lo) / (hi - lo) for v in values]
+        except (TypeError, ValueError):
+            cats = sorted({str(v) for v in raw})
+            pos = {c: (k / (len(cats) - 1) if len(cats) > 1 else 0.5) for k, c in enumerate(cats)}
+            scaled = [pos[str(v)] for v in raw]
+            labels = (cats[0], cats[-1])
+        x = left + i * (width - left - right) / max(1, len(names) - 1)
+        axes.append({"name": name, "x": round(x, 1), "low": labels[0], "high": labels[1]})
+        columns.append(scaled)
+    objective = columns[-1]
+    lines: list[dict[str, Any]] = []
+    for j, run in enumerate(done):
+        goodness = objective[j] if direction == "maximize" else 1 - objective[j]
+        points = " ".join(
+            f"{axes[i]['x']},{round(top + (1 - columns[i][j]) * (height - top - bottom), 1)}"
+            for i in range(len(names))
+        )
+        shade = int(200 - 170 * goodness)
+        lines.append(
+            {
+                "points": points,
+                "color": f"rgb({shade},{shade},255)",
+                "run_id": run.info.run_id,
+                "goodness": goodness,
+            }
+        )
+    lines.sort(key=lambda line: float(line["goodness"]))  # the best drawn last, on top
+    return {
+        "width": width,
+        "height": height,
+        "top": top,
+        "bottom": height - bottom,
+        "axes": axes,
+        "lines": lines,
+    }
+
+
 @router.get("/studies/{run_id}")
 def study_page(request: Request, run_id: str, who: Viewer = Depends(page_viewer)) -> Response:
     client = client_of(request)
@@ -166,6 +229,7 @@ def study_page(request: Request, run_id: str, who: Viewer = Depends(page_viewer)
         best=best,
         number=_number,
         importance=importance(trials, meta["metric"], meta["keys"]),
+        parallel=parallel(trials, meta["metric"], meta["keys"], meta["direction"]),
         **meta,
     )
 

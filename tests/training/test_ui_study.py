@@ -39,6 +39,8 @@ def test_study_page_shows_trials_best_history_and_importance(
     for key in ("model.params.learning_rate", "model.params.num_leaves"):
         assert key in text
     assert "Parameter importance" in text
+    assert text.count("<polyline") == 4  # parallel coordinates: one line per finished trial
+    assert text.count('<line x1="') == 3  # two parameters and the objective
     doc = web.get(f"/studies/{result.parent_run_id}/history").json()
     assert doc["x"] == [0, 1, 2, 3]
     values, best_so_far = doc["series"][0]["y"], doc["series"][1]["y"]
