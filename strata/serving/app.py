@@ -643,7 +643,10 @@ class ServingApp:
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         from strata.serving.explain import explain_rows
 
-        served = ep.by_version(version) if version is not None else ep.primary
+        try:
+            served = ep.by_version(version) if version is not None else ep.primary
+        except NotFound as exc:
+            raise HttpError(404, exc, []) from None
         if served is None:
             raise HttpError(
                 503, Unavailable(f"Endpoint {ep.name!r} is not ready"), [(b"retry-after", b"1")]

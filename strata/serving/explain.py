@@ -49,7 +49,8 @@ def explain_rows(served: ServedModel, checked: dict[str, np.ndarray]) -> dict[st
             return {
                 "features": names,
                 "base_value": float(contrib[0, -1]) if rows else None,
-                "values": contrib[:, :-1],
+                # a column slice is a strided view; the JSON encoder takes C-contiguous arrays
+                "values": np.ascontiguousarray(contrib[:, :-1]),
             }
     estimator = getattr(predictor, "estimator", None)
     if estimator is not None:
@@ -61,7 +62,11 @@ def explain_rows(served: ServedModel, checked: dict[str, np.ndarray]) -> dict[st
         result = explain(estimator, frame, sample=rows, seed=0, classifier=served.is_classifier)
         if result is not None:
             _kind, features, values, _importance = result
-            return {"features": features, "base_value": None, "values": values}
+            return {
+                "features": features,
+                "base_value": None,
+                "values": np.ascontiguousarray(values),
+            }
     raise InvalidInput(
         f"Model {served.name!r} ({served.model.flavor}) does not support explanations; "
         "LightGBM, XGBoost and scikit-learn models do",

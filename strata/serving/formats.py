@@ -9,7 +9,9 @@ columns, or a tensor). The answer is ``{"predictions": [...]}`` like MLflow's.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -19,6 +21,7 @@ from strata.models.signature import to_columns
 from strata.serving.served import Prediction, ServedModel
 
 Columns = dict[str, np.ndarray]
+_T = TypeVar("_T")
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
@@ -79,6 +82,25 @@ def _as_columns(value: Any, field: str) -> Columns | np.ndarray:
     )
 
 
+def _ragged_is_bad_input(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """Values that do not form a table (rows or columns of different lengths, nested lists
+    numpy cannot stack) are the caller's mistake: InvalidInput, never a 500."""
+
+    @functools.wraps(fn)
+    def wrapper(doc: Any) -> _T:
+        try:
+            return fn(doc)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(
+                "The values do not form a table: rows, columns or tensors of different "
+                f"lengths or shapes ({str(exc).splitlines()[0][:200]})",
+                details={"field": "body"},
+            ) from None
+
+    return wrapper
+
+
+@_ragged_is_bad_input
 def mlflow_columns(doc: Any) -> Columns | np.ndarray:
     """Columns (or a tensor) from an MLflow scoring request."""
     if not isinstance(doc, dict):
@@ -108,6 +130,7 @@ def mlflow_columns(doc: Any) -> Columns | np.ndarray:
     return _as_columns(value, key)
 
 
+@_ragged_is_bad_input
 def strata_columns(doc: Any) -> tuple[Columns | np.ndarray, str | None]:
     """Columns from a Strata JSON request (``records``, ``columns`` or ``inputs``) and its
     optional ``key`` (the entity key logged and used for sticky routing)."""

@@ -87,7 +87,10 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
         out[i] = bytes(view[pos : pos + n]).decode("utf-8", "replace")
         pos += n
     if pos != len(raw):
-        raise _bad(f"Input {name!r}: BYTES data is longer than its shape", input=name)
+        raise _bad(
+            f"Input {name!r}: BYTES data holds more than the {count} elements of its shape",
+            input=name,
+        )
     return out
 
 
@@ -130,13 +133,22 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise _bad(f"Input {name!r}: shape must be a list of sizes", input=name)
         count = math.prod(shape) if shape else 1
-        size = (item.get("parameters") or {}).get("binary_data_size")
+        item_params = item.get("parameters") or {}
+        if not isinstance(item_params, dict):
+            raise _bad(f"Input {name!r}: parameters must be an object", input=name)
+        size = item_params.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise _bad(f"Input {name!r}: binary_data_size runs past the body", input=name)
             raw = binary[offset : offset + size]
             offset += size
             if datatype == "BYTES":
+                if count * 4 > len(raw):  # each element has a 4-byte length prefix
+                    raise _bad(
+                        f"Input {name!r}: {len(raw)} bytes cannot hold {count} BYTES elements "
+                        f"of shape {shape}",
+                        input=name,
+                    )
                 arr = _bytes_elements(raw, count, name)
             else:
                 dtype = DTYPES[datatype]
@@ -166,11 +178,14 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         tensors.append(Tensor(name, datatype, shape, arr.reshape(shape) if shape else arr))
     outputs = None
     if isinstance(doc.get("outputs"), list):
-        outputs = [
-            (str(o.get("name", "")), bool((o.get("parameters") or {}).get("binary_data")))
-            for o in doc["outputs"]
-            if isinstance(o, dict)
-        ]
+        outputs = []
+        for o in doc["outputs"]:
+            if not isinstance(o, dict):
+                continue
+            o_params = o.get("parameters") or {}
+            if not isinstance(o_params, dict):
+                raise _bad("outputs[].parameters must be an object", field="outputs")
+            outputs.append((str(o.get("name", "")), bool(o_params.get("binary_data"))))
     return InferRequest(
         id=str(doc["id"]) if doc.get("id") is not None else None,
         inputs=tensors,
