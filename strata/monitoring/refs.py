@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from strata.core.errors import InvalidInput
 from strata.monitoring.models import check_name
@@ -56,7 +56,12 @@ def parse_log_ref(ref: str) -> LogRef:
     selector = unquote(m["sel"]) if m["sel"] else None
     if selector is not None:
         check_name(selector, "alias")
-    query = parse_qs(m["query"] or "", keep_blank_values=True, strict_parsing=False)
+    # not parse_qs: it reads '+' as a space, and '+00:00' is how an offset is written
+    query: dict[str, list[str]] = {}
+    for part in (m["query"] or "").split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            query.setdefault(unquote(key), []).append(unquote(value))
     unknown = sorted(set(query) - _LOG_KEYS)
     if unknown:
         raise InvalidInput(

@@ -92,7 +92,7 @@ def test_log_windows_profiles_and_series(
             inputs=inputs,
             prediction=(frame["delay"].to_numpy() > 12).astype(np.int64),
         )
-    week1 = "log:trips@1?since=2013-07-01&until=2013-07-08"
+    week1 = "log:trips@1?since=2013-07-01T00:00:00+00:00&until=2013-07-08"  # '+' is no space
     week2 = "log:trips@1?since=2013-07-08&until=2013-07-15"
     report = client.monitoring.drift(week1, week2)
     assert report.reference_rows == 2000 and report.current_rows == 2000

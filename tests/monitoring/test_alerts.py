@@ -10,10 +10,9 @@ import hmac
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from monitoring_helpers import Receiver
 from registry_helpers import exactly, log_run
 
 from strata.client import Client
@@ -26,35 +25,6 @@ from strata.monitoring.scheduler import AlertScheduler
 
 UTC = dt.UTC
 T0 = dt.datetime(2013, 7, 1, tzinfo=UTC)
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 recording POSTs; the first ``fail`` answer 500."""
-
-    def __init__(self, fail: int = 0, status: int = 200, location: str | None = None) -> None:
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        self.fail = fail
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append((dict(self.headers), body))
-                code = 500 if len(outer.calls) <= outer.fail else status
-                self.send_response(code)
-                if location:
-                    self.send_header("Location", location)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
