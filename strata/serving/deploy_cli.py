@@ -8,23 +8,17 @@ from typing import Annotated
 import typer
 
 from strata.core.console import console, print_json
+from strata.serving.batch_cli import ModelArg
 
 deploy_app = typer.Typer(
     help="Package a model for deployment: a Docker build context and Kubernetes manifests.",
     no_args_is_help=True,
 )
 
-RefArg = Annotated[
-    str,
-    typer.Argument(
-        help="NAME@ALIAS, NAME/VERSION, NAME (latest), runs:/RUN_ID/PATH or a model directory."
-    ),
-]
-
 
 @deploy_app.command("build")
 def build_command(
-    ref: RefArg,
+    ref: ModelArg,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write (must not exist or be empty).")
     ],

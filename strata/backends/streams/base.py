@@ -55,7 +55,25 @@ class StreamRecord:
         return f"id {self.offset}"
 
 
-class StreamSource(ABC):
+class _Closing(ABC):
+    """A context manager that calls ``close`` on exit."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class StreamSource(_Closing):
     """A stream of records read in order per partition, with positions committed at the source.
 
     Use: ``start(positions)`` once, then ``poll``/``commit`` as often as needed, then
@@ -110,19 +128,8 @@ class StreamSource(ABC):
                 out[record.partition] = self.after(record)
         return out
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class StreamSink(ABC):
+class StreamSink(_Closing):
     """Where records are produced: a Kafka topic or a Redis stream.
 
     ``send`` queues records; ``flush`` returns only once every queued record is durable at
@@ -145,17 +152,6 @@ class StreamSink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection (idempotent); records not flushed may be lost."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class KafkaConfig(BaseModel):

@@ -52,6 +52,21 @@ def id_before(entry_id: str | bytes) -> str:
     return f"{ms - 1}-{_MAX_SEQ}" if ms > 0 else "0-0"
 
 
+def connect(config: RedisStreamConfig, what: str, details: dict[str, Any]) -> redis.Redis:
+    """A client for ``config.url`` with its timeouts (no I/O yet); InvalidInput naming
+    ``what`` for a malformed URL."""
+    try:
+        return redis.Redis.from_url(
+            config.url.get_secret_value(),
+            socket_timeout=config.timeout_seconds,
+            socket_connect_timeout=config.timeout_seconds,
+        )
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{what}: invalid URL: {redact_uri(str(exc))}", details=details
+        ) from None
+
+
 class RedisStreamSource(StreamSource):
     """Reads ``config.stream`` as consumer ``config.consumer`` of group ``config.group``."""
 
@@ -91,17 +106,7 @@ class RedisStreamSource(StreamSource):
                 f"Redis source {self.display} is started already", details={"source": self.display}
             )
         c = self.config
-        try:
-            client = redis.Redis.from_url(
-                c.url.get_secret_value(),
-                socket_timeout=c.timeout_seconds,
-                socket_connect_timeout=c.timeout_seconds,
-            )
-        except ValueError as exc:
-            raise InvalidInput(
-                f"Redis source {self.display}: invalid URL: {redact_uri(str(exc))}",
-                details={"source": self.display},
-            ) from None
+        client = connect(c, f"Redis source {self.display}", {"source": self.display})
         try:
             created = self._ensure_group(client)
             last = (positions or {}).get(c.stream)
@@ -237,17 +242,9 @@ class RedisStreamSink(StreamSink):
         self.config = config
         base = redact_uri(config.url.get_secret_value()).split("?")[0]
         self.display = f"{base}?stream={config.stream}"
-        try:
-            self._client: redis.Redis | None = redis.Redis.from_url(
-                config.url.get_secret_value(),
-                socket_timeout=config.timeout_seconds,
-                socket_connect_timeout=config.timeout_seconds,
-            )
-        except ValueError as exc:
-            raise InvalidInput(
-                f"Redis sink {self.display}: invalid URL: {redact_uri(str(exc))}",
-                details={"sink": self.display},
-            ) from None
+        self._client: redis.Redis | None = connect(
+            config, f"Redis sink {self.display}", {"sink": self.display}
+        )
         self._queued: list[tuple[bytes | None, bytes]] = []
 
     def send(self, records: list[tuple[bytes | None, bytes]]) -> None:
