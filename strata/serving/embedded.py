@@ -10,7 +10,13 @@ from pydantic import ValidationError
 from strata.backends.context import Backends
 from strata.core.errors import InvalidInput, NotFound
 from strata.governance.audit import audited
-from strata.serving.models import EndpointStatus, TrafficPolicy, check_endpoint_name
+from strata.serving.models import (
+    EndpointStatus,
+    TrafficPolicy,
+    check_endpoint_name,
+    parse_ref,
+    policy_refs,
+)
 from strata.serving.policies import ENDPOINTS, read_policy, write_policy
 from strata.serving.service import ServingService
 
@@ -61,6 +67,14 @@ class EmbeddedServing(ServingService):
                     f"Invalid traffic policy: {where}: {first['msg']}", details={"field": where}
                 ) from None
         self.get_endpoint(name)
+        for field, ref in policy_refs(policy):
+            if not parse_ref(ref).registered:
+                raise InvalidInput(
+                    f"{field}: {ref!r} is not a registered model; a traffic policy set at "
+                    "runtime names registered models only (NAME@ALIAS, NAME/VERSION or NAME): "
+                    "directories and runs:/ references belong in the endpoint's config file",
+                    details={"field": field, "received": ref},
+                )
         details = {"policy": policy.model_dump(mode="json")}
         with audited(self.backends.db, "serving.set_traffic_policy", "endpoint", name, details):
             write_policy(self.backends.artifacts, name, policy)

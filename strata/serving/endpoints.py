@@ -150,14 +150,19 @@ class Endpoints:
         return [ep.status() for ep in self.endpoints.values()]
 
     # -- loading -----------------------------------------------------------------------
-    def _load(self, ep: Endpoint, ref: ModelRef, version: str | None) -> ServedModel:
+    def _load(
+        self, ep: Endpoint, ref: ModelRef, version: str | None, *, policy: bool = False
+    ) -> ServedModel:
+        """Load and warm ``ref``. The endpoint's ``trusted`` covers its own model only: a
+        model a traffic policy names (which an editor may change at runtime) always loads
+        as data, so no policy can make the server run a pickle's code."""
         return load_served(
             ref,
             tracking=self.tracking,
             registry=self.registry,
             version=version,
             runtime=ep.config.runtime,
-            trusted=ep.config.trusted,
+            trusted=ep.config.trusted and not policy,
         )
 
     def load_all(self) -> None:
@@ -200,7 +205,7 @@ class Endpoints:
                 if current is not None and (want is None or current.version == want):
                     models[text] = current
                     continue
-                models[text] = self._load(ep, ref, want)
+                models[text] = self._load(ep, ref, want, policy=True)
                 ep.policy_errors.pop(text, None)
             except Exception as exc:
                 ok = False

@@ -175,8 +175,19 @@ class Fallback(_Strict):
 class Cache(_Strict):
     """A response cache keyed by the digest of the inputs (LRU + TTL)."""
 
-    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    #: Each entry holds a request's inputs and outputs: bounded so memory is.
+    max_entries: int = Field(default=10_000, ge=1, le=100_000)
     ttl_seconds: float = Field(default=60.0, gt=0)
+
+
+def policy_refs(policy: TrafficPolicy) -> list[tuple[str, str]]:
+    """``(field, model reference)`` for every model ``policy`` names."""
+    refs = [(f"canary[{i}].model", t.model) for i, t in enumerate(policy.canary)]
+    if policy.shadow is not None:
+        refs.append(("shadow.model", policy.shadow.model))
+    if policy.fallback is not None:
+        refs.append(("fallback.model", policy.fallback.model))
+    return refs
 
 
 class TrafficPolicy(_Strict):

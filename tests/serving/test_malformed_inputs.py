@@ -117,3 +117,35 @@ def test_explain_and_ragged_bodies_over_http(flights: Flights) -> None:
             bad = httpx.post(f"{url}{path}", json=ragged, timeout=60)
             assert bad.status_code == 400, (path, bad.status_code, bad.text)
             assert "do not form a table" in bad.text
+
+
+def test_runtime_policies_name_registered_models_only(flights: Flights, tmp_path: object) -> None:
+    """An editor may move traffic between registered models, never point the server at a
+    directory or a run's files (which it would load, and probe for)."""
+    import pytest as _pytest
+
+    from strata.serving.models import Cache
+
+    serving = flights.client.serving
+    config = {"endpoints": [{"model": "flights@champion"}]}
+    for _url in start_serving(flights.settings, config):
+        for policy, field in (
+            ({"canary": [{"model": "/etc", "weight": 1.0}]}, "canary[0].model"),
+            ({"shadow": {"model": "../../home"}}, "shadow.model"),
+            ({"fallback": {"model": f"runs:/{flights.v1_run}/model"}}, "fallback.model"),
+        ):
+            with _pytest.raises(InvalidInput) as info:
+                serving.set_traffic_policy("flights", policy)
+            assert info.value.details["field"] == field
+            assert "registered models only" in info.value.message
+        assert (
+            serving.set_traffic_policy(
+                "flights", {"canary": [{"model": "flights/2", "weight": 0.1}]}
+            )
+            .canary[0]
+            .model
+            == "flights/2"
+        )
+        serving.set_traffic_policy("flights", {})
+    with _pytest.raises(ValueError):
+        Cache(max_entries=10_000_000)  # each entry holds a request: bounded
