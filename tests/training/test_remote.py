@@ -3,7 +3,11 @@ and PostgreSQL metadata."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,7 +19,7 @@ from strata.client import Client
 from strata.tracking import fluent
 from strata.training.job import TAG_DATA
 
-from .conftest import base_config
+from .conftest import base_config, write_config
 
 
 @pytest.fixture
@@ -51,3 +55,51 @@ def test_train_and_evaluate_through_a_server(
         shap_sample=20,
     )
     assert report.metrics["roc_auc"] > 0.6 and report.fairness[0].column == "origin"
+
+
+def test_pytorch_checkpoints_and_resume_through_a_server(
+    remote: Client, live_server: LiveServer, flights_sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The checkpoints are artifacts of the server's run; a job killed with SIGKILL while
+    tracking to the server continues the same run there from its last checkpoint."""
+    pytest.importorskip("torch")
+    remote.data.ingest(flights_sample, "flights")
+    params = {
+        "hidden_layers": [8],
+        "learning_rate": 0.01,
+        "epochs": 5,
+        "batch_size": 128,
+        "checkpoint_every": 5,
+        "patience": 50,
+    }
+    cfg = base_config(model={"family": "pytorch", "params": params}, evaluate=False)
+    path = write_config(tmp_path / "torch.yaml", cfg)
+    env = {
+        **os.environ,
+        "STRATA_URI": live_server.url,
+        "STRATA_TOKEN": live_server.admin_token,
+        "STRATA_FAULT": "training.checkpoint@3",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "strata.cli.main", "train", str(path), "--json"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    server = live_server.embedded
+    exp = server.tracking.get_experiment_by_name("flights")
+    (killed,) = [
+        r
+        for r in server.tracking.search_runs([exp.experiment_id]).items
+        if r.info.status == "RUNNING"
+    ]
+    files = [f.path for f in server.tracking.list_artifacts(killed.info.run_id, "checkpoints")]
+    assert files == ["checkpoints/final.pt"]  # stored on the server, through the interface
+    result = strata.train(path, client=remote)
+    assert result.run_id == killed.info.run_id
+    run = server.tracking.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.tags["strata.training.resumed_from_step"] == "15"
+    assert run.metrics["test_roc_auc"] > 0.6
