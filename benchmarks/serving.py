@@ -397,6 +397,13 @@ def summarize(results: dict[tuple[str, int], dict[str, float]]) -> None:
             "≥ 0.95",
         ),
         row(
+            "adaptive batching vs none, 1 row @32, req/s",
+            f"{b1['rps']:.0f}",
+            f"{s1['rps']:.0f}",
+            f"{b1['rps'] / s1['rps']:.2f}",
+            "> 1 (else off by default)",
+        ),
+        row(
             "errors under load",
             str(int(sum(r["errors"] for r in results.values()))),
             check=all(r["errors"] == 0 for r in results.values()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -97,6 +98,13 @@ def server(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Disable auth (loopback only).")
     ] = False,
+    serve_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--serve",
+            help="An endpoint YAML file: also serve these models (as `strata serve`).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web UI (/) and the REST API (docs at /docs, /healthz, /readyz, /metrics)."""
     from strata.backends.context import Backends
@@ -109,6 +117,15 @@ def server(
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_json)
     check_auth_binding(host, not no_auth)
+    if serve_file is not None:
+        import os
+
+        from strata.server.serving import CONFIG_ENV, pin_threads
+        from strata.serving.models import load_config
+
+        endpoints = load_config(serve_file)
+        pin_threads(endpoints.threads)
+        os.environ[CONFIG_ENV] = endpoints.model_dump_json()
     backends = Backends(settings)
     with console.status("Migrating the metadata database..."):
         backends.db.upgrade()

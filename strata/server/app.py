@@ -234,6 +234,9 @@ def create_app(
     for router in _layer_routers():
         app.include_router(router)
     mount_ui(app)  # last: its pages never shadow an API route
+    from strata.server.serving import mount_from_env
+
+    mount_from_env(app, settings, auth_enabled)  # `strata server --serve FILE`
     return app
 
 

@@ -86,9 +86,15 @@ class TokenCache:
 
 
 def build_serving_app(
-    config: ServeConfig, settings: Settings | None = None, *, auth: bool | None = None
+    config: ServeConfig,
+    settings: Settings | None = None,
+    *,
+    auth: bool | None = None,
+    registry: Any = None,
+    mounted: bool = False,
 ) -> Any:
-    """The serving ASGI app of one worker (models load at its startup)."""
+    """The serving ASGI app of one worker (models load at its startup). ``registry`` is the
+    Prometheus registry to add the serving metrics to (``strata server``'s own, mounted)."""
     from strata.client import Client
     from strata.serving.app import ServingApp
     from strata.serving.endpoints import Endpoints
@@ -99,7 +105,7 @@ def build_serving_app(
     settings = settings or load_settings()
     auth_on = settings.auth if auth is None else auth
     client = Client(settings=settings)
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(registry)
     predlog = None
     if config.prediction_log.enabled and not client.is_remote:
         predlog = PredictionLog(
@@ -169,7 +175,50 @@ def build_serving_app(
         metrics_payload=payload,
         on_startup=startup,
         on_shutdown=shutdown,
+        mounted=mounted,
     )
+
+
+class ServingRoutes:
+    """Mounts an inference server's routes in ``strata server`` (``--serve FILE``): its
+    predict, OIP and health routes go to the serving app, everything else to the server; the
+    serving app starts and stops with the server's lifespan."""
+
+    def __init__(self, app: Any, *, serving: Any) -> None:
+        self.app = app
+        self.serving = serving
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            serving = self.serving
+
+            async def lifespan_receive() -> Any:
+                message = await receive()
+                if message["type"] == "lifespan.startup" and serving.on_startup is not None:
+                    await serving.on_startup()
+                elif message["type"] == "lifespan.shutdown" and serving.on_shutdown is not None:
+                    await serving.on_shutdown()
+                return message
+
+            await self.app(scope, lifespan_receive, send)
+            return
+        if kind == "http" and self.serving.routes(scope["method"], scope["path"]):
+            await self.serving(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def mount_from_env(app: Any, settings: Settings, auth: bool) -> None:
+    """Mount the endpoints of ``STRATA_SERVE_CONFIG`` (set by ``strata server --serve``)."""
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        return
+    config = ServeConfig.model_validate(json.loads(raw))
+    serving = build_serving_app(
+        config, settings, auth=auth, registry=app.state.metrics.registry, mounted=True
+    )
+    app.add_middleware(ServingRoutes, serving=serving)
 
 
 def _status_publisher(client: Any) -> Any:

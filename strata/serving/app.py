@@ -105,7 +105,9 @@ class ServingApp:
         metrics_payload: Callable[[], bytes] | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        mounted: bool = False,
     ) -> None:
+        self.mounted = mounted
         self.endpoints = endpoints
         self.router = router
         self.metrics = metrics
@@ -258,6 +260,13 @@ class ServingApp:
         [Scope, Receive, dict[str, str], str],
         Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]],
     ]
+
+    def routes(self, method: str, path: str) -> bool:
+        """Whether this app answers ``method path`` (mounted in ``strata server``, the
+        server keeps its own ``/metrics``, where the serving metrics are registered too)."""
+        if self.mounted and path in ("/metrics", "/version", "/health"):
+            return False
+        return self._route(method, path) is not None
 
     def _route(self, method: str, path: str) -> ServingApp.Handler | None:
         if method == "POST":
