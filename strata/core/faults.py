@@ -22,6 +22,10 @@ Points in use (grep ``faults.point`` for the full list):
 - ``data.stream.compaction`` — a compaction has read part of the version it rewrites;
 - ``data.stream.source_commit`` — the broker commit (with ``:fail``: the broker refuses it).
 - ``training.checkpoint`` — a PyTorch fit's checkpoint is stored in the run's artifacts.
+- ``serving.batch.chunk`` / ``serving.batch.published`` — a batch scoring chunk is durable /
+  the output version exists, the job directory too.
+- ``serving.stream.produced`` / ``serving.stream.committed`` — a stream batch's outputs are
+  durable at the output broker, its input not yet committed / committed.
 """
 
 from __future__ import annotations

@@ -28,10 +28,8 @@ if TYPE_CHECKING:
     from strata.registry.service import RegistryService
     from strata.tracking.service import TrackingService
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
-_ALIAS = r"[a-z][a-z0-9_\-]{0,63}"
-_REGISTERED = re.compile(rf"^(?:models:/)?({_NAME})(?:@({_ALIAS})|/(\d{{1,10}}|latest))?/?$")
-_RUN = re.compile(r"^runs:/([A-Za-z0-9_\-]{1,64})/([A-Za-z0-9_.\-/]{1,500})$")
+#: A bare ``NAME`` or ``NAME/latest`` (the server's parser takes ``NAME@ALIAS``, ``NAME/N``).
+_BARE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,127})(?:/(latest))?/?$")
 FORMS = "NAME@ALIAS, NAME/VERSION, NAME, runs:/RUN_ID/PATH or a model directory"
 
 
@@ -102,31 +100,41 @@ class PinnedModel:
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None] | None:
     """``(name, alias, version)`` of a registered-model ref (version may be ``latest``);
-    None when ``ref`` is a ``runs:/`` URI or a path. InvalidInput for anything else that
-    looks like a registered ref but is not one."""
+    None when ``ref`` is a ``runs:/`` URI or a model directory. Registered and run refs are
+    read by the server's own parser (:func:`strata.serving.models.parse_ref`), plus a bare
+    ``NAME`` (its latest version); InvalidInput names the accepted forms otherwise."""
+    from strata.serving.models import parse_ref as parse_served
+
     text = ref.strip()
     if not text or any(ord(c) < 32 for c in text):
         raise InvalidInput(
             f"Model ref {ref!r} is empty or holds control characters; expected {FORMS}",
             details={"field": "model"},
         )
-    if text.startswith("runs:/"):
-        if not _RUN.match(text) or ".." in text.split("/"):
+    if text.startswith(("./", "/", "~")) or (":/" not in text and Path(text).is_dir()):
+        if not Path(text).expanduser().is_dir():
             raise InvalidInput(
-                f"Model ref {ref!r} must look like runs:/RUN_ID/PATH", details={"field": "model"}
+                f"Model ref {ref!r} is not a model directory; expected {FORMS}",
+                details={"field": "model"},
             )
         return None
-    m = _REGISTERED.match(text)
-    if m is not None and not (text.startswith(("./", "/")) or Path(text).is_dir()):
-        return m.group(1), m.group(2), m.group(3) or ("latest" if m.group(2) is None else None)
-    if text.startswith("models:/") or ":/" in text:
-        raise InvalidInput(f"Model ref {ref!r} is not one of: {FORMS}", details={"field": "model"})
-    if not Path(text).is_dir():
+    bare = _BARE.match(text.removeprefix("models:/"))
+    if bare is not None:
+        return bare.group(1), None, bare.group(2) or "latest"
+    try:
+        parsed = parse_served(text)
+    except InvalidInput:
         raise InvalidInput(
-            f"Model ref {ref!r} is neither a registered model ({FORMS}) nor a model directory",
+            f"Model ref {ref!r} is not one of: {FORMS}", details={"field": "model"}
+        ) from None
+    if parsed.run_id is not None:
+        return None
+    if getattr(parsed, "directory", None) is not None:  # a path the server would open
+        raise InvalidInput(
+            f"Model ref {ref!r} is not a model directory; expected {FORMS}",
             details={"field": "model"},
         )
-    return None
+    return parsed.name, parsed.alias, parsed.version
 
 
 def pin(services: Services, ref: str) -> PinnedModel:
@@ -150,7 +158,7 @@ def pin(services: Services, ref: str) -> PinnedModel:
         uri = f"models:/{mv.name}/{mv.version}"
     else:
         text = ref.strip()
-        uri = text if text.startswith("runs:/") else str(Path(text).resolve())
+        uri = text if text.startswith("runs:/") else str(Path(text).expanduser().resolve())
         if text.startswith("runs:/"):
             run_id = text.removeprefix("runs:/").split("/", 1)[0]
     path = resolve(uri, services.tracking)
