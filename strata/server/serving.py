@@ -132,13 +132,12 @@ def build_serving_app(
 
         governance = client.governance
         if not isinstance(governance, EmbeddedGovernance):
-            from strata.core.errors import InvalidInput
-
-            raise InvalidInput(
-                "strata serve checks tokens against its own metadata database; with "
-                "STRATA_URI set it can only run with --no-auth on loopback",
-                details={"field": "auth"},
-            )
+            # Models come from a Strata server (STRATA_URI: `strata deploy build --fetch`),
+            # but callers' tokens are checked here, against this process's own metadata
+            # database (STRATA_HOME): the image's STRATA_ADMIN_TOKEN is bootstrapped there.
+            local = Client("", settings=settings.model_copy(update={"uri": ""}))
+            governance = local.governance
+            assert isinstance(governance, EmbeddedGovernance)
         tokens = TokenCache(governance.authenticate)
 
         async def authenticate(header: str | None) -> Principal:

@@ -71,28 +71,31 @@ from pathlib import Path
 
 def main() -> None:
     env = os.environ
+    from strata.client import Client
+    from strata.core.config import load_settings
+
+    # Callers' tokens are checked against this container's own store (STRATA_HOME), in both
+    # modes: STRATA_ADMIN_TOKEN (the optional Secret) becomes its first admin's token.
+    local = Client("", settings=load_settings().model_copy(update={"uri": ""}))
+    if env.get("STRATA_ADMIN_TOKEN"):
+        from strata.governance.service import EmbeddedGovernance
+
+        EmbeddedGovernance(local.backends).bootstrap_admin(secret=env["STRATA_ADMIN_TOKEN"])
     ref = env.get("STRATA_MODEL_REF", "")
     if not ref:
         import strata
-        from strata.client import Client
 
         model_dir = Path(env.get("STRATA_MODEL_DIR", "/opt/strata/model"))
         name = env.get("STRATA_SERVE_NAME", "model")
         digest = hashlib.sha256((model_dir / "strata-model.yaml").read_bytes()).hexdigest()
         if digest != env.get("STRATA_MODEL_DIGEST", digest):
             sys.exit(f"{model_dir}/strata-model.yaml is not the model this image was built for")
-        with Client() as client:
-            if env.get("STRATA_ADMIN_TOKEN"):
-                from strata.governance.service import EmbeddedGovernance
-
-                EmbeddedGovernance(client.backends).bootstrap_admin(
-                    secret=env["STRATA_ADMIN_TOKEN"]
-                )
-            with strata.start_run(
-                experiment="deploy", client=client, capture_environment=False
-            ) as run:
-                client.tracking.log_artifacts(run.run_id, model_dir, name)
+        with strata.start_run(
+            experiment="deploy", client=local, capture_environment=False
+        ) as run:
+            local.tracking.log_artifacts(run.run_id, model_dir, name)
         ref = f"runs:/{run.run_id}/{name}"
+    local.close()
     args = [
         "strata", "serve", ref,
         "--host", env.get("STRATA_SERVE_HOST", "0.0.0.0"),

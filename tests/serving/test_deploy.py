@@ -332,3 +332,71 @@ def test_the_image_entry_point_serves_the_copied_model(client: Client, tmp_path:
         [sys.executable, str(out / "bootstrap.py")], env=env, capture_output=True, timeout=120
     )
     assert done.returncode != 0 and b"not the model this image was built for" in done.stderr
+
+
+def test_the_fetch_mode_entry_point_serves_from_a_strata_server(
+    client: Client, tmp_path: Path
+) -> None:
+    """--fetch: the container loads the alias from a real Strata server (STRATA_URI, with a
+    token allowed to read it) and checks its own callers' tokens against its own store, where
+    STRATA_ADMIN_TOKEN is bootstrapped; it starts, answers the probes and predicts."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from conftest import free_port, start_server
+
+    out = tmp_path / "fetch-ctx"
+    for live in start_server(client.settings):
+        build("flights-delay@staging", out, client=client, fetch=True, server_uri=live.url)
+        cm = yaml.safe_load((out / "k8s" / "configmap.yaml").read_text())["data"]
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+        env.update(cm)
+        env.update(
+            STRATA_HOME=str(tmp_path / "fetch-home"),
+            STRATA_TOKEN=live.admin_token,  # reads the model from the server
+            STRATA_SERVE_HOST="127.0.0.1",
+            STRATA_SERVE_PORT=str(port),
+            STRATA_ADMIN_TOKEN="strata_" + "b" * 43,  # what the container's callers send
+        )
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "strata").symlink_to(Path(sys.executable).parent / "strata")
+        env["PATH"] = f"{tmp_path / 'bin'}:{env.get('PATH', '')}"
+        proc = subprocess.Popen(
+            [sys.executable, str(out / "bootstrap.py")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            ready = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    ready = httpx.get(f"{base}/v2/health/ready", timeout=2)
+                    if ready.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            output = b"" if proc.poll() is None or proc.stdout is None else proc.stdout.read()
+            assert ready is not None and ready.status_code == 200, output
+            frame = flights(10, seed=9)
+            body = {"records": frame[FEATURES].to_dict("records")}
+            url = f"{base}/v1/models/flights-delay/predict"
+            assert httpx.post(url, json=body, timeout=10).status_code == 401
+            wrong = {"Authorization": f"Bearer {live.admin_token}"}  # the server's, not ours
+            assert httpx.post(url, json=body, headers=wrong, timeout=10).status_code == 401
+            auth = {"Authorization": f"Bearer {env['STRATA_ADMIN_TOKEN']}"}
+            got = httpx.post(url, json=body, headers=auth, timeout=10)
+            assert got.status_code == 200, got.text
+            want = sm.load("models:/flights-delay@staging", tracking=client.tracking)
+            assert got.json()["predictions"] == want.predict(frame[FEATURES]).tolist()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
