@@ -37,6 +37,7 @@ from strata.monitoring.models import (
     check_name,
 )
 from strata.monitoring.refs import (
+    LABELS_PREFIX,
     LOG_PREFIX,
     PROFILE_PREFIX,
     LogRef,
@@ -107,13 +108,18 @@ class EmbeddedMonitoring(MonitoringService):
             return self._stored(profile_name(ref), columns)
         con = self._connect()
         try:
-            if ref.startswith(LOG_PREFIX):
-                log = parse_log_ref(ref)
+            labels = ref.startswith(LABELS_PREFIX)
+            if labels or ref.startswith(LOG_PREFIX):
+                log = parse_log_ref(LOG_PREFIX + ref[len(LABELS_PREFIX) :] if labels else ref)
                 version = self.resolve_version(log)
                 label = format_log_ref(log) + ("" if version is None else f" (version {version})")
+                if labels:
+                    label = "labels:" + label[len(LOG_PREFIX) :]
                 if not predlog.has_log(self.store, log.model):
                     return label, 0, {}, {}
                 source = predlog.features_source(self.store, log, version)
+                if labels:
+                    source = self._labels_source(con, log, version)
             else:
                 version_ref = self.data.get_version(ref).ref
                 self.data.duckdb(version_ref, con=con, view="__drift_source")
@@ -122,6 +128,31 @@ class EmbeddedMonitoring(MonitoringService):
             return label, rows, sketches, types
         finally:
             con.close()
+
+    def _labels_source(
+        self, con: duckdb.DuckDBPyConnection, log: LogRef, version: str | None
+    ) -> str:
+        """The labels of the window's predictions (matched by request id and row) as one
+        column ``label``: numbers when every label is one, else text."""
+        from strata.monitoring import feedback
+
+        con.register("__labels", feedback.labels_table(self.db, log.model))
+        con.execute(
+            f"""CREATE TEMP VIEW __label_text AS SELECT json_extract_string(l.label, '$') AS label
+                FROM (SELECT * FROM __labels QUALIFY row_number() OVER (
+                        PARTITION BY request_id, row ORDER BY id DESC) = 1) l
+                JOIN (SELECT request_id, row FROM {predlog.scan(self.store, log.model)}
+                      WHERE {predlog.where(log, version)}) p USING (request_id, row)"""
+        )
+        row = con.execute(
+            "SELECT count(label) = count(TRY_CAST(label AS DOUBLE)) FROM __label_text"
+        ).fetchone()
+        numeric = bool(row and row[0])
+        return (
+            "(SELECT TRY_CAST(label AS DOUBLE) AS label FROM __label_text)"
+            if numeric
+            else "__label_text"
+        )
 
     def _stored(self, name: str, columns: list[str] | None) -> Sketched:
         from strata.monitoring.sketch import Sketch

@@ -12,6 +12,7 @@ from strata.core.errors import InvalidInput
 from strata.monitoring.models import check_name
 
 LOG_PREFIX = "log:"
+LABELS_PREFIX = "labels:"
 PROFILE_PREFIX = "profile:"
 PREDICTIONS = "predictions"
 _LOG = re.compile(r"^log:(?P<model>[^@?]+)(?:@(?P<sel>[^?]+))?(?:\?(?P<query>.*))?$")

@@ -7,6 +7,8 @@ A REF names what drift compares:
   2013-07-08`` (``@`` an alias or a version number, or omitted for every version; the
   window's times are ISO 8601, UTC when they carry no offset; ``until`` is exclusive). Its
   columns are the model's inputs plus ``prediction``;
+- the ground-truth labels of a window's predictions (label drift): ``labels:flights@production
+  ?since=...&until=...`` (one column ``label``, from :meth:`feedback`);
 - a stored profile: ``profile:NAME`` (mergeable sketches saved by :meth:`save_profile`).
 
 Times are timezone-aware UTC. Writes are audited.

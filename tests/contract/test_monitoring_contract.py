@@ -350,3 +350,29 @@ def test_alert_rules_round_trip(client: Client, settings: Settings) -> None:
     _exactly(NotFound, mon.delete_rule, "low-f1")
     _exactly(NotFound, mon.get_rule, "low-f1")
     backends.close()
+
+
+def test_label_drift_from_feedback(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backends = Backends(settings)
+    rng = np.random.default_rng(3)
+    mon = client.monitoring
+    for day, late_share in ((1, 0.2), (2, 0.6)):
+        x = rng.normal(size=500)
+        rid = write_log(backends.artifacts, monkeypatch, model="lbl", version="1",
+                        at=dt.datetime(2013, 7, day, 8, tzinfo=UTC), inputs={"x": x},
+                        prediction=np.zeros(500, dtype=np.int64))  # fmt: skip
+        late = (rng.random(500) < late_share).astype(int)
+        mon.feedback(
+            "lbl", [{"request_id": rid, "row": i, "label": int(v)} for i, v in enumerate(late)]
+        )
+    a = "labels:lbl@1?since=2013-07-01&until=2013-07-02"
+    b = "labels:lbl@1?since=2013-07-02&until=2013-07-03"
+    report = mon.drift(a, b)
+    assert report.reference.startswith("labels:lbl@1") and list(report.columns) == ["label"]
+    col = report.columns["label"]
+    assert col.method.value == "z" and col.drifted and report.reference_rows == 500
+    assert not mon.drift(a, a).columns["label"].drifted
+    assert mon.drift(a, "labels:lbl@1?since=2014-01-01").status == "no data"
+    backends.close()
