@@ -121,11 +121,11 @@ def build_serving_app(
         registry=registry,
         policy_source=_policy_source(client),
         on_swap=lambda name: metrics.swaps.labels(name).inc(),
-        on_status=_status_publisher(client),
     )
     router = Router(
         metrics, predlog, threads=config.threads, large_batch_rows=config.large_batch_rows
     )
+    endpoints.on_status = _status_publisher(client, router.stats)
     authenticate = None
     if auth_on:
         from strata.governance.service import EmbeddedGovernance
@@ -220,7 +220,7 @@ def mount_from_env(app: Any, settings: Settings, auth: bool) -> None:
     app.add_middleware(ServingRoutes, serving=serving)
 
 
-def _status_publisher(client: Any) -> Any:
+def _status_publisher(client: Any, stats: dict[str, dict[str, float]]) -> Any:
     """Publishes this worker's endpoint statuses where the serving service lists them."""
     if client.is_remote:
         return None
@@ -235,7 +235,12 @@ def _status_publisher(client: Any) -> Any:
     def publish(statuses: list[Any]) -> None:
         now = datetime.now(UTC)
         for status in statuses:
-            publish_status(store, status.model_copy(update={"updated_at": now, "server": server}))
+            update = {
+                "updated_at": now,
+                "server": server,
+                "stats": dict(stats.get(status.name, {})),
+            }
+            publish_status(store, status.model_copy(update=update))
 
     return publish
 

@@ -459,7 +459,11 @@ class ServingApp:
             gauge.dec()
             elapsed = time.perf_counter() - start
             self.metrics.child(self.metrics.latency, ep.name, model, ver).observe(elapsed)
+            stats = self.router.stats.setdefault(ep.name, {})
+            stats["requests"] = stats.get("requests", 0.0) + 1
+            stats["latency_s"] = stats.get("latency_s", 0.0) + elapsed
             if code != "200":
+                stats["errors"] = stats.get("errors", 0.0) + 1
                 self.metrics.child(
                     self.metrics.requests, ep.name, model, ver, protocol, "", code
                 ).inc()
@@ -475,6 +479,8 @@ class ServingApp:
     ) -> list[tuple[bytes, bytes]]:
         served = outcome.served
         rows = len(outcome.prediction.prediction)
+        stats = self.router.stats.setdefault(ep.name, {})
+        stats[outcome.path] = stats.get(outcome.path, 0.0) + 1
         self.metrics.child(
             self.metrics.requests,
             ep.name,

@@ -296,6 +296,9 @@ class EndpointStatus(_Strict):
     loaded_versions: list[str] = Field(default_factory=list)
     policy: TrafficPolicy = Field(default_factory=TrafficPolicy)
     policy_errors: dict[str, str] = Field(default_factory=dict)
+    stats: dict[str, float] = Field(default_factory=dict)
+    """The reporting worker's totals since it started: ``requests``, ``errors``,
+    ``latency_s`` (summed) and answers by path (``primary``, ``canary``, ``shadow``...)."""
     updated_at: datetime | None = None
     server: str | None = None
 

@@ -103,6 +103,9 @@ class Router:
         self.caches: dict[str, _Cache] = {}
         self.batchers: dict[tuple[str, str, int], Batcher] = {}
         self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.stats: dict[str, dict[str, float]] = {}
+        """Per endpoint, this worker's totals since it started: requests, errors,
+        latency_s (summed) and answers by path; published with the endpoint reports."""
 
     # -- the predict -------------------------------------------------------------------
     async def _predict(
@@ -264,6 +267,8 @@ class Router:
             log.info("endpoint %s: shadow %s failed: %s", ep.name, target.version, exc)
             return
         elapsed = (time.perf_counter() - start) * 1000
+        stats = self.stats.setdefault(ep.name, {})
+        stats["shadow"] = stats.get("shadow", 0.0) + 1
         self.metrics.child(
             self.metrics.requests, ep.name, target.name, target.version, "shadow", "shadow", "200"
         ).inc()

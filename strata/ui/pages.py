@@ -12,7 +12,16 @@ from starlette.staticfiles import StaticFiles
 
 from strata.core.errors import InvalidInput, Unauthenticated
 from strata.core.threads import run_blocking
-from strata.ui import artifacts, datasets, features, monitoring, registry, studies, tracking
+from strata.ui import (
+    artifacts,
+    datasets,
+    features,
+    monitoring,
+    registry,
+    serving,
+    studies,
+    tracking,
+)
 from strata.ui.deps import admin_viewer, client_of, page_viewer
 from strata.ui.session import (
     CSRF_FIELD,
@@ -177,5 +186,6 @@ def mount_ui(app: FastAPI) -> None:
         registry.router,
         studies.router,
         monitoring.router,
+        serving.router,
     ):
         app.include_router(part)

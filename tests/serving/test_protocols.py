@@ -178,3 +178,21 @@ def test_bad_input_codes(url: str, flights: Flights) -> None:
     many = post(f"{url}/invocations", json={"inputs": {}})
     assert many.status_code == 404  # two models: /invocations says which routes to use
     assert "carriers" in many.json()["message"]
+
+
+def test_explain_gives_per_row_shap(url: str, flights: Flights) -> None:
+    import strata
+
+    x = rows(flights.frame, 3)[FEATURES]
+    r = httpx.post(f"{url}/v1/models/flights/explain", json={"records": x.to_dict("records")})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["features"] == FEATURES and doc["version"] == "1"
+    values = np.asarray(doc["values"])
+    assert values.shape == (3, 4)
+    # TreeSHAP is additive: base + attributions = the raw score (log-odds) of each row
+    booster = strata.models.load("models:/flights/1", tracking=flights.client.tracking)
+    raw = booster.predictor.booster.predict(x.to_numpy(), raw_score=True)  # type: ignore[attr-defined]
+    assert np.allclose(values.sum(axis=1) + doc["base_value"], raw)
+    text = httpx.post(f"{url}/v1/models/carriers/explain", json={"records": [{"x": 1}]})
+    assert text.status_code == 422

@@ -1,0 +1,38 @@
+"""Serving page: the endpoints running inference servers published — served version, traffic
+split, request counts, errors and latency, shadow and fallback counts (each server's report,
+refreshed at every change and at least every 30 s)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from strata.ui.deps import client_of, page_viewer
+from strata.ui.session import Viewer
+from strata.ui.web import PageRoute, render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def _row(status: Any) -> dict[str, Any]:
+    stats = status.stats
+    requests = stats.get("requests", 0.0)
+    canary = sum(t.weight for t in status.policy.canary)
+    return {
+        "status": status,
+        "split": [("primary", 1.0 - canary)] + [(t.model, t.weight) for t in status.policy.canary],
+        "requests": int(requests),
+        "errors": int(stats.get("errors", 0.0)),
+        "latency_ms": (stats.get("latency_s", 0.0) / requests * 1000) if requests else None,
+        "shadow": int(stats.get("shadow", 0.0)),
+        "fallback": int(stats.get("fallback", 0.0)),
+        "cache": int(stats.get("cache", 0.0)),
+    }
+
+
+@router.get("/serving")
+def serving(request: Request, who: Viewer = Depends(page_viewer)) -> Response:
+    endpoints = client_of(request).serving.list_endpoints()
+    return render(request, who, "serving.html", rows=[_row(s) for s in endpoints])

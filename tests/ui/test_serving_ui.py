@@ -1,0 +1,51 @@
+"""The serving page as a viewer: published endpoints with their version, traffic split,
+counts and latency, shadow and fallback; policy load errors."""
+
+from __future__ import annotations
+
+from strata.backends.artifacts import ArtifactStore
+from strata.core.principal import Role
+from strata.serving.models import EndpointStatus, TrafficPolicy
+from strata.serving.policies import publish_status
+from ui.conftest import UiEnv
+
+
+def test_serving_page(ui_env: UiEnv) -> None:
+    with ui_env.http(Role.VIEWER) as http:
+        empty = http.get("/serving")
+        assert empty.status_code == 200 and "No endpoints published" in empty.text
+    policy = TrafficPolicy.model_validate(
+        {
+            "canary": [{"model": "flights/4", "weight": 0.1}],
+            "shadow": {"model": "flights@challenger", "fraction": 0.5},
+            "fallback": {"model": "flights/2"},
+        }
+    )
+    status = EndpointStatus(
+        name="flights",
+        model="flights@production",
+        version="3",
+        ready=True,
+        policy=policy,
+        policy_errors={"flights@challenger": "alias 'challenger' not found"},
+        stats={"requests": 200, "errors": 3, "latency_s": 0.5, "shadow": 90, "fallback": 7},
+    )
+    publish_status(ArtifactStore(ui_env.client.settings.artifact_uri), status)
+    with ui_env.http(Role.VIEWER) as http:
+        page = http.get("/serving")
+        assert page.status_code == 200
+        text = page.text
+        needles = [
+            "flights@production",
+            "primary 90.0%",
+            "flights/4 10.0%",
+            "flights@challenger (50.0%)",
+            "2.50 ms",
+            '<td class="num">90</td>',
+            '<td class="num">7</td>',
+            "alias &#39;challenger&#39; not found",
+        ]
+        for needle in needles:
+            assert needle in text, needle
+    with ui_env.http() as anonymous:
+        assert anonymous.get("/serving").status_code in (302, 303, 401)
