@@ -329,10 +329,19 @@ class ServingApp:
     async def _ready(self, *_: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         statuses = self.endpoints.statuses()
         ready = all(s.ready for s in statuses)
+
+        def error(text: str | None) -> str | None:
+            # Probes call this route without a token: with auth on, a load error (which may
+            # name paths, buckets or URLs) stays on the authenticated /v1/endpoints.
+            if text is None or self.authenticate is None:
+                return text
+            return "failed to load; GET /v1/endpoints with a token shows why"
+
         doc = {
             "ready": ready,
             "models": {
-                s.name: {"ready": s.ready, "version": s.version, "error": s.error} for s in statuses
+                s.name: {"ready": s.ready, "version": s.version, "error": error(s.error)}
+                for s in statuses
             },
         }
         extra = [] if ready else [(b"retry-after", b"1")]

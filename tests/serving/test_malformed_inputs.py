@@ -149,3 +149,20 @@ def test_runtime_policies_name_registered_models_only(flights: Flights, tmp_path
         serving.set_traffic_policy("flights", {})
     with _pytest.raises(ValueError):
         Cache(max_entries=10_000_000)  # each entry holds a request: bounded
+
+
+def test_open_readiness_probe_keeps_load_errors_private(flights: Flights) -> None:
+    """With auth on, /v2/health/ready answers without a token (probes), so a load error's
+    text (paths, URLs) is kept for the authenticated endpoint listing."""
+    import httpx
+
+    config = {
+        "endpoints": [{"model": "flights/1"}, {"model": "ghost-secret-name/1"}],
+        "prediction_log": {"enabled": False},
+    }
+    for url in start_serving(flights.settings, config, auth=True):
+        ready = httpx.get(f"{url}/v2/health/ready")
+        assert ready.status_code == 503
+        ghost = ready.json()["models"]["ghost-secret-name"]
+        assert ghost["ready"] is False and "/v1/endpoints" in ghost["error"]
+        assert "ghost-secret-name" not in ghost["error"]
