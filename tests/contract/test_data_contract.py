@@ -204,7 +204,7 @@ def test_viewer_reads_but_cannot_write(live_server: LiveServer) -> None:
 
 def test_http_push_and_server_refuses_local_paths(live_server: LiveServer) -> None:
     headers = {"Authorization": f"Bearer {live_server.admin_token}"}
-    with httpx.Client(base_url=live_server.url, headers=headers) as http:
+    with httpx.Client(base_url=live_server.url, headers=headers, timeout=120) as http:
         r = http.post(
             "/api/v1/data/datasets/pushed/rows",
             content=b'[{"a": 1}, {"a": 2}]',

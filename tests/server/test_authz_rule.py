@@ -41,6 +41,10 @@ READ_POSTS = frozenset(
         "/v1/features/plan",
         "/v1/features/historical",
         "/v1/features/online",
+        # a drift report computes; storing it (options.store_as) is checked for write by
+        # the monitoring service itself, embedded and remote alike
+        "/v1/monitoring/drift",
+        "/v1/monitoring/drift/html",
     }
 )
 _RANK = {Permission.READ: 0, Permission.WRITE: 1, Permission.APPROVE: 2, Permission.ADMIN: 3}
