@@ -63,6 +63,9 @@ def modules_of(home: Path, *args: str) -> set[str]:
         ("runs", "--help"),
         ("data", "ingest", "--help"),
         ("models", "predict", "--help"),
+        ("predict", "batch", "--help"),
+        ("predict", "stream", "--help"),
+        ("deploy", "build", "--help"),
     ],
     ids=" ".join,
 )
