@@ -45,6 +45,7 @@ READ_POSTS = frozenset(
         # the monitoring service itself, embedded and remote alike
         "/v1/monitoring/drift",
         "/v1/monitoring/drift/html",
+        "/v1/monitoring/performance",  # likewise for options.store
     }
 )
 _RANK = {Permission.READ: 0, Permission.WRITE: 1, Permission.APPROVE: 2, Permission.ADMIN: 3}
