@@ -325,6 +325,7 @@ class EmbeddedMonitoring(MonitoringService):
     def feedback_with(self, model: str, items: list[FeedbackItem]) -> FeedbackResult:
         from strata.monitoring import feedback
 
+        check_name(model, "model")  # it names the log's partition: no globs, no paths
         con = self._connect()
         try:
             return feedback.submit(self.db, con, self.store, model, items)
@@ -361,12 +362,13 @@ class EmbeddedMonitoring(MonitoringService):
     def get_rule(self, name: str) -> RuleState:
         from strata.monitoring import rules
 
-        return rules.get(self.db, check_name(name, "rule"))
+        return _shown(rules.get(self.db, check_name(name, "rule")))
 
     def list_rules(self, model: str | None = None) -> list[RuleState]:
         from strata.monitoring import rules
 
-        return rules.list_all(self.db, None if model is None else check_name(model, "model"))
+        found = rules.list_all(self.db, None if model is None else check_name(model, "model"))
+        return [_shown(r) for r in found]
 
     def delete_rule(self, name: str) -> None:
         from strata.monitoring import rules
@@ -447,3 +449,21 @@ class EmbeddedMonitoring(MonitoringService):
                 f"{url} answered HTTP {response.status_code}", details={"field": "metrics_url"}
             )
         return health.from_prometheus(response.text[:20_000_000], model, url, utcnow())
+
+
+def _shown(state: RuleState) -> RuleState:
+    """A rule as its reader may see it: a webhook URL is a bearer secret (Slack, Teams), so
+    only admins (who write rules) see it whole; others see its scheme and host."""
+    if current_call().principal.can(Permission.ADMIN):
+        return state
+    from urllib.parse import urlsplit
+
+    actions = []
+    for action in state.rule.actions:
+        url = getattr(action, "url", None)
+        if isinstance(url, str):
+            parts = urlsplit(url)
+            host = parts.hostname or "?"
+            action = action.model_copy(update={"url": f"{parts.scheme}://{host}/…"})
+        actions.append(action)
+    return state.model_copy(update={"rule": state.rule.model_copy(update={"actions": actions})})

@@ -34,6 +34,8 @@ from strata.monitoring.models import (
 from strata.monitoring.refs import LogRef, sql_text
 
 BOOTSTRAP = 1000
+#: Most confusion-matrix cells the bootstrap holds at once (draws x classes²).
+BOOTSTRAP_CELLS = 5_000_000
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -95,13 +97,20 @@ def classification(
     np.add.at(cm, (yi, pi), 1)
     pos = index.get(positive) if (k == 2 and positive is not None) else None
     point = _prf(cm, pos)
-    rng = np.random.default_rng(0)
-    draws = rng.multinomial(n, (cm / n).ravel(), size=BOOTSTRAP).reshape(BOOTSTRAP, k, k)
-    boot = _prf(draws, pos)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha], axis=0)
-    for j, name in enumerate(("precision", "recall", "f1")):
-        out[name] = Metric(value=float(point[j]), low=float(lo[j]), high=float(hi[j]))
+    # The bootstrap holds draws x k x k counts: bounded (~40 MB) whatever the number of
+    # classes; with too many classes for even 100 draws, the point values come alone.
+    size = min(BOOTSTRAP, BOOTSTRAP_CELLS // (k * k))
+    if size >= 100:
+        rng = np.random.default_rng(0)
+        draws = rng.multinomial(n, (cm / n).ravel(), size=size).reshape(size, k, k)
+        boot = _prf(draws, pos)
+        alpha = (1 - confidence) / 2
+        lo, hi = np.quantile(boot, [alpha, 1 - alpha], axis=0)
+        for j, name in enumerate(("precision", "recall", "f1")):
+            out[name] = Metric(value=float(point[j]), low=float(lo[j]), high=float(hi[j]))
+    else:
+        for j, name in enumerate(("precision", "recall", "f1")):
+            out[name] = Metric(value=float(point[j]))
     if proba is not None and pos is not None:
         truth = (yi == pos).astype(np.float64)
         p = np.clip(proba.astype(np.float64), 1e-15, 1 - 1e-15)

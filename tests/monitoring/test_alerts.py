@@ -218,3 +218,13 @@ def test_rules_need_admin_and_the_scheduler_evaluates(client: Client, receiver: 
     assert event.detail["actions"][0]["ok"]
     audit = client.governance.list_audit(action="monitoring.alert_fired")
     assert audit[0].actor == "strata-alerts"
+    # a webhook URL is a bearer secret: whole for admins, scheme and host for the others
+    assert mon.get_rule("slow").rule.actions[0].url == receiver.url  # type: ignore[union-attr]
+    bind(Principal(name="viewer", role=Role.VIEWER))
+    try:
+        (shown,) = mon.list_rules()
+        url = shown.rule.actions[0].url  # type: ignore[union-attr]
+        assert url == "http://127.0.0.1/…" and receiver.url not in str(shown.model_dump())
+        assert mon.get_rule("slow").rule.actions[0].url == url  # type: ignore[union-attr]
+    finally:
+        bind(local_principal())
