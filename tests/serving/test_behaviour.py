@@ -61,6 +61,10 @@ def touchy_run(flights: Flights, tmp_path_factory: pytest.TempPathFactory) -> st
         experiment="touchy", client=flights.client, capture_environment=False
     ) as run:
         strata.log_model(module.Touchy(), "model", input_example=example, trusted=True)
+        from sklearn.linear_model import LinearRegression
+
+        steady = LinearRegression().fit(example, example["x"] * 3.0)  # data, no code to run
+        strata.log_model(steady, "steady", input_example=example)
     return run.run_id
 
 
@@ -272,3 +276,30 @@ def test_serves_a_model_directory_and_a_bare_name(flights: Flights, tmp_path: Pa
         assert r.json()["predictions"] == model.predict(x).tolist()
         latest = httpx.post(f"{url}/v1/models/flights/predict", json=body)
         assert latest.status_code == 200 and latest.json()["version"] == "2"
+
+
+def test_fallback_on_error_and_timeout(flights: Flights, touchy_run: str) -> None:
+    config = {
+        "endpoints": [
+            {
+                "model": f"runs:/{touchy_run}/model",
+                "name": "touchy",
+                "trusted": True,
+                "policy": {"fallback": {"model": f"runs:/{touchy_run}/steady", "timeout_ms": 300}},
+            }
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    for url in start_serving(flights.settings, config):
+        predict = f"{url}/v1/models/touchy/predict"
+        ok = httpx.post(predict, json={"records": [{"x": 2.0}]}).json()
+        assert (ok["path"], ok["predictions"]) == ("primary", [4.0])
+        raised = httpx.post(predict, json={"records": [{"x": -1.0}]}).json()
+        assert raised["path"] == "fallback"
+        assert raised["predictions"] == [pytest.approx(-3.0)]
+        slow = httpx.post(predict, json={"records": [{"x": 999.0}]}, timeout=10).json()
+        assert slow["path"] == "fallback"
+        assert slow["predictions"] == [pytest.approx(2997.0)]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'strata_serving_fallbacks_total{endpoint="touchy",reason="error"} 1.0' in metrics
+        assert 'strata_serving_fallbacks_total{endpoint="touchy",reason="timeout"} 1.0' in metrics
