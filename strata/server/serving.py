@@ -122,9 +122,7 @@ def build_serving_app(
         policy_source=_policy_source(client),
         on_swap=lambda name: metrics.swaps.labels(name).inc(),
     )
-    router = Router(
-        metrics, predlog, threads=config.threads, large_batch_rows=config.large_batch_rows
-    )
+    router = Router(metrics, predlog, threads=config.threads)
     endpoints.on_status = _status_publisher(client, router.stats)
     authenticate = None
     if auth_on:

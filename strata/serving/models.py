@@ -266,8 +266,8 @@ class ServeConfig(_Strict):
     max_in_flight: int = Field(default=256, ge=1)
     """Requests a worker holds at once; the next gets 503 with Retry-After."""
     threads: int = Field(default=1, ge=1, le=256)
-    """Threads per predict for batches under ``large_batch_rows`` (LightGBM/XGBoost/BLAS)."""
-    large_batch_rows: int = Field(default=5_000, ge=1)
+    """Threads per predict (the OpenMP/BLAS pools of LightGBM, XGBoost, numpy), pinned per
+    worker through the environment before any model library loads."""
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
     @model_validator(mode="after")

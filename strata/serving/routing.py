@@ -93,12 +93,10 @@ class Router:
         predlog: PredictionLog | None,
         *,
         threads: int = 1,
-        large_batch_rows: int = 5_000,
     ) -> None:
         self.metrics = metrics
         self.predlog = predlog
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strata-predict")
-        self.large_batch_rows = large_batch_rows
         self.threads = threads
         self.caches: dict[str, _Cache] = {}
         self.batchers: dict[tuple[str, str, int], Batcher] = {}
