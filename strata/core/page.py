@@ -39,6 +39,10 @@ def encode_page_token(key: str, value: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({key: value}).encode()).decode()
 
 
+#: The largest offset or sequence a page token may hold (a database BIGINT).
+MAX_POSITION = 2**63 - 1
+
+
 def decode_page_token(token: str | None, key: str) -> int:
     """``key``'s value in ``token`` (0 without one); InvalidInput for a token not made by
     :func:`encode_page_token` with that key, or a negative value."""
@@ -51,7 +55,7 @@ def decode_page_token(token: str | None, key: str) -> int:
             "Invalid page_token: pass back the token a previous page returned",
             details={"field": "page_token"},
         ) from exc
-    if value < 0:
+    if not 0 <= value <= MAX_POSITION:
         raise InvalidInput("Invalid page_token", details={"field": "page_token"})
     return value
 

@@ -119,7 +119,9 @@ def list_audit(
     until: datetime | None = None,
     limit: int = Query(100, ge=1, le=10_000),
     page_token: str | None = None,
-    after_seq: int = Query(0, ge=0, description="Older spelling of page_token; still honoured."),
+    after_seq: int = Query(
+        0, ge=0, le=2**63 - 1, description="Older spelling of page_token; still honoured."
+    ),
 ) -> dict[str, Any]:
     """Records oldest first, ``limit`` per page; ``next_page_token`` (when more records
     match) is the ``page_token`` of the next page."""
