@@ -35,6 +35,9 @@ def test_runtime_policies(flights: Flights) -> None:
     body = {"records": rows(flights.frame, 2)[FEATURES].to_dict(orient="records")}
     serving = flights.client.serving
     for url in start_serving(flights.settings, config):
+        deadline = time.monotonic() + 30  # workers publish their endpoints after start
+        while not serving.list_endpoints() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert [e.name for e in serving.list_endpoints()] == ["flights"]
         serving.set_traffic_policy("flights", {"canary": [{"model": "flights/2", "weight": 0.5}]})
         _wait_policy(url, "canary")

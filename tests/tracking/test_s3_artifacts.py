@@ -72,6 +72,8 @@ def _objects(endpoint: str, prefix: str) -> dict[str, bytes]:
 def test_mlflow_client_artifacts_live_in_s3(
     s3_server: tuple[LiveServer, str], s3_endpoint: str, tmp_path: Path
 ) -> None:
+    # an earlier test's mlflow run may leave its experiment in the environment
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     server, prefix = s3_server
     big = tmp_path / "weights.bin"
     big.write_bytes(os.urandom(BIG))
@@ -129,6 +131,8 @@ def test_mlflow_client_artifacts_live_in_s3(
 def test_strata_sdk_artifacts_through_the_server_live_in_s3(
     s3_server: tuple[LiveServer, str], s3_endpoint: str, tmp_path: Path
 ) -> None:
+    # an earlier test's mlflow run may leave its experiment in the environment
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     server, prefix = s3_server
     sdk = server.client()
     try:
