@@ -11,6 +11,7 @@ blocks the stream.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from strata.features.models import PushStreamResult
 if TYPE_CHECKING:
     from strata.backends.streams.base import StreamRecord
     from strata.features.embedded import EmbeddedFeatures
+
+log = logging.getLogger(__name__)
 
 #: ``progress(result so far)`` after each batch.
 PushProgress = Callable[[PushStreamResult], None]
@@ -102,8 +105,8 @@ def _write(
     try:
         result.pushed += online.push(svc, view, rows)
         return
-    except InvalidInput:
-        pass
+    except InvalidInput as refused:  # the batch is all or nothing: find the bad records
+        log.debug("push to %s refused a batch (%s); pushing record by record", view, refused)
     for row, record in zip(rows, origins, strict=True):
         try:
             result.pushed += online.push(svc, view, [row])

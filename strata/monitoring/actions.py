@@ -95,6 +95,6 @@ def run(db: Any, peers: Peers, rule: AlertRule, context: dict[str, Any]) -> list
             result |= {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if isinstance(action, WebhookAction):
             with audited(db, "monitoring.action.webhook", "alert_rule", rule.name, audit):
-                pass
+                pass  # the webhook ran above; this block only appends its audit record
         results.append(result)
     return results
