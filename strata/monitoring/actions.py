@@ -56,9 +56,10 @@ def _rollback(peers: Peers, rule: AlertRule, action: RollbackAction) -> dict[str
 def _canary_off(peers: Peers, rule: AlertRule, action: CanaryOffAction) -> dict[str, Any]:
     endpoint = action.endpoint or rule.model
     policy = peers.serving.get_traffic_policy(endpoint)
-    removed = [t.model for t in policy.canary]
-    peers.serving.set_traffic_policy(endpoint, policy.model_copy(update={"canary": []}))
-    return {"endpoint": endpoint, "canary_removed": removed}
+    before = {t.model: t.weight for t in policy.canary}
+    off = [t.model_copy(update={"weight": 0.0}) for t in policy.canary]
+    peers.serving.set_traffic_policy(endpoint, policy.model_copy(update={"canary": off}))
+    return {"endpoint": endpoint, "canary_weights_before": before}
 
 
 def run(db: Any, peers: Peers, rule: AlertRule, context: dict[str, Any]) -> list[dict[str, Any]]:

@@ -435,8 +435,9 @@ class RollbackAction(_Strict):
 
 
 class CanaryOffAction(_Strict):
-    """Send no traffic to the canary of ``endpoint`` (default: the rule's model): its
-    canary targets are removed from the traffic policy, the primary takes everything."""
+    """Send no traffic to the canary of ``endpoint`` (default: the rule's model): every
+    canary target's weight is set to 0 — the targets stay in the traffic policy (a weight
+    set back turns the canary on again), the primary takes everything."""
 
     type: Literal["canary_off"] = "canary_off"
     endpoint: str | None = Field(default=None, max_length=NAME_MAX)

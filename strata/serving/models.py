@@ -131,10 +131,11 @@ class Batching(_Strict):
 
 
 class Target(_Strict):
-    """A canary candidate: a model reference and its share of the traffic."""
+    """A canary candidate: a model reference and its share of the traffic (0 keeps the
+    candidate configured and loaded but sends it nothing: a canary turned off)."""
 
     model: str
-    weight: float = Field(gt=0, le=1)
+    weight: float = Field(ge=0, le=1)
 
     @field_validator("model")
     @classmethod

@@ -172,9 +172,10 @@ def test_rules_fire_once_respect_cooldown_and_act(
     assert results["webhook"]["ok"] and results["webhook"]["attempts"] == 2
     assert results["rollback"] == {"type": "rollback", "ok": True, "alias": "canary",
                                    "from_version": 2, "to_version": 1}  # fmt: skip
-    assert results["canary_off"]["canary_removed"] == ["flights/2"]
+    assert results["canary_off"]["canary_weights_before"] == {"flights/2": 0.2}
     assert client.registry.get_version_by_alias("flights", "canary").version == 1
-    assert client.serving.get_traffic_policy("flights").canary == []
+    (target,) = client.serving.get_traffic_policy("flights").canary  # kept, weight 0
+    assert (target.model, target.weight) == ("flights/2", 0.0)
     body = json.loads(receiver.calls[-1][1])
     assert body["rule"] == "drifting" and body["value"] == 0.5 and body["expr"].startswith("drift")
     assert mon.evaluate_rules() == []  # same newest point: de-duplicated

@@ -57,6 +57,20 @@ def test_runtime_policies(flights: Flights) -> None:
         assert all(len(p) == 1 for p in sticky.values())  # a key always lands the same way
         assert 40 < paths[("canary", "2")] < 160
 
+        # weight 0: the canary stays configured (and loaded) but gets no request
+        serving.set_traffic_policy("flights", {"canary": [{"model": "flights/2", "weight": 0}]})
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{url}/v1/endpoints").json()["endpoints"][0]["policy"]["canary"][0][
+            "weight"
+        ]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for i in range(40):
+            r = httpx.post(
+                f"{url}/v1/models/flights/predict", json=body, headers={"x-strata-key": f"u{i}"}
+            )
+            assert r.json()["path"] == "primary"
+
         serving.set_traffic_policy(
             "flights",
             {
