@@ -220,6 +220,12 @@ class FeedbackBody(_Body):
     items: list[FeedbackItem] = Field(max_length=100_000)
 
 
+#: ``POST /feedback`` at the server's root: the short path label producers are given (the
+#: issue's), the same handler, permission and body as ``/api/v1/monitoring/feedback``.
+root_router = APIRouter(tags=["monitoring"])
+
+
+@root_router.post("/feedback", dependencies=WRITE)
 @router.post("/feedback", dependencies=WRITE)
 async def feedback(request: Request, body: FeedbackBody) -> Response:
     """Ground-truth labels by request id (+ row) or entity key + time; unknown ones are

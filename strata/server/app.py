@@ -244,6 +244,7 @@ def _layer_routers() -> list[Any]:
     from strata.data.api import router as data_router
     from strata.features.api import router as features_router
     from strata.models.api import router as models_router
+    from strata.monitoring.api import root_router as feedback_router
     from strata.monitoring.api import router as monitoring_router
     from strata.registry.api import router as registry_router
     from strata.registry.mlflow_api import router as mlflow_registry_router
@@ -266,6 +267,7 @@ def _layer_routers() -> list[Any]:
         registry_router,
         mlflow_registry_router,
         monitoring_router,
+        feedback_router,  # POST /feedback
         serving_router,
     ]
 

@@ -10,10 +10,10 @@ domain re-resolved to 127.0.0.1 (DNS rebinding) makes such requests same-origin.
 - **No auth means loopback callers only.** With auth off, a request whose peer address is
   not loopback is refused (403) — whatever address uvicorn was bound to, however the app was
   started (``STRATA_AUTH=false uvicorn --factory ...`` included).
-- **JSON APIs take JSON.** A request with a body to ``/api/`` or ``/ajax-api/`` must say
-  ``application/json`` (or ``+json``, or ``application/x-ndjson``); streaming upload routes
-  take any type. 415 otherwise: ``text/plain`` and form encodings are what a cross-site form
-  can send without a preflight.
+- **JSON APIs take JSON.** A request with a body to ``/api/``, ``/ajax-api/`` or
+  ``/feedback`` must say ``application/json`` (or ``+json``, or ``application/x-ndjson``);
+  streaming upload routes take any type. 415 otherwise: ``text/plain`` and form encodings
+  are what a cross-site form can send without a preflight.
 - **Origin on writes.** An unsafe method (POST, PUT, PATCH, DELETE) carrying an ``Origin``
   header must come from the server's own origin (scheme + Host) or one listed in
   ``STRATA_ALLOWED_ORIGINS``; 403 otherwise. Clients that send no ``Origin`` (SDKs, curl)
@@ -32,7 +32,8 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-JSON_PREFIXES = ("/api/", "/ajax-api/")
+#: ``/feedback`` is monitoring's root route for labels (a JSON API outside ``/api/``).
+JSON_PREFIXES = ("/api/", "/ajax-api/", "/feedback")
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _JSON_TYPES = ("application/json", "application/x-ndjson")
 
