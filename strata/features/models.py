@@ -243,26 +243,13 @@ class FeatureView(_Spec):
         raise KeyError(name)
 
 
-class OnDemandFeature(_Spec):
+class OnDemandFeature(FeatureField):
     """A feature computed per row from request data and other views' features: a scalar
     SQL expression (DuckDB) over the view's inputs, cast to ``dtype``."""
 
-    name: str
-    dtype: ValueType = ValueType.FLOAT64
     #: One scalar SQL expression over the view's inputs (``dep_delay / nullif(temp, 0)``);
     #: None when the view computes its features with ``python``.
     sql: str | None = None
-    description: str = ""
-
-    def __init__(self, name: str | None = None, dtype: Any = None, /, **data: Any) -> None:
-        if dtype is not None:
-            data["dtype"] = dtype
-        super().__init__(name, **data)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_name(value, "feature")
 
 
 #: ``package.module:function``, what a Python on-demand view names.
