@@ -8,6 +8,7 @@ set); every list and show takes ``--json``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -104,8 +105,17 @@ def list_models(
     print_table(rows, ["name", "latest", "aliases", "owner", "tags", "updated"], "Models")
 
 
-def show(name: NameArg, as_json: JsonOpt = False) -> None:
-    """Show one registered model."""
+def show(
+    name: NameArg,
+    version: Annotated[
+        str | None, typer.Argument(help="Show this version instead of the model.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one registered model, or one of its versions."""
+    if version is not None:
+        _show_version(name, version, as_json)
+        return
     with _client() as client:
         model = client.registry.get_model(name)
     if as_json:
@@ -125,6 +135,28 @@ def show(name: NameArg, as_json: JsonOpt = False) -> None:
             f"Gate: {g.metric} on {g.dataset} (target {g.target}), threshold {g.threshold}, "
             f"{'higher' if g.higher_is_better else 'lower'} is better"
         )
+
+
+def _show_version(name: str, version: str, as_json: bool) -> None:
+    with _client() as client:
+        mv = client.registry.get_version(name, version)
+    if as_json:
+        print_json(mv)
+        return
+    console.print(
+        f"[bold]{mv.name}[/bold] v{mv.version}  {mv.status.value}  "
+        f"aliases {', '.join(mv.aliases) or '-'}  by {mv.created_by} at {mv.created_at}"
+    )
+    if mv.status_message:
+        console.print(mv.status_message)
+    console.print(f"source {mv.source}  flavor {mv.flavor}  digest {mv.digest}")
+    if mv.lineage.git_commit:
+        console.print(f"commit {mv.lineage.git_commit}")
+    print_table(
+        [{"metric": k, "value": v} for k, v in sorted(mv.metrics.items())],
+        ["metric", "value"],
+        "Metrics",
+    )
 
 
 def versions(name: NameArg, as_json: JsonOpt = False) -> None:
@@ -332,8 +364,15 @@ def card(
         str | None, typer.Option("--limitations", help="Edit: limitations.")
     ] = None,
     notes: Annotated[str | None, typer.Option("--notes", help="Edit: notes.")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print JSON: the editable sections and the card (Markdown or HTML)."
+        ),
+    ] = False,
 ) -> None:
     """Print (or write) a version's model card; the owner edits its sections with the options."""
+    fmt = "html" if html else "markdown"
     with _client() as client:
         if intended_use is not None or limitations is not None or notes is not None:
             client.registry.update_card(
@@ -341,7 +380,11 @@ def card(
                 version,
                 {"intended_use": intended_use, "limitations": limitations, "notes": notes},
             )
-        text = client.registry.card(name, version, format="html" if html else "markdown")
+        text = client.registry.card(name, version, format=fmt)
+        if as_json:
+            mv = client.registry.get_version(name, version)
+            doc = {"name": mv.name, "version": mv.version, "sections": mv.card}
+            text = json.dumps({**doc, "format": fmt, "card": text}, indent=2)
     if output is not None:
         output.write_text(text, encoding="utf-8")
         console.print(f"Wrote {output}")

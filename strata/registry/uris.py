@@ -70,11 +70,28 @@ def resolve_uri(uri: str, tracking: TrackingService | None) -> Path:
             f"{mv.status_message or 'not ready to load'}",
             details={"name": mv.name, "version": mv.version, "status": mv.status.value},
         )
-    return sources.fetch(
-        service,
-        run_id=mv.run_id if mv.artifact_path else None,
-        artifact_path=mv.artifact_path,
-        model_id=mv.model_id,
-        digest=mv.digest,
-        what=f"{uri} (version {mv.version} of {mv.name!r})",
-    )
+    # Downloaded into a private ``$STRATA_HOME/tmp/model-*`` directory that the models layer
+    # removes with the loaded model (or at once when loading fails), as for ``runs:/``; the
+    # sweep of ``strata gc`` and of the next download takes those of killed processes.
+    import shutil
+
+    from strata.core.staging import make_workdir
+    from strata.models import tracked
+
+    work = make_workdir(client.settings.home / "tmp", "model-")
+    try:
+        local = sources.fetch(
+            service,
+            run_id=mv.run_id if mv.artifact_path else None,
+            artifact_path=mv.artifact_path,
+            model_id=mv.model_id,
+            digest=mv.digest,
+            what=f"{uri} (version {mv.version} of {mv.name!r})",
+            dst=Path(work),
+        )
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    with tracked._owned_lock:
+        tracked._owned[local] = work
+    return local

@@ -95,6 +95,12 @@ def test_the_registry_walk(tmp_path: Path) -> None:
     assert "production" in run("models", "list").output
     card = run("models", "card", "churn", "1", "--intended-use", "Churn scoring").output
     assert "# Model card: churn v1" in card and "Churn scoring" in card
+    carded = json.loads(run("models", "card", "churn", "1", "--json").output)
+    assert carded["sections"]["intended_use"] == "Churn scoring" and carded["version"] == 1
+    assert carded["format"] == "markdown" and "Churn scoring" in carded["card"]
+    one = json.loads(run("models", "show", "churn", "1", "--json").output)
+    assert (one["version"], one["run_id"], one["aliases"]) == (1, first, ["production"])
+    assert "v2" not in run("models", "show", "churn", "1").output
     run("models", "card", "churn", "1", "--html", "-o", str(tmp_path / "card.html"))
     assert (tmp_path / "card.html").read_text().startswith("<!doctype html>")
     run("models", "delete", "churn", "2", "-y")
