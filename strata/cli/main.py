@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from strata.cli.helpfmt import conventional_help
+from strata.cli.lazy import lazy_command
 from strata.cli.serve import serve_command
 from strata.core.console import console, print_error, print_json, strata_command
 from strata.core.errors import StrataError
@@ -246,7 +247,7 @@ def db_current(
 def main() -> None:
     """Console entry point: errors are printed for a person, never as a traceback."""
     try:
-        app()
+        lazy_command(app)()
     except StrataError as exc:
         print_error(exc.message)
         sys.exit(2 if exc.http_status in (400, 413) else 1)
