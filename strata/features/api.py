@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from strata.core.errors import InvalidInput
 from strata.features.service import FeaturesService
-from strata.governance.routing import READ, WRITE, json_response, run_blocking, service
+from strata.governance.routing import (
+    READ,
+    WRITE,
+    body_schema,
+    json_response,
+    lean,
+    read_body,
+    run_blocking,
+    service,
+)
 
 router = APIRouter(prefix="/api/v1/features", tags=["features"])
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -220,8 +229,10 @@ async def push(request: Request, name: str, body: Push) -> Response:
     return json_response({"written": count}, plain=True)
 
 
-@router.post("/online", dependencies=READ)
-async def online(request: Request, body: OnlineLookup) -> Response:
+@router.post("/online", dependencies=READ, openapi_extra=body_schema(OnlineLookup))
+@lean  # the hot read path: FastAPI's routing and dependency solving cost more than a lookup
+async def online(request: Request) -> Response:
     """Latest values per entity row, with event times and statuses."""
+    body = await read_body(request, OnlineLookup)
     result = await run_blocking(_svc(request).get_online_features, body.features, body.entity_rows)
     return json_response(result)

@@ -39,7 +39,37 @@ def test_table_holds_static_mlflow_routes_only(env: AppEnv) -> None:
     ):
         assert (method, path) in table
     assert all("{" not in path for _, path in table)  # parameterised paths stay with FastAPI
-    assert not any(path.startswith("/api/v1/") for _, path in table)  # Strata's REST too
+    # Strata's REST goes through FastAPI, but for the routes marked lean (the online lookup)
+    assert {p for _, p in table if p.startswith("/api/v1/")} == {"/api/v1/features/online"}
+
+
+def test_online_lookup_is_lean_with_the_same_checks_and_400s(
+    env: AppEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_solves(monkeypatch)
+    url = "/api/v1/features/online"
+    viewer = env.auth(Role.VIEWER)
+    body = {"features": ["weather:temp"], "entity_rows": [{"origin": "JFK"}]}
+    assert env.http.post(url, json=body).status_code == 401
+    unknown = env.http.post(url, json=body, headers=viewer)
+    assert unknown.status_code == 404 and "weather" in unknown.json()["message"]
+    for bad, field in (
+        ({"entity_rows": []}, "features"),
+        ({"features": "s", "entity_rows": "JFK"}, "entity_rows"),
+        ({"features": "s", "entity_rows": [], "extra": 1}, "extra"),
+        ({"features": "s", "entity_rows": [{}] * 10_001}, "entity_rows"),
+    ):
+        r = env.http.post(url, json=bad, headers=viewer)
+        assert r.status_code == 400, r.text
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert r.json()["message"].startswith(f"Invalid request: {field}"), r.text
+    for raw in (b"", b"{not json", b"[]"):
+        r = env.http.post(url, content=raw, headers={**viewer, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["message"].startswith("Invalid request: body")
+    assert calls[0] == 0
+    spec = env.http.get("/openapi.json").json()["paths"][url]["post"]
+    schema = spec["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"features", "entity_rows"}
 
 
 def test_lean_routes_skip_fastapi_dependency_solving(
