@@ -4,12 +4,14 @@ fired it; a failing action is recorded and does not stop the next one."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Protocol
 
 from strata.core.errors import StrataError
 from strata.governance.audit import audited
 from strata.monitoring import webhook
+from strata.monitoring.jobs import ActionJobs
 from strata.monitoring.models import (
     AlertRule,
     CanaryOffAction,
@@ -62,11 +64,18 @@ def _canary_off(peers: Peers, rule: AlertRule, action: CanaryOffAction) -> dict[
     return {"endpoint": endpoint, "canary_weights_before": before}
 
 
-def run(db: Any, peers: Peers, rule: AlertRule, context: dict[str, Any]) -> list[dict[str, Any]]:
+def run(
+    db: Any,
+    peers: Peers,
+    rule: AlertRule,
+    context: dict[str, Any],
+    jobs: ActionJobs | None = None,
+) -> list[dict[str, Any]]:
     """Run ``rule``'s actions in order; one result per action (``type``, ``ok``, details or
-    ``error``)."""
+    ``error``). With ``jobs``, a retraining is queued there (``status: queued``, the event's
+    entry updated when it ends) instead of holding up the caller for the whole training."""
     results: list[dict[str, Any]] = []
-    for action in rule.actions:
+    for index, action in enumerate(rule.actions):
         result: dict[str, Any] = {"type": action.type}
         audit = {"rule": rule.name, "expr": rule.expr, "value": context["value"],
                  "event": context["event"]}  # fmt: skip
@@ -82,13 +91,15 @@ def run(db: Any, peers: Peers, rule: AlertRule, context: dict[str, Any]) -> list
                     db, f"monitoring.action.{action.type}", "alert_rule", rule.name, audit
                 ):
                     pass  # the decision, before the effect (which the acting layer audits too)
-                if isinstance(action, RetrainAction):
-                    result |= _retrain(peers, rule, action)
+                if isinstance(action, RetrainAction) and jobs is not None:
+                    work = functools.partial(_retrain, peers, rule, action)
+                    result |= jobs.submit(context["event"], index, action.type, audit, work)
+                elif isinstance(action, RetrainAction):
+                    result |= _retrain(peers, rule, action) | {"ok": True}
                 elif isinstance(action, RollbackAction):
-                    result |= _rollback(peers, rule, action)
+                    result |= _rollback(peers, rule, action) | {"ok": True}
                 else:
-                    result |= _canary_off(peers, rule, action)
-                result["ok"] = True
+                    result |= _canary_off(peers, rule, action) | {"ok": True}
         except StrataError as exc:
             result |= {"ok": False, "error": exc.message}
         except Exception as exc:  # an action's own failure is recorded, not raised

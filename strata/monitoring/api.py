@@ -245,8 +245,9 @@ async def list_rules(request: Request, model: str | None = None) -> Response:
 
 
 @router.post("/rules/evaluate", dependencies=ADMIN)
-async def evaluate_rules(request: Request) -> Response:
-    return json_response(await run_blocking(_svc(request).evaluate_rules))
+async def evaluate_rules(request: Request, wait: bool = False) -> Response:
+    """One pass now; retraining jobs are queued (``wait=true``: answer once they are done)."""
+    return json_response(await run_blocking(_svc(request).evaluate_rules, wait))
 
 
 @router.get("/rules/{name}", dependencies=READ)

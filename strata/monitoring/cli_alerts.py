@@ -109,6 +109,13 @@ def show(name: Annotated[str, typer.Argument(help="The rule.")], as_json: JsonOp
     _events(events)
 
 
+def _word(action: dict[str, Any]) -> str:
+    from strata.monitoring.rules import outcome
+
+    word = outcome(action)
+    return word.upper() if word == "failed" else word
+
+
 def _events(events: list[Any]) -> None:
     rows = [
         {
@@ -116,10 +123,7 @@ def _events(events: list[Any]) -> None:
             "rule": e.rule,
             "fired": e.fired_at,
             "value": e.value,
-            "actions": ", ".join(
-                f"{a['type']}={'ok' if a.get('ok') else 'FAILED'}"
-                for a in e.detail.get("actions", [])
-            ),
+            "actions": ", ".join(f"{a['type']}={_word(a)}" for a in e.detail.get("actions", [])),
         }
         for e in events
     ]
@@ -150,10 +154,22 @@ def delete(name: Annotated[str, typer.Argument(help="The rule.")]) -> None:
 
 
 @alerts_app.command("evaluate")
-def evaluate(as_json: JsonOpt = False) -> None:
+def evaluate(
+    as_json: JsonOpt = False,
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait for the retraining jobs a firing starts (default: wait when embedded, "
+            "where this process runs them; a server runs them in the background).",
+        ),
+    ] = None,
+) -> None:
     """Evaluate every rule now (the server also does it every STRATA_ALERT_INTERVAL s)."""
-    with console.status("Evaluating rules..."), _client() as client:
-        fired = client.monitoring.evaluate_rules()
+    with console.status("Evaluating rules (and running their actions)..."), _client() as client:
+        fired = client.monitoring.evaluate_rules(
+            wait=not client.is_remote if wait is None else wait
+        )
     if as_json:
         print_json(fired)
         return

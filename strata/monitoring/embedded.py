@@ -4,6 +4,7 @@ and the prediction log in the artifact store; results and rules in the metadata 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from strata.monitoring.actions import Peers
+    from strata.monitoring.jobs import ActionJobs
     from strata.monitoring.sketch import Sketch
 
 PROFILES = "monitoring/profiles"
@@ -383,18 +385,30 @@ class EmbeddedMonitoring(MonitoringService):
             raise InvalidInput(f"limit must be 1..10000, got {limit}", details={"field": "limit"})
         return rules.events(self.db, None if rule is None else check_name(rule, "rule"), limit)
 
-    def evaluate_rules(self) -> list[AlertEvent]:
+    @functools.cached_property
+    def jobs(self) -> ActionJobs:
+        """The queue running this service's long alert actions (retraining) off the
+        evaluating thread; one per service, so per server process."""
+        from strata.monitoring.jobs import ActionJobs
+
+        return ActionJobs(self.db)
+
+    def evaluate_rules(self, wait: bool = False) -> list[AlertEvent]:
         from strata.monitoring import actions, rules
 
         self._admin("evaluating alert rules")
-        peers = self.peers
+        peers, jobs = self.peers, self.jobs
 
         def run(rule: AlertRule, context: dict[str, Any]) -> list[dict[str, Any]]:
             if peers is None and any(a.type != "webhook" for a in rule.actions):
                 raise InvalidInput("this monitoring service has no peers to act through")
-            return actions.run(self.db, peers, rule, context)  # type: ignore[arg-type]
+            return actions.run(self.db, peers, rule, context, jobs)  # type: ignore[arg-type]
 
-        return rules.evaluate(self.db, run)
+        fired = rules.evaluate(self.db, run, recorded=jobs.release)
+        if not wait or not fired:
+            return fired
+        jobs.wait()
+        return rules.get_events(self.db, [e.id for e in fired])
 
     # -- service health ------------------------------------------------------------------
     def record_health(

@@ -152,8 +152,10 @@ class RemoteMonitoring(MonitoringService):
         params: dict[str, Any] = {"limit": limit} | ({} if rule is None else {"rule": rule})
         return [AlertEvent.model_validate(e) for e in self._call("GET", "/alerts", params=params)]
 
-    def evaluate_rules(self) -> list[AlertEvent]:
-        return [AlertEvent.model_validate(e) for e in self._call("POST", "/rules/evaluate")]
+    def evaluate_rules(self, wait: bool = False) -> list[AlertEvent]:
+        params = {"wait": "true"} if wait else {}
+        events = self._call("POST", "/rules/evaluate", params=params)
+        return [AlertEvent.model_validate(e) for e in events]
 
     # -- service health ------------------------------------------------------------------
     def record_health(

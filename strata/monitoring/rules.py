@@ -101,17 +101,18 @@ def events(db: Any, rule: str | None = None, limit: int = 100) -> list[AlertEven
         q = q.where(MonAlertEventRow.rule == rule)
     with db.read() as session:
         rows = session.execute(q).scalars().all()
-    return [
-        AlertEvent(
-            id=r.id,
-            rule=r.rule,
-            model=r.model,
-            fired_at=r.fired_at,
-            value=r.value,
-            detail=json.loads(r.detail),
-        )
-        for r in rows
-    ]
+    return [_event(r) for r in rows]
+
+
+def _event(r: MonAlertEventRow) -> AlertEvent:
+    return AlertEvent(
+        id=r.id,
+        rule=r.rule,
+        model=r.model,
+        fired_at=r.fired_at,
+        value=r.value,
+        detail=json.loads(r.detail),
+    )
 
 
 def _points(db: Any, cond: alerts.Condition, model: str, now: dt.datetime) -> list[Any]:
@@ -179,8 +180,15 @@ def _decide(db: Any, name: str, now: dt.datetime) -> tuple[AlertRule, AlertEvent
     return rule, fired
 
 
-def evaluate(db: Any, run_actions: RunActions, now: dt.datetime | None = None) -> list[AlertEvent]:
-    """One pass over every enabled rule; the firings, with their actions' results."""
+def evaluate(
+    db: Any,
+    run_actions: RunActions,
+    now: dt.datetime | None = None,
+    recorded: Callable[[int], None] | None = None,
+) -> list[AlertEvent]:
+    """One pass over every enabled rule; the firings, with their actions' results.
+    ``recorded(event_id)`` is called once an event's action results are written (queued
+    jobs start then)."""
     now = now or utcnow()
     fired = []
     for state in list_all(db):
@@ -203,10 +211,27 @@ def evaluate(db: Any, run_actions: RunActions, now: dt.datetime | None = None) -
             row = session.get(MonAlertEventRow, event.id)
             if row is not None:
                 row.detail = json.dumps(event.detail, default=str)
-        done = ", ".join(f"{r['type']}={'ok' if r.get('ok') else 'failed'}" for r in results)
+        if recorded is not None:
+            recorded(event.id)
+        done = ", ".join(f"{r['type']}={outcome(r)}" for r in results)
         log.warning(
             "alert %s fired on %s: %s (value %s); actions: %s",
             rule.name, rule.model, rule.expr, event.value, done or "none",
         )  # fmt: skip
         fired.append(event)
     return fired
+
+
+def outcome(result: dict[str, Any]) -> str:
+    """One action's result in a word: ``ok``, ``failed``, or a queued job's ``status``."""
+    if result.get("ok") is None and "status" in result:
+        return str(result["status"])
+    return "ok" if result.get("ok") else "failed"
+
+
+def get_events(db: Any, ids: list[int]) -> list[AlertEvent]:
+    """Events by id, in the order of ``ids`` (those that exist)."""
+    with db.read() as session:
+        rows = {r.id: r for r in session.execute(
+            sa.select(MonAlertEventRow).where(MonAlertEventRow.id.in_(ids))).scalars()}  # fmt: skip
+    return [_event(rows[i]) for i in ids if i in rows]

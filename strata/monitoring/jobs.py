@@ -1,0 +1,126 @@
+"""Long alert actions (a retraining job) off the evaluating thread.
+
+A firing must not hold up the evaluation pass (the scheduler's next rules, a REST call
+waiting on ``POST /rules/evaluate``): such an action is queued here and its entry in the
+event's ``detail.actions`` says ``status: queued``; one worker thread runs the jobs in
+order, turning the entry into ``running``, then ``succeeded`` (with its details) or
+``failed`` (with the error), and audits the outcome (``monitoring.action.<type>.done``).
+The queue is bounded (``MAX_PENDING``): an action arriving when it is full is recorded as
+failed at once, never dropped silently.
+
+A job is *held* until its event's detail is written (:meth:`ActionJobs.release`), so the
+job's own updates never race with that first write. Jobs run in the caller's context (its
+principal: ``strata-alerts`` for the scheduler).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from strata.core.errors import StrataError
+from strata.governance.audit import audited
+from strata.monitoring.tables import MonAlertEventRow
+
+log = logging.getLogger("strata.monitoring")
+MAX_PENDING = 16
+Work = Callable[[], dict[str, Any]]
+
+
+class ActionJobs:
+    """A bounded queue of alert actions and the one thread that runs them."""
+
+    def __init__(self, db: Any, max_pending: int = MAX_PENDING) -> None:
+        self.db = db
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._held: dict[int, list[Callable[[], None]]] = {}
+        self._pending = 0
+        self._futures: set[Future[None]] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(
+        self, event: int, index: int, kind: str, audit: dict[str, Any], work: Work
+    ) -> dict[str, Any]:
+        """Queue ``work`` as action ``index`` of ``event``; the entry to record now."""
+        job = uuid.uuid4().hex[:12]
+        with self._lock:
+            if self._pending >= self.max_pending:
+                return {
+                    "ok": False,
+                    "status": "failed",
+                    "error": f"{self.max_pending} alert actions are already queued; "
+                    f"this {kind} was not started",
+                }
+            self._pending += 1
+            ctx = contextvars.copy_context()
+            self._held.setdefault(event, []).append(
+                lambda: ctx.run(self._run, event, index, kind, audit | {"job": job}, work)
+            )
+        return {"ok": None, "status": "queued", "job": job}
+
+    def release(self, event: int) -> None:
+        """Start ``event``'s held jobs (its detail is written)."""
+        with self._lock:
+            held = self._held.pop(event, [])
+            if not held:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="strata-alert-action")
+            for start in held:
+                future = self._pool.submit(start)
+                self._futures.add(future)
+                future.add_done_callback(self._futures.discard)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until every released job is done (or ``timeout`` s); True when none is left."""
+        with self._lock:
+            futures = set(self._futures)
+        _, left = wait(futures, timeout=timeout)
+        return not left
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, event: int, index: int, kind: str, audit: dict[str, Any], work: Work) -> None:
+        try:
+            self._update(event, index, {"status": "running"})
+            try:
+                result = {"ok": True, "status": "succeeded"} | work()
+            except StrataError as exc:
+                result = {"ok": False, "status": "failed", "error": exc.message}
+            except Exception as exc:  # the job's own failure is recorded, not raised
+                log.exception("alert action %s (event %s) failed", kind, event)
+                result = {"ok": False, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            self._update(event, index, result)
+            done = audit | {"ok": result["ok"]} | _brief(result)
+            with audited(self.db, f"monitoring.action.{kind}.done", "alert_rule",
+                         audit["rule"], done):  # fmt: skip
+                pass  # the outcome's record: audited() appends it when the block succeeds
+        except Exception:  # the database itself failed: the job is lost, the log says so
+            log.exception("alert action %s (event %s): its outcome was not recorded", kind, event)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _update(self, event: int, index: int, fields: dict[str, Any]) -> None:
+        with self.db.write() as session:
+            row = session.get(MonAlertEventRow, event, with_for_update=True)
+            if row is None:
+                return
+            detail = json.loads(row.detail)
+            actions = detail.get("actions", [])
+            if index < len(actions):
+                actions[index] = actions[index] | fields
+                row.detail = json.dumps(detail, default=str)
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in ("run_id", "model_uri", "error") if k in result}
