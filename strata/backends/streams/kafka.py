@@ -204,6 +204,9 @@ class KafkaSink(StreamSink):
         settings: dict[str, Any] = {
             "bootstrap.servers": config.bootstrap_servers,
             "acks": "all",
+            # A retried send after a lost acknowledgement is not written twice, and a
+            # partition's records keep their order across retries.
+            "enable.idempotence": True,
             "linger.ms": 5,
             "message.timeout.ms": max(timeout_ms * 3, 5000),
             "socket.connection.setup.timeout.ms": max(timeout_ms, 1000),
