@@ -12,6 +12,8 @@ import typer
 from strata.core.console import err_console, print_table
 
 if TYPE_CHECKING:  # imported when a command runs, so `strata --help` starts fast
+    from rich.status import Status
+
     from strata.data.service import DataService
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -21,7 +23,7 @@ PageTokenOpt = Annotated[
 ]
 
 
-def working(message: str) -> Any:
+def working(message: str) -> Status:
     """A spinner on stderr while a long computation runs (stdout stays clean for --json)."""
     return err_console.status(message, spinner="dots")
 

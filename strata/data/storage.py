@@ -26,7 +26,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import duckdb
@@ -36,6 +36,9 @@ import pyarrow.parquet as pq
 from strata.backends.artifacts import ArtifactStore
 from strata.core.errors import InvalidInput
 from strata.data.sqltext import sql_literal
+
+if TYPE_CHECKING:
+    import pyarrow.dataset
 
 ROWS_PER_GROUP = 128 * 1024
 GROUPS_PER_FILE = 32
@@ -219,7 +222,7 @@ class VersionFiles:
             con.register_filesystem(fs)
         return con
 
-    def arrow_dataset(self, paths: Sequence[str]) -> Any:
+    def arrow_dataset(self, paths: Sequence[str]) -> pyarrow.dataset.Dataset:
         import pyarrow.dataset as ds
 
         locations = [self.location(p) for p in paths]

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from strata.core.page import Page
 from strata.governance.models import (
+    AuditCheckpoint,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -139,7 +140,7 @@ def list_audit(
 
 
 @router.post("/audit/checkpoint", dependencies=ADMIN)
-def checkpoint_audit(request: Request) -> Any:
+def checkpoint_audit(request: Request) -> AuditCheckpoint | None:
     """Sign the chain head into the artifact store; ``null`` when the log is empty."""
     return _svc(request).checkpoint_audit()
 

@@ -390,118 +390,134 @@ def verify(db: Database, batch: int = 5000) -> AuditVerification:
 
 
 def _verify_chain(db: Database, batch: int, checkpoint: dict[str, Any] | None) -> AuditVerification:
-    keys = db.keys.audit_keys  # the current key and those retired by rotations
-    key: bytes | None = db.keys.audit
-    legacy_last = 0  # the last record of a leading plain SHA-256 segment (pre-HMAC logs)
-    cp_seq = int(checkpoint["seq"]) if checkpoint else 0
-    cp_seen: str | None = None
-    checked = 0
-    prev_hash = GENESIS
-    expected_seq = 1
+    walk = _Walk(keys=db.keys.audit_keys, key=db.keys.audit)
+    walk.cp_seq = int(checkpoint["seq"]) if checkpoint else 0
     with db.read() as session:
         if db.dialect == "postgresql":
             # One snapshot for the head and every batch, so records appended meanwhile are
             # not mistaken for records outside the chain (SQLite reads are snapshots anyway).
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         head = session.get(AuditHeadRow, 1)
-        last_seq = 0
         while True:
             rows = session.scalars(
                 sa.select(AuditRow)
-                .where(AuditRow.seq > last_seq)
+                .where(AuditRow.seq > walk.checked)
                 .order_by(AuditRow.seq)
                 .limit(batch)
             ).all()
             if not rows:
                 break
             for row in rows:
-                if row.seq != expected_seq:
-                    return AuditVerification(
-                        ok=False,
-                        checked=checked,
-                        first_broken_seq=expected_seq,
-                        reason=f"record {expected_seq} is missing (next present is {row.seq})",
-                    )
-                if row.prev_hash != prev_hash:
-                    return _broken_link(session, row, head, checked, key)
-                if row.seq == 1 or (key is None and _digest(row, None) != row.hash):
-                    # The first record (or the first after a legacy segment) says which key
-                    # the chain starts with; a legacy record only ever precedes keyed ones.
-                    found = [k for k in keys.values() if _digest(row, k) == row.hash]
-                    if found:
-                        key = found[0]
-                    elif row.seq == 1 and _digest(row, None) == row.hash:
-                        key = None
-                if key is None and _digest(row, None) == row.hash:
-                    legacy_last = row.seq
-                elif key is None or _digest(row, key) != row.hash:
-                    return AuditVerification(
-                        ok=False,
-                        checked=checked,
-                        first_broken_seq=row.seq,
-                        reason=f"record {row.seq} was altered (its hash does not match)",
-                    )
-                if row.action == ROTATE_ACTION and row.outcome == "ok":
-                    new_id = str(json.loads(row.details or "{}").get("key_id", ""))
-                    if new_id not in keys:
-                        return AuditVerification(
-                            ok=False,
-                            checked=checked,
-                            first_broken_seq=row.seq + 1,
-                            reason=f"record {row.seq} hands the chain to audit key {new_id}, "
-                            "which is neither audit.key nor in audit-keys/ (restore it)",
-                        )
-                    key = keys[new_id]
-                prev_hash = row.hash
-                if row.seq == cp_seq:
-                    cp_seen = row.hash
-                expected_seq += 1
-                checked += 1
-                last_seq = row.seq
-        head_seq = head.seq if head is not None else 0
-        if checkpoint is not None and checked < cp_seq:  # truncated, head rolled back
-            return AuditVerification(
-                ok=False,
-                checked=checked,
-                first_broken_seq=checked + 1,
-                reason=f"records {checked + 1}..{cp_seq} are missing: the signed checkpoint "
-                f"at seq {cp_seq} says they existed (the log was truncated)",
-            )
-        if checkpoint is not None and cp_seen != checkpoint["hash"]:
-            return AuditVerification(
-                ok=False,
-                checked=checked,
-                first_broken_seq=cp_seq,
-                reason=f"record {cp_seq} differs from the signed checkpoint: the chain up to "
-                "it was rewritten",
-            )
-        if head_seq > checked:  # the newest records were deleted
-            return AuditVerification(
-                ok=False,
-                checked=checked,
-                first_broken_seq=checked + 1,
-                reason=f"records {checked + 1}..{head_seq} are missing: the chain head says "
-                f"{head_seq} records but {checked} were found",
-            )
-        if head_seq < checked:  # records appended behind the chain's back (or head removed)
-            return AuditVerification(
-                ok=False,
-                checked=head_seq,
-                first_broken_seq=head_seq + 1,
-                reason=f"record {head_seq + 1} is not part of the chain: the chain head says "
-                f"{head_seq} records but {checked} were found",
-            )
-        if head is not None and head.hash != prev_hash:  # the last record was rewritten
-            return AuditVerification(
-                ok=False,
-                checked=checked - 1,
-                first_broken_seq=head_seq,
-                reason=f"record {head_seq} does not match the chain head (it was replaced)",
-            )
+                broken = walk.step(session, row, head)
+                if broken is not None:
+                    return broken
+        broken = _check_ends(walk, checkpoint, head)
+        if broken is not None:
+            return broken
     reason = ""
-    if legacy_last:
+    if walk.legacy_last:
         reason = (
-            f"records 1..{legacy_last} predate HMAC chaining (plain SHA-256): their order "
+            f"records 1..{walk.legacy_last} predate HMAC chaining (plain SHA-256): their order "
             "is checked, but anyone who could write the database could have rewritten them"
         )
-    return AuditVerification(ok=True, checked=checked, legacy_until=legacy_last, reason=reason)
+    return AuditVerification(
+        ok=True, checked=walk.checked, legacy_until=walk.legacy_last, reason=reason
+    )
+
+
+@dataclass
+class _Walk:
+    """The state of one walk down the chain, record by record (``step``)."""
+
+    keys: dict[str, bytes]  # the current key and those retired by rotations
+    key: bytes | None
+    cp_seq: int = 0  # the signed checkpoint's record (0: none)
+    cp_seen: str | None = None  # that record's hash as found
+    legacy_last: int = 0  # the last record of a leading plain SHA-256 segment (pre-HMAC logs)
+    checked: int = 0  # records 1..checked are intact
+    prev_hash: str = GENESIS
+
+    def broken(self, seq: int, reason: str) -> AuditVerification:
+        return AuditVerification(
+            ok=False, checked=self.checked, first_broken_seq=seq, reason=reason
+        )
+
+    def step(
+        self, session: Session, row: AuditRow, head: AuditHeadRow | None
+    ) -> AuditVerification | None:
+        """Check the next record: present, linked, signed by the key in force; a rotation
+        record hands over to its key. The failure, or None when intact."""
+        expected = self.checked + 1
+        if row.seq != expected:
+            return self.broken(
+                expected, f"record {expected} is missing (next present is {row.seq})"
+            )
+        if row.prev_hash != self.prev_hash:
+            return _broken_link(session, row, head, self.checked, self.key)
+        if row.seq == 1 or (self.key is None and _digest(row, None) != row.hash):
+            # The first record (or the first after a legacy segment) says which key the
+            # chain starts with; a legacy record only ever precedes keyed ones.
+            found = [k for k in self.keys.values() if _digest(row, k) == row.hash]
+            if found:
+                self.key = found[0]
+            elif row.seq == 1 and _digest(row, None) == row.hash:
+                self.key = None
+        if self.key is None and _digest(row, None) == row.hash:
+            self.legacy_last = row.seq
+        elif self.key is None or _digest(row, self.key) != row.hash:
+            return self.broken(row.seq, f"record {row.seq} was altered (its hash does not match)")
+        if row.action == ROTATE_ACTION and row.outcome == "ok":
+            new_id = str(json.loads(row.details or "{}").get("key_id", ""))
+            if new_id not in self.keys:
+                return self.broken(
+                    row.seq + 1,
+                    f"record {row.seq} hands the chain to audit key {new_id}, which is "
+                    "neither audit.key nor in audit-keys/ (restore it)",
+                )
+            self.key = self.keys[new_id]
+        self.prev_hash = row.hash
+        if row.seq == self.cp_seq:
+            self.cp_seen = row.hash
+        self.checked += 1
+        return None
+
+
+def _check_ends(
+    walk: _Walk, checkpoint: dict[str, Any] | None, head: AuditHeadRow | None
+) -> AuditVerification | None:
+    """After the walk: the chain must reach the signed checkpoint and end at the head."""
+    checked, cp_seq = walk.checked, walk.cp_seq
+    head_seq = head.seq if head is not None else 0
+    if checkpoint is not None and checked < cp_seq:  # truncated, head rolled back
+        return walk.broken(
+            checked + 1,
+            f"records {checked + 1}..{cp_seq} are missing: the signed checkpoint at seq "
+            f"{cp_seq} says they existed (the log was truncated)",
+        )
+    if checkpoint is not None and walk.cp_seen != checkpoint["hash"]:
+        return walk.broken(
+            cp_seq,
+            f"record {cp_seq} differs from the signed checkpoint: the chain up to it was rewritten",
+        )
+    if head_seq > checked:  # the newest records were deleted
+        return walk.broken(
+            checked + 1,
+            f"records {checked + 1}..{head_seq} are missing: the chain head says {head_seq} "
+            f"records but {checked} were found",
+        )
+    if head_seq < checked:  # records appended behind the chain's back (or head removed)
+        return AuditVerification(
+            ok=False,
+            checked=head_seq,
+            first_broken_seq=head_seq + 1,
+            reason=f"record {head_seq + 1} is not part of the chain: the chain head says "
+            f"{head_seq} records but {checked} were found",
+        )
+    if head is not None and head.hash != walk.prev_hash:  # the last record was rewritten
+        return AuditVerification(
+            ok=False,
+            checked=checked - 1,
+            first_broken_seq=head_seq,
+            reason=f"record {head_seq} does not match the chain head (it was replaced)",
+        )
+    return None

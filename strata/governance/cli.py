@@ -188,11 +188,11 @@ def audit_checkpoint(json_out: JsonOpt = False) -> None:
     """Sign the audit chain's head into the artifact store (verify checks against it)."""
     done = _governance().checkpoint_audit()
     if json_out:
-        print_json(done)
+        print_json(None if done is None else done.model_dump())
     elif done is None:
         console.print("The audit log is empty: nothing to checkpoint.")
     else:
-        console.print(f"Checkpoint at record {done['seq']} written ({done.get('path', '')}).")
+        console.print(f"Checkpoint at record {done.seq} written ({done.path}).")
 
 
 @audit_app.command("rotate-key")

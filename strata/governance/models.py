@@ -87,6 +87,20 @@ class AuditVerification(BaseModel):
     legacy_until: int = 0
 
 
+class AuditCheckpoint(BaseModel):
+    """A signed chain head stored in the artifact store (``audit/checkpoints/``).
+
+    The fields are the signed document's: ``ts_ms`` is epoch milliseconds because the MAC
+    covers that exact integer.
+    """
+
+    seq: int
+    hash: str
+    ts_ms: int
+    mac: str
+    path: str
+
+
 class WhoAmI(BaseModel):
     name: str
     role: Role

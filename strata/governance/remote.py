@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 from strata.core.page import Page
 from strata.core.principal import Role
 from strata.core.transport import HttpTransport
 from strata.governance.models import (
+    AuditCheckpoint,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -85,9 +85,9 @@ class RemoteGovernance(GovernanceService):
     def verify_audit(self) -> AuditVerification:
         return AuditVerification.model_validate(self.http.request("GET", f"{P}/audit/verify"))
 
-    def checkpoint_audit(self) -> dict[str, Any] | None:
-        out: dict[str, Any] | None = self.http.request("POST", f"{P}/audit/checkpoint")
-        return out
+    def checkpoint_audit(self) -> AuditCheckpoint | None:
+        out = self.http.request("POST", f"{P}/audit/checkpoint")
+        return None if out is None else AuditCheckpoint.model_validate(out)
 
     def create_connection(self, name: str, url: str) -> Connection:
         body = self.http.request("POST", f"{P}/connections", json={"name": name, "url": url})

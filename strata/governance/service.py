@@ -7,7 +7,6 @@ import re
 import secrets
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +21,7 @@ from strata.core.parse import parse_enum
 from strata.core.principal import Principal, Role, current
 from strata.governance import audit, connections
 from strata.governance.models import (
+    AuditCheckpoint,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -115,7 +115,7 @@ class GovernanceService(ABC):
     @abstractmethod
     def whoami(self) -> WhoAmI: ...
     @abstractmethod
-    def checkpoint_audit(self) -> dict[str, Any] | None:
+    def checkpoint_audit(self) -> AuditCheckpoint | None:
         """Sign the audit chain's head into the artifact store (admin); None when empty."""
 
     @abstractmethod
@@ -314,8 +314,9 @@ class EmbeddedGovernance(GovernanceService):
     def verify_audit(self) -> AuditVerification:
         return audit.verify(self.db)
 
-    def checkpoint_audit(self) -> dict[str, Any] | None:
-        return audit.write_checkpoint(self.db)
+    def checkpoint_audit(self) -> AuditCheckpoint | None:
+        done = audit.write_checkpoint(self.db)
+        return None if done is None else AuditCheckpoint.model_validate(done)
 
     def create_connection(self, name: str, url: str) -> Connection:
         return connections.create(self.db, name, url)

@@ -26,7 +26,7 @@ from strata.core.errors import (
     Unauthenticated,
 )
 from strata.core.principal import Role
-from strata.governance.models import User
+from strata.governance.models import AuditCheckpoint, User
 from strata.governance.service import EmbeddedGovernance
 from strata.governance.tables import TokenRow
 
@@ -322,3 +322,16 @@ def test_token_expiry_edge_values_over_raw_http_are_400(live_server: LiveServer)
             )
             assert r.status_code == 400, (bad, r.text)
             assert r.json()["details"]["field"] == "expires_in_days"
+
+
+def test_audit_checkpoint_is_a_typed_signed_head(client: Client) -> None:
+    """checkpoint_audit returns the same model embedded and remote: the head it signed."""
+    gov = client.governance
+    gov.create_user("kim", "viewer")
+    head = gov.list_audit(limit=10_000).items[-1]
+    done = gov.checkpoint_audit()
+    assert isinstance(done, AuditCheckpoint)
+    assert (done.seq, done.hash) == (head.seq, head.hash)
+    assert done.path == f"audit/checkpoints/{head.seq:016d}.json"
+    assert len(done.mac) == 64 and done.ts_ms > 0
+    assert gov.verify_audit().ok

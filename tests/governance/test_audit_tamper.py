@@ -295,7 +295,7 @@ def test_truncation_with_head_rolled_back_is_reported_against_the_checkpoint(
     db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = EmbeddedGovernance(Backends.around(db)).checkpoint_audit()
-    assert done is not None and done["seq"] == RECORDS
+    assert done is not None and done.seq == RECORDS
     _exec(db, "DELETE FROM gov_audit WHERE seq > 4")
     with db.read() as session:
         h4 = session.execute(sa.text("SELECT hash FROM gov_audit WHERE seq = 4")).scalar()
