@@ -343,12 +343,33 @@ class EmbeddedMonitoring(MonitoringService):
         labels = feedback.labels_table(self.db, options.model)
         con = self._connect()
         try:
-            report = performance.compute(con, self.store, labels, options, version)
+            report = performance.compute(
+                con, self.store, labels, options, version, self._class_order(options.model)
+            )
         finally:
             con.close()
         if options.store and options.segment is None:
             series.append(self.db, performance.as_points(report), "monitoring.record_performance")
         return report
+
+    def _class_order(self, model: str) -> Any:
+        """``version -> classes`` of a registered classifier's probability columns (its
+        signature's labels, as the log's text: booleans lower-case), None when unknown."""
+
+        @functools.cache
+        def order(version: str) -> list[str] | None:
+            if not version.isdigit():
+                return None
+            try:
+                signature = self.registry.get_version(model, int(version)).signature or {}
+            except NotFound:
+                return None
+            labels = signature.get("labels")
+            if not labels:
+                return None
+            return [str(v).lower() if isinstance(v, bool) else str(v) for v in labels]
+
+        return order
 
     # -- alert rules ---------------------------------------------------------------------
     def _admin(self, what: str) -> None:

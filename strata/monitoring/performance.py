@@ -6,19 +6,27 @@ before the label's time (DuckDB ASOF JOIN); the newest label of a prediction win
 
 - classification: accuracy (Wilson interval), precision, recall and F1 (the positive class
   for two classes, macro averages otherwise; intervals from a multinomial bootstrap of the
-  confusion matrix), ROC-AUC (Hanley-McNeil) and log loss (normal) with probabilities;
+  confusion matrix), ROC-AUC (Hanley-McNeil) and log loss (normal) with probabilities —
+  for more than two classes, log loss over the whole probability vector (rows normalized,
+  as scikit-learn) and ROC-AUC one-vs-rest, the macro average over the classes that have
+  both positives and negatives in the window (the interval combines the classes'
+  Hanley-McNeil variances as independent: an approximation);
 - regression: MAE, RMSE (delta method on the MSE), MAPE (rows with a zero label left out),
   normal intervals.
 
 The positive class is ``positive``, else ``1``/``true`` when present, else the largest label;
 its probability is the last element of ``outputs.proba`` (classes in sorted order, as
-scikit-learn's ``classes_``).
+scikit-learn's ``classes_``). With more classes, the order of ``proba``'s elements is the
+registered version's signature ``labels`` (``class_order``), else the sorted labels and
+predictions when there are as many as the vector's length; otherwise the probability
+metrics are left out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,7 +92,10 @@ def _prf(cm: np.ndarray, pos: int | None) -> np.ndarray:
 def classification(
     y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: list[str],
     positive: str | None, confidence: float,
+    probas: np.ndarray | None = None, proba_classes: list[str] | None = None,
 ) -> dict[str, Metric]:  # fmt: skip
+    """Metrics of one window. ``proba`` is the positive class's probability (two classes);
+    ``probas`` the whole vectors (rows x classes, in ``proba_classes``' order)."""
     z = _z(confidence)
     n = len(y)
     k = len(classes)
@@ -115,18 +126,52 @@ def classification(
         truth = (yi == pos).astype(np.float64)
         p = np.clip(proba.astype(np.float64), 1e-15, 1 - 1e-15)
         out["log_loss"] = _mean_ci(-(truth * np.log(p) + (1 - truth) * np.log(1 - p)), z)
-        n1, n0 = int(truth.sum()), int(n - truth.sum())
-        if n1 and n0:
-            from scipy.stats import rankdata
-
-            ranks = rankdata(proba)
-            auc = float((ranks[truth == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-            q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-            var = (auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (
-                n1 * n0
-            )
-            half = z * math.sqrt(max(var, 0.0))
+        found = _auc(proba, truth == 1)
+        if found is not None:
+            auc, var = found
+            half = z * math.sqrt(var)
             out["roc_auc"] = Metric(value=auc, low=max(0.0, auc - half), high=min(1.0, auc + half))
+    elif probas is not None and proba_classes is not None and pos is None:
+        out |= _multiclass(y, probas, proba_classes, z)
+    return out
+
+
+def _auc(score: np.ndarray, truth: np.ndarray) -> tuple[float, float] | None:
+    """Binary ROC-AUC of ``score`` for ``truth`` (Mann-Whitney) and its Hanley-McNeil
+    variance; None without both classes."""
+    from scipy.stats import rankdata
+
+    n1 = int(truth.sum())
+    n0 = len(truth) - n1
+    if not n1 or not n0:
+        return None
+    ranks = rankdata(score)
+    auc = float((ranks[truth].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0)
+    return auc, max(var, 0.0)
+
+
+def _multiclass(y: np.ndarray, probas: np.ndarray, order: list[str], z: float) -> dict[str, Metric]:
+    """Log loss and one-vs-rest macro ROC-AUC from whole probability vectors."""
+    out: dict[str, Metric] = {}
+    names = np.asarray(order, dtype=object)
+    by_name = np.argsort(names)
+    at = np.minimum(np.searchsorted(names[by_name], y), len(names) - 1)
+    yi = by_name[at]
+    # a label the model has no class for has no probability; nor has a row logged without one
+    rows = (names[yi] == y) & ~np.isnan(probas).any(axis=1)
+    if not rows.any():
+        return out
+    p, yi = probas[rows], yi[rows]
+    p = p / p.sum(axis=1, keepdims=True)
+    picked = np.clip(p[np.arange(len(yi)), yi], 1e-15, 1 - 1e-15)
+    out["log_loss"] = _mean_ci(-np.log(picked), z)
+    aucs = [a for c in range(p.shape[1]) if (a := _auc(p[:, c], yi == c)) is not None]
+    if aucs:
+        auc = float(np.mean([a for a, _ in aucs]))
+        half = z * math.sqrt(sum(v for _, v in aucs)) / len(aucs)
+        out["roc_auc"] = Metric(value=auc, low=max(0.0, auc - half), high=min(1.0, auc + half))
     return out
 
 
@@ -158,9 +203,15 @@ def _positive(classes: list[str], positive: str | None) -> str | None:
 
 
 def compute(
-    con: Any, store: Any, labels: Any, opts: PerformanceOptions, version: str | None
+    con: Any,
+    store: Any,
+    labels: Any,
+    opts: PerformanceOptions,
+    version: str | None,
+    class_order: Callable[[str], list[str] | None] | None = None,
 ) -> PerformanceReport:
-    """The report (see module doc); ``labels`` the Arrow table of feedback.labels_table."""
+    """The report (see module doc); ``labels`` the Arrow table of feedback.labels_table;
+    ``class_order(version)`` the classes of a version's probability vector, when known."""
     report = PerformanceReport(
         model=opts.model, task="unknown", window=opts.window, confidence=opts.confidence
     )
@@ -191,7 +242,8 @@ def compute(
             time_bucket({interval(opts.window)}, ts, TIMESTAMPTZ {sql_text(origin.isoformat())})
               AS win, {ver} AS ver, {seg} AS seg,
             CAST(outputs.prediction AS VARCHAR) AS pred_s,
-            TRY_CAST(outputs.prediction AS DOUBLE) AS pred_d, {proba} AS p1
+            TRY_CAST(outputs.prediction AS DOUBLE) AS pred_d, {proba} AS p1,
+            {"outputs.proba" if has_proba else "NULL"} AS proba, version AS v
             FROM {scan} WHERE {predlog.where(ref, version)}"""
     )
     con.register("lb_all", labels)
@@ -205,8 +257,9 @@ def compute(
              row_number() OVER (ORDER BY win, ver, seg) - 1 AS gid
            FROM (SELECT win, ver, seg, count(*) AS n FROM pl GROUP BY win, ver, seg)"""
     )
-    joined = con.execute(
-        """SELECT g.gid, j.pred_s, j.pred_d, j.p1, json_extract_string(j.label, '$') AS y,
+    table = con.sql(
+        """SELECT g.gid, j.pred_s, j.pred_d, j.p1, j.v, j.proba,
+             json_extract_string(j.label, '$') AS y,
              TRY_CAST(json_extract_string(j.label, '$') AS DOUBLE) AS y_d FROM (
              SELECT pl.*, lb.label FROM pl JOIN lb USING (request_id, row)
              UNION ALL
@@ -214,7 +267,9 @@ def compute(
                ASOF JOIN pl ON f.entity_key = pl.entity_key AND f.ts >= pl.ts) j
            JOIN pg g ON g.win = j.win AND g.ver IS NOT DISTINCT FROM j.ver
              AND g.seg IS NOT DISTINCT FROM j.seg"""
-    ).fetchnumpy()
+    ).to_arrow_table()
+    vectors = _vectors(table.column("proba")) if has_proba else None
+    joined = {c: table.column(c).to_numpy() for c in table.column_names if c != "proba"}
     counts = con.execute("SELECT win, ver, seg, n FROM pg ORDER BY gid").fetchall()
     con.unregister("lb_all")
     if not counts:
@@ -249,10 +304,14 @@ def compute(
         if labelled:
             if task == "classification":
                 p1 = joined["p1"][mask] if has_proba else None
+                order, probas = None, None
+                if vectors is not None and positive is None:
+                    order = _order(joined["v"][mask], vectors.shape[1], classes, class_order)
+                    probas = vectors[mask]
                 window.metrics = classification(
                     ys[mask].astype(str), preds[mask].astype(str),
                     None if p1 is None else np.ma.filled(p1, np.nan), classes, positive,
-                    opts.confidence,
+                    opts.confidence, probas, order,
                 )  # fmt: skip
             else:
                 y = np.ma.filled(joined["y_d"][mask], np.nan).astype(np.float64)
@@ -262,6 +321,40 @@ def compute(
                     window.metrics = regression(y[ok], pred_d[ok], opts.confidence)
         report.windows.append(window)
     return report
+
+
+def _vectors(column: Any) -> np.ndarray | None:
+    """The probability vectors as a rows x classes array (NaN rows where none was logged);
+    None when the rows' vectors differ in length."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    known = lengths[~np.isnan(lengths.astype(np.float64))] if len(lengths) else lengths
+    widths = np.unique(known)
+    if len(widths) != 1 or widths[0] < 1:
+        return None
+    k = int(widths[0])
+    out = np.full((len(lists), k), np.nan)
+    present = ~np.isnan(lengths.astype(np.float64))
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float64)
+    out[present] = flat.reshape(-1, k)
+    return out
+
+
+def _order(
+    versions: np.ndarray, width: int, classes: list[str],
+    class_order: Callable[[str], list[str] | None] | None,
+) -> list[str] | None:  # fmt: skip
+    """The classes of a window's probability vectors: its version's registered labels (one
+    version in the window), else the observed classes when as many as the vector's length."""
+    names = {str(v) for v in np.unique(versions.astype(str))}
+    if class_order is not None and len(names) == 1:
+        order = class_order(names.pop())
+        if order is not None and len(order) == width:
+            return order
+    return classes if len(classes) == width else None
 
 
 def _ident(name: str) -> str:

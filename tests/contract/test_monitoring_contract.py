@@ -296,6 +296,37 @@ def test_feedback_and_performance_per_window_with_intervals(
     backends.close()
 
 
+def test_multiclass_log_loss_and_one_vs_rest_auc(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn import metrics as skm
+
+    backends = Backends(settings)
+    rng = np.random.default_rng(5)
+    n, classes = 900, np.array(["bird", "cat", "dog"], dtype=object)
+    y = rng.integers(0, 3, n)
+    logits = rng.normal(0, 1, (n, 3)) + 1.5 * np.eye(3)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    proba[:, 2] = 1 - proba[:, 0] - proba[:, 1]  # rows sum to 1 exactly, as a model's do
+    rid = write_log(backends.artifacts, monkeypatch, model="pets", version="1",
+                    at=dt.datetime(2013, 7, 1, 12, tzinfo=UTC), inputs={"x": logits[:, 0]},
+                    prediction=classes[proba.argmax(axis=1)], proba=proba)  # fmt: skip
+    truth = classes[y]
+    labelled = 700  # the rest has no label yet
+    items = [{"request_id": rid, "row": i, "label": str(truth[i])} for i in range(labelled)]
+    assert client.monitoring.feedback("pets", items).matched == labelled
+    report = client.monitoring.performance(model="pets", since=dt.datetime(2013, 7, 1, tzinfo=UTC))
+    (window,) = report.windows
+    m = window.metrics
+    yt, pt = truth[:labelled], proba[:labelled]
+    assert m["log_loss"].value == pytest.approx(skm.log_loss(yt, pt, labels=list(classes)))
+    auc = skm.roc_auc_score(yt, pt, multi_class="ovr", labels=list(classes))
+    assert m["roc_auc"].value == pytest.approx(auc)
+    assert m["roc_auc"].low < auc < m["roc_auc"].high  # type: ignore[operator]
+    assert m["f1"].value == pytest.approx(skm.f1_score(yt, classes[pt.argmax(1)], average="macro"))
+    backends.close()
+
+
 def test_regression_performance(
     client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

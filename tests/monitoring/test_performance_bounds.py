@@ -6,6 +6,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from strata.monitoring import performance
 
@@ -34,3 +35,27 @@ def test_few_classes_keep_their_bootstrap_intervals() -> None:
     out = performance.classification(y, pred, None, ["0", "1"], "1", 0.95)
     f1 = out["f1"]
     assert f1.low is not None and f1.high is not None and f1.low < f1.value < f1.high
+
+
+def test_multiclass_probabilities_follow_the_given_class_order() -> None:
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(6)
+    order = ["dog", "bird", "cat"]  # a model's classes_ need not be sorted as text
+    y = np.asarray(order, dtype=object)[rng.integers(0, 3, 2000)]
+    proba = rng.dirichlet(np.ones(3), 2000)
+    proba[np.arange(2000), [order.index(v) for v in y]] += 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    pred = np.asarray(order, dtype=object)[proba.argmax(1)]
+    classes = sorted(order)
+    out = performance.classification(y, pred, None, classes, None, 0.95, proba, order)
+    sorted_ = proba[:, [order.index(c) for c in classes]]  # scikit-learn wants sorted columns
+    assert out["log_loss"].value == pytest.approx(skm.log_loss(y, sorted_, labels=classes))
+    auc = skm.roc_auc_score(y, sorted_, multi_class="ovr", labels=classes)
+    assert out["roc_auc"].value == pytest.approx(auc)
+    # a label the model has no class for has no probability: left out, not an error
+    y2 = y.copy()
+    y2[0] = "fish"
+    kept = performance.classification(y2, pred, None, [*classes, "fish"], None, 0.95, proba, order)
+    expected = skm.log_loss(y[1:], sorted_[1:], labels=classes)
+    assert kept["log_loss"].value == pytest.approx(expected)
