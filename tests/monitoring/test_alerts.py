@@ -260,7 +260,8 @@ def test_retraining_runs_off_the_evaluating_thread(client: Client) -> None:
         statuses = [a["status"] for a in stored.detail["actions"]]
         if all(s in ("succeeded", "failed") for s in statuses):
             break
-        assert set(statuses) <= {"queued", "running"} and dt.datetime.now() < deadline
+        assert set(statuses) <= {"queued", "running", "succeeded", "failed"}
+        assert dt.datetime.now() < deadline
         threading.Event().wait(0.1)
     ok, bad = stored.detail["actions"]
     assert ok["ok"] and ok["status"] == "succeeded"
