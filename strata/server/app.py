@@ -39,6 +39,7 @@ STREAMING_PREFIXES: tuple[str, ...] = (
     "/api/v1/artifacts/",
     "/api/v1/data/upload/",
     "/ajax-api/2.0/mlflow/upload-artifact",  # the MLflow UI's raw upload (10 MB, counted)
+    "/uploads/mlflow/",  # the parts of MLflow multipart uploads (each at most 5 GiB, counted)
 )
 
 

@@ -434,3 +434,35 @@ def test_get_history_bulk_interval_matches(peers: list[Peer]) -> None:
     theirs, ours = both(peers, ask)
     for i, (want, got) in enumerate(zip(theirs, ours, strict=True)):
         assert got == want, f"case {i}"
+
+
+def test_multipart_upload_matches(
+    peers: list[Peer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD``: the same file arrives on both servers. MLflow's
+    server with a local artifact store refuses multipart (the client falls back to one PUT);
+    Strata takes the parts."""
+    import hashlib
+
+    from mlflow_multipart_helpers import CHUNK, enable_multipart
+
+    parts = enable_multipart(monkeypatch)
+    data = os.urandom(2 * CHUNK + 12345)
+
+    def ask(peer: Peer) -> Any:
+        c = peer.client()
+        run = c.create_run("0").info.run_id
+        local = tmp_path / peer.name / "weights.bin"
+        local.parent.mkdir()
+        local.write_bytes(data)
+        parts.clear()
+        c.log_artifact(run, str(local), "model")
+        down = Path(c.download_artifacts(run, "model", str(tmp_path / peer.name / "down")))
+        listed = [(f.path, f.file_size) for f in c.list_artifacts(run, "model")]
+        got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in down.iterdir()}
+        return sorted(parts), listed, got
+
+    (their_parts, *theirs), (our_parts, *ours) = both(peers, ask)
+    assert ours == theirs
+    assert ours[1] == {"weights.bin": hashlib.sha256(data).hexdigest()}
+    assert (their_parts, our_parts) == ([], [1, 2, 3])

@@ -156,3 +156,36 @@ def test_strata_sdk_artifacts_through_the_server_live_in_s3(
         ]
     finally:
         sdk.close()
+
+
+def test_mlflow_client_multipart_upload_lands_in_s3(
+    s3_server: tuple[LiveServer, str],
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parts are staged on the server, then written to the bucket as one object with its
+    digest sidecar, as a single PUT would be; nothing stays behind on the server's disk."""
+    from mlflow_multipart_helpers import CHUNK, enable_multipart
+
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    server, prefix = s3_server
+    parts = enable_multipart(monkeypatch)
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(3 * CHUNK + 99))
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    client.log_artifact(run_id, str(big), "model")
+    assert sorted(parts) == [1, 2, 3, 4]
+
+    key = f"0/{run_id}/artifacts/model/weights.bin"
+    stored = _objects(s3_endpoint, prefix)
+    assert stored[key] == big.read_bytes()
+    sidecar = json.loads(stored[f"{DIGEST_PREFIX}/{key}.sha256"])
+    assert sidecar == {
+        "sha256": hashlib.sha256(big.read_bytes()).hexdigest(),
+        "size": big.stat().st_size,
+    }
+    assert not list(server.settings.home.rglob("part-*")), "the staged parts are removed"
+    out = Path(client.download_artifacts(run_id, "model/weights.bin", str(tmp_path / "d")))
+    assert out.read_bytes() == big.read_bytes()

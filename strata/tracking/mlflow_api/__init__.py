@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from strata.tracking.mlflow_api import artifacts, experiments, metrics, models, runs
+from strata.tracking.mlflow_api import artifacts, experiments, metrics, models, multipart, runs
 
 router = APIRouter()
 # Matched in this order: run logging (the hot path of training scripts) first.
-for _module in (runs, experiments, metrics, models, artifacts):
+for _module in (runs, experiments, metrics, models, artifacts, multipart):
     router.include_router(_module.router)
 
 __all__ = ["router"]

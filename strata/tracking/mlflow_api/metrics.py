@@ -202,14 +202,15 @@ async def list_run_artifacts(request: Request) -> Response:
 
 
 async def server_info(request: Request) -> Response:
-    """What MLflow 3 clients probe: proxied artifacts with plain (not multipart) transfers."""
+    """What MLflow 3 clients probe: proxied artifacts, multipart uploads (``multipart.py``),
+    plain downloads."""
     del request
     return json_response(
         {
             "store_type": "SqlStore",
             "workspaces_enabled": False,
             "trace_archival_enabled": False,
-            "multipart_uploads_enabled": False,
+            "multipart_uploads_enabled": True,
             "multipart_downloads_enabled": False,
             "presigned_upload_run_id_supported": False,
             "presigned_upload_model_id_supported": False,
