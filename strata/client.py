@@ -84,7 +84,7 @@ class Client:
             from strata.governance.remote import RemoteGovernance
 
             return RemoteGovernance(self._http)
-        from strata.governance.service import EmbeddedGovernance
+        from strata.governance.embedded import EmbeddedGovernance
 
         return EmbeddedGovernance(self.backends)
 

@@ -168,7 +168,7 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 def start_server(settings: Settings, auth: bool = True) -> Iterator[LiveServer]:
     """A live server on ``settings``; with auth, an admin whose token the clients use."""
-    from strata.governance.service import EmbeddedGovernance
+    from strata.governance.embedded import EmbeddedGovernance
     from strata.server.app import create_app
 
     embedded = Client("", settings=settings)

@@ -111,7 +111,7 @@ def server(
     from strata.backends.context import Backends
     from strata.core.config import load_settings
     from strata.core.staging import sweep
-    from strata.governance.service import EmbeddedGovernance
+    from strata.governance.embedded import EmbeddedGovernance
     from strata.server.logs import configure_logging
     from strata.server.run import check_auth_binding, serve
 

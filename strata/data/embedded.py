@@ -483,8 +483,8 @@ class EmbeddedData(DataService):
         self, options: TransformOptions, *, fn: Callable[..., Any] | None = None
     ) -> IngestResult:
         from strata.data import lineage
+        from strata.data.sandbox import sandbox
         from strata.data.sqltext import create_view
-        from strata.data.storage import sandbox
 
         options.check_code(fn)
         versions = {alias: self.get_version(ref) for alias, ref in options.named_inputs.items()}

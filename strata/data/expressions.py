@@ -154,7 +154,7 @@ def run_select(sql: str, tables: Mapping[str, pa.Table], *, limit: int | None = 
     InvalidInput carries DuckDB's message and the view names."""
     import duckdb
 
-    from strata.data.storage import read_only_sql
+    from strata.data.sandbox import read_only_sql
 
     read_only_sql(sql)
     query = sql if limit is None else f"SELECT * FROM (\n{sql}\n) LIMIT {int(limit)}"

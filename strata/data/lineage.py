@@ -24,7 +24,7 @@ from strata.core.errors import InvalidInput
 from strata.core.parse import parse_enum
 from strata.data.ingest import Reader, arrow_reader, memory_reader
 from strata.data.models import Direction, LineageEdge, LineageGraph, LineageNode
-from strata.data.storage import read_only_sql
+from strata.data.sandbox import read_only_sql
 from strata.data.tables import DatasetRow, ParentRow, TransformRow, VersionRow
 
 if TYPE_CHECKING:

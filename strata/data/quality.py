@@ -37,8 +37,8 @@ def validate(
     sample_size: int,
 ) -> ValidationReport:
     """Run ``suite`` over the version's parts (``locations``, verified) and store the report."""
+    from strata.data.sandbox import sandbox
     from strata.data.sqltext import create_view
-    from strata.data.storage import sandbox
     from strata.data.validation import validate as run
 
     con = vfiles.connect()

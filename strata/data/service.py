@@ -53,8 +53,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from strata.data.expectations.report import ValidationReport
+    from strata.data.expectations.suite import Suite
     from strata.data.profiles.model import DatasetProfile
-    from strata.data.validation import Suite, ValidationReport
 
 #: ``progress(rows_so_far, input_bytes_so_far, total_input_bytes_or_None)``
 Progress = Callable[[int, int, int | None], None]

@@ -19,14 +19,9 @@ import pyarrow as pa
 from strata.core.errors import InvalidInput
 from strata.data.ingest import BAD_ROW_SCHEMA, BadRowSink, Reader, conform, prefetch
 from strata.data.models import OnFail
+from strata.data.sandbox import sandbox
 from strata.data.sqltext import create_view, parquet_scan, quote_ident, sql_literal
-from strata.data.storage import (
-    ROWS_PER_FILE,
-    Part,
-    PartWriter,
-    relation_batches,
-    sandbox,
-)
+from strata.data.storage import ROWS_PER_FILE, Part, PartWriter, relation_batches
 
 if TYPE_CHECKING:
     from strata.data.profiles.model import DatasetProfile

@@ -204,7 +204,7 @@ def audit_rotate_key(json_out: JsonOpt = False) -> None:
     verify` still checks the older records; then writes a checkpoint signed by the new key.
     """
     from strata.governance import audit
-    from strata.governance.service import EmbeddedGovernance
+    from strata.governance.embedded import EmbeddedGovernance
 
     gov = _governance()
     if not isinstance(gov, EmbeddedGovernance):

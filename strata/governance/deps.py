@@ -18,7 +18,7 @@ from strata.core.errors import PermissionDenied, Unauthenticated
 from strata.core.principal import Permission, Principal, Role, bind, local_principal
 from strata.core.threads import run_blocking
 from strata.governance import events
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

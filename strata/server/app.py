@@ -23,7 +23,7 @@ from strata.core.threads import run_blocking
 from strata.governance import events
 from strata.governance.api import router as governance_router
 from strata.governance.deps import AuthState, peer
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.server.fastpath import FastPath
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware

@@ -126,7 +126,7 @@ def build_serving_app(
     endpoints.on_status = _status_publisher(client, router.stats)
     authenticate = None
     if auth_on:
-        from strata.governance.service import EmbeddedGovernance
+        from strata.governance.embedded import EmbeddedGovernance
 
         governance = client.governance
         if not isinstance(governance, EmbeddedGovernance):

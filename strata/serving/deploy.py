@@ -78,7 +78,7 @@ def main() -> None:
     # modes: STRATA_ADMIN_TOKEN (the optional Secret) becomes its first admin's token.
     local = Client("", settings=load_settings().model_copy(update={"uri": ""}))
     if env.get("STRATA_ADMIN_TOKEN"):
-        from strata.governance.service import EmbeddedGovernance
+        from strata.governance.embedded import EmbeddedGovernance
 
         EmbeddedGovernance(local.backends).bootstrap_admin(secret=env["STRATA_ADMIN_TOKEN"])
     ref = env.get("STRATA_MODEL_REF", "")

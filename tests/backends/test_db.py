@@ -21,7 +21,7 @@ from strata.backends.db import MIGRATIONS_DIR, Base, Database, normalize_db_uri
 from strata.core.clock import utcnow
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput, NotFound, Unavailable
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.governance.tables import UserRow
 
 

@@ -21,7 +21,7 @@ from strata.backends.db import MIGRATIONS_DIR, Database
 from strata.client import Client
 from strata.core.config import Settings
 from strata.data.embedded import EmbeddedData
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.tracking.embedded import EmbeddedTracking
 from strata.tracking.models import Metric, Param, RunTag
 

@@ -112,7 +112,7 @@ def test_a_list_command_loads_only_its_layer(tmp_path: Path) -> None:
     data = modules_of(tmp_path, "data", "list")
     assert "strata.data.embedded" in data
     assert not {"strata.tracking.service", "strata.tracking.embedded"} & data
-    assert not {"strata.governance.service", "strata.features.embedded"} & data
+    assert not {"strata.governance.embedded", "strata.features.embedded"} & data
     runs = modules_of(tmp_path, "runs", "list")
     assert "strata.tracking.embedded" in runs
     assert not {"strata.data.service", "strata.data.embedded", "strata.features.embedded"} & runs

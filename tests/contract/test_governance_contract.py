@@ -26,8 +26,8 @@ from strata.core.errors import (
     Unauthenticated,
 )
 from strata.core.principal import Role
+from strata.governance.embedded import EmbeddedGovernance
 from strata.governance.models import AuditCheckpoint, User
-from strata.governance.service import EmbeddedGovernance
 from strata.governance.tables import TokenRow
 
 INVALID_NAMES = [

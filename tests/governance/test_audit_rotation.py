@@ -16,7 +16,7 @@ from strata.backends.db import Database
 from strata.backends.keys import KeyRing, audit_key_id
 from strata.cli.main import app
 from strata.governance import audit
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.governance.tables import AuditRow
 
 

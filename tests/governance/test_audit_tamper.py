@@ -13,7 +13,7 @@ from strata.backends.db import Database
 from strata.cli.main import app
 from strata.core.config import Settings
 from strata.governance import audit
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 
 RECORDS = 6
 

@@ -10,7 +10,7 @@ from strata.backends.context import Backends
 from strata.backends.db import Database
 from strata.core.errors import InvalidInput, Unauthenticated
 from strata.core.principal import Role
-from strata.governance.service import EmbeddedGovernance, token_digest
+from strata.governance.embedded import EmbeddedGovernance, token_digest
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from schemathesis.checks import not_a_server_error
 
 from strata.client import Client
 from strata.core.config import Settings
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.server.app import create_app
 
 TOKEN = "strata_" + "f" * 40

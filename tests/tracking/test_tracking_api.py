@@ -19,7 +19,7 @@ from conftest import serve_in_thread
 from strata.client import Client
 from strata.core.config import Settings
 from strata.core.principal import Role
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.server.app import create_app
 
 LIMIT = 256 * 1024

@@ -24,7 +24,7 @@ from conftest import ON_CI, serve_in_thread
 from strata.client import Client
 from strata.core.config import Settings
 from strata.core.principal import Role
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.server.app import create_app
 from strata.tracking.models import DatasetInput, Metric, Param, RunTag
 

@@ -12,7 +12,7 @@ from conftest import serve_in_thread
 
 import strata
 from strata import demo
-from strata.governance.service import EmbeddedGovernance
+from strata.governance.embedded import EmbeddedGovernance
 from strata.server.app import create_app
 from ui.conftest import drawn_pixels, login, wait_js
 

@@ -32,20 +32,53 @@ Supported expectations (GE names, GE answers):
   same check under GE's name.
 """
 
-from strata.data.expectations.engine import describe, validate
-from strata.data.expectations.report import (
-    ExpectationResult,
-    ValidationReport,
-    ValidationStatistics,
-)
-from strata.data.expectations.sql import row_failure_sql, type_family
-from strata.data.expectations.suite import (
-    Expectation,
-    Suite,
-    load_suite,
-    parse_duration,
-    supported_expectations,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from strata.data.expectations.engine import describe, validate
+    from strata.data.expectations.report import (
+        ExpectationResult,
+        ValidationReport,
+        ValidationStatistics,
+    )
+    from strata.data.expectations.sql import row_failure_sql, type_family
+    from strata.data.expectations.suite import (
+        Expectation,
+        Suite,
+        load_suite,
+        parse_duration,
+        supported_expectations,
+    )
+
+# Each name's module is imported on first use (PEP 562), so importing one submodule (a remote
+# client reading the pure models) does not load the DuckDB machinery beside it.
+_HOME = {
+    "Expectation": "strata.data.expectations.suite",
+    "ExpectationResult": "strata.data.expectations.report",
+    "Suite": "strata.data.expectations.suite",
+    "ValidationReport": "strata.data.expectations.report",
+    "ValidationStatistics": "strata.data.expectations.report",
+    "describe": "strata.data.expectations.engine",
+    "load_suite": "strata.data.expectations.suite",
+    "parse_duration": "strata.data.expectations.suite",
+    "row_failure_sql": "strata.data.expectations.sql",
+    "supported_expectations": "strata.data.expectations.suite",
+    "type_family": "strata.data.expectations.sql",
+    "validate": "strata.data.expectations.engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Expectation",

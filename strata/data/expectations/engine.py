@@ -31,9 +31,9 @@ from strata.data.expectations.report import (
     ValidationStatistics,
 )
 from strata.data.expectations.suite import Expectation, Suite, parse_duration
-from strata.data.expectations.values import as_utc, jsonable, start_of_day, within
+from strata.data.expectations.values import as_utc, column_family, jsonable, start_of_day, within
+from strata.data.sandbox import read_only_sql
 from strata.data.sqltext import quote_ident
-from strata.data.storage import read_only_sql
 
 
 @dataclass
@@ -248,7 +248,7 @@ def _plan_aggregate(exp: Expectation, agg: _Aggregate, types: dict[str, str]) ->
         plan.finish = finish_unique
         return plan
     if exp.type == "expect_column_max_to_be_recent":
-        family = q.column_family(types[exp.kwargs["column"]])
+        family = column_family(types[exp.kwargs["column"]])
         expr = f"TRY_CAST({col} AS TIMESTAMPTZ)" if family == "VARCHAR" else col
         latest = agg.agg(plan, f"MAX({expr})")
         max_age = parse_duration(exp.kwargs["max_age"])
@@ -303,7 +303,7 @@ def _check_suite(
                     details={"expectation": exp.type, "kwarg": "regex"},
                 ) from None
         if exp.type == "expect_column_max_to_be_recent":
-            family = q.column_family(types[exp.kwargs["column"]])
+            family = column_family(types[exp.kwargs["column"]])
             if family not in (*_TEMPORAL, "VARCHAR"):
                 raise InvalidInput(
                     f"expectation #{i + 1} {exp.type}: column {exp.kwargs['column']!r} is "
@@ -394,7 +394,7 @@ def _grouped_columns(
         e.kwargs["column"]
         for e in suite.expectations
         if e.type in (q.REGEX, q.IN_SET)
-        and q.column_family(types[e.kwargs["column"]]) == "VARCHAR"
+        and column_family(types[e.kwargs["column"]]) == "VARCHAR"
         and e.kwargs["column"] not in unique_cols
     }
     try:

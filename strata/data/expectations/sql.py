@@ -18,6 +18,7 @@ from typing import Any
 
 from strata.core.errors import InvalidInput
 from strata.data.expectations.suite import Expectation, Suite
+from strata.data.expectations.values import column_family
 from strata.data.sqltext import quote_ident
 
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -120,20 +121,6 @@ def type_family(type_name: str) -> str:
     if raw.endswith("[]") or raw.upper().startswith(("STRUCT(", "MAP(", "UNION(", "LIST(")):
         return raw.upper()
     raise ValueError(f"unknown type name {type_name!r}")
-
-
-def column_family(duckdb_type: str) -> str:
-    """The family of a column type as DuckDB's DESCRIBE spells it."""
-    t = duckdb_type.strip().upper()
-    if t.startswith("DECIMAL("):
-        return t.replace(" ", "")
-    if t.startswith("ENUM("):
-        return "ENUM"
-    if t in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
-        return "TIMESTAMPTZ"
-    if t in ("TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP"):
-        return "TIMESTAMP"
-    return t
 
 
 def type_matches(type_name: str, duckdb_type: str) -> bool:

@@ -95,3 +95,17 @@ def within(
         if not (v < b if strict_max else v <= b):
             return False
     return True
+
+
+def column_family(duckdb_type: str) -> str:
+    """The family of a column type as DuckDB's DESCRIBE spells it."""
+    t = duckdb_type.strip().upper()
+    if t.startswith("DECIMAL("):
+        return t.replace(" ", "")
+    if t.startswith("ENUM("):
+        return "ENUM"
+    if t in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+        return "TIMESTAMPTZ"
+    if t in ("TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP"):
+        return "TIMESTAMP"
+    return t

@@ -18,23 +18,57 @@ max); :func:`compare_profiles` reports per-column changes with PSI and Jensen-Sh
 distance; :func:`suggest_suite` turns a profile into an expectation suite to edit.
 """
 
-from strata.data.profiles.compute import profile
-from strata.data.profiles.merge import (
-    ColumnDiff,
-    ProfileDiff,
-    compare_profiles,
-    js_distance,
-    merge_profiles,
-    psi,
-    suggest_suite,
-)
-from strata.data.profiles.model import (
-    QUANTILE_PROBS,
-    ColumnProfile,
-    DatasetProfile,
-    Histogram,
-    ValueCount,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from strata.data.profiles.compute import profile
+    from strata.data.profiles.merge import (
+        ColumnDiff,
+        ProfileDiff,
+        compare_profiles,
+        js_distance,
+        merge_profiles,
+        psi,
+        suggest_suite,
+    )
+    from strata.data.profiles.model import (
+        QUANTILE_PROBS,
+        ColumnProfile,
+        DatasetProfile,
+        Histogram,
+        ValueCount,
+    )
+
+# Each name's module is imported on first use (PEP 562), so importing one submodule (a remote
+# client reading the pure models) does not load the DuckDB machinery beside it.
+_HOME = {
+    "ColumnDiff": "strata.data.profiles.merge",
+    "ColumnProfile": "strata.data.profiles.model",
+    "DatasetProfile": "strata.data.profiles.model",
+    "Histogram": "strata.data.profiles.model",
+    "ProfileDiff": "strata.data.profiles.merge",
+    "QUANTILE_PROBS": "strata.data.profiles.model",
+    "ValueCount": "strata.data.profiles.model",
+    "compare_profiles": "strata.data.profiles.merge",
+    "js_distance": "strata.data.profiles.merge",
+    "merge_profiles": "strata.data.profiles.merge",
+    "profile": "strata.data.profiles.compute",
+    "psi": "strata.data.profiles.merge",
+    "suggest_suite": "strata.data.profiles.merge",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "QUANTILE_PROBS",

@@ -11,8 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from strata.core.errors import InvalidInput
-from strata.data.expectations.sql import column_family
-from strata.data.expectations.values import as_utc, jsonable, start_of_day
+from strata.data.expectations.values import as_utc, column_family, jsonable, start_of_day
 
 QUANTILE_PROBS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 EXACT_COUNTS_MAX = 10_000  # approx. distinct values up to which value counts are exact
