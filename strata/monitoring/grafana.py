@@ -66,8 +66,8 @@ def _panels(endpoint: str) -> list[tuple[str, list[tuple[str, str]], str]]:
         (
             "Worker CPU and memory",
             [
-                (f"rate(process_cpu_seconds_total{RATE})", "cpu {{instance}}"),
-                ("process_resident_memory_bytes / 2^20", "MiB {{instance}}"),
+                (f"rate(strata_serving_worker_cpu_seconds{RATE})", "cpu {{worker}}"),
+                ("strata_serving_worker_resident_memory_bytes / 2^20", "MiB {{worker}}"),
             ],
             "short",
         ),

@@ -53,16 +53,19 @@ def from_log(
 
 
 def from_prometheus(text: str, model: str, worker: str, at: dt.datetime) -> list[SeriesPoint]:
-    """Points from one worker's ``/metrics`` text: ``error_rate`` (non-2xx share of its
+    """Points from one server's ``/metrics`` text: ``error_rate`` (non-2xx share of its
     requests for the endpoint, since the worker started), ``batch_size_mean``,
-    ``queue_time_ms`` (mean), and ``cpu_percent`` / ``memory_mb`` when the worker exports the
-    standard process metrics (``cpu_percent``: CPU seconds over the worker's lifetime)."""
+    ``queue_time_ms`` (mean), and per worker ``cpu_percent`` / ``memory_mb`` — from the
+    serving workers' ``strata_serving_worker_*`` gauges (one point per worker, labelled
+    ``worker=host:pid``), else the standard ``process_*`` metrics of the process answering
+    (``cpu_percent``: CPU seconds over the worker's lifetime)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     total = errors = 0.0
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     gauges: dict[str, float] = {}
+    workers: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             labels = s.labels
@@ -77,6 +80,8 @@ def from_prometheus(text: str, model: str, worker: str, at: dt.datetime) -> list
             elif s.name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
                             "process_start_time_seconds"):  # fmt: skip
                 gauges[s.name] = s.value
+            elif s.name in _WORKER and "worker" in labels:
+                workers.setdefault(labels["worker"], {})[_WORKER[s.name]] = s.value
     values: dict[str, float] = {}
     if total:
         values["error_rate"] = errors / total
@@ -88,13 +93,31 @@ def from_prometheus(text: str, model: str, worker: str, at: dt.datetime) -> list
         values["queue_time_ms"] = (
             1000 * sums["strata_serving_queue_seconds"] / counts["strata_serving_queue_seconds"]
         )
-    if "process_resident_memory_bytes" in gauges:
-        values["memory_mb"] = gauges["process_resident_memory_bytes"] / 2**20
-    if "process_cpu_seconds_total" in gauges and "process_start_time_seconds" in gauges:
-        alive = at.timestamp() - gauges["process_start_time_seconds"]
-        if alive > 0:
-            values["cpu_percent"] = 100 * gauges["process_cpu_seconds_total"] / alive
+    if not workers:  # a process without the serving gauges: its standard metrics
+        workers[worker] = {_WORKER[k]: v for k, v in gauges.items() if k in _WORKER}
     labels = {"source": "prometheus", "worker": worker}
-    return [
+    points = [
         SeriesPoint(model=model, series=k, ts=at, value=v, labels=labels) for k, v in values.items()
     ]
+    for name, proc in sorted(workers.items()):
+        own = labels | {"worker": name, "url": worker}
+        per = {}
+        if "memory" in proc:
+            per["memory_mb"] = proc["memory"] / 2**20
+        alive = at.timestamp() - proc.get("start", at.timestamp())
+        if "cpu" in proc and alive > 0:
+            per["cpu_percent"] = 100 * proc["cpu"] / alive
+        points += [
+            SeriesPoint(model=model, series=k, ts=at, value=v, labels=own) for k, v in per.items()
+        ]
+    return points
+
+
+_WORKER = {
+    "strata_serving_worker_cpu_seconds": "cpu",
+    "strata_serving_worker_resident_memory_bytes": "memory",
+    "strata_serving_worker_start_time_seconds": "start",
+    "process_cpu_seconds_total": "cpu",
+    "process_resident_memory_bytes": "memory",
+    "process_start_time_seconds": "start",
+}

@@ -123,7 +123,14 @@ def build_serving_app(
         on_swap=lambda name: metrics.swaps.labels(name).inc(),
     )
     router = Router(metrics, predlog, threads=config.threads)
-    endpoints.on_status = _status_publisher(client, router.stats)
+    publish = _status_publisher(client, router.stats)
+
+    def on_status(statuses: list[Any]) -> None:
+        metrics.sample_process()  # every worker's CPU and memory, fresh within 30 s
+        if publish is not None:
+            publish(statuses)
+
+    endpoints.on_status = on_status
     authenticate = None
     if auth_on:
         from strata.governance.embedded import EmbeddedGovernance
@@ -160,6 +167,7 @@ def build_serving_app(
     def payload() -> bytes:
         from strata.server.app import _metrics_payload
 
+        metrics.sample_process()
         return _metrics_payload(metrics.registry)
 
     return ServingApp(

@@ -2,11 +2,17 @@
 
 With several workers (``PROMETHEUS_MULTIPROC_DIR`` set by the runner) every worker writes its
 own files and ``/metrics`` merges them; the in-flight gauge is summed across workers.
+
+Each worker's own CPU time, resident memory and start time are gauges labelled with the
+worker (``host:pid``), sampled (psutil) when that worker answers ``/metrics`` and each time
+it publishes its endpoint statuses (at least every 30 s), so a merged scrape shows every
+live worker (what monitoring's health series read as ``cpu_percent`` / ``memory_mb``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -106,6 +112,40 @@ class ServingMetrics:
             ["endpoint"],
             registry=r,
         )
+        worker_mode = {"multiprocess_mode": "liveall"} if _multiprocess() else {}
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_cpu = Gauge(
+            "strata_serving_worker_cpu_seconds",
+            "CPU time (user + system) this worker process has used.",
+            ["worker"],
+            registry=r,
+            **worker_mode,  # type: ignore[arg-type]
+        )
+        self.worker_memory = Gauge(
+            "strata_serving_worker_resident_memory_bytes",
+            "Resident memory of this worker process.",
+            ["worker"],
+            registry=r,
+            **worker_mode,  # type: ignore[arg-type]
+        )
+        self.worker_start = Gauge(
+            "strata_serving_worker_start_time_seconds",
+            "When this worker process started (Unix time).",
+            ["worker"],
+            registry=r,
+            **worker_mode,  # type: ignore[arg-type]
+        )
+
+    def sample_process(self) -> None:
+        """Set this worker's CPU, memory and start-time gauges from the OS (psutil)."""
+        import psutil
+
+        proc = psutil.Process()
+        with proc.oneshot():
+            cpu = proc.cpu_times()
+            self.child(self.worker_cpu, self.worker).set(cpu.user + cpu.system)
+            self.child(self.worker_memory, self.worker).set(proc.memory_info().rss)
+            self.child(self.worker_start, self.worker).set(proc.create_time())
 
 
 def _multiprocess() -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 from monitoring_helpers import write_log
-from prometheus_client import ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from typer.testing import CliRunner
 
 from strata.cli.main import app
@@ -62,7 +65,7 @@ def test_health_series_from_the_log(client: Client, monkeypatch: pytest.MonkeyPa
 
 def _exposition() -> str:
     metrics = ServingMetrics()
-    ProcessCollector(registry=metrics.registry)
+    metrics.sample_process()
     for code, n in (("200", 97), ("500", 3)):
         metrics.requests.labels("m", "m", "1", "oip", "primary", code).inc(n)
     metrics.requests.labels("other", "other", "1", "oip", "primary", "500").inc(50)
@@ -77,11 +80,21 @@ def test_health_from_a_workers_metrics_over_http(
 ) -> None:
     text = _exposition()
     at = dt.datetime.now(UTC)
-    pts = {p.series: p.value for p in health.from_prometheus(text, "m", "w1", at)}
+    found = health.from_prometheus(text, "m", "w1", at)
+    pts = {p.series: p.value for p in found}
     assert pts["error_rate"] == pytest.approx(0.03)  # the other endpoint's errors excluded
     assert pts["batch_size_mean"] == pytest.approx(4.0)
     assert pts["queue_time_ms"] == pytest.approx(4.0)
-    assert pts["memory_mb"] > 1 and pts["cpu_percent"] >= 0
+    rss = psutil.Process().memory_info().rss / 2**20
+    assert pts["memory_mb"] == pytest.approx(rss, rel=0.2) and 0 <= pts["cpu_percent"] < 800
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    assert {p.labels["worker"] for p in found if p.series == "memory_mb"} == {worker}
+    # a process without the serving gauges: its standard process metrics
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    plain = health.from_prometheus(generate_latest(registry).decode(), "m", "w2", at)
+    (mem,) = [p for p in plain if p.series == "memory_mb"]
+    assert mem.labels["worker"] == "w2" and mem.value == pytest.approx(rss, rel=0.2)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -127,3 +140,27 @@ def test_grafana_dashboard_from_the_cli(tmp_path: Path) -> None:
     assert board["templating"]["list"][0]["type"] == "datasource"
     bad = CliRunner().invoke(app, ["monitor", "grafana", 'x"}) or vector(1']).exception
     assert isinstance(bad, InvalidInput)
+
+
+def test_cpu_and_memory_of_a_live_serving_worker(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import serve_in_thread
+
+    from strata.server.serving import build_serving_app
+    from strata.serving.models import ServeConfig
+
+    config = ServeConfig.model_validate(
+        {"endpoints": [{"model": "m/1"}], "prediction_log": {"enabled": False}}
+    )
+    worker = build_serving_app(config, client.settings, auth=False)  # m/1 never loads: fine
+    monkeypatch.setenv(webhook.ALLOW_ENV, "127.0.0.1")
+    for url in serve_in_thread(worker):
+        points = client.monitoring.record_health("m", metrics_url=f"{url}/metrics")
+        own = {p.series: p for p in points if p.series in ("cpu_percent", "memory_mb")}
+        assert set(own) == {"cpu_percent", "memory_mb"}  # exported by the worker itself
+        assert own["memory_mb"].labels["worker"] == f"{socket.gethostname()}:{os.getpid()}"
+        rss = psutil.Process().memory_info().rss / 2**20  # the worker runs in this process
+        assert own["memory_mb"].value == pytest.approx(rss, rel=0.2)
+        stored = client.monitoring.get_series("m", "memory_mb")
+        assert stored[-1].labels["worker"] == own["memory_mb"].labels["worker"]
