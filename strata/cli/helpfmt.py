@@ -1,4 +1,5 @@
-"""``--help`` in the conventional shape: ``--json`` (not ``--json <bool>``), ``SOURCE``.
+"""``--help`` in the conventional shape: ``--json`` (not ``--json <bool>``), ``SOURCE``,
+``--params <str>`` (not ``<list[str]>``).
 
 Typer 0.29 labels every option with its Python type, flags included, and writes a required
 argument as ``{source}`` in the usage line. Both read as syntax to type; this shows flags
@@ -34,6 +35,13 @@ def conventional_help() -> None:
         typed = option.display_type_rich
 
         def type_label(self: Any, ctx: Any) -> str | None:
-            return None if getattr(self, "is_flag", False) else typed(self, ctx)
+            if getattr(self, "is_flag", False):
+                return None
+            label = typed(self, ctx)
+            # A repeatable option reads as its element (`--params <str>`, not `<list[str]>`):
+            # the help text says "repeat".
+            if isinstance(label, str) and label.startswith("<list[") and label.endswith("]>"):
+                return "<" + label[len("<list[") : -len("]>")] + ">"
+            return label
 
         option.display_type_rich = type_label

@@ -311,6 +311,9 @@ def test_help_shows_flags_bare_and_arguments_in_capitals() -> None:
         assert flags and not any("<bool>" in line for line in flags), flags
     lines = runner.invoke(app, ["data", "ingest", "--help"]).output.splitlines()
     assert any("--name" in line and "<str>" in line for line in lines)  # values keep their type
+    lines = runner.invoke(app, ["runs", "list", "--help"], terminal_width=100).output.splitlines()
+    assert any("--params" in line and "<str>" in line for line in lines)  # repeatable: its element
+    assert not any("<list[" in line for line in lines), lines
 
 
 def test_documented_cli_lines_use_real_options() -> None:
