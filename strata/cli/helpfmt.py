@@ -37,7 +37,7 @@ def conventional_help() -> None:
         def type_label(self: Any, ctx: Any) -> str | None:
             if getattr(self, "is_flag", False):
                 return None
-            label = typed(self, ctx)
+            label: str | None = typed(self, ctx)
             # A repeatable option reads as its element (`--params <str>`, not `<list[str]>`):
             # the help text says "repeat".
             if isinstance(label, str) and label.startswith("<list[") and label.endswith("]>"):
