@@ -195,6 +195,8 @@ def check_name(value: str, field: str = "name") -> str:
 
 
 class TimeWindow(_Strict):
+    """[since, until): naive times are UTC."""
+
     since: dt.datetime | None = None
     until: dt.datetime | None = None
 
@@ -209,33 +211,29 @@ class TimeWindow(_Strict):
 LogFormat = Literal["parquet", "csv", "jsonl"]
 
 
-class LogQuery(_Strict):
-    """A selection of a model's prediction log: ``version`` a registry version number or an
-    alias (resolved through the registry), [since, until) in UTC, and exact matches on
-    ``request_id``, ``entity_key``, ``endpoint`` and ``path``; newest first, at most
-    ``limit`` rows (1-10,000) for :meth:`query_log` (an export takes every matching row)."""
+class _ModelWindow(TimeWindow):
+    """A model and a time window [since, until): naive times are UTC."""
 
     model: str = Field(min_length=1, max_length=NAME_MAX)
-    version: str | None = Field(default=None, max_length=NAME_MAX)
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    request_id: str | None = Field(default=None, max_length=256)
-    entity_key: str | None = Field(default=None, max_length=512)
-    endpoint: str | None = Field(default=None, max_length=NAME_MAX)
-    path: str | None = Field(default=None, max_length=32)
-    limit: int = Field(default=1000, ge=1, le=10_000)
-
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value
 
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
         return check_name(value, "model")
+
+
+class LogQuery(_ModelWindow):
+    """A selection of a model's prediction log: ``version`` a registry version number or an
+    alias (resolved through the registry), [since, until) in UTC, and exact matches on
+    ``request_id``, ``entity_key``, ``endpoint`` and ``path``; newest first, at most
+    ``limit`` rows (1-10,000) for :meth:`query_log` (an export takes every matching row)."""
+
+    version: str | None = Field(default=None, max_length=NAME_MAX)
+    request_id: str | None = Field(default=None, max_length=256)
+    entity_key: str | None = Field(default=None, max_length=512)
+    endpoint: str | None = Field(default=None, max_length=NAME_MAX)
+    path: str | None = Field(default=None, max_length=32)
+    limit: int = Field(default=1000, ge=1, le=10_000)
 
 
 class LogRow(BaseModel):
@@ -342,16 +340,13 @@ class FeedbackResult(BaseModel):
 Task = Literal["auto", "classification", "regression"]
 
 
-class PerformanceOptions(_Strict):
+class PerformanceOptions(_ModelWindow):
     """A performance query: the model's log in [since, until) cut in windows of
     ``window`` (``1h``, ``1d``, ``7d``...) from ``since``; per ``version`` unless
     ``by_version`` is off, per value of the input column ``segment`` when given; metrics with
     ``confidence`` intervals. ``store``: record each window's metrics as series points (at
     the window's end)."""
 
-    model: str = Field(min_length=1, max_length=NAME_MAX)
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
     window: str = Field(default="1d", pattern=r"^[1-9][0-9]{0,4}[mhdw]$")
     version: str | None = Field(default=None, max_length=NAME_MAX)
     by_version: bool = True
@@ -360,18 +355,6 @@ class PerformanceOptions(_Strict):
     positive: str | None = Field(default=None, max_length=256)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     store: bool = False
-
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        return check_name(value, "model")
 
 
 class Metric(BaseModel):
