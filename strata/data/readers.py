@@ -348,10 +348,33 @@ def _csv_exact(
 def _jsonl_batches(
     fs: Any, path: str, shown: str, bad: BadRowSink, r: Reader
 ) -> Iterator[pa.RecordBatch]:
-    import orjson
+    lines_of = _JsonLines(bad, shown, r.schema)
+    f = open_source(fs, path, shown)
+    seen = False
+    with f:
+        for first, lines in _line_blocks(f, 0):
+            _advance(r, f)
+            if lines_of.schema is None:
+                inferred = lines_of.infer(first, lines)
+                if len(inferred) == 0:
+                    continue
+                lines_of.schema = normalize_schema(inferred)
+            for batch in lines_of.parse(first, lines):
+                if batch.num_rows:
+                    seen = True
+                    yield batch
+    if not seen and lines_of.schema is not None:
+        yield empty_batch(lines_of.schema.empty_table())
 
-    schema: pa.Schema | None = r.schema
 
+class _JsonLines:
+    """Blocks of JSON lines → Arrow with pyarrow's reader; a block that fails is halved until
+    the failing lines are found, and each goes to ``bad`` with its reason."""
+
+    def __init__(self, bad: BadRowSink, shown: str, schema: pa.Schema | None) -> None:
+        self.bad, self.shown, self.schema = bad, shown, schema
+
+    @staticmethod
     def read(lines: list[bytes], explicit: pa.Schema | None) -> pa.Table:
         opts = (
             pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="error")
@@ -364,88 +387,68 @@ def _jsonl_batches(
             parse_options=opts,
         )
 
-    def reason(line: bytes, exc: BaseException) -> str:
+    def _bad(self, line: int, reason: str, raw: bytes) -> None:
+        self.bad.add(
+            BadRow(line, reason, raw.decode("utf-8", "replace").rstrip("\r\n"), self.shown)
+        )
+
+    @staticmethod
+    def _not_an_object(raw: bytes) -> str | None:
+        """Why ``raw`` is not a JSON object, or None when it is one."""
+        import orjson
+
         try:
-            value = orjson.loads(line)
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
             return f"invalid JSON: {err}"
         if not isinstance(value, dict):
             return f"not a JSON object (found {type(value).__name__})"
-        return str(exc).splitlines()[0].removeprefix("JSON parse error: ").split(" in row ")[0]
+        return None
 
-    def parse(first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
+    def parse(self, first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
         try:
-            table = read(lines, schema)
+            table = self.read(lines, self.schema)
         except pa.ArrowInvalid as exc:
             if len(lines) == 1:
-                text = lines[0].decode("utf-8", "replace").rstrip("\r\n")
-                bad.add(BadRow(first, reason(lines[0], exc), text, shown))
+                why = (
+                    self._not_an_object(lines[0])
+                    or str(exc)
+                    .splitlines()[0]
+                    .removeprefix("JSON parse error: ")
+                    .split(" in row ")[0]
+                )
+                self._bad(first, why, lines[0])
                 return
             mid = len(lines) // 2
-            yield from parse(first, lines[:mid])
-            yield from parse(first + mid, lines[mid:])
+            yield from self.parse(first, lines[:mid])
+            yield from self.parse(first + mid, lines[mid:])
             return
         yield from table.to_batches(max_chunksize=BATCH_ROWS)
 
-    def infer(first: int, lines: list[bytes]) -> tuple[pa.Schema, int]:
-        """The schema of the longest clean prefix of ``lines``; bad lines before it go out."""
+    def infer(self, first: int, lines: list[bytes]) -> pa.Schema:
+        """The schema of the longest clean prefix of ``lines``; bad lines before it go out
+        (blanked in ``lines``, so parsing does not report them twice)."""
         good: list[bytes] = []
         for i, ln in enumerate(lines):
             if not ln.strip():
                 continue
-            try:
-                value = orjson.loads(ln)
-            except orjson.JSONDecodeError as err:
-                bad.add(
-                    BadRow(
-                        first + i,
-                        f"invalid JSON: {err}",
-                        ln.decode("utf-8", "replace").rstrip("\r\n"),
-                        shown,
-                    )
-                )
-                lines[i] = b"\n"
-                continue
-            if not isinstance(value, dict):
-                bad.add(
-                    BadRow(
-                        first + i,
-                        f"not a JSON object (found {type(value).__name__})",
-                        ln.decode("utf-8", "replace").rstrip("\r\n"),
-                        shown,
-                    )
-                )
+            why = self._not_an_object(ln)
+            if why is not None:
+                self._bad(first + i, why, ln)
                 lines[i] = b"\n"
                 continue
             good.append(ln)
         if not good:
-            return pa.schema([]), len(lines)
+            return pa.schema([])
         lo, hi = 1, len(good)
         while lo < hi:  # the largest prefix that reads without a type conflict
             mid = (lo + hi + 1) // 2
             try:
-                read(good[:mid], None)
+                self.read(good[:mid], None)
                 lo = mid
             except pa.ArrowInvalid:
                 hi = mid - 1
-        return read(good[:lo], None).schema, 0
-
-    f = open_source(fs, path, shown)
-    seen = False
-    with f:
-        for first, lines in _line_blocks(f, 0):
-            _advance(r, f)
-            if schema is None:
-                inferred, _ = infer(first, lines)
-                if len(inferred) == 0:
-                    continue
-                schema = normalize_schema(inferred)
-            for batch in parse(first, lines):
-                if batch.num_rows:
-                    seen = True
-                    yield batch
-    if not seen and schema is not None:
-        yield empty_batch(schema.empty_table())
+        return self.read(good[:lo], None).schema
 
 
 def open_reader(
