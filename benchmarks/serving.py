@@ -39,6 +39,7 @@ import numpy as np
 from _servers import VENV_BIN, free_port
 from _summary import emit, row
 
+REPO = Path(__file__).resolve().parents[1]
 FEATURES = ["dep_delay", "sched_dep_time", "distance", "month", "day", "hour", "minute", "air_time"]
 
 CEILING_APP = textwrap.dedent(
@@ -237,7 +238,8 @@ def run(root: Path, args: argparse.Namespace) -> None:
         os.environ,
         STRATA_HOME=str(home),
         STRATA_LOG_LEVEL="INFO",
-        PYTHONPATH=str(root),
+        # The checkout under test first: an installed (editable) strata may be another tree.
+        PYTHONPATH=os.pathsep.join([str(root), str(REPO)]),
         CEILING_MODEL=str(root / "ceiling.txt"),
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow execs uvicorn
     )
@@ -336,7 +338,7 @@ def _post_ready(
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        cwd=env["PYTHONPATH"],
+        cwd=env["PYTHONPATH"].split(os.pathsep)[0],
     )
     try:
         deadline = time.monotonic() + 120

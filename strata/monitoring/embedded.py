@@ -314,7 +314,12 @@ class EmbeddedMonitoring(MonitoringService):
         new = parse_options(
             LogSettings, None, **(current.model_dump(exclude={"updated_at"}) | changes)
         )
-        return logs.set_settings(self.db, model, new)
+        saved = logs.set_settings(self.db, model, new)
+        # Where the inference servers (a layer below) read it: their poll applies the rate.
+        from strata.serving.policies import write_sample_rate
+
+        write_sample_rate(self.store, model, saved.sample_rate)
+        return saved
 
     def apply_retention(self, model: str) -> RetentionResult:
         from strata.monitoring import logs

@@ -121,8 +121,12 @@ def build_serving_app(
         registry=registry,
         policy_source=_policy_source(client),
         on_swap=lambda name: metrics.swaps.labels(name).inc(),
+        sampling_source=_sampling_source(client),
     )
-    router = Router(metrics, predlog, threads=config.threads)
+    router = Router(
+        metrics, predlog, threads=config.threads, large_batch_threads=config.large_batch_threads
+    )
+    router.sample_rates = endpoints.sample_rates
     publish = _status_publisher(client, router.stats)
 
     def on_status(statuses: list[Any]) -> None:
@@ -265,6 +269,20 @@ def _policy_source(client: Any) -> Any:
     return source
 
 
+def _sampling_source(client: Any) -> Any:
+    """Reads the prediction log sampling rate monitoring stored (None when never set)."""
+    if client.is_remote:
+        return None
+    from strata.serving.policies import read_sample_rate
+
+    store = client.backends.artifacts
+
+    def source(model: str) -> float | None:
+        return read_sample_rate(store, model)
+
+    return source
+
+
 def app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` in spawned workers (reads STRATA_SERVE_CONFIG)."""
     settings = load_settings()
@@ -286,6 +304,9 @@ def serve_models(
     from strata.server.run import serve
 
     pin_threads(config.threads)
+    if config.large_batch_threads is None:
+        share = max(1, (os.cpu_count() or 1) // max(workers, 1))
+        config = config.model_copy(update={"large_batch_threads": share})
     os.environ[CONFIG_ENV] = config.model_dump_json()
     serve(
         settings,

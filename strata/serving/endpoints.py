@@ -41,6 +41,8 @@ log = logging.getLogger("strata.serving")
 
 PolicySource = Callable[[str], TrafficPolicy | None]
 """Reads an endpoint's runtime policy (None: keep the configured one)."""
+SamplingSource = Callable[[str], float | None]
+"""Reads a model's prediction log sampling rate (None: log every request)."""
 
 
 @dataclass
@@ -112,6 +114,7 @@ class Endpoints:
         policy_source: PolicySource | None = None,
         on_swap: Callable[[str], None] | None = None,
         on_status: Callable[[list[EndpointStatus]], None] | None = None,
+        sampling_source: SamplingSource | None = None,
     ) -> None:
         self.config = config
         self.tracking = tracking
@@ -119,6 +122,9 @@ class Endpoints:
         self.policy_source = policy_source
         self.on_swap = on_swap
         self.on_status = on_status
+        self.sampling_source = sampling_source
+        self.sample_rates: dict[str, float] = {}
+        """Per model name, the prediction log's sampling rate (shared with the router)."""
         self._reported: tuple[list[EndpointStatus], float] | None = None
         self.endpoints: dict[str, Endpoint] = {
             ep.endpoint: Endpoint(ep, ep.endpoint, ep.ref, ep.policy) for ep in config.endpoints
@@ -183,6 +189,7 @@ class Endpoints:
                 ep.error = _describe(exc)
                 log.error("endpoint %s could not load %s: %s", ep.name, ep.ref.text, ep.error)
             self._load_policy_models(ep, ep.policy)
+            self._read_sampling(ep)
         self.report()
 
     def _policy_refs(self, policy: TrafficPolicy) -> list[str]:
@@ -273,10 +280,28 @@ class Endpoints:
                 stored = None
             if stored is not None:
                 policy = stored
+        self._read_sampling(ep)
         if (policy != ep.policy or self._policy_refs(policy)) and (
             self._load_policy_models(ep, policy) or policy != ep.policy
         ):
             ep.policy = policy
+
+    def _read_sampling(self, ep: Endpoint) -> None:
+        """Refresh the sampling rate of every model the endpoint serves (kept as it was when
+        the store cannot be read)."""
+        if self.sampling_source is None:
+            return
+        names = {ep.ref.name, *(m.name for m in ep.models.values())}
+        for name in names:
+            try:
+                rate = self.sampling_source(name)
+            except Exception as exc:
+                log.warning("endpoint %s: cannot read %s's sampling: %s", ep.name, name, exc)
+                continue
+            if rate is None:
+                self.sample_rates.pop(name, None)
+            else:
+                self.sample_rates[name] = rate
 
     def start(self) -> None:
         """Start following aliases and policies in a daemon thread."""

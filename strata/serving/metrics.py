@@ -90,6 +90,12 @@ class ServingMetrics:
             ["endpoint", "model", "version"],
             registry=r,
         )
+        self.shadow_dropped = Counter(
+            "strata_serving_shadow_dropped_total",
+            "Shadow predictions not run: the worker already ran its limit of them at once.",
+            ["endpoint"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "strata_serving_fallbacks_total",
             "Requests answered by the fallback model, by reason.",

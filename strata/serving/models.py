@@ -269,6 +269,10 @@ class ServeConfig(_Strict):
     threads: int = Field(default=1, ge=1, le=256)
     """Threads per predict (the OpenMP/BLAS pools of LightGBM, XGBoost, numpy), pinned per
     worker through the environment before any model library loads."""
+    large_batch_threads: int | None = Field(default=None, ge=1, le=256)
+    """Threads per predict for requests of more than 64 rows (they run in the predict pool,
+    whose threads get this many OpenMP threads; small ones keep ``threads``). Default: the
+    CPUs divided by the workers (``strata serve`` fills it in), at least 1."""
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
     @model_validator(mode="after")

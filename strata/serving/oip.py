@@ -14,6 +14,7 @@ or as one ``[n, k]`` tensor holding the ``k`` columns in signature order.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
     "BYTES": np.dtype(object),
 }
+_LENGTH = struct.Struct("<I")
 _BY_KIND = {v.str: k for k, v in DTYPES.items() if k != "BYTES"}
 
 
@@ -76,22 +78,54 @@ def _bad(message: str, **details: Any) -> InvalidInput:
 
 
 def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
+    """``count`` length-prefixed BYTES elements as str (UTF-8, errors replaced). Elements
+    of one length (ids, codes: the usual case) are cut with numpy in one pass; others walk
+    the prefixes (each element's start depends on the lengths before it)."""
+    fixed = _fixed_width(raw, count)
+    if fixed is not None:
+        return fixed
     out = np.empty(count, dtype=object)
-    view = memoryview(raw)
+    size = len(raw)
     pos = 0
     for i in range(count):
-        if pos + 4 > len(raw):
+        if pos + 4 > size:
             raise _bad(f"Input {name!r}: BYTES data ends early", input=name)
-        n = int.from_bytes(view[pos : pos + 4], "little")
+        (n,) = _LENGTH.unpack_from(raw, pos)
         pos += 4
-        out[i] = bytes(view[pos : pos + n]).decode("utf-8", "replace")
+        if pos + n > size:
+            raise _bad(f"Input {name!r}: BYTES data ends early", input=name)
+        out[i] = raw[pos : pos + n].decode("utf-8", "replace")
         pos += n
-    if pos != len(raw):
+    if pos != size:
         raise _bad(
             f"Input {name!r}: BYTES data holds more than the {count} elements of its shape",
             input=name,
         )
     return out
+
+
+def _fixed_width(raw: bytes, count: int) -> np.ndarray | None:
+    """The elements when all ``count`` have the first one's length and are ASCII (numpy
+    decodes them in one pass); else None."""
+    if count == 0 or len(raw) < 4:
+        return None
+    (width,) = _LENGTH.unpack_from(raw, 0)
+    stride = 4 + width
+    if stride * count != len(raw):
+        return None
+    table = np.frombuffer(raw, dtype=np.uint8).reshape(count, stride)
+    lengths = np.ascontiguousarray(table[:, :4]).view("<u4").ravel()
+    if not (lengths == width).all():
+        return None
+    if width == 0:
+        return np.full(count, "", dtype=object)
+    if not table[:, -1].all():  # numpy's fixed-width bytes drop trailing NULs: keep them
+        return None
+    data = np.ascontiguousarray(table[:, 4:])
+    if (data >= 0x80).any():  # UTF-8 beyond ASCII: decoded element by element
+        return None
+    decoded: np.ndarray = data.view(f"S{width}").ravel().astype(f"U{width}").astype(object)
+    return decoded
 
 
 def parse_infer(body: bytes, header_length: str | None) -> InferRequest:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import random
 import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from strata.serving.predlog import PredictionLog
 
 log = logging.getLogger("strata.serving")
+
+SHADOW_IN_FLIGHT = 64
+"""Shadow predictions a worker runs at once; a mirror beyond that is dropped and counted
+(``strata_serving_shadow_dropped_total``), so a slow candidate never piles up tasks."""
 
 INLINE_ROWS = 64
 """Requests up to this many rows predict on the event loop (a booster answers one row in
@@ -78,6 +83,28 @@ def input_digest(checked: dict[str, np.ndarray]) -> bytes:
     return h.digest()
 
 
+def cache_key(served: ServedModel, checked: dict[str, np.ndarray]) -> bytes:
+    """The response cache's key: the model's name and version, then the inputs' digest (a
+    canary of another model with the same version number never shares an entry)."""
+    return b"%s\x00%s\x00%s" % (
+        served.name.encode(),
+        served.version.encode(),
+        input_digest(checked),
+    )
+
+
+def _limit_threads(threads: int) -> None:
+    """The predict pool's threads (large requests) use ``threads`` OpenMP threads; the
+    event loop's thread keeps the worker's pinned count (1: small requests). OpenMP's
+    thread count is per calling thread, so one setting never races the other."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads, user_api="openmp")
+    except Exception as exc:  # no OpenMP runtime loaded: nothing to size
+        log.debug("serving: could not size the predict pool's OpenMP threads: %s", exc)
+
+
 def bucket(value: str) -> float:
     """A stable position in [0, 1) for a sticky key."""
     digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
@@ -93,14 +120,26 @@ class Router:
         predlog: PredictionLog | None,
         *,
         threads: int = 1,
+        large_batch_threads: int | None = None,
     ) -> None:
         self.metrics = metrics
         self.predlog = predlog
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="strata-predict")
         self.threads = threads
+        self.large_batch_threads = large_batch_threads or threads
+        self.pool = ThreadPoolExecutor(
+            max_workers=2,
+            thread_name_prefix="strata-predict",
+            initializer=_limit_threads,
+            initargs=(self.large_batch_threads,),
+        )
         self.caches: dict[str, _Cache] = {}
-        self.batchers: dict[tuple[str, str, int], Batcher] = {}
+        self.batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
+        """Every live batcher (each hangs on its served version: one swapped out goes with
+        it); closed with the router."""
         self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.sample_rates: dict[str, float] = {}
+        """Per model name, the share of requests the prediction log keeps (monitoring's
+        setting, read by the endpoints' poll); absent means all."""
         self.stats: dict[str, dict[str, float]] = {}
         """Per endpoint, this worker's totals since it started: requests, errors,
         latency_s (summed) and answers by path; published with the endpoint reports."""
@@ -112,12 +151,10 @@ class Router:
         batching = ep.config.batching
         try:
             if batching.enabled and rows < batching.max_batch_size:
-                key = (served.name, served.version, id(served))
-                batcher = self.batchers.get(key)
+                batcher = served.batcher
                 if batcher is None:
-                    batcher = self.batchers[key] = Batcher(
-                        served, batching, self.pool, self.metrics
-                    )
+                    batcher = served.batcher = Batcher(served, batching, self.pool, self.metrics)
+                    self.batchers.add(batcher)
                 return await batcher.submit(checked, rows)
             self.metrics.child(self.metrics.batch_size, served.name, served.version).observe(rows)
             if rows <= INLINE_ROWS:
@@ -199,7 +236,7 @@ class Router:
                 cache = self.caches[ep.name] = _Cache(
                     policy.cache.max_entries, policy.cache.ttl_seconds
                 )
-            digest = input_digest(checked) + served.version.encode()
+            digest = cache_key(served, checked)
             hit = cache.get(digest)
             if hit is not None:
                 return Outcome(hit.served, hit.prediction, "cache", checked)
@@ -237,7 +274,11 @@ class Router:
         shadow = policy.shadow
         if shadow is not None and (shadow.fraction >= 1 or random.random() < shadow.fraction):
             mirror = ep.models.get(shadow.model)
-            if mirror is not None:
+            if mirror is not None and len(self.shadow_tasks) >= SHADOW_IN_FLIGHT:
+                self.metrics.child(self.metrics.shadow_dropped, ep.name).inc()
+                stats = self.stats.setdefault(ep.name, {})
+                stats["shadow_dropped"] = stats.get("shadow_dropped", 0.0) + 1
+            elif mirror is not None:
                 task = asyncio.get_running_loop().create_task(
                     self._shadow(ep, mirror, columns, request_id, sticky)
                 )
@@ -275,8 +316,12 @@ class Router:
     def record(
         self, ep: Endpoint, outcome: Outcome, request_id: str, latency_ms: float, key: str | None
     ) -> None:
-        """The prediction log's rows of one answered request (never blocks)."""
+        """The prediction log's rows of one answered request (never blocks), sampled at the
+        model's rate (monitoring's ``sample_rate``)."""
         if self.predlog is None:
+            return
+        rate = self.sample_rates.get(outcome.served.name)
+        if rate is not None and (rate <= 0 or (rate < 1 and random.random() >= rate)):
             return
         self.predlog.record(
             request_id=request_id,
@@ -292,7 +337,7 @@ class Router:
         )
 
     def close(self) -> None:
-        for batcher in self.batchers.values():
+        for batcher in list(self.batchers):
             batcher.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 

@@ -23,6 +23,7 @@ from strata.serving.models import ModelRef, Runtime
 if TYPE_CHECKING:
     from strata.models.flavors.base import Predictor
     from strata.registry.service import RegistryService
+    from strata.serving.batching import Batcher
     from strata.tracking.service import TrackingService
 
 
@@ -46,6 +47,9 @@ class ServedModel:
     runtime: str = "native"
     loaded_at: float = field(default_factory=time.time)
     warm_ms: float | None = None
+    batcher: Batcher | None = field(default=None, repr=False, compare=False)
+    """This version's adaptive batching queue (made by the router on first use; it goes
+    with the version when a swap drops it)."""
 
     def __post_init__(self) -> None:
         self.predictor: Predictor = self.model.runtime(self.runtime)  # type: ignore[arg-type]

@@ -1,0 +1,271 @@
+"""One worker's limits and housekeeping: explain passes the in-flight limit and the metrics,
+large bodies decode off the event loop, swapped-out versions take their batcher with them,
+the response cache keys on the model, shadows are bounded, the prediction log samples at
+monitoring's rate, large requests get more threads, and ONNX exports serve."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import httpx
+import numpy as np
+import pytest
+
+from strata.serving import handlers, routing
+from strata.serving.models import ServeConfig
+from strata.serving.policies import read_sample_rate, write_sample_rate
+
+from .conftest import FEATURES, Flights, rows
+
+
+@contextmanager
+def serving(flights: Flights, config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """A live one-worker server on ``config`` and its app (to look inside)."""
+    from conftest import serve_in_thread
+
+    from strata.server.serving import build_serving_app
+
+    app = build_serving_app(ServeConfig.model_validate(config), flights.settings, auth=False)
+    for url in serve_in_thread(app):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not app.endpoints.ready:
+            time.sleep(0.05)
+        assert app.endpoints.ready, app.endpoints.statuses()
+        yield url, app
+
+
+def _records(flights: Flights, n: int, start: int = 0) -> dict[str, Any]:
+    return {"records": rows(flights.frame[FEATURES], n, start).to_dict("records")}
+
+
+def _metric(url: str, needle: str) -> str:
+    text = httpx.get(f"{url}/metrics").text
+    return next((line for line in text.splitlines() if needle in line), "")
+
+
+def test_explain_takes_an_in_flight_place_and_lands_in_the_metrics(flights: Flights) -> None:
+    config = {"endpoints": [{"model": "flights/1"}], "prediction_log": {"enabled": False}}
+    with serving(flights, config) as (url, app):
+        r = httpx.post(f"{url}/v1/models/flights/explain", json=_records(flights, 2), timeout=60)
+        assert r.status_code == 200, r.text
+        line = _metric(url, 'protocol="explain"')
+        assert 'code="200"' in line and line.endswith(" 1.0"), line
+        app.in_flight = app.max_in_flight  # the worker is full
+        try:
+            busy = httpx.post(f"{url}/v1/models/flights/explain", json=_records(flights, 1))
+        finally:
+            app.in_flight = 0
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert 'code="503"' in _metric(url, 'protocol="explain",version=""')
+
+
+def test_large_bodies_decode_in_a_worker_thread(
+    flights: Flights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    original = handlers._strata_doc
+
+    def spy(body: bytes) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(body)
+
+    monkeypatch.setattr(handlers, "_strata_doc", spy)
+    config = {"endpoints": [{"model": "flights/1"}], "prediction_log": {"enabled": False}}
+    with serving(flights, config) as (url, _app):
+        small = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1))
+        big = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1500))
+    assert small.status_code == 200 and big.status_code == 200, big.text
+    assert len(big.json()["predictions"]) == 1500
+    assert len(big.request.content) > handlers.DECODE_INLINE_BYTES
+    loop_thread, worker = threads
+    assert "AnyIO worker thread" not in loop_thread  # small: decoded on the event loop
+    assert worker == "AnyIO worker thread"  # large: core/threads.run_blocking
+
+
+def test_decode_runs_inline_for_small_bodies_and_off_the_loop_for_large_ones() -> None:
+    import asyncio
+
+    async def where(size: int) -> int:
+        return await handlers.decode(size, threading.get_ident)
+
+    async def main() -> tuple[int, int, int]:
+        return threading.get_ident(), await where(10), await where(10 * 1024 * 1024)
+
+    loop_id, small, large = asyncio.run(main())
+    assert small == loop_id
+    assert large != loop_id
+
+
+def test_a_swapped_out_version_takes_its_batcher_along(flights: Flights) -> None:
+    config = {
+        "endpoints": [{"model": "flights@champion", "batching": {"enabled": True}}],
+        "prediction_log": {"enabled": False},
+        "poll_seconds": 3600,
+    }
+    try:
+        with serving(flights, config) as (url, app):
+            ep = app.endpoints.get("flights")
+            first = weakref.ref(ep.primary)
+            r = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1))
+            assert r.status_code == 200 and r.json()["version"] == "1"
+            assert ep.primary.batcher is not None and len(app.router.batchers) == 1
+            flights.client.registry.set_alias("flights", "champion", 2)
+            app.endpoints.poll()
+            r = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1))
+            assert r.json()["version"] == "2"
+            for _ in range(3):
+                gc.collect()
+            assert first() is None  # the old version and its queue are gone
+            assert len(app.router.batchers) == 1
+    finally:
+        flights.client.registry.set_alias("flights", "champion", 1)
+
+
+def test_the_cache_key_names_the_model_and_version(flights: Flights) -> None:
+    config = {
+        "endpoints": [{"model": "flights/1"}, {"model": "carriers/1"}],
+        "prediction_log": {"enabled": False},
+    }
+    with serving(flights, config) as (_url, app):
+        a = app.endpoints.get("flights").primary
+        b = app.endpoints.get("carriers").primary
+        assert a.version == b.version == "1"
+        same = {"x": np.array([1.0, 2.0])}
+        assert routing.cache_key(a, same) != routing.cache_key(b, same)
+        assert routing.cache_key(a, same) == routing.cache_key(a, {"x": np.array([1.0, 2.0])})
+
+
+def test_shadows_beyond_the_limit_are_dropped_and_counted(
+    flights: Flights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {
+        "endpoints": [
+            {"model": "flights/1", "policy": {"shadow": {"model": "flights/2", "fraction": 1}}}
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    with serving(flights, config) as (url, app):
+        r = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1))
+        assert r.status_code == 200
+        deadline = time.monotonic() + 10
+        while app.router.stats.get("flights", {}).get("shadow", 0) < 1:
+            assert time.monotonic() < deadline, "the shadow never ran"
+            time.sleep(0.05)
+        monkeypatch.setattr(routing, "SHADOW_IN_FLIGHT", 0)
+        for _ in range(3):
+            r = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1))
+            assert r.status_code == 200 and r.json()["path"] == "primary"
+        assert _metric(url, "strata_serving_shadow_dropped_total{").endswith(" 3.0")
+        assert app.router.stats["flights"]["shadow_dropped"] == 3
+        assert app.router.stats["flights"]["shadow"] == 1
+
+
+def test_the_prediction_log_samples_at_monitorings_rate(flights: Flights) -> None:
+    store = flights.client.backends.artifacts
+    flights.client.monitoring.set_log_settings("carriers", sample_rate=0.0)
+    assert read_sample_rate(store, "carriers") == 0.0  # monitoring's setting, where serving reads
+    config = {
+        "endpoints": [{"model": "carriers/1"}],
+        "prediction_log": {"enabled": True, "flush_seconds": 0.05},
+        "poll_seconds": 3600,
+    }
+    cols = ["carrier", "dep_delay", "distance", "hour"]
+    body = {"records": rows(flights.frame[cols], 1).to_dict("records")}
+
+    def logged() -> int:
+        app.router.predlog.flush()
+        glob = f"{flights.settings.artifact_uri}/predictions/model=carriers/*/*.parquet"
+        try:
+            return int(duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall()[0][0])
+        except duckdb.IOException:
+            return 0
+
+    try:
+        with serving(flights, config) as (url, app):
+            for _ in range(20):
+                assert httpx.post(f"{url}/v1/models/carriers/predict", json=body).is_success
+            assert logged() == 0
+            write_sample_rate(store, "carriers", 0.25)
+            app.endpoints.poll()
+            for _ in range(400):
+                assert httpx.post(f"{url}/v1/models/carriers/predict", json=body).is_success
+            sampled = logged()
+            assert 40 <= sampled <= 170, sampled  # ~100 of 400 (binomial: ±6 sd)
+            flights.client.monitoring.set_log_settings("carriers", sample_rate=1.0)
+            app.endpoints.poll()
+            for _ in range(10):
+                assert httpx.post(f"{url}/v1/models/carriers/predict", json=body).is_success
+            assert logged() == sampled + 10
+    finally:
+        write_sample_rate(store, "carriers", 1.0)
+
+
+def test_large_requests_get_the_large_batch_threads() -> None:
+    import lightgbm  # noqa: F401  (loads LightGBM's OpenMP runtime)
+    from threadpoolctl import threadpool_info
+
+    from strata.serving.metrics import ServingMetrics
+
+    def openmp() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
+
+    router = routing.Router(ServingMetrics(), None, threads=1, large_batch_threads=3)
+    try:
+        assert router.pool.submit(openmp).result() == {3}
+        assert 3 not in openmp() or len(openmp()) > 1  # this thread keeps its own count
+    finally:
+        router.close()
+
+
+def test_an_onnx_export_serves_on_onnx_runtime_and_auto_picks_one(flights: Flights) -> None:
+    import strata
+    from strata.models import export_onnx
+
+    from .conftest import _log, register, train_lgbm
+
+    run_id = _log(flights.client, train_lgbm(flights.frame), flights.frame[FEATURES].head(5))
+    export_onnx(f"runs:/{run_id}/model", tracking=flights.client.tracking)
+    version = register(flights.client, "flights_onnx", run_id)
+    native = strata.models.load(f"models:/flights_onnx/{version}", tracking=flights.client.tracking)
+    x = rows(flights.frame[FEATURES], 20, 100)
+    want = native.predict_proba(x)
+    config = {
+        "endpoints": [
+            {"model": f"flights_onnx/{version}", "runtime": "onnx"},
+            {"model": f"flights_onnx/{version}", "name": "auto", "runtime": "auto"},
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    with serving(flights, config) as (url, app):
+        assert app.endpoints.get("flights_onnx").primary.runtime == "onnx"
+        assert app.endpoints.get("auto").primary.runtime in ("native", "onnx")
+        for name in ("flights_onnx", "auto"):
+            r = httpx.post(
+                f"{url}/v1/models/{name}/predict", json={"records": x.to_dict("records")}
+            )
+            assert r.status_code == 200, r.text
+            got = np.asarray(r.json()["probabilities"])
+            assert np.allclose(got, want, atol=1e-5)  # ONNX runs in float32
+        status = httpx.get(f"{url}/v1/endpoints").json()["endpoints"]
+        assert {s["name"]: s["runtime"] for s in status}["flights_onnx"] == "onnx"
+
+
+@pytest.mark.parametrize(
+    "items",
+    [["UA", "AA", "B6"], ["a", "bcd", ""], ["", ""], ["é1", "xy"], ["ab\x00", "cd\x00"], []],
+)
+def test_bytes_elements_of_one_width_or_many(items: list[str]) -> None:
+    import struct
+
+    from strata.serving.oip import _bytes_elements
+
+    raw = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in items)
+    got = _bytes_elements(raw, len(items), "c")
+    assert got.dtype == object and got.tolist() == items
