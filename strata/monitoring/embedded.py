@@ -16,27 +16,8 @@ from strata.core.principal import Permission
 from strata.core.principal import current as current_call
 from strata.data.service import DataService
 from strata.governance.audit import audited
+from strata.monitoring import models as m
 from strata.monitoring import predlog
-from strata.monitoring.models import (
-    AlertEvent,
-    AlertRule,
-    DriftOptions,
-    DriftReport,
-    FeedbackItem,
-    FeedbackResult,
-    LogFormat,
-    LogQuery,
-    LogRows,
-    LogSettings,
-    LogStats,
-    PerformanceOptions,
-    PerformanceReport,
-    RetentionResult,
-    RuleState,
-    SeriesPoint,
-    StoredProfile,
-    check_name,
-)
 from strata.monitoring.refs import (
     LABELS_PREFIX,
     LOG_PREFIX,
@@ -173,7 +154,7 @@ class EmbeddedMonitoring(MonitoringService):
         return f"profile:{name}", int(doc["rows"]), sketches, dict(doc["types"])
 
     # -- drift ---------------------------------------------------------------------------
-    def drift_with(self, reference: str, current: str, options: DriftOptions) -> DriftReport:
+    def drift_with(self, reference: str, current: str, options: m.DriftOptions) -> m.DriftReport:
         from strata.monitoring.drift import compare
 
         if options.store_as and not current_call().principal.can(Permission.WRITE):
@@ -184,18 +165,18 @@ class EmbeddedMonitoring(MonitoringService):
             self.record_drift(options.store_as, report, options.window_end or utcnow())
         return report
 
-    def record_drift(self, model: str, report: DriftReport, window_end: dt.datetime) -> None:
+    def record_drift(self, model: str, report: m.DriftReport, window_end: dt.datetime) -> None:
         """Append the report to the model's drift series."""
         from strata.monitoring.series import record_drift
 
-        check_name(model, "store_as")
+        m.check_name(model, "store_as")
         record_drift(self.db, model, report, window_end)
 
     # -- series --------------------------------------------------------------------------
     def list_series(self, model: str) -> list[str]:
         from strata.monitoring import series
 
-        return series.names(self.db, check_name(model, "model"))
+        return series.names(self.db, m.check_name(model, "model"))
 
     def get_series(
         self,
@@ -204,20 +185,20 @@ class EmbeddedMonitoring(MonitoringService):
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         limit: int = 10_000,
-    ) -> list[SeriesPoint]:
+    ) -> list[m.SeriesPoint]:
         from strata.monitoring import series as s
 
         if not 1 <= limit <= 100_000:
             raise InvalidInput(f"limit must be 1..100000, got {limit}", details={"field": "limit"})
         return s.read(
-            self.db, check_name(model, "model"), series, since=since, until=until, limit=limit
+            self.db, m.check_name(model, "model"), series, since=since, until=until, limit=limit
         )
 
     # -- stored references ---------------------------------------------------------------
     def save_profile(
         self, name: str, ref: str, *, columns: list[str] | None = None
-    ) -> StoredProfile:
-        check_name(name, "profile")
+    ) -> m.StoredProfile:
+        m.check_name(name, "profile")
         if ref.strip().startswith(PROFILE_PREFIX):
             raise InvalidInput(
                 "save_profile sketches a dataset version or a log window, not a profile",
@@ -234,18 +215,18 @@ class EmbeddedMonitoring(MonitoringService):
         }
         with audited(self.db, "monitoring.save_profile", "profile", name, {"source": label}):
             self.store.put_bytes(f"{PROFILES}/{name}.json", json.dumps(doc).encode())
-        return StoredProfile(
+        return m.StoredProfile(
             name=name, source=label, rows=rows, columns=list(sketches), created_at=doc["created_at"]
         )
 
-    def list_profiles(self) -> list[StoredProfile]:
+    def list_profiles(self) -> list[m.StoredProfile]:
         out = []
         for info in predlog.listing(self.store, PROFILES):
             if info.is_dir or not info.path.endswith(".json"):
                 continue
             doc = json.loads(self.store.get_bytes(info.path))
             out.append(
-                StoredProfile(
+                m.StoredProfile(
                     name=doc["name"],
                     source=doc["source"],
                     rows=doc["rows"],
@@ -256,10 +237,10 @@ class EmbeddedMonitoring(MonitoringService):
         return sorted(out, key=lambda p: p.name)
 
     # -- prediction log ------------------------------------------------------------------
-    def _log_version(self, query: LogQuery) -> str | None:
+    def _log_version(self, query: m.LogQuery) -> str | None:
         return self.resolve_version(LogRef(query.model, query.version))
 
-    def query_log_with(self, query: LogQuery) -> LogRows:
+    def query_log_with(self, query: m.LogQuery) -> m.LogRows:
         from strata.monitoring import logs
 
         version = self._log_version(query)
@@ -269,7 +250,7 @@ class EmbeddedMonitoring(MonitoringService):
         finally:
             con.close()
 
-    def log_stats_with(self, query: LogQuery) -> LogStats:
+    def log_stats_with(self, query: m.LogQuery) -> m.LogStats:
         from strata.monitoring import logs
 
         version = self._log_version(query)
@@ -279,7 +260,7 @@ class EmbeddedMonitoring(MonitoringService):
         finally:
             con.close()
 
-    def export_log_with(self, query: LogQuery, dest: Path, format: LogFormat) -> int:
+    def export_log_with(self, query: m.LogQuery, dest: Path, format: m.LogFormat) -> int:
         from strata.monitoring import logs
 
         version = self._log_version(query)
@@ -294,14 +275,14 @@ class EmbeddedMonitoring(MonitoringService):
             con.close()
             tmp.unlink(missing_ok=True)
 
-    def get_log_settings(self, model: str) -> LogSettings:
+    def get_log_settings(self, model: str) -> m.LogSettings:
         from strata.monitoring import logs
 
-        return logs.get_settings(self.db, check_name(model, "model"))
+        return logs.get_settings(self.db, m.check_name(model, "model"))
 
     def set_log_settings(
         self, model: str, *, sample_rate: float | None = None, retention_days: int | None = None
-    ) -> LogSettings:
+    ) -> m.LogSettings:
         from strata.core.parse import parse_options
         from strata.monitoring import logs
 
@@ -312,7 +293,7 @@ class EmbeddedMonitoring(MonitoringService):
             if v is not None
         }
         new = parse_options(
-            LogSettings, None, **(current.model_dump(exclude={"updated_at"}) | changes)
+            m.LogSettings, None, **(current.model_dump(exclude={"updated_at"}) | changes)
         )
         saved = logs.set_settings(self.db, model, new)
         # Where the inference servers (a layer below) read it: their poll applies the rate.
@@ -321,25 +302,25 @@ class EmbeddedMonitoring(MonitoringService):
         write_sample_rate(self.store, model, saved.sample_rate)
         return saved
 
-    def apply_retention(self, model: str) -> RetentionResult:
+    def apply_retention(self, model: str) -> m.RetentionResult:
         from strata.monitoring import logs
 
         return logs.apply_retention(
-            self.db, self.store, check_name(model, "model"), utcnow().date()
+            self.db, self.store, m.check_name(model, "model"), utcnow().date()
         )
 
     # -- feedback and performance --------------------------------------------------------
-    def feedback_with(self, model: str, items: list[FeedbackItem]) -> FeedbackResult:
+    def feedback_with(self, model: str, items: list[m.FeedbackItem]) -> m.FeedbackResult:
         from strata.monitoring import feedback
 
-        check_name(model, "model")  # it names the log's partition: no globs, no paths
+        m.check_name(model, "model")  # it names the log's partition: no globs, no paths
         con = self._connect()
         try:
             return feedback.submit(self.db, con, self.store, model, items)
         finally:
             con.close()
 
-    def performance_with(self, options: PerformanceOptions) -> PerformanceReport:
+    def performance_with(self, options: m.PerformanceOptions) -> m.PerformanceReport:
         from strata.monitoring import feedback, performance, series
 
         if options.store and not current_call().principal.can(Permission.WRITE):
@@ -381,35 +362,35 @@ class EmbeddedMonitoring(MonitoringService):
         if not current_call().principal.can(Permission.ADMIN):
             raise PermissionDenied(f"{what} needs the admin permission (actions run as the server)")
 
-    def save_rule_with(self, rule: AlertRule) -> RuleState:
+    def save_rule_with(self, rule: m.AlertRule) -> m.RuleState:
         from strata.monitoring import rules
 
         self._admin("saving an alert rule")
         return rules.save(self.db, rule)
 
-    def get_rule(self, name: str) -> RuleState:
+    def get_rule(self, name: str) -> m.RuleState:
         from strata.monitoring import rules
 
-        return _shown(rules.get(self.db, check_name(name, "rule")))
+        return _shown(rules.get(self.db, m.check_name(name, "rule")))
 
-    def list_rules(self, model: str | None = None) -> list[RuleState]:
+    def list_rules(self, model: str | None = None) -> list[m.RuleState]:
         from strata.monitoring import rules
 
-        found = rules.list_all(self.db, None if model is None else check_name(model, "model"))
+        found = rules.list_all(self.db, None if model is None else m.check_name(model, "model"))
         return [_shown(r) for r in found]
 
     def delete_rule(self, name: str) -> None:
         from strata.monitoring import rules
 
         self._admin("deleting an alert rule")
-        rules.delete(self.db, check_name(name, "rule"))
+        rules.delete(self.db, m.check_name(name, "rule"))
 
-    def list_alert_events(self, rule: str | None = None, limit: int = 100) -> list[AlertEvent]:
+    def list_alert_events(self, rule: str | None = None, limit: int = 100) -> list[m.AlertEvent]:
         from strata.monitoring import rules
 
         if not 1 <= limit <= 10_000:
             raise InvalidInput(f"limit must be 1..10000, got {limit}", details={"field": "limit"})
-        return rules.events(self.db, None if rule is None else check_name(rule, "rule"), limit)
+        return rules.events(self.db, None if rule is None else m.check_name(rule, "rule"), limit)
 
     @functools.cached_property
     def jobs(self) -> ActionJobs:
@@ -419,13 +400,13 @@ class EmbeddedMonitoring(MonitoringService):
 
         return ActionJobs(self.db)
 
-    def evaluate_rules(self, wait: bool = False) -> list[AlertEvent]:
+    def evaluate_rules(self, wait: bool = False) -> list[m.AlertEvent]:
         from strata.monitoring import actions, rules
 
         self._admin("evaluating alert rules")
         peers, jobs = self.peers, self.jobs
 
-        def run(rule: AlertRule, context: dict[str, Any]) -> list[dict[str, Any]]:
+        def run(rule: m.AlertRule, context: dict[str, Any]) -> list[dict[str, Any]]:
             if peers is None and any(a.type != "webhook" for a in rule.actions):
                 raise InvalidInput("this monitoring service has no peers to act through")
             return actions.run(self.db, peers, rule, context, jobs)  # type: ignore[arg-type]
@@ -445,12 +426,12 @@ class EmbeddedMonitoring(MonitoringService):
         until: dt.datetime | None = None,
         window: str = "1m",
         metrics_url: str | None = None,
-    ) -> list[SeriesPoint]:
+    ) -> list[m.SeriesPoint]:
         import re
 
         from strata.monitoring import health, series
 
-        check_name(model, "model")
+        m.check_name(model, "model")
         if not re.fullmatch(r"[1-9][0-9]{0,4}[mhdw]", window):
             raise InvalidInput(
                 f"window must be like 1m, 5m, 1h, 1d or 1w, got {window!r}",
@@ -468,7 +449,7 @@ class EmbeddedMonitoring(MonitoringService):
         series.append(self.db, points, "monitoring.record_health")
         return points
 
-    def _scrape(self, model: str, url: str) -> list[SeriesPoint]:
+    def _scrape(self, model: str, url: str) -> list[m.SeriesPoint]:
         import httpx
 
         from strata.monitoring import health
@@ -491,7 +472,7 @@ class EmbeddedMonitoring(MonitoringService):
         return health.from_prometheus(response.text[:20_000_000], model, url, utcnow())
 
 
-def _shown(state: RuleState) -> RuleState:
+def _shown(state: m.RuleState) -> m.RuleState:
     """A rule as its reader may see it: a webhook URL is a bearer secret (Slack, Teams), so
     only admins (who write rules) see it whole; others see its scheme and host."""
     if current_call().principal.can(Permission.ADMIN):
