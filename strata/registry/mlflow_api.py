@@ -24,6 +24,7 @@ from strata.core.principal import Permission
 from strata.governance.routing import service
 from strata.registry.models import ModelVersion, RegisteredModel, VersionStatus
 from strata.registry.service import RegistryService
+from strata.tracking.mlflow_api import graphql_api
 from strata.tracking.mlflow_api._common import (
     Body,
     add_route,
@@ -489,3 +490,7 @@ add_route(
 )
 add_route(router, f"{MV}/delete-tag", delete_model_version_tag, ["DELETE"], W)
 add_route(router, f"{MV}/get-download-uri", get_download_uri, ["GET"], R)
+
+# A run's ``modelVersions`` and ``mlflowSearchModelVersions`` on MLflow's /graphql.
+if search_model_versions not in graphql_api.MODEL_VERSION_SEARCH:
+    graphql_api.MODEL_VERSION_SEARCH.append(search_model_versions)

@@ -130,3 +130,38 @@ def test_mlflow_client_registry_calls(mlflow_env: MlflowClient, live_server: Liv
         client.get_registered_model("flights-c")
     with pytest.raises(MlflowException, match="no version 9"):
         client.get_model_version("flights-a", "9")
+
+
+def test_graphql_lists_a_runs_model_versions(live_server: LiveServer) -> None:
+    """The MLflow UI's run page asks /graphql for the run's registered versions."""
+    import httpx
+
+    client = live_server.client()
+    try:
+        run_id = log_run(client)
+        client.registry.register("gql-model", run_id)
+        client.registry.register("gql-model", run_id)
+    finally:
+        client.close()
+    query = """query($data: MlflowGetRunInput!) { mlflowGetRun(input: $data) {
+        run { info { runId } modelVersions { name version status source } } } }"""
+    r = httpx.post(
+        f"{live_server.url}/graphql",
+        json={"query": query, "variables": {"data": {"runId": run_id}}},
+        headers={"Authorization": f"Bearer {live_server.admin_token}"},
+    )
+    run = r.json()["data"]["mlflowGetRun"]["run"]
+    assert run["info"]["runId"] == run_id
+    assert sorted((v["name"], v["version"], v["status"]) for v in run["modelVersions"]) == [
+        ("gql-model", "1", "READY"),
+        ("gql-model", "2", "READY"),
+    ]
+    search = """{ mlflowSearchModelVersions(input: {filter: "name = 'gql-model'"}) {
+        modelVersions { version } } }"""
+    r = httpx.post(
+        f"{live_server.url}/graphql",
+        json={"query": search},
+        headers={"Authorization": f"Bearer {live_server.admin_token}"},
+    )
+    found = r.json()["data"]["mlflowSearchModelVersions"]["modelVersions"]
+    assert sorted(v["version"] for v in found) == ["1", "2"]

@@ -466,3 +466,136 @@ def test_multipart_upload_matches(
     assert ours == theirs
     assert ours[1] == {"weights.bin": hashlib.sha256(data).hexdigest()}
     assert (their_parts, our_parts) == ([], [1, 2, 3])
+
+
+GET_RUN = """
+query MlflowGetRun($data: MlflowGetRunInput!) @component(name: "MLflow.ExperimentRunTracking") {
+  mlflowGetRun(input: $data) {
+    apiError { code message }
+    run {
+      info { runName status lifecycleStage startTime }
+      data { metrics { key value step } params { key value } tags { key value } }
+      experiment { name lifecycleStage tags { key value } }
+      inputs { datasetInputs { dataset { name digest sourceType } tags { key value } } }
+      modelVersions { name version }
+    }
+  }
+}"""
+SEARCH_RUNS = """
+mutation MlflowSearchRuns($data: MlflowSearchRunsInput) {
+  mlflowSearchRuns(input: $data) {
+    runs { info { runName status } data { metrics { key value } } }
+    nextPageToken
+  }
+}"""
+BULK = """
+query GetMetricHistoryBulkInterval($data: MlflowGetMetricHistoryBulkIntervalInput!) {
+  mlflowGetMetricHistoryBulkInterval(input: $data) { metrics { key value step } }
+}"""
+ARTIFACTS = """
+query MlflowListArtifacts($data: MlflowListArtifactsInput) {
+  mlflowListArtifacts(input: $data) { files { path isDir fileSize } }
+}"""
+DATASETS = """
+mutation MlflowSearchDatasets($data: MlflowSearchDatasetsInput) {
+  mlflowSearchDatasets(input: $data) { datasetSummaries { name digest context } }
+}"""
+
+
+def test_graphql_matches(peers: list[Peer], tmp_path: Path) -> None:
+    """The MLflow UI's GraphQL operations: the same data and the same errors from both."""
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import Metric
+
+    made: dict[str, str] = {}
+
+    def ask(peer: Peer) -> list[Any]:
+        import pandas as pd
+
+        c = peer.client()
+        exp = c.create_experiment(f"gql-{peer.name}-{time.time_ns()}", tags={"team": "ops"})
+        run = made[peer.name] = c.create_run(exp, run_name="first").info.run_id
+        c.create_run(exp, run_name="second")
+        c.log_batch(run, metrics=[Metric("loss", 1.0 / (s + 1), 1000 + s, s) for s in range(40)])
+        c.log_metric(run, "odd", float("nan"))
+        c.log_param(run, "lr", "0.1")
+        c.set_tag(run, "team", "ops")
+        ds = from_pandas(pd.DataFrame({"a": [1, 2]}), source="flights.csv", name="flights")
+        from mlflow.entities import DatasetInput, InputTag
+
+        c.log_inputs(
+            run, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", "train")])]
+        )
+        note = tmp_path / peer.name / "notes.txt"
+        note.parent.mkdir()
+        note.write_text("hello")
+        c.log_artifact(run, str(note), "docs")
+        c.set_terminated(run)
+
+        def gql(query: str, data: Any) -> Any:
+            r = httpx.post(
+                f"{peer.url}/graphql",
+                json={"query": query, "variables": {"data": data}},
+                headers=peer.headers,
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        got = gql(GET_RUN, {"runId": run})
+        data = got["data"]["mlflowGetRun"]["run"]
+        data["info"]["startTime"] = isinstance(data["info"]["startTime"], str)
+        data["data"]["tags"] = [t for t in data["data"]["tags"] if t["key"] == "team"]
+        data["experiment"]["name"] = data["experiment"]["name"].startswith("gql-")
+        searched = gql(SEARCH_RUNS, {"experimentIds": [exp], "orderBy": ["attributes.run_name"]})
+        return [
+            got["errors"],
+            data,
+            gql(GET_RUN, {"runId": "0" * 32})["errors"],
+            searched,
+            gql(BULK, {"runIds": [run], "metricKey": "loss"}),
+            gql(ARTIFACTS, {"runId": run, "path": "docs"}),
+            gql(DATASETS, {"experimentIds": [exp]}),
+            gql("query { mlflowGetRun(input: {runId: 1}) { run { info { runId } } } }", None),
+            gql(
+                "{ "
+                + " ".join(f'a{i}: test(inputString: "x") {{ output }}' for i in range(11))
+                + " }",
+                None,
+            ),
+            gql('{ test(inputString: "hi") { output } }', None),
+        ]
+
+    theirs, ours = both(peers, ask)
+    for i, (t, o) in enumerate(zip(theirs, ours, strict=True)):
+        assert o == t, f"answer {i} differs:\n mlflow {t}\n strata {o}"
+    assert ours[1]["info"]["status"] == "FINISHED"
+    assert len(ours[4]["data"]["mlflowGetMetricHistoryBulkInterval"]["metrics"]) == 40
+
+    # MLflow's GraphQL resolver reads maxResults and the step range from the URL's query
+    # string, so through /graphql it ignores them; Strata honours them, as its REST route does.
+    strata = peers[1]
+    run_id = made["strata"]
+
+    def bulk(data: dict[str, Any]) -> Any:
+        data = {"runIds": [run_id], "metricKey": "loss", **data}
+        body = {"query": BULK, "variables": {"data": data}}
+        return httpx.post(f"{strata.url}/graphql", json=body, timeout=30).json()
+
+    sampled = bulk({"maxResults": 7})["data"]["mlflowGetMetricHistoryBulkInterval"]["metrics"]
+    assert [m["step"] for m in sampled] == ["0", "6", "12", "18", "24", "30", "39"]
+    ranged = bulk({"startStep": 5, "endStep": 7})["data"]["mlflowGetMetricHistoryBulkInterval"]
+    assert [m["step"] for m in ranged["metrics"]] == ["5", "6", "7"]
+    assert bulk({"startStep": 5})["errors"] == [
+        "If either start step or end step are specified, both must be specified."
+    ]
+
+
+def test_graphql_needs_read_permission(live_server: LiveServer) -> None:
+    query = {"query": '{ test(inputString: "x") { output } }'}
+    assert httpx.post(f"{live_server.url}/graphql", json=query).status_code == 401
+    viewer = {"Authorization": f"Bearer {live_server.token_for('viewer')}"}
+    r = httpx.post(f"{live_server.url}/graphql", json=query, headers=viewer)
+    assert r.json() == {"data": {"test": {"output": "x"}}, "errors": None}
+    bad = httpx.post(f"{live_server.url}/graphql", json={"query": "{ nope"}, headers=viewer)
+    assert bad.status_code == 200 and bad.json()["data"] is None and bad.json()["errors"]

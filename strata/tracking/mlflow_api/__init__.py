@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from strata.tracking.mlflow_api import artifacts, experiments, metrics, models, multipart, runs
+from strata.tracking.mlflow_api import (
+    artifacts,
+    experiments,
+    graphql_api,
+    metrics,
+    models,
+    multipart,
+    runs,
+)
 
 router = APIRouter()
 # Matched in this order: run logging (the hot path of training scripts) first.
-for _module in (runs, experiments, metrics, models, artifacts, multipart):
+for _module in (runs, experiments, metrics, models, artifacts, multipart, graphql_api):
     router.include_router(_module.router)
 
 __all__ = ["router"]

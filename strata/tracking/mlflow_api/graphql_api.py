@@ -1,0 +1,466 @@
+"""MLflow's ``/graphql`` endpoint: the queries the MLflow web UI sends, on graphql-core.
+
+The schema is MLflow's (3.x: ``mlflow/server/graphql``), field for field and with the names its
+graphene schema publishes (camelCase): ``mlflowGetRun``, ``mlflowSearchRuns`` (a query and a
+mutation, as in MLflow), ``mlflowGetMetricHistoryBulkInterval``, ``mlflowListArtifacts``,
+``mlflowSearchDatasets``, ``mlflowGetExperiment``, ``mlflowSearchModelVersions``, and a run's
+``experiment`` and ``modelVersions``. Each root field answers what the MLflow REST route of the
+same name answers — it *is* that route's handler, called with the GraphQL input as its body —
+so validation, MLflow's error sentences and the data are the REST ones; an error becomes the
+message in ``errors`` and the field ``null``, as MLflow's server answers.
+
+The endpoint needs the read permission (every operation reads), like the REST routes.
+Before running, a query is checked as MLflow checks it: at most 10 levels deep, 1,000
+selections, 10 root fields and 10 aliases per level (the last two configurable with MLflow's
+variables ``MLFLOW_SERVER_GRAPHQL_MAX_ROOT_FIELDS`` / ``..._MAX_ALIASES``).
+
+The registry layer, above tracking, plugs in the model-version search
+(:data:`MODEL_VERSION_SEARCH`); without it ``modelVersions`` is empty.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from strata.core.errors import InvalidInput, Unavailable
+from strata.core.principal import Permission
+from strata.tracking.mlflow_api import experiments, metrics, runs
+from strata.tracking.mlflow_api._common import (
+    DEPENDENCIES,
+    json_response,
+    mlflow_errors,
+    read_body,
+)
+from strata.tracking.mlflow_api.schemas import STRING, body_schema
+
+if TYPE_CHECKING:
+    from graphql import DocumentNode, GraphQLResolveInfo, GraphQLSchema
+
+router = APIRouter()
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: ``search_model_versions`` of the MLflow registry routes (set by ``strata.registry``).
+MODEL_VERSION_SEARCH: list[Handler] = []
+
+SDL = """
+directive @component(name: String!) on QUERY | MUTATION
+scalar LongString
+enum MlflowRunStatus { RUNNING SCHEDULED FINISHED FAILED KILLED }
+enum MlflowViewType { ACTIVE_ONLY DELETED_ONLY ALL }
+enum MlflowModelVersionStatus { PENDING_REGISTRATION FAILED_REGISTRATION READY }
+enum MlflowDeploymentJobConnectionState {
+  DEPLOYMENT_JOB_CONNECTION_STATE_UNSPECIFIED NOT_SET_UP CONNECTED NOT_FOUND
+  REQUIRED_PARAMETERS_CHANGED
+}
+enum MlflowModelVersionDeploymentJobStateDeploymentJobRunState {
+  DEPLOYMENT_JOB_RUN_STATE_UNSPECIFIED NO_VALID_DEPLOYMENT_JOB_FOUND RUNNING SUCCEEDED FAILED
+  PENDING APPROVAL
+}
+type ErrorDetail { field: String message: String }
+type ApiError {
+  code: String message: String helpUrl: String traceId: String errorDetails: [ErrorDetail]
+}
+type KeyValue { key: String value: String }
+type MlflowExperimentTag { key: String value: String }
+type MlflowExperiment {
+  experimentId: String name: String artifactLocation: String lifecycleStage: String
+  lastUpdateTime: LongString creationTime: LongString tags: [MlflowExperimentTag!]
+  effectiveTraceArchivalRetention: String workspace: String
+}
+type MlflowGetExperimentResponse { experiment: MlflowExperiment apiError: ApiError }
+type MlflowMetric {
+  key: String value: Float timestamp: LongString step: LongString datasetName: String
+  datasetDigest: String modelId: String runId: String
+}
+type MlflowParam { key: String value: String }
+type MlflowRunTag { key: String value: String }
+type MlflowRunData { metrics: [MlflowMetric!] params: [MlflowParam!] tags: [MlflowRunTag!] }
+type MlflowRunInfo {
+  runId: String runUuid: String runName: String experimentId: String userId: String
+  status: MlflowRunStatus startTime: LongString endTime: LongString artifactUri: String
+  lifecycleStage: String
+}
+type MlflowInputTag { key: String value: String }
+type MlflowDataset {
+  name: String digest: String sourceType: String source: String schema: String profile: String
+}
+type MlflowDatasetInput { tags: [MlflowInputTag!] dataset: MlflowDataset }
+type MlflowModelInput { modelId: String }
+type MlflowRunInputs { datasetInputs: [MlflowDatasetInput!] modelInputs: [MlflowModelInput!] }
+type MlflowModelOutput { modelId: String step: LongString }
+type MlflowRunOutputs { modelOutputs: [MlflowModelOutput!] }
+type MlflowModelVersionTag { key: String value: String }
+type MlflowModelParam { name: String value: String }
+type MlflowModelMetric {
+  key: String value: Float timestamp: LongString step: LongString datasetName: String
+  datasetDigest: String modelId: String runId: String
+}
+type MlflowModelVersionDeploymentJobState {
+  jobId: String runId: String jobState: MlflowDeploymentJobConnectionState
+  runState: MlflowModelVersionDeploymentJobStateDeploymentJobRunState currentTaskName: String
+}
+type MlflowModelVersion {
+  name: String version: String creationTimestamp: LongString lastUpdatedTimestamp: LongString
+  userId: String currentStage: String description: String source: String runId: String
+  status: MlflowModelVersionStatus statusMessage: String tags: [MlflowModelVersionTag!]
+  runLink: String aliases: [String] modelId: String modelParams: [MlflowModelParam!]
+  modelMetrics: [MlflowModelMetric!] deploymentJobState: MlflowModelVersionDeploymentJobState
+}
+type MlflowRunExtension {
+  info: MlflowRunInfo data: MlflowRunData inputs: MlflowRunInputs outputs: MlflowRunOutputs
+  experiment: MlflowExperiment modelVersions: [MlflowModelVersion!]
+}
+type MlflowSearchRunsResponse {
+  runs: [MlflowRunExtension!] nextPageToken: String apiError: ApiError
+}
+type MlflowGetRunResponse { run: MlflowRunExtension apiError: ApiError }
+type MlflowMetricWithRunId {
+  key: String value: Float timestamp: LongString step: LongString runId: String
+}
+type MlflowGetMetricHistoryBulkIntervalResponse {
+  metrics: [MlflowMetricWithRunId!] apiError: ApiError
+}
+type MlflowFileInfo { path: String isDir: Boolean fileSize: LongString }
+type MlflowListArtifactsResponse {
+  rootUri: String files: [MlflowFileInfo!] nextPageToken: String apiError: ApiError
+}
+type MlflowDatasetSummary {
+  experimentId: String name: String digest: String context: String
+}
+type MlflowSearchDatasetsResponse {
+  datasetSummaries: [MlflowDatasetSummary!] apiError: ApiError
+}
+type MlflowSearchModelVersionsResponse {
+  modelVersions: [MlflowModelVersion!] nextPageToken: String apiError: ApiError
+}
+input MlflowGetExperimentInput { experimentId: String }
+input MlflowGetRunInput { runId: String runUuid: String }
+input MlflowSearchRunsInput {
+  experimentIds: [String] filter: String runViewType: MlflowViewType maxResults: Int
+  orderBy: [String] pageToken: String
+}
+input MlflowListArtifactsInput {
+  runId: String runUuid: String path: String pageToken: String
+}
+input MlflowGetMetricHistoryBulkIntervalInput {
+  runIds: [String] metricKey: String startStep: Int endStep: Int maxResults: Int
+}
+input MlflowSearchDatasetsInput { experimentIds: [String] }
+input MlflowSearchModelVersionsInput {
+  filter: String maxResults: LongString orderBy: [String] pageToken: String
+}
+type Test { output: String }
+type TestMutation { output: String }
+type Query {
+  mlflowGetExperiment(input: MlflowGetExperimentInput): MlflowGetExperimentResponse
+  mlflowGetMetricHistoryBulkInterval(
+    input: MlflowGetMetricHistoryBulkIntervalInput
+  ): MlflowGetMetricHistoryBulkIntervalResponse
+  mlflowGetRun(input: MlflowGetRunInput): MlflowGetRunResponse
+  mlflowListArtifacts(input: MlflowListArtifactsInput): MlflowListArtifactsResponse
+  mlflowSearchModelVersions(
+    input: MlflowSearchModelVersionsInput
+  ): MlflowSearchModelVersionsResponse
+  test(inputString: String): Test
+  mlflowSearchRuns(input: MlflowSearchRunsInput): MlflowSearchRunsResponse
+}
+type Mutation {
+  mlflowSearchDatasets(input: MlflowSearchDatasetsInput): MlflowSearchDatasetsResponse
+  mlflowSearchRuns(input: MlflowSearchRunsInput): MlflowSearchRunsResponse
+  testMutation(inputString: String): TestMutation
+}
+"""
+
+#: Root field → the MLflow REST handler that answers it.
+ROOTS: dict[str, Handler] = {
+    "mlflowGetExperiment": experiments.get_experiment,
+    "mlflowGetMetricHistoryBulkInterval": metrics.get_metric_history_bulk_interval,
+    "mlflowGetRun": runs.get_run,
+    "mlflowListArtifacts": metrics.list_run_artifacts,
+    "mlflowSearchRuns": runs.search_runs,
+    "mlflowSearchDatasets": experiments.search_datasets,
+}
+
+MAX_DEPTH = 10
+MAX_SELECTIONS = 1000
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()
+
+
+def _snake_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {snake(k): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(v) for v in value]
+    return value
+
+
+@cache
+def schema() -> GraphQLSchema:
+    try:
+        from graphql import GraphQLScalarType, build_schema
+    except ImportError:  # pragma: no cover - graphql-core is installed with the server
+        raise Unavailable(
+            "/graphql needs the graphql-core package: pip install graphql-core"
+        ) from None
+    built = build_schema(SDL)
+    long = built.type_map["LongString"]
+    assert isinstance(long, GraphQLScalarType)
+    long.serialize = str  # type: ignore[method-assign,assignment]
+    long.parse_value = int  # type: ignore[method-assign,assignment]
+    return built
+
+
+class Context:
+    """One /graphql request: the HTTP request the sub-calls borrow, and a cache of experiments
+    (a page of runs names few)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.experiments: dict[str, Any] = {}
+
+    async def call(self, handler: Handler, body: dict[str, Any]) -> Any:
+        """``handler``'s JSON answer to ``body``; its MLflow error message raised otherwise."""
+        from graphql import GraphQLError
+
+        raw = orjson.dumps(body)
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        scope = {**self.request.scope, "method": "POST", "query_string": b""}
+        response = await mlflow_errors(handler)(Request(scope, receive))
+        payload = orjson.loads(bytes(response.body)) if response.body else {}
+        if response.status_code != 200:
+            raise GraphQLError(str(payload.get("message", payload)))
+        return payload
+
+
+def _value(source: Any, info: GraphQLResolveInfo) -> Any:
+    """The default resolver: a dict's snake_case key; a metric's value that is not a finite
+    number (MLflow's JSON strings "NaN", "Infinity") is null, as in MLflow's schema."""
+    if not isinstance(source, dict):
+        return None
+    key = snake(info.field_name)
+    if key not in source:
+        return _unset(info)
+    value = source[key]
+    metric = info.field_name == "value" and info.parent_type.name.endswith(("Metric", "RunId"))
+    if metric and (not isinstance(value, int | float) or not math.isfinite(value)):
+        return None
+    return value
+
+
+_ZERO: dict[str, Any] = {"String": "", "LongString": 0, "Int": 0, "Float": 0.0, "Boolean": False}
+
+
+def _unset(info: GraphQLResolveInfo) -> Any:
+    """What MLflow's schema answers for a field its response leaves unset: graphene reads the
+    proto message, whose unset fields hold their defaults (empty lists and strings, zeros,
+    empty messages); ``apiError`` is no proto field and stays null."""
+    from graphql import GraphQLList, GraphQLObjectType, GraphQLScalarType, get_nullable_type
+
+    kind = get_nullable_type(info.return_type)  # type: ignore[arg-type]
+    if isinstance(kind, GraphQLList):
+        return []
+    if isinstance(kind, GraphQLScalarType):
+        return _ZERO.get(kind.name)
+    if isinstance(kind, GraphQLObjectType) and kind.name != "ApiError":
+        return {}
+    return None
+
+
+async def _root(handler: Handler, info: GraphQLResolveInfo, args: dict[str, Any]) -> Any:
+    context: Context = info.context
+    body = _snake_keys(args.get("input") or {})
+    return await context.call(handler, {k: v for k, v in body.items() if v is not None})
+
+
+async def _experiment(source: dict[str, Any], info: GraphQLResolveInfo) -> Any:
+    context: Context = info.context
+    exp_id = (source.get("info") or {}).get("experiment_id")
+    if exp_id is None:
+        return None
+    if exp_id not in context.experiments:
+        got = await context.call(experiments.get_experiment, {"experiment_id": exp_id})
+        context.experiments[exp_id] = got.get("experiment")
+    return context.experiments[exp_id]
+
+
+async def _model_versions(source: dict[str, Any], info: GraphQLResolveInfo) -> Any:
+    context: Context = info.context
+    run_id = (source.get("info") or {}).get("run_id")
+    if run_id is None or not MODEL_VERSION_SEARCH:
+        return []
+    got = await context.call(MODEL_VERSION_SEARCH[0], {"filter": f"run_id='{run_id}'"})
+    return got.get("model_versions", [])
+
+
+def resolve(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+    """Every field: the roots call their REST handler, a run adds its experiment and model
+    versions, the rest is read from the JSON the handlers answered."""
+    parent, name = info.parent_type.name, info.field_name
+    if parent in ("Query", "Mutation"):
+        if name in ("test", "testMutation"):
+            return {"output": args.get("inputString")}
+        if name == "mlflowSearchModelVersions":
+            if not MODEL_VERSION_SEARCH:
+                return {"model_versions": []}
+            return _root(MODEL_VERSION_SEARCH[0], info, args)
+        return _root(ROOTS[name], info, args)
+    if parent == "MlflowRunExtension" and name == "experiment":
+        return _experiment(source, info)
+    if parent == "MlflowRunExtension" and name == "modelVersions":
+        return _model_versions(source, info)
+    return _value(source, info)
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def check_query(document: DocumentNode) -> str | None:
+    """MLflow's query safety check (``graphql_no_batching``): the refusal's message, or None."""
+    from graphql import (
+        FieldNode,
+        FragmentDefinitionNode,
+        FragmentSpreadNode,
+        InlineFragmentNode,
+        OperationDefinitionNode,
+        SelectionSetNode,
+    )
+
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+
+    def fields_of(selection_set: SelectionSetNode) -> tuple[list[FieldNode], int]:
+        out: list[FieldNode] = []
+        aliases = 0
+        todo = list(selection_set.selections)
+        seen: set[str] = set()
+        while todo:
+            sel = todo.pop(0)
+            if isinstance(sel, FieldNode):
+                out.append(sel)
+                aliases += sel.alias is not None
+            elif isinstance(sel, InlineFragmentNode):
+                todo.extend(sel.selection_set.selections)
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen:
+                seen.add(sel.name.value)
+                frag = fragments.get(sel.name.value)
+                if frag is not None:
+                    todo.extend(frag.selection_set.selections)
+        return out, aliases
+
+    roots = most_aliases = selections = 0
+    for op in document.definitions:
+        if not isinstance(op, OperationDefinitionNode):
+            continue
+        stack: list[tuple[SelectionSetNode, int]] = [(op.selection_set, 1)]
+        while stack:
+            selection_set, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                return f"Query exceeds maximum depth of {MAX_DEPTH}"
+            found, aliases = fields_of(selection_set)
+            for f in found:
+                roots += depth == 1
+                if f.selection_set is not None:
+                    stack.append((f.selection_set, depth + 1))
+                selections += 1
+                if selections > MAX_SELECTIONS:
+                    return f"Query exceeds maximum total selections of {MAX_SELECTIONS}"
+            most_aliases = max(most_aliases, aliases)
+    for what, env, value in (
+        ("root fields", "MLFLOW_SERVER_GRAPHQL_MAX_ROOT_FIELDS", roots),
+        ("aliases", "MLFLOW_SERVER_GRAPHQL_MAX_ALIASES", most_aliases),
+    ):
+        limit = _limit(env, 10)
+        if value > limit:
+            return (
+                f"GraphQL queries should have at most {limit} {what}, got {value} {what}. "
+                f"To increase the limit, set the {env} environment variable."
+            )
+    return None
+
+
+async def graphql_endpoint(request: Request) -> Response:
+    """``GET|POST /graphql``: ``{"query", "variables", "operationName"}`` → ``{"data",
+    "errors"}`` (the errors as messages, as MLflow's server sends them)."""
+    built = schema()  # Unavailable, naming the package, if graphql-core is missing
+    from graphql import ExecutionResult, GraphQLError, execute, parse, validate
+
+    body = await read_body(request)
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput(
+            "Missing value for required parameter 'query'. See the API docs for more "
+            "information about request parameters.",
+            details={"field": "query"},
+        )
+    variables = body.get("variables")
+    if isinstance(variables, str):  # GET: the variables arrive as a JSON string
+        try:
+            variables = orjson.loads(variables) if variables else None
+        except orjson.JSONDecodeError:
+            raise InvalidInput(
+                "'variables' is not valid JSON", details={"field": "variables"}
+            ) from None
+    if variables is not None and not isinstance(variables, dict):
+        raise InvalidInput("'variables' must be a JSON object", details={"field": "variables"})
+    operation = body.get("operationName")
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        return json_response({"data": None, "errors": [exc.message]})
+    refusal = check_query(document)
+    if refusal is not None:
+        return json_response({"data": None, "errors": [refusal]})
+    errors = validate(built, document)
+    if errors:
+        return json_response({"data": None, "errors": [e.message for e in errors]})
+    result = execute(
+        built,
+        document,
+        variable_values=variables,
+        operation_name=operation if isinstance(operation, str) else None,
+        context_value=Context(request),
+        field_resolver=resolve,
+    )
+    if not isinstance(result, ExecutionResult):
+        result = await result
+    messages = [e.message for e in result.errors] if result.errors else None
+    return json_response({"data": result.data, "errors": messages})
+
+
+_BODY = body_schema(["query"], query=STRING, operationName=STRING, variables={"type": "object"})
+for _method in ("GET", "POST"):
+    router.add_api_route(
+        "/graphql",
+        mlflow_errors(graphql_endpoint),
+        methods=[_method],
+        dependencies=DEPENDENCIES[Permission.READ],
+        include_in_schema=False,
+        name=f"mlflow_graphql_{_method.lower()}",
+    )
