@@ -116,7 +116,7 @@ class PredictRoutes:
 
     def _oip_target(self, rest: str) -> tuple[Endpoint, str | None, str]:
         """``{m}[/versions/{v}][/suffix]`` → endpoint, version, suffix."""
-        parts = [unquote(p) for p in rest.split("/")]
+        parts = [unquote(p) for p in rest.split("/")] if "%" in rest else rest.split("/")
         name, version, suffix = parts[0], None, ""
         tail = parts[1:]
         if len(tail) >= 2 and tail[0] == "versions":

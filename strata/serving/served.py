@@ -55,6 +55,12 @@ class ServedModel:
         self.predictor: Predictor = self.model.runtime(self.runtime)  # type: ignore[arg-type]
         self.signature = self.model.signature
         self.labels = self.model.labels
+        self._as_matrix = (
+            self.predictor.input_kind == "matrix"
+            and self.signature is not None
+            and not self.signature.is_tensor
+            and len(self.signature.input_names()) > 0
+        )
         # Boosters label by argmax of their probabilities (BoosterPredictor): one call gives
         # both; other classifiers are called twice so labels stay exactly theirs.
         self._proba_gives_labels = (
@@ -84,7 +90,9 @@ class ServedModel:
     def predict(self, checked: dict[str, np.ndarray]) -> Prediction:
         """Predict on columns returned by :meth:`check`."""
         assert self.signature is not None
-        x = to_flavor_input(self.predictor, self.signature, checked)
+        x = self._matrix(checked) if self._as_matrix else None
+        if x is None:
+            x = to_flavor_input(self.predictor, self.signature, checked)
         if self.labels is None:
             return Prediction(np.asarray(self.predictor.predict(x)))
         proba = np.asarray(self.predictor.predict_proba(x), dtype=np.float64)
@@ -95,6 +103,38 @@ class ServedModel:
         else:
             labels = np.asarray(self.predictor.predict(x))
         return Prediction(labels, proba, self.labels)
+
+    def _matrix(self, checked: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The float matrix a booster or estimator takes, in signature order, as
+        ``to_flavor_input`` builds it but cheaper: the columns of one OIP ``[n, k]`` tensor
+        are viewed as that tensor again (no copy); others are copied column by column into
+        one array. None when a column is not float (the general path converts it)."""
+        cols = list(checked.values())
+        first = cols[0]
+        step = first.itemsize
+        if (
+            first.dtype == np.float64
+            and first.ndim == 1
+            and first.strides == (step * len(cols),)
+            and all(
+                c.dtype == np.float64
+                and c.strides == first.strides
+                and c.ctypes.data == first.ctypes.data + i * step
+                for i, c in enumerate(cols)
+            )
+        ):  # the columns of one row-major matrix, in order: view it whole
+            return np.lib.stride_tricks.as_strided(
+                first,
+                shape=(len(first), len(cols)),
+                strides=(first.strides[0], step),
+                writeable=False,
+            )
+        if any(c.dtype.kind != "f" for c in cols):
+            return None
+        x = np.empty((len(first), len(cols)), dtype=np.float64)
+        for i, c in enumerate(cols):
+            x[:, i] = c
+        return x
 
     def example(self) -> dict[str, np.ndarray] | None:
         example = self.model.input_example()
