@@ -158,7 +158,7 @@ class Client:
             return RemoteServing(self._http)
         from strata.serving.embedded import EmbeddedServing
 
-        return EmbeddedServing(self.backends)
+        return EmbeddedServing(self.backends, peers=self)
 
     def lineage(self, ref: str, *, direction: str = "up", depth: int = 5) -> LineageGraph:
         """The data lineage of a dataset version, joined with tracking.

@@ -40,3 +40,36 @@ async def get_policy(request: Request, name: str) -> Response:
 async def set_policy(request: Request, name: str, policy: dict[str, Any] = Body(...)) -> Response:
     """Set the endpoint's traffic policy (canary, shadow, fallback, cache); audited."""
     return json_response(await run_blocking(_svc(request).set_traffic_policy, name, policy))
+
+
+@router.get("/jobs", dependencies=READ)
+async def list_jobs(request: Request) -> Response:
+    """Scoring jobs started through the API, newest first, with their progress."""
+    return json_response(await run_blocking(_svc(request).list_jobs))
+
+
+@router.post("/jobs/batch", dependencies=WRITE, status_code=201)
+async def start_batch_job(request: Request, spec: dict[str, Any] = Body(...)) -> Response:
+    """Start a batch scoring job: a registered model over a dataset version into a new
+    dataset version (fields of BatchJobSpec); audited. Answers the running job at once."""
+    job = await run_blocking(_svc(request).start_batch_job, spec)
+    return json_response(job, status_code=201)
+
+
+@router.post("/jobs/stream", dependencies=WRITE, status_code=201)
+async def start_stream_job(request: Request, spec: dict[str, Any] = Body(...)) -> Response:
+    """Start a stream scorer on the server's configured brokers (fields of StreamJobSpec);
+    audited."""
+    job = await run_blocking(_svc(request).start_stream_job, spec)
+    return json_response(job, status_code=201)
+
+
+@router.get("/jobs/{job_id}", dependencies=READ)
+async def get_job(request: Request, job_id: str) -> Response:
+    return json_response(await run_blocking(_svc(request).get_job, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", dependencies=WRITE)
+async def cancel_job(request: Request, job_id: str) -> Response:
+    """Ask a running job to stop (a batch job resumes when started again); audited."""
+    return json_response(await run_blocking(_svc(request).cancel_job, job_id))

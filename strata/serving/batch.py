@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from strata.core import faults
-from strata.core.errors import Conflict, InvalidInput
+from strata.core.errors import Conflict, InvalidInput, StrataError
 from strata.serving.batch_model import PinnedModel, Services, default_services, pin
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ Progress = Callable[[int, int], None]
 OUTPUT_COLUMNS = ("_row", "prediction")
 #: Rows left to score from which the default executor is the local process pool.
 POOL_MIN_ROWS = 2_000_000
+
+
+class BatchCancelled(StrataError):
+    """The job was stopped (``stop`` set) before every chunk was scored: the finished chunks
+    stay in its directory, so running the same job again resumes from them."""
 
 
 class BatchOptions(BaseModel):
@@ -133,6 +139,7 @@ def score_batch(
     *,
     client: Services | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
     **option_fields: Any,
 ) -> BatchResult:
     """Score every row of the dataset version ``input`` with ``model`` into a new version of
@@ -141,7 +148,8 @@ def score_batch(
     Raises InvalidInput (bad ref or option, input lacking a signature column, a ``keep``
     column that is unknown or clashes with an output column), NotFound (unknown model,
     version or dataset), Conflict (the same job is running in another process),
-    DigestMismatch (changed model files or input parts)."""
+    DigestMismatch (changed model files or input parts), BatchCancelled (``stop`` was set:
+    no new chunk starts, the ones in flight are written, nothing is published)."""
     from strata.core.config import load_settings
     from strata.core.parse import parse_options
     from strata.data.models import check_name
@@ -172,7 +180,7 @@ def score_batch(
         if progress is not None:
             progress(sum(job.expected_rows(i) for i in job.done), job.rows)
         if todo:
-            _run(services, job, executor, workers, threads, progress)
+            _run(services, job, executor, workers, threads, progress, stop)
         published = _publish(services, job)
     shutil.rmtree(job.dir, ignore_errors=True)
     seconds = time.monotonic() - started
@@ -336,6 +344,7 @@ def _run(
     workers: int,
     threads: int,
     progress: Progress | None,
+    stop: threading.Event | None = None,
 ) -> None:
     from strata.serving.batch_executors import open_executor
 
@@ -357,6 +366,13 @@ def _run(
         for index, table in _chunks(job, services):
             if index in job.done:
                 continue
+            if stop is not None and stop.is_set():
+                drain(0)  # what is in flight is written: a rerun resumes after it
+                raise BatchCancelled(
+                    f"Scoring into {job.output} was cancelled after {rows_done:,} of "
+                    f"{job.rows:,} rows; run the same job again to resume",
+                    details={"rows_done": rows_done, "rows": job.rows},
+                )
             handle = pool.submit(table.select(job.features), job.options.proba)
             pending[handle] = (index, table.select(job.options.keep))
             drain(limit - 1)

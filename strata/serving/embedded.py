@@ -8,10 +8,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from strata.backends.context import Backends
-from strata.core.errors import InvalidInput, NotFound
+from strata.core.errors import InvalidInput, NotFound, Unavailable
 from strata.governance.audit import audited
+from strata.serving.jobs import (
+    JobRunner,
+    JobStore,
+    allowed_stream_hosts,
+    check_datasets,
+    check_stream_uri,
+    spec_error,
+)
 from strata.serving.models import (
+    BatchJobSpec,
     EndpointStatus,
+    JobKind,
+    ScoringJob,
+    StreamJobSpec,
     TrafficPolicy,
     check_endpoint_name,
     parse_ref,
@@ -22,8 +34,62 @@ from strata.serving.service import ServingService
 
 
 class EmbeddedServing(ServingService):
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, peers: Any = None) -> None:
         self.backends = backends
+        self.peers = peers
+        """The Client whose data, tracking and registry services scoring jobs use."""
+        self._runner: JobRunner | None = None
+
+    # -- scoring jobs ------------------------------------------------------------------
+    @property
+    def _jobs(self) -> JobStore:
+        return JobStore(self.backends.artifacts)
+
+    def _start(self, kind: JobKind, spec: BatchJobSpec | StreamJobSpec) -> ScoringJob:
+        from strata.core.principal import current
+
+        if self.peers is None:
+            raise Unavailable("Scoring jobs need a Client: use strata.Client().serving")
+        if self._runner is None:
+            self._runner = JobRunner(self._jobs, self.peers)
+        job = self._runner.create(kind, spec, current().principal.name)
+        details = {"kind": kind, "spec": job.spec}
+        with audited(self.backends.db, "serving.start_job", "scoring_job", job.id, details):
+            return self._runner.launch(job, spec)
+
+    def start_batch_job(self, spec: BatchJobSpec | dict[str, Any]) -> ScoringJob:
+        if not isinstance(spec, BatchJobSpec):
+            try:
+                spec = BatchJobSpec.model_validate(spec)
+            except ValidationError as exc:
+                raise spec_error(exc, "batch scoring job") from None
+        check_datasets(spec)
+        return self._start("batch", spec)
+
+    def start_stream_job(self, spec: StreamJobSpec | dict[str, Any]) -> ScoringJob:
+        if not isinstance(spec, StreamJobSpec):
+            try:
+                spec = StreamJobSpec.model_validate(spec)
+            except ValidationError as exc:
+                raise spec_error(exc, "stream scoring job") from None
+        allowed = allowed_stream_hosts(self.backends.settings.stream_uri)
+        check_stream_uri(spec.source, "source", allowed)
+        check_stream_uri(spec.sink, "sink", allowed)
+        return self._start("stream", spec)
+
+    def list_jobs(self) -> list[ScoringJob]:
+        return self._jobs.list()
+
+    def get_job(self, job_id: str) -> ScoringJob:
+        return self._jobs.get(job_id)
+
+    def cancel_job(self, job_id: str) -> ScoringJob:
+        job = self._jobs.get(job_id)
+        if job.state != "running":
+            return job
+        with audited(self.backends.db, "serving.cancel_job", "scoring_job", job_id, {}):
+            self._jobs.request_cancel(job_id)
+        return self._jobs.get(job_id)
 
     def list_endpoints(self) -> list[EndpointStatus]:
         store = self.backends.artifacts

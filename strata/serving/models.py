@@ -308,6 +308,74 @@ class EndpointStatus(_Strict):
     server: str | None = None
 
 
+JobKind = Literal["batch", "stream"]
+JobState = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+def _registered_model(value: str) -> str:
+    ref = parse_ref(value)
+    if not ref.registered:
+        raise ValueError(
+            "a job scores a registered model (NAME@ALIAS, NAME/VERSION or NAME), not a "
+            "directory or a run's path"
+        )
+    return value
+
+
+class BatchJobSpec(_Strict):
+    """A batch scoring job: ``model`` over the dataset version ``input`` into a new version
+    of ``output`` (the fields of ``strata predict batch`` a server may run)."""
+
+    model: str
+    input: str
+    output: str
+    chunk_rows: int = Field(50_000, ge=100, le=10_000_000)
+    workers: int | None = Field(None, ge=1, le=64)
+    executor: Literal["local", "inline", "ray"] | None = None
+    keep: list[str] = Field(default_factory=list, max_length=100)
+    proba: bool = False
+    runtime: Literal["native", "onnx", "onnx-int8"] = "native"
+
+    _model = field_validator("model")(_registered_model)
+
+
+class StreamJobSpec(_Strict):
+    """A stream scorer: ``model`` over the records of ``source`` into ``sink``
+    (``kafka://HOST:PORT/TOPIC`` or ``redis://HOST:PORT/DB?stream=NAME``)."""
+
+    model: str
+    source: str
+    sink: str
+    group: str | None = Field(None, min_length=1, max_length=200)
+    id_field: str = Field("id", min_length=1, max_length=200)
+    batch_size: int = Field(1000, ge=1, le=1_000_000)
+    batch_seconds: float = Field(1.0, gt=0, le=3600)
+    max_batches: int | None = Field(None, ge=1)
+    idle_seconds: float | None = Field(None, gt=0)
+    proba: bool = False
+    runtime: Literal["native", "onnx", "onnx-int8"] = "native"
+
+    _model = field_validator("model")(_registered_model)
+
+
+class ScoringJob(BaseModel):
+    """A scoring job's state (``progress``: ``rows_done``/``rows_total`` for a batch job,
+    ``records``/``batches``/``errors`` for a stream)."""
+
+    id: str
+    kind: JobKind
+    state: JobState = "running"
+    spec: dict[str, Any]
+    created_by: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    server: str | None = None
+    progress: dict[str, float] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+
+
 def load_config(path: Any) -> ServeConfig:
     """A :class:`ServeConfig` from a YAML file; InvalidInput naming the file and the field."""
     from pathlib import Path as FilePath

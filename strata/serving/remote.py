@@ -6,10 +6,18 @@ from typing import Any
 from urllib.parse import quote
 
 from strata.core.transport import HttpTransport
-from strata.serving.models import EndpointStatus, TrafficPolicy, check_endpoint_name
+from strata.serving.models import (
+    BatchJobSpec,
+    EndpointStatus,
+    ScoringJob,
+    StreamJobSpec,
+    TrafficPolicy,
+    check_endpoint_name,
+)
 from strata.serving.service import ServingService
 
 P = "/api/v1/serving/endpoints"
+J = "/api/v1/serving/jobs"
 
 
 def _name(name: str) -> str:
@@ -36,3 +44,23 @@ class RemoteServing(ServingService):
         return TrafficPolicy.model_validate(
             self.http.request("PUT", f"{P}/{_name(name)}/policy", json=body)
         )
+
+    def _job(self, method: str, path: str, body: Any = None) -> ScoringJob:
+        return ScoringJob.model_validate(self.http.request(method, path, json=body))
+
+    def start_batch_job(self, spec: BatchJobSpec | dict[str, Any]) -> ScoringJob:
+        body = spec.model_dump(mode="json") if isinstance(spec, BatchJobSpec) else spec
+        return self._job("POST", f"{J}/batch", body)
+
+    def start_stream_job(self, spec: StreamJobSpec | dict[str, Any]) -> ScoringJob:
+        body = spec.model_dump(mode="json") if isinstance(spec, StreamJobSpec) else spec
+        return self._job("POST", f"{J}/stream", body)
+
+    def list_jobs(self) -> list[ScoringJob]:
+        return [ScoringJob.model_validate(j) for j in self.http.request("GET", J)]
+
+    def get_job(self, job_id: str) -> ScoringJob:
+        return self._job("GET", f"{J}/{quote(job_id, safe='')}")
+
+    def cancel_job(self, job_id: str) -> ScoringJob:
+        return self._job("POST", f"{J}/{quote(job_id, safe='')}/cancel")

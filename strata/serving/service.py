@@ -5,6 +5,10 @@ Running ``strata serve`` workers publish each endpoint's status (version served,
 errors, the policy in force) to the artifact store; a policy set here is stored there and
 picked up by every worker's next poll (``poll_seconds``), after the models it names are
 loaded. Setting a policy is audited.
+
+Scoring jobs (:mod:`strata.serving.jobs`): a batch or stream scoring job started here runs in
+the process that serves the call (the server, for a remote client), listed and cancelled from
+any of its workers; starting and cancelling are audited.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from strata.serving.models import EndpointStatus, TrafficPolicy
+from strata.serving.models import (
+    BatchJobSpec,
+    EndpointStatus,
+    ScoringJob,
+    StreamJobSpec,
+    TrafficPolicy,
+)
 
 
 class ServingService(ABC):
@@ -35,3 +45,27 @@ class ServingService(ABC):
         """Store ``policy`` for endpoint ``name`` (canary weights, shadow, fallback, cache),
         audited; servers apply it at their next poll. NotFound for an unknown endpoint,
         InvalidInput naming the field for a malformed policy."""
+
+    @abstractmethod
+    def start_batch_job(self, spec: BatchJobSpec | dict[str, Any]) -> ScoringJob:
+        """Start scoring a dataset version with a registered model into a new dataset
+        version (see :class:`BatchJobSpec`); returns the running job at once. InvalidInput
+        naming the field for a bad spec; Unavailable when the server runs its limit of jobs."""
+
+    @abstractmethod
+    def start_stream_job(self, spec: StreamJobSpec | dict[str, Any]) -> ScoringJob:
+        """Start a stream scorer (see :class:`StreamJobSpec`); PermissionDenied for a broker
+        the server is not configured with."""
+
+    @abstractmethod
+    def list_jobs(self) -> list[ScoringJob]:
+        """Every scoring job started through this service, newest first."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> ScoringJob:
+        """One job with its progress and, when done, its result or error; NotFound."""
+
+    @abstractmethod
+    def cancel_job(self, job_id: str) -> ScoringJob:
+        """Ask a running job to stop (a batch job keeps its finished chunks: starting it
+        again resumes); a finished job is returned unchanged. NotFound."""

@@ -36,3 +36,10 @@ def _row(status: Any) -> dict[str, Any]:
 def serving(request: Request, who: Viewer = Depends(page_viewer)) -> Response:
     endpoints = client_of(request).serving.list_endpoints()
     return render(request, who, "serving.html", rows=[_row(s) for s in endpoints])
+
+
+@router.get("/serving/jobs")
+def scoring_jobs(request: Request, who: Viewer = Depends(page_viewer)) -> Response:
+    """Batch and stream scoring jobs started through the API: state, progress, result."""
+    jobs = client_of(request).serving.list_jobs()
+    return render(request, who, "serving_jobs.html", jobs=jobs)
