@@ -172,8 +172,10 @@ def test_alert_rules_from_yaml(tmp_path: Path) -> None:
     bad.write_text("{name: x, model: m, expr: 'latency > 3'}")
     err = run("monitor", "alerts", "save", str(bad), code=1)
     assert isinstance(err.exception, InvalidInput) and "unknown series" in err.exception.message
-    run("monitor", "alerts", "delete", "retrain")
     fired = json.loads(run("monitor", "alerts", "evaluate", "--json").output)
-    assert [f["rule"] for f in fired] == ["low-f1"]
+    assert [f["rule"] for f in fired] == ["low-f1", "retrain"]
+    (job,) = fired[1]["detail"]["actions"]  # embedded, the CLI waits for the queued training
+    assert job["status"] == "failed" and "target" in job["error"]
+    run("monitor", "alerts", "delete", "retrain")
     assert "low-f1" in run("monitor", "alerts", "events").output
     assert "low-f1" in run("monitor", "alerts", "show", "low-f1").output
