@@ -240,6 +240,75 @@ def register(best: str) -> int:
     return mv.version
 
 
+def serve_prediction(version: int) -> str:
+    """Serve ``flights-delay@staging`` with the inference server (in this process, on a free
+    loopback port, the model loaded and warmed as ``strata serve`` does), ask it for one
+    prediction over MLflow's scoring protocol and one over the Open Inference Protocol, then
+    stop it; returns what it answered."""
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from strata.server.serving import build_serving_app
+    from strata.serving.models import ServeConfig
+
+    config = ServeConfig.model_validate({"endpoints": [{"model": "flights-delay@staging"}]})
+    app = build_serving_app(config, strata.load_settings(), auth=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="demo-serving", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with console.status("Serving flights-delay@staging (loading and warming it)..."):
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or not thread.is_alive():
+                    raise SystemExit("the inference server did not get ready within 120 s")
+                time.sleep(0.1)
+        model = strata.models.load("models:/flights-delay@staging")
+        example = model.input_example()
+        assert isinstance(example, np.ndarray)
+        row = example[:1]
+        start = time.perf_counter()
+        mlflow = httpx.post(f"{base}/invocations", json={"inputs": row.tolist()}, timeout=30)
+        took = (time.perf_counter() - start) * 1000
+        mlflow.raise_for_status()
+        name = model.signature.inputs[0].name if model.signature is not None else "input"
+        oip = httpx.post(
+            f"{base}/v2/models/flights-delay/infer",
+            json={
+                "inputs": [
+                    {"name": name, "shape": list(row.shape), "datatype": "FP64",
+                     "data": row.reshape(-1).tolist()}
+                ]
+            },
+            timeout=30,
+        )  # fmt: skip
+        oip.raise_for_status()
+        outputs = {o["name"]: o["data"] for o in oip.json()["outputs"]}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    return (
+        f"Served flights-delay v{version} (alias staging): POST /invocations answered "
+        f"{mlflow.json()['predictions']} in {took:.1f} ms; OIP infer answered {outputs} "
+        f"(model version {oip.json()['model_version']}). Serve it yourself with "
+        "`strata serve flights-delay@staging`."
+    )
+
+
 def hints(best: str) -> list[str]:
     """Commands to try next, exactly as they can be pasted into this shell."""
     cmd = strata_command()
@@ -303,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"Best run: {best}.", highlight=False)
     training_job()
     feature_store()
-    register(best)
+    version = register(best)
+    console.print(serve_prediction(version), highlight=False, soft_wrap=True)
     print_hints(best)
     console.print(ui_pages(f"http://127.0.0.1:{args.port}", best), highlight=False, soft_wrap=True)
     if args.no_serve:
