@@ -110,7 +110,7 @@ def save(
             signature=signature,
             input_example=example_file,
             python_version=platform.python_version(),
-            requirements=_requirements(flavor),
+            requirements=_requirements(flavor, obj),
             files=digest_files(tmp),
             run_id=run_id,
             dataset_versions=list(dataset_versions),
@@ -135,9 +135,9 @@ def _signature(predictor: Predictor, example: Any, given: Signature | None) -> S
     return given
 
 
-def _requirements(flavor: Flavor) -> list[str]:
+def _requirements(flavor: Flavor, obj: Any) -> list[str]:
     pins = []
-    for package in (*flavor.packages, "strata-ml"):
+    for package in dict.fromkeys((*flavor.requirements(obj), "strata-ml")):
         version = dist_version(package)
         if version is not None:
             pins.append(f"{package}=={version}")

@@ -98,6 +98,12 @@ class TextEmbedder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.model = model
         self.batch_size = batch_size
 
+    @property
+    def strata_requirements(self) -> tuple[str, ...]:
+        """What embedding needs at prediction time, pinned into the saved model's
+        requirements: sentence-transformers, its stack and the model's offline package."""
+        return ("sentence-transformers", "transformers", "torch", "safetensors", self.model)
+
     def _sentences(self, X: Any) -> list[str]:
         if hasattr(X, "columns"):
             cols = list(X.columns)

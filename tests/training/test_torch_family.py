@@ -3,6 +3,7 @@ run's artifacts, and a job killed with SIGKILL that continues from its last chec
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
@@ -77,6 +78,8 @@ def test_mlp_trains_checkpoints_and_predicts_on_raw_columns(
     rows = flights_sample[["dep_delay", "distance", "hour", "month", "carrier", "origin"]][:5]
     proba = model.predict_proba(rows)
     assert proba.shape == (5, 2) and abs(float(proba.sum()) - 5.0) < 1e-6
+    # predicting runs the module: torch is pinned
+    assert f"torch=={importlib.metadata.version('torch')}" in model.spec.requirements
 
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(home_client: Client, flights: str) -> None:

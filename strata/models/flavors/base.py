@@ -56,6 +56,12 @@ class Flavor(ABC):
     option_names: ClassVar[tuple[str, ...]] = ()
     """The ``flavor_options`` keys ``save`` accepts for this flavor."""
 
+    def requirements(self, obj: Any) -> tuple[str, ...]:
+        """The distributions loading ``obj`` needs (pinned into the model's requirements):
+        the flavor's ``packages``; a flavor whose objects hold other libraries' objects (a
+        Pipeline) adds theirs."""
+        return self.packages
+
     @abstractmethod
     def handles(self, obj: Any) -> bool:
         """Whether ``obj`` is a model of this flavor (without importing the framework when

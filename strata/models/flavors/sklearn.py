@@ -10,6 +10,7 @@ with ``trusted=True`` on save and on load, for estimators skops cannot write.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,6 +98,48 @@ def import_skops() -> Any:
     return sio
 
 
+def _estimators(obj: Any) -> list[Any]:
+    """``obj`` and every estimator nested in it (Pipeline steps, ColumnTransformer parts,
+    meta-estimators' ``estimator``), each once."""
+    seen: dict[int, Any] = {}
+    stack = [obj]
+    while stack:
+        est = stack.pop()
+        if id(est) in seen or not hasattr(est, "get_params"):
+            continue
+        seen[id(est)] = est
+        try:
+            params = est.get_params(deep=False)
+        except Exception:  # an estimator whose get_params fails: its own class still counts
+            continue
+        for value in params.values():
+            if isinstance(value, (list, tuple)):  # Pipeline.steps, ColumnTransformer parts
+                stack.extend(
+                    v for item in value for v in (item if isinstance(item, tuple) else (item,))
+                )
+            else:
+                stack.append(value)
+    return list(seen.values())
+
+
+def _distributions(module: str) -> list[str]:
+    """The installed distributions that provide ``module``'s top-level package (none for
+    the standard library or Strata itself, which is pinned anyway)."""
+    root = module.partition(".")[0]
+    if root in ("strata", "builtins", "__main__"):
+        return []
+    return list(_package_index().get(root, []))
+
+
+@functools.cache
+def _package_index() -> Mapping[str, list[str]]:
+    """Top-level package → distributions (reading every installed distribution's metadata
+    takes ~0.2 s: once per process)."""
+    import importlib.metadata
+
+    return importlib.metadata.packages_distributions()
+
+
 def allowed_type(name: str) -> bool:
     """Whether a type a skops file names may be rebuilt without ``trusted``: a class from
     ``SAFE_ROOTS`` or a numpy ufunc (``np.log1p`` in a FunctionTransformer), or one of
@@ -156,6 +199,19 @@ class SklearnFlavor(Flavor):
     def handles(self, obj: Any) -> bool:
         base = loaded("sklearn.base")
         return base is not None and isinstance(obj, base.BaseEstimator)
+
+    def requirements(self, obj: Any) -> tuple[str, ...]:
+        """scikit-learn's packages plus the distribution of every estimator inside ``obj``
+        (a Pipeline's LightGBM step pins lightgbm) and what an estimator declares it needs
+        at prediction time in ``strata_requirements`` (Strata's PyTorch estimators: torch;
+        the text embedder: sentence-transformers and its model package)."""
+        found: dict[str, None] = dict.fromkeys(self.packages)
+        for est in _estimators(obj):
+            found.update(dict.fromkeys(_distributions(type(est).__module__)))
+            declared = getattr(est, "strata_requirements", ())
+            if isinstance(declared, (tuple, list)):
+                found.update(dict.fromkeys(str(d) for d in declared))
+        return tuple(found)
 
     def save(
         self,
