@@ -180,6 +180,12 @@ def automl(
         table, ref = load_table(services.data, cfg.data, sample=cfg.sample, seed=cfg.seed)
         cfg = cfg.model_copy(update={"task": prepare(table, ref, cfg).task})
     assert cfg.task is not None
+    if cfg.task not in (Task.CLASSIFICATION, Task.REGRESSION):
+        raise InvalidInput(
+            f"automl searches classification and regression families; for a {cfg.task.value} "
+            "job use strata tune with a tune.space over its family",
+            details={"field": "task"},
+        )
     tune_cfg = cfg.tune or TuneConfig()
     metric, direction = objective_metric(cfg.model_copy(update={"tune": tune_cfg}))
     base = cfg.model_dump(mode="json", exclude_unset=True, exclude={"tune", "model"})

@@ -64,8 +64,12 @@ def evaluate_command(
     ],
     data: Annotated[str, typer.Option("--data", help="A dataset reference: NAME[@VERSION].")],
     target: Annotated[
-        str, typer.Option("--target", help="The label column (or the name of --target-sql).")
-    ],
+        str | None,
+        typer.Option(
+            "--target",
+            help="The label column (or the name of --target-sql); optional for clustering.",
+        ),
+    ] = None,
     target_sql: Annotated[
         str | None,
         typer.Option(
@@ -86,13 +90,25 @@ def evaluate_command(
     trusted: Annotated[
         bool, typer.Option("--trusted", help="Allow models that run code when loaded.")
     ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="ranking or clustering (default: classification when the model has labels, "
+            "else regression).",
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="Ranking: the query column (implies --task ranking)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a model on a dataset version: metrics, plots, SHAP, fairness."""
     from strata.client import Client
     from strata.training.evaluate import evaluate
 
-    spec: Any = {"name": target, "sql": target_sql} if target_sql else target
+    spec: Any = {"name": target or "target", "sql": target_sql} if target_sql else target
     with Client() as client, _status(not as_json) as progress:
         progress("evaluating")
         report = evaluate(
@@ -104,6 +120,8 @@ def evaluate_command(
             output=output,
             run_id=run_id,
             trusted=trusted,
+            task=task,
+            group=group,
         )
     if as_json:
         print_json(report.model_dump(mode="json"))

@@ -48,6 +48,10 @@ class JobData:
     dropped_rows: int = 0
     labels: list[Any] | None = None
     notes: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None
+    """Ranking: each row's query as an integer code (from ``split.column``)."""
+    has_target: bool = True
+    """False for a clustering job without a target: ``y`` is zeros, only for the splits."""
 
 
 def _columns_error(what: str, name: str, available: list[str]) -> InvalidInput:
@@ -111,7 +115,8 @@ def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None
 
     Rows whose target is NULL are dropped and counted (``dropped_rows``): a cancelled
     flight has no arrival delay to learn from. Raises InvalidInput naming an unknown column
-    (listing the available ones), a timestamp feature, or a one-class classification target.
+    (listing the available ones), a timestamp feature, a one-class classification target or
+    a ranking target that is not whole relevance grades.
     """
     available = list(table.column_names)
     for name in [*config.exclude, *config.sensitive]:
@@ -121,6 +126,20 @@ def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None
             )
     if config.split.column and config.split.column not in available:
         raise _columns_error("split.column", config.split.column, available)
+    if config.target is None:  # clustering without a target (TrainConfig checks the task)
+        frame = table.to_pandas()
+        features, categorical, X = _features(config, available, frame, set())
+        return JobData(
+            ref=ref,
+            X=X,
+            y=np.zeros(len(frame), dtype=np.int64),
+            task=Task.CLUSTERING,
+            features=features,
+            categorical=categorical,
+            target="",
+            frame=frame,
+            has_target=False,
+        )
     frame, y_raw, sources = target_and_frame(table, config.target)
     keep = y_raw.notna().to_numpy()
     dropped = int((~keep).sum())
@@ -133,12 +152,90 @@ def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None
             f"No rows of {ref} have a target value ({config.target.name} is NULL everywhere)",
             details={"field": "target"},
         )
+    features, categorical, X = _features(config, available, frame, {config.target.name, *sources})
+    chosen = task or config.task or infer_task(y_raw)
+    labels: list[Any] | None = None
+    groups: np.ndarray | None = None
+    import pandas as pd
+
+    if chosen is Task.CLASSIFICATION:
+        y_series = y_raw.astype("int64") if pd.api.types.is_bool_dtype(y_raw) else y_raw
+        uniques = sorted(pd.unique(y_series).tolist(), key=str)
+        if len(uniques) < 2:
+            raise InvalidInput(
+                f"The classification target {config.target.name!r} has one class only "
+                f"({uniques[0]!r} in all {len(y_series)} rows); a classifier needs at least two",
+                details={"field": "target", "classes": [str(u) for u in uniques]},
+            )
+        labels = uniques
+        y = y_series.to_numpy()
+    elif chosen is Task.CLUSTERING:  # the target is the true grouping, compared only
+        y = (
+            y_raw.astype(str).to_numpy()
+            if not pd.api.types.is_numeric_dtype(y_raw)
+            else (y_raw.to_numpy())
+        )
+    else:
+        if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
+            raise InvalidInput(
+                f"A {chosen.value} target must be numeric; {config.target.name!r} is {y_raw.dtype}",
+                details={"field": "task"},
+            )
+        y = y_raw.astype("float64").to_numpy()
+        if chosen is Task.RANKING:
+            y, groups = _ranking(config, frame, y)
+    return JobData(
+        ref=ref,
+        X=X,
+        y=y,
+        task=chosen,
+        features=features,
+        categorical=categorical,
+        target=config.target.name,
+        frame=frame,
+        dropped_rows=dropped,
+        labels=labels,
+        groups=groups,
+    )
+
+
+def _ranking(config: TrainConfig, frame: pd.DataFrame, y: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Relevance grades as int64 (whole numbers >= 0, as LightGBM's and XGBoost's rankers
+    and NDCG's gains need) and each row's query code from ``split.column``."""
+    import pandas as pd
+
+    name = config.target_name
+    bad = (y < 0) | (y != np.floor(y))
+    if bad.any():
+        raise InvalidInput(
+            f"A ranking target holds relevance grades, whole numbers >= 0; {name!r} has "
+            f"{float(y[bad][0]):g} (use a target sql expression to grade it, e.g. "
+            f'"CASE WHEN x > 10 THEN 2 WHEN x > 0 THEN 1 ELSE 0 END")',
+            details={"field": "target", "received": float(y[bad][0])},
+        )
+    top = int(y.max()) if len(y) else 0
+    if config.model.family.value == "lightgbm" and top > 30:
+        raise InvalidInput(
+            f"LightGBM's ranker takes relevance grades 0..30 (its label_gain); {name!r} goes "
+            f"up to {top}. Bin the target into fewer grades",
+            details={"field": "target", "max": top},
+        )
+    assert config.split.column is not None  # TrainConfig: ranking needs a group split
+    codes, _ = pd.factorize(frame[config.split.column].astype(str), sort=False)
+    return y.astype(np.int64), np.asarray(codes, dtype=np.int64)
+
+
+def _features(
+    config: TrainConfig, available: list[str], frame: pd.DataFrame, target_columns: set[str]
+) -> tuple[list[str], list[str], pd.DataFrame]:
+    """The feature columns (named or all but target, exclude, split and timestamp
+    columns), the categorical ones among them and their frame, encoded for the Pipeline."""
     kinds = {c: _kind(frame[c]) for c in available}
     if config.features is not None:
         for name in config.features:
             if name not in available:
                 raise _columns_error("feature", name, available)
-            if name == config.target.name or name in sources:
+            if name in target_columns:
                 raise InvalidInput(
                     f"Feature {name!r} is the target or what it is computed from (leakage); "
                     "drop it from features",
@@ -152,7 +249,7 @@ def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None
                 )
         features = list(config.features)
     else:
-        skip = {config.target.name, *sources, *config.exclude}
+        skip = {*target_columns, *config.exclude}
         if config.split.method in (SplitMethod.TIME, SplitMethod.GROUP) and config.split.column:
             skip.add(config.split.column)
         features = [c for c in available if c not in skip and kinds[c] != "datetime"]
@@ -161,30 +258,6 @@ def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None
             "No feature columns are left after the target, exclude and timestamp columns",
             details={"field": "features", "columns": available},
         )
-    chosen = task or config.task or infer_task(y_raw)
-    labels: list[Any] | None = None
-    if chosen is Task.CLASSIFICATION:
-        import pandas as pd
-
-        y_series = y_raw.astype("int64") if pd.api.types.is_bool_dtype(y_raw) else y_raw
-        uniques = sorted(pd.unique(y_series).tolist(), key=str)
-        if len(uniques) < 2:
-            raise InvalidInput(
-                f"The classification target {config.target.name!r} has one class only "
-                f"({uniques[0]!r} in all {len(y_series)} rows); a classifier needs at least two",
-                details={"field": "target", "classes": [str(u) for u in uniques]},
-            )
-        labels = uniques
-        y = y_series.to_numpy()
-    else:
-        import pandas as pd
-
-        if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
-            raise InvalidInput(
-                f"A regression target must be numeric; {config.target.name!r} is {y_raw.dtype}",
-                details={"field": "task"},
-            )
-        y = y_raw.astype("float64").to_numpy()
     X = frame[features].copy()
     for name in features:
         if kinds[name] == "bool":
@@ -192,18 +265,7 @@ def prepare(table: pa.Table, ref: str, config: TrainConfig, *, task: Task | None
     categorical = [c for c in features if kinds[c] == "categorical"]
     for name in categorical:
         X[name] = X[name].astype(object).where(X[name].notna(), None)
-    return JobData(
-        ref=ref,
-        X=X,
-        y=y,
-        task=chosen,
-        features=features,
-        categorical=categorical,
-        target=config.target.name,
-        frame=frame,
-        dropped_rows=dropped,
-        labels=labels,
-    )
+    return features, categorical, X
 
 
 def load_table(

@@ -22,6 +22,8 @@ from strata.training import metrics as M
 from strata.training import report as R
 from strata.training.models import (
     CLASSIFICATION_METRICS,
+    CLUSTERING_METRICS,
+    RANKING_METRICS,
     REGRESSION_METRICS,
     EvaluationReport,
     FairnessReport,
@@ -158,16 +160,46 @@ def build_report(
     shap_sample: int = 200,
     seed: int = 42,
     dropped_rows: int = 0,
+    groups: np.ndarray | None = None,
+    has_target: bool = True,
+    transform: Any = None,
 ) -> EvaluationReport:
     """Evaluate ``model`` (anything with predict/predict_proba: a Pipeline or a loaded
-    Strata Model) on ``X``/``y`` and write the report's files into ``out``."""
+    Strata Model) on ``X``/``y`` and write the report's files into ``out``.
+
+    Ranking needs ``groups`` (each row's query); clustering measures silhouette in the
+    space ``transform`` maps ``X`` to (a Pipeline's preprocessing; default ``X`` as numbers)
+    and compares with ``y`` only when ``has_target``."""
     out.mkdir(parents=True, exist_ok=True)
     plots: list[str] = []
     files: list[str] = []
     pred = np.asarray(model.predict(X))
     proba = None
     extra: dict[str, Any] = {}
-    if task is Task.CLASSIFICATION:
+    if task is Task.RANKING:
+        if groups is None:
+            raise InvalidInput(
+                "A ranking evaluation needs the query column (group)", details={"field": "group"}
+            )
+        ks = [k for k in (1, 3, 5, 10, 20) if k <= max(1, int(np.bincount(groups).max()))]
+        metric_values = M.ranking_metrics(y, pred, groups, names or RANKING_METRICS)
+        by_k = M.ranking_metrics(y, pred, groups, [f"ndcg_at_{k}" for k in ks])
+        queries, sizes = np.unique(groups, return_counts=True)
+        extra["ranking"] = {
+            "queries": len(queries),
+            "mean_items_per_query": float(sizes.mean()) if len(sizes) else 0.0,
+            "ndcg_by_k": {name.removeprefix("ndcg_at_"): v for name, v in by_k.items()},
+        }
+        if by_k:
+            R.ndcg_plot(extra["ranking"]["ndcg_by_k"], out, plots)
+    elif task is Task.CLUSTERING:
+        inputs = transform(X) if transform is not None else X.to_numpy(dtype=float)
+        truth = y if has_target else None
+        metric_values = M.clustering_metrics(inputs, pred, truth, names or CLUSTERING_METRICS, seed)
+        values, counts = np.unique(pred, return_counts=True)
+        extra["clusters"] = {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+        R.cluster_plot(extra["clusters"], out, plots)
+    elif task is Task.CLASSIFICATION:
         proba = np.asarray(model.predict_proba(X)) if hasattr(model, "predict_proba") else None
         labels = labels if labels is not None else sorted(np.unique(y).tolist(), key=str)
         metric_values = M.compute(task, y, pred, proba, labels, names or CLASSIFICATION_METRICS)
@@ -213,7 +245,7 @@ def build_report(
     explained = explain(
         shap_model if shap_model is not None else model,
         X,
-        sample=shap_sample,
+        sample=shap_sample if task is not Task.CLUSTERING else 0,  # no score to attribute
         seed=seed,
         classifier=task is Task.CLASSIFICATION,
     )
@@ -229,7 +261,7 @@ def build_report(
         data=data,
         target=target,
         task=task,
-        rows=len(y),
+        rows=len(X),
         dropped_rows=dropped_rows,
         labels=labels,
         metrics=metric_values,
@@ -272,7 +304,7 @@ def _frame_for(model: Any, frame: pd.DataFrame) -> pd.DataFrame:
 def evaluate(
     model_uri: str,
     data: str,
-    target: str | TargetConfig | dict[str, Any],
+    target: str | TargetConfig | dict[str, Any] | None,
     sensitive: Sequence[str] = (),
     *,
     metrics: Sequence[str] | None = None,
@@ -282,53 +314,102 @@ def evaluate(
     shap_sample: int = 200,
     seed: int = 42,
     trusted: bool = False,
+    task: Task | str | None = None,
+    group: str | None = None,
 ) -> EvaluationReport:
     """Evaluate the model at ``model_uri`` (a path, ``runs:/RUN_ID/PATH`` or a registered
     scheme such as ``models:/``) on the dataset version ``data`` (``NAME@VERSION``, ...).
 
     ``target`` is a column name or ``{name, sql}`` (a sandboxed SQL expression, as in a
     training config); rows whose target is NULL are dropped and counted. The task follows the
-    model: classification when it has labels. ``sensitive`` columns get fairness tables.
-    The files go to ``output`` (kept) or a temporary directory; with ``run_id`` (or an
-    active run) they are stored under the run's ``evaluation/``. Raises InvalidInput naming
-    an unknown column or metric, NotFound for an unknown dataset, version or run.
+    model (classification when it has labels, else regression) unless ``task`` says
+    ``ranking`` (then ``group`` names the query column; given alone it implies ranking) or
+    ``clustering`` (``target`` optional: the true groups to compare with). ``sensitive``
+    columns get fairness tables (classification and regression). The files go to
+    ``output`` (kept) or a temporary directory; with ``run_id`` (or an active run) they are
+    stored under the run's ``evaluation/``. Raises InvalidInput naming an unknown column or
+    metric, NotFound for an unknown dataset, version or run.
     """
     import strata.models as sm
     from strata.training.dataset import _columns_error, load_table, target_and_frame
+    from strata.training.models import check_metric
 
     services = client or default_services()
+    try:
+        chosen = Task(task) if task is not None else (Task.RANKING if group else None)
+    except ValueError:
+        raise InvalidInput(
+            f"Unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}",
+            details={"field": "task"},
+        ) from None
+    if chosen is Task.RANKING and not group:
+        raise InvalidInput(
+            "A ranking evaluation needs group: the query column", details={"field": "group"}
+        )
+    if chosen in (Task.RANKING, Task.CLUSTERING) and sensitive:
+        raise InvalidInput(
+            f"sensitive (fairness) applies to classification and regression, not {chosen.value}",
+            details={"field": "sensitive"},
+        )
+    if target is None and chosen is not Task.CLUSTERING:
+        raise InvalidInput(
+            "target is required (only a clustering evaluation runs without one)",
+            details={"field": "target"},
+        )
     tcfg = (
-        target
+        None
+        if target is None
+        else target
         if isinstance(target, TargetConfig)
         else TargetConfig(name=target)
         if isinstance(target, str)
         else TargetConfig.model_validate(target)
     )
-    known = CLASSIFICATION_METRICS + REGRESSION_METRICS
     for name in metrics or ():
-        if name not in known:
+        try:
+            check_metric(name, chosen)
+        except ValueError as exc:
             raise InvalidInput(
-                f"Unknown metric {name!r}; known: {', '.join(known)}", details={"field": "metrics"}
-            )
+                str(exc)[:1].upper() + str(exc)[1:], details={"field": "metrics"}
+            ) from None
     model = sm.load(model_uri, tracking=services.tracking, trusted=trusted)
     table, ref = load_table(services.data, data, sample=None, seed=seed)
-    for col in sensitive:
+    for col in [*sensitive, *([group] if group else [])]:
         if col not in table.column_names:
-            raise _columns_error("sensitive", col, list(table.column_names))
-    frame, y_raw, _ = target_and_frame(table, tcfg)
-    keep = y_raw.notna().to_numpy()
-    dropped = int((~keep).sum())
-    frame = frame.loc[keep].reset_index(drop=True)
-    y_raw = y_raw.loc[keep].reset_index(drop=True).infer_objects()
+            raise _columns_error(
+                "group" if col == group else "sensitive", col, list(table.column_names)
+            )
     import pandas as pd
 
+    dropped = 0
+    if tcfg is not None:
+        frame, y_raw, _ = target_and_frame(table, tcfg)
+        keep = y_raw.notna().to_numpy()
+        dropped = int((~keep).sum())
+        frame = frame.loc[keep].reset_index(drop=True)
+        y_raw = y_raw.loc[keep].reset_index(drop=True).infer_objects()
+    else:
+        frame = table.to_pandas()
+        y_raw = pd.Series(np.zeros(len(frame), dtype=np.int64))
     labels = list(model.labels) if model.labels is not None else None
-    task = Task.CLASSIFICATION if labels is not None else Task.REGRESSION
+    task_ = chosen or (Task.CLASSIFICATION if labels is not None else Task.REGRESSION)
+    if task_ in (Task.RANKING, Task.CLUSTERING):
+        labels = None
     if pd.api.types.is_bool_dtype(y_raw):
         y_raw = y_raw.astype("int64")
-    y = y_raw.to_numpy() if task is Task.CLASSIFICATION else y_raw.astype(float).to_numpy()
+    y = (
+        y_raw.astype(float).to_numpy()
+        if task_ in (Task.REGRESSION, Task.RANKING)
+        else y_raw.to_numpy()
+    )
+    groups = None
+    if task_ is Task.RANKING:
+        assert group is not None
+        groups = np.asarray(pd.factorize(frame[group].astype(str))[0], dtype=np.int64)
     X = _frame_for(model, frame)
-    shap_model = getattr(model.predictor, "estimator", None)
+    shap_model: Any = getattr(model.predictor, "estimator", None)
+    steps = getattr(shap_model, "steps", None)
+    transform = shap_model[:-1].transform if steps and len(steps) > 1 else None
     own = output is None
     out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="strata-eval-"))
     try:
@@ -336,18 +417,21 @@ def evaluate(
             model,
             X,
             y,
-            task=task,
+            task=task_,
             labels=labels,
             out=out,
             model_uri=str(model_uri),
             data=ref,
-            target=tcfg.name,
+            target=tcfg.name if tcfg is not None else "",
             sensitive=frame[list(sensitive)] if sensitive else None,
             names=metrics,
             shap_model=shap_model,
             shap_sample=shap_sample,
             seed=seed,
             dropped_rows=dropped,
+            groups=groups,
+            has_target=tcfg is not None,
+            transform=transform,
         )
         target_run = run_id
         if target_run is None:

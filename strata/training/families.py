@@ -85,7 +85,47 @@ def _constructible(cls: type) -> bool:
     return True
 
 
+#: The families that train each of the two label-free / query-wise tasks.
+RANKING_FAMILIES = (Family.LIGHTGBM, Family.XGBOOST, Family.SKLEARN)
+CLUSTERING_FAMILIES = (Family.SKLEARN,)
+
+
+def _task_family(model: ModelConfig, task: Task) -> type | None:
+    """The estimator class of a ranking or clustering job (None for the other tasks);
+    InvalidInput when the family cannot do the task."""
+    if task is Task.RANKING:
+        if model.family not in RANKING_FAMILIES:
+            raise InvalidInput(
+                f"family {model.family.value!r} does not rank; task 'ranking' takes family "
+                "lightgbm (LGBMRanker), xgboost (XGBRanker) or sklearn (a regressor scoring "
+                "each item)",
+                details={"field": "model.family"},
+            )
+        if model.family is Family.LIGHTGBM:
+            import lightgbm
+
+            ranker: type = lightgbm.LGBMRanker
+            return ranker
+        if model.family is Family.XGBOOST:
+            import xgboost
+
+            ranker = xgboost.XGBRanker
+            return ranker
+        return None
+    if task is Task.CLUSTERING and model.family not in CLUSTERING_FAMILIES:
+        raise InvalidInput(
+            f"family {model.family.value!r} does not cluster; task 'clustering' takes "
+            "family sklearn with a clusterer, e.g. model: {family: sklearn, estimator: "
+            "sklearn.cluster.KMeans, params: {n_clusters: 5}}",
+            details={"field": "model.family"},
+        )
+    return None
+
+
 def estimator_class(model: ModelConfig, task: Task) -> type:
+    special = _task_family(model, task)
+    if special is not None:
+        return special
     if model.family is Family.LIGHTGBM:
         import lightgbm
 
@@ -108,7 +148,16 @@ def estimator_class(model: ModelConfig, task: Task) -> type:
         head: type = LogisticRegression if task is Task.CLASSIFICATION else Ridge
         return head
     assert model.estimator is not None  # checked by ModelConfig
-    return _import_estimator(model.estimator, model.trusted)
+    cls = _import_estimator(model.estimator, model.trusted)
+    if task is Task.CLUSTERING and not hasattr(cls, "predict"):
+        raise InvalidInput(
+            f"model.estimator {model.estimator!r} cannot assign new rows to its clusters (it "
+            "has no predict), so the model could not serve; use a clusterer with predict "
+            "such as sklearn.cluster.KMeans, MiniBatchKMeans, BisectingKMeans or "
+            "sklearn.mixture.GaussianMixture",
+            details={"field": "model.estimator"},
+        )
+    return cls
 
 
 def build_estimator(model: ModelConfig, task: Task, seed: int) -> Any:

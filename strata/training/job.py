@@ -18,12 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from strata.core.errors import InvalidInput
 from strata.training.config import load_config
 from strata.training.dataset import JobData, load_table, prepare
 from strata.training.evaluate import Services, build_report, default_services
 from strata.training.families import build_pipeline, feature_importance
-from strata.training.metrics import compute, default_metrics
-from strata.training.models import Family, Task, TrainConfig, TrainResult
+from strata.training.metrics import (
+    clustering_metrics,
+    compute,
+    default_metrics,
+    ranking_metrics,
+)
+from strata.training.models import Family, Task, TrainConfig, TrainResult, check_metric
 from strata.training.split import folds, holdout
 from strata.training.torch_loop import Checkpointer
 
@@ -44,6 +50,44 @@ def _predict(pipeline: Any, X: Any, task: Task) -> tuple[np.ndarray, np.ndarray 
     pred = np.asarray(pipeline.predict(X))
     proba = np.asarray(pipeline.predict_proba(X)) if task is Task.CLASSIFICATION else None
     return pred, proba
+
+
+def _fit(pipeline: Any, data: JobData, rows: np.ndarray) -> None:
+    """Fit ``pipeline`` on ``rows``. A ranker gets its rows grouped by query (LightGBM: the
+    group sizes, XGBoost: the query ids); a clusterer gets no target."""
+    X = data.X
+    if data.task is Task.CLUSTERING:
+        pipeline.fit(X.iloc[rows])
+        return
+    if data.task is Task.RANKING and data.groups is not None:
+        rows = rows[np.argsort(data.groups[rows], kind="stable")]
+        est = type(pipeline.named_steps["model"]).__name__
+        if est == "LGBMRanker":
+            _, sizes = np.unique(data.groups[rows], return_counts=True)
+            pipeline.fit(X.iloc[rows], data.y[rows], model__group=sizes)
+            return
+        if est == "XGBRanker":
+            pipeline.fit(X.iloc[rows], data.y[rows], model__qid=data.groups[rows])
+            return
+    pipeline.fit(X.iloc[rows], data.y[rows])
+
+
+def score(
+    pipeline: Any, data: JobData, rows: np.ndarray, names: Sequence[str], seed: int
+) -> dict[str, float]:
+    """The metrics ``names`` of the fitted ``pipeline`` on ``rows`` of ``data``."""
+    X = data.X.iloc[rows]
+    if data.task is Task.RANKING:
+        assert data.groups is not None
+        scores = np.asarray(pipeline.predict(X), dtype=float)
+        return ranking_metrics(data.y[rows], scores, data.groups[rows], names)
+    if data.task is Task.CLUSTERING:
+        clusters = np.asarray(pipeline.predict(X))
+        inputs = pipeline[:-1].transform(X)  # the space the clusterer measured distances in
+        truth = data.y[rows] if data.has_target else None
+        return clustering_metrics(inputs, clusters, truth, names, seed)
+    pred, proba = _predict(pipeline, X, data.task)
+    return compute(data.task, data.y[rows], pred, proba, data.labels, names)
 
 
 def fit_and_score(
@@ -69,9 +113,8 @@ def fit_and_score(
                 progress(f"fold {i + 1}/{config.cv.folds}")
             pipe = build_pipeline(config.model, data.task, config.seed, numeric, data.categorical)
             _attach(pipe, checkpoints, f"fold{i}")
-            pipe.fit(data.X.iloc[tr], data.y[tr])
-            pred, proba = _predict(pipe, data.X.iloc[va], data.task)
-            values = compute(data.task, data.y[va], pred, proba, data.labels, names)
+            _fit(pipe, data, tr)
+            values = score(pipe, data, va, names, config.seed)
             for k, v in values.items():
                 fold_values.setdefault(k, []).append(v)
             if on_fold is not None:
@@ -83,10 +126,9 @@ def fit_and_score(
         progress("fit")
     pipe = build_pipeline(config.model, data.task, config.seed, numeric, data.categorical)
     _attach(pipe, checkpoints, "final")
-    pipe.fit(data.X.iloc[train_idx], data.y[train_idx])
+    _fit(pipe, data, train_idx)
     for prefix, rows in (("train", train_idx), ("test", test_idx)):
-        pred, proba = _predict(pipe, data.X.iloc[rows], data.task)
-        for k, v in compute(data.task, data.y[rows], pred, proba, data.labels, names).items():
+        for k, v in score(pipe, data, rows, names, config.seed).items():
             out[f"{prefix}_{k}"] = v
     return pipe, out, fold_values
 
@@ -140,6 +182,11 @@ def train(
     data = prepare(table, ref, cfg)
     train_idx, test_idx = holdout(data, cfg.split, cfg.seed)
     names = list(cfg.metrics or default_metrics(data.task))
+    for name in names:  # the task may have been inferred from the data just now
+        try:
+            check_metric(name, data.task)
+        except ValueError as exc:
+            raise InvalidInput(f"metrics: {exc}", details={"field": "metrics"}) from None
     from strata.training.reproduce import TAG_GIT_COMMIT, TAG_GIT_DIRTY, code_state
 
     code = code_state()
@@ -266,6 +313,9 @@ def train(
                     names=None,
                     shap_sample=cfg.shap_sample,
                     seed=cfg.seed,
+                    groups=data.groups[test_idx] if data.groups is not None else None,
+                    has_target=data.has_target,
+                    transform=pipe[:-1].transform,
                 )
                 fluent.log_artifacts(out, "evaluation")
         fluent.flush()

@@ -16,18 +16,27 @@ from typing import Any
 
 import numpy as np
 
-from strata.training.models import CLASSIFICATION_METRICS, REGRESSION_METRICS, Task
+from strata.training.models import Task, task_metrics
 
 DEFAULT_CLASSIFICATION = ("accuracy", "f1", "roc_auc", "log_loss")
 DEFAULT_REGRESSION = ("rmse", "mae", "r2")
+DEFAULT_RANKING = ("ndcg_at_10", "mrr")
+DEFAULT_CLUSTERING = ("silhouette", "adjusted_rand")
+#: Silhouette is quadratic in rows: computed on a seeded sample of at most this many.
+SILHOUETTE_SAMPLE = 5000
 
 
 def default_metrics(task: Task) -> tuple[str, ...]:
-    return DEFAULT_CLASSIFICATION if task is Task.CLASSIFICATION else DEFAULT_REGRESSION
+    return {
+        Task.CLASSIFICATION: DEFAULT_CLASSIFICATION,
+        Task.REGRESSION: DEFAULT_REGRESSION,
+        Task.RANKING: DEFAULT_RANKING,
+        Task.CLUSTERING: DEFAULT_CLUSTERING,
+    }[task]
 
 
 def all_metrics(task: Task) -> tuple[str, ...]:
-    return CLASSIFICATION_METRICS if task is Task.CLASSIFICATION else REGRESSION_METRICS
+    return task_metrics(task)
 
 
 def compute(
@@ -38,7 +47,9 @@ def compute(
     labels: Sequence[Any] | None = None,
     names: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """``names`` (default: all of the task's metrics) computed on these predictions."""
+    """``names`` (default: all of the task's metrics) computed on these predictions
+    (classification and regression; ranking and clustering: :func:`ranking_metrics`,
+    :func:`clustering_metrics`)."""
     wanted = list(names or all_metrics(task))
     fn = _classification if task is Task.CLASSIFICATION else _regression
     out: dict[str, float] = {}
@@ -135,24 +146,73 @@ def ranking(
     ordered by descending ``scores``). NDCG uses scikit-learn's gains (the relevance as is);
     MRR is 1 / the rank of the first item with relevance > 0 (0 when there is none). Groups
     of one item are skipped for NDCG (undefined), kept for MRR."""
+    values = ranking_metrics(relevance, scores, groups, [f"ndcg_at_{k}", "mrr"])
+    out = {"mrr": values["mrr"]} if "mrr" in values else {}
+    if f"ndcg_at_{k}" in values:
+        out[f"ndcg@{k}"] = values[f"ndcg_at_{k}"]
+    return out
+
+
+def ranking_metrics(
+    relevance: Sequence[float] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    names: Sequence[str],
+) -> dict[str, float]:
+    """The ranking metrics ``names`` (``ndcg_at_<k>``, ``ndcg``, ``mrr``), each averaged
+    over the query ``groups``; see :func:`ranking`. The rows are grouped with one sort, not
+    one scan per query."""
     from sklearn.metrics import ndcg_score
 
     rel = np.asarray(relevance, dtype=float)
     sc = np.asarray(scores, dtype=float)
-    grp = np.asarray(groups)
-    ndcgs: list[float] = []
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    ks: dict[str, int | None] = {}
+    for name in names:
+        if name == "ndcg":
+            ks[name] = None
+        elif name.startswith("ndcg_at_"):
+            ks[name] = int(name.removeprefix("ndcg_at_"))
+    ndcgs: dict[str, list[float]] = {name: [] for name in ks}
     rrs: list[float] = []
-    for g in np.unique(grp):
-        mask = grp == g
-        r, s = rel[mask], sc[mask]
+    for idx in np.split(order, bounds) if len(order) else []:
+        r, s = rel[idx], sc[idx]
         if len(r) > 1:
-            ndcgs.append(float(ndcg_score(r[None, :], s[None, :], k=k)))
-        order = np.argsort(-s, kind="stable")
-        hits = np.flatnonzero(r[order] > 0)
+            for name, k in ks.items():
+                ndcgs[name].append(float(ndcg_score(r[None, :], s[None, :], k=k)))
+        hits = np.flatnonzero(r[np.argsort(-s, kind="stable")] > 0)
         rrs.append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
-    out = {"mrr": float(np.mean(rrs))} if rrs else {}
-    if ndcgs:
-        out[f"ndcg@{k}"] = float(np.mean(ndcgs))
+    out: dict[str, float] = {}
+    for name in names:
+        if name == "mrr" and rrs:
+            out[name] = float(np.mean(rrs))
+        elif ndcgs.get(name):
+            out[name] = float(np.mean(ndcgs[name]))
+    return out
+
+
+def clustering_metrics(
+    X: Any,
+    labels: Sequence[Any] | np.ndarray,
+    true_labels: Sequence[Any] | np.ndarray | None,
+    names: Sequence[str],
+    seed: int = 42,
+) -> dict[str, float]:
+    """The clustering metrics ``names`` (``silhouette`` on a seeded sample of at most
+    :data:`SILHOUETTE_SAMPLE` rows, ``adjusted_rand`` when ``true_labels`` are given)."""
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    lab = np.asarray(labels)
+    out: dict[str, float] = {}
+    if "silhouette" in names and 2 <= len(np.unique(lab)) < len(lab):
+        size = min(len(lab), SILHOUETTE_SAMPLE)
+        out["silhouette"] = float(
+            silhouette_score(np.asarray(X, dtype=float), lab, sample_size=size, random_state=seed)
+        )
+    if "adjusted_rand" in names and true_labels is not None:
+        out["adjusted_rand"] = float(adjusted_rand_score(np.asarray(true_labels), lab))
     return out
 
 

@@ -23,6 +23,12 @@ from strata.core.errors import InvalidInput
 class Task(StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+    RANKING = "ranking"
+    """Order the items of each query: the target is a relevance grade (a whole number
+    >= 0), ``split: {method: group, column: QUERY}`` names the query column."""
+    CLUSTERING = "clustering"
+    """Group rows without a label; a ``target``, when given, is only compared with the
+    clusters (adjusted Rand index), never trained on."""
 
 
 class SplitMethod(StrEnum):
@@ -53,10 +59,53 @@ CLASSIFICATION_METRICS = (
     "brier",
 )
 REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "mape")
+RANKING_METRICS = ("ndcg_at_5", "ndcg_at_10", "ndcg", "mrr")
+"""``ndcg_at_<k>`` works for any k from 1 to 1000; ``ndcg`` ranks every item of a query."""
+CLUSTERING_METRICS = ("silhouette", "adjusted_rand")
+"""``adjusted_rand`` needs a target (the true groups)."""
+_NDCG_AT = re.compile(r"^ndcg_at_([1-9][0-9]{0,2}|1000)$")
 #: Metrics where lower is better (HPO direction defaults, threshold choice).
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mse", "rmse", "mae", "mape"})
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def task_metrics(task: Task) -> tuple[str, ...]:
+    """The metric names a job of ``task`` computes."""
+    return {
+        Task.CLASSIFICATION: CLASSIFICATION_METRICS,
+        Task.REGRESSION: REGRESSION_METRICS,
+        Task.RANKING: RANKING_METRICS,
+        Task.CLUSTERING: CLUSTERING_METRICS,
+    }[task]
+
+
+def metric_task(name: str) -> Task | None:
+    """The task a metric name belongs to, None for an unknown name."""
+    if _NDCG_AT.match(name):
+        return Task.RANKING
+    for task in Task:
+        if name in task_metrics(task):
+            return task
+    return None
+
+
+def check_metric(name: str, task: Task | None) -> None:
+    """ValueError naming an unknown metric (with close matches) or one of another task."""
+    found = metric_task(name)
+    known = [m for t in Task for m in task_metrics(t)]
+    if found is None:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown metric {name!r}{hint} (known: {', '.join(known)})")
+    # classification and regression metrics keep their old leniency (one left out when it
+    # does not apply); ranking and clustering need their own data (queries, clusters)
+    special = (Task.RANKING, Task.CLUSTERING)
+    if task is not None and found is not task and (found in special or task in special):
+        raise ValueError(
+            f"metric {name!r} is a {found.value} metric; a {task.value} job computes "
+            f"{', '.join(task_metrics(task))}"
+        )
 
 
 class _Strict(BaseModel):
@@ -198,7 +247,9 @@ class TrainConfig(_Strict):
     experiment: str = "default"
     data: str
     """A data-layer reference: ``NAME``, ``NAME@latest``, ``NAME@VERSION``, ``NAME@TAG``."""
-    target: TargetConfig
+    target: TargetConfig | None = None
+    """Required, except for ``task: clustering`` (where it is only compared with the
+    clusters)."""
     task: Task | None = None
     features: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
@@ -224,6 +275,11 @@ class TrainConfig(_Strict):
     def _target(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
 
+    @property
+    def target_name(self) -> str:
+        """The target's name ("" for a clustering job without one)."""
+        return self.target.name if self.target is not None else ""
+
     @field_validator("data")
     @classmethod
     def _data(cls, v: str) -> str:
@@ -235,12 +291,24 @@ class TrainConfig(_Strict):
     def _metrics_known(self) -> TrainConfig:
         if self.features is not None and self.exclude:
             raise ValueError("give either 'features' or 'exclude', not both")
-        known = CLASSIFICATION_METRICS + REGRESSION_METRICS
+        if self.target is None and self.task is not Task.CLUSTERING:
+            raise ValueError(
+                "target is required (a column name or {name, sql}); only task 'clustering' "
+                "trains without one"
+            )
         for m in self.metrics or ():
-            if m not in known:
-                close = difflib.get_close_matches(m, known, n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ValueError(f"unknown metric {m!r}{hint} (known: {', '.join(known)})")
+            check_metric(m, self.task)
+        if self.task is Task.RANKING and self.split.method is not SplitMethod.GROUP:
+            raise ValueError(
+                "task 'ranking' needs split: {method: group, column: <the query column>}: the "
+                "items of one query are ranked together, so a query is never split between "
+                "training and test"
+            )
+        if self.task in (Task.RANKING, Task.CLUSTERING) and self.sensitive:
+            raise ValueError(
+                f"sensitive (fairness) applies to classification and regression, not "
+                f"{self.task.value}"
+            )
         return self
 
     def flat_params(self) -> dict[str, str]:
@@ -380,6 +448,10 @@ class EvaluationReport(BaseModel):
     calibration: dict[str, list[float]] | None = None
     threshold: dict[str, float] | None = None
     residuals: dict[str, float] | None = None
+    ranking: dict[str, Any] | None = None
+    """Ranking: ``queries``, ``mean_items_per_query`` and ``ndcg_by_k`` (k → NDCG@k)."""
+    clusters: dict[str, int] | None = None
+    """Clustering: rows per predicted cluster."""
     shap_importance: dict[str, float] | None = None
     shap_explainer: str | None = None
     fairness: list[FairnessReport] = Field(default_factory=list)

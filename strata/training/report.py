@@ -88,6 +88,27 @@ def residual_plot(pred: np.ndarray, resid: np.ndarray, out: Path, plots: list[st
     _save(fig, out, "residuals.png", plots)
 
 
+def ndcg_plot(ndcg_by_k: dict[str, float], out: Path, plots: list[str]) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot([int(k) for k in ndcg_by_k], list(ndcg_by_k.values()), marker="o")
+    ax.set_xlabel("k (top items per query)")
+    ax.set_ylabel("NDCG@k")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("NDCG by cut-off")
+    _save(fig, out, "ndcg_at_k.png", plots)
+
+
+def cluster_plot(sizes: dict[str, int], out: Path, plots: list[str]) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.bar(list(sizes), list(sizes.values()))
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("rows")
+    ax.set_title("Cluster sizes")
+    _save(fig, out, "cluster_sizes.png", plots)
+
+
 def importance_plot(
     importance: dict[str, float], title: str, name: str, out: Path, plots: list[str]
 ) -> None:
@@ -148,6 +169,16 @@ def write_html(report: EvaluationReport, out: Path) -> Path:
     if report.threshold:
         parts.append("<h2>Threshold</h2>")
         parts.append(_table(["", "value"], [[k, v] for k, v in report.threshold.items()]))
+    if report.ranking:
+        parts.append("<h2>Ranking</h2>")
+        parts.append(
+            _table(["", "value"], [[k, v] for k, v in report.ranking.items() if k != "ndcg_by_k"])
+        )
+        by_k = report.ranking.get("ndcg_by_k") or {}
+        parts.append(_table(["k", "NDCG@k"], [[k, v] for k, v in by_k.items()]))
+    if report.clusters:
+        parts.append("<h2>Clusters</h2>")
+        parts.append(_table(["cluster", "rows"], [[k, v] for k, v in report.clusters.items()]))
     if report.residuals:
         parts.append("<h2>Residuals</h2>")
         parts.append(_table(["", "value"], [[k, v] for k, v in report.residuals.items()]))
