@@ -10,6 +10,7 @@ access disabled and the configuration locked (the data layer's sandbox rules).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -268,13 +269,32 @@ def _features(
     return features, categorical, X
 
 
+_last_read: tuple[int, str, pa.Table] | None = None
+_read_lock = threading.Lock()
+
+
+def _read(data: DataService, exact_ref: str) -> pa.Table:
+    """The rows of the exact version ``exact_ref`` (``NAME@VERSIONID``: immutable), the last
+    one read kept per process and data service: an HPO study's trials read the same version
+    again and again (each a whole Parquet scan of, say, 336,776 flights)."""
+    global _last_read
+    with _read_lock:
+        last = _last_read
+        if last is not None and last[0] == id(data) and last[1] == exact_ref:
+            return last[2]
+    table = data.read_arrow(exact_ref)
+    with _read_lock:
+        _last_read = (id(data), exact_ref, table)
+    return table
+
+
 def load_table(
     data: DataService, ref: str, *, sample: int | None, seed: int
 ) -> tuple[pa.Table, str]:
     """The version ``ref`` resolves to (as ``NAME@VERSIONID``) and its rows, optionally a
     seeded sample of ``sample`` rows (the same rows for the same version and seed)."""
-    version = data.get_version(ref)
-    table = data.read_arrow(version.ref)
+    version = data.get_version(ref)  # every time: a deleted version is NotFound, never cached
+    table = _read(data, version.ref)
     if sample is not None and sample < table.num_rows:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(table.num_rows, size=sample, replace=False))

@@ -46,10 +46,19 @@ TAG_TASK = "strata.training.task"
 TAG_KIND = "strata.training.kind"
 
 
+#: Classifiers whose ``predict`` is ``classes_[argmax(predict_proba)]`` (LightGBM's and
+#: XGBoost's code does exactly that), so one inference serves both.
+_ARGMAX_CLASSIFIERS = frozenset({"LGBMClassifier", "XGBClassifier"})
+
+
 def _predict(pipeline: Any, X: Any, task: Task) -> tuple[np.ndarray, np.ndarray | None]:
-    pred = np.asarray(pipeline.predict(X))
-    proba = np.asarray(pipeline.predict_proba(X)) if task is Task.CLASSIFICATION else None
-    return pred, proba
+    if task is not Task.CLASSIFICATION:
+        return np.asarray(pipeline.predict(X)), None
+    proba = np.asarray(pipeline.predict_proba(X))
+    est: Any = pipeline.named_steps.get("model") if hasattr(pipeline, "named_steps") else None
+    if type(est).__name__ in _ARGMAX_CLASSIFIERS and hasattr(est, "classes_"):
+        return np.asarray(est.classes_)[np.argmax(proba, axis=1)], proba
+    return np.asarray(pipeline.predict(X)), proba
 
 
 def _fit(pipeline: Any, data: JobData, rows: np.ndarray) -> None:

@@ -234,6 +234,23 @@ def _load_study(cfg: TrainConfig, storage: str, name: str, seed: int) -> optuna.
     )
 
 
+#: How long a spawned worker waits for the launching process to set the study up.
+READY_TIMEOUT_S = 600.0
+
+
+def _warm_up(cfg: TrainConfig, services: Services) -> None:
+    """What a spawned worker's first trial would otherwise pay inside the timed search:
+    the family's and skops' imports and the dataset version read (cached per process, see
+    :func:`strata.training.dataset.load_table`)."""
+    from strata.models.flavors.sklearn import import_skops
+    from strata.training.dataset import load_table
+    from strata.training.families import estimator_class
+
+    estimator_class(cfg.model, cfg.task or Task.CLASSIFICATION)
+    import_skops()
+    load_table(services.data, cfg.data, sample=cfg.sample, seed=cfg.seed)
+
+
 def run_worker(
     raw: Mapping[str, Any],
     storage: str,
@@ -241,9 +258,15 @@ def run_worker(
     trials: int,
     worker: int,
     client: Services | None = None,
+    ready: Any = None,
 ) -> int:
     """One worker: trials of the study until ``trials`` are finished (complete or pruned)
-    across all workers. Returns how many this worker ran."""
+    across all workers. Returns how many this worker ran.
+
+    With ``ready`` (a multiprocessing Event: a worker spawned before the launching process
+    has created the study and its parent run) the worker first warms up — imports, the
+    client, the data version — and then waits for the event, so its start-up overlaps the
+    launcher's set-up and first trials instead of following them."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -254,6 +277,14 @@ def run_worker(
     assert cfg.tune is not None
     metric, _ = objective_metric(cfg)
     services = client or default_services()
+    if ready is not None:
+        _warm_up(cfg, services)
+        if not ready.wait(READY_TIMEOUT_S):
+            raise InvalidInput(
+                f"tuning worker {worker}: the launching process did not set the study up "
+                f"within {READY_TIMEOUT_S:.0f} s",
+                details={"field": "workers"},
+            )
     study = _load_study(cfg, storage, name, cfg.seed + worker)
     parent = str(study.user_attrs[ATTR_PARENT])
     base = cfg.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
@@ -317,9 +348,6 @@ def tune(
     (default: derived from the config) resumes it. Raises InvalidInput naming a bad space
     parameter, metric, sampler or executor.
     """
-    from optuna.trial import TrialState
-
-    from strata.tracking import fluent
 
     if executor not in EXECUTORS:
         raise InvalidInput(
@@ -336,9 +364,80 @@ def tune(
         )
     metric, direction = objective_metric(cfg)
     check_space(cfg)
-    services = client or default_services()
     url = storage or default_storage()
     name = study or study_name(cfg)
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    spawned = _Spawned(raw, url, name, trials, workers if executor == "local" else 1)
+    try:
+        with spawned:
+            services = client or default_services()
+            parent_id = _set_up(cfg, services, url, name, metric, direction)
+            spawned.ready.set()
+            if executor == "local":
+                # this process, already warm, is worker 0 beside the spawned ones
+                run_worker(raw, url, name, trials, 0, services)
+            else:
+                _run_ray(raw, url, name, trials, workers)
+    finally:
+        spawned.ready.set()  # a worker still waiting finds the study (or fails fast)
+    return _finish(services, cfg, url, name, parent_id, metric)
+
+
+class _Spawned:
+    """``workers - 1`` worker processes (spawn), started at once so that their start-up
+    (a fresh interpreter importing scikit-learn, LightGBM, Optuna, skops: seconds) runs
+    while this process creates the study and the parent run; they wait on ``ready``.
+    Leaving the block joins them and raises when one failed; an error inside the block
+    stops them first."""
+
+    def __init__(
+        self, raw: Mapping[str, Any], url: str, name: str, trials: int, workers: int
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.ready = ctx.Event()
+        self.workers = workers
+        self.procs = [
+            ctx.Process(
+                target=run_worker,
+                args=(dict(raw), url, name, trials, i),
+                kwargs={"ready": self.ready},
+                daemon=False,
+            )
+            for i in range(1, workers)
+        ]
+
+    def __enter__(self) -> _Spawned:
+        for p in self.procs:
+            p.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            for p in self.procs:
+                p.terminate()
+        for p in self.procs:
+            p.join()
+        failed = [p.exitcode for p in self.procs if p.exitcode != 0]
+        if failed and exc_type is None:
+            raise InvalidInput(
+                f"{len(failed)} of {self.workers} tuning workers failed (exit codes {failed}); "
+                "the study keeps its finished trials: rerun to resume",
+                details={"field": "workers"},
+            )
+
+
+def _set_up(
+    cfg: TrainConfig, services: Services, url: str, name: str, metric: str, direction: str
+) -> str:
+    """The study (stale RUNNING trials of a killed run marked FAIL) and its parent run's id
+    (created with the study's params on the first run)."""
+    from optuna.trial import TrialState
+
+    from strata.tracking import fluent
+
+    assert cfg.tune is not None
     st = _load_study(cfg, url, name, cfg.seed)
     for stale in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         st._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
@@ -367,42 +466,17 @@ def tune(
             fluent.log_dict(cfg.model_dump(mode="json", exclude_unset=True), "training/config.yaml")
         parent_id = parent.run_id
         st.set_user_attr(ATTR_PARENT, parent_id)
-    raw = cfg.model_dump(mode="json", exclude_unset=True)
-    if workers == 1 and executor == "local":
-        run_worker(raw, url, name, trials, 0, services)
-    elif executor == "local":
-        import multiprocessing
+    return str(parent_id)
 
-        # workers - 1 spawned processes; this process, already warm (imports, the client,
-        # the data version's files verified), is worker 0 meanwhile
-        ctx = multiprocessing.get_context("spawn")
-        procs = [
-            ctx.Process(target=run_worker, args=(raw, url, name, trials, i), daemon=False)
-            for i in range(1, workers)
-        ]
-        for p in procs:
-            p.start()
-        try:
-            run_worker(raw, url, name, trials, 0, services)
-        finally:
-            for p in procs:
-                p.join()
-        failed = [p.exitcode for p in procs if p.exitcode != 0]
-        if failed:
-            raise InvalidInput(
-                f"{len(failed)} of {workers} tuning workers failed (exit codes {failed}); the "
-                "study keeps its finished trials: rerun to resume",
-                details={"field": "workers"},
-            )
-    else:
-        import ray
 
-        if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        env = {k: v for k, v in os.environ.items() if k.startswith("STRATA_")}
-        remote = ray.remote(num_cpus=1, runtime_env={"env_vars": env})(_ray_worker)
-        ray.get([remote.remote(raw, url, name, trials, i) for i in range(workers)])
-    return _finish(services, cfg, url, name, parent_id, metric)
+def _run_ray(raw: Mapping[str, Any], url: str, name: str, trials: int, workers: int) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    env = {k: v for k, v in os.environ.items() if k.startswith("STRATA_")}
+    remote = ray.remote(num_cpus=1, runtime_env={"env_vars": env})(_ray_worker)
+    ray.get([remote.remote(raw, url, name, trials, i) for i in range(workers)])
 
 
 def _finish(
