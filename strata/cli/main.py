@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc as pygc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -254,6 +255,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print_error("Interrupted.")
         sys.exit(130)
+    finally:
+        # The process is about to exit: spare the interpreter's last garbage collections a
+        # walk over every object the imports made (~0.1 s of CPU per command, about a fifth
+        # of `strata data list`). Memory goes back to the OS with the process either way.
+        pygc.freeze()
 
 
 if __name__ == "__main__":
