@@ -368,14 +368,20 @@ def test_alert_rules_round_trip(client: Client, settings: Settings) -> None:
     series.append(backends.db, [SeriesPoint(model="m", series="f1", ts=t0, value=0.6)])
     saved = mon.save_rule(name="low-f1", model="m", expr="f1 < 0.7", description="decay")
     assert saved.rule.cooldown_s == 3600 and saved.rule.actions == []
-    assert [r.rule.name for r in mon.list_rules()] == ["low-f1"]
+    # a retraining whose config is incomplete: queued, then failed (the error recorded)
+    mon.save_rule(name="retrain", model="m", expr="f1 < 0.65",
+                  actions=[{"type": "retrain", "config": {"experiment": "e"}}])  # fmt: skip
+    assert [r.rule.name for r in mon.list_rules()] == ["low-f1", "retrain"]
     assert mon.list_rules(model="other") == []
     err = _exactly(InvalidInput, mon.save_rule, name="bad", model="m", expr="f2 < 0.7")
     assert "unknown series 'f2'" in err.message
     _exactly(InvalidInput, mon.save_rule, name="bad", model="m", expr="f1 <")
-    (event,) = mon.evaluate_rules()
+    event, job = mon.evaluate_rules(wait=True)  # the answer carries the job's outcome
     assert event.rule == "low-f1" and event.value == 0.6
-    assert [e.id for e in mon.list_alert_events()] == [event.id]
+    (result,) = job.detail["actions"]
+    assert result["status"] == "failed" and "Invalid training config" in result["error"]
+    assert [e.id for e in mon.list_alert_events()] == [job.id, event.id]
+    mon.delete_rule("retrain")
     assert mon.get_rule("low-f1").last_fired_at is not None
     mon.delete_rule("low-f1")
     _exactly(NotFound, mon.delete_rule, "low-f1")

@@ -275,3 +275,21 @@ def test_retraining_runs_off_the_evaluating_thread(client: Client) -> None:
     (waited,) = mon.evaluate_rules(wait=True)
     assert [a["status"] for a in waited.detail["actions"]] == ["succeeded", "failed"]
     assert waited.detail["actions"][0]["run_id"] != ok["run_id"]
+
+
+def test_the_action_queue_is_bounded(client: Client) -> None:
+    from strata.monitoring.jobs import ActionJobs
+
+    jobs = ActionJobs(client.backends.db, max_pending=1)
+    audit = {"rule": "r", "event": 1}
+    first = jobs.submit(1, 0, "retrain", audit, lambda: {"run_id": "x"})
+    assert first["status"] == "queued" and first["ok"] is None
+    full = jobs.submit(1, 1, "retrain", audit, lambda: {"run_id": "y"})  # recorded, not dropped
+    assert full["ok"] is False and full["status"] == "failed" and "already queued" in full["error"]
+    jobs.release(1)  # no such event row: the job runs, its outcome is audited
+    assert jobs.wait(timeout=30)
+    (done,) = client.governance.list_audit(action="monitoring.action.retrain.done")
+    assert done.details["ok"] and done.details["run_id"] == "x"
+    again = jobs.submit(2, 0, "retrain", audit, lambda: {})  # the place is free again
+    assert again["status"] == "queued"
+    jobs.close()
