@@ -24,7 +24,10 @@ POINTS = 300
 W, H = 420, 110
 PERFORMANCE = ("accuracy", "f1", "roc_auc", "mae", "rmse", "coverage", "estimated.f1",
                "estimated.accuracy")  # fmt: skip
-HEALTH = ("p99_latency_ms", "p50_latency_ms", "throughput_rps", "error_rate", "memory_mb")
+HEALTH = ("p99_latency_ms", "p50_latency_ms", "throughput_rps", "error_rate", "cpu_percent",
+          "memory_mb")  # fmt: skip
+#: Series recorded per serving worker (label ``worker``): one line each.
+PER_WORKER = ("cpu_percent", "memory_mb")
 
 
 def sparkline(points: list[Any], threshold: float | None = None, mark: int | None = None) -> Markup:
@@ -134,8 +137,16 @@ def model_page(
     perf = [{"name": n, "chart": sparkline(mon.get_series(model, n, limit=POINTS),
                                            0.7 if n == "f1" else None)}
             for n in PERFORMANCE if n in names]  # fmt: skip
-    health = [{"name": n, "chart": sparkline(mon.get_series(model, n, limit=POINTS))}
-              for n in HEALTH if n in names]  # fmt: skip
+    health = []
+    for n in (h for h in HEALTH if h in names):
+        got = mon.get_series(model, n, limit=POINTS)
+        groups: dict[str, list[Any]] = {"": got}
+        if n in PER_WORKER:
+            groups = {}
+            for p in got:  # at most POINTS points, split by worker
+                groups.setdefault(str(p.labels.get("worker", "")), []).append(p)
+        health += [{"name": f"{n} {w}".strip(), "chart": sparkline(pts)}
+                   for w, pts in sorted(groups.items())]  # fmt: skip
     return render(
         request, who, "monitoring_model.html", model=model,
         share=sparkline(share, 0.5), features=features, detail=detail, perf=perf,

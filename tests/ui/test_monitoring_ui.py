@@ -37,6 +37,10 @@ def test_monitoring_pages(ui_env: UiEnv) -> None:
         for name, vs in values.items()
         for i, v in enumerate(vs)
     ]
+    for i, worker in enumerate(("host:11", "host:12")):  # per serving worker: a line each
+        points += [SeriesPoint(model="mon-ui-model", series="memory_mb", value=300.0 + i + w,
+                               ts=T0 + dt.timedelta(days=7 * w), labels={"worker": worker})
+                   for w in range(3)]  # fmt: skip
     series.append(ui_env.client.backends.db, points)
     mon.save_rule(name="mon-ui-f1", model="mon-ui-model", expr="f1 < 0.7", cooldown_s=0)
     (event,) = mon.evaluate_rules()
@@ -51,6 +55,7 @@ def test_monitoring_pages(ui_env: UiEnv) -> None:
                        "coverage", "p99_latency_ms", "<svg", "<polyline"):  # fmt: skip
             assert needle in text, needle
         assert f'<td class="num">{event.id}</td>' in text
+        assert "memory_mb host:11" in text and "memory_mb host:12" in text
         first = http.get("/monitoring/mon-ui-model", params={"feature": "dep_delay", "at": 0})
         assert "window 1 of 3" in first.text and "<rect" in first.text and "next →" in first.text
         last = http.get("/monitoring/mon-ui-model", params={"feature": "dep_delay", "at": 99})
