@@ -127,3 +127,114 @@ def _target(text: str) -> dict[str, Any]:
         raise InvalidInput(
             f"--canary {text!r}: the weight must be a number", details={"field": "canary"}
         ) from None
+
+
+jobs_app = typer.Typer(
+    help="Scoring jobs run by a Strata server (batch and stream), started over its API.",
+    no_args_is_help=True,
+)
+serving_app.add_typer(jobs_app, name="jobs")
+
+
+def _show_job(job: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(job.model_dump(mode="json"))
+        return
+    outcome = job.error or (job.result or {}).get("output") or "-"
+    progress = ", ".join(f"{k} {v:,.0f}" for k, v in job.progress.items()) or "-"
+    console.print(
+        f"{job.id}  {job.kind}  [bold]{job.state}[/bold]  {job.spec.get('model')}  "
+        f"progress: {progress}  outcome: {outcome}",
+        highlight=False,
+    )
+
+
+def _wait(client: Any, job: Any, as_json: bool) -> None:
+    import time
+
+    from strata.core.console import err_console
+
+    with err_console.status(f"job {job.id} running...") as status:
+        while job.state == "running":
+            time.sleep(0.5)
+            job = client.serving.get_job(job.id)
+            progress = ", ".join(f"{k} {v:,.0f}" for k, v in job.progress.items())
+            status.update(f"job {job.id} running: {progress}")
+    _show_job(job, as_json)
+    if job.state != "succeeded":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+def jobs_list(as_json: JsonOpt = False) -> None:
+    """Scoring jobs, newest first, with their state and progress."""
+    items = _client().serving.list_jobs()
+    if as_json:
+        print_json([j.model_dump(mode="json") for j in items])
+        return
+    rows = [
+        {
+            "job": j.id,
+            "kind": j.kind,
+            "state": j.state,
+            "model": j.spec.get("model"),
+            "from": j.spec.get("input") or j.spec.get("source"),
+            "into": j.spec.get("output") or j.spec.get("sink"),
+            "by": j.created_by or "-",
+            "started": j.created_at.isoformat(timespec="seconds"),
+        }
+        for j in items
+    ]
+    print_table(rows, ["job", "kind", "state", "model", "from", "into", "by", "started"])
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="The job id.")], as_json: JsonOpt = False
+) -> None:
+    """One job: state, progress, result or error."""
+    _show_job(_client().serving.get_job(job_id), as_json)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(help="The job id.")], as_json: JsonOpt = False
+) -> None:
+    """Ask a running job to stop (a batch job resumes when started again)."""
+    _show_job(_client().serving.cancel_job(job_id), as_json)
+
+
+@jobs_app.command("batch")
+def jobs_batch(
+    model: Annotated[str, typer.Argument(help="A registered model: NAME@ALIAS, NAME/VERSION.")],
+    input_ref: Annotated[str, typer.Option("--input", "-i", help="Dataset: NAME[@VERSION].")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Dataset to write into.")],
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk.")] = 50_000,
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="Input column to copy (repeatable).")
+    ] = None,
+    proba: Annotated[bool, typer.Option("--proba", help="Add probability columns.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a batch scoring job on the server (see `strata predict batch` to run one here)."""
+    client = _client()
+    spec = {"model": model, "input": input_ref, "output": output, "chunk_rows": chunk_rows}
+    job = client.serving.start_batch_job({**spec, "keep": keep or [], "proba": proba})
+    if wait:
+        _wait(client, job, as_json)
+    else:
+        _show_job(job, as_json)
+
+
+@jobs_app.command("stream")
+def jobs_stream(
+    model: Annotated[str, typer.Argument(help="A registered model: NAME@ALIAS, NAME/VERSION.")],
+    source: Annotated[str, typer.Option("--from", help="kafka://HOST:PORT/TOPIC or redis://.")],
+    sink: Annotated[str, typer.Option("--to", help="Output stream URI.")],
+    max_batches: Annotated[int | None, typer.Option(help="Stop after this many batches.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a stream scorer on the server (on the brokers it is configured with)."""
+    spec = {"model": model, "source": source, "sink": sink, "max_batches": max_batches}
+    _show_job(_client().serving.start_stream_job(spec), as_json)

@@ -173,3 +173,28 @@ def test_the_ui_lists_jobs(server: LiveServer) -> None:
         page = http.get("/serving/jobs")
     assert page.status_code == 200
     assert job.id[:12] in page.text and "scored_ui" in page.text and "succeeded" in page.text
+
+
+def test_the_cli_starts_follows_lists_and_cancels_jobs(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from strata.cli.main import app
+
+    monkeypatch.setenv("STRATA_URI", server.url)
+    monkeypatch.setenv("STRATA_TOKEN", server.token_for(Role.EDITOR))
+    runner = CliRunner()
+    args = ["serving", "jobs", "batch", "flights-delay/1", "-i", "flights", "-o", "scored_cli"]
+    done = runner.invoke(app, [*args, "--wait", "--json"])
+    assert done.exit_code == 0, done.output
+    job = json.loads(done.stdout)
+    assert job["state"] == "succeeded" and job["result"]["output"].startswith("scored_cli@")
+    listed = runner.invoke(app, ["serving", "jobs", "list", "--json"])
+    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)]
+    shown = runner.invoke(app, ["serving", "jobs", "cancel", job["id"]])
+    assert shown.exit_code == 0 and "succeeded" in shown.stdout
+    bad = runner.invoke(app, ["serving", "jobs", "batch", "/etc", "-i", "flights", "-o", "x"])
+    assert bad.exit_code != 0 and "registered model" in str(bad.exception)
