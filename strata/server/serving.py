@@ -31,6 +31,7 @@ from strata.serving.models import ServeConfig
 log = logging.getLogger("strata.serving")
 
 CONFIG_ENV = "STRATA_SERVE_CONFIG"
+WORKERS_ENV = "STRATA_SERVE_WORKERS"
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -152,9 +153,13 @@ def build_serving_app(
         async def authenticate(header: str | None) -> Principal:
             return await asyncio.to_thread(tokens.principal, header)
 
+    readiness = _WorkerReadiness.from_env()
+
     def load() -> None:
         endpoints.load_all()
         endpoints.start()
+        if readiness is not None:
+            readiness.wait_and_mark(endpoints)
 
     async def startup() -> None:
         if predlog is not None:
@@ -185,7 +190,49 @@ def build_serving_app(
         on_startup=startup,
         on_shutdown=shutdown,
         mounted=mounted,
+        peers_ready=None if readiness is None else readiness.all_ready,
     )
+
+
+class _WorkerReadiness:
+    """Readiness across the workers of one ``strata serve --workers N``: each worker marks
+    itself ready in the shared multiprocess directory (``ready-<pid>``) once its models are
+    warm; ``/v2/health/ready`` answers 200 only when N live workers have (a marker of a
+    worker that died does not count)."""
+
+    def __init__(self, directory: str, workers: int) -> None:
+        from pathlib import Path
+
+        self.dir = Path(directory) / "strata-ready"
+        self.workers = workers
+        self._all = False
+
+    @classmethod
+    def from_env(cls) -> _WorkerReadiness | None:
+        workers = int(os.environ.get(WORKERS_ENV, "1") or 1)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if workers <= 1 or not directory:
+            return None
+        return cls(directory, workers)
+
+    def wait_and_mark(self, endpoints: Any) -> None:
+        while not endpoints.ready:  # a failed model is retried at each poll
+            time.sleep(0.2)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / f"ready-{os.getpid()}").touch()
+
+    def all_ready(self) -> bool:
+        if self._all:
+            return True
+        live = 0
+        for marker in self.dir.glob("ready-*"):
+            try:
+                os.kill(int(marker.name.removeprefix("ready-")), 0)
+                live += 1
+            except (ValueError, ProcessLookupError, PermissionError):
+                continue
+        self._all = live >= self.workers  # once all were ready, a restart reloads alone
+        return self._all
 
 
 class ServingRoutes:
@@ -304,6 +351,7 @@ def serve_models(
     from strata.server.run import serve
 
     pin_threads(config.threads)
+    os.environ[WORKERS_ENV] = str(workers)
     if config.large_batch_threads is None:
         share = max(1, (os.cpu_count() or 1) // max(workers, 1))
         config = config.model_copy(update={"large_batch_threads": share})

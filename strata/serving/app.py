@@ -115,8 +115,12 @@ class ServingApp(PredictRoutes):
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         mounted: bool = False,
+        peers_ready: Callable[[], bool] | None = None,
     ) -> None:
         self.mounted = mounted
+        self.peers_ready = peers_ready
+        """With several workers: whether every other worker is ready too (a probe reaches
+        one worker; ready must mean that any of them answers)."""
         self.endpoints = endpoints
         self.router = router
         self.metrics = metrics
@@ -331,6 +335,7 @@ class ServingApp(PredictRoutes):
     async def _ready(self, *_: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         statuses = self.endpoints.statuses()
         ready = all(s.ready for s in statuses)
+        workers_ready = ready and (self.peers_ready is None or self.peers_ready())
 
         def error(text: str | None) -> str | None:
             # Probes call this route without a token: with auth on, a load error (which may
@@ -340,14 +345,16 @@ class ServingApp(PredictRoutes):
             return "failed to load; GET /v1/endpoints with a token shows why"
 
         doc = {
-            "ready": ready,
+            "ready": workers_ready,
             "models": {
                 s.name: {"ready": s.ready, "version": s.version, "error": error(s.error)}
                 for s in statuses
             },
         }
-        extra = [] if ready else [(b"retry-after", b"1")]
-        return (200 if ready else 503), orjson.dumps(doc), [*_JSON, *extra]
+        if ready and not workers_ready:
+            doc["workers"] = "this worker is ready; another is still loading"
+        extra = [] if workers_ready else [(b"retry-after", b"1")]
+        return (200 if workers_ready else 503), orjson.dumps(doc), [*_JSON, *extra]
 
     async def _server_metadata(self, *_: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         doc = {"name": "strata", "version": __version__, "extensions": ["binary_tensor_data"]}

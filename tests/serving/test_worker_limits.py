@@ -269,3 +269,28 @@ def test_bytes_elements_of_one_width_or_many(items: list[str]) -> None:
     raw = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in items)
     got = _bytes_elements(raw, len(items), "c")
     assert got.dtype == object and got.tolist() == items
+
+
+def test_ready_waits_for_every_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --workers N a probe reaches one worker: it says ready only once N live workers
+    marked themselves ready (a dead worker's marker does not count)."""
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from strata.server.serving import WORKERS_ENV, _WorkerReadiness
+
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    readiness = _WorkerReadiness.from_env()
+    assert readiness is not None
+    readiness.wait_and_mark(SimpleNamespace(ready=True))  # this process: one worker
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (readiness.dir / f"ready-{dead.stdout.strip()}").touch()
+    assert not readiness.all_ready()
+    (readiness.dir / f"ready-{os.getppid()}").touch()  # a second live worker
+    assert readiness.all_ready()
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    assert _WorkerReadiness.from_env() is None
