@@ -4,9 +4,9 @@ left where tracking stored them (pinned by digest). Approvals are in :mod:`.appr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -48,6 +48,8 @@ from strata.registry.tables import (
     RegVersionTagRow,
 )
 from strata.tracking.service import TrackingService
+
+T = TypeVar("T")
 
 MAX_RESULTS = 10_000
 
@@ -237,18 +239,26 @@ class EmbeddedRegistry(ApprovalsMixin, RegistryService):
         max_results: int = 100,
         page_token: str | None = None,
     ) -> Page[RegisteredModel]:
-        limit = _limit(max_results)
-        offset = page_value(page_token, "offset")
         stmt = (
             sa.select(RegModelRow)
             .where(*search.model_conditions(filter))
             .order_by(*search.model_order(order_by))
-            .offset(offset)
-            .limit(limit + 1)
         )
+        return self._page(stmt, self._models, max_results, page_token)
+
+    def _page(
+        self,
+        stmt: sa.Select[Any],
+        build: Callable[[Session, list[Any]], list[T]],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[T]:
+        """One page of ``stmt``'s rows, built into models, with the next page's token."""
+        limit = _limit(max_results)
+        offset = page_value(page_token, "offset")
         with self.db.read() as s:
-            rows = list(s.scalars(stmt))
-            items = self._models(s, rows[:limit])
+            rows = list(s.scalars(stmt.offset(offset).limit(limit + 1)))
+            items = build(s, rows[:limit])
         token = encode_page_token("offset", offset + limit) if len(rows) > limit else None
         return Page(items=items, next_page_token=token)
 
@@ -501,20 +511,12 @@ class EmbeddedRegistry(ApprovalsMixin, RegistryService):
         max_results: int = 100,
         page_token: str | None = None,
     ) -> Page[ModelVersion]:
-        limit = _limit(max_results)
-        offset = page_value(page_token, "offset")
         stmt = (
             sa.select(RegVersionRow)
             .where(*search.version_conditions(filter))
             .order_by(*search.version_order(order_by))
-            .offset(offset)
-            .limit(limit + 1)
         )
-        with self.db.read() as s:
-            rows = list(s.scalars(stmt))
-            items = self._versions(s, rows[:limit])
-        token = encode_page_token("offset", offset + limit) if len(rows) > limit else None
-        return Page(items=items, next_page_token=token)
+        return self._page(stmt, self._versions, max_results, page_token)
 
     def update_version(
         self, name: str, version: int | str, *, description: str | None = None

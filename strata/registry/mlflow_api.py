@@ -11,6 +11,7 @@ Versions travel as strings and times as epoch milliseconds, as MLflow writes the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from starlette.responses import Response
 
 from strata.core.clock import to_ms
 from strata.core.errors import InvalidInput, NotFound
+from strata.core.page import Page
 from strata.core.principal import Permission
 from strata.governance.routing import service
 from strata.registry.models import ModelVersion, RegisteredModel, VersionStatus
@@ -200,19 +202,26 @@ async def delete_registered_model(request: Request) -> Response:
     return json_response()
 
 
-async def search_registered_models(request: Request) -> Response:
+async def _search(
+    request: Request, search: Callable[..., Page[Any]], key: str, render: Callable[[Any], Body]
+) -> Response:
+    """A registered-model or model-version search: MLflow's fields in, its page out."""
     body = await read_body(request)
     page = await run_sync(
-        registry(request).search_models,
+        search,
         opt_str(body, "filter") or None,
         order_by=_order(body),
         max_results=opt_int(body, "max_results") or 100,
         page_token=opt_str(body, "page_token") or None,
     )
-    out: dict[str, Any] = {"registered_models": [model_json(m) for m in page.items]}
+    out: dict[str, Any] = {key: [render(item) for item in page.items]}
     if page.next_page_token:
         out["next_page_token"] = page.next_page_token
     return json_response(out)
+
+
+async def search_registered_models(request: Request) -> Response:
+    return await _search(request, registry(request).search_models, "registered_models", model_json)
 
 
 async def get_latest_versions(request: Request) -> Response:
@@ -312,18 +321,7 @@ async def delete_model_version(request: Request) -> Response:
 
 
 async def search_model_versions(request: Request) -> Response:
-    body = await read_body(request)
-    page = await run_sync(
-        registry(request).search_versions,
-        opt_str(body, "filter") or None,
-        order_by=_order(body),
-        max_results=opt_int(body, "max_results") or 100,
-        page_token=opt_str(body, "page_token") or None,
-    )
-    out: dict[str, Any] = {"model_versions": [version_json(v) for v in page.items]}
-    if page.next_page_token:
-        out["next_page_token"] = page.next_page_token
-    return json_response(out)
+    return await _search(request, registry(request).search_versions, "model_versions", version_json)
 
 
 async def transition_stage(request: Request) -> Response:
