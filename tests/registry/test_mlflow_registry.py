@@ -165,3 +165,42 @@ def test_graphql_lists_a_runs_model_versions(live_server: LiveServer) -> None:
     )
     found = r.json()["data"]["mlflowSearchModelVersions"]["modelVersions"]
     assert sorted(v["version"] for v in found) == ["1", "2"]
+
+
+def test_promotion_walk_seen_through_the_mlflow_client(
+    mlflow_env: MlflowClient, live_server: LiveServer
+) -> None:
+    """Issue 13's walk with the mlflow client beside Strata: two versions registered and a
+    canary set through MLflow's API; production moves only through an approved request (MLflow
+    has no such call: its direct moves are 403), and the mlflow client sees every move,
+    the rollback included."""
+    client = mlflow_env
+    strata_client = live_server.client()
+    try:
+        first, second = log_run(strata_client), log_run(strata_client, c=0.3)
+        assert mlflow.register_model(f"runs:/{first}/model", "walk").version == "1"
+        mv = client.create_model_version("walk", f"runs:/{second}/model", run_id=second)
+        assert (mv.version, mv.status) == ("2", "READY")
+        client.set_registered_model_alias("walk", "canary", "2")
+        for direct in (
+            lambda: client.set_registered_model_alias("walk", "production", "1"),
+            lambda: client.transition_model_version_stage("walk", "1", "Production"),
+        ):
+            with pytest.raises(RestException) as denied:
+                direct()
+            assert denied.value.get_http_status_code() == 403
+        reg = strata_client.registry
+        reg.update_settings({"allow_self_approval": True})
+        reg.approve(reg.request_promotion("walk", 1, alias="production", reason="v1").id)
+        assert client.get_model_version_by_alias("walk", "production").version == "1"
+        assert client.get_model_version("walk", "1").current_stage == "Production"
+        reg.approve(reg.request_promotion("walk", 2, alias="production", reason="v2").id)
+        assert client.get_registered_model("walk").aliases == {"canary": "2", "production": "2"}
+        reg.rollback("walk", "production", reason="v2 misbehaves")
+        assert client.get_model_version_by_alias("walk", "production").version == "1"
+        history = reg.alias_history("walk", "production").items
+        assert [(h.from_version, h.to_version) for h in history] == [(2, 1), (1, 2), (None, 1)]
+        model = sm.load("models:/walk@production", tracking=live_server.embedded.tracking)
+        assert model.flavor == "sklearn"
+    finally:
+        strata_client.close()
