@@ -10,12 +10,12 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from strata.backends.context import Backends
 from strata.core.config import Settings, load_settings
 
 # The layers' services are imported where a property builds one, so a command pays only for
 # the layers it uses (`strata data list` loads no tracking or governance models).
 if TYPE_CHECKING:
+    from strata.backends.context import Backends
     from strata.core.transport import HttpTransport
     from strata.data.models import LineageGraph
     from strata.data.service import DataService
@@ -63,6 +63,8 @@ class Client:
             self._backends: Backends | None = None
         else:
             self._http = None
+            from strata.backends.context import Backends  # SQLAlchemy: embedded only
+
             self._backends = Backends(self.settings)
 
     @property

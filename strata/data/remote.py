@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from strata.core.arrow import ArrowData, as_arrow_data
 from strata.core.code import git_commit, run_python_transform
@@ -60,6 +58,7 @@ if TYPE_CHECKING:
     import threading
 
     import duckdb
+    import pyarrow as pa
 
     from strata.data.expectations.report import ValidationReport
     from strata.data.expectations.suite import Suite
@@ -257,6 +256,8 @@ class RemoteData(DataService):
                 "stream, a path or URL, or a SQL query with sql_url=",
                 details={"field": "source"},
             )
+        import pyarrow.parquet as pq  # only for uploads: a metadata command loads no Arrow
+
         workdir = make_workdir(self.tmp_root, "upload-")
         try:
             path = os.path.join(workdir, "data.parquet")

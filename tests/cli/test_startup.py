@@ -45,9 +45,9 @@ def loaded_by(home: Path, *args: str) -> set[str]:
     return {m.split(".")[0] for m in modules_of(home, *args)}
 
 
-def modules_of(home: Path, *args: str) -> set[str]:
-    """Every module `strata ARGS` imported, submodules included."""
-    env = {**os.environ, "STRATA_HOME": str(home)}
+def modules_of(home: Path, *args: str, uri: str = "") -> set[str]:
+    """Every module `strata ARGS` imported, submodules included (against ``uri`` if given)."""
+    env = {**os.environ, "STRATA_HOME": str(home), "STRATA_URI": uri}
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -147,3 +147,17 @@ def test_the_entry_point_freezes_the_heap_before_exit(tmp_path: Path) -> None:
             timeout=120,
         )
         assert int(done.stdout.strip().splitlines()[-1]) > 10_000, (args, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(
+    "args", [("users", "list"), ("data", "list"), ("runs", "list")], ids=" ".join
+)
+def test_a_remote_command_loads_no_database_or_arrow(args: tuple[str, ...], tmp_path: Path) -> None:
+    """Against a server (STRATA_URI), commands speak HTTP: the Client builds no local
+    backends, so SQLAlchemy is not imported, nor Arrow for a metadata command. (The server
+    here is unreachable: the command fails at its first request, after every import.)"""
+    loaded = {m.split(".")[0] for m in modules_of(tmp_path, *args, uri="http://127.0.0.1:9")}
+    assert "httpx" in loaded  # it did build the remote client
+    assert not loaded & {"sqlalchemy", "alembic", "pyarrow", "duckdb", "numpy", "pandas"}, sorted(
+        loaded & {"sqlalchemy", "alembic", "pyarrow", "duckdb", "numpy", "pandas"}
+    )
