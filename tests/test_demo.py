@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -52,11 +53,20 @@ def test_demo_trains_tracks_and_links_the_dataset(capsys: pytest.CaptureFixture[
     assert client.data.get_version("weather@latest").ref in h1.parents
     assert "Feature store: training set flights_h1@" in out
 
+    # Monitoring: each later month against the training months, as the model's drift series.
+    shares = client.monitoring.get_series("flights-delay", "drift.share")
+    assert [p.ts.month for p in shares] == [11, 12, 1]  # each month's end
+    assert all(0 <= p.value <= 1 for p in shares)
+    assert "Monitoring flights-delay" in out and "December:" in out
+    assert (Path(strata.load_settings().home) / "reports" / "drift-december.html").is_file()
+
     # The closing hints: paste each into a shell, as a user would.
     lines = [line.strip() for line in out.splitlines()]
     activate = [m.group(1) for line in lines if (m := re.match(r"source (\S+)", line))]
     commands = [
-        line for line in lines if re.match(r"(\S*/)?strata (runs|data|models|features) ", line)
+        line
+        for line in lines
+        if re.match(r"(\S*/)?strata (runs|data|models|features|monitor) ", line)
     ]
     assert len(commands) == len(demo.hints(runs[0].info.run_id)) >= 5
     assert activate == [".venv/bin/activate"]  # pytest runs in the checkout, as make does
