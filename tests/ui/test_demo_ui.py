@@ -22,9 +22,17 @@ def test_demo_results_are_in_the_ui(capsys: pytest.CaptureFixture[str], browser:
     assert demo.main(["--no-serve", "--port", "8080"]) == 0
     out = capsys.readouterr().out
     printed = dict(
-        re.findall(r"^\s+(runs and curves|best run|flights dataset|lineage)\s+(\S+)", out, re.M)
+        re.findall(
+            r"^\s+(runs and curves|best run|flights dataset|lineage|monitoring)\s+(\S+)", out, re.M
+        )
     )
-    assert set(printed) == {"runs and curves", "best run", "flights dataset", "lineage"}, out
+    assert set(printed) == {
+        "runs and curves",
+        "best run",
+        "flights dataset",
+        "lineage",
+        "monitoring",
+    }
     assert "open http://127.0.0.1:8080/ and log in" in out, out
     paths = {k: v.removeprefix("http://127.0.0.1:8080") for k, v in printed.items()}
 
@@ -49,6 +57,11 @@ def test_demo_results_are_in_the_ui(capsys: pytest.CaptureFixture[str], browser:
             assert re.search(r"Runs trained on it \(4\)", version)  # 3 sweep runs + the job
             lineage = http.get(paths["lineage"]).text
             assert lineage.count('data-kind="run"') == 4
+            monitoring = http.get(paths["monitoring"])
+            assert monitoring.status_code == 200
+            # the drift series of October-December, one line per watched input
+            for column in demo.WATCHED:
+                assert f"?feature={column}" in monitoring.text, column
 
         context = browser.new_context(base_url=url)
         try:
