@@ -95,7 +95,7 @@ class Model:
         predicts with the ONNX export (float32: see ``spec.onnx_parity`` for how close).
         """
         predictor = self.runtime(runtime)
-        return predictor.predict(self._feed(data, on_unknown, predictor))
+        return self._conform(predictor.predict(self._feed(data, on_unknown, predictor)), runtime)
 
     def predict_proba(
         self, data: Any, *, on_unknown: OnUnknown = "error", runtime: Runtime = "native"
@@ -110,7 +110,23 @@ class Model:
         """Predictions from named 1-D arrays (or the one input tensor by name), checked like
         :meth:`predict`; no pandas unless the flavor itself needs a DataFrame."""
         predictor = self.runtime(runtime)
-        return predictor.predict(self._feed(arrays, "error", predictor))
+        return self._conform(predictor.predict(self._feed(arrays, "error", predictor)), runtime)
+
+    def _conform(self, out: np.ndarray, runtime: Runtime) -> np.ndarray:
+        """An ONNX runtime's predictions in the native flavor's shape and dtype, as the
+        signature's ``prediction`` output records them (a PyTorch regressor's ``[-1, 1]``
+        float32, say), so switching runtimes changes the values' last digits only."""
+        signature = self.spec.signature
+        if runtime == "native" or signature is None or signature.labels is not None:
+            return out
+        if len(signature.outputs) != 1 or signature.outputs[0].name != "prediction":
+            return out
+        expected = signature.outputs[0]
+        if expected.shape is not None and len(expected.shape) > 1:
+            out = out.reshape(-1, *expected.shape[1:])
+        if expected.dtype in ("float32", "float64") and out.dtype != expected.dtype:
+            out = out.astype(expected.dtype)
+        return out
 
     def input_example(self) -> Columns | np.ndarray | None:
         """The input example saved with the model, as columns (or the tensor)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from strata.core.errors import Conflict, InvalidInput, StrataError
+from strata.core.errors import Conflict, InvalidInput, NotFound, StrataError
 from strata.models.flavors.base import Predictor, dist_version, require
 from strata.models.flavors.onnx import FILE, QUANTIZED_FILE, OnnxPredictor, onnx_version
 from strata.models.model import Model, to_flavor_input
@@ -180,7 +180,7 @@ def _export(
         shutil.rmtree(work, ignore_errors=True)
         raise
     if text.startswith("runs:/"):
-        _upload(text, directory, new, tracking)
+        _upload(text, directory, spec, new, tracking)
     return new
 
 
@@ -201,22 +201,55 @@ def _swap(work: Path, directory: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def _upload(uri: str, directory: Path, spec: ModelSpec, tracking: Any) -> None:
-    """The new ONNX files, then the yaml, into the run's artifacts (a reader meanwhile sees
-    the old yaml and refuses the unlisted file rather than loading a mix)."""
+def _upload(uri: str, directory: Path, old: ModelSpec, spec: ModelSpec, tracking: Any) -> None:
+    """The new ONNX files, then the yaml, into the run's artifacts and into the artifact
+    root of each MLflow LoggedModel recorded for this ``runs:/`` URI (what
+    ``mlflow.search_logged_models`` / ``download_artifacts`` hand out); then the files of an
+    earlier export the new yaml no longer lists (an INT8 graph not made again) are deleted.
+    A reader meanwhile sees the old yaml and refuses the unlisted file (or, after the yaml,
+    the stale one) rather than loading a mix: it can retry."""
+    from strata.models.runs import logged_models
+
     if tracking is None:
         from strata.tracking.fluent_services import default_tracking
 
         tracking = default_tracking()
     run_id, _, path = uri.removeprefix("runs:/").partition("/")
     path = path.strip("/")
-    onnx = spec.flavors["onnx"]
-    for name in (onnx.path, onnx.options.get("quantized")):
-        if name:
-            with (directory / str(name)).open("rb") as fh:
-                tracking.log_artifact_stream(run_id, f"{path}/{name}", fh)
-    with (directory / SPEC_FILE).open("rb") as fh:
-        tracking.log_artifact_stream(run_id, f"{path}/{SPEC_FILE}", fh)
+    names = [n for n in _onnx_files(spec) if n]
+    stale = [n for n in _onnx_files(old) if n and n not in spec.files]
+    targets: list[tuple[Any, Any]] = [
+        (
+            lambda rel, fh: tracking.log_artifact_stream(run_id, f"{path}/{rel}", fh),
+            lambda rel: tracking.delete_artifact(run_id, f"{path}/{rel}"),
+        )
+    ]
+    for logged in logged_models(tracking, run_id):
+        if logged.model_uri.rstrip("/") != f"runs:/{run_id}/{path}":
+            continue
+        model_id = logged.model_id
+        targets.append(
+            (
+                lambda rel, fh, m=model_id: tracking.log_model_artifact_stream(m, rel, fh),
+                lambda rel, m=model_id: tracking.delete_model_artifact(m, rel),
+            )
+        )
+    for put, delete in targets:
+        for name in [*names, SPEC_FILE]:
+            with (directory / name).open("rb") as fh:
+                put(name, fh)
+        for name in stale:
+            try:
+                delete(name)
+            except NotFound:  # a copy an older Strata never refreshed: nothing to remove
+                continue
+
+
+def _onnx_files(spec: ModelSpec) -> list[str]:
+    flavor = spec.flavors.get("onnx")
+    if flavor is None:
+        return []
+    return [flavor.path, str(flavor.options.get("quantized") or "")]
 
 
 # -- parity rows ------------------------------------------------------------------------------

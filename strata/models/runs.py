@@ -23,6 +23,13 @@ def run_models(tracking: TrackingService, run_id: str) -> list[RunModel]:
     NotFound when the run does not exist. A model whose yaml cannot be read is listed with
     ``error`` set rather than failing the whole list.
     """
+    found = [_with_spec(tracking, run_id, entry) for entry in logged_models(tracking, run_id)]
+    return sorted(found, key=lambda m: (m.artifact_path, m.model_id))
+
+
+def logged_models(tracking: TrackingService, run_id: str) -> list[RunModel]:
+    """The run's LoggedModels that are Strata models (tagged with a ``runs:/<run_id>/...``
+    URI), without their specs. NotFound when the run does not exist."""
     run = tracking.get_run(run_id)
     prefix = f"runs:/{run.info.run_id}/"
     found: list[RunModel] = []
@@ -38,19 +45,19 @@ def run_models(tracking: TrackingService, run_id: str) -> list[RunModel]:
             uri = logged.tags.get("strata.model.uri", "")
             if not uri.startswith(prefix):
                 continue
-            path = uri[len(prefix) :].strip("/")
-            entry = RunModel(
-                model_id=logged.model_id,
-                name=logged.name,
-                artifact_path=path,
-                model_uri=uri,
-                status=str(logged.status),
+            found.append(
+                RunModel(
+                    model_id=logged.model_id,
+                    name=logged.name,
+                    artifact_path=uri[len(prefix) :].strip("/"),
+                    model_uri=uri,
+                    status=str(logged.status),
+                )
             )
-            found.append(_with_spec(tracking, run.info.run_id, entry))
         token = page.next_page_token
         if not token:
             break
-    return sorted(found, key=lambda m: (m.artifact_path, m.model_id))
+    return found
 
 
 def _with_spec(tracking: TrackingService, run_id: str, entry: RunModel) -> RunModel:

@@ -234,3 +234,54 @@ def test_bare_binary_booster_exports_its_probabilities(
     assert spec.onnx_parity is not None and spec.onnx_parity.max_abs_diff < 1e-5
     model = sm.load(tmp_path / "m")
     assert np.allclose(model.predict(X, runtime="onnx"), model.predict(X), atol=1e-5)
+
+
+def test_run_model_export_refreshes_the_logged_model_and_drops_stale_files(
+    sqlite_settings: Settings,
+) -> None:
+    """A runs:/ export reaches the MLflow LoggedModel's own copy too (what
+    search_logged_models hands out), and exporting again without INT8 removes the old INT8
+    graph from both copies, so both still verify."""
+    torch = pytest.importorskip("torch")
+    import strata
+    from strata.client import Client
+    from strata.tracking import fluent
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    X = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    client = Client("", settings=sqlite_settings)
+    try:
+        with strata.start_run(experiment="onnx", client=client):
+            info = strata.log_model(net, "net", input_example=X[:5])
+        tracking = client.tracking
+
+        def copies() -> tuple[set[str], set[str]]:
+            run = {f.path.removeprefix("net/") for f in tracking.list_artifacts(info.run_id, "net")}
+            logged = {f.path for f in tracking.list_model_artifacts(info.model_id)}
+            return run, logged
+
+        def logged_yaml() -> bytes:
+            return tracking.open_model_artifact(info.model_id, "strata-model.yaml")[2].read()
+
+        def run_yaml() -> bytes:
+            return tracking.open_artifact(info.run_id, "net/strata-model.yaml")[2].read()
+
+        sm.export_onnx(info.model_uri, quantize=True, tracking=tracking)
+        run, logged = copies()
+        assert {"model.onnx", "model.int8.onnx"} <= run and run == logged
+        assert logged_yaml() == run_yaml()
+        spec = sm.export_onnx(info.model_uri, tracking=tracking)  # again, no INT8 this time
+        run, logged = copies()
+        assert "model.int8.onnx" not in run and run == logged == set(spec.files) | {
+            "strata-model.yaml"
+        }
+        assert logged_yaml() == run_yaml()
+        sm.clear_cache()
+        model = sm.load(info.model_uri, tracking=tracking)  # no stale file: verifies
+        assert np.allclose(model.predict(X, runtime="onnx"), model.predict(X), atol=1e-5)
+    finally:
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._services.close_default()
+        client.close()
