@@ -47,7 +47,10 @@ OPSET = 17
 TREE_OPSET = 15  # the highest onnxmltools converts to
 
 _QUANTIZABLE = frozenset({"MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"})
-_CONVERTERS = "scikit-learn (skl2onnx), LightGBM and XGBoost (onnxmltools), PyTorch (torch.onnx)"
+_CONVERTERS = (
+    "scikit-learn (skl2onnx), LightGBM and XGBoost (onnxmltools), PyTorch and "
+    "sentence-transformers (torch.onnx)"
+)
 
 
 @dataclass
@@ -143,7 +146,7 @@ def _export(
         )
     native = model.predictor
     rows = _parity_rows(model, data, target, max_rows, data_service, tracking)
-    graph = _convert(model.flavor, native, spec.signature)
+    graph = _convert(model.flavor, native, spec.signature, directory, spec)
     graph.options["classes"] = spec.signature.labels
     work = directory.parent / f".{directory.name}.onnx-{uuid.uuid4().hex}"
     try:
@@ -158,16 +161,14 @@ def _export(
         flavors["onnx"] = FlavorSpec(
             path=FILE, serialization="onnx", library_version=onnx_version(), options=graph.options
         )
-        pins = [f"{p}=={v}" for p in ("onnx", "onnxruntime") if (v := dist_version(p)) is not None]
+        runtime_packages = ("onnx", "onnxruntime", "tokenizers")  # tokenizers: text feeds
+        needed = runtime_packages if graph.options.get("feed") == "text" else runtime_packages[:2]
+        pins = [f"{p}=={v}" for p in needed if (v := dist_version(p)) is not None]
         new = spec.model_copy(
             update={
                 "flavors": flavors,
                 "requirements": [
-                    *(
-                        r
-                        for r in spec.requirements
-                        if r.split("==")[0] not in ("onnx", "onnxruntime")
-                    ),
+                    *(r for r in spec.requirements if r.split("==")[0] not in runtime_packages),
                     *pins,
                 ],
                 "files": digest_files(work),
@@ -300,8 +301,24 @@ def _parity_rows(
 # -- conversion -------------------------------------------------------------------------------
 
 
-def _convert(flavor: str, predictor: Predictor, signature: Signature) -> _Graph:
+def _convert(
+    flavor: str, predictor: Predictor, signature: Signature, root: Path, spec: ModelSpec
+) -> _Graph:
+    if flavor == "python_function":
+        raise InvalidInput(
+            "A python_function model is Python code (its predict can do anything), which no "
+            "converter can turn into an ONNX graph. Export the model it wraps instead: save "
+            "that estimator or module with its own flavor and export_onnx it",
+            details={"flavor": flavor},
+        )
     try:
+        if flavor == "sentence_transformers":
+            from strata.models import onnx_text
+
+            proto, options = onnx_text.export(
+                predictor, signature, root, spec.flavors[flavor].path, OPSET
+            )
+            return _Graph(proto, options)
         if flavor == "lightgbm":
             return _lightgbm(predictor, signature)
         if flavor == "xgboost":

@@ -81,3 +81,56 @@ def test_a_changed_tokenizer_file_refuses_to_load(saved: Path, tmp_path: Path) -
     sm.clear_cache()
     with pytest.raises(DigestMismatch, match=r"model/tokenizer\.json"):
         sm.load(copy)
+
+
+def test_onnx_export_passes_parity_and_embeds_on_onnx_runtime(
+    minilm: Any, saved: Path, tmp_path: Path
+) -> None:
+    """The network becomes a graph, the tokenizer stays a data file; the embeddings on ONNX
+    Runtime match the library's within float32 rounding, batch after batch; INT8 shrinks
+    the weights and records how far it moves the vectors."""
+    copy = tmp_path / "m"
+    shutil.copytree(saved, copy)
+    texts = [*TEXTS, "JFK to LAX, two hours late because of thunderstorms over the bay"] * 9
+    spec = sm.export_onnx(copy, quantize=True)
+    parity = spec.onnx_parity
+    assert parity is not None and parity.rows == 2 and parity.max_abs_diff < 1e-4
+    assert spec.flavors["onnx"].options["tokenizer"] == "model/tokenizer.json"
+    assert any(r.startswith("tokenizers==") for r in spec.requirements)
+    assert parity.quantized is not None and parity.quantized.quantized_nodes > 0
+    sm.clear_cache()
+    model = sm.load(copy)  # the onnx files digested with the rest
+    frame = pd.DataFrame({"text": texts})  # 45 rows: two batches of the graph
+    native = model.predict(frame)
+    onnx = model.predict(frame, runtime="onnx")
+    assert onnx.shape == native.shape == (45, 384) and onnx.dtype == native.dtype
+    assert float(np.abs(onnx - native).max()) < 1e-4
+    int8 = model.predict(frame, runtime="onnx-int8")
+    cosine = np.sum(int8 * native, axis=1) / np.linalg.norm(int8, axis=1)
+    assert float(cosine.min()) > 0.9  # the vectors are normalized: close to the native ones
+    assert (copy / "model.int8.onnx").stat().st_size < (copy / "model.onnx").stat().st_size / 2
+
+
+def test_python_function_models_are_not_exported(tmp_path: Path) -> None:
+    from strata.core.errors import InvalidInput
+
+    src = tmp_path / "doubler.py"
+    src.write_text(
+        "import strata.models as sm\n"
+        "class Doubler(sm.PythonModel):\n"
+        "    def load(self, context):\n"
+        "        self.factor = 2.0\n"
+        "    def predict(self, context, inputs):\n"
+        "        return inputs['x'].to_numpy() * self.factor\n"
+    )
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("doubler_mod", src)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["doubler_mod"] = module
+    spec.loader.exec_module(module)
+    sm.save(module.Doubler(), tmp_path / "m", input_example={"x": [1.0, 2.0]}, trusted=True)
+    with pytest.raises(InvalidInput, match="python_function model is Python code"):
+        sm.export_onnx(tmp_path / "m", trusted=True)

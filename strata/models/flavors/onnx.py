@@ -48,8 +48,13 @@ class OnnxPredictor(Predictor):
             str(path), sess_options=so, providers=["CPUExecutionProvider"]
         )
         self.feed_kind = str(options.get("feed", "matrix"))
-        if self.feed_kind in ("columns", "tensor"):
-            self.input_kind = "columns" if self.feed_kind == "columns" else "tensor"
+        if self.feed_kind in ("columns", "tensor", "text"):
+            self.input_kind = "tensor" if self.feed_kind == "tensor" else "columns"
+        self._text = None
+        if self.feed_kind == "text":  # a sentence-transformers export: tokenized here
+            from strata.models.onnx_text import TextFeed
+
+            self._text = TextFeed(path.parent, options)
         self.inputs: list[dict[str, str]] = list(options.get("inputs", []))
         outputs: dict[str, str | None] = dict(options.get("outputs", {}))
         self._label = outputs.get("label")
@@ -73,6 +78,12 @@ class OnnxPredictor(Predictor):
         return feed
 
     def _run(self, names: list[str], x: Any) -> list[np.ndarray]:
+        if self._text is not None:
+            parts = [self.session.run(names, feed) for feed in self._text.batches(x)]
+            if not parts:
+                width = int(self.session.get_outputs()[0].shape[-1])
+                return [np.zeros((0, width), dtype=np.float32) for _ in names]
+            return [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
         return list(self.session.run(names, self._feed(x)))
 
     def predict(self, x: Any) -> np.ndarray:
