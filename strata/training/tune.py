@@ -311,7 +311,11 @@ def run_worker(
             client=services,
             parent_run_id=parent,
             on_fold=on_fold,
-            tags={TAG_STUDY: name, "strata.tune.trial": str(trial.number)},
+            tags={
+                TAG_STUDY: name,
+                "strata.tune.trial": str(trial.number),
+                "strata.tune.worker": str(worker),
+            },
         )
         trial.set_user_attr("run_id", result.run_id)
         return result.metrics[metric]
