@@ -63,3 +63,43 @@ def test_train_errors_are_messages_not_tracebacks(
     assert isinstance(result.exception, SystemExit) or "featurs" in str(result.exception)
     text = result.output + str(result.exception)
     assert "featurs" in text and "features" in text
+
+
+def test_a_study_from_the_cli_improves_the_trained_config(
+    home_client: Client, flights: str, tmp_path: Path
+) -> None:
+    """The issue's "done means": the CLI trains LightGBM on flights (arr_delay > 15) from a
+    config, and `strata tune` on the same config finds a better model."""
+    base = base_config(
+        evaluate=False,
+        metrics=["roc_auc"],
+        model={
+            "family": "lightgbm",
+            "params": {"n_estimators": 20, "num_leaves": 3, "learning_rate": 0.01},
+        },
+        tune={
+            "metric": "test_roc_auc",
+            "sampler": "tpe",
+            "pruner": "none",
+            "space": {
+                "model.params.learning_rate": {
+                    "type": "float",
+                    "low": 0.02,
+                    "high": 0.3,
+                    "log": True,
+                },
+                "model.params.num_leaves": {"type": "int", "low": 4, "high": 31},
+            },
+        },
+    )
+    cfg = write_config(tmp_path / "train.yaml", base)
+    trained = runner.invoke(app, ["train", str(cfg), "--json"])
+    assert trained.exit_code == 0, trained.output
+    baseline = json.loads(trained.stdout)["metrics"]["test_roc_auc"]
+    tuned = runner.invoke(app, ["tune", str(cfg), "--trials", "6", "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    doc = json.loads(tuned.stdout)
+    assert set(doc) >= {"parent_run_id", "best_run_id", "best_params", "best_value", "trials"}
+    assert doc["trials"] == 6 and doc["best_value"] > baseline + 0.005
+    best = home_client.tracking.get_run(doc["best_run_id"])
+    assert best.metrics["test_roc_auc"] == doc["best_value"]
