@@ -269,22 +269,23 @@ def _features(
     return features, categorical, X
 
 
-_last_read: tuple[int, str, pa.Table] | None = None
+_last_read: tuple[str, str, pa.Table] | None = None
 _read_lock = threading.Lock()
 
 
-def _read(data: DataService, exact_ref: str) -> pa.Table:
-    """The rows of the exact version ``exact_ref`` (``NAME@VERSIONID``: immutable), the last
-    one read kept per process and data service: an HPO study's trials read the same version
-    again and again (each a whole Parquet scan of, say, 336,776 flights)."""
+def _read(data: DataService, exact_ref: str, digest: str) -> pa.Table:
+    """The rows of the exact version ``exact_ref`` whose content digest is ``digest``; the
+    last one read is kept per process (an HPO study's trials read the same version again and
+    again, each a whole Parquet scan of, say, 336,776 flights). The key is the content
+    digest with the ref, so a hit is the same bytes whichever store they came from."""
     global _last_read
     with _read_lock:
         last = _last_read
-        if last is not None and last[0] == id(data) and last[1] == exact_ref:
+        if last is not None and last[0] == exact_ref and last[1] == digest and digest:
             return last[2]
     table = data.read_arrow(exact_ref)
     with _read_lock:
-        _last_read = (id(data), exact_ref, table)
+        _last_read = (exact_ref, digest, table)
     return table
 
 
@@ -294,7 +295,7 @@ def load_table(
     """The version ``ref`` resolves to (as ``NAME@VERSIONID``) and its rows, optionally a
     seeded sample of ``sample`` rows (the same rows for the same version and seed)."""
     version = data.get_version(ref)  # every time: a deleted version is NotFound, never cached
-    table = _read(data, version.ref)
+    table = _read(data, version.ref, version.digest)
     if sample is not None and sample < table.num_rows:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(table.num_rows, size=sample, replace=False))
