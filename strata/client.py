@@ -214,6 +214,8 @@ class Client:
             self._http.close()
         if "features" in self.__dict__ and hasattr(self.features, "close"):
             self.features.close()
+        if "monitoring" in self.__dict__ and hasattr(self.monitoring, "close"):
+            self.monitoring.close()  # its queued alert actions, before the database goes
         if self._backends is not None:
             self._backends.close()
 

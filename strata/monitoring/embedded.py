@@ -400,6 +400,11 @@ class EmbeddedMonitoring(MonitoringService):
 
         return ActionJobs(self.db)
 
+    def close(self) -> None:
+        """Stop the alert-action queue (see :meth:`ActionJobs.close`), if one was started."""
+        if "jobs" in self.__dict__:
+            self.jobs.close()
+
     def evaluate_rules(self, wait: bool = False) -> list[m.AlertEvent]:
         from strata.monitoring import actions, rules
 

@@ -10,7 +10,9 @@ failed at once, never dropped silently.
 
 A job is *held* until its event's detail is written (:meth:`ActionJobs.release`), so the
 job's own updates never race with that first write. Jobs run in the caller's context (its
-principal: ``strata-alerts`` for the scheduler).
+principal: ``strata-alerts`` for the scheduler). :meth:`ActionJobs.close` (the client's
+``close``, so a server's shutdown) waits for the running job and records the queued ones as
+failed ("stopped before it started") instead of leaving them ``queued``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ActionJobs:
         self._pending = 0
         self._futures: set[Future[None]] = set()
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def submit(
         self, event: int, index: int, kind: str, audit: dict[str, Any], work: Work
@@ -69,14 +72,17 @@ class ActionJobs:
         """Start ``event``'s held jobs (its detail is written)."""
         with self._lock:
             held = self._held.pop(event, [])
-            if not held:
-                return
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="strata-alert-action")
+            closed = self._closed
+            if held and not closed:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="strata-alert-action")
+                for start in held:
+                    future = self._pool.submit(start)
+                    self._futures.add(future)
+                    future.add_done_callback(self._futures.discard)
+        if closed:  # each records itself as stopped, at once (outside the lock it takes)
             for start in held:
-                future = self._pool.submit(start)
-                self._futures.add(future)
-                future.add_done_callback(self._futures.discard)
+                start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until every released job is done (or ``timeout`` s); True when none is left."""
@@ -86,11 +92,21 @@ class ActionJobs:
         return not left
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop taking jobs: the queued ones are recorded as failed without running; returns
+        once the running one has finished (and recorded its outcome)."""
+        with self._lock:
+            self._closed = True
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _run(self, event: int, index: int, kind: str, audit: dict[str, Any], work: Work) -> None:
         try:
+            if self._closed:
+                result = {"ok": False, "status": "failed",
+                          "error": f"the server stopped before this {kind} started"}  # fmt: skip
+                self._finish(event, index, kind, audit, result)
+                return
             self._update(event, index, {"status": "running"})
             try:
                 result = {"ok": True, "status": "succeeded"} | work()
@@ -99,16 +115,20 @@ class ActionJobs:
             except Exception as exc:  # the job's own failure is recorded, not raised
                 log.exception("alert action %s (event %s) failed", kind, event)
                 result = {"ok": False, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            self._update(event, index, result)
-            done = audit | {"ok": result["ok"]} | _brief(result)
-            with audited(self.db, f"monitoring.action.{kind}.done", "alert_rule",
-                         audit["rule"], done):  # fmt: skip
-                pass  # the outcome's record: audited() appends it when the block succeeds
+            self._finish(event, index, kind, audit, result)
         except Exception:  # the database itself failed: the job is lost, the log says so
             log.exception("alert action %s (event %s): its outcome was not recorded", kind, event)
         finally:
             with self._lock:
                 self._pending -= 1
+
+    def _finish(
+        self, event: int, index: int, kind: str, audit: dict[str, Any], result: dict[str, Any]
+    ) -> None:
+        self._update(event, index, result)
+        done = audit | {"ok": result["ok"]} | _brief(result)
+        with audited(self.db, f"monitoring.action.{kind}.done", "alert_rule", audit["rule"], done):
+            pass  # the outcome's record: audited() appends it when the block succeeds
 
     def _update(self, event: int, index: int, fields: dict[str, Any]) -> None:
         with self.db.write() as session:

@@ -293,3 +293,40 @@ def test_the_action_queue_is_bounded(client: Client) -> None:
     again = jobs.submit(2, 0, "retrain", audit, lambda: {})  # the place is free again
     assert again["status"] == "queued"
     jobs.close()
+
+
+def test_closing_finishes_the_running_action_and_fails_the_queued(client: Client) -> None:
+    from strata.monitoring.jobs import ActionJobs
+
+    jobs = ActionJobs(client.backends.db)
+    started, gate = threading.Event(), threading.Event()
+
+    def slow() -> dict[str, str]:
+        started.set()
+        assert gate.wait(30)
+        return {"run_id": "finished"}
+
+    audit = {"rule": "r", "event": 1}
+    jobs.submit(1, 0, "retrain", audit, slow)
+    jobs.submit(1, 1, "retrain", audit, lambda: {"run_id": "never"})
+    jobs.release(1)
+    assert started.wait(30)
+    closing = threading.Thread(target=jobs.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive()  # close waits for the running job...
+    gate.set()
+    closing.join(30)
+    assert not closing.is_alive()
+    done = client.governance.list_audit(action="monitoring.action.retrain.done")
+    outcomes = sorted(
+        (d.details["ok"], d.details.get("run_id"), d.details.get("error")) for d in done
+    )
+    assert outcomes == [(False, None, "the server stopped before this retrain started"),
+                        (True, "finished", None)]  # fmt: skip
+    late = jobs.submit(2, 0, "retrain", audit, lambda: {"run_id": "late"})
+    jobs.release(2)  # after close: recorded as stopped at once, never run
+    assert late["status"] == "queued"
+    runs = {d.details.get("run_id") for d in client.governance.list_audit(
+        action="monitoring.action.retrain.done")}  # fmt: skip
+    assert "late" not in runs and len(runs) == 2
