@@ -39,9 +39,10 @@ def serve_command(
         bool,
         typer.Option(
             "--batching/--no-batching",
-            help="Adaptive batching for models given as arguments (off by default).",
+            help="Adaptive batching for models given as arguments (on by default: requests "
+            "gather only while the model is busy).",
         ),
-    ] = False,
+    ] = True,
     no_prediction_log: Annotated[
         bool, typer.Option("--no-prediction-log", help="Do not record predictions.")
     ] = False,

@@ -1,7 +1,10 @@
 """Adaptive batching of one served version, with Triton's dynamic batcher's semantics.
 
 Requests queue on the event loop; the queue flushes when ``max_batch_size`` rows wait or the
-oldest request has waited ``max_latency_ms``. A flush concatenates the requests' checked
+oldest request has waited ``max_latency_ms`` — and at once when the model is idle (no batch of
+this version predicting): a request never waits for company that is not coming, so light
+traffic pays no ``max_latency_ms``, and under load requests gather while a batch predicts
+(BentoML's adaptive batching). A flush concatenates the requests' checked
 columns (numpy), predicts once in the predict pool (off the event loop) and scatters the rows
 back to each request's future. Queue depth, batch size and queue time are metrics.
 """
@@ -34,6 +37,8 @@ class Batcher:
         self.pending: list[_Item] = []
         self.rows = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.running = 0  # batches of this version predicting now
+        self.soon = False  # a flush is scheduled for this loop turn
         self.batch_rows = metrics.batch_size.labels(served.name, served.version)
         self.queue_time = metrics.queue_time.labels(served.name, served.version)
         self.depth = metrics.queue_depth.labels(served.name, served.version)
@@ -46,11 +51,16 @@ class Batcher:
         self.depth.inc()
         if self.rows >= self.config.max_batch_size:
             self._flush()
+        elif self.running == 0:  # idle: go now, with whatever arrives in this loop turn
+            if not self.soon:
+                self.soon = True
+                loop.call_soon(self._flush)
         elif self.timer is None:
             self.timer = loop.call_later(self.config.max_latency_ms / 1000, self._flush)
         return await future
 
     def _flush(self) -> None:
+        self.soon = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -62,6 +72,7 @@ class Batcher:
         for _, _, _, queued in batch:
             self.queue_time.observe(now - queued)
         loop = asyncio.get_running_loop()
+        self.running += 1
         work = loop.run_in_executor(self.pool, self._predict, batch)
         work.add_done_callback(lambda done: self._scatter(batch, done))
 
@@ -73,6 +84,10 @@ class Batcher:
         return self.served.predict(merged)
 
     def _scatter(self, batch: list[_Item], done: asyncio.Future[Prediction]) -> None:
+        self.running -= 1
+        if self.pending and self.running == 0 and not self.soon:
+            self.soon = True  # what gathered while this batch predicted goes next
+            asyncio.get_running_loop().call_soon(self._flush)
         error = done.exception()
         if error is not None:
             for _, _, future, _ in batch:

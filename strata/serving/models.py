@@ -123,9 +123,10 @@ def parse_ref(text: str) -> ModelRef:
 class Batching(_Strict):
     """Adaptive batching of one endpoint (Triton's semantics): a queue per served version
     flushes when ``max_batch_size`` rows wait or the oldest request waited
-    ``max_latency_ms``. Off by default (docs/serving.md has the measurement)."""
+    ``max_latency_ms``, and at once when the model is idle. On by default (docs/serving.md
+    has the measurement)."""
 
-    enabled: bool = False
+    enabled: bool = True
     max_batch_size: int = Field(default=64, ge=1, le=100_000)
     max_latency_ms: float = Field(default=2.0, gt=0, le=10_000)
 
