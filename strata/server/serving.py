@@ -288,15 +288,19 @@ def _status_publisher(client: Any, stats: dict[str, dict[str, float]]) -> Any:
 
     store = client.backends.artifacts
     server = f"{socket.gethostname()}:{os.getpid()}"
+    last: dict[str, tuple[float, float]] = {}
 
     def publish(statuses: list[Any]) -> None:
         now = datetime.now(UTC)
         for status in statuses:
-            update = {
-                "updated_at": now,
-                "server": server,
-                "stats": dict(stats.get(status.name, {})),
-            }
+            counts = dict(stats.get(status.name, {}))
+            # The request rate since the previous report (at most 30 s ago): the live rate.
+            tick, requests = time.monotonic(), counts.get("requests", 0.0)
+            previous = last.get(status.name)
+            if previous is not None and tick > previous[0]:
+                counts["rate_rps"] = (requests - previous[1]) / (tick - previous[0])
+            last[status.name] = (tick, requests)
+            update = {"updated_at": now, "server": server, "stats": counts}
             publish_status(store, status.model_copy(update=update))
 
     return publish

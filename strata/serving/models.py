@@ -304,7 +304,8 @@ class EndpointStatus(_Strict):
     policy_errors: dict[str, str] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
     """The reporting worker's totals since it started: ``requests``, ``errors``,
-    ``latency_s`` (summed) and answers by path (``primary``, ``canary``, ``shadow``...)."""
+    ``latency_s`` (summed) and answers by path (``primary``, ``canary``, ``shadow``...);
+    ``rate_rps``: its requests per second since its previous report (the live rate)."""
     updated_at: datetime | None = None
     server: str | None = None
 

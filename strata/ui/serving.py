@@ -24,6 +24,7 @@ def _row(status: Any) -> dict[str, Any]:
         "status": status,
         "split": [("primary", 1.0 - canary)] + [(t.model, t.weight) for t in status.policy.canary],
         "requests": int(requests),
+        "rate": stats.get("rate_rps"),
         "errors": int(stats.get("errors", 0.0)),
         "latency_ms": (stats.get("latency_s", 0.0) / requests * 1000) if requests else None,
         "shadow": int(stats.get("shadow", 0.0)),

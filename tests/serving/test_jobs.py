@@ -198,3 +198,27 @@ def test_the_cli_starts_follows_lists_and_cancels_jobs(
     assert shown.exit_code == 0 and "succeeded" in shown.stdout
     bad = runner.invoke(app, ["serving", "jobs", "batch", "/etc", "-i", "flights", "-o", "x"])
     assert bad.exit_code != 0 and "registered model" in str(bad.exception)
+
+
+def test_the_serving_page_shows_the_live_request_rate(server: LiveServer) -> None:
+    """Each report carries the requests per second since the worker's previous report."""
+    from ui.conftest import login
+
+    from strata.server.serving import _status_publisher
+    from strata.serving.models import EndpointStatus
+
+    stats: dict[str, dict[str, float]] = {"ratey": {"requests": 100.0}}
+    publish = _status_publisher(server.embedded, stats)
+    status = EndpointStatus(name="ratey", model="flights-delay/1", version="1", ready=True)
+    publish([status])
+    first = server.embedded.serving.get_endpoint("ratey").stats
+    assert first["requests"] == 100 and "rate_rps" not in first  # one report: no rate yet
+    time.sleep(0.5)
+    stats["ratey"]["requests"] = 150.0
+    publish([status])
+    rate = server.embedded.serving.get_endpoint("ratey").stats["rate_rps"]
+    assert 10 < rate <= 100, rate  # 50 requests in ~0.5 s
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        login(http, server.token_for(Role.VIEWER))
+        page = http.get("/serving")
+    assert f"{rate:.1f}/s" in page.text

@@ -294,3 +294,20 @@ def test_ready_waits_for_every_worker(tmp_path: Any, monkeypatch: pytest.MonkeyP
     assert readiness.all_ready()
     monkeypatch.setenv(WORKERS_ENV, "1")
     assert _WorkerReadiness.from_env() is None
+
+
+def test_a_lone_request_does_not_wait_for_a_batch(flights: Flights) -> None:
+    """Adaptive batching is on by default and sends a request at once when the model is
+    idle: with max_latency_ms at 10 s a lone request still answers in well under that."""
+    config = {
+        "endpoints": [{"model": "flights/1", "batching": {"max_latency_ms": 10_000}}],
+        "prediction_log": {"enabled": False},
+    }
+    with serving(flights, config) as (url, app):
+        assert app.endpoints.get("flights").config.batching.enabled  # the default
+        for _ in range(3):
+            start = time.monotonic()
+            r = httpx.post(f"{url}/v1/models/flights/predict", json=_records(flights, 1))
+            assert r.status_code == 200
+            assert time.monotonic() - start < 5
+        assert app.endpoints.get("flights").primary.batcher is not None
