@@ -429,6 +429,10 @@ class EmbeddedFeatures(FeaturesService):
                 for f in wanted
                 if f"{v.name}:{f}" not in plan.hidden
             ] + [f"{p.view.name}:{f}" for p in plan.on_demand for f in p.wanted]
+            code: dict[str, Any] = {"features": feature_list, "timestamp_column": timestamp_column}
+            if isinstance(features, str):  # lineage: training set -> the service's exact version
+                service = next(r for r in self.list_feature_services() if r.name == features)
+                code["feature_service"] = {"name": service.name, "version": service.version}
             return self.data.ingest(
                 reader,
                 name,
@@ -437,9 +441,7 @@ class EmbeddedFeatures(FeaturesService):
                 transform={
                     "kind": "features",
                     "name": features if isinstance(features, str) else "features",
-                    "code": json.dumps(
-                        {"features": feature_list, "timestamp_column": timestamp_column}
-                    ),
+                    "code": json.dumps(code),
                 },
             )
         finally:

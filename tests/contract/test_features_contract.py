@@ -3,6 +3,7 @@ and PostgreSQL metadata). Small tables built to hit the point-in-time rules one 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -219,6 +220,10 @@ def test_training_set_lineage(client: Client) -> None:
     assert client.data.get_version("cars_raw").ref in parents
     table = client.data.read_arrow(version.ref)
     assert table.column("temp").to_pylist() == [12.0, 20.0]
+    # the training set names the feature service's exact version (model version -> service)
+    code = json.loads(client.data.get_transform(version.transform_id or "").code)
+    (service,) = [r for r in fs.list_feature_services() if r.name == "trip"]
+    assert code["feature_service"] == {"name": "trip", "version": service.version}
 
 
 def test_online_materialize_push_and_skew(client: Client) -> None:
