@@ -207,12 +207,14 @@ def evaluate(
                    "fired_at": event.fired_at.isoformat()}  # fmt: skip
         results = run_actions(rule, context)
         event.detail["actions"] = results
-        with db.write() as session:
-            row = session.get(MonAlertEventRow, event.id)
-            if row is not None:
-                row.detail = json.dumps(event.detail, default=str)
-        if recorded is not None:
-            recorded(event.id)
+        try:
+            with db.write() as session:
+                row = session.get(MonAlertEventRow, event.id)
+                if row is not None:
+                    row.detail = json.dumps(event.detail, default=str)
+        finally:  # held jobs start even when the write failed: none stays queued forever
+            if recorded is not None:
+                recorded(event.id)
         done = ", ".join(f"{r['type']}={outcome(r)}" for r in results)
         log.warning(
             "alert %s fired on %s: %s (value %s); actions: %s",

@@ -330,3 +330,35 @@ def test_closing_finishes_the_running_action_and_fails_the_queued(client: Client
     runs = {d.details.get("run_id") for d in client.governance.list_audit(
         action="monitoring.action.retrain.done")}  # fmt: skip
     assert "late" not in runs and len(runs) == 2
+
+
+def test_a_failed_detail_write_still_starts_the_held_jobs(client: Client) -> None:
+    """The database failing between a firing and the write of its actions' results must not
+    keep the event's queued jobs held (each holds a place of the bounded queue forever)."""
+    from strata.core.errors import Unavailable
+    from strata.monitoring import rules
+
+    class WritesFailLater:  # the real database, whose writes fail once told to (an outage)
+        def __init__(self, db: object) -> None:
+            self.db, self.down = db, False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.db, name)
+
+        def write(self) -> object:
+            if self.down:
+                raise Unavailable("the metadata database went away")
+            return self.db.write()  # type: ignore[attr-defined]
+
+    _points(client, "m", "f1", [0.5])
+    client.monitoring.save_rule(name="r", model="m", expr="f1 < 0.7", cooldown_s=0)
+    db = WritesFailLater(client.backends.db)
+
+    def actions(rule: object, context: dict[str, object]) -> list[dict[str, object]]:
+        db.down = True  # the actions were queued; the database fails before their results
+        return [{"type": "retrain", "ok": None, "status": "queued"}]
+
+    released: list[int] = []
+    with pytest.raises(Unavailable):
+        rules.evaluate(db, actions, recorded=released.append)
+    assert len(released) == 1  # the held jobs were started (their places freed)
