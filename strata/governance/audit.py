@@ -286,6 +286,19 @@ def audited(
     maybe_checkpoint(db, seq)
 
 
+def record(
+    db: Database,
+    action: str,
+    resource_type: str,
+    resource_id: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Audit an event that writes nothing else (an alert fired, a webhook sent): one record
+    in its own transaction."""
+    with audited(db, action, resource_type, resource_id, details):
+        return
+
+
 def record_denied(db: Database, action: str, resource_type: str, resource_id: str) -> None:
     """Audit a refused mutating request (its own transaction)."""
     with db.write() as session:

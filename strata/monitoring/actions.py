@@ -9,7 +9,7 @@ import logging
 from typing import Any, Protocol
 
 from strata.core.errors import StrataError
-from strata.governance.audit import audited
+from strata.governance.audit import record as audit_record
 from strata.monitoring import webhook
 from strata.monitoring.jobs import ActionJobs
 from strata.monitoring.models import (
@@ -87,10 +87,8 @@ def run(
                 result |= sent
                 audit |= {"url": action.url, "status": sent["status"], "ok": sent["ok"]}
             else:
-                with audited(
-                    db, f"monitoring.action.{action.type}", "alert_rule", rule.name, audit
-                ):
-                    pass  # the decision, before the effect (which the acting layer audits too)
+                # the decision, before the effect (which the acting layer audits too)
+                audit_record(db, f"monitoring.action.{action.type}", "alert_rule", rule.name, audit)
                 if isinstance(action, RetrainAction) and jobs is not None:
                     work = functools.partial(_retrain, peers, rule, action)
                     result |= jobs.submit(context["event"], index, action.type, audit, work)
@@ -106,7 +104,6 @@ def run(
             log.exception("alert %s: action %s failed", rule.name, action.type)
             result |= {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if isinstance(action, WebhookAction):
-            with audited(db, "monitoring.action.webhook", "alert_rule", rule.name, audit):
-                pass  # the webhook ran above; this block only appends its audit record
+            audit_record(db, "monitoring.action.webhook", "alert_rule", rule.name, audit)
         results.append(result)
     return results

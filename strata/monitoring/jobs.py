@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from strata.core.errors import StrataError
-from strata.governance.audit import audited
+from strata.governance.audit import record as audit_record
 from strata.monitoring.tables import MonAlertEventRow
 
 log = logging.getLogger("strata.monitoring")
@@ -127,8 +127,7 @@ class ActionJobs:
     ) -> None:
         self._update(event, index, result)
         done = audit | {"ok": result["ok"]} | _brief(result)
-        with audited(self.db, f"monitoring.action.{kind}.done", "alert_rule", audit["rule"], done):
-            pass  # the outcome's record: audited() appends it when the block succeeds
+        audit_record(self.db, f"monitoring.action.{kind}.done", "alert_rule", audit["rule"], done)
 
     def _update(self, event: int, index: int, fields: dict[str, Any]) -> None:
         with self.db.write() as session:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from strata.core.clock import utcnow
 from strata.core.errors import NotFound
 from strata.governance.audit import audited
+from strata.governance.audit import record as audit_record
 from strata.monitoring import alerts, series
 from strata.monitoring.models import AlertEvent, AlertRule, RuleState, WebhookAction
 from strata.monitoring.tables import MonAlertEventRow, MonRuleRow
@@ -174,9 +175,8 @@ def _decide(db: Any, name: str, now: dt.datetime) -> tuple[AlertRule, AlertEvent
             value=newest.value,
             detail=detail,
         )
-    with audited(db, "monitoring.alert_fired", "alert_rule", rule.name,
-                 {"expr": rule.expr, "value": newest.value, "event": fired.id}):  # fmt: skip
-        pass  # the record is the point: audited() appends it when the block succeeds
+    audit_record(db, "monitoring.alert_fired", "alert_rule", rule.name,
+                 {"expr": rule.expr, "value": newest.value, "event": fired.id})  # fmt: skip
     return rule, fired
 
 
