@@ -597,5 +597,14 @@ def test_graphql_needs_read_permission(live_server: LiveServer) -> None:
     viewer = {"Authorization": f"Bearer {live_server.token_for('viewer')}"}
     r = httpx.post(f"{live_server.url}/graphql", json=query, headers=viewer)
     assert r.json() == {"data": {"test": {"output": "x"}}, "errors": None}
+    got = httpx.get(
+        f"{live_server.url}/graphql",
+        params={
+            "query": "query($s: String) { test(inputString: $s) { output } }",
+            "variables": '{"s": "via GET"}',
+        },
+        headers=viewer,
+    )
+    assert got.json() == {"data": {"test": {"output": "via GET"}}, "errors": None}
     bad = httpx.post(f"{live_server.url}/graphql", json={"query": "{ nope"}, headers=viewer)
     assert bad.status_code == 200 and bad.json()["data"] is None and bad.json()["errors"]
