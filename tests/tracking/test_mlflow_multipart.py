@@ -91,41 +91,21 @@ def test_bad_multipart_requests(live_server: LiveServer) -> None:
     assert beyond.status_code == 400 and "parts 1 to 2" in beyond.json()["message"]
     assert httpx.put(url1.replace(upload_id, "../../etc"), content=b"x").status_code == 404
 
+    def complete(path: str, *etags: str) -> httpx.Response:
+        parts = [{"part_number": n, "etag": etag} for n, etag in enumerate(etags, 1)]
+        return post("complete", root, path=path, upload_id=upload_id, parts=parts)
+
     etag1 = httpx.put(url1, content=b"a" * 10).headers["ETag"].strip('"')
     assert etag1 == hashlib.sha256(b"a" * 10).hexdigest()
-    missing = post(
-        "complete",
-        root,
-        path="w.bin",
-        upload_id=upload_id,
-        parts=[{"part_number": 1, "etag": etag1}, {"part_number": 2, "etag": "x"}],
-    )
+    missing = complete("w.bin", etag1, "x")
     assert missing.status_code == 400 and "Part 2" in missing.json()["message"]
     etag2 = httpx.put(url2, content=b"b" * 5).headers["ETag"].strip('"')
-    forged = post(
-        "complete",
-        root,
-        path="w.bin",
-        upload_id=upload_id,
-        parts=[{"part_number": 1, "etag": etag1}, {"part_number": 2, "etag": etag1}],
-    )
+    forged = complete("w.bin", etag1, etag1)
     assert forged.status_code == 400 and "ETag" in forged.json()["message"]
-    elsewhere = post(
-        "complete",
-        root,
-        path="other.bin",
-        upload_id=upload_id,
-        parts=[{"part_number": 1, "etag": etag1}, {"part_number": 2, "etag": etag2}],
-    )
+    elsewhere = complete("other.bin", etag1, etag2)
     assert elsewhere.status_code == 400 and "w.bin" in elsewhere.json()["message"]
     assert post("complete", root, path="w.bin", upload_id="../x", parts=[{}]).status_code == 400
-    done = post(
-        "complete",
-        root,
-        path="w.bin",
-        upload_id=upload_id,
-        parts=[{"part_number": 1, "etag": etag1}, {"part_number": 2, "etag": etag2}],
-    )
+    done = complete("w.bin", etag1, etag2)
     assert done.status_code == 200, done.text
     _, _, reader = live_server.embedded.tracking.open_artifact(run.info.run_id, "w.bin")
     with reader:
