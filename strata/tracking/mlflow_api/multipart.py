@@ -175,7 +175,7 @@ async def upload_part(request: Request) -> Response:
             details={"field": "part_number"},
         )
     target = _part_file(path, number)
-    partial = target.with_suffix(".partial")
+    partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")  # retries race
     digest = hashlib.sha256()
     size = 0
     try:
