@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -114,10 +115,33 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def _forget_dead_workers(directory: str) -> None:
+    """Drop the live-only gauges of worker processes that have exited (a restarted worker's
+    frozen CPU, memory and in-flight values would otherwise stay in every merged scrape).
+    ``prometheus_client`` leaves this to the process manager; uvicorn's has no exit hook, so
+    the scrape does it: the files are named ``<kind>_<mode>_<pid>.db``."""
+    from prometheus_client import multiprocess
+
+    pids: set[int] = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        number = path.stem.rsplit("_", 1)[-1]
+        if number.isdigit():
+            pids.add(int(number))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:  # alive, another user's
+            continue
+
+
 def _metrics_payload(registry: CollectorRegistry) -> bytes:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         from prometheus_client import multiprocess
 
+        _forget_dead_workers(directory)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged)

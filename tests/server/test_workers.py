@@ -7,12 +7,14 @@ connection is owned by the worker process that accepted it (psutil lists its soc
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from strata.client import Client
 from strata.core.config import Settings
@@ -151,3 +153,45 @@ def test_two_workers_both_serve_and_lose_no_writes(tmp_path: Path) -> None:
         assert audit.ok, audit.reason
     finally:
         check.close()
+
+
+def test_an_exited_workers_gauges_leave_the_merged_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two real worker processes write their live-only gauges; once one has exited, the merged
+    /metrics payload shows only the other (its frozen CPU and memory would stay otherwise)."""
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry
+
+    from strata.server.app import _metrics_payload
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    code = (
+        "import os, sys\n"
+        "from strata.serving.metrics import ServingMetrics\n"
+        "m = ServingMetrics(); m.sample_process(); print(m.worker, flush=True)\n"
+        "sys.stdin.read()\n"  # stay alive until told
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        gone, live = (p.stdout.readline().strip() for p in procs)  # type: ignore[union-attr]
+        procs[0].communicate("", timeout=30)  # the first worker exits
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        text = _metrics_payload(CollectorRegistry()).decode()
+        memory = [
+            line for line in text.splitlines() if line.startswith("strata_serving_worker_res")
+        ]
+        assert len(memory) == 1 and f'worker="{live}"' in memory[0], memory
+        assert f'worker="{gone}"' not in text
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.communicate("", timeout=30)
