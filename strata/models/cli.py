@@ -124,7 +124,6 @@ def predict(
     ] = "native",
 ) -> None:
     """Predict every row of a file; classifiers also get one probability column per label."""
-    import pandas as pd
 
     from strata.models.model import RUNTIMES
 
@@ -139,7 +138,9 @@ def predict(
     frame = _read(input_path)
     with _loaded(uri, trusted) as model:
         on_unknown: Literal["error", "drop"] = "drop" if drop_unknown else "error"
-        out = pd.DataFrame({"prediction": model.predict(frame, on_unknown=on_unknown, runtime=rt)})
+        predicted = model.predict(frame, on_unknown=on_unknown, runtime=rt)
+        csv = output is not None and output.suffix.lower() == ".csv"
+        out = _predictions(predicted, csv)
         if model.labels is not None:
             proba = model.predict_proba(frame, on_unknown=on_unknown, runtime=rt)
             for i, label in enumerate(model.labels):
@@ -159,6 +160,23 @@ def predict(
             f"Cannot write {output.name}: use .csv, .parquet or .json", details={"field": "output"}
         )
     console.print(f"{len(out):,} predictions written to {output}")
+
+
+def _predictions(predicted: Any, csv: bool) -> Any:
+    """The ``prediction`` column; a model predicting a vector per row (embeddings, several
+    outputs) gets one list per row, or ``prediction_0``... columns in a CSV (no lists)."""
+    import numpy as np
+    import pandas as pd
+
+    values = np.asarray(predicted)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim == 1:
+        return pd.DataFrame({"prediction": values})
+    flat = values.reshape(len(values), -1)
+    if csv:
+        return pd.DataFrame(flat, columns=[f"prediction_{i}" for i in range(flat.shape[1])])
+    return pd.DataFrame({"prediction": list(flat)})
 
 
 def _print_parity(parity: Any) -> None:

@@ -115,3 +115,30 @@ def test_export_onnx_then_predict_on_onnx_runtime(
     assert result.exit_code != 0 and "ONNX export refused" in str(result.exception)
     result = runner.invoke(app, ["models", "predict", str(path), "-i", "x.csv", "--runtime", "tpu"])
     assert result.exit_code != 0 and "Unknown --runtime 'tpu'" in str(result.exception)
+
+
+def test_predict_writes_a_vector_per_row(tmp_path: Path) -> None:
+    """A model predicting several values per row (a network with 3 outputs): a list per row
+    in Parquet and JSON, prediction_0.. columns in CSV — not a pandas error."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    X = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
+    frame = pd.DataFrame(X, columns=[f"c{i}" for i in range(4)])
+    sm.save(net, tmp_path / "net", input_example=frame.head(2))
+    expected = net(torch.from_numpy(X)).detach().numpy()
+    matrix = tmp_path / "rows.parquet"
+    frame.to_parquet(matrix)
+    for suffix in ("parquet", "csv", "json"):
+        out = tmp_path / f"out.{suffix}"
+        result = runner.invoke(
+            app, ["models", "predict", str(tmp_path / "net"), "-i", str(matrix), "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.output + str(result.exception)
+        if suffix == "parquet":
+            got = np.stack(pd.read_parquet(out)["prediction"].to_list())
+        elif suffix == "csv":
+            got = pd.read_csv(out)[["prediction_0", "prediction_1", "prediction_2"]].to_numpy()
+        else:
+            got = np.asarray([r["prediction"] for r in json.loads(out.read_text())])
+        assert got.shape == (6, 3) and np.allclose(got, expected, atol=1e-6)
