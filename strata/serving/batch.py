@@ -150,15 +150,33 @@ def score_batch(
     version or dataset), Conflict (the same job is running in another process),
     DigestMismatch (changed model files or input parts), BatchCancelled (``stop`` was set:
     no new chunk starts, the ones in flight are written, nothing is published)."""
-    from strata.core.config import load_settings
     from strata.core.parse import parse_options
     from strata.data.models import check_name
+    from strata.models.tracked import release
 
     opts = parse_options(BatchOptions, options, **option_fields)
     check_name(output)
     services = client or default_services()
     started = time.monotonic()
     pinned = pin(services, model)
+    try:
+        return _score(services, pinned, input, output, opts, progress, stop, started)
+    finally:
+        release(pinned.path)  # a models:/ download: never left in $STRATA_HOME/tmp
+
+
+def _score(
+    services: Services,
+    pinned: PinnedModel,
+    input: str,
+    output: str,
+    opts: BatchOptions,
+    progress: Progress | None,
+    stop: threading.Event | None,
+    started: float,
+) -> BatchResult:
+    from strata.core.config import load_settings
+
     version = services.data.get_version(input)
     input_ref = f"{version.dataset}@{version.id}"
     features = _features(pinned, [c.name for c in version.columns], opts)

@@ -3,6 +3,7 @@ store (``serving/endpoints/``, ``serving/policies/``), policy changes audited.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,11 +12,13 @@ from strata.backends.context import Backends
 from strata.core.errors import InvalidInput, NotFound, Unavailable
 from strata.governance.audit import audited
 from strata.serving.jobs import (
+    SERVER_STOPPED,
     JobRunner,
     JobStore,
     allowed_stream_hosts,
     check_datasets,
     check_stream_uri,
+    orphaned,
     spec_error,
 )
 from strata.serving.models import (
@@ -84,9 +87,15 @@ class EmbeddedServing(ServingService):
         return self._jobs.get(job_id)
 
     def cancel_job(self, job_id: str) -> ScoringJob:
-        job = self._jobs.get(job_id)
-        if job.state != "running":
+        job = self._jobs.read(job_id)
+        if orphaned(job):  # no process would act on a cancel marker: record the end here
+            with audited(self.backends.db, "serving.cancel_job", "scoring_job", job_id, {}):
+                job.state, job.error = "cancelled", SERVER_STOPPED
+                job.cancel_requested, job.finished_at = True, datetime.now(UTC)
+                self._jobs.save(job)
             return job
+        if job.state != "running":
+            return self._jobs.get(job_id)
         with audited(self.backends.db, "serving.cancel_job", "scoring_job", job_id, {}):
             self._jobs.request_cancel(job_id)
         return self._jobs.get(job_id)

@@ -15,8 +15,10 @@ client-library settings (a librdkafka setting can name files to read or plugins 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -25,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from strata.core.config import redact_uri
 from strata.core.errors import InvalidInput, NotFound, PermissionDenied, StrataError
 from strata.serving.models import BatchJobSpec, JobKind, ScoringJob, StreamJobSpec
 
@@ -33,6 +36,39 @@ log = logging.getLogger("strata.serving")
 PREFIX = "serving/jobs"
 HOSTS_ENV = "STRATA_SCORING_STREAM_HOSTS"
 _ID_CHARS = frozenset("0123456789abcdef")
+HEARTBEAT_S = 10.0
+"""How often a running job records that its process is alive."""
+STALE_S = 120.0
+"""A running job of another host whose heartbeat is older than this is shown failed."""
+SERVER_STOPPED = "server stopped: the process running this job is gone"
+
+
+def shown_spec(spec: BatchJobSpec | StreamJobSpec) -> dict[str, Any]:
+    """``spec`` as stored, listed and audited: stream URIs with their passwords and secret
+    settings replaced by ``***`` (the raw spec stays in the job thread's memory only)."""
+    out = spec.model_dump(mode="json")
+    for field in ("source", "sink"):
+        if isinstance(out.get(field), str):
+            out[field] = redact_uri(out[field])
+    return out
+
+
+def orphaned(job: ScoringJob, *, now: datetime | None = None) -> bool:
+    """Whether ``job`` says running but no process runs it: its process on this host is gone,
+    or (another host's) its heartbeat is older than :data:`STALE_S`."""
+    if job.state != "running":
+        return False
+    host, _, pid = (job.server or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's: EPERM
+            return False
+        return False
+    beat = job.heartbeat_at or job.created_at
+    return ((now or datetime.now(UTC)) - beat).total_seconds() > STALE_S
 
 
 def allowed_stream_hosts(stream_uri: str) -> set[str]:
@@ -65,9 +101,14 @@ def check_datasets(spec: BatchJobSpec) -> None:
 def check_stream_uri(uri: str, field: str, allowed: set[str]) -> None:
     """InvalidInput for a malformed URI or one carrying client settings; PermissionDenied
     for a broker the server is not configured with."""
-    from strata.backends.streams import parse_stream_uri
+    from urllib.parse import parse_qsl
+
+    from strata.backends.streams import _REDIS_OPTIONS, parse_stream_uri
 
     settings: dict[str, str] = getattr(parse_stream_uri(uri), "options", None) or {}
+    if urlsplit(uri).scheme.lower() in ("redis", "rediss"):  # the rest go to redis-py
+        query = parse_qsl(urlsplit(uri).query, keep_blank_values=True)
+        settings = {k: v for k, v in query if k not in _REDIS_OPTIONS}
     if settings:
         raise InvalidInput(
             f"{field}: a job's stream URI takes no client settings ({', '.join(settings)})"
@@ -109,9 +150,18 @@ class JobStore:
                 details={"job": job_id},
             ) from None
         job = ScoringJob.model_validate_json(data)
-        if job.state == "running" and self.cancelled(job_id):
+        if orphaned(job):
+            job.state, job.error = "failed", SERVER_STOPPED
+        elif job.state == "running" and self.cancelled(job_id):
             job.cancel_requested = True
         return job
+
+    def read(self, job_id: str) -> ScoringJob:
+        """The job as stored (:meth:`get` shows a job whose process is gone as failed)."""
+        try:
+            return ScoringJob.model_validate_json(self.store.get_bytes(self.path(job_id)))
+        except NotFound:
+            return self.get(job_id)  # its message
 
     def list(self) -> list[ScoringJob]:
         if not self.store.exists(PREFIX):
@@ -157,22 +207,27 @@ class JobRunner:
                 "has finished (or cancel one)",
                 details={"max_running": self.max_running},
             )
-        import socket
-
+        now = datetime.now(UTC)
         return ScoringJob(
             id=uuid.uuid4().hex,
             kind=kind,
-            spec=spec.model_dump(mode="json"),
+            spec=shown_spec(spec),
             created_by=who,
-            created_at=datetime.now(UTC),
+            created_at=now,
+            heartbeat_at=now,
             server=f"{socket.gethostname()}:{os.getpid()}",
         )
 
     def launch(self, job: ScoringJob, spec: BatchJobSpec | StreamJobSpec) -> ScoringJob:
-        """Store ``job`` and run it in a thread."""
+        """Store ``job`` and run it in a thread, as the caller (its principal and request id:
+        the job's reads, writes and audit records are the caller's, never the server's)."""
         self.jobs.save(job)
+        ctx = contextvars.copy_context()
         thread = threading.Thread(
-            target=self._run, args=(job, spec), name=f"strata-job-{job.id[:8]}", daemon=True
+            target=ctx.run,
+            args=(self._run, job, spec),
+            name=f"strata-job-{job.id[:8]}",
+            daemon=True,
         )
         with self._lock:
             self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
@@ -183,6 +238,25 @@ class JobRunner:
     def _run(self, job: ScoringJob, spec: BatchJobSpec | StreamJobSpec) -> None:
         stop = threading.Event()
         last = [0.0]
+        ended = threading.Event()
+        saving = threading.Lock()
+
+        def save() -> None:
+            with saving:
+                job.heartbeat_at = datetime.now(UTC)
+                self.jobs.save(job)
+
+        def heartbeat() -> None:
+            """Record that this process still runs the job (a stream may wait idle)."""
+            while not ended.wait(HEARTBEAT_S):
+                try:
+                    save()
+                except Exception as exc:
+                    log.warning("scoring job %s: could not record heartbeat: %s", job.id, exc)
+
+        beat = threading.Thread(target=heartbeat, name=f"strata-job-beat-{job.id[:8]}")
+        beat.daemon = True
+        beat.start()
 
         def checkpoint(progress: dict[str, float]) -> None:
             """Pick up a cancel request; record progress (at most every 0.5 s)."""
@@ -193,7 +267,7 @@ class JobRunner:
                 now = time.monotonic()
                 if now - last[0] >= 0.5:
                     last[0] = now
-                    self.jobs.save(job)
+                    save()
             except Exception as exc:  # progress is advisory: the job goes on
                 log.warning("scoring job %s: could not record progress: %s", job.id, exc)
 
@@ -207,14 +281,16 @@ class JobRunner:
         except _Cancelled:
             job.state = "cancelled"
         except StrataError as exc:
-            job.state, job.error = "failed", exc.message
-        except Exception as exc:
-            log.exception("scoring job %s failed", job.id)
-            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.state, job.error = "failed", redact_uri(exc.message)
+        except Exception as exc:  # logged without its traceback: its text may hold a URI
+            job.state, job.error = "failed", redact_uri(f"{type(exc).__name__}: {exc}")
+            log.error("scoring job %s failed: %s", job.id, job.error)
+        ended.set()
+        beat.join()
         job.finished_at = datetime.now(UTC)
         job.cancel_requested = job.state == "cancelled"
         try:
-            self.jobs.save(job)
+            save()
         except Exception:
             log.exception("scoring job %s: could not record its end", job.id)
 

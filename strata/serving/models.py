@@ -372,6 +372,9 @@ class ScoringJob(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     server: str | None = None
+    """``HOST:PID`` of the process running the job."""
+    heartbeat_at: datetime | None = None
+    """When that process last recorded it still runs the job (every few seconds)."""
     progress: dict[str, float] = Field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: str | None = None

@@ -115,18 +115,22 @@ def score_stream(
     from strata.backends.streams import open_sink, open_source
     from strata.core.parse import parse_options
     from strata.models.store import load
+    from strata.models.tracked import release
 
     opts = parse_options(StreamOptions, options, **option_fields)
     services = client or default_services()
     pinned = pin(services, model)
-    loaded = load(pinned.path, trusted=opts.trusted)
-    loaded.runtime(opts.runtime)  # type: ignore[arg-type]  # checked by StreamOptions
-    features = _features(pinned)
-    group = opts.group or f"strata-predict-{pinned.name or 'model'}"
-    src = open_source(source, group=group)
-    with open_sink(sink) as out:
-        scorer = _Scorer(pinned, loaded, features, opts, src, out)
-        return scorer.run(stop, on_batch)
+    try:
+        loaded = load(pinned.path, trusted=opts.trusted)
+        loaded.runtime(opts.runtime)  # type: ignore[arg-type]  # checked by StreamOptions
+        features = _features(pinned)
+        group = opts.group or f"strata-predict-{pinned.name or 'model'}"
+        src = open_source(source, group=group)
+        with open_sink(sink) as out:
+            scorer = _Scorer(pinned, loaded, features, opts, src, out)
+            return scorer.run(stop, on_batch)
+    finally:
+        release(pinned.path)  # a models:/ download: never left in $STRATA_HOME/tmp
 
 
 def _features(model: PinnedModel) -> list[tuple[str, str]]:

@@ -1,0 +1,158 @@
+"""Scoring jobs against an attacker (the security review of the REST jobs): broker passwords
+never reach viewers, the UI or the audit log; a redis URI carries no client settings; a job
+runs as its caller and leaves no model copy behind; a job whose server died is not shown
+running forever; bad specs are refused at once; a REST job cannot start a Ray cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import LiveServer, start_server
+from scoring_helpers import FEATURES, flights, register_flights_model
+
+from strata.client import Client
+from strata.core.config import Settings
+from strata.core.principal import Role
+from strata.serving.jobs import HOSTS_ENV
+from strata.serving.models import ScoringJob
+
+OK = {"model": "flights-delay/1", "input": "flights", "output": "x"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = Settings(home=tmp_path_factory.mktemp("jobs-security-home"))
+    setup = Client("", settings=settings)
+    register_flights_model(setup, "flights-delay")
+    setup.data.ingest(flights(2000, seed=5)[["id", *FEATURES]], "flights")
+    setup.close()
+    yield from start_server(settings, auth=True)
+
+
+def _wait(client: Client, job_id: str, timeout: float = 120) -> ScoringJob:
+    deadline = time.monotonic() + timeout
+    while (job := client.serving.get_job(job_id)).state == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
+SECRET = "s3cretpw"
+
+
+def test_broker_passwords_never_reach_viewers_the_ui_or_the_audit_log(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui.conftest import login
+
+    monkeypatch.setenv(HOSTS_ENV, "127.0.0.1:6379")
+    editor = server.client(server.token_for(Role.EDITOR))
+    spec = {
+        "model": "flights-delay/1",
+        "source": f"redis://:{SECRET}@127.0.0.1:6379/0?stream=jobs-secret-in",
+        "sink": f"redis://user:{SECRET}@127.0.0.1:6379/0?stream=jobs-secret-out",
+        "max_batches": 1,
+        "idle_seconds": 0.5,
+    }
+    started = editor.serving.start_stream_job(spec)
+    assert SECRET not in started.model_dump_json()
+    assert started.spec["source"] == "redis://:***@127.0.0.1:6379/0?stream=jobs-secret-in"
+    done = _wait(editor, started.id)  # the broker refuses the password: the error says so
+    headers = {"authorization": f"Bearer {server.token_for(Role.VIEWER)}"}
+    listed = httpx.get(f"{server.url}/api/v1/serving/jobs", headers=headers)
+    one = httpx.get(f"{server.url}/api/v1/serving/jobs/{done.id}", headers=headers)
+    assert listed.status_code == one.status_code == 200
+    assert done.id in listed.text and SECRET not in listed.text + one.text
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        login(http, server.token_for(Role.VIEWER))
+        page = http.get("/serving/jobs")
+    assert page.status_code == 200 and done.id[:12] in page.text and SECRET not in page.text
+    audit = list(server.embedded.governance.list_audit(limit=10_000))
+    assert any(r.resource_id == done.id for r in audit)
+    assert not [r for r in audit if SECRET in r.model_dump_json()]
+
+
+@pytest.mark.parametrize(
+    "query", ["ssl_certfile=/etc/passwd", "ssl_cert_reqs=none", "ssl_ca_certs=/etc/shadow"]
+)
+def test_a_redis_uri_takes_no_client_settings(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    monkeypatch.setenv(HOSTS_ENV, "127.0.0.1:6379")
+    spec = {
+        "model": "flights-delay/1",
+        "source": f"rediss://127.0.0.1:6379/0?stream=x&{query}",
+        "sink": "redis://127.0.0.1:6379/0?stream=y",
+    }
+    r = httpx.post(
+        f"{server.url}/api/v1/serving/jobs/stream",
+        json=spec,
+        headers={"authorization": f"Bearer {server.token_for(Role.EDITOR)}"},
+    )
+    assert r.status_code == 400, r.text
+    assert query.split("=")[0] in r.text and "source" in r.text
+
+
+def test_a_job_runs_as_its_caller_and_leaves_no_model_copy(server: LiveServer) -> None:
+    tmp = server.settings.home / "tmp"
+    before = set(tmp.glob("model-*"))
+    editor = server.client(server.token_for(Role.EDITOR, "job-caller"))
+    spec = {"model": "flights-delay/1", "input": "flights", "output": "scored_as_caller"}
+    done = _wait(editor, editor.serving.start_batch_job({**spec, "executor": "inline"}).id)
+    assert done.state == "succeeded", done.error
+    ingests = [
+        r
+        for r in server.embedded.governance.list_audit(action="data.ingest", limit=10_000)
+        if "scored_as_caller" in r.resource_id
+    ]
+    assert ingests and all(r.actor == "job-caller" and r.request_id for r in ingests), ingests
+    assert set(tmp.glob("model-*")) <= before  # the job's download of the model is gone
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_job_whose_server_died_is_failed_and_can_be_cancelled(server: LiveServer) -> None:
+    import socket
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from strata.serving.jobs import JobStore, orphaned
+
+    store = JobStore(server.embedded.serving.backends.artifacts)  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    dead = ScoringJob(
+        id=uuid.uuid4().hex,
+        kind="batch",
+        spec=OK,
+        created_at=now,
+        heartbeat_at=now,
+        server=f"{socket.gethostname()}:{_dead_pid()}",
+    )
+    store.save(dead)
+    viewer = server.client(server.token_for(Role.VIEWER))
+    shown = viewer.serving.get_job(dead.id)
+    assert shown.state == "failed" and "server stopped" in (shown.error or "")
+    listed = {j.id: j for j in viewer.serving.list_jobs()}
+    assert listed[dead.id].state == "failed"
+    editor = server.client(server.token_for(Role.EDITOR))
+    cancelled = editor.serving.cancel_job(dead.id)
+    assert cancelled.state == "cancelled" and cancelled.finished_at is not None
+    assert store.read(dead.id).state == "cancelled"  # recorded, not only shown
+    # Another host's job: judged by its heartbeat.
+    elsewhere = dead.model_copy(update={"server": "elsewhere:1", "state": "running"})
+    assert not orphaned(elsewhere, now=now + timedelta(seconds=30))
+    assert orphaned(elsewhere, now=now + timedelta(minutes=10))
+    alive = dead.model_copy(
+        update={"server": f"{socket.gethostname()}:{__import__('os').getpid()}"}
+    )
+    assert not orphaned(alive.model_copy(update={"state": "running"}), now=now + timedelta(days=1))
