@@ -10,9 +10,15 @@ so validation, MLflow's error sentences and the data are the REST ones; an error
 message in ``errors`` and the field ``null``, as MLflow's server answers.
 
 The endpoint needs the read permission (every operation reads), like the REST routes.
-Before running, a query is checked as MLflow checks it: at most 10 levels deep, 1,000
-selections, 10 root fields and 10 aliases per level (the last two configurable with MLflow's
-variables ``MLFLOW_SERVER_GRAPHQL_MAX_ROOT_FIELDS`` / ``..._MAX_ALIASES``).
+A query of more than :data:`MAX_QUERY_BYTES` is refused (413) before it is parsed, and the
+parser stops at :data:`MAX_TOKENS`. Then a query is checked as MLflow checks it: at most 10
+levels deep, 1,000 selections (the fields of fragments count too, used or not), 10 root
+fields and 10 aliases per level (the last two configurable with MLflow's variables
+``MLFLOW_SERVER_GRAPHQL_MAX_ROOT_FIELDS`` / ``..._MAX_ALIASES``). Parsing, checking,
+validation and execution run in a worker thread (:func:`run_sync`), never on the event loop.
+
+A page of runs asks the registry for its model versions once (``run_id IN (...)``), and each
+experiment is read once per request, however many runs name it.
 
 The registry layer, above tracking, plugs in the model-version search
 (:data:`MODEL_VERSION_SEARCH`); without it ``modelVersions`` is empty.
@@ -20,10 +26,13 @@ The registry layer, above tracking, plugs in the model-version search
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +41,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from strata.core.errors import InvalidInput, Unavailable
+from strata.core.errors import InvalidInput, PayloadTooLarge, Unavailable
 from strata.core.principal import Permission
 from strata.tracking.mlflow_api import experiments, metrics, runs
 from strata.tracking.mlflow_api._common import (
@@ -40,12 +49,14 @@ from strata.tracking.mlflow_api._common import (
     json_response,
     mlflow_errors,
     read_body,
+    run_sync,
 )
 from strata.tracking.mlflow_api.schemas import STRING, body_schema
 
 if TYPE_CHECKING:
     from graphql import DocumentNode, GraphQLResolveInfo, GraphQLSchema
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -193,6 +204,13 @@ ROOTS: dict[str, Handler] = {
 
 MAX_DEPTH = 10
 MAX_SELECTIONS = 1000
+#: The longest query text accepted (MLflow's UI sends a few KB).
+MAX_QUERY_BYTES = 64 * 1024
+#: The parser gives up after this many tokens.
+MAX_TOKENS = 10_000
+#: Run ids per model-version search (one ``run_id IN (...)`` filter).
+VERSION_BATCH = 1000
+_INT64 = (-(2**63), 2**63 - 1)
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -220,17 +238,34 @@ def schema() -> GraphQLSchema:
     long = built.type_map["LongString"]
     assert isinstance(long, GraphQLScalarType)
     long.serialize = str  # type: ignore[method-assign,assignment]
-    long.parse_value = int  # type: ignore[method-assign,assignment]
+    long.parse_value = _long  # type: ignore[method-assign]
     return built
 
 
+def _long(value: Any) -> int:
+    """A ``LongString`` input: an integer (or its digits) within 64 bits. Otherwise a
+    ValueError, which graphql-core words with the type and the value sent (an error here
+    rather than an overflow in a handler)."""
+    out: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,20}\s*", value):
+        out = int(value)
+    if out is None or not _INT64[0] <= out <= _INT64[1]:
+        raise ValueError("expected a whole number within 64 bits")
+    return out
+
+
 class Context:
-    """One /graphql request: the HTTP request the sub-calls borrow, and a cache of experiments
-    (a page of runs names few)."""
+    """One /graphql request: the HTTP request the sub-calls borrow, and what a page of runs
+    shares: each experiment read once, each page's model versions searched once."""
 
     def __init__(self, request: Request) -> None:
         self.request = request
-        self.experiments: dict[str, Any] = {}
+        self.experiments: dict[str, asyncio.Task[Any]] = {}
+        self.pages: list[list[str]] = []  # the run ids of each page a root field answered
+        self.page_of: dict[str, int] = {}  # run id -> its page
+        self.versions: dict[int, asyncio.Task[dict[str, list[Any]]]] = {}
 
     async def call(self, handler: Handler, body: dict[str, Any]) -> Any:
         """``handler``'s JSON answer to ``body``; its MLflow error message raised otherwise."""
@@ -252,6 +287,51 @@ class Context:
         if response.status_code != 200:
             raise GraphQLError(str(payload.get("message", payload)))
         return payload
+
+    def once(
+        self,
+        memo: dict[Any, asyncio.Task[Any]],
+        key: Any,
+        make: Callable[[], Coroutine[Any, Any, Any]],
+    ) -> asyncio.Task[Any]:
+        """The one task computing ``key`` (the resolvers of a page run concurrently: without
+        it, every run of a page would miss the cache at once)."""
+        task = memo.get(key)
+        if task is None:
+            task = memo[key] = asyncio.ensure_future(make())
+        return task
+
+    def add_page(self, runs: list[Any]) -> None:
+        ids = [r["info"]["run_id"] for r in runs if isinstance(r, dict) and _run_id(r)]
+        self.pages.append(ids)
+        for run_id in ids:
+            self.page_of[run_id] = len(self.pages) - 1
+
+    async def page_versions(self, page: int) -> dict[str, list[Any]]:
+        """The model versions of a page's runs, by run id: one search per
+        :data:`VERSION_BATCH` runs (and per page of its answer)."""
+        out: dict[str, list[Any]] = {}
+        ids = self.pages[page]
+        for start in range(0, len(ids), VERSION_BATCH):
+            quoted = ", ".join(f"'{i}'" for i in ids[start : start + VERSION_BATCH])
+            body: dict[str, Any] = {"filter": f"run_id IN ({quoted})", "max_results": 1000}
+            while True:
+                got = await self.call(MODEL_VERSION_SEARCH[0], body)
+                for version in got.get("model_versions", []):
+                    out.setdefault(version.get("run_id"), []).append(version)
+                if not got.get("next_page_token"):
+                    break
+                body = {**body, "page_token": got["next_page_token"]}
+        return out
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_\-]{1,256}$")
+
+
+def _run_id(run: dict[str, Any]) -> str | None:
+    """The run's id, if it is one that can be quoted in a filter (Strata's are hex)."""
+    run_id = (run.get("info") or {}).get("run_id")
+    return run_id if isinstance(run_id, str) and _RUN_ID.match(run_id) else None
 
 
 def _value(source: Any, info: GraphQLResolveInfo) -> Any:
@@ -291,7 +371,12 @@ def _unset(info: GraphQLResolveInfo) -> Any:
 async def _root(handler: Handler, info: GraphQLResolveInfo, args: dict[str, Any]) -> Any:
     context: Context = info.context
     body = _snake_keys(args.get("input") or {})
-    return await context.call(handler, {k: v for k, v in body.items() if v is not None})
+    got = await context.call(handler, {k: v for k, v in body.items() if v is not None})
+    if isinstance(got.get("runs"), list):
+        context.add_page(got["runs"])
+    elif isinstance(got.get("run"), dict):
+        context.add_page([got["run"]])
+    return got
 
 
 async def _experiment(source: dict[str, Any], info: GraphQLResolveInfo) -> Any:
@@ -299,19 +384,25 @@ async def _experiment(source: dict[str, Any], info: GraphQLResolveInfo) -> Any:
     exp_id = (source.get("info") or {}).get("experiment_id")
     if exp_id is None:
         return None
-    if exp_id not in context.experiments:
+
+    async def read() -> Any:
         got = await context.call(experiments.get_experiment, {"experiment_id": exp_id})
-        context.experiments[exp_id] = got.get("experiment")
-    return context.experiments[exp_id]
+        return got.get("experiment")
+
+    return await context.once(context.experiments, exp_id, read)
 
 
 async def _model_versions(source: dict[str, Any], info: GraphQLResolveInfo) -> Any:
     context: Context = info.context
-    run_id = (source.get("info") or {}).get("run_id")
+    run_id = _run_id(source)
     if run_id is None or not MODEL_VERSION_SEARCH:
         return []
-    got = await context.call(MODEL_VERSION_SEARCH[0], {"filter": f"run_id='{run_id}'"})
-    return got.get("model_versions", [])
+    page = context.page_of.get(run_id)
+    if page is None:  # not from a root's answer (cannot happen with this schema)
+        context.add_page([source])
+        page = len(context.pages) - 1
+    found = await context.once(context.versions, page, lambda: context.page_versions(page))
+    return found.get(run_id, [])
 
 
 def resolve(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
@@ -354,14 +445,26 @@ def check_query(document: DocumentNode) -> str | None:
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
+    # Every field written in the document, fragments included (used or not: validation,
+    # quadratic in the worst case, reads them all), counted up to the limit only.
+    written = 0
+    nodes: deque[Any] = deque(document.definitions)
+    while nodes:
+        node = nodes.popleft()
+        written += isinstance(node, FieldNode)
+        if written > MAX_SELECTIONS:
+            return f"Query exceeds maximum total selections of {MAX_SELECTIONS}"
+        selection_set = getattr(node, "selection_set", None)
+        if selection_set is not None:
+            nodes.extend(selection_set.selections)
 
     def fields_of(selection_set: SelectionSetNode) -> tuple[list[FieldNode], int]:
         out: list[FieldNode] = []
         aliases = 0
-        todo = list(selection_set.selections)
+        todo: deque[Any] = deque(selection_set.selections)
         seen: set[str] = set()
         while todo:
-            sel = todo.pop(0)
+            sel = todo.popleft()
             if isinstance(sel, FieldNode):
                 out.append(sel)
                 aliases += sel.alias is not None
@@ -409,8 +512,6 @@ async def graphql_endpoint(request: Request) -> Response:
     """``GET|POST /graphql``: ``{"query", "variables", "operationName"}`` → ``{"data",
     "errors"}`` (the errors as messages, as MLflow's server sends them)."""
     built = schema()  # Unavailable, naming the package, if graphql-core is missing
-    from graphql import ExecutionResult, GraphQLError, execute, parse, validate
-
     body = await read_body(request)
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
@@ -418,6 +519,12 @@ async def graphql_endpoint(request: Request) -> Response:
             "Missing value for required parameter 'query'. See the API docs for more "
             "information about request parameters.",
             details={"field": "query"},
+        )
+    size = len(query.encode())
+    if size > MAX_QUERY_BYTES:
+        raise PayloadTooLarge(
+            f"The GraphQL query is {size:,} bytes; at most {MAX_QUERY_BYTES:,} are accepted",
+            details={"field": "query", "limit": MAX_QUERY_BYTES},
         )
     variables = body.get("variables")
     if isinstance(variables, str):  # GET: the variables arrive as a JSON string
@@ -430,28 +537,66 @@ async def graphql_endpoint(request: Request) -> Response:
     if variables is not None and not isinstance(variables, dict):
         raise InvalidInput("'variables' must be a JSON object", details={"field": "variables"})
     operation = body.get("operationName")
+    name = operation if isinstance(operation, str) else None
+    answer = await run_sync(_answer, built, query, variables, name, request)
+    return json_response(answer)
+
+
+def _answer(
+    built: GraphQLSchema,
+    query: str,
+    variables: dict[str, Any] | None,
+    operation: str | None,
+    request: Request,
+) -> dict[str, Any]:
+    """Parse, check, validate and execute ``query`` (in a worker thread: the resolvers' async
+    REST calls run on a loop of this thread's own)."""
+    from graphql import ExecutionResult, GraphQLError, execute, parse, validate
+
     try:
-        document = parse(query)
+        document = parse(query, max_tokens=MAX_TOKENS)
     except GraphQLError as exc:
-        return json_response({"data": None, "errors": [exc.message]})
+        return {"data": None, "errors": [exc.message]}
     refusal = check_query(document)
     if refusal is not None:
-        return json_response({"data": None, "errors": [refusal]})
+        return {"data": None, "errors": [refusal]}
     errors = validate(built, document)
     if errors:
-        return json_response({"data": None, "errors": [e.message for e in errors]})
+        return {"data": None, "errors": [e.message for e in errors]}
     result = execute(
         built,
         document,
         variable_values=variables,
-        operation_name=operation if isinstance(operation, str) else None,
+        operation_name=operation,
         context_value=Context(request),
         field_resolver=resolve,
     )
     if not isinstance(result, ExecutionResult):
-        result = await result
-    messages = [e.message for e in result.errors] if result.errors else None
-    return json_response({"data": result.data, "errors": messages})
+        result = asyncio.run(_awaited(result))
+    messages = [_message(e, request) for e in result.errors] if result.errors else None
+    return {"data": result.data, "errors": messages}
+
+
+async def _awaited(result: Awaitable[Any]) -> Any:
+    return await result
+
+
+def _message(error: Any, request: Request) -> str:
+    """An error's message for the client: graphql-core's and the REST handlers' as they are;
+    anything unexpected logged with the request id and answered without internals."""
+    from graphql import GraphQLError
+
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return str(error.message)
+    request_id = getattr(request.state, "request_id", None) or "-"
+    log.error(
+        "Unexpected error resolving %s on /graphql",
+        ".".join(str(p) for p in error.path or ()),
+        exc_info=original,
+        extra={"request_id": request_id},
+    )
+    return f"Internal server error (request id {request_id}); the server log has the details"
 
 
 _BODY = body_schema(["query"], query=STRING, operationName=STRING, variables={"type": "object"})
