@@ -265,7 +265,8 @@ class Context:
         self.experiments: dict[str, asyncio.Task[Any]] = {}
         self.pages: list[list[str]] = []  # the run ids of each page a root field answered
         self.page_of: dict[str, int] = {}  # run id -> its page
-        self.versions: dict[int, asyncio.Task[dict[str, list[Any]]]] = {}
+        #: run id -> the search answering its model versions (shared by the page)
+        self.versions: dict[str, asyncio.Task[dict[str, list[Any]]]] = {}
 
     async def call(self, handler: Handler, body: dict[str, Any]) -> Any:
         """``handler``'s JSON answer to ``body``; its MLflow error message raised otherwise."""
@@ -307,11 +308,23 @@ class Context:
         for run_id in ids:
             self.page_of[run_id] = len(self.pages) - 1
 
-    async def page_versions(self, page: int) -> dict[str, list[Any]]:
-        """The model versions of a page's runs, by run id: one search per
+    def versions_of(self, run_id: str) -> asyncio.Task[dict[str, list[Any]]]:
+        """The search answering ``run_id``'s model versions: the first run of a page to ask
+        starts one for every run of the page not yet covered (aliases answering the same runs
+        share it)."""
+        task = self.versions.get(run_id)
+        if task is None:
+            page = self.pages[self.page_of[run_id]]
+            ids = [i for i in dict.fromkeys(page) if i not in self.versions]
+            task = asyncio.ensure_future(self._search_versions(ids))
+            for i in ids:
+                self.versions[i] = task
+        return task
+
+    async def _search_versions(self, ids: list[str]) -> dict[str, list[Any]]:
+        """The model versions of runs ``ids``, by run id: one search per
         :data:`VERSION_BATCH` runs (and per page of its answer)."""
         out: dict[str, list[Any]] = {}
-        ids = self.pages[page]
         for start in range(0, len(ids), VERSION_BATCH):
             quoted = ", ".join(f"'{i}'" for i in ids[start : start + VERSION_BATCH])
             body: dict[str, Any] = {"filter": f"run_id IN ({quoted})", "max_results": 1000}
@@ -397,11 +410,9 @@ async def _model_versions(source: dict[str, Any], info: GraphQLResolveInfo) -> A
     run_id = _run_id(source)
     if run_id is None or not MODEL_VERSION_SEARCH:
         return []
-    page = context.page_of.get(run_id)
-    if page is None:  # not from a root's answer (cannot happen with this schema)
+    if run_id not in context.page_of:  # not from a root's answer (not with this schema)
         context.add_page([source])
-        page = len(context.pages) - 1
-    found = await context.once(context.versions, page, lambda: context.page_versions(page))
+    found = await context.versions_of(run_id)
     return found.get(run_id, [])
 
 
