@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from strata.governance.routing import READ, WRITE, json_response, run_blocking, service
@@ -43,9 +43,10 @@ async def set_policy(request: Request, name: str, policy: dict[str, Any] = Body(
 
 
 @router.get("/jobs", dependencies=READ)
-async def list_jobs(request: Request) -> Response:
-    """Scoring jobs started through the API, newest first, with their progress."""
-    return json_response(await run_blocking(_svc(request).list_jobs))
+async def list_jobs(request: Request, max_results: int = Query(100, ge=1, le=1000)) -> Response:
+    """The newest ``max_results`` scoring jobs started through the API, newest first, with
+    their progress."""
+    return json_response(await run_blocking(_svc(request).list_jobs, max_results))
 
 
 @router.post("/jobs/batch", dependencies=WRITE, status_code=201)

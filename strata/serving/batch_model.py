@@ -25,6 +25,7 @@ from strata.core.errors import InvalidInput
 if TYPE_CHECKING:
     from strata.data.service import DataService
     from strata.models.models import ModelSpec
+    from strata.registry.models import ModelVersion
     from strata.registry.service import RegistryService
     from strata.tracking.service import TrackingService
 
@@ -137,6 +138,24 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None] | None:
     return parsed.name, parsed.alias, parsed.version
 
 
+def registered_version(services: Services, ref: str) -> ModelVersion:
+    """The registered model version ``ref`` (``NAME@ALIAS``, ``NAME/VERSION``, ``NAME``)
+    names, without downloading it: InvalidInput for another form, NotFound for an unknown
+    model, version or alias."""
+    from strata.registry.uris import version_for
+
+    parsed = parse_ref(ref)
+    if parsed is None:
+        raise InvalidInput(
+            f"Model ref {ref!r} is not a registered model (NAME@ALIAS, NAME/VERSION or NAME)",
+            details={"field": "model"},
+        )
+    name, alias, wanted = parsed
+    return version_for(
+        services.registry, f"models:/{name}@{alias}" if alias else f"models:/{name}/{wanted}"
+    )
+
+
 def pin(services: Services, ref: str) -> PinnedModel:
     """Resolve ``ref`` to one model version and its verified local directory (downloaded).
 
@@ -149,11 +168,8 @@ def pin(services: Services, ref: str) -> PinnedModel:
     parsed = parse_ref(ref)
     name = alias = version = run_id = model_id = None
     if parsed is not None:
-        from strata.registry.uris import version_for
-
-        name, alias, wanted = parsed
-        uri_in = f"models:/{name}@{alias}" if alias else f"models:/{name}/{wanted}"
-        mv = version_for(services.registry, uri_in)
+        name, alias, _ = parsed
+        mv = registered_version(services, ref)
         version, run_id, model_id = str(mv.version), mv.run_id, mv.model_id
         uri = f"models:/{mv.name}/{mv.version}"
     else:

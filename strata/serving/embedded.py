@@ -67,7 +67,38 @@ class EmbeddedServing(ServingService):
             except ValidationError as exc:
                 raise spec_error(exc, "batch scoring job") from None
         check_datasets(spec)
+        self._check_executor(spec)
+        self._check_exists(spec.model, spec.input)
         return self._start("batch", spec)
+
+    def _check_executor(self, spec: BatchJobSpec) -> None:
+        """A job runs on the server: ``ray`` only on the Ray cluster the server is configured
+        with (never a local cluster it would start), at most one worker per CPU."""
+        import os
+
+        if spec.executor == "ray" and not self.backends.settings.executor_uri.startswith("ray"):
+            raise InvalidInput(
+                "executor: 'ray' needs a server configured with a Ray cluster "
+                "(STRATA_EXECUTOR_URI=ray://HOST:PORT); this one runs 'local' or 'inline'",
+                details={"field": "executor"},
+            )
+        cpus = os.cpu_count() or 1
+        if spec.workers is not None and spec.workers > cpus:
+            raise InvalidInput(
+                f"workers: at most {cpus} on this server (its CPUs), got {spec.workers}",
+                details={"field": "workers", "max": cpus},
+            )
+
+    def _check_exists(self, model: str, dataset: str | None = None) -> None:
+        """NotFound / InvalidInput now, to the caller, for an unknown model version or
+        dataset version (not a job that fails later)."""
+        from strata.serving.batch_model import registered_version
+
+        if self.peers is None:
+            raise Unavailable("Scoring jobs need a Client: use strata.Client().serving")
+        registered_version(self.peers, model)
+        if dataset is not None:
+            self.peers.data.get_version(dataset)
 
     def start_stream_job(self, spec: StreamJobSpec | dict[str, Any]) -> ScoringJob:
         if not isinstance(spec, StreamJobSpec):
@@ -78,10 +109,15 @@ class EmbeddedServing(ServingService):
         allowed = allowed_stream_hosts(self.backends.settings.stream_uri)
         check_stream_uri(spec.source, "source", allowed)
         check_stream_uri(spec.sink, "sink", allowed)
+        self._check_exists(spec.model)
         return self._start("stream", spec)
 
-    def list_jobs(self) -> list[ScoringJob]:
-        return self._jobs.list()
+    def list_jobs(self, max_results: int = 100) -> list[ScoringJob]:
+        if not 1 <= max_results <= 1000:
+            raise InvalidInput(
+                f"max_results must be 1..1000, got {max_results}", details={"field": "max_results"}
+            )
+        return self._jobs.list()[:max_results]
 
     def get_job(self, job_id: str) -> ScoringJob:
         return self._jobs.get(job_id)

@@ -56,8 +56,9 @@ class RemoteServing(ServingService):
         body = spec.model_dump(mode="json") if isinstance(spec, StreamJobSpec) else spec
         return self._job("POST", f"{J}/stream", body)
 
-    def list_jobs(self) -> list[ScoringJob]:
-        return [ScoringJob.model_validate(j) for j in self.http.request("GET", J)]
+    def list_jobs(self, max_results: int = 100) -> list[ScoringJob]:
+        answer = self.http.request("GET", J, params={"max_results": max_results})
+        return [ScoringJob.model_validate(j) for j in answer]
 
     def get_job(self, job_id: str) -> ScoringJob:
         return self._job("GET", f"{J}/{quote(job_id, safe='')}")

@@ -58,8 +58,9 @@ class ServingService(ABC):
         the server is not configured with."""
 
     @abstractmethod
-    def list_jobs(self) -> list[ScoringJob]:
-        """Every scoring job started through this service, newest first."""
+    def list_jobs(self, max_results: int = 100) -> list[ScoringJob]:
+        """The newest ``max_results`` (1..1000) scoring jobs started through this service,
+        newest first."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> ScoringJob:

@@ -5,8 +5,10 @@ running forever; bad specs are refused at once; a REST job cannot start a Ray cl
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -156,3 +158,51 @@ def test_a_job_whose_server_died_is_failed_and_can_be_cancelled(server: LiveServ
         update={"server": f"{socket.gethostname()}:{__import__('os').getpid()}"}
     )
     assert not orphaned(alive.model_copy(update={"state": "running"}), now=now + timedelta(days=1))
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"model": "nosuch"}, 404, "nosuch"),
+        ({"model": "flights-delay/99"}, 404, "99"),
+        ({"input": "nosuch_dataset"}, 404, "nosuch_dataset"),
+        ({"input": "flights@../../x"}, 404, "../../x"),
+        ({"executor": "ray"}, 400, "executor"),
+        ({"workers": (os.cpu_count() or 1) + 1}, 400, "workers"),
+    ],
+)
+def test_a_bad_batch_spec_is_refused_at_once(
+    server: LiveServer, change: dict[str, Any], status: int, field: str
+) -> None:
+    headers = {"authorization": f"Bearer {server.token_for(Role.EDITOR)}"}
+    url = f"{server.url}/api/v1/serving/jobs"
+    before = httpx.get(url, headers=headers).json()
+    r = httpx.post(f"{url}/batch", json={**OK, **change}, headers=headers)
+    assert r.status_code == status, r.text
+    assert field in r.json()["message"] and "Traceback" not in r.text
+    assert httpx.get(url, headers=headers).json() == before  # no job was created
+
+
+def test_a_stream_job_names_a_registered_model_that_exists(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HOSTS_ENV, "127.0.0.1:6379")
+    uri = "redis://127.0.0.1:6379/0?stream=s"
+    r = httpx.post(
+        f"{server.url}/api/v1/serving/jobs/stream",
+        json={"model": "nosuch@champion", "source": uri, "sink": uri},
+        headers={"authorization": f"Bearer {server.token_for(Role.EDITOR)}"},
+    )
+    assert r.status_code == 404 and "nosuch" in r.text, r.text
+
+
+def test_the_job_list_is_bounded_newest_first(server: LiveServer) -> None:
+    editor = server.client(server.token_for(Role.EDITOR))
+    for output in ("listed_a", "listed_b"):
+        _wait(editor, editor.serving.start_batch_job({**OK, "output": output}).id)
+    two = editor.serving.list_jobs(max_results=2)
+    assert [j.spec["output"] for j in two] == ["listed_b", "listed_a"]
+    assert len(editor.serving.list_jobs()) > 2
+    headers = {"authorization": f"Bearer {server.token_for(Role.VIEWER)}"}
+    r = httpx.get(f"{server.url}/api/v1/serving/jobs?max_results=0", headers=headers)
+    assert r.status_code in (400, 422) and "max_results" in r.text
