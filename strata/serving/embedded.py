@@ -128,6 +128,7 @@ class EmbeddedServing(ServingService):
             with audited(self.backends.db, "serving.cancel_job", "scoring_job", job_id, {}):
                 job.state, job.error = "cancelled", SERVER_STOPPED
                 job.cancel_requested, job.finished_at = True, datetime.now(UTC)
+                self._jobs.request_cancel(job_id)  # should its process live after all: stop
                 self._jobs.save(job)
             return job
         if job.state != "running":

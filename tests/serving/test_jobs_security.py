@@ -150,7 +150,16 @@ def test_a_job_whose_server_died_is_failed_and_can_be_cancelled(server: LiveServ
     cancelled = editor.serving.cancel_job(dead.id)
     assert cancelled.state == "cancelled" and cancelled.finished_at is not None
     assert store.read(dead.id).state == "cancelled"  # recorded, not only shown
+    assert store.cancelled(dead.id)  # and its marker, should the process live after all
+    assert editor.serving.cancel_job(dead.id).state == "cancelled"  # a second cancel: same
     # Another host's job: judged by its heartbeat.
+    old = now - timedelta(minutes=10)
+    silent = dead.model_copy(
+        update={"id": uuid.uuid4().hex, "server": "elsewhere:1", "state": "running"}
+        | {"created_at": old, "heartbeat_at": old, "finished_at": None}
+    )
+    store.save(silent)
+    assert viewer.serving.get_job(silent.id).state == "failed"
     elsewhere = dead.model_copy(update={"server": "elsewhere:1", "state": "running"})
     assert not orphaned(elsewhere, now=now + timedelta(seconds=30))
     assert orphaned(elsewhere, now=now + timedelta(minutes=10))
