@@ -166,9 +166,14 @@ def _wait(client: Any, job: Any, as_json: bool) -> None:
 
 
 @jobs_app.command("list")
-def jobs_list(as_json: JsonOpt = False) -> None:
+def jobs_list(
+    max_results: Annotated[
+        int, typer.Option("--max-results", help="At most this many jobs, newest (1-1000).")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
     """Scoring jobs, newest first, with their state and progress."""
-    items = _client().serving.list_jobs()
+    items = _client().serving.list_jobs(max_results=max_results)
     if as_json:
         print_json([j.model_dump(mode="json") for j in items])
         return

@@ -215,3 +215,18 @@ def test_the_job_list_is_bounded_newest_first(server: LiveServer) -> None:
     headers = {"authorization": f"Bearer {server.token_for(Role.VIEWER)}"}
     r = httpx.get(f"{server.url}/api/v1/serving/jobs?max_results=0", headers=headers)
     assert r.status_code in (400, 422) and "max_results" in r.text
+
+
+def test_the_cli_lists_the_newest_jobs(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from strata.cli.main import app
+
+    monkeypatch.setenv("STRATA_URI", server.url)
+    monkeypatch.setenv("STRATA_TOKEN", server.token_for(Role.VIEWER))
+    listed = CliRunner().invoke(app, ["serving", "jobs", "list", "--max-results", "1", "--json"])
+    assert listed.exit_code == 0, listed.output
+    newest = server.embedded.serving.list_jobs(max_results=1)
+    assert [j["id"] for j in json.loads(listed.stdout)] == [newest[0].id]
