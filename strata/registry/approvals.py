@@ -142,7 +142,8 @@ class ApprovalsMixin:
         max_results: int = 100,
         page_token: str | None = None,
     ) -> Page[PromotionRequest]:
-        from strata.registry.embedded import _limit, page_value
+        from strata.registry.access import page_size as _limit
+        from strata.registry.access import page_value
 
         limit = _limit(max_results)
         offset = page_value(page_token, "offset")
@@ -160,7 +161,7 @@ class ApprovalsMixin:
         return Page(items=[_request(r) for r in rows[:limit]], next_page_token=token)
 
     def _decide(self, request_id: str, comment: str, approve: bool) -> PromotionRequest:
-        from strata.registry.embedded import need
+        from strata.registry.access import need
 
         reg = self._self()
         verb = "approve" if approve else "reject"
@@ -214,7 +215,7 @@ class ApprovalsMixin:
             return RegistrySettings.model_validate_json(row.value) if row else RegistrySettings()
 
     def update_settings(self, settings: RegistrySettings | dict[str, Any]) -> RegistrySettings:
-        from strata.registry.embedded import need
+        from strata.registry.access import need
 
         need(Permission.ADMIN, "change the registry settings")
         parsed = (
