@@ -59,7 +59,7 @@ def orphaned(job: ScoringJob, *, now: datetime | None = None) -> bool:
     if job.state != "running":
         return False
     host, _, pid = (job.server or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
+    if host == socket.gethostname() and pid.isdigit() and os.name == "posix":  # signal 0
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
