@@ -5,8 +5,13 @@ and the bad requests an attacker or a broken client would send."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,3 +122,92 @@ def test_bad_multipart_requests(live_server: LiveServer) -> None:
     assert httpx.put(other["credentials"][0]["url"], content=b"x").status_code == 404
     assert post("abort", root, path="v.bin", upload_id=other["upload_id"]).status_code == 200
     assert not list((live_server.settings.home / "tmp").glob("upload-*"))
+
+
+def _create(live_server: LiveServer, http: httpx.Client, root: str, parts: int) -> dict[str, Any]:
+    r = http.post(f"{MPU}/create/{root}", json={"path": "w.bin", "num_parts": parts})
+    assert r.status_code == 200, r.text
+    created: dict[str, Any] = r.json()
+    return created
+
+
+@SQLITE_ONLY
+def test_racing_puts_of_one_part_keep_their_own_bytes(live_server: LiveServer) -> None:
+    """A retry racing the first try of a part: both answered, neither corrupts the other,
+    and complete takes the bytes of the ETag it lists."""
+    admin = {"Authorization": f"Bearer {live_server.admin_token}"}
+    http = httpx.Client(base_url=live_server.url, headers=admin, timeout=60)
+    run = live_server.embedded.tracking.create_run("0").info.run_id
+    root = f"0/{run}/artifacts"
+    created = _create(live_server, http, root, 1)
+    url = created["credentials"][0]["url"]
+    slow_bytes, fast_bytes = os.urandom(300_000), os.urandom(150_000)
+    answers: dict[str, httpx.Response] = {}
+    first_chunk_sent = threading.Event()
+
+    def slow() -> Iterator[bytes]:
+        for i in range(0, len(slow_bytes), 100_000):
+            yield slow_bytes[i : i + 100_000]
+            first_chunk_sent.set()
+            time.sleep(0.5)
+
+    def put_slow() -> None:
+        answers["slow"] = httpx.put(url, content=slow(), timeout=60)
+
+    worker = threading.Thread(target=put_slow)
+    worker.start()
+    assert first_chunk_sent.wait(30)
+    time.sleep(0.3)  # the server has the slow PUT's first chunk in hand
+    answers["fast"] = httpx.put(url, content=fast_bytes, timeout=60)
+    worker.join(60)
+    assert answers["fast"].status_code == 200, answers["fast"].text
+    assert answers["slow"].status_code == 200, answers["slow"].text
+    etags = {k: r.headers["ETag"].strip('"') for k, r in answers.items()}
+    assert etags == {
+        "slow": hashlib.sha256(slow_bytes).hexdigest(),
+        "fast": hashlib.sha256(fast_bytes).hexdigest(),
+    }
+
+    def complete(etag: str) -> httpx.Response:
+        parts = [{"part_number": 1, "etag": etag}]
+        body = {"path": "w.bin", "upload_id": created["upload_id"], "parts": parts}
+        return http.post(f"{MPU}/complete/{root}", json=body)
+
+    # complete takes the bytes of the ETag listed: the slow PUT's, whole (its file was never
+    # shared with the fast one, which wrote over its middle when they were)
+    assert complete(etags["slow"]).status_code == 200
+    _, sha, reader = live_server.embedded.tracking.open_artifact(run, "w.bin")
+    with reader:
+        assert reader.read() == slow_bytes
+    assert sha == etags["slow"]
+    # An ETag that names no part (a path, a made-up digest) is refused, not looked up.
+    again = _create(live_server, http, root, 1)
+    assert httpx.put(again["credentials"][0]["url"], content=fast_bytes).status_code == 200
+    created = again
+    for bad in ("../upload.json", "0" * 64):
+        refused = complete(bad)
+        assert refused.status_code == 400 and "never uploaded" in refused.json()["message"]
+    assert complete(etags["fast"]).status_code == 200
+
+
+@SQLITE_ONLY
+def test_an_expired_upload_is_gone(live_server: LiveServer) -> None:
+    """The 24 h TTL holds on every use of the upload, not only when another is created."""
+    admin = {"Authorization": f"Bearer {live_server.admin_token}"}
+    http = httpx.Client(base_url=live_server.url, headers=admin, timeout=60)
+    run = live_server.embedded.tracking.create_run("0").info.run_id
+    root = f"0/{run}/artifacts"
+    created = _create(live_server, http, root, 1)
+    url = created["credentials"][0]["url"]
+    etag = httpx.put(url, content=b"part").headers["ETag"].strip('"')
+    # A day and a minute pass (the upload's recorded creation time moves back).
+    meta_file = live_server.settings.home / "tmp" / created["upload_id"] / "upload.json"
+    meta = json.loads(meta_file.read_text())
+    meta["created"] -= 24 * 3600 + 60
+    meta_file.write_text(json.dumps(meta))
+    late = httpx.put(url, content=b"part")
+    assert late.status_code == 404 and "expired" in late.json()["message"]
+    parts = [{"part_number": 1, "etag": etag}]
+    body = {"path": "w.bin", "upload_id": created["upload_id"], "parts": parts}
+    done = http.post(f"{MPU}/complete/{root}", json=body)
+    assert done.status_code == 404 and "expired" in done.json()["message"]

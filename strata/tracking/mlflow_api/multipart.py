@@ -10,15 +10,20 @@ when the server advertises ``multipart_uploads_enabled`` (``/api/3.0/mlflow/serv
    and stored only as its sha256; like an S3 presigned URL it is the part's whole credential
    (the client sends those PUTs without its own headers), good for one upload and
    :data:`TTL_SECONDS`.
-2. The client PUTs the parts in parallel; each is streamed to its own file (at most
-   :data:`MAX_PART_BYTES`) and answered with its sha256 as the ``ETag``.
-3. ``complete`` (write permission again) checks that every part 1..N is there with the ETag the
-   client reports, then streams the parts in order through the tracking service into the
-   artifact store — the same write as a single PUT: the path rules, the recorded sha256, the
-   audit, local files or S3 alike — and removes the staging directory. ``abort`` removes it.
+2. The client PUTs the parts in parallel; each PUT is streamed to a temporary file of its own
+   (at most :data:`MAX_PART_BYTES`), then named after its content, ``part-00001.<sha256>``,
+   and answered with that sha256 as the ``ETag``. Two PUTs of the same part (a retry racing
+   the first try) never share a file: each keeps its bytes under its own digest.
+3. ``complete`` (write permission again) takes, for every part 1..N, the file of the ETag the
+   client lists (refused if there is none), then streams them in order through the tracking
+   service into the artifact store — the same write as a single PUT: the path rules, the
+   recorded sha256, the audit, local files or S3 alike — and removes the staging directory.
+   ``abort`` removes it.
 
-The staging directories of a dead server process are swept (:mod:`strata.core.staging`), and
-uploads older than :data:`TTL_SECONDS` are removed whenever a new one is created.
+An upload older than :data:`TTL_SECONDS` is gone: its part URLs, ``complete`` and ``abort``
+answer as for an unknown upload, and its directory is removed whenever a new upload is
+created. The staging directories of a dead server process are swept
+(:mod:`strata.core.staging`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import posixpath
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -69,6 +75,7 @@ MAX_PART_BYTES = 5 * 1024**3  # as S3
 TTL_SECONDS = 24 * 3600
 META = "upload.json"
 _UPLOAD_ID = re.compile(r"^upload-[A-Za-z0-9_]{4,64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _tmp_root(request: Request) -> Path:
@@ -85,7 +92,16 @@ def _destination(request: Request, body: dict[str, Any]) -> str:
     return safe_relpath(f"{directory}/{name}")
 
 
-def _upload_dir(request: Request, upload_id: str) -> Path:
+def _gone(upload_id: str) -> NotFound:
+    return NotFound(
+        f"No multipart upload {upload_id!r}: it was completed, aborted or has expired",
+        details={"upload_id": upload_id},
+    )
+
+
+def _upload_dir(request: Request, upload_id: str) -> tuple[Path, dict[str, Any]]:
+    """The staging directory of a live upload and its metadata; NotFound when it was
+    completed, aborted or is older than :data:`TTL_SECONDS` (blocking: call off the loop)."""
     if not _UPLOAD_ID.match(upload_id):
         raise InvalidInput(
             f"Invalid value {upload_id!r} for parameter 'upload_id': not an upload this "
@@ -93,12 +109,14 @@ def _upload_dir(request: Request, upload_id: str) -> Path:
             details={"field": "upload_id"},
         )
     path = _tmp_root(request) / upload_id
-    if not (path / META).is_file():
-        raise NotFound(
-            f"No multipart upload {upload_id!r}: it was completed, aborted or has expired",
-            details={"upload_id": upload_id},
-        )
-    return path
+    try:
+        meta = _meta(path)
+        created = float(meta["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise _gone(upload_id) from None
+    if created < time.time() - TTL_SECONDS:
+        raise _gone(upload_id)
+    return path, meta
 
 
 def _meta(path: Path) -> dict[str, Any]:
@@ -150,23 +168,18 @@ async def create_upload(request: Request) -> Response:
     return json_response({"upload_id": upload_id, "credentials": credentials})
 
 
-def _part_file(path: Path, number: int) -> Path:
-    return path / f"part-{number:05d}"
+def _part_file(path: Path, number: int, etag: str) -> Path:
+    return path / f"part-{number:05d}.{etag}"
 
 
 async def upload_part(request: Request) -> Response:
     """``PUT /uploads/mlflow/{upload_id}/{part_number}?token=``: one part's bytes."""
     upload_id = request.path_params["upload_id"]
-    path = _upload_dir(request, upload_id)
-    meta = await run_sync(_meta, path)
+    path, meta = await run_sync(_upload_dir, request, upload_id)
     token = request.query_params.get("token", "")
     given = hashlib.sha256(token.encode()).hexdigest()
     if not token or not hmac.compare_digest(given, str(meta["token_sha256"])):
-        # The same answer as an unknown upload: a wrong token learns nothing.
-        raise NotFound(
-            f"No multipart upload {upload_id!r}: it was completed, aborted or has expired",
-            details={"upload_id": upload_id},
-        )
+        raise _gone(upload_id)  # the same answer as an unknown upload: a wrong token learns nothing
     number = to_int(request.path_params["part_number"], "part_number")
     if not 1 <= number <= int(meta["num_parts"]):
         raise InvalidInput(
@@ -174,12 +187,15 @@ async def upload_part(request: Request) -> Response:
             f"{meta['num_parts']}",
             details={"field": "part_number"},
         )
-    target = _part_file(path, number)
-    partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")  # retries race
+    try:  # this PUT's own file: a concurrent PUT of the same part writes another
+        fd, name = tempfile.mkstemp(dir=path, prefix=f"part-{number:05d}.", suffix=".partial")
+    except FileNotFoundError:
+        raise _gone(upload_id) from None  # completed or aborted meanwhile
+    partial = Path(name)
     digest = hashlib.sha256()
     size = 0
     try:
-        with partial.open("wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > MAX_PART_BYTES:
@@ -190,6 +206,8 @@ async def upload_part(request: Request) -> Response:
                     )
                 digest.update(chunk)
                 fh.write(chunk)
+        etag = digest.hexdigest()
+        os.replace(partial, _part_file(path, number, etag))
     except ClientDisconnect:
         partial.unlink(missing_ok=True)
         raise InvalidInput(
@@ -197,12 +215,11 @@ async def upload_part(request: Request) -> Response:
             "disconnected; send the part again",
             details={"part_number": number},
         ) from None
+    except FileNotFoundError:
+        raise _gone(upload_id) from None  # the directory went (completed or aborted) meanwhile
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, target)
-    etag = digest.hexdigest()
-    (path / f"{target.name}.sha256").write_text(etag)
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
 
@@ -238,8 +255,8 @@ class _Parts(io.RawIOBase):
 
 
 def _checked_parts(path: Path, meta: dict[str, Any], body: dict[str, Any]) -> list[Path]:
-    """The part files in order, after checking the client's list names each part once with
-    the ETag it was given."""
+    """The part files in order: for each part 1..N, listed once, the file of the ETag the
+    client lists (the file named after that content)."""
     listed: dict[int, str] = {}
     for entry in obj_list(body, "parts"):
         number = to_int(entry.get("part_number"), "part_number")
@@ -252,17 +269,12 @@ def _checked_parts(path: Path, meta: dict[str, Any], body: dict[str, Any]) -> li
         )
     files = []
     for number in expected:
-        part = _part_file(path, number)
-        stored = part.with_name(f"{part.name}.sha256")
-        if not stored.is_file():
+        etag = listed[number]
+        part = _part_file(path, number, etag) if _SHA256.match(etag) else None
+        if part is None or not part.is_file():
             raise InvalidInput(
-                f"Part {number} of upload {path.name!r} was never uploaded",
-                details={"field": "parts", "part_number": number},
-            )
-        if listed[number] and listed[number] != stored.read_text():
-            raise InvalidInput(
-                f"Part {number} of upload {path.name!r}: the ETag {listed[number]!r} is not "
-                "the one the server answered for it",
+                f"Part {number} of upload {path.name!r} was never uploaded with the ETag "
+                f"{etag[:80]!r}: list the ETag the server answered for it",
                 details={"field": "parts", "part_number": number},
             )
         files.append(part)
@@ -282,8 +294,7 @@ async def complete_upload(request: Request) -> Response:
     svc = tracking(request)
 
     def work() -> None:
-        path = _upload_dir(request, upload_id)
-        meta = _meta(path)
+        path, meta = _upload_dir(request, upload_id)
         if meta["dest"] != dest:
             raise InvalidInput(
                 f"Upload {upload_id!r} writes {meta['dest']!r}, not {dest!r}",
@@ -310,11 +321,11 @@ async def abort_upload(request: Request) -> Response:
 
     def work() -> None:
         try:
-            path = _upload_dir(request, upload_id)
+            path, meta = _upload_dir(request, upload_id)
         except NotFound:
             return  # already gone: aborting twice is fine
         _owner(request, dest)
-        if _meta(path)["dest"] != dest:
+        if meta["dest"] != dest:
             raise InvalidInput(
                 f"Upload {upload_id!r} does not write {dest!r}", details={"field": "path"}
             )
