@@ -149,3 +149,28 @@ def test_versions_and_models_get_their_own_files(tmp_path: Path) -> None:
     plog.flush()
     paths = sorted(f.split("/")[1] for f in _files(tmp_path))
     assert paths == ["model=flights", "model=flights", "model=other"]
+
+
+def test_queued_requests_are_invisible_to_the_cyclic_gc(tmp_path: Path) -> None:
+    """A queue of many requests must not lengthen Python's full collections (the serving
+    p99): each queued request is a plain tuple of untracked values."""
+    import gc
+
+    log = PredictionLog(ArtifactStore(str(tmp_path)), PredictionLogConfig(flush_seconds=3600))
+    x = np.arange(16, dtype=np.float64).reshape(2, 8)
+    for i in range(100):
+        log.record(
+            request_id=f"r{i}",
+            model="m",
+            version="1",
+            endpoint="m",
+            path="primary",
+            latency_ms=1.0,
+            inputs={f"c{j}": x[:, j] for j in range(8)},
+            prediction=np.array([0, 1]),
+            proba=np.array([[0.2, 0.8], [0.6, 0.4]]),
+        )
+    gc.collect()
+    gc.collect()  # a pass untracks the inner tuples, the next the entries holding them
+    assert not any(gc.is_tracked(entry) for entry in log._queue)
+    assert log.flush() == 200
