@@ -8,8 +8,10 @@ so a route downgraded to READ passes it. Here the expectation comes from a hand-
 - search-by-POST routes (MLflow's ``*/search`` and friends) are reads: they are listed by
   name below, so a new POST is a write until someone adds it here on purpose.
 
-Both ``/api`` and ``/ajax-api`` (MLflow's UI prefix) are covered; a route the rule does not
-place fails the test, and so does an allow-list entry that no longer exists.
+Both ``/api`` and ``/ajax-api`` (MLflow's UI prefix) are covered, and so are the routes at the
+root (``/graphql``, ``/feedback``, the multipart part URLs, ...), except the web UI's pages
+(``strata.ui``: a session cookie, checked by the services they call). A route the rule does
+not place fails the test, and so does an allow-list entry that no longer exists.
 """
 
 from __future__ import annotations
@@ -46,6 +48,21 @@ READ_POSTS = frozenset(
         "/v1/monitoring/drift",
         "/v1/monitoring/drift/html",
         "/v1/monitoring/performance",  # likewise for options.store
+        "/graphql",  # MLflow's UI reads through it; every field is a read (no mutation writes)
+    }
+)
+#: Root routes that need no permission, each on purpose: (method, template).
+PUBLIC = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/index.json"),
+        # MLflow's presigned part URL: the mlflow client PUTs it without its own headers, so
+        # the credential is the upload's random token in the URL (stored as its sha256, good
+        # for that one upload and 24 h), checked by the handler; creating and completing the
+        # upload need WRITE on the run.
+        ("PUT", "/uploads/mlflow/{upload_id}/{part_number}"),
     }
 )
 _RANK = {Permission.READ: 0, Permission.WRITE: 1, Permission.APPROVE: 2, Permission.ADMIN: 3}
@@ -74,9 +91,12 @@ def routes(settings: Settings) -> list[tuple[str, str, Permission | None]]:
     found = []
     for ctx in iter_route_contexts(create_app(settings).routes):
         path = ctx.path or ""
-        if not path.startswith(("/api/", "/ajax-api/")):
-            continue
-        if not isinstance(ctx.original_route, APIRoute):
+        route = ctx.original_route
+        if not path.startswith(("/api/", "/ajax-api/")) and (
+            not isinstance(route, APIRoute) or route.endpoint.__module__.startswith("strata.ui")
+        ):
+            continue  # the OpenAPI document, static files, the UI's pages
+        if not isinstance(route, APIRoute):
             found.append(("?", path, None))
             continue
         perms = set(permissions_of(ctx.dependant)) if ctx.dependant is not None else set()
@@ -93,6 +113,10 @@ def test_every_route_needs_what_the_rule_says(sqlite_settings: Settings) -> None
     assert any(p.startswith("/ajax-api/") for _, p, _ in found), "the MLflow UI prefix is seen"
     problems = []
     for method, path, declared in found:
+        if (method, path) in PUBLIC:
+            if declared is not None:
+                problems.append(f"{method} {path}: listed as public, declares {declared.value}")
+            continue
         want = expected(method, path)
         if want is None:
             problems.append(f"{method} {path}: not placed by the rule; extend it on purpose")
@@ -106,3 +130,6 @@ def test_every_route_needs_what_the_rule_says(sqlite_settings: Settings) -> None
     posts = {_short(p) for m, p, _ in found if m == "POST"}
     stale = sorted(READ_POSTS - posts)
     assert not stale, f"READ_POSTS lists routes that no longer exist: {stale}"
+    assert {(m, p) for m, p, _ in found} >= PUBLIC, "PUBLIC lists routes that no longer exist"
+    root = {(m, p) for m, p, _ in found if not p.startswith(("/api/", "/ajax-api/"))}
+    assert {("GET", "/graphql"), ("POST", "/graphql"), ("POST", "/feedback")} <= root
