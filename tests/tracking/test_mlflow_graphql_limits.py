@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -166,3 +168,41 @@ def test_bad_integers_and_unexpected_errors(
     (record,) = [rec for rec in caplog.records if rec.name == graphql_api.__name__]
     assert record.request_id == request_id  # type: ignore[attr-defined]
     assert "secret" in str(record.exc_info)
+
+
+@SQLITE_ONLY
+def test_at_most_a_few_queries_run_at_once(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many concurrent queries wait their turn instead of taking every worker thread."""
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    real_check = graphql_api.check_query
+
+    def slow_check(document: Any) -> str | None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)  # a query that takes a while to check
+        with lock:
+            running -= 1
+        return real_check(document)
+
+    monkeypatch.setattr(graphql_api, "check_query", slow_check)
+    viewer = live_server.token_for("viewer")
+    answers: list[int] = []
+
+    def ask() -> None:
+        answers.append(
+            _post(live_server, viewer, '{ test(inputString: "x") { output } }').status_code
+        )
+
+    threads = [threading.Thread(target=ask) for _ in range(3 * graphql_api.CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == [200] * len(threads)
+    assert 1 < most <= graphql_api.CONCURRENCY, most

@@ -15,7 +15,8 @@ parser stops at :data:`MAX_TOKENS`. Then a query is checked as MLflow checks it:
 levels deep, 1,000 selections (the fields of fragments count too, used or not), 10 root
 fields and 10 aliases per level (the last two configurable with MLflow's variables
 ``MLFLOW_SERVER_GRAPHQL_MAX_ROOT_FIELDS`` / ``..._MAX_ALIASES``). Parsing, checking,
-validation and execution run in a worker thread (:func:`run_sync`), never on the event loop.
+validation and execution run in a worker thread (:func:`run_sync`), never on the event loop,
+at most :data:`CONCURRENCY` queries at once (the others wait without holding a thread).
 
 A page of runs asks the registry for its model versions once (``run_id IN (...)``), and each
 experiment is read once per request, however many runs name it.
@@ -33,6 +34,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -66,6 +68,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: ``search_model_versions`` of the MLflow registry routes (set by ``strata.registry``).
 MODEL_VERSION_SEARCH: list[Handler] = []
 
+#: Queries run at once (each in a worker thread); more wait their turn.
+CONCURRENCY = 4
 #: Run ids per model-version search (one ``run_id IN (...)`` filter).
 VERSION_BATCH = 1000
 
@@ -303,8 +307,18 @@ async def graphql_endpoint(request: Request) -> Response:
         raise InvalidInput("'variables' must be a JSON object", details={"field": "variables"})
     operation = body.get("operationName")
     name = operation if isinstance(operation, str) else None
-    answer = await run_sync(_answer, built, query, variables, name, request)
+    async with _slots(request):  # waiting here holds no worker thread
+        answer = await run_sync(_answer, built, query, variables, name, request)
     return json_response(answer)
+
+
+def _slots(request: Request) -> anyio.Semaphore:
+    """The server's :data:`CONCURRENCY` slots for running queries (made on first use, on the
+    server's loop), so queries cannot take every worker thread the other routes need."""
+    slots: anyio.Semaphore | None = getattr(request.app.state, "graphql_slots", None)
+    if slots is None:
+        slots = request.app.state.graphql_slots = anyio.Semaphore(CONCURRENCY)
+    return slots
 
 
 def _answer(
