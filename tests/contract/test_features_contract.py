@@ -226,6 +226,31 @@ def test_training_set_lineage(client: Client) -> None:
     assert code["feature_service"] == {"name": "trip", "version": service.version}
 
 
+def test_retrievals_in_a_row_each_see_their_own_entities_and_sources(client: Client) -> None:
+    """Embedded retrievals keep one DuckDB connection per thread between calls: rows of an
+    earlier call (a frame, then a dataset's view) and an earlier source version never leak
+    into the next answer."""
+    _load(client)
+    fs = client.features
+    fs.apply(DEFS)
+    first = pd.DataFrame({"station": ["A"], "car_id": [1], "event_timestamp": [h(1)]})
+    client.data.ingest(
+        pd.DataFrame({"station": ["B", "A"], "car_id": [2, 1], "event_timestamp": [h(1), h(5)]}),
+        "trips",
+    )
+    third = pd.DataFrame({"station": ["B"], "car_id": [2], "event_timestamp": [h(1)]})
+    answers = [
+        fs.get_historical_features(e, ["air:temp"]).column("temp").to_pylist()
+        for e in (first, "trips@latest", third, first)
+    ]
+    assert answers == [[12.0], [20.0, 15.0], [20.0], [12.0]]
+    # a new version of the source is read by the next call
+    air = client.data.read_pandas("air_raw@latest")
+    air.loc[air["temp"] == 12.0, "temp"] = 13.0
+    client.data.ingest(air, "air_raw")
+    assert fs.get_historical_features(first, ["air:temp"]).column("temp").to_pylist() == [13.0]
+
+
 def test_online_materialize_push_and_skew(client: Client) -> None:
     _load(client)
     fs = client.features
