@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,9 @@ def test_experiment_create_get_and_unique_names(t: TrackingService) -> None:
 
 def test_search_experiments_filter_order_pages_and_views(t: TrackingService) -> None:
     a1 = t.create_experiment("alpha-1", tags={"team": "ml"})
+    time.sleep(0.003)  # creation times are milliseconds: ties order by id (MLflow's rule)
     a2 = t.create_experiment("alpha-2", tags={"team": "data"})
+    time.sleep(0.003)
     beta = t.create_experiment("beta")
 
     names = [e.name for e in t.search_experiments()]
