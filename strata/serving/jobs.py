@@ -296,7 +296,7 @@ class JobRunner:
 
 
 class _Cancelled(Exception):
-    pass
+    """Raised in a job's thread when its cancel marker is seen: ends the job as cancelled."""
 
 
 def _run_batch(
