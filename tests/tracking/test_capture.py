@@ -110,7 +110,7 @@ def test_requirements_txt_lists_installed_distributions() -> None:
     }
     assert pins["pydantic"] == importlib.metadata.version("pydantic")
     assert pins["sqlalchemy"] == importlib.metadata.version("sqlalchemy")
-    assert pins["pydantic-settings"] == importlib.metadata.version("pydantic-settings")
+    assert pins["typing-extensions"] == importlib.metadata.version("typing_extensions")
     assert "strata-ml" in pins  # an editable install (egg-info) is read from its metadata
     # sorted by normalised name (jaraco.text before jaraco_context would break str.lower)
     assert lines[1:] == sorted(
