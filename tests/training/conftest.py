@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,30 @@ def flights(home_client: Client, flights_sample: pd.DataFrame) -> str:
     result = home_client.data.ingest(flights_sample, "flights")
     assert result.ref is not None
     return result.ref
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean git work tree as the working directory: the job's code (what reproduce
+    checks out)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    git(code, "init", "-q")
+    (code / "train.py").write_text("# the job\n")
+    git(code, "add", ".")
+    git(code, "commit", "-qm", "first")
+    monkeypatch.chdir(code)
+    return code
 
 
 def base_config(**over: Any) -> dict[str, Any]:

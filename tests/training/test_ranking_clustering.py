@@ -283,3 +283,80 @@ def test_run_pages_show_the_ranking_and_cluster_reports(
         assert 'class="grid ranking"' in text and "ndcg_at_k.png" in text
         text = web.get(f"/runs/{clusterer.run_id}").text
         assert 'class="grid clusters"' in text and "cluster_sizes.png" in text
+
+
+def _reproduce_cli(run_id: str) -> dict[str, Any]:
+    from typer.testing import CliRunner
+
+    from strata.cli.main import app
+
+    out = CliRunner().invoke(app, ["runs", "reproduce", run_id, "--json"])
+    assert out.exit_code == 0, out.output
+    doc: dict[str, Any] = json.loads(out.stdout)
+    assert doc["source_run_id"] == run_id and doc["run_id"] != run_id
+    return doc
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"family": "lightgbm", "params": {"n_estimators": 30, "min_child_samples": 5}},
+        {"family": "xgboost", "params": {"n_estimators": 20}},
+        {
+            "family": "sklearn",
+            "estimator": "sklearn.ensemble.RandomForestRegressor",
+            "params": {"n_estimators": 10, "max_depth": 5},
+        },
+    ],
+    ids=["lightgbm-ranker", "xgboost-ranker", "sklearn-pointwise"],
+)
+def test_runs_reproduce_a_ranking_job(
+    home_client: Client, queries: str, repo: Any, model: dict[str, Any]
+) -> None:
+    from strata.training.reproduce import TAG_REPRODUCES
+
+    first = train(ranking_config(model=model, cv={"folds": 3}, evaluate=False), client=home_client)
+    doc = _reproduce_cli(first.run_id)
+    deltas = doc["deltas"]
+    # every metric of the source run, per-fold keys included, came out exactly the same
+    for name in ("ndcg_at_10", "mrr"):
+        for key in (f"train_{name}", f"test_{name}", f"cv_{name}", f"cv_{name}_mean"):
+            assert deltas[key] == 0.0, (key, deltas)
+    assert set(first.metrics) < set(deltas) and doc["identical"] is True
+    again = home_client.tracking.get_run(doc["run_id"])
+    assert again.tags[TAG_REPRODUCES] == first.run_id
+    assert again.params["data.version"] == queries
+    assert again.metrics["test_ndcg_at_10"] == first.metrics["test_ndcg_at_10"] > 0.75
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {
+            "family": "sklearn",
+            "estimator": "sklearn.cluster.KMeans",
+            "params": {"n_clusters": 5, "n_init": 1},
+        },
+        {
+            "family": "sklearn",
+            "estimator": "sklearn.mixture.GaussianMixture",
+            "params": {"n_components": 5},
+        },
+    ],
+    ids=["kmeans", "gaussian-mixture"],
+)
+def test_runs_reproduce_a_clustering_job(
+    home_client: Client, blobs: str, repo: Any, model: dict[str, Any]
+) -> None:
+    # 5 clusters on 3 blobs: where the extra centres land depends on the seeded init, so
+    # a run that did not pass its seed on would split the blobs differently
+    first = train(
+        clustering_config(model=model, cv={"folds": 2}, evaluate=False), client=home_client
+    )
+    doc = _reproduce_cli(first.run_id)
+    deltas = doc["deltas"]
+    for name in ("silhouette", "adjusted_rand"):
+        for key in (f"train_{name}", f"test_{name}", f"cv_{name}", f"cv_{name}_mean"):
+            assert deltas[key] == 0.0, (key, deltas)
+    assert set(first.metrics) < set(deltas) and doc["identical"] is True
+    assert 0.3 < first.metrics["test_adjusted_rand"] < 1.0

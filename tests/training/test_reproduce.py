@@ -4,7 +4,6 @@ metrics; dirty code or a missing input version is refused."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,30 +16,7 @@ from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.training.job import TAG_DATA
 from strata.training.reproduce import TAG_REPRODUCES, reproduce
 
-from .conftest import base_config
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean git work tree as the working directory: the job's code."""
-    code = tmp_path / "code"
-    code.mkdir()
-    git(code, "init", "-q")
-    (code / "train.py").write_text("# the job\n")
-    git(code, "add", ".")
-    git(code, "commit", "-qm", "first")
-    monkeypatch.chdir(code)
-    return code
+from .conftest import base_config, git
 
 
 @pytest.mark.parametrize(
