@@ -51,35 +51,10 @@ from strata.tracking.tables import (
 from strata.tracking.validation import (
     check_max_results,
     generate_run_name,
-    param_map,
     parse_status,
-    tag_map,
     validate_key,
     view_condition,
 )
-
-_RUN_STAGE = "SELECT lifecycle_stage FROM trk_runs WHERE id = ?"
-_INSERT_PARAM = "INSERT INTO trk_params (run_id, key, value) VALUES (?, ?, ?)"
-_UPSERT_TAG = (
-    "INSERT INTO trk_tags (run_id, key, value) VALUES (?, ?, ?) "
-    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
-)
-_INSERT_BLOCK = (
-    "INSERT INTO trk_metric_blocks (run_id, key, count, min_step, max_step, steps, timestamps,"
-    " vals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Latest point = greatest (step, timestamp, value); NaN ranks below every number.
-_UPSERT_LATEST = (
-    "INSERT INTO trk_latest_metrics (run_id, key, value, is_nan, timestamp, step) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET "
-    "value = excluded.value, is_nan = excluded.is_nan, timestamp = excluded.timestamp, "
-    "step = excluded.step WHERE excluded.step > trk_latest_metrics.step OR "
-    "(excluded.step = trk_latest_metrics.step AND (excluded.timestamp > "
-    "trk_latest_metrics.timestamp OR (excluded.timestamp = trk_latest_metrics.timestamp AND "
-    "(CASE WHEN excluded.is_nan THEN -1e308 ELSE excluded.value END) > "
-    "(CASE WHEN trk_latest_metrics.is_nan THEN -1e308 ELSE trk_latest_metrics.value END))))"
-)
-
 
 MAX_INPUT_PAIRS = 1000
 
@@ -331,96 +306,13 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
     ) -> None:
-        from strata.tracking.metric_blocks import metric_blocks  # numpy: not on `runs list`
+        from strata.tracking import batch_write
 
-        blocks = metric_blocks(metrics)
-        params_ = param_map(params)
-        tags_ = tag_map(tags)
-        details = {"metrics": len(metrics), "params": len(params_), "tags": len(tags_)}
-        db = self.db
+        batch = batch_write.prepare(metrics, params, tags)
         # The logging hot path: plain SQL on the session's connection (no ORM objects, no
         # statement compilation), so one call costs a few hundred microseconds.
-        with audited(db, "run.log_batch", "run", str(run_id), details) as sc:
-            conn = sc.session.connection()
-            run_id = str(run_id)
-            stage = conn.exec_driver_sql(db.sql(_RUN_STAGE), (run_id,)).scalar()
-            if stage is None:
-                raise NotFound(f"Run with id {run_id!r} does not exist", details={"run_id": run_id})
-            if stage != LifecycleStage.ACTIVE.value:
-                raise Conflict(
-                    f"Run {run_id!r} is deleted; restore it before logging to it",
-                    details={"run_id": run_id},
-                )
-            if params_:
-                keys = list(params_)
-                marks = ", ".join("?" * len(keys))
-                existing: dict[str, str] = dict(
-                    conn.exec_driver_sql(
-                        db.sql(
-                            f"SELECT key, value FROM trk_params WHERE run_id = ? AND key IN "
-                            f"({marks})"
-                        ),
-                        (run_id, *keys),
-                    ).all()
-                )
-                changed = [
-                    {"key": k, "old_value": existing[k], "new_value": v}
-                    for k, v in params_.items()
-                    if k in existing and existing[k] != v
-                ]
-                if changed:
-                    first = changed[0]
-                    raise Conflict(
-                        f"Param {first['key']!r} of run {run_id} was logged as "
-                        f"{first['old_value']!r}; it cannot change to {first['new_value']!r} "
-                        "(params are immutable)",
-                        details={**first, "run_id": str(run_id), "changed": changed},
-                    )
-                new = [(run_id, k, v) for k, v in params_.items() if k not in existing]
-                if new:
-                    conn.exec_driver_sql(db.sql(_INSERT_PARAM), new)
-            if tags_:
-                conn.exec_driver_sql(
-                    db.sql(_UPSERT_TAG), [(run_id, k, v) for k, v in tags_.items()]
-                )
-                if "mlflow.runName" in tags_:
-                    conn.exec_driver_sql(
-                        db.sql("UPDATE trk_runs SET name = ? WHERE id = ?"),
-                        (tags_["mlflow.runName"][:250], run_id),
-                    )
-            if blocks:
-                conn.exec_driver_sql(
-                    db.sql(_INSERT_BLOCK),
-                    [
-                        (
-                            run_id,
-                            key,
-                            len(b.steps),
-                            int(b.steps.min()),
-                            int(b.steps.max()),
-                            b.steps.tobytes(),
-                            b.timestamps.tobytes(),
-                            b.values.tobytes(),
-                        )
-                        for key, b in blocks.items()
-                    ],
-                )
-                latest = []
-                for key, b in blocks.items():
-                    i = b.latest_index()
-                    value = float(b.values[i])
-                    nan = math.isnan(value)
-                    latest.append(
-                        (
-                            run_id,
-                            key,
-                            0.0 if nan else value,
-                            nan,
-                            int(b.timestamps[i]),
-                            int(b.steps[i]),
-                        )
-                    )
-                conn.exec_driver_sql(db.sql(_UPSERT_LATEST), latest)
+        with audited(self.db, "run.log_batch", "run", str(run_id), batch.details) as sc:
+            batch_write.write(self.db, sc.session.connection(), str(run_id), batch)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with audited(self.db, "run.delete_tag", "run", str(run_id), {"key": key}) as sc:
