@@ -29,6 +29,7 @@ from strata.server.fastpath import FastPath
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware
 from strata.server.textguard import TextGuard
+from strata.tracking.hot_store import HotWriter
 from strata.ui.pages import mount_ui
 
 log = logging.getLogger("strata.server")
@@ -176,6 +177,7 @@ def create_app(
         yield
         if alerts is not None:
             alerts.stop()
+        hot_writer.close()
         client.close()
 
     app = FastAPI(
@@ -192,6 +194,8 @@ def create_app(
     app.state.client = client
     app.state.settings = settings
     app.state.auth = AuthState(enabled=auth_enabled, governance=governance, db=client.backends.db)
+    # The lean SQLite path of the MLflow logging calls (served through FastPath below).
+    app.state.hot_writer = hot_writer = HotWriter(client.backends.db, app.state.auth)
     metrics = Metrics()
     app.state.metrics = metrics
     app.add_middleware(FastPath, api=app)  # innermost: the lean MLflow routes

@@ -13,6 +13,11 @@ audit records name the route template as before. Only routes whose endpoint is m
 ``lean`` (``mlflow_api._common.add_route`` marks them), whose path has no parameters and
 whose dependencies take nothing but the request are dispatched here; every other request goes
 on to FastAPI untouched.
+
+A route may also carry a ``hot`` path (the MLflow logging calls on SQLite:
+``tracking/mlflow_api/hot.py``), tried before the permission check and handler: it answers
+the plain success on the event loop in one transaction, or returns None and the request goes
+on to them as above.
 """
 
 from __future__ import annotations
@@ -32,15 +37,20 @@ from strata.core.errors import StrataError
 Endpoint = Callable[[Request], Awaitable[Response]]
 Check = Callable[[Request], Awaitable[Any]]
 ErrorHandler = Callable[[Request, StrataError], Awaitable[Response]]
+#: A route's lean path: (request, its body) → the response, or None to serve it as usual.
+Hot = Callable[[Request, bytes], Response | None]
 
 
 class _Entry:
-    __slots__ = ("checks", "endpoint", "route")
+    __slots__ = ("checks", "endpoint", "hot", "route")
 
-    def __init__(self, route: Any, endpoint: Endpoint, checks: list[Check]) -> None:
+    def __init__(
+        self, route: Any, endpoint: Endpoint, checks: list[Check], hot: Hot | None = None
+    ) -> None:
         self.route = route
         self.endpoint = endpoint
         self.checks = checks
+        self.hot = hot
 
 
 class _Template:
@@ -73,7 +83,8 @@ def lean_table(api: FastAPI) -> dict[tuple[str, str], _Entry]:
         if not all(_request_only(c) for c in checks):
             continue
         for method in ctx.methods or ():
-            table[(method, path)] = _Entry(_Template(path), endpoint, checks)
+            hot = getattr(endpoint, "hot", None) if method == "POST" else None
+            table[(method, path)] = _Entry(_Template(path), endpoint, checks, hot)
     return table
 
 
@@ -99,6 +110,13 @@ class FastPath:
             return
         scope["route"] = entry.route
         request = Request(scope, receive)
+        if entry.hot is not None:
+            # Tried first; None leaves the request to the permission check and handler below
+            # (the body is kept on the request, so they read it again).
+            response = entry.hot(request, await request.body())
+            if response is not None:
+                await response(scope, receive, send)
+                return
         try:
             for check in entry.checks:
                 await check(request)

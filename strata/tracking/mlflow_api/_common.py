@@ -163,15 +163,18 @@ def add_route(
     *,
     prefixes: tuple[str, ...] = PREFIXES,
     body: dict[str, Any] | None = None,
+    hot: Callable[[Request, bytes], Response | None] | None = None,
 ) -> None:
     """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc).
 
     ``body`` is the JSON schema of the request body for the OpenAPI document; without it the
-    tracking routes' own table (``schemas.BODIES``) is looked up."""
+    tracking routes' own table (``schemas.BODIES``) is looked up. ``hot`` is the route's
+    lean SQLite path (``hot.lean_write``), tried first by server/fastpath.py."""
     wrapped = mlflow_errors(fn)
     # Served by server/fastpath.py without FastAPI's routing and dependency machinery (same
     # permission check, same handler) where the path has no parameters.
     wrapped.lean = True  # type: ignore[attr-defined]
+    wrapped.hot = hot  # type: ignore[attr-defined]
     # The handlers read the raw request, so FastAPI cannot see their path parameters:
     # document them, or the OpenAPI document names parameters it never defines.
     params = [

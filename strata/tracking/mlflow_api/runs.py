@@ -19,6 +19,8 @@ from starlette.responses import Response
 
 from strata.core.errors import Conflict, InvalidInput, StrataError
 from strata.core.principal import Permission, Role, current
+from strata.tracking import batch_write
+from strata.tracking.batch_write import Batch
 from strata.tracking.mlflow_api._common import (
     Body,
     add_route,
@@ -47,6 +49,7 @@ from strata.tracking.mlflow_api._convert import (
     run_info_json,
     run_json,
 )
+from strata.tracking.mlflow_api.hot import lean_write
 from strata.tracking.models import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS,
@@ -449,12 +452,41 @@ async def search_runs(request: Request) -> Response:
     return json_response(await run_sync(work))
 
 
+# -- the lean SQLite path (hot.py) of the four logging calls: the same parsing, then the
+# batch the handler would write; None (a model-linked metric) leaves it to the handler.
+def _hot_metric(body: Body) -> tuple[str, Batch] | None:
+    run_id = req_str(body, "run_id", "run_uuid")
+    metrics, linked = parse_metrics([body], "")
+    return None if linked else (run_id, batch_write.prepare(metrics))
+
+
+def _hot_batch(body: Body) -> tuple[str, Batch] | None:
+    run_id = req_str(body, "run_id", "run_uuid")
+    metrics, linked = parse_metrics(body.get("metrics"), "metrics")
+    params = [Param(k, v) for k, v in key_values(body, "params")]
+    tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
+    _check_batch(len(metrics), len(params), len(tags))
+    return None if linked else (run_id, batch_write.prepare(metrics, params, tags))
+
+
+def _hot_param(body: Body) -> tuple[str, Batch]:
+    run_id = req_str(body, "run_id", "run_uuid")
+    param = Param(req_str(body, "key"), opt_str(body, "value") or "")
+    return run_id, batch_write.prepare(params=[param])
+
+
+def _hot_tag(body: Body) -> tuple[str, Batch]:
+    run_id = req_str(body, "run_id", "run_uuid")
+    tag = RunTag(req_str(body, "key"), opt_str(body, "value") or "")
+    return run_id, batch_write.prepare(tags=[tag])
+
+
 R, W = Permission.READ, Permission.WRITE
 # Routes are matched one by one in this order: the calls a training loop makes come first.
-add_route(router, "/runs/log-metric", log_metric, ["POST"], W)
-add_route(router, "/runs/log-batch", log_batch, ["POST"], W)
-add_route(router, "/runs/log-parameter", log_param, ["POST"], W)
-add_route(router, "/runs/set-tag", set_tag, ["POST"], W)
+add_route(router, "/runs/log-metric", log_metric, ["POST"], W, hot=lean_write(_hot_metric))
+add_route(router, "/runs/log-batch", log_batch, ["POST"], W, hot=lean_write(_hot_batch))
+add_route(router, "/runs/log-parameter", log_param, ["POST"], W, hot=lean_write(_hot_param))
+add_route(router, "/runs/set-tag", set_tag, ["POST"], W, hot=lean_write(_hot_tag))
 add_route(router, "/runs/create", create_run, ["POST"], W)
 add_route(router, "/runs/update", update_run, ["POST"], W)
 add_route(router, "/runs/get", get_run, ["GET"], R)

@@ -1,0 +1,233 @@
+"""The lean SQLite path of the MLflow logging calls (tracking/mlflow_api/hot.py), as an
+attacker and as a client would meet it: it serves only the plain success, every refusal is
+the regular route's (same status, body and audit), and nothing gets around it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from strata.core.principal import Role
+from strata.tracking.hot_store import HotWriter
+
+from .conftest import AppEnv
+
+API = "/api/2.0/mlflow"
+
+
+def _hot(env: AppEnv) -> HotWriter:
+    writer: HotWriter = env.app.state.hot_writer
+    return writer
+
+
+def _run(env: AppEnv) -> str:
+    r = env.http.post(
+        f"{API}/runs/create", json={"experiment_id": "0"}, headers=env.auth(Role.EDITOR)
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["run"]["info"]["run_id"])
+
+
+def _metric(run_id: str, step: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": step} | extra
+
+
+def _history(env: AppEnv, run_id: str) -> list[int]:
+    r = env.http.get(
+        f"{API}/metrics/get-history",
+        params={"run_id": run_id, "metric_key": "loss"},
+        headers=env.auth(Role.VIEWER),
+    )
+    return [m["step"] for m in r.json().get("metrics", [])]
+
+
+def test_serves_the_logging_calls_with_the_same_rows_and_audit(env: AppEnv) -> None:
+    editor = {**env.auth(Role.EDITOR), "X-Request-ID": "hot-1"}
+    run_id = _run(env)  # the token's first use is recorded by the regular path
+    hot = _hot(env)
+    served = hot.served
+    url = f"{API}/runs/"
+    calls = [
+        ("log-metric", _metric(run_id, 1)),
+        ("log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"}),
+        ("log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"}),  # same value: ok
+        ("set-tag", {"run_id": run_id, "key": "team", "value": "a"}),
+        ("log-batch", {"run_id": run_id, "metrics": [_metric(run_id, 2)], "tags": []}),
+    ]
+    for route, body in calls:
+        r = env.http.post(url + route, json=body, headers=editor)
+        assert r.status_code == 200 and r.json() == {}, (route, r.text)
+        assert r.headers["x-request-id"] == "hot-1"
+    assert hot.served == served + len(calls)
+    got = env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=editor).json()
+    data = got["run"]["data"]
+    assert {p["key"]: p["value"] for p in data["params"]} == {"lr": "0.1"}
+    assert {"key": "team", "value": "a"} in data["tags"]
+    assert [m["value"] for m in data["metrics"] if m["key"] == "loss"] == [0.5]
+    assert _history(env, run_id) == [1, 2]
+    records = [
+        e
+        for e in env.gov.list_audit(action="run.log_batch", limit=20).items
+        if e.resource_id == run_id
+    ]
+    assert len(records) == len(calls)
+    assert {(e.actor, e.request_id, e.outcome) for e in records} == {
+        (env.users[Role.EDITOR], "hot-1", "ok")
+    }
+    assert env.gov.verify_audit().ok  # the chain holds across both paths
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "UNAUTHENTICATED"),
+        ({"Authorization": "Bearer strata_" + "x" * 43}, 401, "UNAUTHENTICATED"),
+        ({"Authorization": "Basic Og=="}, 401, "UNAUTHENTICATED"),
+        ("viewer", 403, "PERMISSION_DENIED"),
+    ],
+)
+def test_refused_callers_get_the_regular_answer_and_write_nothing(
+    env: AppEnv, headers: Any, status: int, code: str
+) -> None:
+    run_id = _run(env)
+    if headers == "viewer":
+        headers = env.auth(Role.VIEWER)
+        # a read first, so the token's use is recorded and the lean path would take it
+        env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=headers)
+    before = _hot(env).served
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=headers)
+    assert r.status_code == status and r.json()["error_code"] == code, r.text
+    assert _hot(env).served == before
+    assert _history(env, run_id) == []
+    refused = [
+        e for e in env.gov.list_audit(limit=20).items if e.action == f"POST {API}/runs/log-metric"
+    ]
+    assert refused, "the refusal is audited as on the regular path"
+
+
+def test_a_revoked_token_or_disabled_user_stops_at_once(env: AppEnv) -> None:
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    assert env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor).is_success
+    served = _hot(env).served
+    assert env.http.post(
+        f"{API}/runs/log-metric", json=_metric(run_id, 1), headers=editor
+    ).is_success
+    assert _hot(env).served == served + 1  # the lean path served it: no cache below
+    env.gov.update_user(env.users[Role.EDITOR], disabled=True)
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 2), headers=editor)
+    assert r.status_code == 401
+    env.gov.update_user(env.users[Role.EDITOR], disabled=False)
+    token_id = next(t.id for t in env.gov.list_tokens(env.users[Role.EDITOR]))
+    env.gov.revoke_token(token_id)
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 3), headers=editor)
+    assert r.status_code == 401
+    assert _history(env, run_id) == [0, 1]
+
+
+def test_bad_bodies_and_runs_get_mlflows_words(env: AppEnv) -> None:
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
+    env.http.post(
+        f"{API}/runs/log-parameter",
+        json={"run_id": run_id, "key": "lr", "value": "1"},
+        headers=editor,
+    )
+    deleted = _run(env)
+    env.http.post(f"{API}/runs/delete", json={"run_id": deleted}, headers=editor)
+    missing_run = "f" * 32
+    cases = [
+        ("log-metric", {"key": "loss", "value": 1, "timestamp": 1}, 400, "parameter 'run_id'"),
+        ("log-metric", _metric(run_id, value="abc"), 400, 'Invalid value "abc" for parameter'),
+        ("log-metric", _metric(run_id, key="../x"), 400, "Invalid metric key"),
+        ("log-metric", _metric(missing_run), 404, f"Run with id={missing_run} not found"),
+        ("log-metric", _metric(deleted), 400, "deleted"),
+        ("log-parameter", {"run_id": run_id, "key": "lr", "value": "2"}, 400, "Changing param"),
+        ("set-tag", {"run_id": run_id, "key": "t"}, 200, ""),
+        ("log-batch", {"run_id": run_id, "metrics": [_metric(run_id)] * 1001}, 400, "at most"),
+    ]
+    served = _hot(env).served
+    ok = 0
+    for route, body, status, words in cases:
+        r = env.http.post(f"{API}/runs/{route}", json=body, headers=editor)
+        assert r.status_code == status, (route, body, r.text)
+        if status == 200:
+            ok += 1
+            continue
+        assert r.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
+        assert words in r.json()["message"], r.text
+    assert _hot(env).served == served + ok
+    failures = [
+        e.outcome
+        for e in env.gov.list_audit(action="run.log_batch", limit=50).items
+        if e.resource_id in (missing_run, deleted)
+    ]
+    assert failures and all(o.startswith("error:") for o in failures)  # audited as failures
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//api/2.0/mlflow/runs/log-metric",
+        "/api/2.0/mlflow/runs/log-metric/",
+        "/api/2.0/mlflow/runs%2Flog-metric",
+        "/api/2.0/mlflow/runs/./log-metric",
+        "/API/2.0/mlflow/runs/log-metric",
+        "/api/2.0/mlflow/runs/log-metric;x",
+    ],
+)
+def test_path_tricks_never_write_without_a_token(env: AppEnv, path: str) -> None:
+    run_id = _run(env)
+    before = _hot(env).served
+    r = env.http.post(path, json=_metric(run_id))
+    assert r.status_code in (401, 404, 405), (path, r.status_code, r.text)
+    assert _hot(env).served == before
+    assert _history(env, run_id) == []
+
+
+def test_a_held_write_lock_sends_the_call_to_the_regular_path(env: AppEnv) -> None:
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
+    hot = _hot(env)
+    other = sqlite3.connect(hot.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    declined, served = hot.declined, hot.served
+    start = time.monotonic()
+    release.start()
+    try:
+        r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 1), headers=editor)
+    finally:
+        release.join()
+        other.close()
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - start >= 0.4  # the regular path waited for the lock
+    assert (hot.declined, hot.served) == (declined + 1, served)
+    assert _history(env, run_id) == [0, 1]
+
+
+def test_oversized_and_non_json_bodies_are_refused_before_it(small_env: AppEnv) -> None:
+    env = small_env
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    before = _hot(env).served
+    big = _metric(run_id, key="k" * 2000)
+    r = env.http.post(f"{API}/runs/log-metric", json=big, headers=editor)
+    assert r.status_code == 413
+    r = env.http.post(
+        f"{API}/runs/log-metric",
+        content=b'{"run_id": "x"}',
+        headers={**editor, "Content-Type": "text/plain"},
+    )
+    assert r.status_code == 415
+    nul = _metric(run_id, key="lo\u0000ss")
+    r = env.http.post(f"{API}/runs/log-metric", json=nul, headers=editor)
+    assert r.status_code == 400 and "NUL" in r.json()["message"]
+    assert _hot(env).served == before
+    assert _history(env, run_id) == []
