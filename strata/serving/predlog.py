@@ -23,13 +23,14 @@ records are dropped and counted (:attr:`dropped_rows`), never blocking.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
+import operator
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -40,38 +41,15 @@ from strata.serving.models import PredictionLogConfig
 log = logging.getLogger("strata.serving")
 
 PREFIX = "predictions"
-SLICE = 2048
-"""Requests turned into Arrow at a time by the writer; between slices it sleeps
-:data:`PAUSE_S`, so a flush of tens of thousands of requests never holds the GIL the
-worker's event loop needs for more than a few milliseconds at a stretch (a whole flush at
-once put 100-500 ms on the serving p99)."""
-PAUSE_S = 0.002
+SLICE = 1024
+"""Requests turned into Arrow at a time by the writer, which hands the GIL over between
+slices: one C call over 50,000 queued requests holds the GIL for 10-20 ms (``zip``,
+``np.concatenate``), a slice's ~1 ms of work at most, so the worker's event loop, sharing
+that GIL, never waits long."""
 
 
 class _Store(Protocol):
     def put_bytes(self, path: str, data: bytes) -> Any: ...
-
-
-@dataclass(slots=True)
-class _Entry:
-    request_id: str
-    ts_us: int
-    model: str
-    version: str
-    endpoint: str
-    path: str
-    latency_ms: float
-    entity_key: str | None
-    inputs: dict[str, np.ndarray]
-    prediction: np.ndarray
-    proba: np.ndarray | None
-    rows: int
-
-
-def _entry(t: tuple[Any, ...]) -> _Entry:
-    """A queued tuple (see :attr:`PredictionLog._queue`) as an entry."""
-    inputs = dict(zip(t[8], t[9], strict=True))
-    return _Entry(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], inputs, t[10], t[11], t[12])
 
 
 class PredictionLog:
@@ -168,6 +146,7 @@ class PredictionLog:
         return self
 
     def _run(self) -> None:
+        _warm()
         while not self._stop.is_set():
             self._wake.wait(self.config.flush_seconds)
             self._wake.clear()
@@ -179,12 +158,11 @@ class PredictionLog:
         with self._lock:
             while self._writing:
                 self._idle.wait()
-            entries = [_entry(t) for t in self._queue]
-            self._queue.clear()
+            queued, self._queue = self._queue, deque()
             self._queued_rows = 0
             self._writing = True
         try:
-            return self._write(entries)
+            return self._write(queued)
         finally:
             with self._lock:
                 self._writing = False
@@ -199,37 +177,134 @@ class PredictionLog:
             self._thread = None
         self.flush()
 
-    def _write(self, entries: list[_Entry]) -> int:
-        groups: dict[tuple[str, str, str], list[_Entry]] = {}
-        for e in entries:
-            day = datetime.fromtimestamp(e.ts_us / 1e6, UTC).strftime("%Y-%m-%d")
-            groups.setdefault((e.model, e.version, day), []).append(e)
-        written = 0
-        for (model, _version, day), group in groups.items():
-            rows = sum(e.rows for e in group)
+    def _write(self, queued: deque[tuple[Any, ...]]) -> int:
+        """Turn the queued requests into Arrow :data:`SLICE` at a time, handing the GIL to
+        the event loop between steps, then write one Parquet file per model, version and
+        day (pyarrow encodes and compresses with the GIL released)."""
+        if not queued:
+            return 0
+        files: dict[tuple[str, str, str], list[Any]] = {}
+        failed: dict[str, int] = {}
+        items = list(queued)
+        queued.clear()
+        while items:
+            # Each slice's requests are freed when the next slice replaces them (freeing
+            # 50,000 requests at once would hold the GIL for tens of milliseconds too).
+            part = items[:SLICE]
+            del items[:SLICE]
             try:
-                data = to_parquet(group)
+                groups = _groups(part)
+            except Exception:
+                log.exception("prediction log: could not group %d requests", len(part))
+                groups = []
+                failed["?"] = failed.get("?", 0) + sum(map(operator.itemgetter(_ROWS), part))
+            for key, cols in groups:
+                time.sleep(0)  # the event loop shares this GIL: let it run between steps
+                try:
+                    files.setdefault(key, []).append(to_table(cols))
+                except Exception:
+                    log.exception("prediction log: could not convert rows of %s", key[0])
+                    failed[key[0]] = failed.get(key[0], 0) + sum(cols[_ROWS])
+        written = 0
+        for (model, _version, day), tables in files.items():
+            rows = sum(t.num_rows for t in tables)
+            try:
+                data = to_parquet(tables)
                 name = f"{PREFIX}/model={model}/date={day}/{uuid.uuid4().hex}.parquet"
                 self.store.put_bytes(name, data)
             except Exception:
                 log.exception("prediction log: could not write %d rows of %s", rows, model)
-                self.failed_writes += 1
-                self.dropped_rows += rows
-                if self._on_drop is not None:
-                    self._on_drop(rows)
+                failed[model] = failed.get(model, 0) + rows
                 continue
             written += rows
             self.files_written += 1
+        for rows in failed.values():
+            self.failed_writes += 1
+            self.dropped_rows += rows
+            if self._on_drop is not None:
+                self._on_drop(rows)
         self.written_rows += written
         if written and self._on_write is not None:
             self._on_write(written)
         return written
 
 
-def _column(arrays: list[np.ndarray]) -> Any:
+# The fields of a queued tuple (see PredictionLog.record).
+_ID, _TS, _MODEL, _VERSION, _ENDPOINT, _PATH, _LATENCY, _KEY = range(8)
+_NAMES, _ARRAYS, _PRED, _PROBA, _ROWS = range(8, 13)
+_US_PER_DAY = 86_400_000_000
+
+Columns = list[tuple[Any, ...]]
+"""Queued requests transposed: one tuple per field of :meth:`PredictionLog.record`'s
+tuples (``zip(*queue)``, done in C)."""
+
+
+def _same(values: tuple[Any, ...]) -> bool:
+    return values.count(values[0]) == len(values)
+
+
+def _groups(queued: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str, str], Columns]]:
+    """The queued requests by model, version, day (UTC), input names and whether they have
+    probabilities — each group transposed to columns. All in C (``zip``, ``tuple.count``,
+    ``itemgetter``, numpy): no Python code runs per request."""
+    cols: Columns = list(zip(*queued, strict=True))
+    days = np.asarray(cols[_TS], dtype=np.int64) // _US_PER_DAY
+    nones = sum(map(operator.is_, cols[_PROBA], itertools.repeat(None)))
+    if (
+        _same(cols[_MODEL])
+        and _same(cols[_VERSION])
+        and days.min() == days.max()
+        and _same(cols[_NAMES])
+        and nones in (0, len(queued))
+    ):  # the usual case: one model version, one day
+        return [((cols[_MODEL][0], cols[_VERSION][0], _date(int(days[0]))), cols)]
+    keys = zip(
+        cols[_MODEL],
+        cols[_VERSION],
+        days.tolist(),
+        cols[_NAMES],
+        map(operator.is_, cols[_PROBA], itertools.repeat(None)),
+        strict=True,
+    )
+    first: dict[tuple[Any, ...], int] = {}
+    # Each request's group: the position of the first request with its key (dict.setdefault
+    # mapped in C over the keys).
+    ids = np.fromiter(
+        map(first.setdefault, keys, itertools.count()), dtype=np.int64, count=len(queued)
+    )
+    order = np.argsort(ids, kind="stable")
+    starts = np.flatnonzero(np.diff(ids[order], prepend=-1))
+    groups = []
+    for lo, hi in zip(starts, [*starts[1:], len(order)], strict=True):
+        idx = order[lo:hi].tolist()
+        pick = operator.itemgetter(*idx)
+        if len(idx) == 1:
+            part: Columns = [(c[idx[0]],) for c in cols]
+        else:
+            part = [pick(c) for c in cols]
+        groups.append(((part[_MODEL][0], part[_VERSION][0], _date(int(days[idx[0]]))), part))
+    return groups
+
+
+def _warm() -> None:
+    """Encode one made-up request, so the writer's first real flush does not pay pyarrow's
+    first-use costs (~0.1 s holding the GIL, at the server's start rather than mid-traffic)."""
+    one = np.zeros(1)
+    request = ("warm", 0, "m", "1", "m", "primary", 0.0, None, ("x",), (one,), one, None, 1)
+    try:
+        to_parquet([to_table(list(zip(request, strict=True)))])
+    except Exception as exc:  # the real flushes report their own failures
+        log.debug("prediction log: warm-up failed: %s", exc)
+
+
+def _date(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+def _column(arrays: tuple[np.ndarray, ...] | list[np.ndarray]) -> Any:
     import pyarrow as pa
 
-    merged = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    merged = np.concatenate(arrays) if len(arrays) > 1 else np.asarray(arrays[0])
     if merged.ndim > 1:
         width = int(np.prod(merged.shape[1:]))
         flat = pa.array(np.ascontiguousarray(merged).reshape(-1))
@@ -239,77 +314,71 @@ def _column(arrays: list[np.ndarray]) -> Any:
     return pa.array(merged)
 
 
-def to_table(entries: list[_Entry]) -> Any:
-    """The Arrow table of some entries of one model version (columns as documented)."""
+def to_table(cols: Columns) -> Any:
+    """The Arrow table of some queued requests of one model version, input names and
+    probability presence (:data:`Columns`), as documented: the request's fields repeated
+    over its rows (Arrow ``take``), the arrays concatenated (numpy)."""
     import pyarrow as pa
 
-    sizes = np.fromiter((e.rows for e in entries), dtype=np.int64, count=len(entries))
+    n = len(cols[_ID])
+    sizes = np.asarray(cols[_ROWS], dtype=np.int64)
     total = int(sizes.sum())
-    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-    row = (np.arange(total, dtype=np.int64) - starts).astype(np.int32)
+    one_row_each = total == n
+    owner = None if one_row_each else np.repeat(np.arange(n), sizes)
+    if owner is None:
+        row = np.zeros(total, dtype=np.int32)
+    else:
+        row = (
+            np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        ).astype(np.int32)
 
-    def repeat(values: list[Any], type_: Any) -> Any:
-        return pa.array(np.repeat(np.asarray(values, dtype=object), sizes), type=type_)
+    def per_row(values: Any) -> Any:
+        return values if owner is None else values.take(owner)
 
-    names = list(entries[0].inputs)
-    inputs = pa.StructArray.from_arrays(
-        [_column([e.inputs[n] for e in entries]) for n in names], names=names
-    )
-    out_arrays = [_column([np.asarray(e.prediction) for e in entries])]
+    def strings(values: tuple[Any, ...]) -> Any:
+        if _same(values):
+            return pa.repeat(pa.scalar(values[0], type=pa.string()), total)
+        return per_row(pa.array(values, type=pa.string()))
+
+    names = cols[_NAMES][0]
+    by_input = list(zip(*cols[_ARRAYS], strict=True))
+    inputs = pa.StructArray.from_arrays([_column(a) for a in by_input], names=list(names))
+    out_arrays = [_column(cols[_PRED])]
     out_names = ["prediction"]
-    if all(e.proba is not None for e in entries):
-        probas = [np.asarray(e.proba, dtype=np.float64) for e in entries]
-        out_arrays.append(_column(probas).cast(pa.list_(pa.float64())))
+    if cols[_PROBA][0] is not None:
+        out_arrays.append(_column(cols[_PROBA]).cast(pa.list_(pa.float64())))
         out_names.append("proba")
     outputs = pa.StructArray.from_arrays(out_arrays, names=out_names)
-    ts = pa.array(
-        np.repeat(np.array([e.ts_us for e in entries], dtype="datetime64[us]"), sizes),
-        type=pa.timestamp("us", tz="UTC"),
-    )
+    ts = np.asarray(cols[_TS], dtype=np.int64).view("datetime64[us]")
+    latency = np.asarray(cols[_LATENCY], dtype=np.float64)
     return pa.table(
         {
-            "request_id": repeat([e.request_id for e in entries], pa.string()),
+            "request_id": per_row(pa.array(cols[_ID], type=pa.string())),
             "row": pa.array(row, type=pa.int32()),
-            "ts": ts,
-            "model": repeat([e.model for e in entries], pa.string()),
-            "version": repeat([e.version for e in entries], pa.string()),
-            "endpoint": repeat([e.endpoint for e in entries], pa.string()),
-            "path": repeat([e.path for e in entries], pa.string()),
-            "latency_ms": pa.array(
-                np.repeat(np.array([e.latency_ms for e in entries], dtype=np.float64), sizes)
-            ),
-            "entity_key": repeat([e.entity_key for e in entries], pa.string()),
+            "ts": per_row(pa.array(ts, type=pa.timestamp("us", tz="UTC"))),
+            "model": strings(cols[_MODEL]),
+            "version": strings(cols[_VERSION]),
+            "endpoint": strings(cols[_ENDPOINT]),
+            "path": strings(cols[_PATH]),
+            "latency_ms": per_row(pa.array(latency)),
+            "entity_key": strings(cols[_KEY]),
             "inputs": inputs,
             "outputs": outputs,
         }
     )
 
 
-def to_parquet(entries: list[_Entry]) -> bytes:
-    """Entries of one model version as a Parquet file's bytes (zstd)."""
+def to_parquet(tables: list[Any]) -> bytes:
+    """Tables of one model, version and day (:func:`to_table`) as one Parquet file's bytes
+    (zstd); tables whose input columns differ (a canary of another signature) are unified
+    with the union of their fields."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = _unify(entries)
+    if len(tables) == 1:
+        table = tables[0]
+    else:
+        table = pa.concat_tables(tables, promote_options="permissive")
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
-
-
-def _unify(entries: list[_Entry]) -> Any:
-    """One table from entries whose input columns may differ (a version's signature is
-    fixed, but a canary path of another version can log beside it): grouped by input
-    names, concatenated with the union of the fields."""
-    import pyarrow as pa
-
-    by_inputs: dict[tuple[tuple[str, ...], bool], list[_Entry]] = {}
-    for e in entries:
-        by_inputs.setdefault((tuple(e.inputs), e.proba is not None), []).append(e)
-    tables = []
-    for group in by_inputs.values():
-        for start in range(0, len(group), SLICE):
-            if start:  # let the event loop run between slices (it shares this GIL)
-                time.sleep(PAUSE_S)
-            tables.append(to_table(group[start : start + SLICE]))
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")

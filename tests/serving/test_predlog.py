@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from strata.backends.artifacts import ArtifactStore
 from strata.serving.models import PredictionLogConfig
@@ -174,3 +175,81 @@ def test_queued_requests_are_invisible_to_the_cyclic_gc(tmp_path: Path) -> None:
     gc.collect()  # a pass untracks the inner tuples, the next the entries holding them
     assert not any(gc.is_tracked(entry) for entry in log._queue)
     assert log.flush() == 200
+
+
+def test_a_mixed_flush_keeps_every_row_with_its_own_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One flush of requests of 1 and several rows, with and without probabilities, another
+    signature, two days: sliced across requests (SLICE 2), grouped, every row where it
+    belongs."""
+    from strata.serving import predlog
+
+    monkeypatch.setattr(predlog, "SLICE", 2)
+    store = ArtifactStore(str(tmp_path))
+    plog = PredictionLog(store)
+    day1 = 1_700_000_000 * 10**9  # 2023-11-14
+    day2 = day1 + 86_400 * 10**9
+    clock = iter([day1, day2, day1, day1, day1, day1])
+    monkeypatch.setattr(predlog.time, "time_ns", lambda: next(clock))
+    assert _record(plog, "a", 1, entity_key="k1")
+    assert _record(plog, "d", 2)  # the next day, in a slice where only the day differs
+    assert _record(plog, "b", 3, path="canary")
+    assert plog.record(  # no probabilities (a regressor's path), another signature
+        request_id="c",
+        model="flights",
+        version="3",
+        endpoint="flights",
+        path="shadow",
+        latency_ms=2.5,
+        inputs={"dep_delay": np.array([7.0, 8.0])},
+        prediction=np.array([1, 0]),
+    )
+    assert _record(plog, "e", 1, version="4")
+    assert _record(plog, "f", 2, entity_key="k6", latency_ms=9.0)
+    assert plog.flush() == 11
+    files = _files(tmp_path)
+    assert len(files) == 3  # v3 day 1 (three signatures and probability shapes), v3 day 2, v4
+    glob = str(tmp_path / "predictions" / "model=flights" / "*" / "*.parquet")
+    got = duckdb.sql(
+        f"select request_id, row, version, path, entity_key, latency_ms, inputs.dep_delay, "
+        f"inputs.carrier, outputs.prediction, outputs.proba, date::varchar "
+        f"from read_parquet('{glob}', hive_partitioning=true, union_by_name=true) "
+        f"order by request_id, row"
+    ).fetchall()
+    p = [0.25, 0.75]
+    d1, d2 = "2023-11-14", "2023-11-15"
+    assert got == [
+        ("a", 0, "3", "primary", "k1", 1.5, 0.0, "DL", 0, p, d1),
+        ("b", 0, "3", "canary", None, 1.5, 0.0, "UA", 0, p, d1),
+        ("b", 1, "3", "canary", None, 1.5, 1.0, "AA", 1, p, d1),
+        ("b", 2, "3", "canary", None, 1.5, 2.0, "DL", 0, p, d1),
+        ("c", 0, "3", "shadow", None, 2.5, 7.0, None, 1, None, d1),
+        ("c", 1, "3", "shadow", None, 2.5, 8.0, None, 0, None, d1),
+        ("d", 0, "3", "primary", None, 1.5, 0.0, "UA", 0, p, d2),
+        ("d", 1, "3", "primary", None, 1.5, 1.0, "AA", 1, p, d2),
+        ("e", 0, "4", "primary", None, 1.5, 0.0, "DL", 0, p, d1),
+        ("f", 0, "3", "primary", "k6", 9.0, 0.0, "UA", 0, p, d1),
+        ("f", 1, "3", "primary", "k6", 9.0, 1.0, "AA", 1, p, d1),
+    ]
+    assert plog.written_rows == 11 and plog.dropped_rows == 0
+
+
+def test_a_request_that_cannot_be_converted_is_counted_and_the_rest_written(
+    tmp_path: Path,
+) -> None:
+    plog = PredictionLog(ArtifactStore(str(tmp_path)))
+    assert _record(plog, "good", 2)
+    assert plog.record(  # an input Arrow cannot hold in one column (mixed types)
+        request_id="bad",
+        model="other",
+        version="1",
+        endpoint="other",
+        path="primary",
+        latency_ms=1.0,
+        inputs={"x": np.array([object(), 1], dtype=object)},
+        prediction=np.array([0, 1]),
+    )
+    assert plog.flush() == 2
+    assert plog.dropped_rows == 2 and plog.failed_writes == 1
+    assert len(_files(tmp_path)) == 1
