@@ -93,9 +93,12 @@ def build_serving_app(
     auth: bool | None = None,
     registry: Any = None,
     mounted: bool = False,
+    freeze_heap: bool = False,
 ) -> Any:
     """The serving ASGI app of one worker (models load at its startup). ``registry`` is the
-    Prometheus registry to add the serving metrics to (``strata server``'s own, mounted)."""
+    Prometheus registry to add the serving metrics to (``strata server``'s own, mounted).
+    ``freeze_heap``: the worker's process serves (``strata serve``, ``strata server
+    --serve``), so its heap is frozen once the models are loaded (``Endpoints._settle_heap``)."""
     from strata.client import Client
     from strata.serving.app import ServingApp
     from strata.serving.endpoints import Endpoints
@@ -123,6 +126,7 @@ def build_serving_app(
         policy_source=_policy_source(client),
         on_swap=lambda name: metrics.swaps.labels(name).inc(),
         sampling_source=_sampling_source(client),
+        freeze_heap=freeze_heap,
     )
     router = Router(
         metrics, predlog, threads=config.threads, large_batch_threads=config.large_batch_threads
@@ -157,6 +161,7 @@ def build_serving_app(
 
     def load() -> None:
         endpoints.load_all()
+        router.start_pool()
         endpoints.start()
         if readiness is not None:
             readiness.wait_and_mark(endpoints)
@@ -272,7 +277,12 @@ def mount_from_env(app: Any, settings: Settings, auth: bool) -> None:
         return
     config = ServeConfig.model_validate(json.loads(raw))
     serving = build_serving_app(
-        config, settings, auth=auth, registry=app.state.metrics.registry, mounted=True
+        config,
+        settings,
+        auth=auth,
+        registry=app.state.metrics.registry,
+        mounted=True,
+        freeze_heap=True,
     )
     app.add_middleware(ServingRoutes, serving=serving)
 
@@ -338,7 +348,7 @@ def app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` in spawned workers (reads STRATA_SERVE_CONFIG)."""
     settings = load_settings()
     config = ServeConfig.model_validate(json.loads(os.environ[CONFIG_ENV]))
-    return build_serving_app(config, settings, auth=settings.auth)
+    return build_serving_app(config, settings, auth=settings.auth, freeze_heap=True)
 
 
 def serve_models(
@@ -368,5 +378,7 @@ def serve_models(
         auth=auth,
         on_started=on_started,
         factory="strata.server.serving:app_from_env",
-        app=None if workers > 1 else build_serving_app(config, settings, auth=auth),
+        app=None
+        if workers > 1
+        else build_serving_app(config, settings, auth=auth, freeze_heap=True),
     )

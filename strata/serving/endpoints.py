@@ -15,9 +15,11 @@ poll, after the models it names are loaded.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -115,8 +117,14 @@ class Endpoints:
         on_swap: Callable[[str], None] | None = None,
         on_status: Callable[[list[EndpointStatus]], None] | None = None,
         sampling_source: SamplingSource | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.config = config
+        self.freeze_heap = freeze_heap
+        """Keep the loaded models out of Python's full collections (see :meth:`_settle_heap`):
+        for a serving process (``strata serve``), not for one that merely embeds endpoints."""
+        self._dropped: list[weakref.ref[ServedModel]] = []
+        self._frozen = False
         self.tracking = tracking
         self.registry = registry
         self.policy_source = policy_source
@@ -173,6 +181,7 @@ class Endpoints:
 
     def load_all(self) -> None:
         """Load and warm every endpoint's model; a failure marks that endpoint not ready."""
+        before = self._loaded()
         for ep in self.endpoints.values():
             try:
                 ep.primary = self._load(ep, ep.ref, None)
@@ -190,6 +199,7 @@ class Endpoints:
                 log.error("endpoint %s could not load %s: %s", ep.name, ep.ref.text, ep.error)
             self._load_policy_models(ep, ep.policy)
             self._read_sampling(ep)
+        self._settle_heap(before)
         self.report()
 
     def _policy_refs(self, policy: TrafficPolicy) -> list[str]:
@@ -227,11 +237,44 @@ class Endpoints:
     def poll(self) -> None:
         """One round: swap in moved aliases, retry failed loads, apply changed policies."""
         with self._lock:
+            before = self._loaded()
             for ep in self.endpoints.values():
                 if self._stop.is_set():
                     return
                 self._poll_endpoint(ep)
+            self._settle_heap(before)
         self.report()
+
+    # -- the heap ----------------------------------------------------------------------
+    def _loaded(self) -> dict[int, weakref.ref[ServedModel]]:
+        return {
+            id(m): weakref.ref(m) for ep in self.endpoints.values() for m in ep.served_versions()
+        }
+
+    def _settle_heap(self, before: dict[int, weakref.ref[ServedModel]]) -> None:
+        """Freeze the heap (``gc.freeze``) once the loaded versions are settled.
+
+        A worker holds ~10⁵-10⁶ long-lived objects (the libraries' modules, the models): each
+        full collection walks them all, a 0.1 s pause of every request in flight (the serving
+        p99, docs/serving.md). Frozen, they are never walked. A version swapped or dropped
+        since ``before`` must still be freed (a version and its batcher form a cycle): the
+        heap is unfrozen and collected, and frozen again only once every dropped version is
+        gone — a request still holding one keeps the heap unfrozen until a later poll."""
+        if not self.freeze_heap:
+            return
+        now = self._loaded()
+        self._dropped += [ref for key, ref in before.items() if key not in now]
+        added = any(key not in before for key in now)
+        if not (added or self._dropped or not self._frozen):
+            return
+        if self._dropped:
+            gc.unfreeze()
+            self._frozen = False
+        gc.collect()
+        self._dropped = [ref for ref in self._dropped if ref() is not None]
+        if not self._dropped:
+            gc.freeze()
+            self._frozen = True
 
     def report(self, every: float = 30.0) -> None:
         """Publish the statuses (``on_status``) when they changed or ``every`` s passed."""
