@@ -38,6 +38,10 @@ INLINE_ROWS = 64
 ~70 µs; a thread hop costs about as much); larger ones run in the predict pool."""
 
 
+PREDICT_THREADS = 2
+"""Threads of a worker's predict pool (batches and large requests)."""
+
+
 class PredictFailed(Exception):
     """The model raised while predicting (a 500 carrying the request id)."""
 
@@ -127,7 +131,7 @@ class Router:
         self.threads = threads
         self.large_batch_threads = large_batch_threads or threads
         self.pool = ThreadPoolExecutor(
-            max_workers=2,
+            max_workers=PREDICT_THREADS,
             thread_name_prefix="strata-predict",
             initializer=_limit_threads,
             initargs=(self.large_batch_threads,),
@@ -335,6 +339,14 @@ class Router:
             proba=outcome.prediction.proba,
             entity_key=key,
         )
+
+    def start_pool(self) -> None:
+        """Start the predict pool's threads now (each sizes its OpenMP pool as it starts,
+        ~10 ms holding the GIL), so the first batches under traffic do not pay for it. Call
+        it once the models are loaded: their OpenMP runtime must be there to be sized."""
+        waits = [self.pool.submit(time.sleep, 0.01) for _ in range(PREDICT_THREADS)]
+        for wait in waits:
+            wait.result()
 
     def close(self) -> None:
         for batcher in list(self.batchers):
