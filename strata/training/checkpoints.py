@@ -77,7 +77,7 @@ def owner() -> str:
     return json.dumps({"host": socket.gethostname(), "pid": pid, "started": _started(pid)})
 
 
-def _owner_gone(value: str | None) -> bool:
+def owner_gone(value: str | None) -> bool:
     from strata.core.staging import _started
 
     try:
@@ -106,7 +106,7 @@ def resumable_run(tracking: TrackingService, experiment: str, fp: str) -> str | 
         max_results=20,
     )
     for run in runs:
-        if not _owner_gone(run.tags.get(TAG_OWNER)):
+        if not owner_gone(run.tags.get(TAG_OWNER)):
             continue
         try:
             if tracking.list_artifacts(run.info.run_id, PREFIX):

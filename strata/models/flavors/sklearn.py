@@ -10,7 +10,6 @@ with ``trusted=True`` on save and on load, for estimators skops cannot write.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,13 +130,31 @@ def _distributions(module: str) -> list[str]:
     return list(_package_index().get(root, []))
 
 
-@functools.cache
+_index: Mapping[str, list[str]] | None = None
+
+
 def _package_index() -> Mapping[str, list[str]]:
     """Top-level package → distributions (reading every installed distribution's metadata
-    takes ~0.2 s: once per process)."""
-    import importlib.metadata
+    takes ~0.2 s: once per process, or handed over by :func:`share_package_index`)."""
+    global _index
+    if _index is None:
+        import importlib.metadata
 
-    return importlib.metadata.packages_distributions()
+        _index = importlib.metadata.packages_distributions()
+    return _index
+
+
+def share_package_index(index: Mapping[str, list[str]] | None = None) -> Any:
+    """Without ``index``: this process's package index when it has read it, else None (for
+    a worker process it starts). With it: adopt the index a parent process read — only for a
+    process of the same interpreter and site-packages (a spawned worker), which then skips
+    reading every installed distribution's metadata again."""
+    global _index
+    if index is None:
+        return _index
+    if _index is None:
+        _index = {str(k): [str(d) for d in v] for k, v in index.items()}
+    return _index
 
 
 def allowed_type(name: str) -> bool:

@@ -1,0 +1,126 @@
+"""strata.tune's workers: no trial beyond the budget, stale trials of dead processes only,
+the spawned worker's fast exit, the Optuna SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import socket
+import sqlite3
+import subprocess
+import sys
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from strata.client import Client
+from strata.models.flavors.sklearn import share_package_index
+from strata.training import tune as T
+
+from .test_tune import children, tune_config
+
+
+def _study(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=T.default_storage())
+
+
+def _dead_owner() -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.dumps({"host": socket.gethostname(), "pid": int(proc.stdout), "started": 1})
+
+
+def test_a_worker_trains_no_trial_beyond_the_budget(home_client: Client, flights: str) -> None:
+    first = T.tune(tune_config(), trials=2, client=home_client, study="budget")
+    st = _study("budget")
+    st.ask()  # another worker's trial, running: it will finish, so it counts
+    raw = T.load_config(tune_config()).model_dump(mode="json", exclude_unset=True)
+    ran = T.run_worker(raw, T.default_storage(), "budget", 4, 1, home_client)
+    # 2 finished + 1 running + 1 = 4 (Optuna's MaxTrialsCallback would have trained 2)
+    assert ran == 1
+    states = [t.state for t in _study("budget").trials]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.RUNNING) == 1
+    assert len(children(home_client, first.parent_run_id)) == 3
+
+
+def test_a_trial_asked_after_the_last_was_claimed_is_not_trained(
+    home_client: Client, flights: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = T.tune(tune_config(), trials=2, client=home_client, study="race")
+    real = T._claimed
+    calls: list[int | None] = []
+
+    def racing(study: optuna.Study, before: int | None = None) -> int:
+        calls.append(before)
+        seen = real(study, before)
+        if len(calls) == 1:  # the worker's check saw one trial left, which another worker
+            _study("race").ask()  # asks for right after it
+        return seen
+
+    monkeypatch.setattr(T, "_claimed", racing)
+    raw = T.load_config(tune_config()).model_dump(mode="json", exclude_unset=True)
+    assert T.run_worker(raw, T.default_storage(), "race", 3, 1, home_client) == 0
+    trials = _study("race").trials
+    assert [t.state for t in trials[2:]] == [TrialState.RUNNING, TrialState.FAIL]
+    assert len(children(home_client, first.parent_run_id)) == 2  # nothing trained for it
+
+
+def test_only_trials_of_dead_processes_on_this_host_are_run_again(
+    home_client: Client, flights: str
+) -> None:
+    T.tune(tune_config(), trials=1, client=home_client, study="stale")
+    st = _study("stale")
+    dead, foreign, unowned = st.ask(), st.ask(), st.ask()
+    dead.set_user_attr(T.ATTR_OWNER, _dead_owner())
+    elsewhere = {"host": "another-machine", "pid": 1, "started": 1}
+    foreign.set_user_attr(T.ATTR_OWNER, json.dumps(elsewhere))
+    result = T.tune(tune_config(), trials=3, client=home_client, study="stale")
+    states = {t.number: t.state for t in _study("stale").trials}
+    assert states[dead.number] == states[unowned.number] == TrialState.FAIL
+    assert states[foreign.number] == TrialState.RUNNING  # that machine is still on it
+    # 1 + 1 new finished, and the other machine's running one makes 3
+    assert result.trials == 2 and list(states.values()).count(TrialState.COMPLETE) == 2
+
+
+def test_the_spawned_worker_exits_fast_with_everything_written(
+    home_client: Client, flights: str
+) -> None:
+    first = T.tune(tune_config(), trials=1, client=home_client, study="spawned")
+    raw = T.load_config(tune_config()).model_dump(mode="json", exclude_unset=True)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    ready.set()
+    proc = ctx.Process(
+        target=T._spawned_worker,
+        args=(raw, T.default_storage(), "spawned", 3, 1),
+        kwargs={"ready": ready, "package_index": share_package_index()},
+    )
+    proc.start()
+    proc.join(300)
+    assert proc.exitcode == 0
+    kids = [
+        k
+        for k in children(home_client, first.parent_run_id)
+        if k.tags.get("strata.tune.worker") == "1"
+    ]
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    for kid in kids:
+        assert "cv_roc_auc_mean" in kid.metrics and "cv_roc_auc" in kid.metrics
+        files = {f.path for f in home_client.tracking.list_artifacts(kid.info.run_id, "model")}
+        assert {"model/model.skops", "model/strata-model.yaml"} <= files
+    owners = {json.loads(t.user_attrs[T.ATTR_OWNER])["pid"] for t in _study("spawned").trials}
+    assert proc.pid in owners
+
+
+def test_the_optuna_sqlite_file_is_in_wal_mode(home_client: Client, flights: str) -> None:
+    T.tune(tune_config(), trials=1, client=home_client, study="wal")
+    path = T.default_storage().removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        mode: Any = conn.execute("PRAGMA journal_mode").fetchone()
+    assert mode[0] == "wal"
