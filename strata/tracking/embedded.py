@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -59,7 +59,7 @@ from strata.tracking.validation import (
 MAX_INPUT_PAIRS = 1000
 
 
-def _info(row: RunRow) -> RunInfo:
+def _info(row: RunRow | sa.Row[Any]) -> RunInfo:
     return RunInfo.model_construct(
         run_id=row.id,
         run_name=row.name,
@@ -191,7 +191,7 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
             row = self._run_row(s, run_id)
             return self._load_runs(s, [row])[0]
 
-    def _load_runs(self, s: Session, rows: Sequence[RunRow]) -> list[Run]:
+    def _load_runs(self, s: Session, rows: Sequence[RunRow | sa.Row[Any]]) -> list[Run]:
         ids = [r.id for r in rows]
         params: dict[str, dict[str, str]] = {i: {} for i in ids}
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
@@ -199,27 +199,31 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         steps: dict[str, dict[str, int]] = {i: {} for i in ids}
         stamps: dict[str, dict[str, int]] = {i: {} for i in ids}
         inputs: dict[str, list[DatasetInput]] = {i: [] for i in ids}
-        conn = s.connection()
         sql = self.db.sql
-        for chunk_start in range(0, len(ids), 500):
+        # Plain SQL on the driver's own cursor, tuples straight from it: a search page loads
+        # thousands of these rows, and SQLAlchemy's result rows cost as much as the query.
+        cursor = s.connection().connection.cursor()
+        for chunk_start in range(0, len(ids), 500):  # the cursor ends with the session
             chunk = tuple(ids[chunk_start : chunk_start + 500])
             marks = ", ".join("?" * len(chunk))
-            # Plain SQL and tuples: a search page loads thousands of these rows.
-            for rid, k, v in conn.exec_driver_sql(
+            cursor.execute(
                 sql(f"SELECT run_id, key, value FROM trk_params WHERE run_id IN ({marks})"), chunk
-            ).fetchall():
+            )
+            for rid, k, v in cursor.fetchall():
                 params[rid][k] = v
-            for rid, k, v in conn.exec_driver_sql(
+            cursor.execute(
                 sql(f"SELECT run_id, key, value FROM trk_tags WHERE run_id IN ({marks})"), chunk
-            ).fetchall():
+            )
+            for rid, k, v in cursor.fetchall():
                 tags[rid][k] = v
-            for rid, k, val, nan, step, ts in conn.exec_driver_sql(
+            cursor.execute(
                 sql(
                     "SELECT run_id, key, value, is_nan, step, timestamp FROM trk_latest_metrics "
                     f"WHERE run_id IN ({marks})"
                 ),
                 chunk,
-            ).fetchall():
+            )
+            for rid, k, val, nan, step, ts in cursor.fetchall():
                 metrics[rid][k] = math.nan if nan else val
                 steps[rid][k] = step
                 stamps[rid][k] = ts
@@ -469,11 +473,12 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         offset = search.decode_page_token(page_token)
         with self.db.read() as s:
             ids = self._resolve_experiments(s, refs)
-            stmt = sa.select(RunRow).where(RunRow.experiment_id.in_(ids))
+            # The run columns as plain rows, not ORM objects (a page holds up to 50,000).
+            stmt = sa.select(*RunRow.__table__.columns).where(RunRow.experiment_id.in_(ids))
             stmt = stmt.where(*view_condition(RunRow.lifecycle_stage, view))
             stmt = stmt.where(*search.run_conditions(clauses))
             stmt = search.apply_run_order(stmt, keys).offset(offset).limit(max_results + 1)
-            rows = list(s.scalars(stmt))
+            rows = s.execute(stmt).all()
             more = len(rows) > max_results
             runs = self._load_runs(s, rows[:max_results])
         token = search.encode_page_token(offset + max_results) if more else None
