@@ -430,6 +430,14 @@ def tune(
             details={"field": "tune"},
         )
     metric, direction = objective_metric(cfg)
+    if workers > 1 and client is not None and not _same_store(client):
+        raise InvalidInput(
+            f"workers={workers}: the other workers are processes of their own, which track "
+            "through strata.Client() of their environment (STRATA_URI, STRATA_HOME, "
+            "STRATA_DB_URI, STRATA_ARTIFACT_URI), and the client given tracks elsewhere; set "
+            "the environment to that store or leave the client out",
+            details={"field": "workers"},
+        )
     url = storage or default_storage()
     name = study or study_name(cfg)
     raw = cfg.model_dump(mode="json", exclude_unset=True)
@@ -449,6 +457,22 @@ def tune(
     finally:
         spawned.ready.set()  # a worker still waiting finds the study (or fails fast)
     return _finish(services, cfg, store, name, parent_id, metric)
+
+
+def _same_store(client: Services) -> bool:
+    """Whether ``client`` tracks where ``strata.Client()`` of this environment does (what a
+    worker process builds)."""
+    from strata.core.config import load_settings
+
+    env = load_settings()
+    uri = getattr(client, "uri", None) or ""
+    if uri != (env.uri or ""):
+        return False
+    settings = getattr(client, "settings", None)
+    if uri or settings is None:
+        return True
+    mine = (settings.home, settings.db_uri, settings.artifact_uri)
+    return mine == (env.home, env.db_uri, env.artifact_uri)
 
 
 def _spawned_worker(*args: Any, package_index: Any = None, **kwargs: Any) -> None:

@@ -124,3 +124,21 @@ def test_the_optuna_sqlite_file_is_in_wal_mode(home_client: Client, flights: str
     with sqlite3.connect(path) as conn:
         mode: Any = conn.execute("PRAGMA journal_mode").fetchone()
     assert mode[0] == "wal"
+
+
+def test_workers_refuse_a_client_they_could_not_track_to(
+    home_client: Client, flights: str, tmp_path: Any
+) -> None:
+    from strata.core.config import load_settings
+    from strata.core.errors import InvalidInput
+
+    elsewhere = Client(settings=load_settings(home=tmp_path / "other-home"))
+    try:
+        with pytest.raises(InvalidInput, match="workers=2: the other workers are processes"):
+            T.tune(tune_config(), trials=2, workers=2, client=elsewhere, study="where")
+        with pytest.raises(KeyError):
+            _study("where")  # refused before anything ran
+        # this environment's own client is fine
+        assert T.tune(tune_config(), trials=2, workers=2, client=home_client).trials == 2
+    finally:
+        elsewhere.close()
