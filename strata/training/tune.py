@@ -430,7 +430,7 @@ def tune(
             details={"field": "tune"},
         )
     metric, direction = objective_metric(cfg)
-    if workers > 1 and client is not None and not _same_store(client):
+    if (workers > 1 or executor == "ray") and client is not None and not _same_store(client):
         raise InvalidInput(
             f"workers={workers}: the other workers are processes of their own, which track "
             "through strata.Client() of their environment (STRATA_URI, STRATA_HOME, "
