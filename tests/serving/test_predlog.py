@@ -181,11 +181,12 @@ def test_a_mixed_flush_keeps_every_row_with_its_own_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One flush of requests of 1 and several rows, with and without probabilities, another
-    signature, two days: sliced across requests (SLICE 2), grouped, every row where it
+    signature, two days: sliced (2 requests, ~3 rows), grouped, every row where it
     belongs."""
     from strata.serving import predlog
 
     monkeypatch.setattr(predlog, "SLICE", 2)
+    monkeypatch.setattr(predlog, "SLICE_ROWS", 3)
     store = ArtifactStore(str(tmp_path))
     plog = PredictionLog(store)
     day1 = 1_700_000_000 * 10**9  # 2023-11-14
@@ -253,3 +254,20 @@ def test_a_request_that_cannot_be_converted_is_counted_and_the_rest_written(
     assert plog.flush() == 2
     assert plog.dropped_rows == 2 and plog.failed_writes == 1
     assert len(_files(tmp_path)) == 1
+
+
+def test_the_writer_slices_by_requests_and_by_rows_never_splitting_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from strata.serving import predlog
+
+    monkeypatch.setattr(predlog, "SLICE", 4)
+    monkeypatch.setattr(predlog, "SLICE_ROWS", 100)
+
+    def ends(rows: list[int]) -> list[int]:
+        return predlog._slices([(None,) * 12 + (n,) for n in rows])
+
+    assert ends([1] * 10) == [4, 8, 10]  # 1-row requests: SLICE requests a slice
+    assert ends([60] * 5) == [2, 4, 5]  # 120 rows, 120 rows, 60: about SLICE_ROWS
+    assert ends([500, 1, 1]) == [1, 3]  # a large request alone, never cut
+    assert ends([7]) == [1]
