@@ -311,3 +311,34 @@ def test_a_lone_request_does_not_wait_for_a_batch(flights: Flights) -> None:
             assert r.status_code == 200
             assert time.monotonic() - start < 5
         assert app.endpoints.get("flights").primary.batcher is not None
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array(["late", "on time", "", "é✓", "x"], dtype=object),  # str labels, mixed widths
+        np.array(["UA", "AA", "B6"]),  # numpy unicode
+        np.array([b"ab", b"", b"\xff\x00c"], dtype=object),  # raw bytes, a NUL inside
+        np.array([b"ab", b"cde"]),  # numpy fixed-width bytes
+        np.array(["ab\x00", "c"], dtype=object),  # a trailing NUL: element by element
+        np.array([b"ab", "cd", 7], dtype=object),  # mixed types: element by element
+        np.array([["a", "bb"], ["ccc", ""]], dtype=object),  # 2-D
+        np.array(["z" * 5000] + ["a"] * 3, dtype=object),  # one long among short ones
+        np.array([], dtype=object),
+    ],
+)
+def test_bytes_outputs_match_the_protocol_element_by_element(values: np.ndarray) -> None:
+    """BYTES outputs are byte for byte the length-prefixed elements, and the real
+    tritonclient reads them back (kept element by element: a numpy build of the same bytes
+    measured 5x slower for 10,000 labels and 140x for one, docs/serving.md)."""
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    from strata.serving.oip import _bytes_payload
+
+    flat = values.reshape(-1).tolist()
+    encoded = [v if isinstance(v, bytes) else str(v).encode() for v in flat]
+    want = b"".join(len(b).to_bytes(4, "little") + b for b in encoded)
+    got = _bytes_payload(values)
+    assert got == want
+    if flat:
+        assert deserialize_bytes_tensor(got).tolist() == encoded
