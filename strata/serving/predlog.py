@@ -32,7 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -190,13 +190,13 @@ class PredictionLog:
             return 0
         files: dict[tuple[str, str, str], list[Any]] = {}
         failed: dict[str, int] = {}
-        items = list(queued)
+        items: list[tuple[Any, ...] | None] = list(queued)
         queued.clear()
         ends = _slices(items)
         for lo, hi in zip([0, *ends[:-1]], ends, strict=True):
             # Each slice's requests are freed when the next slice replaces them (freeing
             # 50,000 requests at once would hold the GIL for tens of milliseconds too).
-            part = items[lo:hi]
+            part = cast(list[tuple[Any, ...]], items[lo:hi])
             items[lo:hi] = [None] * (hi - lo)
             try:
                 groups = _groups(part)
@@ -245,7 +245,7 @@ Columns = list[tuple[Any, ...]]
 tuples (``zip(*queue)``, done in C)."""
 
 
-def _slices(items: list[tuple[Any, ...]]) -> list[int]:
+def _slices(items: list[Any]) -> list[int]:
     """Where the writer's slices end: at most :data:`SLICE` requests and about
     :data:`SLICE_ROWS` rows each (a request is never split)."""
     rows = np.fromiter(map(operator.itemgetter(_ROWS), items), dtype=np.int64, count=len(items))
