@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -142,3 +143,53 @@ def test_workers_refuse_a_client_they_could_not_track_to(
         assert T.tune(tune_config(), trials=2, workers=2, client=home_client).trials == 2
     finally:
         elsewhere.close()
+
+
+@pytest.mark.slow
+def test_two_launchers_share_one_study_as_on_two_machines(
+    db_uri: str, monkeypatch: pytest.MonkeyPatch, flights_sample: Any, tmp_path: Any
+) -> None:
+    """``strata tune`` twice on one study and one metadata database (SQLite, then
+    PostgreSQL with Optuna's schema beside Strata's): the second launcher finds the first's
+    running trial alive and leaves it; together they finish the budget once."""
+    import os
+    import time
+
+    from .conftest import write_config
+
+    monkeypatch.setenv("STRATA_DB_URI", db_uri)
+    with Client() as client:
+        client.data.ingest(flights_sample, "flights")
+    path = write_config(tmp_path / "tune.yaml", tune_config())
+    name = f"shared-{os.getpid()}"
+    cmd = [
+        str(Path(sys.executable).parent / "strata"),
+        "tune",
+        str(path),
+        "--trials",
+        "6",
+        "--study",
+        name,
+        "--json",
+    ]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        try:
+            st = _study(name)
+            if st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                break
+        except Exception:  # no study yet, or its tables being created just now
+            pass
+        time.sleep(0.1)
+    second = subprocess.run(cmd, capture_output=True, timeout=300)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err.decode()[-2000:]
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    states = [t.state for t in _study(name).trials]
+    assert states.count(TrialState.COMPLETE) == 6 and TrialState.RUNNING not in states
+    parent = json.loads(out)["parent_run_id"]
+    assert json.loads(second.stdout)["parent_run_id"] == parent  # one study, one parent run
+    with Client() as client:
+        kids = children(client, parent)
+    assert len([k for k in kids if k.info.status == "FINISHED"]) == 6
