@@ -103,3 +103,46 @@ def test_pytorch_checkpoints_and_resume_through_a_server(
     assert run.info.status == "FINISHED"
     assert run.tags["strata.training.resumed_from_step"] == "15"
     assert run.metrics["test_roc_auc"] > 0.6
+
+
+def test_tune_with_two_workers_and_reproduce_through_a_server(
+    live_server: LiveServer,
+    flights_sample: pd.DataFrame,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With STRATA_URI set, the launcher and its spawned worker both track to the server (the
+    study's trials are child runs there), and a trial reproduces there with zero deltas."""
+    from strata.training.reproduce import reproduce
+    from strata.training.tune import tune
+
+    monkeypatch.setenv("STRATA_URI", live_server.url)
+    monkeypatch.setenv("STRATA_TOKEN", live_server.admin_token)
+    space = {"model.params.num_leaves": {"type": "int", "low": 4, "high": 31}}
+    cfg = base_config(
+        cv={"folds": 2},
+        evaluate=False,
+        model={"family": "lightgbm", "params": {"n_estimators": 10}},
+        tune={"metric": "cv_roc_auc_mean", "sampler": "random", "pruner": "none", "space": space},
+    )
+    with Client() as remote:
+        assert remote.is_remote
+        remote.data.ingest(flights_sample, "flights")
+        result = tune(cfg, trials=6, workers=2)
+        server = live_server.embedded
+        exp = server.tracking.get_experiment_by_name("flights")
+        kids = [
+            r
+            for r in server.tracking.search_runs([exp.experiment_id]).items
+            if r.info.parent_run_id == result.parent_run_id
+        ]
+        assert result.trials == 6 and len(kids) == 6
+        assert all(k.info.status == "FINISHED" for k in kids)
+        assert (
+            server.tracking.get_run(result.parent_run_id).tags["strata.tune.best_run_id"]
+            == result.best_run_id
+        )
+        assert result.best_run_id is not None
+        again = reproduce(result.best_run_id, client=remote)
+        assert again.identical and again.deltas["cv_roc_auc_mean"] == 0.0
+        assert server.tracking.get_run(again.run_id).info.status == "FINISHED"
