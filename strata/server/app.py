@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from strata import __version__
 from strata.client import Client
@@ -25,7 +26,7 @@ from strata.governance import events
 from strata.governance.api import router as governance_router
 from strata.governance.deps import AuthState, peer
 from strata.governance.embedded import EmbeddedGovernance
-from strata.server.fastpath import FastPath
+from strata.server.fastpath import FastPath, HotEntry
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import Metrics, RequestMiddleware
 from strata.server.textguard import TextGuard
@@ -43,6 +44,25 @@ STREAMING_PREFIXES: tuple[str, ...] = (
     "/ajax-api/2.0/mlflow/upload-artifact",  # the MLflow UI's raw upload (10 MB, counted)
     "/uploads/mlflow/",  # the parts of MLflow multipart uploads (each at most 5 GiB, counted)
 )
+
+
+class StrataApp(FastAPI):
+    """FastAPI, with :class:`HotEntry` tried ahead of the middleware stack."""
+
+    hot_entry: HotEntry | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot_entry is not None and scope["type"] == "http":
+            rest = await self.hot_entry.serve(scope, receive, send)
+            if rest is None:
+                return
+            receive = rest
+        await super().__call__(scope, receive, send)
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The guard used only for its checks wraps nothing."""
+    raise RuntimeError("BrowserGuard used for its checks only")
 
 
 def _error_response(status: int, payload: dict[str, Any]) -> JSONResponse:
@@ -180,7 +200,7 @@ def create_app(
         hot_writer.close()
         client.close()
 
-    app = FastAPI(
+    app = StrataApp(
         title="Strata",
         version=__version__,
         description="The whole ML lifecycle in one package. Auth: `Authorization: Bearer <token>`.",
@@ -200,13 +220,13 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(FastPath, api=app)  # innermost: the lean MLflow routes
     app.add_middleware(TextGuard, skip_prefixes=STREAMING_PREFIXES)
-    app.add_middleware(
-        BrowserGuard,
-        auth=auth_enabled,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=settings.allowed_origins,
-        any_type_prefixes=STREAMING_PREFIXES,
-    )
+    guard: dict[str, Any] = {
+        "auth": auth_enabled,
+        "allowed_hosts": settings.allowed_hosts,
+        "allowed_origins": settings.allowed_origins,
+        "any_type_prefixes": STREAMING_PREFIXES,
+    }
+    app.add_middleware(BrowserGuard, **guard)
     app.add_middleware(
         RequestMiddleware,
         metrics=metrics,
@@ -214,6 +234,14 @@ def create_app(
         unlimited_prefixes=STREAMING_PREFIXES,
     )
     _install_error_handlers(app)
+    # Outermost: the plain success of the hot MLflow logging calls (the same checks as the
+    # stack above, by the same functions; anything else goes on to the stack).
+    app.hot_entry = HotEntry(
+        app,
+        metrics=metrics,
+        max_bytes=settings.max_request_bytes,
+        guard=BrowserGuard(_no_app, **guard),
+    )
 
     @app.get("/index.json", include_in_schema=False)
     def index() -> dict[str, Any]:

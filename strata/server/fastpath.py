@@ -23,6 +23,7 @@ on to them as above.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,15 +31,28 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strata.core.errors import StrataError
+from strata.server.guard import BrowserGuard
+from strata.server.middleware import (
+    Metrics,
+    internal_error,
+    internal_error_logged,
+    observe,
+    request_id_of,
+)
+from strata.server.textguard import check_text
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Check = Callable[[Request], Awaitable[Any]]
 ErrorHandler = Callable[[Request, StrataError], Awaitable[Response]]
 #: A route's lean path: (request, its body) → the response, or None to serve it as usual.
 Hot = Callable[[Request, bytes], Response | None]
+
+
+#: Set in the scope once the hot path declined a request (FastPath does not try it again).
+_HOT_TRIED = "strata.hot_tried"
 
 
 class _Entry:
@@ -110,9 +124,9 @@ class FastPath:
             return
         scope["route"] = entry.route
         request = Request(scope, receive)
-        if entry.hot is not None:
-            # Tried first; None leaves the request to the permission check and handler below
-            # (the body is kept on the request, so they read it again).
+        if entry.hot is not None and not scope.get(_HOT_TRIED):
+            # Tried first (unless HotEntry tried it already); None leaves the request to the
+            # permission check and handler below (the body is kept on the request).
             response = entry.hot(request, await request.body())
             if response is not None:
                 await response(scope, receive, send)
@@ -124,3 +138,102 @@ class FastPath:
         except StrataError as exc:
             response = await self._on_error(request, exc)
         await response(scope, receive, send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    async def next_message() -> Message:
+        if messages:
+            return messages.pop(0)
+        return await receive()
+
+    return next_message
+
+
+class HotEntry:
+    """The hot routes' plain success ahead of the whole middleware stack.
+
+    For a POST to a route with a ``hot`` path, this does what the stack does for such a
+    request, with the stack's own functions: the request id (``middleware.request_id_of``),
+    the browser guard's checks (``BrowserGuard.refusal``), a declared body within the size
+    limit, the text guard's check of the body (``textguard.check_text``), then the route's
+    hot path, the response with ``X-Request-ID``, and the metrics and access log line
+    (``middleware.observe``). Whenever one of them would refuse the request, or the hot path
+    declines it, the request goes to the full stack with its body replayed, which answers it
+    as it answers any other.
+    """
+
+    def __init__(
+        self, api: FastAPI, *, metrics: Metrics, max_bytes: int, guard: BrowserGuard
+    ) -> None:
+        self.api = api
+        self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.guard = guard
+        self._table: dict[str, _Entry] | None = None
+
+    def _lookup(self, path: str) -> _Entry | None:
+        if self._table is None:  # built on the first request, when every route is included
+            self._table = {
+                p: e for (m, p), e in lean_table(self.api).items() if m == "POST" and e.hot
+            }
+        return self._table.get(path)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """None once the request is answered, else the ``receive`` to hand the full stack."""
+        entry = self._lookup(scope["path"]) if scope["method"] == "POST" else None
+        if entry is None or entry.hot is None:
+            return receive
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return receive  # chunked, or too large: the stack's size limit applies
+        if self.guard.refusal(scope) is not None:
+            return receive
+        declared = int(length)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # disconnected: let the stack see it
+                return _replay([message], receive)
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > declared or not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replay = _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+        if size != declared or check_text(scope, body) is not None:
+            return replay
+        start = time.perf_counter()
+        request_id = request_id_of(headers)
+        scope.setdefault("state", {})["request_id"] = request_id
+        scope["app"] = self.api
+        scope["route"] = entry.route
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = int(message["status"])
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            response = entry.hot(Request(scope, replay), body)
+            if response is None:
+                scope[_HOT_TRIED] = True
+                return replay
+            await response(scope, replay, send_with_id)
+        except Exception:
+            if not started:
+                await internal_error(send_with_id, scope, request_id)
+            else:
+                internal_error_logged(scope, request_id)
+        observe(self.metrics, scope, status, time.perf_counter() - start, request_id)
+        return None

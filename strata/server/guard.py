@@ -84,7 +84,7 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
+        refusal = self.refusal(scope)
         if refusal is None:
             await self.app(scope, receive, send)
             return
@@ -94,7 +94,8 @@ class BrowserGuard:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+    def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        """(status, code, message) when the request is refused, else None."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host_header = headers.get("host", "")
         if not self.auth and not _is_loopback_peer(scope.get("client")):

@@ -44,6 +44,56 @@ class _TooLarge(BaseException):
     """
 
 
+def request_id_of(headers: dict[bytes, bytes]) -> str:
+    """The caller's ``X-Request-ID`` when it is short and printable, else a new id."""
+    incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+    request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else ""
+    return request_id or uuid.uuid4().hex
+
+
+def observe(metrics: Metrics, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+    """Count and time a finished request by route template, and write its access log line."""
+    template = getattr(scope.get("route"), "path", None) or "unmatched"
+    method = scope.get("method", "")
+    metrics.requests.labels(method, template, str(status)).inc()
+    metrics.latency.labels(method, template).observe(elapsed)
+    log.info(
+        "%s %s %s %.1fms",
+        method,
+        scope.get("path", ""),
+        status,
+        elapsed * 1000,
+        extra={"request_id": request_id, "status": status, "route": template},
+    )
+
+
+def internal_error_logged(scope: Scope, request_id: str) -> None:
+    """The one place unexpected errors end: logged with the traceback (call it from the
+    ``except`` block)."""
+    errlog.exception(
+        "Unhandled error on %s %s",
+        scope.get("method"),
+        scope.get("path", ""),
+        extra={"request_id": request_id},
+    )
+
+
+async def internal_error(send: Send, scope: Scope, request_id: str) -> None:
+    """Log the error being handled and answer a 500 that carries the request id and nothing
+    internal (call it from the ``except`` block, before the response has started)."""
+    internal_error_logged(scope, request_id)
+    await RequestMiddleware._send_json(
+        send,
+        500,
+        {
+            "error_code": "INTERNAL_ERROR",
+            "message": f"Internal server error (request id {request_id}); "
+            "the server log has the details",
+            "details": {"request_id": request_id},
+        },
+    )
+
+
 class RequestMiddleware:
     """Gives every request an id (``X-Request-ID``, echoed), times it, and limits its size.
 
@@ -70,9 +120,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else ""
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id_of(headers)
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
@@ -116,40 +164,12 @@ class RequestMiddleware:
             if not started:
                 await self._send_413(send_wrapper)
         except Exception:
-            # The one place unexpected errors end: logged with the traceback, answered with a
-            # 500 that carries the request id and nothing internal.
-            errlog.exception(
-                "Unhandled error on %s %s",
-                scope.get("method"),
-                path,
-                extra={"request_id": request_id},
-            )
             if not started:
-                await self._send_json(
-                    send_wrapper,
-                    500,
-                    {
-                        "error_code": "INTERNAL_ERROR",
-                        "message": f"Internal server error (request id {request_id}); "
-                        "the server log has the details",
-                        "details": {"request_id": request_id},
-                    },
-                )
+                await internal_error(send_wrapper, scope, request_id)
+            else:
+                internal_error_logged(scope, request_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            elapsed = time.perf_counter() - start
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(elapsed)
-            log.info(
-                "%s %s %s %.1fms",
-                method,
-                path,
-                status,
-                elapsed * 1000,
-                extra={"request_id": request_id, "status": status, "route": template},
-            )
+            observe(self.metrics, scope, status, time.perf_counter() - start, request_id)
 
     async def _send_413(self, send: Any) -> None:
         err = PayloadTooLarge(
