@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 from strata.cli.main import app
 from strata.serving.models import EndpointStatus
 from strata.serving.policies import publish_status
+from strata.serving.served import ServedModel
 
 from .conftest import FEATURES, Flights, expected, rows, start_serving
 
@@ -35,11 +38,24 @@ def batched(flights: Flights) -> Iterator[str]:
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_rows(
-    batched: str, flights: Flights
+    batched: str, flights: Flights, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     x = rows(flights.frame, 12)[FEATURES]
     labels, _ = expected(flights.client, "models:/flights/1", x)
     answers: dict[int, list[int]] = {}
+    # A busy model: the first batch predicts for 0.2 s, so the other requests arrive while it
+    # does and must gather (a 1-row LightGBM predict takes ~0.1 ms: twelve client threads
+    # would otherwise each find the model idle and go alone, as they should).
+    predict = ServedModel.predict
+    busy = threading.Event()
+
+    def first_slow(self: ServedModel, checked: Any) -> Any:
+        if not busy.is_set():
+            busy.set()
+            time.sleep(0.2)
+        return predict(self, checked)
+
+    monkeypatch.setattr(ServedModel, "predict", first_slow)
 
     def one(i: int) -> None:
         body = {"records": x.iloc[i : i + 1].to_dict(orient="records")}
