@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck unit install bench clean lock
+.PHONY: demo test lint typecheck unit install bench clean lock image image-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,15 @@ unit: $(STAMP)
 	$(BIN)/pytest -n 2 --timeout=600 $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The server image (Dockerfile); PYTHON_IMAGE=... picks another base (scripts/docker-base.sh).
+PYTHON_IMAGE ?= python:3.11-slim
+image:
+	docker build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t strata-ml .
+
+# Build the image and run it: health, auth, non-root, the mlflow client, PostgreSQL.
+image-check: $(STAMP)
+	PYTHON_IMAGE=$(PYTHON_IMAGE) scripts/check-image.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
