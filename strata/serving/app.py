@@ -334,7 +334,7 @@ class ServingApp(PredictRoutes):
 
     async def _ready(self, *_: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         statuses = self.endpoints.statuses()
-        ready = all(s.ready for s in statuses)
+        ready = self.endpoints.ready  # every model warm, the first load over
         workers_ready = ready and (self.peers_ready is None or self.peers_ready())
 
         def error(text: str | None) -> str | None:

@@ -125,6 +125,9 @@ class Endpoints:
         for a serving process (``strata serve``), not for one that merely embeds endpoints."""
         self._dropped: list[weakref.ref[ServedModel]] = []
         self._frozen = False
+        self.loaded = False
+        """The first :meth:`load_all` is over (models warm, heap settled): readiness waits
+        for it, so no probe says ready while the worker still has a collection to make."""
         self.tracking = tracking
         self.registry = registry
         self.policy_source = policy_source
@@ -158,7 +161,7 @@ class Endpoints:
 
     @property
     def ready(self) -> bool:
-        return all(ep.ready for ep in self.endpoints.values())
+        return self.loaded and all(ep.ready for ep in self.endpoints.values())
 
     def statuses(self) -> list[EndpointStatus]:
         return [ep.status() for ep in self.endpoints.values()]
@@ -200,6 +203,7 @@ class Endpoints:
             self._load_policy_models(ep, ep.policy)
             self._read_sampling(ep)
         self._settle_heap(before)
+        self.loaded = True
         self.report()
 
     def _policy_refs(self, policy: TrafficPolicy) -> list[str]:

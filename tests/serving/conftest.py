@@ -103,14 +103,17 @@ def flights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flights]:
 
 
 def start_serving(
-    settings: Settings, config: dict[str, Any], *, auth: bool = False
+    settings: Settings, config: dict[str, Any], *, auth: bool = False, freeze_heap: bool = False
 ) -> Iterator[str]:
-    """A live inference server (one worker, in a thread) on ``config``; waits until ready."""
+    """A live inference server (one worker, in a thread) on ``config``; waits until ready.
+    ``freeze_heap`` as ``strata serve`` does (the caller unfreezes the test process after)."""
     from conftest import serve_in_thread
 
     from strata.server.serving import build_serving_app
 
-    app = build_serving_app(ServeConfig.model_validate(config), settings, auth=auth)
+    app = build_serving_app(
+        ServeConfig.model_validate(config), settings, auth=auth, freeze_heap=freeze_heap
+    )
     for url in serve_in_thread(app):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

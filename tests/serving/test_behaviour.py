@@ -128,7 +128,12 @@ def _hammer(
     versions.append(seen)
 
 
-def test_alias_move_under_load_drops_nothing(flights: Flights) -> None:
+@pytest.mark.parametrize("freeze_heap", [False, True], ids=["embedded", "frozen-heap"])
+def test_alias_move_under_load_drops_nothing(flights: Flights, freeze_heap: bool) -> None:
+    """Also with the heap frozen as in `strata serve`: the swap unfreezes, collects and
+    freezes again once version 1 is gone, under load."""
+    import gc
+
     config = {
         "endpoints": [{"model": "flights@champion"}],
         "poll_seconds": 0.1,
@@ -136,7 +141,21 @@ def test_alias_move_under_load_drops_nothing(flights: Flights) -> None:
     }
     body = {"records": rows(flights.frame, 1)[FEATURES].to_dict(orient="records")}
     flights.client.registry.set_alias("flights", "champion", 1)
-    for url in start_serving(flights.settings, config):
+    try:
+        _swap_under_load(flights, config, body, freeze_heap)
+    finally:
+        gc.unfreeze()
+        flights.client.registry.set_alias("flights", "champion", 1)
+
+
+def _swap_under_load(
+    flights: Flights, config: dict[str, Any], body: dict[str, Any], freeze_heap: bool
+) -> None:
+    import gc
+
+    for url in start_serving(flights.settings, config, freeze_heap=freeze_heap):
+        if freeze_heap:
+            assert gc.get_freeze_count() > 0
         stop = threading.Event()
         statuses: Counter[int] = Counter()
         versions: list[list[str]] = []
@@ -164,7 +183,11 @@ def test_alias_move_under_load_drops_nothing(flights: Flights) -> None:
             assert set(seen[first_two:]) == {"2"}  # once swapped, never back
         metrics = httpx.get(f"{url}/metrics").text
         assert 'strata_serving_swaps_total{endpoint="flights"} 1.0' in metrics
-    flights.client.registry.set_alias("flights", "champion", 1)
+        if freeze_heap:  # version 1 freed, the heap frozen again (polls every 0.1 s)
+            deadline = time.monotonic() + 10
+            while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert gc.get_freeze_count() > 0
 
 
 def test_a_model_that_fails_to_load_is_not_ready_while_others_serve(flights: Flights) -> None:

@@ -8,6 +8,7 @@ import gc
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,22 @@ def test_a_version_still_in_use_keeps_the_heap_unfrozen_until_it_is_gone(
     endpoints.poll()  # the next poll finds it gone
     assert first() is None
     assert gc.get_freeze_count() > 0
+
+
+def test_not_ready_until_the_heap_is_settled(
+    endpoints: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readiness (`/v2/health/ready` reads `Endpoints.ready`) waits for the first load to
+    end, its full collection included: traffic never meets that pause."""
+    seen: list[bool] = []
+    settle = Endpoints._settle_heap
+
+    def watched(self: Endpoints, before: Any) -> None:
+        seen.append(self.ready)
+        settle(self, before)
+
+    monkeypatch.setattr(Endpoints, "_settle_heap", watched)
+    gc.unfreeze()
+    endpoints.load_all()
+    assert seen == [False]
+    assert endpoints.ready
