@@ -275,3 +275,20 @@ def test_the_wal_starts_over_under_a_stream_of_lean_commits(env: AppEnv) -> None
         frames = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
     assert frames < 2000, frames  # ~10 frames a call: 350 calls without a restart = 3,500
     assert _history(env, run_id) == list(range(350))
+
+
+def test_an_expired_token_is_refused_on_the_next_call(env: AppEnv) -> None:
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    assert env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor).is_success
+    token_id = next(t.id for t in env.gov.list_tokens(env.users[Role.EDITOR]))
+    with sqlite3.connect(_hot(env).path) as raw:  # its expiry passes (as time would)
+        raw.execute(
+            "UPDATE gov_tokens SET expires_at = '2020-01-01 00:00:00.000000' WHERE id = ?",
+            (token_id,),
+        )
+    served = _hot(env).served
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 1), headers=editor)
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    assert _hot(env).served == served
+    assert _history(env, run_id) == [0]
