@@ -25,9 +25,11 @@ This connection does not checkpoint the WAL itself (a checkpoint writes and sync
 database file: not work for the event loop): after every :data:`CHECKPOINT_AFTER` commits,
 a ``RESTART`` checkpoint runs in a worker thread once the response is sent. It holds the write
 lock while it copies the WAL into the database (lean calls meanwhile find the lock taken and
-go the regular way, which waits), so the next write starts the WAL over: a passive checkpoint
-racing a stream of commits never catches up, and the WAL grew without bound (133 MB after
-3,000 calls), each page read searching more of its index. PostgreSQL and in-memory databases
+go the regular way, which waits), so the next write starts the WAL over; it waits at most
+:data:`CHECKPOINT_WAIT` for the lock and for readers of older snapshots (a long search), so
+writes never stall longer than that behind it, and tries again 100 commits later. (A passive
+checkpoint racing a stream of commits never catches up: the WAL grew without bound, 133 MB
+after 3,000 calls, each page read searching more of its index.) PostgreSQL and in-memory databases
 have no lean path.
 """
 
@@ -60,6 +62,8 @@ from strata.tracking.batch_write import Batch
 #: Lean commits between two WAL checkpoints (SQLite's own default is every 1,000 pages; a
 #: single-metric call writes about ten).
 CHECKPOINT_AFTER = 100
+#: Seconds the checkpoint waits for the write lock and for readers (it blocks writers meanwhile).
+CHECKPOINT_WAIT = 0.05
 
 
 class _Result:
@@ -215,7 +219,7 @@ class HotWriter:
         if not self._checkpointing.acquire(blocking=False):
             return
         try:
-            with closing(sqlite3.connect(self.path, timeout=5)) as raw:
+            with closing(sqlite3.connect(self.path, timeout=CHECKPOINT_WAIT)) as raw:
                 raw.execute("PRAGMA wal_checkpoint(RESTART)")
         except sqlite3.OperationalError:
             return  # busy: the next one, or any regular commit, checkpoints

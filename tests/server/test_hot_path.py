@@ -292,3 +292,26 @@ def test_an_expired_token_is_refused_on_the_next_call(env: AppEnv) -> None:
     assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
     assert _hot(env).served == served
     assert _history(env, run_id) == [0]
+
+
+def test_a_long_reader_never_stalls_writes_behind_the_checkpoint(env: AppEnv) -> None:
+    """The checkpoint blocks writers while it waits for readers of older snapshots: only
+    briefly (it gave up after 5 s before, and a call waited that long behind it)."""
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
+    reader = sqlite3.connect(_hot(env).path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM trk_runs").fetchone()  # holds its snapshot
+    slowest = 0.0
+    try:
+        for step in range(1, 230):
+            start = time.monotonic()
+            r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, step), headers=editor)
+            slowest = max(slowest, time.monotonic() - start)
+            assert r.status_code == 200, r.text
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert slowest < 1.0, slowest
+    assert _history(env, run_id) == list(range(230))
