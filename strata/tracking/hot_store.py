@@ -42,6 +42,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from sqlalchemy import make_url
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
@@ -112,14 +113,29 @@ def _utc(value: Any) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+#: Query options of a SQLite URI this path can do without: it never waits for a lock.
+_IGNORED_OPTIONS = frozenset({"timeout"})
+
+
+def _sqlite_path(db: Database) -> str:
+    """The database file, or "" where there is no lean path: not SQLite, in memory, or a URI
+    option it cannot honour (the query is never part of the file name)."""
+    if db.dialect != "sqlite":
+        return ""
+    url = make_url(db.uri)
+    path = url.database or ""
+    if path == ":memory:" or set(url.query) - _IGNORED_OPTIONS:
+        return ""
+    return path
+
+
 class HotWriter:
     """The lean path's connection and transaction; one per app (the event loop's thread)."""
 
     def __init__(self, db: Database, auth: AuthState) -> None:
         self.db = db
         self.auth = auth
-        path = db.uri.split(":///", 1)[1] if ":///" in db.uri else ""
-        self.path = path if db.dialect == "sqlite" and path not in ("", ":memory:") else ""
+        self.path = _sqlite_path(db)
         self._raw: sqlite3.Connection | None = None
         self._auth_sql = str(_AUTH_QUERY.compile(dialect=sqlite_dialect.dialect()))
         self._commits = 0
@@ -154,11 +170,15 @@ class HotWriter:
             self._raw.close()
             self._raw = None
 
+    def may_admit(self, token: str | None) -> bool:
+        """Whether ``token`` can be one :meth:`log` admits (checked before the body is parsed)."""
+        return not self.auth.enabled or (token is not None and token.startswith(TOKEN_PREFIX))
+
     def _principal(self, raw: sqlite3.Connection, token: str | None) -> Principal | None:
         """The caller as ``authenticate`` admits it, or None (the regular path decides)."""
         if not self.auth.enabled:
             return local_principal()
-        if token is None or not token.startswith(TOKEN_PREFIX):
+        if token is None or not self.may_admit(token):
             return None
         row = raw.execute(self._auth_sql, (token_digest(token),)).fetchone()
         if row is None:

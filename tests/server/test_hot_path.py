@@ -7,14 +7,18 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
+import orjson
 import pytest
 
+from strata.backends.db import Database
+from strata.core.config import Settings
 from strata.core.principal import Role
 from strata.tracking.hot_store import HotWriter
 
-from .conftest import AppEnv
+from .conftest import AppEnv, build_env
 
 API = "/api/2.0/mlflow"
 
@@ -315,3 +319,112 @@ def test_a_long_reader_never_stalls_writes_behind_the_checkpoint(env: AppEnv) ->
         reader.close()
     assert slowest < 1.0, slowest
     assert _history(env, run_id) == list(range(230))
+
+
+def _parse_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the items handed to ``parse_metrics`` (by the lean path and the regular route)."""
+    from strata.tracking.mlflow_api import runs
+
+    parsed: list[int] = []
+    real = runs.parse_metrics
+
+    def spy(items: object, field: str) -> Any:
+        parsed.append(len(items) if isinstance(items, list) else 0)
+        return real(items, field)
+
+    monkeypatch.setattr(runs, "parse_metrics", spy)
+    return parsed
+
+
+def test_a_flood_batch_is_refused_before_any_item_is_parsed(
+    env: AppEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: a body far past MLflow's batch limits (here 30,000 metrics, 2.6 MB; in the
+    review 1.7 million, 63 MB, which held the event loop 5 s before its 401). Without a token,
+    with a viewer's, with an editor's: the refusal comes without one metric parsed."""
+    from strata.tracking.mlflow_api.hot import MAX_LEAN_BODY
+
+    run_id = _run(env)
+    viewer = env.auth(Role.VIEWER)
+    env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=viewer)  # use recorded
+    flood = {"run_id": run_id, "metrics": [_metric(run_id, i) for i in range(30_000)]}
+    small = {"run_id": run_id, "metrics": [_metric(run_id, i) for i in range(1001)]}
+    parsed = _parse_spy(monkeypatch)
+    url = f"{API}/runs/log-batch"
+    for body in (flood, small):
+        for headers, status in (({}, 401), (viewer, 403), (env.auth(Role.EDITOR), 400)):
+            r = env.http.post(url, json=body, headers=headers)
+            assert r.status_code == status, r.text
+        assert r.json()["message"] == (
+            f"A batch logging request can contain at most 1000 metrics; got {len(body['metrics'])}"
+        )
+    assert parsed == []
+    assert len(r.request.content) < MAX_LEAN_BODY < len(orjson.dumps(flood))
+    assert _history(env, run_id) == []
+    # the lean path still parses (once) what it may serve
+    r = env.http.post(url, json={**small, "metrics": small["metrics"][:2]}, headers=viewer)
+    assert r.status_code == 403
+    r = env.http.post(
+        url, json={**small, "metrics": small["metrics"][:3]}, headers=env.auth(Role.EDITOR)
+    )
+    assert r.status_code == 200, r.text
+    assert parsed == [2, 3]  # the viewer's once (its token is looked up only once parsed)
+
+
+def test_a_tokenless_call_is_left_to_the_regular_route_unparsed(
+    env: AppEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _run(env)
+    parsed = _parse_spy(monkeypatch)
+    body = {"run_id": run_id, "metrics": [_metric(run_id, i) for i in range(10)]}
+    for headers in ({}, {"Authorization": "Bearer not-a-strata-token"}):
+        r = env.http.post(f"{API}/runs/log-batch", json=body, headers=headers)
+        assert r.status_code == 401, r.text
+    assert parsed == []
+
+
+def test_a_body_past_any_valid_call_goes_to_the_regular_route(env: AppEnv) -> None:
+    from strata.tracking.mlflow_api.hot import MAX_LEAN_BODY
+
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    hot = _hot(env)
+    assert 1_500_000 < MAX_LEAN_BODY < 3_000_000
+    # valid JSON, just padded: the regular route serves it, the lean path never decodes it
+    padded = orjson.dumps({"run_id": run_id, "metrics": [_metric(run_id, 7)]})
+    padded = padded[:-1] + b" " * MAX_LEAN_BODY + b"}"
+    served = hot.served
+    r = env.http.post(
+        f"{API}/runs/log-batch",
+        content=padded,
+        headers={**editor, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert hot.served == served
+    assert _history(env, run_id) == [7]
+
+
+def test_a_sqlite_uri_query_is_never_part_of_the_file_name(tmp_path: Path) -> None:
+    db_file = tmp_path / "db" / "meta.db"
+    settings = Settings(home=tmp_path / "home", db_uri=f"sqlite:///{db_file}?timeout=30")
+    for env in build_env(settings):
+        hot = _hot(env)
+        assert hot.path == str(db_file) and hot.available
+        run_id = _run(env)
+        editor = env.auth(Role.EDITOR)
+        served = hot.served
+        for step in (1, 2):
+            r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, step), headers=editor)
+            assert r.status_code == 200, r.text
+        assert hot.served > served  # the lean path serves (it declined every call before)
+        assert _history(env, run_id) == [1, 2]
+    assert [p.name for p in db_file.parent.iterdir() if "?" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite://", "sqlite:///:memory:", "sqlite:///{f}?mode=ro&uri=true"],
+)
+def test_no_lean_path_where_it_cannot_honour_the_uri(tmp_path: Path, uri: str) -> None:
+    writer = HotWriter(Database(uri.format(f=tmp_path / "m.db")), cast(Any, None))
+    assert not writer.available

@@ -141,6 +141,16 @@ def _check_batch(metrics: int, params: int, tags: int) -> None:
             )
 
 
+def _check_lists(body: Body) -> None:
+    """:func:`_check_batch` on the lists as sent, before any item is parsed: an over-limit
+    batch of a million metrics is refused in one step, not after a million parses."""
+    _check_batch(*(_length(body.get(field)) for field in ("metrics", "params", "tags")))
+
+
+def _length(value: object) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
 def _new_points(svc: TrackingService, run_id: str, linked: list[Linked]) -> set[int]:
     """Ids of the linked metric objects already in the run's history: MLflow 3 re-logs a
     step's run metrics with the model id when it logs a model, which must not double them."""
@@ -182,10 +192,10 @@ def _log(
 async def log_batch(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
+    _check_lists(body)
     metrics, linked = parse_metrics(body.get("metrics"), "metrics")
     params = [Param(k, v) for k, v in key_values(body, "params")]
     tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
-    _check_batch(len(metrics), len(params), len(tags))
     try:
         await run_sync(_log, tracking(request), run_id, metrics, params, tags, linked)
     except Conflict as exc:
@@ -462,10 +472,10 @@ def _hot_metric(body: Body) -> tuple[str, Batch] | None:
 
 def _hot_batch(body: Body) -> tuple[str, Batch] | None:
     run_id = req_str(body, "run_id", "run_uuid")
+    _check_lists(body)
     metrics, linked = parse_metrics(body.get("metrics"), "metrics")
     params = [Param(k, v) for k, v in key_values(body, "params")]
     tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
-    _check_batch(len(metrics), len(params), len(tags))
     return None if linked else (run_id, batch_write.prepare(metrics, params, tags))
 
 
