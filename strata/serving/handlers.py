@@ -213,6 +213,7 @@ class PredictRoutes:
         request_id: str,
         start: float,
         key: str | None,
+        body_bytes: int,
     ) -> list[tuple[bytes, bytes]]:
         served = outcome.served
         rows = len(outcome.prediction.prediction)
@@ -230,7 +231,8 @@ class PredictRoutes:
         self.metrics.child(
             self.metrics.rows, ep.name, served.name, served.version, outcome.path
         ).inc(rows)
-        self.router.record(ep, outcome, request_id, (time.perf_counter() - start) * 1000, key)
+        elapsed = (time.perf_counter() - start) * 1000
+        self.router.record(ep, outcome, request_id, elapsed, key, body_bytes)
         return [
             (b"x-strata-model-version", served.version.encode()),
             (b"x-strata-path", outcome.path.encode()),
@@ -283,7 +285,7 @@ class PredictRoutes:
             body_out, extra = oip.render_infer(outcome.served, outcome.prediction, req, request_id)
         except InvalidInput as exc:
             raise HttpError(400, exc, []) from None
-        marks = self._done(ep, outcome, "oip", request_id, start, sticky)
+        marks = self._done(ep, outcome, "oip", request_id, start, sticky, len(body))
         return 200, body_out, [(k.encode(), v.encode()) for k, v in extra.items()] + marks
 
     def _only(self) -> Endpoint:
@@ -331,7 +333,7 @@ class PredictRoutes:
             protocol="mlflow",
             start=start,
         )
-        marks = self._done(ep, outcome, "mlflow", request_id, start, sticky)
+        marks = self._done(ep, outcome, "mlflow", request_id, start, sticky, len(body))
         return 200, formats.mlflow_response(outcome.prediction), [*_JSON, *marks]
 
     def _strata_target(self, path: str) -> tuple[Endpoint, str | None, str]:
@@ -384,7 +386,7 @@ class PredictRoutes:
             protocol="strata",
             start=start,
         )
-        marks = self._done(ep, outcome, "strata", request_id, start, key)
+        marks = self._done(ep, outcome, "strata", request_id, start, key, len(body))
         body_out = formats.strata_response(
             outcome.served, outcome.prediction, request_id=request_id, path=outcome.path
         )

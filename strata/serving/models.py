@@ -251,11 +251,13 @@ class EndpointConfig(_Strict):
 
 class PredictionLogConfig(_Strict):
     """The prediction log (PROTOCOL format, ``predictions/model=<name>/date=<day>/``): a
-    bounded queue of ``max_rows`` rows written as Parquet every ``flush_seconds`` or
-    ``flush_rows`` rows; rows arriving at a full queue are dropped and counted."""
+    bounded queue of ``max_rows`` rows and ``max_bytes`` bytes (estimated per request, the
+    write in progress included) written as Parquet every ``flush_seconds`` or ``flush_rows``
+    rows; rows arriving at a full queue are dropped and counted."""
 
     enabled: bool = True
     max_rows: int = Field(default=200_000, ge=1)
+    max_bytes: int = Field(default=256 * 2**20, ge=1)
     flush_rows: int = Field(default=50_000, ge=1)
     flush_seconds: float = Field(default=5.0, gt=0)
 

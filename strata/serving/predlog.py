@@ -16,7 +16,8 @@ for classifiers). Read it with DuckDB::
 :meth:`PredictionLog.record` only appends the request's arrays to a bounded in-memory queue
 (no copy, no Arrow): a request never waits for storage. A background thread turns what
 queued into one Arrow table per model, version and day (numpy concatenation, no per-row
-Python) and writes each to the artifact store. When the queue holds ``max_rows`` rows, new
+Python) and writes each to the artifact store. When the queue holds ``max_rows`` rows, or
+the queue and the write in progress hold ``max_bytes`` bytes (:func:`request_bytes`), new
 records are dropped and counted (:attr:`dropped_rows`), never blocking.
 """
 
@@ -26,6 +27,7 @@ import io
 import itertools
 import logging
 import operator
+import sys
 import threading
 import time
 import uuid
@@ -47,6 +49,9 @@ by the writer, which hands the GIL over between slices: one C call over 50,000 q
 requests holds the GIL for 10-20 ms (``zip``, ``np.concatenate``), a slice's ~1 ms of work at
 most, so the worker's event loop, sharing that GIL, never waits long."""
 SLICE_ROWS = 8192
+OBJECT_BYTES = 57
+"""What :func:`request_bytes` counts per element of an object array beyond its contents: the
+pointer (8) and a Python ``str``'s header (49, ``sys.getsizeof("")``)."""
 STRING_COLUMNS = ["model", "version", "endpoint", "path", "entity_key"]
 """The columns Parquet dictionary-encodes (a few distinct values); the others are plain
 (dictionary-encoding unique ids and measurements first, then falling back, costs ~20% of the
@@ -77,6 +82,10 @@ class PredictionLog:
         a queue of tens of thousands of requests adds nothing to its full collections (an
         object per request would: 100+ ms pauses on the serving p99, docs/serving.md)."""
         self._queued_rows = 0
+        self._queued_bytes = 0
+        self._writing_bytes = 0
+        """The bytes of the requests the writer holds (from taking them to their write's end):
+        counted against ``max_bytes`` too, so a slow store cannot double what is held."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -102,10 +111,14 @@ class PredictionLog:
         prediction: np.ndarray,
         proba: np.ndarray | None = None,
         entity_key: str | None = None,
+        body_bytes: int | None = None,
     ) -> bool:
-        """Queue one request's rows; False (and counted) when the queue is full. The arrays
-        are kept as they are: do not change them afterwards."""
+        """Queue one request's rows; False (and counted) when the queue is full (rows or
+        bytes). ``body_bytes``: the request body's length, when known (it bounds the inputs'
+        strings, see :func:`request_bytes`). The arrays are kept as they are: do not change
+        them afterwards."""
         rows = len(prediction)
+        size = request_bytes((*inputs.values(), prediction, proba), body_bytes)
         entry = (
             request_id,
             time.time_ns() // 1000,
@@ -120,15 +133,20 @@ class PredictionLog:
             prediction,
             proba,
             rows,
+            size,
         )
         with self._lock:
-            if self._queued_rows + rows > self.config.max_rows:
+            if (
+                self._queued_rows + rows > self.config.max_rows
+                or self._queued_bytes + self._writing_bytes + size > self.config.max_bytes
+            ):
                 self.dropped_rows += rows
                 dropped = True
             else:
                 dropped = False
                 self._queue.append(entry)
                 self._queued_rows += rows
+                self._queued_bytes += size
             full = self._queued_rows >= self.config.flush_rows
         if dropped:
             if self._on_drop is not None:
@@ -141,6 +159,11 @@ class PredictionLog:
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    @property
+    def queued_bytes(self) -> int:
+        """The estimated bytes held: queued, plus those of the write in progress."""
+        return self._queued_bytes + self._writing_bytes
 
     # -- the writer --------------------------------------------------------------------
     def start(self) -> PredictionLog:
@@ -165,11 +188,13 @@ class PredictionLog:
                 self._idle.wait()
             queued, self._queue = self._queue, deque()
             self._queued_rows = 0
+            self._writing_bytes, self._queued_bytes = self._queued_bytes, 0
             self._writing = True
         try:
             return self._write(queued)
         finally:
             with self._lock:
+                self._writing_bytes = 0  # written (or failed and counted): released
                 self._writing = False
                 self._idle.notify_all()
 
@@ -237,12 +262,35 @@ class PredictionLog:
 
 # The fields of a queued tuple (see PredictionLog.record).
 _ID, _TS, _MODEL, _VERSION, _ENDPOINT, _PATH, _LATENCY, _KEY = range(8)
-_NAMES, _ARRAYS, _PRED, _PROBA, _ROWS = range(8, 13)
+_NAMES, _ARRAYS, _PRED, _PROBA, _ROWS, _BYTES = range(8, 14)
 _US_PER_DAY = 86_400_000_000
 
 Columns = list[tuple[Any, ...]]
 """Queued requests transposed: one tuple per field of :meth:`PredictionLog.record`'s
 tuples (``zip(*queue)``, done in C)."""
+
+
+def request_bytes(arrays: tuple[np.ndarray | None, ...], body_bytes: int | None) -> int:
+    """A queued request's size, cheaply: its arrays' buffers (``nbytes``: exact for numbers
+    and fixed-width strings), and for object arrays (strings, bytes) :data:`OBJECT_BYTES`
+    per element plus their contents — bounded by the request body's length when the protocol
+    layer knows it (O(columns) per request), else summed in C (``sys.getsizeof`` per
+    element). A body with numbers only is not counted: its arrays are."""
+    size = 0
+    objects = False
+    for arr in arrays:
+        if arr is None:
+            continue
+        size += arr.nbytes
+        if arr.dtype.kind == "O":
+            objects = True
+            if body_bytes is None:
+                size += sum(map(sys.getsizeof, arr.ravel().tolist()))
+            else:
+                size += arr.size * OBJECT_BYTES
+    if objects and body_bytes is not None:
+        size += body_bytes
+    return size
 
 
 def _slices(items: list[Any]) -> list[int]:
@@ -307,7 +355,7 @@ def _warm() -> None:
     """Encode one made-up request, so the writer's first real flush does not pay pyarrow's
     first-use costs (~0.1 s holding the GIL, at the server's start rather than mid-traffic)."""
     one = np.zeros(1)
-    request = ("warm", 0, "m", "1", "m", "primary", 0.0, None, ("x",), (one,), one, None, 1)
+    request = ("warm", 0, "m", "1", "m", "primary", 0.0, None, ("x",), (one,), one, None, 1, 8)
     try:
         to_parquet([to_table(list(zip(request, strict=True)))])
     except Exception as exc:  # the real flushes report their own failures

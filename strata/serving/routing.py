@@ -318,10 +318,17 @@ class Router:
         self.record(ep, Outcome(target, pred, "shadow", checked), request_id, elapsed, sticky)
 
     def record(
-        self, ep: Endpoint, outcome: Outcome, request_id: str, latency_ms: float, key: str | None
+        self,
+        ep: Endpoint,
+        outcome: Outcome,
+        request_id: str,
+        latency_ms: float,
+        key: str | None,
+        body_bytes: int | None = None,
     ) -> None:
         """The prediction log's rows of one answered request (never blocks), sampled at the
-        model's rate (monitoring's ``sample_rate``)."""
+        model's rate (monitoring's ``sample_rate``); ``body_bytes``: the request body's
+        length (the log's byte cap, :func:`strata.serving.predlog.request_bytes`)."""
         if self.predlog is None:
             return
         rate = self.sample_rates.get(outcome.served.name)
@@ -338,6 +345,7 @@ class Router:
             prediction=outcome.prediction.prediction,
             proba=outcome.prediction.proba,
             entity_key=key,
+            body_bytes=body_bytes,
         )
 
     def start_pool(self) -> None:
