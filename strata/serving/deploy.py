@@ -229,6 +229,14 @@ def extras_for(flavors: list[str]) -> list[str]:
     return sorted({FLAVOR_EXTRAS[f] for f in flavors if f in FLAVOR_EXTRAS})
 
 
+def needs_openmp(model: PinnedModel) -> bool:
+    """Whether the image installs LightGBM (the model's flavor, its pins, or the ``models``
+    extra, which brings it): its wheel needs the system's libgomp, unlike scikit-learn's and
+    XGBoost's, which carry their own."""
+    names = {re.split(r"[\[=<>~!\s]", r, maxsplit=1)[0].lower() for r in model.spec.requirements}
+    return "lightgbm" in names or "models" in extras_for(model.flavors)
+
+
 def _python(version: str) -> str:
     m = re.match(r"^(\d+)\.(\d+)", version)
     return f"{m.group(1)}.{m.group(2)}" if m else "3.12"
@@ -347,7 +355,13 @@ def _write_context(
     files: list[str] = []
     extras = extras_for(model.flavors)
     spec = f"[{','.join(extras)}]" if extras else ""
-    pins = [_requirement_line(r) for r in model.spec.requirements]
+    # strata-ml itself is the first line (with the extras, or the given wheel): the model's own
+    # strata-ml pin would make pip look for it on the index too, and fail with a local wheel
+    pins = [
+        _requirement_line(r)
+        for r in model.spec.requirements
+        if re.split(r"[\[=<>~!\s]", r, maxsplit=1)[0].lower().replace("_", "-") != "strata-ml"
+    ]
     wheel_line = f"strata-ml{spec}=={_strata_version()}"
     if opts.wheel is not None:
         (work / "wheels").mkdir()
@@ -414,6 +428,13 @@ def dockerfile(model: PinnedModel, opts: DeployOptions, serve_ref: str) -> str:
         "ENV "
         + " ".join(f"{k}={json.dumps(v)}" for k, v in serve_env(model, opts, serve_ref).items()),
     ]
+    if needs_openmp(model):
+        # LightGBM's wheel links the system's OpenMP runtime, which python:*-slim lacks
+        # ("libgomp.so.1: cannot open shared object file" at load, seen building this image)
+        lines.append(
+            "RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \\\n"
+            "    && rm -rf /var/lib/apt/lists/*"
+        )
     if opts.wheel is not None:
         lines.append("COPY wheels/ /opt/strata/wheels/")
     lines += [

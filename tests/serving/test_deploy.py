@@ -141,10 +141,15 @@ def test_build_writes_a_context_and_valid_manifests(client: Client, tmp_path: Pa
             source = next(a for a in args.split() if not a.startswith("--"))
             assert (out / source).exists(), f"COPY {source}: not in the build context"
     assert json.loads(dict(steps)["CMD"]) == ["python", BOOTSTRAP_PATH]
+    # LightGBM loads the system's libgomp, which python:*-slim lacks: installed before pip
+    runs = [args for word, args in steps if word == "RUN"]
+    gomp = next(i for i, a in enumerate(runs) if "install -y --no-install-recommends libgomp1" in a)
+    assert gomp < next(i for i, a in enumerate(runs) if "pip install" in a)
     assert (out / "bootstrap.py").read_text() == BOOTSTRAP
     reqs = (out / "requirements.txt").read_text().splitlines()
     assert reqs[1].startswith("strata-ml[models]==")
     assert any(r.startswith("lightgbm==") for r in reqs)
+    assert [r for r in reqs if r.startswith("strata")] == [reqs[1]]  # one strata-ml line
 
     # the copied model is the registered one, every digest verified on load
     frame = flights(200, seed=9)
@@ -400,3 +405,18 @@ def test_the_fetch_mode_entry_point_serves_from_a_strata_server(
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+def test_a_local_wheel_is_the_only_strata_ml_requirement(client: Client, tmp_path: Path) -> None:
+    """The model's own strata-ml pin is dropped: with it, pip looked for strata-ml on the index
+    beside the wheel and the image build failed (seen building the image with docker:
+    'No matching distribution found for strata-ml==0.1.0')."""
+    wheel = tmp_path / "strata_ml-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip: only its name is read
+    out = tmp_path / "deploy"
+    build("flights-delay/1", out, client=client, wheel=wheel)
+    reqs = [r for r in (out / "requirements.txt").read_text().splitlines() if r[:1] != "#"]
+    assert reqs[0] == f"strata-ml[models] @ file:///opt/strata/wheels/{wheel.name}"
+    assert not [r for r in reqs[1:] if r.lower().startswith(("strata-ml", "strata_ml"))], reqs
+    assert (out / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert any(r.startswith("lightgbm==") for r in reqs)
