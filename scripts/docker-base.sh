@@ -15,14 +15,17 @@ ROOT=$(mktemp -d /tmp/strata-rootfs.XXXXXX)
 trap 'rm -rf "$ROOT"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd \
   bookworm "$ROOT" "$MIRROR"
+# Like python:3.11-slim, `python` and `pip` are on PATH and pip may install (Debian's own
+# python3 is "externally managed"): a venv at /opt/python, first on PATH.
+chroot "$ROOT" python3 -m venv /opt/python
 # apt's lists and caches, docs and man pages: not needed at run time.
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/* "$ROOT"/usr/share/doc/* \
   "$ROOT"/usr/share/man/* "$ROOT"/usr/share/locale/*
 chmod 0755 "$ROOT"  # mktemp made it 0700: the image's / must be traversable by non-root users
 install -m 0644 "$CA_BUNDLE" "$ROOT/etc/ssl/certs/ca-certificates.crt"
 tar -C "$ROOT" -c . | docker import \
-  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
   --change 'CMD ["python3"]' - "$TAG"
-docker run --rm --network=none --user 65534 "$TAG" python3 -c 'import sys, venv; print(sys.version)'
+docker run --rm --network=none --user 65534 "$TAG" sh -c 'python -c "import sys, venv; print(sys.version)" && pip --version'
