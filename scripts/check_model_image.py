@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["dep_delay", "distance", "hour", "month"]
 
 
-def sh(*cmd: str, **kw: object) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+def sh(*cmd: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"FAILED: {' '.join(cmd)}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return str(done.stdout)

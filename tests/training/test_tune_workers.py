@@ -3,6 +3,7 @@ the spawned worker's fast exit, the Optuna SQLite file in WAL mode."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import socket
@@ -173,15 +174,24 @@ def test_two_launchers_share_one_study_as_on_two_machines(
         "--json",
     ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Wait for the first launcher's running trial by reading Optuna's tables: opening them
+    # through Optuna here would create them, racing the launcher's own creation of them.
+    import sqlalchemy as sa
+
+    running = sa.text(
+        "SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        "WHERE s.study_name = :name AND t.state = 'RUNNING'"
+    )
+    engine = sa.create_engine(T.default_storage())
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and first.poll() is None:
-        try:
-            st = _study(name)
-            if st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                break
-        except Exception:  # no study yet, or its tables being created just now
-            pass
-        time.sleep(0.1)
+    try:
+        while time.monotonic() < deadline and first.poll() is None:
+            with contextlib.suppress(sa.exc.DBAPIError), engine.connect() as conn:
+                if conn.execute(running, {"name": name}).scalar():
+                    break  # (no tables or no study yet: look again)
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
     second = subprocess.run(cmd, capture_output=True, timeout=300)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err.decode()[-2000:]
