@@ -162,7 +162,7 @@ def automl(
     from strata.tracking import fluent
     from strata.training.dataset import load_table, prepare
     from strata.training.job import train
-    from strata.training.tune import _set_path, _suggest, objective_metric
+    from strata.training.study import _set_path, _suggest, objective_metric
 
     budget = parse_budget(time_budget)
     chosen = list(families or DEFAULT_FAMILIES)
