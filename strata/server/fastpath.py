@@ -42,7 +42,7 @@ from strata.server.middleware import (
     observe,
     request_id_of,
 )
-from strata.server.textguard import check_text
+from strata.server.textguard import check_text, replay_body
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Check = Callable[[Request], Awaitable[Any]]
@@ -140,15 +140,6 @@ class FastPath:
         await response(scope, receive, send)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    async def next_message() -> Message:
-        if messages:
-            return messages.pop(0)
-        return await receive()
-
-    return next_message
-
-
 class HotEntry:
     """The hot routes' plain success ahead of the whole middleware stack.
 
@@ -195,14 +186,14 @@ class HotEntry:
         while True:
             message = await receive()
             if message["type"] != "http.request":  # disconnected: let the stack see it
-                return _replay([message], receive)
+                return replay_body([message], receive)
             chunk = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
             if size > declared or not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        replay = _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+        replay = replay_body([{"type": "http.request", "body": body, "more_body": False}], receive)
         if size != declared or check_text(scope, body) is not None:
             return replay
         start = time.perf_counter()

@@ -157,7 +157,7 @@ class TextGuard:
         while more:
             message = await receive()
             if message["type"] != "http.request":  # disconnected: let the app see it
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replay_body([message], receive), send)
                 return
             chunks.append(message.get("body", b""))
             more = bool(message.get("more_body", False))
@@ -167,10 +167,12 @@ class TextGuard:
             await _refuse(send, error)
             return
         replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-        await self.app(scope, _replay(replay, receive), send)
+        await self.app(scope, replay_body(replay, receive), send)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay_body(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``messages`` (a body already read) before the rest."""
+
     async def next_message() -> Message:
         if messages:
             return messages.pop(0)
