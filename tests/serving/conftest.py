@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,3 +139,19 @@ def expected(client: Client, uri: str, x: pd.DataFrame) -> tuple[np.ndarray, np.
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+class GatedStore:
+    """A real artifact store behind a gate: a write waits (up to ``wait_s``) until the test
+    opens it, so a prediction log's writer can be held mid-flush."""
+
+    def __init__(self, store: Any, wait_s: float = 30.0) -> None:
+        self.store = store
+        self.wait_s = wait_s
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def put_bytes(self, path: str, data: bytes) -> Any:
+        self.entered.set()
+        self.gate.wait(self.wait_s)
+        return self.store.put_bytes(path, data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ import pytest
 from strata.backends.artifacts import ArtifactStore
 from strata.serving.models import PredictionLogConfig
 from strata.serving.predlog import PredictionLog
+
+from .conftest import GatedStore
 
 
 def _files(root: Path) -> list[str]:
@@ -99,22 +100,8 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     assert _record(plog, "c", 3)  # room again after the flush
 
 
-class _SlowStore:
-    """The real store behind a gate: a write waits until the test opens it."""
-
-    def __init__(self, store: ArtifactStore) -> None:
-        self.store = store
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def put_bytes(self, path: str, data: bytes) -> Any:
-        self.entered.set()
-        self.gate.wait(10)
-        return self.store.put_bytes(path, data)
-
-
 def test_record_never_waits_for_a_slow_write(tmp_path: Path) -> None:
-    slow = _SlowStore(ArtifactStore(str(tmp_path)))
+    slow = GatedStore(ArtifactStore(str(tmp_path)), wait_s=10)
     plog = PredictionLog(slow, PredictionLogConfig(flush_rows=1, flush_seconds=0.05)).start()
     try:
         _record(plog, "first", 2)

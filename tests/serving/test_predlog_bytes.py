@@ -4,11 +4,9 @@ request still answered; the writer releases the bytes once written."""
 
 from __future__ import annotations
 
-import threading
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -17,25 +15,11 @@ from strata.backends.artifacts import ArtifactStore
 from strata.serving.models import PredictionLogConfig
 from strata.serving.predlog import PredictionLog
 
-from .conftest import Flights, rows
+from .conftest import Flights, GatedStore, rows
 from .test_worker_limits import serving
 
 MB = 2**20
 CAP = 8 * MB
-
-
-class _BlockedStore:
-    """The real store behind a gate: a write waits until the test opens it."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def put_bytes(self, path: str, data: bytes) -> Any:
-        self.entered.set()
-        self.gate.wait(30)
-        return self.store.put_bytes(path, data)
 
 
 def _big(plog: PredictionLog, i: int, body_bytes: int | None) -> bool:
@@ -54,7 +38,7 @@ def _big(plog: PredictionLog, i: int, body_bytes: int | None) -> bool:
 
 
 def test_large_strings_against_a_blocked_store_stay_under_the_byte_cap(tmp_path: Path) -> None:
-    blocked = _BlockedStore(ArtifactStore(str(tmp_path)))
+    blocked = GatedStore(ArtifactStore(str(tmp_path)))
     config = PredictionLogConfig(max_bytes=CAP, flush_rows=1, flush_seconds=0.05)
     plog = PredictionLog(blocked, config).start()
     try:
@@ -92,7 +76,7 @@ def test_a_served_model_with_a_string_input_cannot_fill_memory(flights: Flights)
     record = rows(flights.frame[cols], 1).to_dict("records")[0]
     with serving(flights, config) as (url, app):
         plog = app.router.predlog
-        blocked = _BlockedStore(plog.store)
+        blocked = GatedStore(plog.store)
         plog.store = blocked
         try:
             with httpx.Client(timeout=30) as http:
