@@ -4,9 +4,9 @@
 # from the unmodified mlflow client, and runs on PostgreSQL as well as on its embedded default.
 #   scripts/check-image.sh                  # builds strata-ml:check from python:3.11-slim
 #   PYTHON_IMAGE=strata-python:3.11-bookworm scripts/check-image.sh   # no Docker Hub here
-# Needs a Docker engine; the PostgreSQL step needs STRATA_TEST_POSTGRES_URL (a server the
-# container reaches on the host network) and is skipped, saying so, without it. The
-# containers use the host's network, so this works where the engine runs with --bridge=none.
+# Needs a Docker engine and a PostgreSQL server the container reaches on the host network:
+# STRATA_TEST_POSTGRES_URL, by default the one .ci/run uses. The containers use the host's
+# network, so this works where the engine runs with --bridge=none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${IMAGE:-strata-ml:check}
@@ -22,6 +22,16 @@ cleanup() {
 trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAILED: $*" >&2; docker logs "$NAME" 2>&1 | tail -20 >&2 || true; exit 1; }
+STRATA_TEST_POSTGRES_URL=${STRATA_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
+if ! docker info >/dev/null 2>&1; then
+  echo "FAILED: no Docker engine answers (docker info). Start one, e.g. here:" >&2
+  echo "  dockerd --iptables=false --bridge=none --storage-driver=vfs &" >&2
+  exit 1
+fi
+if ! psql "${STRATA_TEST_POSTGRES_URL/+psycopg/}" -qc "select 1" >/dev/null 2>&1; then
+  echo "FAILED: PostgreSQL at $STRATA_TEST_POSTGRES_URL does not answer; set STRATA_TEST_POSTGRES_URL" >&2
+  exit 1
+fi
 
 step "build $IMAGE on $PYTHON_IMAGE"
 start=$(date +%s)
@@ -81,18 +91,14 @@ wait_healthy
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || fail "not ready after a restart"
 echo "restarted on the same volume: ready"
 
-if [ -n "${STRATA_TEST_POSTGRES_URL:-}" ]; then
-  step "PostgreSQL metadata (a fresh database on $STRATA_TEST_POSTGRES_URL's server)"
-  db=strata_image_check_$$
-  admin=${STRATA_TEST_POSTGRES_URL/+psycopg/}
-  psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
-  docker rm -f "$NAME" >/dev/null && docker volume rm -f "$VOLUME" >/dev/null
-  run_server -e "STRATA_DB_URI=${STRATA_TEST_POSTGRES_URL%/*}/$db"
-  check_server postgresql
-  docker rm -f "$NAME" >/dev/null
-  psql "$admin" -qc "DROP DATABASE $db" >/dev/null
-else
-  step "PostgreSQL: skipped (STRATA_TEST_POSTGRES_URL is not set)"
-fi
+step "PostgreSQL metadata (a fresh database on $STRATA_TEST_POSTGRES_URL's server)"
+db=strata_image_check_$$
+admin=${STRATA_TEST_POSTGRES_URL/+psycopg/}
+psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
+docker rm -f "$NAME" >/dev/null && docker volume rm -f "$VOLUME" >/dev/null
+run_server -e "STRATA_DB_URI=${STRATA_TEST_POSTGRES_URL%/*}/$db"
+check_server postgresql
+docker rm -f "$NAME" >/dev/null
+psql "$admin" -qc "DROP DATABASE $db" >/dev/null
 echo
 echo "image check passed"

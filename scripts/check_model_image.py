@@ -43,6 +43,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18090)
     parser.add_argument("--tag", default="strata-flights:check")
     args = parser.parse_args()
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        sys.exit(
+            "FAILED: no Docker engine answers (docker info). Start one, e.g. here:\n"
+            "  dockerd --iptables=false --bridge=none --storage-driver=vfs &"
+        )
     work = Path(tempfile.mkdtemp(prefix="strata-model-image-"))
     name = f"strata-model-check-{secrets.token_hex(3)}"
     try:
