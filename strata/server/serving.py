@@ -258,8 +258,10 @@ class ServingRoutes:
                 message = await receive()
                 if message["type"] == "lifespan.startup" and serving.on_startup is not None:
                     await serving.on_startup()
-                elif message["type"] == "lifespan.shutdown" and serving.on_shutdown is not None:
-                    await serving.on_shutdown()
+                elif message["type"] == "lifespan.shutdown":
+                    if serving.on_shutdown is not None:
+                        await serving.on_shutdown()
+                    serving.close()
                 return message
 
             await self.app(scope, lifespan_receive, send)
@@ -267,6 +269,8 @@ class ServingRoutes:
         if kind == "http" and self.serving.routes(scope["method"], scope["path"]):
             await self.serving(scope, receive, send)
             return
+        if kind == "http" and scope["path"] == "/metrics":
+            self.serving.metrics.flush()  # the server's scrape: this worker's counts up to now
         await self.app(scope, receive, send)
 
 

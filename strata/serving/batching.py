@@ -39,6 +39,7 @@ class Batcher:
         self.timer: asyncio.TimerHandle | None = None
         self.running = 0  # batches of this version predicting now
         self.soon = False  # a flush is scheduled for this loop turn
+        self.metrics = metrics
         self.batch_rows = metrics.batch_size.labels(served.name, served.version)
         self.queue_time = metrics.queue_time.labels(served.name, served.version)
         self.depth = metrics.queue_depth.labels(served.name, served.version)
@@ -48,7 +49,7 @@ class Batcher:
         future: asyncio.Future[Prediction] = loop.create_future()
         self.pending.append((checked, rows, future, time.perf_counter()))
         self.rows += rows
-        self.depth.inc()
+        self.metrics.add(self.depth)
         if self.rows >= self.config.max_batch_size:
             self._flush()
         elif self.running == 0:  # idle: go now, with whatever arrives in this loop turn
@@ -68,9 +69,10 @@ class Batcher:
         if not batch:
             return
         now = time.perf_counter()
-        self.depth.dec(len(batch))
+        metrics = self.metrics
+        metrics.add(self.depth, -len(batch))
         for _, _, _, queued in batch:
-            self.queue_time.observe(now - queued)
+            metrics.observe(self.queue_time, now - queued)
         loop = asyncio.get_running_loop()
         self.running += 1
         work = loop.run_in_executor(self.pool, self._predict, batch)
@@ -95,7 +97,7 @@ class Batcher:
                     future.set_exception(error)
             return
         pred = done.result()
-        self.batch_rows.observe(len(pred.prediction))
+        self.metrics.observe(self.batch_rows, len(pred.prediction))
         start = 0
         for _, rows, future, _ in batch:
             end = start + rows

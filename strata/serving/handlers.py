@@ -72,10 +72,11 @@ class PredictRoutes:
     def _admit(self, ep: Endpoint, protocol: str) -> Any:
         """Take one of the worker's ``max_in_flight`` places (503 with Retry-After when
         none is free); returns the in-flight gauge to decrement in :meth:`_release`."""
+        metrics = self.metrics
         if self.in_flight >= self.max_in_flight:
-            self.metrics.child(
-                self.metrics.requests, ep.name, ep.ref.name, "", protocol, "", "503"
-            ).inc()
+            metrics.add(
+                metrics.child(metrics.requests, ep.name, ep.ref.name, "", protocol, "", "503")
+            )
             raise HttpError(
                 503,
                 Unavailable(
@@ -86,8 +87,8 @@ class PredictRoutes:
                 _RETRY,
             )
         self.in_flight += 1
-        gauge = self.metrics.child(self.metrics.in_flight, ep.name)
-        gauge.inc()
+        gauge = metrics.child(metrics.in_flight, ep.name)
+        metrics.add(gauge)
         return gauge
 
     def _release(
@@ -102,17 +103,18 @@ class PredictRoutes:
         start: float,
     ) -> None:
         self.in_flight -= 1
-        gauge.dec()
+        metrics = self.metrics
+        metrics.add(gauge, -1.0)
         elapsed = time.perf_counter() - start
-        self.metrics.child(self.metrics.latency, ep.name, model, version).observe(elapsed)
+        metrics.observe(metrics.child(metrics.latency, ep.name, model, version), elapsed)
         stats = self.router.stats.setdefault(ep.name, {})
         stats["requests"] = stats.get("requests", 0.0) + 1
         stats["latency_s"] = stats.get("latency_s", 0.0) + elapsed
         if code != "200":
             stats["errors"] = stats.get("errors", 0.0) + 1
-            self.metrics.child(
-                self.metrics.requests, ep.name, model, version, protocol, "", code
-            ).inc()
+            metrics.add(
+                metrics.child(metrics.requests, ep.name, model, version, protocol, "", code)
+            )
 
     def _oip_target(self, rest: str) -> tuple[Endpoint, str | None, str]:
         """``{m}[/versions/{v}][/suffix]`` → endpoint, version, suffix."""
@@ -219,18 +221,21 @@ class PredictRoutes:
         rows = len(outcome.prediction.prediction)
         stats = self.router.stats.setdefault(ep.name, {})
         stats[outcome.path] = stats.get(outcome.path, 0.0) + 1
-        self.metrics.child(
-            self.metrics.requests,
-            ep.name,
-            served.name,
-            served.version,
-            protocol,
-            outcome.path,
-            "200",
-        ).inc()
-        self.metrics.child(
-            self.metrics.rows, ep.name, served.name, served.version, outcome.path
-        ).inc(rows)
+        metrics = self.metrics
+        metrics.add(
+            metrics.child(
+                metrics.requests,
+                ep.name,
+                served.name,
+                served.version,
+                protocol,
+                outcome.path,
+                "200",
+            )
+        )
+        metrics.add(
+            metrics.child(metrics.rows, ep.name, served.name, served.version, outcome.path), rows
+        )
         elapsed = (time.perf_counter() - start) * 1000
         self.router.record(ep, outcome, request_id, elapsed, key, body_bytes)
         return [
@@ -422,9 +427,11 @@ class PredictRoutes:
             self._release(
                 ep, gauge, model=model, version=ver, protocol="explain", code=code, start=start
             )
-        self.metrics.child(
-            self.metrics.requests, ep.name, model, ver, "explain", "primary", "200"
-        ).inc()
+        self.metrics.add(
+            self.metrics.child(
+                self.metrics.requests, ep.name, model, ver, "explain", "primary", "200"
+            )
+        )
         doc.update({"model": served.name, "version": served.version, "request_id": request_id})
         return 200, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), _JSON
 

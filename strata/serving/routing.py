@@ -160,7 +160,8 @@ class Router:
                     batcher = served.batcher = Batcher(served, batching, self.pool, self.metrics)
                     self.batchers.add(batcher)
                 return await batcher.submit(checked, rows)
-            self.metrics.child(self.metrics.batch_size, served.name, served.version).observe(rows)
+            metrics = self.metrics
+            metrics.observe(metrics.child(metrics.batch_size, served.name, served.version), rows)
             if rows <= INLINE_ROWS:
                 return served.predict(checked)
             loop = asyncio.get_running_loop()
@@ -269,7 +270,7 @@ class Router:
                     if reason == "low_confidence":
                         return Outcome(served, pred, path, checked)
                     raise PredictFailed(f"the model failed ({reason}) and no fallback is loaded")
-                self.metrics.child(self.metrics.fallbacks, ep.name, reason).inc()
+                self.metrics.add(self.metrics.child(self.metrics.fallbacks, ep.name, reason))
                 checked = backup.check(columns)
                 pred = await self._predict(ep, backup, checked, rows)
                 served, path = backup, "fallback"
@@ -279,7 +280,7 @@ class Router:
         if shadow is not None and (shadow.fraction >= 1 or random.random() < shadow.fraction):
             mirror = ep.models.get(shadow.model)
             if mirror is not None and len(self.shadow_tasks) >= SHADOW_IN_FLIGHT:
-                self.metrics.child(self.metrics.shadow_dropped, ep.name).inc()
+                self.metrics.add(self.metrics.child(self.metrics.shadow_dropped, ep.name))
                 stats = self.stats.setdefault(ep.name, {})
                 stats["shadow_dropped"] = stats.get("shadow_dropped", 0.0) + 1
             elif mirror is not None:
@@ -304,17 +305,25 @@ class Router:
             loop = asyncio.get_running_loop()
             pred = await loop.run_in_executor(self.pool, target.predict, checked)
         except Exception as exc:  # never reaches the caller
-            self.metrics.child(
-                self.metrics.shadow_errors, ep.name, target.name, target.version
-            ).inc()
+            self.metrics.add(
+                self.metrics.child(self.metrics.shadow_errors, ep.name, target.name, target.version)
+            )
             log.info("endpoint %s: shadow %s failed: %s", ep.name, target.version, exc)
             return
         elapsed = (time.perf_counter() - start) * 1000
         stats = self.stats.setdefault(ep.name, {})
         stats["shadow"] = stats.get("shadow", 0.0) + 1
-        self.metrics.child(
-            self.metrics.requests, ep.name, target.name, target.version, "shadow", "shadow", "200"
-        ).inc()
+        self.metrics.add(
+            self.metrics.child(
+                self.metrics.requests,
+                ep.name,
+                target.name,
+                target.version,
+                "shadow",
+                "shadow",
+                "200",
+            )
+        )
         self.record(ep, Outcome(target, pred, "shadow", checked), request_id, elapsed, sticky)
 
     def record(
