@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from strata.core.errors import Conflict, InvalidInput, NotFound
 from strata.core.ids import new_id
 from strata.core.principal import current
 from strata.governance.audit import audited
-from strata.tracking import search
+from strata.tracking import run_records, search
 from strata.tracking.embedded_artifacts import ArtifactsMixin
 from strata.tracking.embedded_experiments import ExperimentsMixin
 from strata.tracking.embedded_models import LoggedModelsMixin
@@ -36,6 +35,7 @@ from strata.tracking.models import (
     Param,
     Run,
     RunInfo,
+    RunRecords,
     RunStatus,
     RunTag,
     ViewType,
@@ -189,72 +189,7 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
     def get_run(self, run_id: str) -> Run:
         with self.db.read() as s:
             row = self._run_row(s, run_id)
-            return self._load_runs(s, [row])[0]
-
-    def _load_runs(self, s: Session, rows: Sequence[RunRow | sa.Row[Any]]) -> list[Run]:
-        ids = [r.id for r in rows]
-        params: dict[str, dict[str, str]] = {i: {} for i in ids}
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        steps: dict[str, dict[str, int]] = {i: {} for i in ids}
-        stamps: dict[str, dict[str, int]] = {i: {} for i in ids}
-        inputs: dict[str, list[DatasetInput]] = {i: [] for i in ids}
-        sql = self.db.sql
-        # Plain SQL on the driver's own cursor, tuples straight from it: a search page loads
-        # thousands of these rows, and SQLAlchemy's result rows cost as much as the query.
-        cursor = s.connection().connection.cursor()
-        for chunk_start in range(0, len(ids), 500):  # the cursor ends with the session
-            chunk = tuple(ids[chunk_start : chunk_start + 500])
-            marks = ", ".join("?" * len(chunk))
-            cursor.execute(
-                sql(f"SELECT run_id, key, value FROM trk_params WHERE run_id IN ({marks})"), chunk
-            )
-            for rid, k, v in cursor.fetchall():
-                params[rid][k] = v
-            cursor.execute(
-                sql(f"SELECT run_id, key, value FROM trk_tags WHERE run_id IN ({marks})"), chunk
-            )
-            for rid, k, v in cursor.fetchall():
-                tags[rid][k] = v
-            cursor.execute(
-                sql(
-                    "SELECT run_id, key, value, is_nan, step, timestamp FROM trk_latest_metrics "
-                    f"WHERE run_id IN ({marks})"
-                ),
-                chunk,
-            )
-            for rid, k, val, nan, step, ts in cursor.fetchall():
-                metrics[rid][k] = math.nan if nan else val
-                steps[rid][k] = step
-                stamps[rid][k] = ts
-            for inp in s.scalars(
-                sa.select(InputRow).where(InputRow.run_id.in_(chunk)).order_by(InputRow.id)
-            ):
-                inputs[inp.run_id].append(
-                    DatasetInput(
-                        name=inp.name,
-                        digest=inp.digest,
-                        source_type=inp.source_type,
-                        source=inp.source,
-                        schema=inp.schema_json,
-                        profile=inp.profile,
-                        context=inp.context or None,
-                        tags=json.loads(inp.tags_json or "{}"),
-                    )
-                )
-        # model_construct: these values come from our own tables, already validated on write.
-        return [
-            Run.model_construct(
-                info=_info(r),
-                params=params[r.id],
-                metrics=metrics[r.id],
-                metric_steps=steps[r.id],
-                metric_timestamps=stamps[r.id],
-                tags=tags[r.id],
-                inputs=inputs[r.id],
-            )
-            for r in rows
-        ]
+            return run_records.to_runs(run_records.read(self.db, s, [run_records.as_tuple(row)]))[0]
 
     def update_run(
         self,
@@ -466,6 +401,28 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
     ) -> Page[Run]:
+        records = self.search_run_records(
+            experiment_ids,
+            filter,
+            view=view,
+            max_results=max_results,
+            order_by=order_by,
+            page_token=page_token,
+        )
+        return Page[Run](
+            items=run_records.to_runs(records), next_page_token=records.next_page_token
+        )
+
+    def search_run_records(
+        self,
+        experiment_ids: Sequence[str] | str,
+        filter: str | None = None,
+        *,
+        view: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> RunRecords:
         check_max_results(max_results, 50_000)
         refs = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
         clauses = search.parse_run_filter(filter)
@@ -474,12 +431,12 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         with self.db.read() as s:
             ids = self._resolve_experiments(s, refs)
             # The run columns as plain rows, not ORM objects (a page holds up to 50,000).
-            stmt = sa.select(*RunRow.__table__.columns).where(RunRow.experiment_id.in_(ids))
+            stmt = sa.select(*run_records.RUN_COLUMNS).where(RunRow.experiment_id.in_(ids))
             stmt = stmt.where(*view_condition(RunRow.lifecycle_stage, view))
             stmt = stmt.where(*search.run_conditions(clauses))
             stmt = search.apply_run_order(stmt, keys).offset(offset).limit(max_results + 1)
             rows = s.execute(stmt).all()
-            more = len(rows) > max_results
-            runs = self._load_runs(s, rows[:max_results])
-        token = search.encode_page_token(offset + max_results) if more else None
-        return Page[Run](items=runs, next_page_token=token)
+            token = (
+                search.encode_page_token(offset + max_results) if len(rows) > max_results else None
+            )
+            return run_records.read(self.db, s, rows[:max_results], token)

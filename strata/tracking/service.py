@@ -33,6 +33,7 @@ from strata.tracking.models import (
     Run,
     RunInfo,
     RunModels,
+    RunRecords,
     RunStatus,
     RunTag,
     ViewType,
@@ -210,6 +211,31 @@ class TrackingService(ABC):
         come last. Default order: newest first. Malformed filters raise InvalidInput with the
         position of the offending token.
         """
+
+    def search_run_records(
+        self,
+        experiment_ids: Sequence[str] | str,
+        filter: str | None = None,
+        *,
+        view: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> RunRecords:
+        """:meth:`search_runs` as plain tuples with each run's model links, for a renderer
+        that builds its own format from them (the MLflow search route); same runs, same
+        order, same errors. The embedded service reads them straight from its tables; this
+        default builds them from :meth:`search_runs` and :meth:`list_run_models`."""
+        page = self.search_runs(
+            experiment_ids,
+            filter,
+            view=view,
+            max_results=max_results,
+            order_by=order_by,
+            page_token=page_token,
+        )
+        models = self.list_run_models([r.info.run_id for r in page.items])
+        return RunRecords.from_runs(page.items, models, page.next_page_token)
 
     def compare_runs(
         self,

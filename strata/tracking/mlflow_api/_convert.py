@@ -66,19 +66,35 @@ def run_info_json(info: RunInfo) -> dict[str, Any]:
 
 
 def dataset_input_json(d: DatasetInput) -> dict[str, Any]:
-    tags = dict(d.tags)
-    if d.context and CONTEXT_TAG not in tags:
-        tags[CONTEXT_TAG] = d.context
+    return dataset_json(
+        d.name, d.digest, d.context, d.source_type, d.source, d.schema_, d.profile, d.tags
+    )
+
+
+def dataset_json(
+    name: str,
+    digest: str,
+    context: str | None,
+    source_type: str,
+    source: str,
+    schema: str | None,
+    profile: str | None,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    """A ``DatasetInput``: the context is MLflow's ``mlflow.data.context`` input tag."""
+    tags = dict(tags)
+    if context and CONTEXT_TAG not in tags:
+        tags[CONTEXT_TAG] = context
     dataset: dict[str, Any] = {
-        "name": d.name,
-        "digest": d.digest,
-        "source_type": d.source_type,
-        "source": d.source,
+        "name": name,
+        "digest": digest,
+        "source_type": source_type,
+        "source": source,
     }
-    if d.schema_ is not None:
-        dataset["schema"] = d.schema_
-    if d.profile is not None:
-        dataset["profile"] = d.profile
+    if schema is not None:
+        dataset["schema"] = schema
+    if profile is not None:
+        dataset["profile"] = profile
     out: dict[str, Any] = {"dataset": dataset}
     if tags:
         out["tags"] = _kv(tags)

@@ -50,6 +50,7 @@ from strata.tracking.mlflow_api._convert import (
     run_json,
 )
 from strata.tracking.mlflow_api.hot import lean_write
+from strata.tracking.mlflow_api.search_json import collector_paused, search_page_json
 from strata.tracking.models import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS,
@@ -437,29 +438,25 @@ async def get_run(request: Request) -> Response:
 
 
 async def search_runs(request: Request) -> Response:
+    """Written straight from the stored rows (``search_json``): no Run models per run."""
     body = await read_body(request)
     experiment_ids = str_list(body, "experiment_ids")
     limit = max_results(body, 1000, 50_000, schema_limit=True)
     svc = tracking(request)
 
-    def work() -> dict[str, Any]:
-        page = svc.search_runs(
-            experiment_ids,
-            opt_str(body, "filter") or None,
-            view=ViewType(view_type(body, "run_view_type")),
-            max_results=limit,
-            order_by=str_list(body, "order_by") or None,
-            page_token=opt_str(body, "page_token") or None,
-        )
-        models = svc.list_run_models([r.info.run_id for r in page.items])
-        out: dict[str, Any] = {}
-        if page.items:
-            out["runs"] = [run_json(r, models.get(r.info.run_id)) for r in page.items]
-        if page.next_page_token:
-            out["next_page_token"] = page.next_page_token
-        return out
+    def work() -> bytes:
+        with collector_paused():
+            records = svc.search_run_records(
+                experiment_ids,
+                opt_str(body, "filter") or None,
+                view=ViewType(view_type(body, "run_view_type")),
+                max_results=limit,
+                order_by=str_list(body, "order_by") or None,
+                page_token=opt_str(body, "page_token") or None,
+            )
+            return search_page_json(records)
 
-    return json_response(await run_sync(work))
+    return Response(await run_sync(work), media_type="application/json")
 
 
 # -- the lean SQLite path (hot.py) of the four logging calls: the same parsing, then the
