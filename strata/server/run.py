@@ -1,12 +1,19 @@
-"""Run the server: uvicorn with TCP_NODELAY on every accepted socket, graceful shutdown.
+"""Run the server: uvicorn with TCP_NODELAY on every accepted socket, one write per
+response, graceful shutdown.
 
 uvicorn with ``--workers`` > 1 does not set TCP_NODELAY on accepted sockets (uvicorn#3149),
 so every reused keep-alive connection stalls ~40 ms (Nagle + delayed ACK). Our protocol
 class sets it on each connection, for one worker or many.
+
+uvicorn writes a response's head (status line and headers) and its body with two writes:
+with TCP_NODELAY, two segments, two wake-ups of the client, twice the kernel's loopback work.
+Our protocol holds the head of a response whose length is known until its first body write
+and sends both at once (:class:`_HeadWithBody`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import inspect
 import ipaddress
@@ -19,17 +26,62 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from strata.core.config import Settings
 from strata.core.errors import Conflict, InvalidInput
 
 
+class _HeadWithBody:
+    """The transport one request's cycle writes to: the head of a response with a known,
+    non-zero length (``Content-Length``, not HEAD) waits for the first write of its body and
+    goes out with it in one write. Everything else is written as it comes: a streamed
+    (chunked) response's head at once, ``100 Continue`` before the response starts. A held
+    head is written before the cycle closes the connection (an app that failed after it).
+    """
+
+    __slots__ = ("_cycle", "_head", "_seen_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._seen_head = False
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+            return
+        cycle = self._cycle
+        if not self._seen_head and cycle.response_started:  # the cycle writes its head first
+            self._seen_head = True
+            # A Content-Length (a chunked response's is 0) and a body to come (HEAD has none)
+            if cycle.expected_content_length > 0 and cycle.scope["method"] != "HEAD":
+                self._head = bytes(data)
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with TCP_NODELAY set on the accepted socket."""
+    """uvicorn's httptools protocol, with TCP_NODELAY set on the accepted socket and each
+    response written at once (:class:`_HeadWithBody`)."""
 
     def connection_made(self, transport: Any) -> None:
         sock = transport.get_extra_info("socket")
@@ -39,6 +91,12 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             except OSError:
                 pass  # not a TCP socket after all (e.g. a UNIX socket handed over)
         super().connection_made(transport)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+            cycle.transport = cast(asyncio.Transport, _HeadWithBody(self.transport, cycle))
 
 
 def is_loopback(host: str) -> bool:
