@@ -160,6 +160,26 @@ def test_access_lines_are_written_in_batches_with_their_own_time_and_id() -> Non
         logger.handlers.clear()
 
 
+def test_an_access_record_is_the_record_logging_would_make() -> None:
+    """Lines' records start from a copy of one made by ``LogRecord``: every field but the
+    time and the line's own values is what ``LogRecord(...)`` gives, so every formatter and
+    filter sees the same record as before."""
+    log = AccessLog()
+    made = log._record((time.time(), "POST", "/v2/models/m/infer", 200, 1.25, "rid"))
+    again = log._record((time.time(), "GET", "/ping", 404, 0.5, "rid-2"))  # from the template
+    fresh = log._fresh(("GET", "/ping", 404, 0.5))
+    timing = {"created", "msecs", "relativeCreated"}
+    ours = {"request_id", "status", "route"}
+    want = {k: v for k, v in fresh.__dict__.items() if k not in timing}
+    got = {k: v for k, v in again.__dict__.items() if k not in timing | ours}
+    assert got == want
+    assert again.getMessage() == "GET /ping 404 0.50ms" and made.getMessage().endswith("1.25ms")
+    assert abs(again.relativeCreated - fresh.relativeCreated) < 50  # ms, the same origin
+    assert (again.request_id, again.status, again.route) == ("rid-2", 404, "/ping")  # type: ignore[attr-defined]
+    formatted = logging.Formatter("%(asctime)s %(message)s").format(again)
+    assert "message" not in log._template and formatted.endswith("GET /ping 404 0.50ms")  # type: ignore[operator]
+
+
 @pytest.mark.parametrize("route", ["oip", "strata"])
 def test_responses_carry_their_length_and_are_not_chunked(flights: Flights, route: str) -> None:
     from .test_worker_limits import serving
