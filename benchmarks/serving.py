@@ -1,7 +1,7 @@
 """Online serving, side by side in one run: the bare ceiling, `strata serve`, `mlflow models
 serve` — the same LightGBM flights model (200 trees, 8 features), loopback, wrk.
 
-    .venv/bin/python benchmarks/serving.py [--seconds 10] [--workers 2] [--reps 2] [--skip-mlflow]
+    .venv/bin/python benchmarks/serving.py [--seconds 10] [--workers 2] [--reps 3] [--skip-mlflow]
 
 - ceiling: Starlette + uvicorn (httptools, TCP_NODELAY), orjson → numpy → Booster.predict
   with num_threads=1, 2 workers — the Python HTTP ceiling for this model (ANCHORS.md);
@@ -19,7 +19,9 @@ targets are about, and 6 s covers the prediction log's first flush (every 5 s), 
 costs otherwise fell in the log-on server's first measured round (it then cost 121-149 us of CPU
 per request against 89-117 in its second). The ceiling and the three strata servers run at once,
 idle but for the one measured; the 1-row load (32 keep-alive connections) runs ``--reps`` rounds
-in which they take turns, so a change in this shared machine's load falls on all alike; then
+(default 3: each 1-row figure is a true median, one disturbed round does not move it) in which
+they take turns, every other round in the reverse order (ceiling, log on, log off, no batching;
+then no batching first), so a change in this shared machine's load falls on all alike; then
 100-row requests on 8 connections. Every line: req/s, rows/s, wrk's p50/p99, the server's CPU
 per request (all its processes, /proc) and the load average. Last, each target of issue 14 with
 the measured value (medians of the rounds) and met/MISSED: strata ≥ 50% of the ceiling's req/s
@@ -248,7 +250,7 @@ def main() -> None:
         help="seconds of unmeasured load each server gets before its first measured line",
     )
     parser.add_argument(
-        "--reps", type=int, default=2, help="rounds of the 1-row load, the servers taking turns"
+        "--reps", type=int, default=3, help="rounds of the 1-row load, the servers taking turns"
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -361,11 +363,14 @@ def run(root: Path, args: argparse.Namespace) -> None:
         infer = "/v2/models/flights/infer"
         # The servers run side by side, idle but for the one measured; the 1-row rounds take
         # turns, so a change in the machine's load falls on all of them alike.
+        turns: list[tuple[str, Server, str]] = [("ceiling (bare)", ceiling, "ceiling")]
+        turns += [(f"{label} (OIP)", servers[v].at(infer), "oip") for v, label in variants.items()]
         for rep in range(args.reps):
             print(f"-- 1 row @32, round {rep + 1} of {args.reps}", flush=True)
-            measure("ceiling (bare)", ceiling, "ceiling", 1, 32)
-            for variant, label in variants.items():
-                measure(f"{label} (OIP)", servers[variant].at(infer), "oip", 1, 32)
+            # Every other round in the reverse order: a drift in the machine's load over a
+            # round does not always fall on the same server.
+            for label, server, kind in turns if rep % 2 == 0 else turns[::-1]:
+                measure(label, server, kind, 1, 32)
         print("-- 100 rows @8", flush=True)
         measure("ceiling (bare)", ceiling, "ceiling", 100, 8)
         for variant in ("on", "off"):
