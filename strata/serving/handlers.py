@@ -8,6 +8,7 @@ loop that the 1-row requests share.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -216,6 +217,7 @@ class PredictRoutes:
         start: float,
         key: str | None,
         body_bytes: int,
+        matrix: Any = None,
     ) -> list[tuple[bytes, bytes]]:
         served = outcome.served
         rows = len(outcome.prediction.prediction)
@@ -237,7 +239,7 @@ class PredictRoutes:
             metrics.child(metrics.rows, ep.name, served.name, served.version, outcome.path), rows
         )
         elapsed = (time.perf_counter() - start) * 1000
-        self.router.record(ep, outcome, request_id, elapsed, key, body_bytes)
+        self.router.record(ep, outcome, request_id, elapsed, key, body_bytes, matrix)
         return [
             (b"x-strata-model-version", served.version.encode()),
             (b"x-strata-path", outcome.path.encode()),
@@ -290,7 +292,8 @@ class PredictRoutes:
             body_out, extra = oip.render_infer(outcome.served, outcome.prediction, req, request_id)
         except InvalidInput as exc:
             raise HttpError(400, exc, []) from None
-        marks = self._done(ep, outcome, "oip", request_id, start, sticky, len(body))
+        matrix = _matrix_of(req.inputs, columns, outcome.checked)
+        marks = self._done(ep, outcome, "oip", request_id, start, sticky, len(body), matrix)
         return 200, body_out, [(k.encode(), v.encode()) for k, v in extra.items()] + marks
 
     def _only(self) -> Endpoint:
@@ -434,6 +437,24 @@ class PredictRoutes:
         )
         doc.update({"model": served.name, "version": served.version, "request_id": request_id})
         return 200, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), _JSON
+
+
+def _matrix_of(tensors: list[Any], columns: Any, checked: dict[str, Any]) -> Any:
+    """The one ``[n, k]`` input tensor whose columns, in order, are the checked inputs (OIP's
+    batched input of a column model, unchanged by the checks: the views ``to_columns`` made
+    are the very arrays checked), else None. The prediction log queues it whole."""
+    if not checked or len(tensors) != 1 or not isinstance(columns, dict):
+        return None
+    if len(columns) != len(checked):
+        return None
+    matrix = tensors[0].array
+    if matrix.ndim != 2 or matrix.shape[1] != len(checked):
+        return None
+    if not all(map(operator.is_, checked.values(), columns.values())):
+        return None
+    if next(iter(checked.values())).ndim != 1:  # a tensor input (the matrix itself)
+        return None
+    return matrix
 
 
 def _mlflow(body: bytes) -> Any:

@@ -334,10 +334,12 @@ class Router:
         latency_ms: float,
         key: str | None,
         body_bytes: int | None = None,
+        matrix: np.ndarray | None = None,
     ) -> None:
         """The prediction log's rows of one answered request (never blocks), sampled at the
         model's rate (monitoring's ``sample_rate``); ``body_bytes``: the request body's
-        length (the log's byte cap, :func:`strata.serving.predlog.request_bytes`)."""
+        length (the log's byte cap, :func:`strata.serving.predlog.request_bytes`);
+        ``matrix``: the ``[n, k]`` array the checked inputs are the columns of, in order."""
         if self.predlog is None:
             return
         rate = self.sample_rates.get(outcome.served.name)
@@ -355,6 +357,7 @@ class Router:
             proba=outcome.prediction.proba,
             entity_key=key,
             body_bytes=body_bytes,
+            matrix=matrix,
         )
 
     def start_pool(self) -> None:

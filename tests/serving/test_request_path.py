@@ -208,3 +208,109 @@ def test_responses_carry_their_length_and_are_not_chunked(flights: Flights, rout
         # the access lines and the metrics of these requests, written at shutdown
         app.close()
         assert app.access_log.pending == []
+
+
+class _Bytes:
+    """An artifact store keeping what the log writes, by path."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+
+def _log_requests(use_matrix: list[bool]) -> Any:
+    """The table a prediction log writes for the same requests, each queued as its ``[n, 3]``
+    matrix or as the matrix's columns (``use_matrix`` per request)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from strata.serving.predlog import PredictionLog
+
+    store = _Bytes()
+    plog = PredictionLog(store)
+    rng = np.random.default_rng(7)
+    for i, whole in enumerate(use_matrix):
+        n = 1 + i % 3
+        matrix = rng.random((n, 3))
+        inputs = {name: matrix[:, j] for j, name in enumerate(["a", "b", "c"])}
+        assert plog.record(
+            request_id=f"r{i}",
+            model="m",
+            version="1",
+            endpoint="m",
+            path="primary",
+            latency_ms=float(i),
+            inputs=inputs,
+            prediction=np.arange(n) % 2,
+            proba=np.column_stack([np.full(n, 0.5), np.full(n, 0.5)]),
+            matrix=matrix if whole else None,
+        )
+    assert plog.flush() == sum(1 + i % 3 for i in range(len(use_matrix)))
+    tables = [pq.read_table(pa.BufferReader(data)) for data in store.files.values()]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return table.sort_by([("latency_ms", "ascending"), ("row", "ascending")]).drop_columns(["ts"])
+
+
+def test_a_request_queued_as_its_matrix_is_logged_as_its_columns() -> None:
+    as_columns = _log_requests([False] * 7)
+    assert as_columns.num_rows == 1 + 2 + 3 + 1 + 2 + 3 + 1
+    assert _log_requests([True] * 7).equals(as_columns)
+    assert _log_requests([True, False, True, True, False, False, True]).equals(as_columns)
+
+
+def test_an_oip_matrix_request_queues_its_tensor_and_logs_every_column(
+    flights: Flights,
+) -> None:
+    import duckdb
+    from conftest import serve_in_thread
+
+    from strata.server.serving import build_serving_app
+    from strata.serving import handlers
+    from strata.serving.models import ServeConfig
+
+    config = {"endpoints": [{"model": "flights/1"}]}
+    app = build_serving_app(ServeConfig.model_validate(config), flights.settings, auth=False)
+    queued: list[Any] = []
+    record = app.router.predlog.record
+
+    def spy(**kw: Any) -> bool:
+        queued.append(kw.get("matrix"))
+        return record(**kw)
+
+    app.router.predlog.record = spy  # type: ignore[method-assign]
+    frame = rows(flights.frame[FEATURES], 3, start=40)
+    tensor = {"name": "x", "shape": [3, len(FEATURES)], "datatype": "FP64"}
+    matrix_body = {"inputs": [{**tensor, "data": frame.to_numpy("float64").ravel().tolist()}]}
+    columns_body = {
+        "inputs": [
+            {"name": n, "shape": [3], "datatype": "FP64", "data": frame[n].tolist()}
+            for n in FEATURES
+        ]
+    }
+    for url in serve_in_thread(app):
+        deadline = time.monotonic() + 60
+        while not app.endpoints.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for rid, body in (("as-matrix", matrix_body), ("as-columns", columns_body)):
+            r = httpx.post(
+                f"{url}/v2/models/flights/infer", json=body, headers={"x-request-id": rid}
+            )
+            assert r.status_code == 200, r.text
+        app.router.predlog.flush()
+    assert queued[0] is not None and queued[0].shape == (3, len(FEATURES))  # the tensor
+    assert queued[1] is None  # one tensor per column: queued as columns
+    assert handlers._matrix_of([], {}, {}) is None
+    root = flights.settings.artifact_uri
+    got = duckdb.sql(
+        "select request_id, row, "
+        + ", ".join(f"inputs.{n}" for n in FEATURES)
+        + f" from read_parquet('{root}/predictions/model=flights/*/*.parquet', "
+        "hive_partitioning=true, union_by_name=true) "
+        "where request_id in ('as-matrix', 'as-columns') order by request_id, row"
+    ).fetchall()
+    want = [tuple(r) for r in frame.to_numpy("float64").tolist()]
+    assert [g[2:] for g in got if g[0] == "as-matrix"] == want
+    assert [g[2:] for g in got if g[0] == "as-columns"] == want
