@@ -435,7 +435,7 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
             stmt = stmt.where(*view_condition(RunRow.lifecycle_stage, view))
             stmt = stmt.where(*search.run_conditions(clauses))
             stmt = search.apply_run_order(stmt, keys).offset(offset).limit(max_results + 1)
-            rows = s.execute(stmt).all()
+            rows = s.connection().execute(stmt).all()  # Core: no ORM result machinery
             token = (
                 search.encode_page_token(offset + max_results) if len(rows) > max_results else None
             )

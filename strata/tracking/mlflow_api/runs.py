@@ -454,7 +454,9 @@ async def search_runs(request: Request) -> Response:
                 order_by=str_list(body, "order_by") or None,
                 page_token=opt_str(body, "page_token") or None,
             )
-            return search_page_json(records)
+            answer = search_page_json(records)
+            del records  # freed while paused: the collector resumes with nothing new to scan
+        return answer
 
     return Response(await run_sync(work), media_type="application/json")
 
