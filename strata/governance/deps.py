@@ -37,7 +37,11 @@ class AuthState:
 
 
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+    return authorization_token(request.headers.get("authorization", ""))
+
+
+def authorization_token(header: str) -> str | None:
+    """The token an ``Authorization`` header carries (Bearer, or Basic's password), or None."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()

@@ -29,6 +29,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,16 +45,16 @@ from strata.server.middleware import (
     request_id_of,
 )
 from strata.server.textguard import check_text, replay_body
+from strata.tracking.mlflow_api.hot import Hot
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Check = Callable[[Request], Awaitable[Any]]
 ErrorHandler = Callable[[Request, StrataError], Awaitable[Response]]
-#: A route's lean path: (request, its body) → the response, or None to serve it as usual.
-Hot = Callable[[Request, bytes], Response | None]
 
 
 #: Set in the scope once the hot path declined a request (FastPath does not try it again).
 _HOT_TRIED = "strata.hot_tried"
+JSON = "application/json"
 
 
 class _Entry:
@@ -127,8 +129,11 @@ class FastPath:
         if entry.hot is not None and not scope.get(_HOT_TRIED):
             # Tried first (unless HotEntry tried it already); None leaves the request to the
             # permission check and handler below (the body is kept on the request).
-            response = entry.hot(request, await request.body())
-            if response is not None:
+            answer = entry.hot(scope, await request.body())
+            if answer is not None:
+                content, after = answer
+                background = BackgroundTask(after) if after is not None else None
+                response = Response(content, media_type=JSON, background=background)
                 await response(scope, receive, send)
                 return
         try:
@@ -203,28 +208,47 @@ class HotEntry:
         scope["route"] = entry.route
         status = 500
         started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                started = True
-                status = int(message["status"])
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
-            await send(message)
-
         try:
-            response = entry.hot(Request(scope, replay), body)
-            if response is None:
+            answer = entry.hot(scope, body)
+            if answer is None:
                 scope[_HOT_TRIED] = True
                 return replay
-            await response(scope, replay, send_with_id)
+            content, after = answer
+            started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    # as Starlette's Response(media_type=JSON) and the stack's request id
+                    "headers": [
+                        (b"content-length", b"%d" % len(content)),
+                        (b"content-type", JSON.encode()),
+                        (b"x-request-id", request_id.encode("latin-1")),
+                    ],
+                }
+            )
+            status = 200
+            await send({"type": "http.response.body", "body": content})
+            if after is not None:  # as a BackgroundTask: after the response, in a thread
+                await run_in_threadpool(after)
         except Exception:
             if not started:
-                await internal_error(send_with_id, scope, request_id)
+                await internal_error(_with_id(send, request_id), scope, request_id)
             else:
                 internal_error_logged(scope, request_id)
         observe(self.metrics, scope, status, time.perf_counter() - start, request_id)
         return None
+
+
+def _with_id(send: Send, request_id: str) -> Send:
+    """``send``, adding the request id to the response's headers (as the stack does)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id.encode("latin-1")),
+            ]
+        await send(message)
+
+    return sending

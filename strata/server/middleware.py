@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -34,6 +34,22 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        #: (method, route, status) → its counter and histogram children (``labels`` builds
+        #: and locks per call); bounded, as callers choose the method.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._children) < 10_000:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
 
 class _TooLarge(BaseException):
@@ -48,15 +64,14 @@ def request_id_of(headers: dict[bytes, bytes]) -> str:
     """The caller's ``X-Request-ID`` when it is short and printable, else a new id."""
     incoming = headers.get(b"x-request-id", b"").decode("latin-1")
     request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else ""
-    return request_id or uuid.uuid4().hex
+    return request_id or os.urandom(16).hex()  # 128 random bits, as uuid4().hex but cheaper
 
 
 def observe(metrics: Metrics, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
     """Count and time a finished request by route template, and write its access log line."""
     template = getattr(scope.get("route"), "path", None) or "unmatched"
     method = scope.get("method", "")
-    metrics.requests.labels(method, template, str(status)).inc()
-    metrics.latency.labels(method, template).observe(elapsed)
+    metrics.observe(method, template, status, elapsed)
     log.info(
         "%s %s %s %.1fms",
         method,

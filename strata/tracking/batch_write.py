@@ -96,11 +96,11 @@ def _single_points(metrics: Sequence[Metric]) -> tuple[list[Any], list[Any]] | N
 
 
 def _packed(metrics: Sequence[Metric]) -> tuple[list[Any], list[Any]]:
-    from strata.tracking.metric_blocks import metric_blocks  # numpy: not on `runs list`
-
     single = _single_points(metrics)
     if single is not None:
         return single
+    from strata.tracking.metric_blocks import metric_blocks  # numpy: not on `runs list`
+
     packed = metric_blocks(metrics)
     blocks: list[Any] = []
     latest: list[Any] = []
@@ -128,8 +128,8 @@ def prepare(
 ) -> Batch:
     """Validate and pack (InvalidInput names the first bad key or value)."""
     blocks, latest = _packed(metrics) if metrics else ([], [])
-    params_ = param_map(params)
-    tags_ = tag_map(tags)
+    params_ = param_map(params) if params else {}
+    tags_ = tag_map(tags) if tags else {}
     details = {"metrics": len(metrics), "params": len(params_), "tags": len(tags_)}
     return Batch(blocks, latest, params_, tags_, details)
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -48,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from strata.backends.db import Database
 from strata.core.clock import utcnow
-from strata.core.principal import Permission, Principal, Role, bind, local_principal
+from strata.core.principal import Permission, Role, local_principal, role_allows
 from strata.governance import audit
 from strata.governance.deps import AuthState
 from strata.governance.embedded import (
@@ -137,6 +136,9 @@ class HotWriter:
         self.auth = auth
         self.path = _sqlite_path(db)
         self._raw: sqlite3.Connection | None = None
+        self._conn = cast(_Connection, None)  # with _raw
+        #: The connection the WAL checkpoints run on (in a worker thread, one at a time).
+        self._checkpointer: sqlite3.Connection | None = None
         self._auth_sql = str(_AUTH_QUERY.compile(dialect=sqlite_dialect.dialect()))
         self._commits = 0
         #: Requests this path served, and those it left to the regular route (tests read them).
@@ -162,28 +164,33 @@ class HotWriter:
                 "PRAGMA wal_autocheckpoint=0",
             ):
                 raw.execute(pragma)
-            self._raw = raw
+            self._raw, self._conn = raw, _Connection(raw)
         return self._raw
 
     def close(self) -> None:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+        with self._checkpointing:  # after a checkpoint running in a worker thread
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
 
     def may_admit(self, token: str | None) -> bool:
         """Whether ``token`` can be one :meth:`log` admits (checked before the body is parsed)."""
         return not self.auth.enabled or (token is not None and token.startswith(TOKEN_PREFIX))
 
-    def _principal(self, raw: sqlite3.Connection, token: str | None) -> Principal | None:
-        """The caller as ``authenticate`` admits it, or None (the regular path decides)."""
+    def _writer(self, raw: sqlite3.Connection, token: str | None) -> str | None:
+        """The name of the caller as ``authenticate`` admits it, when its role may write;
+        else None (the regular path decides)."""
         if not self.auth.enabled:
-            return local_principal()
+            return local_principal().name  # the embedded caller: an admin
         if token is None or not self.may_admit(token):
             return None
         row = raw.execute(self._auth_sql, (token_digest(token),)).fetchone()
         if row is None:
             return None
-        token_id, expires, revoked, last_used, user_id, name, role, disabled = row
+        _, expires, revoked, last_used, _, name, role, disabled = row
         if revoked is not None or disabled or last_used is None:
             return None
         now = utcnow()
@@ -191,7 +198,7 @@ class HotWriter:
             now - _utc(last_used) > LAST_USED_RESOLUTION  # the regular path records the use
         ):
             return None
-        return Principal(name=name, role=Role(role), user_id=user_id, token_id=token_id)
+        return str(name) if role_allows(Role(role), Permission.WRITE) else None
 
     def log(self, token: str | None, request_id: str | None, run_id: str, batch: Batch) -> int:
         """Write ``batch`` into ``run_id`` with its audit record; the record's seq, or 0 when
@@ -203,13 +210,12 @@ class HotWriter:
             self.declined += 1
             return 0
         try:
-            principal = self._principal(raw, token)
-            if principal is None or not principal.can(Permission.WRITE):
+            actor = self._writer(raw, token)
+            if actor is None:
                 raw.execute("ROLLBACK")
                 self.declined += 1
                 return 0
-            bind(principal, request_id)
-            conn = _Connection(raw)
+            conn = self._conn
             batch_write.write(self.db, conn, run_id, batch)
             seq = audit.append(
                 self.db,
@@ -218,6 +224,8 @@ class HotWriter:
                 resource_type="run",
                 resource_id=run_id,
                 details=batch.details,
+                actor=actor,
+                request_id=request_id,
             )
             raw.execute("COMMIT")
         except Exception:  # any refusal or failure: nothing stays, the regular path answers
@@ -239,8 +247,11 @@ class HotWriter:
         if not self._checkpointing.acquire(blocking=False):
             return
         try:
-            with closing(sqlite3.connect(self.path, timeout=CHECKPOINT_WAIT)) as raw:
-                raw.execute("PRAGMA wal_checkpoint(RESTART)")
+            if self._checkpointer is None:  # kept: opening one each time cost a quarter more
+                self._checkpointer = sqlite3.connect(
+                    self.path, timeout=CHECKPOINT_WAIT, check_same_thread=False
+                )
+            self._checkpointer.execute("PRAGMA wal_checkpoint(RESTART)")
         except sqlite3.OperationalError:
             return  # busy: the next one, or any regular commit, checkpoints
         finally:

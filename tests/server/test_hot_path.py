@@ -113,6 +113,22 @@ def test_refused_callers_get_the_regular_answer_and_write_nothing(
     assert refused, "the refusal is audited as on the regular path"
 
 
+def test_of_two_authorization_headers_the_first_decides_as_on_the_regular_route(
+    env: AppEnv,
+) -> None:
+    """The regular route reads the first ``Authorization`` header: the lean path must not
+    take a later one (an editor's token behind a viewer's would write as the editor)."""
+    run_id = _run(env)
+    viewer, editor = env.auth(Role.VIEWER), env.auth(Role.EDITOR)
+    env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=viewer)  # use recorded
+    before = _hot(env).served
+    both = [("Authorization", viewer["Authorization"]), ("Authorization", editor["Authorization"])]
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=both)
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
+    assert _hot(env).served == before
+    assert _history(env, run_id) == []
+
+
 def test_a_revoked_token_or_disabled_user_stops_at_once(env: AppEnv) -> None:
     run_id = _run(env)
     editor = env.auth(Role.EDITOR)
@@ -253,16 +269,19 @@ def test_the_plain_success_skips_the_middleware_stack(
         await real(self, scope, receive, send)
 
     monkeypatch.setattr(RequestMiddleware, "__call__", counting)
+    line = f'strata_http_requests_total{{method="POST",route="{API}/runs/log-metric",status="200"}}'
+
+    def served_count() -> float:
+        metrics = env.http.get("/metrics", headers=env.auth(Role.ADMIN)).text
+        return float(next(m.split()[-1] for m in metrics.splitlines() if m.startswith(line)))
+
+    before = served_count()
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 1), headers=editor)
     assert r.status_code == 200 and r.headers["x-request-id"] == "outer-1"
-    assert calls[0] == 0  # answered ahead of the stack
+    assert calls[0] == 1  # answered ahead of the stack (the one call is the /metrics read)
+    assert served_count() == before + 1  # counted as the stack counts
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 2, value="x"), headers=editor)
-    assert r.status_code == 400 and calls[0] == 1  # refused: by the stack, as before
-    metrics = env.http.get("/metrics", headers=env.auth(Role.ADMIN)).text
-    assert (
-        f'strata_http_requests_total{{method="POST",route="{API}/runs/log-metric",status="200"}}'
-        in metrics
-    )
+    assert r.status_code == 400 and calls[0] == 3  # refused: by the stack, as before
 
 
 def test_the_wal_starts_over_under_a_stream_of_lean_commits(env: AppEnv) -> None:
@@ -428,3 +447,19 @@ def test_a_sqlite_uri_query_is_never_part_of_the_file_name(tmp_path: Path) -> No
 def test_no_lean_path_where_it_cannot_honour_the_uri(tmp_path: Path, uri: str) -> None:
     writer = HotWriter(Database(uri.format(f=tmp_path / "m.db")), cast(Any, None))
     assert not writer.available
+
+
+def test_a_failure_in_the_lean_path_is_a_500_with_the_request_id(
+    env: AppEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _run(env)
+    editor = {**env.auth(Role.EDITOR), "X-Request-ID": "boom-1"}
+
+    def failing(*_: Any) -> int:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(HotWriter, "log", failing)
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
+    assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR"
+    assert r.headers["x-request-id"] == "boom-1" and "boom-1" in r.json()["message"]
+    assert "disk on fire" not in r.text

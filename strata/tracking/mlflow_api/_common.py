@@ -34,6 +34,7 @@ from strata.core.errors import (
 )
 from strata.core.principal import Permission
 from strata.governance.routing import READ, WRITE, run_blocking, service
+from strata.tracking.mlflow_api.hot import Hot
 from strata.tracking.service import TrackingService
 
 API = "/api/2.0/mlflow"
@@ -163,7 +164,7 @@ def add_route(
     *,
     prefixes: tuple[str, ...] = PREFIXES,
     body: dict[str, Any] | None = None,
-    hot: Callable[[Request, bytes], Response | None] | None = None,
+    hot: Hot | None = None,
 ) -> None:
     """Register ``fn`` at ``path`` under each prefix (only the /api one in the OpenAPI doc).
 

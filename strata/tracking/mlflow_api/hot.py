@@ -4,14 +4,13 @@ what it serves and leaves to the regular route, is :mod:`strata.tracking.hot_sto
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Scope
 
-from strata.governance.deps import bearer_token
+from strata.governance.deps import authorization_token
 from strata.tracking.batch_write import Batch
 from strata.tracking.hot_store import HotWriter
 from strata.tracking.models import (
@@ -26,12 +25,28 @@ from strata.tracking.models import (
 Body = dict[str, Any]
 #: A route's body → (run id, the checked batch), or None when the regular route must serve it.
 Parser = Callable[[Body], "tuple[str, Batch] | None"]
+#: What the lean path answers: the JSON body of the 200, and the work to run in a worker
+#: thread once it is sent (the checkpoints), if any.
+Answer = tuple[bytes, "Callable[[], None] | None"]
+#: A route's lean path: (the request's ASGI scope, its body) → its answer, or None when the
+#: regular route must serve the request. The scope carries the app (``scope["app"]``) and,
+#: when the request has one, its id (``scope["state"]["request_id"]``).
+Hot = Callable[[Scope, bytes], "Answer | None"]
 
 
-def writer(request: Request) -> HotWriter | None:
+def writer(app: Any) -> HotWriter | None:
     """The app's lean writer (``create_app`` sets it), or None where there is no lean path."""
-    hot: HotWriter | None = getattr(request.app.state, "hot_writer", None)
+    hot: HotWriter | None = getattr(app.state, "hot_writer", None)
     return hot if hot is not None and hot.available else None
+
+
+def _authorization(scope: Scope) -> str:
+    """The first ``Authorization`` header, as the regular route reads it (Starlette's
+    ``request.headers.get``: the first of several, latin-1)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 _EMPTY = b"{}"
@@ -51,15 +66,14 @@ MAX_LEAN_BODY = (
 )
 
 
-def lean_write(parse: Parser) -> Callable[[Request, bytes], Response | None]:
-    """The lean path of one write route: ``(request, raw body) → the response``, or None when
-    the regular route must serve the request."""
+def lean_write(parse: Parser) -> Hot:
+    """The lean path of one write route (see :data:`Hot`)."""
 
-    def hot(request: Request, raw: bytes) -> Response | None:
-        hot_writer = writer(request)
+    def hot(scope: Scope, raw: bytes) -> Answer | None:
+        hot_writer = writer(scope["app"])
         if hot_writer is None or len(raw) > MAX_LEAN_BODY:
             return None
-        token = bearer_token(request)
+        token = authorization_token(_authorization(scope))
         if not hot_writer.may_admit(token):  # no token: the regular route's 401, unparsed
             return None
         try:
@@ -70,13 +84,11 @@ def lean_write(parse: Parser) -> Callable[[Request, bytes], Response | None]:
         if parsed is None:
             return None
         run_id, batch = parsed
-        request_id = getattr(request.state, "request_id", None)
+        request_id = scope.get("state", {}).get("request_id")
         seq = hot_writer.log(token, request_id, run_id, batch)
         if not seq:
             return None
-        response = Response(_EMPTY, media_type="application/json")
-        if hot_writer.housekeeping_due(seq):
-            response.background = BackgroundTask(hot_writer.housekeeping, seq)
-        return response
+        due = hot_writer.housekeeping_due(seq)
+        return _EMPTY, partial(hot_writer.housekeeping, seq) if due else None
 
     return hot
