@@ -123,7 +123,12 @@ class PredictionLog:
         rows = len(prediction)
         if matrix is not None:
             arrays: Any = matrix
-            size = request_bytes((matrix, prediction, proba), body_bytes)
+            if "O" in (matrix.dtype.kind, prediction.dtype.kind) or (
+                proba is not None and proba.dtype.kind == "O"
+            ):
+                size = request_bytes((matrix, prediction, proba), body_bytes)
+            else:  # numbers, the usual OIP tensor: request_bytes inlined (0.3 us less)
+                size = matrix.nbytes + prediction.nbytes + (0 if proba is None else proba.nbytes)
         else:
             arrays = tuple(inputs.values())
             size = request_bytes((*inputs.values(), prediction, proba), body_bytes)
@@ -143,10 +148,11 @@ class PredictionLog:
             rows,
             size,
         )
+        config = self.config
         with self._lock:
             if (
-                self._queued_rows + rows > self.config.max_rows
-                or self._queued_bytes + self._writing_bytes + size > self.config.max_bytes
+                self._queued_rows + rows > config.max_rows
+                or self._queued_bytes + self._writing_bytes + size > config.max_bytes
             ):
                 self.dropped_rows += rows
                 dropped = True
@@ -155,7 +161,7 @@ class PredictionLog:
                 self._queue.append(entry)
                 self._queued_rows += rows
                 self._queued_bytes += size
-            full = self._queued_rows >= self.config.flush_rows
+            full = self._queued_rows >= config.flush_rows
         if dropped:
             if self._on_drop is not None:
                 self._on_drop(rows)

@@ -13,7 +13,7 @@ import numpy as np
 
 from strata.backends.artifacts import ArtifactStore
 from strata.serving.models import PredictionLogConfig
-from strata.serving.predlog import PredictionLog
+from strata.serving.predlog import PredictionLog, request_bytes
 
 from .conftest import Flights, GatedStore, rows
 from .test_worker_limits import serving
@@ -100,3 +100,33 @@ def test_a_served_model_with_a_string_input_cannot_fill_memory(flights: Flights)
         assert float(dropped.split()[-1]) == plog.dropped_rows
         plog.flush()
         assert plog.queued_bytes == 0
+
+
+def test_a_matrix_request_is_sized_as_request_bytes_sizes_its_arrays(tmp_path: Path) -> None:
+    """``record`` sizes a numeric ``[n, k]`` tensor inline (the hot path); the figure must be
+    :func:`request_bytes`' for the same arrays, and any object array still goes through it."""
+    numbers = np.arange(24, dtype=np.float64).reshape(3, 8)
+    labels = np.array(["a", "bb", "ccc"], dtype=object)
+    cases = [
+        (numbers, np.arange(3), np.full((3, 2), 0.5)),
+        (numbers, np.arange(3, dtype=np.int32), None),
+        (numbers, labels, np.full((3, 2), 0.5)),
+        (numbers, np.arange(3), np.full((3, 2), 0.5).astype(object)),
+        (np.array([["x" * 50] * 2] * 3, dtype=object), np.arange(3), None),
+    ]
+    for matrix, prediction, proba in cases:
+        plog = PredictionLog(ArtifactStore(str(tmp_path)), PredictionLogConfig())
+        assert plog.record(
+            request_id="r",
+            model="m",
+            version="1",
+            endpoint="m",
+            path="primary",
+            latency_ms=1.0,
+            inputs={f"x{i}": matrix[:, i] for i in range(matrix.shape[1])},
+            prediction=prediction,
+            proba=proba,
+            body_bytes=None,
+            matrix=matrix,
+        )
+        assert plog.queued_bytes == request_bytes((matrix, prediction, proba), None)
