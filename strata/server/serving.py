@@ -158,11 +158,20 @@ def build_serving_app(
             return await asyncio.to_thread(tokens.principal, header)
 
     readiness = _WorkerReadiness.from_env()
+    # Loading runs in a thread while the worker already answers (readiness says when it is
+    # done), so a shutdown can come in the middle of it: the lock orders the two, and a
+    # load that finds the worker stopping starts nothing (no predict pool to submit to, no
+    # follower thread left behind).
+    lifecycle = threading.Lock()
+    stopping = threading.Event()
 
     def load() -> None:
         endpoints.load_all()
-        router.start_pool()
-        endpoints.start()
+        with lifecycle:
+            if stopping.is_set():
+                return
+            router.start_pool()
+            endpoints.start()
         if readiness is not None:
             readiness.wait_and_mark(endpoints)
 
@@ -171,9 +180,14 @@ def build_serving_app(
             predlog.start()
         threading.Thread(target=load, name="strata-load", daemon=True).start()
 
-    async def shutdown() -> None:
+    def stop() -> None:
+        with lifecycle:
+            stopping.set()
         endpoints.stop()
         router.close()
+
+    async def shutdown() -> None:
+        await asyncio.to_thread(stop)
         if predlog is not None:
             await asyncio.to_thread(predlog.close)
         client.close()

@@ -342,3 +342,42 @@ def test_bytes_outputs_match_the_protocol_element_by_element(values: np.ndarray)
     assert got == want
     if flat:
         assert deserialize_bytes_tensor(got).tolist() == encoded
+
+
+def test_a_shutdown_while_models_load_leaves_nothing_running(flights: Flights) -> None:
+    """A worker told to stop while its models are still loading (a quick restart, a test
+    that is done before the server is): the load finishes without error and starts no
+    predict pool threads or alias follower behind the shutdown."""
+    import asyncio
+
+    from strata.server.serving import build_serving_app
+
+    config = {"endpoints": [{"model": "flights@champion"}], "prediction_log": {"enabled": False}}
+    app = build_serving_app(ServeConfig.model_validate(config), flights.settings, auth=False)
+    failures: list[BaseException] = []
+    loaded = threading.Event()
+    load_all = app.endpoints.load_all
+
+    def slow_load_all() -> None:  # the real load, observed: it is still running at shutdown
+        loaded.wait(10)
+        load_all()
+
+    app.endpoints.load_all = slow_load_all
+    previous = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)  # type: ignore[arg-type]
+    try:
+
+        async def start_then_stop() -> None:
+            await app.on_startup()
+            await app.on_shutdown()
+
+        asyncio.run(start_then_stop())
+        loaded.set()  # the load goes on after the shutdown
+        for loader in [t for t in threading.enumerate() if t.name == "strata-load"]:
+            loader.join(30)
+            assert not loader.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert failures == []
+    assert app.endpoints._thread is None  # no alias follower left running
+    assert not app.router.pool._threads  # no predict threads started into a closed pool
