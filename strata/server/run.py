@@ -183,7 +183,7 @@ def serve(
             if app is None:
                 from strata.server.app import create_app
 
-                app = create_app(settings, auth=auth)
+                app = create_app(settings, auth=auth, freeze_heap=True)
             config = uvicorn.Config(app, **common)
             with _exit_zero_after_shutdown():
                 _AnnouncingServer(config, on_started).run(sockets=[sock])

@@ -312,3 +312,36 @@ def test_no_auth_mode_acts_as_local_admin(sqlite_settings: Settings) -> None:
             assert r.status_code == 200
             assert r.json()["role"] == "admin"
             assert http.post("/api/v1/users", json={"name": "made-locally"}).status_code == 201
+
+
+def test_a_server_process_freezes_what_its_start_left_and_an_embedding_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """`strata server` (``freeze_heap``) moves what its start left out of the cyclic
+    collector's view once started, so full collections walk only what requests make; an app
+    embedded elsewhere (tests, another server) leaves its process's collector alone."""
+    import subprocess
+
+    script = """
+import gc, sys
+from starlette.testclient import TestClient
+from strata.core.config import Settings
+from strata.server.app import create_app
+app = create_app(Settings(home=sys.argv[1]), auth=False, freeze_heap=sys.argv[2] == "1")
+before = gc.get_freeze_count()
+with TestClient(app, base_url="http://127.0.0.1") as http:
+    assert http.get("/healthz").status_code == 200
+    print(before, gc.get_freeze_count())
+"""
+    counts = {}
+    for flag in ("1", "0"):
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / f"home{flag}"), flag],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.split()
+        counts[flag] = (int(out[0]), int(out[1]))
+    assert counts["1"][0] == 0 and counts["1"][1] > 10_000  # the modules, the app, routes
+    assert counts["0"] == (0, 0)
