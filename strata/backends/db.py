@@ -80,6 +80,15 @@ def normalize_db_uri(uri: str) -> str:
     return uri
 
 
+#: SQLite reads the database file through a memory map of at most this many bytes (``PRAGMA
+#: mmap_size``; SQLite's default is none). Without it each connection keeps its own page cache
+#: of 2 MB: a database past that re-reads pages with a system call and a copy each, and an
+#: MLflow search of 343 of 2,000 runs (a 7.8 MB database) cost 11.0 ms of CPU instead of 9.9.
+#: The map is the operating system's page cache, shared by every connection and process (a
+#: bigger per-connection ``cache_size`` would hold a copy per pooled connection).
+SQLITE_MMAP_BYTES = 256 * 2**20
+
+
 def _sqlite_engine(uri: str, immediate: bool) -> Engine:
     engine = sa.create_engine(uri, connect_args={"timeout": 60, "check_same_thread": False})
 
@@ -93,6 +102,7 @@ def _sqlite_engine(uri: str, immediate: bool) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         # LIKE is case-sensitive on PostgreSQL and in MLflow's grammar; make SQLite agree.
         cur.execute("PRAGMA case_sensitive_like=ON")
+        cur.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -45,7 +45,7 @@ from sqlalchemy import make_url
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
-from strata.backends.db import Database
+from strata.backends.db import SQLITE_MMAP_BYTES, Database
 from strata.core.clock import utcnow
 from strata.core.principal import Permission, Role, local_principal, role_allows
 from strata.governance import audit
@@ -162,6 +162,7 @@ class HotWriter:
                 "PRAGMA foreign_keys=ON",
                 "PRAGMA case_sensitive_like=ON",
                 "PRAGMA wal_autocheckpoint=0",
+                f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}",
             ):
                 raw.execute(pragma)
             self._raw, self._conn = raw, _Connection(raw)

@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from strata.backends.context import Backends
-from strata.backends.db import MIGRATIONS_DIR, Base, Database, normalize_db_uri
+from strata.backends.db import MIGRATIONS_DIR, SQLITE_MMAP_BYTES, Base, Database, normalize_db_uri
 from strata.core.clock import utcnow
 from strata.core.config import Settings
 from strata.core.errors import InvalidInput, NotFound, Unavailable
@@ -202,6 +202,8 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path: Path) -> None:
             assert session.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
             assert session.execute(sa.text("PRAGMA busy_timeout")).scalar() == 60000
             assert session.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+            # read through a memory map (the OS page cache), not 2 MB of per-connection cache
+            assert session.execute(sa.text("PRAGMA mmap_size")).scalar() == SQLITE_MMAP_BYTES
     finally:
         db.dispose()
 

@@ -13,7 +13,7 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from strata.backends.db import Database
+from strata.backends.db import SQLITE_MMAP_BYTES, Database
 from strata.core.config import Settings
 from strata.core.principal import Role
 from strata.tracking.hot_store import HotWriter
@@ -298,6 +298,14 @@ def test_the_wal_starts_over_under_a_stream_of_lean_commits(env: AppEnv) -> None
         frames = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
     assert frames < 2000, frames  # ~10 frames a call: 350 calls without a restart = 3,500
     assert _history(env, run_id) == list(range(350))
+
+
+def test_the_lean_connection_reads_through_the_same_memory_map(env: AppEnv) -> None:
+    run_id = _run(env)
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=env.auth(Role.EDITOR))
+    assert r.status_code == 200 and _hot(env).served >= 1
+    raw = _hot(env)._connection()
+    assert raw.execute("PRAGMA mmap_size").fetchone()[0] == SQLITE_MMAP_BYTES
 
 
 def test_an_expired_token_is_refused_on_the_next_call(env: AppEnv) -> None:
