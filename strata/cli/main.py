@@ -176,20 +176,51 @@ def _report_sweep(swept: Swept) -> None:
 
 @app.command()
 def gc(
+    scoring_days: Annotated[
+        float,
+        typer.Option(
+            "--scoring-days",
+            min=0,
+            help="Also remove batch scoring jobs left unfinished (killed, never rerun) that "
+            "nothing was written to for this many days; 0 removes every one not running. "
+            "A rerun of such a job would have resumed from its finished chunks.",
+        ),
+    ] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Remove staging areas under STRATA_HOME/tmp left by ingests and uploads whose process
-    died (killed, crashed). Areas of running processes are kept. Also done on server start."""
+    died (killed, crashed), and unfinished batch scoring jobs under STRATA_HOME/scoring older
+    than --scoring-days. What running processes use is kept. Staging areas are also swept on
+    server start."""
     from strata.core.config import load_settings
     from strata.core.staging import sweep
+    from strata.serving.batch import sweep_abandoned
 
-    swept = sweep(load_settings().home / "tmp")
+    home = load_settings().home
+    swept = sweep(home / "tmp")
+    jobs = sweep_abandoned(home / "scoring", scoring_days * 86400)
     if json_out:
-        print_json({"removed": swept.names, "bytes": swept.bytes})
-    elif swept.names:
-        _report_sweep(swept)
-    else:
-        console.print("Nothing to remove: no staging areas of dead processes.")
+        print_json(
+            {
+                "removed": swept.names,
+                "bytes": swept.bytes,
+                "scoring_jobs": {"removed": jobs.names, "bytes": jobs.bytes},
+            }
+        )
+        return
+    _report_sweep(swept)
+    if jobs.names:
+        console.print(
+            f"Removed {len(jobs.names)} unfinished batch scoring job(s) untouched for "
+            f"{scoring_days:g} day(s) or more ({jobs.bytes / 1e6:,.1f} MB): "
+            f"{', '.join(jobs.names)}",
+            highlight=False,
+        )
+    if not swept.names and not jobs.names:
+        console.print(
+            "Nothing to remove: no staging areas of dead processes, no unfinished scoring "
+            f"jobs older than {scoring_days:g} day(s)."
+        )
 
 
 @config_app.command("show")

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from strata.core import faults
 from strata.core.errors import Conflict, InvalidInput, StrataError
+from strata.core.staging import Swept
 from strata.serving.batch_model import PinnedModel, Services, default_services, pin
 
 if TYPE_CHECKING:
@@ -271,6 +272,59 @@ def _job_key(model: PinnedModel, input_ref: str, output: str, opts: BatchOptions
         "runtime": opts.runtime,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def sweep_abandoned(root: str | Path, older_than_s: float) -> Swept:
+    """Remove the job directories under ``root`` (``$STRATA_HOME/scoring``) that no process
+    runs and that nothing was written to for ``older_than_s`` seconds: the finished chunks of a
+    job killed and never run again. A running job holds its lock and is kept; so is a newer
+    one, which a rerun would resume. Each directory is removed holding its lock, so a rerun
+    starting meanwhile waits for nothing half-deleted (it is refused, then starts afresh)."""
+    import fcntl
+
+    names: list[str] = []
+    size = 0
+    try:
+        entries = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return Swept([], 0)
+    now = time.time()
+    for entry in entries:
+        job = Path(entry.path)
+        if now - _last_written(job) < older_than_s:
+            continue
+        try:
+            with open(job / ".lock", "a") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # running
+                bytes_ = _tree_bytes(job)
+                shutil.rmtree(job, ignore_errors=True)
+        except OSError:
+            continue
+        if not job.exists():
+            names.append(entry.name)
+            size += bytes_
+    return Swept(sorted(names), size)
+
+
+def _last_written(job: Path) -> float:
+    """The newest modification time of the job's description and chunk files."""
+    newest = job.stat().st_mtime
+    for folder in (job, job / "chunks"):
+        try:
+            with os.scandir(folder) as it:
+                for f in it:
+                    if f.name != ".lock":
+                        newest = max(newest, f.stat(follow_symlinks=False).st_mtime)
+        except FileNotFoundError:
+            pass
+    return newest
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 class _locked:
