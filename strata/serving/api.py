@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
-from strata.governance.routing import READ, WRITE, json_response, run_blocking, service
+from strata.governance.routing import READ, WRITE, empty, json_response, run_blocking, service
 from strata.serving.service import ServingService
 
 router = APIRouter(prefix="/api/v1/serving", tags=["serving"])
@@ -74,3 +74,10 @@ async def get_job(request: Request, job_id: str) -> Response:
 async def cancel_job(request: Request, job_id: str) -> Response:
     """Ask a running job to stop (a batch job resumes when started again); audited."""
     return json_response(await run_blocking(_svc(request).cancel_job, job_id))
+
+
+@router.delete("/jobs/{job_id}", dependencies=WRITE, status_code=204)
+async def delete_job(request: Request, job_id: str) -> Response:
+    """Remove a finished job's record (its output stays); 409 while it runs; audited."""
+    await run_blocking(_svc(request).delete_job, job_id)
+    return empty()

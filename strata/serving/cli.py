@@ -209,6 +209,13 @@ def jobs_cancel(
     _show_job(_client().serving.cancel_job(job_id), as_json)
 
 
+@jobs_app.command("delete")
+def jobs_delete(job_id: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """Remove a finished job's record (what it wrote stays); a running one: cancel it first."""
+    _client().serving.delete_job(job_id)
+    console.print(f"Deleted scoring job {job_id}.")
+
+
 @jobs_app.command("batch")
 def jobs_batch(
     model: Annotated[str, typer.Argument(help="A registered model: NAME@ALIAS, NAME/VERSION.")],

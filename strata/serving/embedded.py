@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from strata.backends.context import Backends
-from strata.core.errors import InvalidInput, NotFound, Unavailable
+from strata.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from strata.governance.audit import audited
 from strata.serving.jobs import (
     SERVER_STOPPED,
@@ -136,6 +136,17 @@ class EmbeddedServing(ServingService):
         with audited(self.backends.db, "serving.cancel_job", "scoring_job", job_id, {}):
             self._jobs.request_cancel(job_id)
         return self._jobs.get(job_id)
+
+    def delete_job(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)  # NotFound in its words; a dead process's job: failed
+        if job.state == "running":
+            raise Conflict(
+                f"Scoring job {job_id} is running; cancel it first "
+                f"(POST /api/v1/serving/jobs/{job_id}/cancel, `strata serving jobs cancel`)",
+                details={"job": job_id, "state": job.state},
+            )
+        with audited(self.backends.db, "serving.delete_job", "scoring_job", job_id, {}):
+            self._jobs.delete(job_id)
 
     def list_endpoints(self) -> list[EndpointStatus]:
         store = self.backends.artifacts

@@ -173,6 +173,12 @@ class JobStore:
             out.append(self.get(info.path.rsplit("/", 1)[-1].removesuffix(".json")))
         return sorted(out, key=lambda j: j.created_at, reverse=True)
 
+    def delete(self, job_id: str) -> None:
+        """Remove the job's record and its cancel marker (NotFound when there is none)."""
+        self.store.delete(self.path(job_id))
+        if self.cancelled(job_id):
+            self.store.delete(self.path(job_id, "cancel"))
+
     def request_cancel(self, job_id: str) -> None:
         self.store.put_bytes(self.path(job_id, "cancel"), b"{}")
 

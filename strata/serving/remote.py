@@ -65,3 +65,6 @@ class RemoteServing(ServingService):
 
     def cancel_job(self, job_id: str) -> ScoringJob:
         return self._job("POST", f"{J}/{quote(job_id, safe='')}/cancel")
+
+    def delete_job(self, job_id: str) -> None:
+        self.http.request("DELETE", f"{J}/{quote(job_id, safe='')}")

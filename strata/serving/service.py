@@ -70,3 +70,8 @@ class ServingService(ABC):
     def cancel_job(self, job_id: str) -> ScoringJob:
         """Ask a running job to stop (a batch job keeps its finished chunks: starting it
         again resumes); a finished job is returned unchanged. NotFound."""
+
+    @abstractmethod
+    def delete_job(self, job_id: str) -> None:
+        """Remove a finished job's record (what it wrote, a dataset version or a topic's
+        messages, stays); audited. Conflict while it runs (cancel it first); NotFound."""

@@ -99,6 +99,34 @@ def test_cancel_stops_a_batch_job_and_a_rerun_resumes(server: LiveServer) -> Non
     assert editor.serving.cancel_job(again.id).state == "succeeded"  # finished: unchanged
 
 
+def test_a_finished_job_is_deleted_and_a_running_one_refused(server: LiveServer) -> None:
+    editor = server.client(server.token_for(Role.EDITOR))
+    spec = {"model": "flights-delay/1", "input": "flights_big", "output": "scored_delete"}
+    job = editor.serving.start_batch_job(spec | {"chunk_rows": 100, "executor": "inline"})
+    url = f"{server.url}/api/v1/serving/jobs/{job.id}"
+    editor_h = {"authorization": f"Bearer {server.token_for(Role.EDITOR)}"}
+    running = httpx.delete(url, headers=editor_h)
+    assert running.status_code == 409 and "cancel it first" in running.json()["message"]
+    editor.serving.cancel_job(job.id)
+    assert _wait(editor, job.id).state == "cancelled"
+    viewer_h = {"authorization": f"Bearer {server.token_for(Role.VIEWER)}"}
+    assert httpx.delete(url, headers=viewer_h).status_code == 403
+    assert httpx.delete(url).status_code == 401
+    traversal = f"{server.url}/api/v1/serving/jobs/..%2F..%2Fpolicies%2Fx"
+    assert httpx.delete(traversal, headers=editor_h).status_code == 404
+    assert editor.serving.get_job(job.id).state == "cancelled"  # none of those removed it
+
+    editor.serving.delete_job(job.id)  # the remote client: DELETE, 204
+    assert httpx.get(url, headers=editor_h).status_code == 404
+    assert job.id not in [j.id for j in editor.serving.list_jobs(max_results=1000)]
+    assert httpx.delete(url, headers=editor_h).status_code == 404
+    store = server.embedded.backends.artifacts
+    assert not store.exists(f"serving/jobs/{job.id}.json")
+    assert not store.exists(f"serving/jobs/{job.id}.cancel")
+    audit = server.embedded.governance.list_audit(action="serving.delete_job")
+    assert [r.resource_id for r in audit] == [job.id]
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -196,6 +224,10 @@ def test_the_cli_starts_follows_lists_and_cancels_jobs(
     assert job["id"] in [j["id"] for j in json.loads(listed.stdout)]
     shown = runner.invoke(app, ["serving", "jobs", "cancel", job["id"]])
     assert shown.exit_code == 0 and "succeeded" in shown.stdout
+    deleted = runner.invoke(app, ["serving", "jobs", "delete", job["id"]])
+    assert deleted.exit_code == 0 and f"Deleted scoring job {job['id']}" in deleted.stdout
+    gone = runner.invoke(app, ["serving", "jobs", "show", job["id"]])
+    assert gone.exit_code != 0 and "No scoring job" in str(gone.exception or gone.output)
     bad = runner.invoke(app, ["serving", "jobs", "batch", "/etc", "-i", "flights", "-o", "x"])
     assert bad.exit_code != 0 and "registered model" in str(bad.exception)
 
