@@ -7,14 +7,20 @@ traffic pays no ``max_latency_ms``, and under load requests gather while a batch
 (BentoML's adaptive batching). A flush concatenates the requests' checked
 columns (numpy), predicts once in the predict pool (off the event loop) and scatters the rows
 back to each request's future. Queue depth, batch size and queue time are metrics.
+
+``on_batch`` (the router's, when the prediction log is on) gets each answered batch once, with
+its concatenated inputs: the log queues the batch as one entry for the requests submitted with
+a tag, and each of those gets back its slot in that entry (:meth:`Batcher.submit`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,14 +30,29 @@ from strata.serving.served import Prediction, ServedModel
 if TYPE_CHECKING:
     from strata.serving.metrics import ServingMetrics
 
-_Item = tuple[dict[str, np.ndarray], int, "asyncio.Future[Prediction]", float]
+log = logging.getLogger("strata.serving")
+
+Answer = tuple[Prediction, Any]
+"""A request's rows of its batch's prediction, and its slot in the prediction log."""
+_Item = tuple[dict[str, np.ndarray], int, "asyncio.Future[Answer]", float, Any]
+OnBatch = Callable[
+    [ServedModel, list[_Item], dict[str, np.ndarray], Prediction], Iterator[Any] | None
+]
+"""Called with a predicted batch (its items, inputs, prediction); returns the slots of the
+items with a tag (a tuple), in order, or None when it logged none."""
 
 
 class Batcher:
     def __init__(
-        self, served: ServedModel, config: Batching, pool: Executor, metrics: ServingMetrics
+        self,
+        served: ServedModel,
+        config: Batching,
+        pool: Executor,
+        metrics: ServingMetrics,
+        on_batch: OnBatch | None = None,
     ) -> None:
         self.served = served
+        self.on_batch = on_batch
         self.config = config
         self.pool = pool
         self.pending: list[_Item] = []
@@ -44,10 +65,13 @@ class Batcher:
         self.queue_time = metrics.queue_time.labels(served.name, served.version)
         self.depth = metrics.queue_depth.labels(served.name, served.version)
 
-    async def submit(self, checked: dict[str, np.ndarray], rows: int) -> Prediction:
+    async def submit(self, checked: dict[str, np.ndarray], rows: int, tag: Any = None) -> Answer:
+        """The request's rows of its batch's prediction, and its log slot: what ``on_batch``
+        gave it when ``tag`` is a tuple (the request is to be logged with the batch), else
+        ``tag`` itself (None or False)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Prediction] = loop.create_future()
-        self.pending.append((checked, rows, future, time.perf_counter()))
+        future: asyncio.Future[Answer] = loop.create_future()
+        self.pending.append((checked, rows, future, time.perf_counter(), tag))
         self.rows += rows
         self.metrics.add(self.depth)
         if self.rows >= self.config.max_batch_size:
@@ -71,35 +95,45 @@ class Batcher:
         now = time.perf_counter()
         metrics = self.metrics
         metrics.add(self.depth, -len(batch))
-        for _, _, _, queued in batch:
+        for _, _, _, queued, _ in batch:
             metrics.observe(self.queue_time, now - queued)
         loop = asyncio.get_running_loop()
         self.running += 1
         work = loop.run_in_executor(self.pool, self._predict, batch)
         work.add_done_callback(lambda done: self._scatter(batch, done))
 
-    def _predict(self, batch: list[_Item]) -> Prediction:
+    def _predict(self, batch: list[_Item]) -> tuple[dict[str, np.ndarray], Prediction]:
+        """The batch's inputs (concatenated) and its prediction."""
         if len(batch) == 1:
-            return self.served.predict(batch[0][0])
-        names = list(batch[0][0])
-        merged = {n: np.concatenate([item[0][n] for item in batch]) for n in names}
-        return self.served.predict(merged)
+            merged = batch[0][0]
+        else:
+            names = list(batch[0][0])
+            merged = {n: np.concatenate([item[0][n] for item in batch]) for n in names}
+        return merged, self.served.predict(merged)
 
-    def _scatter(self, batch: list[_Item], done: asyncio.Future[Prediction]) -> None:
+    def _scatter(
+        self, batch: list[_Item], done: asyncio.Future[tuple[dict[str, np.ndarray], Prediction]]
+    ) -> None:
         self.running -= 1
         if self.pending and self.running == 0 and not self.soon:
             self.soon = True  # what gathered while this batch predicted goes next
             asyncio.get_running_loop().call_soon(self._flush)
         error = done.exception()
         if error is not None:
-            for _, _, future, _ in batch:
+            for _, _, future, _, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        pred = done.result()
+        merged, pred = done.result()
         self.metrics.observe(self.batch_rows, len(pred.prediction))
+        slots = None
+        if self.on_batch is not None:
+            try:
+                slots = self.on_batch(self.served, batch, merged, pred)
+            except Exception:  # the log never fails a request
+                log.exception("prediction log: could not queue a batch of %s", self.served.name)
         start = 0
-        for _, rows, future, _ in batch:
+        for _, rows, future, _, tag in batch:
             end = start + rows
             part = Prediction(
                 pred.prediction[start:end],
@@ -107,8 +141,9 @@ class Batcher:
                 pred.labels,
             )
             start = end
+            slot = (next(slots) if slots is not None else None) if tag else tag
             if not future.done():
-                future.set_result(part)
+                future.set_result((part, slot))
 
     def close(self) -> None:
         if self.timer is not None:

@@ -170,13 +170,21 @@ class PredictRoutes:
         sticky: str | None,
         protocol: str,
         start: float,
+        log_fields: tuple[str | None, float, int] | None = None,
     ) -> Any:
+        """``log_fields``: the request's entity key, start and body bytes for the prediction log,
+        when the answer is sent as predicted (:meth:`Router.run`)."""
         gauge = self._admit(ep, protocol)
         code = "500"
         model, ver = ep.ref.name, ""
         try:
             outcome = await self.router.run(
-                ep, columns, version=version, request_id=request_id, sticky=sticky
+                ep,
+                columns,
+                version=version,
+                request_id=request_id,
+                sticky=sticky,
+                log_fields=log_fields,
             )
             model, ver = outcome.served.name, outcome.served.version
             code = "200"
@@ -287,12 +295,16 @@ class PredictRoutes:
             sticky=sticky,
             protocol="oip",
             start=start,
+            # outputs named: the answer may still fail (400), so it is logged once sent
+            log_fields=None if req.outputs else (sticky, start, len(body)),
         )
         try:
             body_out, extra = oip.render_infer(outcome.served, outcome.prediction, req, request_id)
         except InvalidInput as exc:
             raise HttpError(400, exc, []) from None
-        matrix = _matrix_of(req.inputs, columns, outcome.checked)
+        matrix = (
+            None if outcome.slot is not None else _matrix_of(req.inputs, columns, outcome.checked)
+        )
         marks = self._done(ep, outcome, "oip", request_id, start, sticky, len(body), matrix)
         return 200, body_out, [(k.encode(), v.encode()) for k, v in extra.items()] + marks
 
@@ -340,6 +352,7 @@ class PredictRoutes:
             sticky=sticky,
             protocol="mlflow",
             start=start,
+            log_fields=(sticky, start, len(body)),
         )
         marks = self._done(ep, outcome, "mlflow", request_id, start, sticky, len(body))
         return 200, formats.mlflow_response(outcome.prediction), [*_JSON, *marks]
@@ -393,6 +406,7 @@ class PredictRoutes:
             sticky=sticky,
             protocol="strata",
             start=start,
+            log_fields=(key, start, len(body)),
         )
         marks = self._done(ep, outcome, "strata", request_id, start, key, len(body))
         body_out = formats.strata_response(

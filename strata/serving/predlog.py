@@ -14,11 +14,14 @@ for classifiers). Read it with DuckDB::
                  union_by_name=true)
 
 :meth:`PredictionLog.record` only appends the request's arrays to a bounded in-memory queue
-(no copy, no Arrow): a request never waits for storage. A background thread turns what
-queued into one Arrow table per model, version and day (numpy concatenation, no per-row
-Python) and writes each to the artifact store. When the queue holds ``max_rows`` rows, or
-the queue and the write in progress hold ``max_bytes`` bytes (:func:`request_bytes`), new
-records are dropped and counted (:attr:`dropped_rows`), never blocking.
+(no copy, no Arrow): a request never waits for storage. An adaptive batch's requests are
+queued as one entry (:meth:`PredictionLog.record_batch`: the batch's inputs and outputs,
+already concatenated for its predict, and small per-request arrays), written as the same rows.
+A background thread turns what queued into one Arrow table per model, version and day (numpy
+concatenation, no per-row Python) and writes each to the artifact store. When the queue
+holds ``max_rows`` rows, or the queue and the write in progress hold ``max_bytes`` bytes
+(:func:`request_bytes`), new records are dropped and counted (:attr:`dropped_rows`), never
+blocking.
 """
 
 from __future__ import annotations
@@ -147,7 +150,59 @@ class PredictionLog:
             proba,
             rows,
             size,
+            None,  # one request (record_batch queues its requests' rows here)
         )
+        return self._queue_entry(entry, rows, size)
+
+    def record_batch(
+        self,
+        *,
+        model: str,
+        version: str,
+        request_ids: tuple[str, ...],
+        endpoints: tuple[str, ...],
+        paths: tuple[str, ...],
+        keys: tuple[str | None, ...],
+        latency_ms: np.ndarray,
+        sizes: np.ndarray,
+        inputs: dict[str, np.ndarray],
+        prediction: np.ndarray,
+        proba: np.ndarray | None = None,
+        body_bytes: int | None = None,
+    ) -> bool:
+        """Queue the rows of several requests answered by one predict (an adaptive batch) as
+        one entry: ``inputs``, ``prediction`` and ``proba`` hold their rows in order, request
+        ``i`` owning ``sizes[i]`` of them; ``request_ids``, ``endpoints``, ``paths``, ``keys``
+        and ``latency_ms`` (float64) have one value per request. Written as the rows
+        :meth:`record` would write for each request (one ``ts`` for the batch). Dropped (all
+        its rows, counted) when it does not fit, like a request. ``latency_ms`` is read when
+        the writer takes the entry: a value set in it before then is what is written."""
+        rows = len(prediction)
+        size = (
+            request_bytes((*inputs.values(), prediction, proba), body_bytes)
+            + latency_ms.nbytes
+            + sizes.nbytes
+        )
+        entry = (
+            request_ids,
+            time.time_ns() // 1000,
+            model,
+            version,
+            endpoints,
+            paths,
+            latency_ms,
+            keys,
+            tuple(inputs),
+            tuple(inputs.values()),
+            prediction,
+            proba,
+            rows,
+            size,
+            sizes,
+        )
+        return self._queue_entry(entry, rows, size)
+
+    def _queue_entry(self, entry: tuple[Any, ...], rows: int, size: int) -> bool:
         config = self.config
         with self._lock:
             if (
@@ -274,9 +329,11 @@ class PredictionLog:
         return written
 
 
-# The fields of a queued tuple (see PredictionLog.record).
+# The fields of a queued tuple (see PredictionLog.record and record_batch). In a batch's
+# entry _ID, _ENDPOINT, _PATH, _KEY are tuples and _LATENCY an array, one value per request,
+# and _SIZES the requests' rows (None in one request's entry).
 _ID, _TS, _MODEL, _VERSION, _ENDPOINT, _PATH, _LATENCY, _KEY = range(8)
-_NAMES, _ARRAYS, _PRED, _PROBA, _ROWS, _BYTES = range(8, 14)
+_NAMES, _ARRAYS, _PRED, _PROBA, _ROWS, _BYTES, _SIZES = range(8, 15)
 _US_PER_DAY = 86_400_000_000
 
 Columns = list[tuple[Any, ...]]
@@ -330,6 +387,7 @@ def _groups(queued: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str, str], C
     days = np.asarray(cols[_TS], dtype=np.int64) // _US_PER_DAY
     nones = sum(map(operator.is_, cols[_PROBA], itertools.repeat(None)))
     matrices = sum(map(isinstance, cols[_ARRAYS], itertools.repeat(np.ndarray)))
+    singles = sum(map(operator.is_, cols[_SIZES], itertools.repeat(None)))
     if (
         _same(cols[_MODEL])
         and _same(cols[_VERSION])
@@ -337,6 +395,7 @@ def _groups(queued: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str, str], C
         and _same(cols[_NAMES])
         and nones in (0, len(queued))
         and matrices in (0, len(queued))
+        and singles in (0, len(queued))
     ):  # the usual case: one model version, one day, one form of inputs
         return [((cols[_MODEL][0], cols[_VERSION][0], _date(int(days[0]))), cols)]
     keys = zip(
@@ -346,6 +405,7 @@ def _groups(queued: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str, str], C
         cols[_NAMES],
         map(operator.is_, cols[_PROBA], itertools.repeat(None)),
         map(isinstance, cols[_ARRAYS], itertools.repeat(np.ndarray)),
+        map(operator.is_, cols[_SIZES], itertools.repeat(None)),
         strict=True,
     )
     first: dict[tuple[Any, ...], int] = {}
@@ -372,7 +432,23 @@ def _warm() -> None:
     """Encode one made-up request, so the writer's first real flush does not pay pyarrow's
     first-use costs (~0.1 s holding the GIL, at the server's start rather than mid-traffic)."""
     one = np.zeros(1)
-    request = ("warm", 0, "m", "1", "m", "primary", 0.0, None, ("x",), (one,), one, None, 1, 8)
+    request = (
+        "warm",
+        0,
+        "m",
+        "1",
+        "m",
+        "primary",
+        0.0,
+        None,
+        ("x",),
+        (one,),
+        one,
+        None,
+        1,
+        8,
+        None,
+    )
     try:
         to_parquet([to_table(list(zip(request, strict=True)))])
     except Exception as exc:  # the real flushes report their own failures
@@ -396,12 +472,31 @@ def _column(arrays: tuple[np.ndarray, ...] | list[np.ndarray]) -> Any:
     return pa.array(merged)
 
 
+def _per_request(cols: Columns) -> Columns:
+    """Batches' entries (:meth:`PredictionLog.record_batch`) as :func:`to_table` takes
+    requests' entries: a value per request in the request fields (the batch's ``ts``
+    repeated over its requests; in C: ``chain``, numpy), the arrays left per batch
+    (concatenated by :func:`to_table` as they are). Model and version stay per batch: one
+    group has one of each (:func:`_groups`)."""
+    chain = itertools.chain.from_iterable
+    flat: list[Any] = list(cols)
+    for field in (_ID, _ENDPOINT, _PATH, _KEY):
+        flat[field] = tuple(chain(cols[field]))
+    counts = np.fromiter(map(len, cols[_SIZES]), dtype=np.int64, count=len(cols[_SIZES]))
+    flat[_TS] = np.repeat(np.asarray(cols[_TS], dtype=np.int64), counts)
+    flat[_LATENCY] = np.concatenate(cols[_LATENCY])
+    flat[_ROWS] = np.concatenate(cols[_SIZES])
+    return flat
+
+
 def to_table(cols: Columns) -> Any:
     """The Arrow table of some queued requests of one model version, input names and
     probability presence (:data:`Columns`), as documented: the request's fields repeated
     over its rows (Arrow ``take``), the arrays concatenated (numpy)."""
     import pyarrow as pa
 
+    if cols[_SIZES][0] is not None:
+        cols = _per_request(cols)
     n = len(cols[_ID])
     sizes = np.asarray(cols[_ROWS], dtype=np.int64)
     total = int(sizes.sum())

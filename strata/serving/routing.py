@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import operator
 import random
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +55,17 @@ class Outcome:
     prediction: Prediction
     path: str
     checked: dict[str, np.ndarray]
+    slot: Any = None
+    """Where the prediction log has this request's rows: ``(latency array, index)`` when its
+    adaptive batch was logged as one entry (:meth:`Router.record` sets its latency there),
+    False when the log's sampling left it out, None when :meth:`Router.record` logs it."""
+
+
+LogAs = tuple[str, str, str, "str | None", float, int]
+"""What the prediction log needs of a request answered in an adaptive batch, known before it
+is predicted: request id, endpoint, path, entity key, start (``perf_counter``), body bytes."""
+_TAG = operator.itemgetter(4)
+_ROWS_OF = operator.itemgetter(1)
 
 
 class _Cache:
@@ -150,22 +164,36 @@ class Router:
 
     # -- the predict -------------------------------------------------------------------
     async def _predict(
-        self, ep: Endpoint, served: ServedModel, checked: dict[str, np.ndarray], rows: int
-    ) -> Prediction:
+        self,
+        ep: Endpoint,
+        served: ServedModel,
+        checked: dict[str, np.ndarray],
+        rows: int,
+        log_as: LogAs | None = None,
+    ) -> tuple[Prediction, Any]:
+        """The prediction and the request's log slot (:attr:`Outcome.slot`). ``log_as``: the
+        request's log fields, given when an answer from an adaptive batch is the request's
+        answer (the log then queues the batch once, not each request)."""
         batching = ep.config.batching
         try:
             if batching.enabled and rows < batching.max_batch_size:
                 batcher = served.batcher
                 if batcher is None:
-                    batcher = served.batcher = Batcher(served, batching, self.pool, self.metrics)
+                    on_batch = None if self.predlog is None else self._record_batch
+                    batcher = served.batcher = Batcher(
+                        served, batching, self.pool, self.metrics, on_batch
+                    )
                     self.batchers.add(batcher)
-                return await batcher.submit(checked, rows)
+                tag: Any = None
+                if log_as is not None and self.predlog is not None:
+                    tag = False if self._sampled_out(served.name) else log_as
+                return await batcher.submit(checked, rows, tag)
             metrics = self.metrics
             metrics.observe(metrics.child(metrics.batch_size, served.name, served.version), rows)
             if rows <= INLINE_ROWS:
-                return served.predict(checked)
+                return served.predict(checked), None
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, served.predict, checked)
+            return await loop.run_in_executor(self.pool, served.predict, checked), None
         except StrataError:
             raise
         except Exception as exc:
@@ -180,7 +208,7 @@ class Router:
         timeout_ms: float | None,
     ) -> Prediction:
         if timeout_ms is None:
-            return await self._predict(ep, served, checked, rows)
+            return (await self._predict(ep, served, checked, rows))[0]
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.pool, served.predict, checked)
         try:
@@ -201,17 +229,24 @@ class Router:
         version: str | None,
         request_id: str,
         sticky: str | None,
+        log_fields: tuple[str | None, float, int] | None = None,
     ) -> Outcome:
         """Route one request: returns what answered it and how. Raises InvalidInput for bad
         inputs (checked against the model that answers), NotFound, Unavailable (not
-        ready), PredictFailed (the model raised)."""
+        ready), PredictFailed (the model raised). ``log_fields``: the request's entity key, start
+        (``perf_counter``) and body bytes, when its answer will be sent as predicted (an
+        adaptive batch's answer is then logged with its batch, see :attr:`Outcome.slot`)."""
+
+        def log_as(path: str) -> LogAs | None:
+            return None if log_fields is None else (request_id, ep.name, path, *log_fields)
+
         if version is not None:
             served = ep.by_version(version)
             checked = served.check(columns)
             rows = _rows(checked)
-            pred = await self._predict(ep, served, checked, rows)
             path = "primary" if served is ep.primary else "canary"
-            return Outcome(served, pred, path, checked)
+            pred, slot = await self._predict(ep, served, checked, rows, log_as(path))
+            return Outcome(served, pred, path, checked, slot)
         primary = ep.primary
         if primary is None:
             raise Unavailable(
@@ -246,9 +281,10 @@ class Router:
             if hit is not None:
                 return Outcome(hit.served, hit.prediction, "cache", checked)
         fallback = policy.fallback
+        slot = None
         if fallback is None:
-            pred = await self._predict(ep, served, checked, rows)
-        else:
+            pred, slot = await self._predict(ep, served, checked, rows, log_as(path))
+        else:  # a low-confidence answer is replaced after its predict: logged per request
             reason = None
             try:
                 pred = await self._timed(ep, served, checked, rows, fallback.timeout_ms)
@@ -272,7 +308,7 @@ class Router:
                     raise PredictFailed(f"the model failed ({reason}) and no fallback is loaded")
                 self.metrics.add(self.metrics.child(self.metrics.fallbacks, ep.name, reason))
                 checked = backup.check(columns)
-                pred = await self._predict(ep, backup, checked, rows)
+                pred, slot = await self._predict(ep, backup, checked, rows, log_as("fallback"))
                 served, path = backup, "fallback"
         if cache is not None:
             cache.put(digest, Outcome(served, pred, path, checked))
@@ -289,7 +325,7 @@ class Router:
                 )
                 self.shadow_tasks.add(task)
                 task.add_done_callback(self.shadow_tasks.discard)
-        return Outcome(served, pred, path, checked)
+        return Outcome(served, pred, path, checked, slot)
 
     async def _shadow(
         self,
@@ -339,11 +375,18 @@ class Router:
         """The prediction log's rows of one answered request (never blocks), sampled at the
         model's rate (monitoring's ``sample_rate``); ``body_bytes``: the request body's
         length (the log's byte cap, :func:`strata.serving.predlog.request_bytes`);
-        ``matrix``: the ``[n, k]`` array the checked inputs are the columns of, in order."""
+        ``matrix``: the ``[n, k]`` array the checked inputs are the columns of, in order. A
+        request logged with its adaptive batch only gets its latency set in the batch's entry
+        (as measured now, unless the writer already took the entry: then the one measured
+        when its batch was predicted, see :meth:`_record_batch`)."""
         if self.predlog is None:
             return
-        rate = self.sample_rates.get(outcome.served.name)
-        if rate is not None and (rate <= 0 or (rate < 1 and random.random() >= rate)):
+        slot = outcome.slot
+        if slot is not None:
+            if slot:
+                slot[0][slot[1]] = latency_ms
+            return
+        if self._sampled_out(outcome.served.name):
             return
         self.predlog.record(
             request_id=request_id,
@@ -359,6 +402,55 @@ class Router:
             body_bytes=body_bytes,
             matrix=matrix,
         )
+
+    def _sampled_out(self, model: str) -> bool:
+        """Whether the log leaves this request of ``model`` out (monitoring's sample rate)."""
+        rate = self.sample_rates.get(model)
+        return rate is not None and (rate <= 0 or (rate < 1 and random.random() >= rate))
+
+    def _record_batch(
+        self,
+        served: ServedModel,
+        batch: list[Any],
+        merged: dict[str, np.ndarray],
+        pred: Prediction,
+    ) -> Iterator[Any] | None:
+        """The batcher's ``on_batch``: queue the rows of a predicted batch's tagged requests
+        (:data:`LogAs`) as one entry of the prediction log; return their slots, in order:
+        the entry's latency array (each request's latency until now, refined by
+        :meth:`record` when its answer is sent) and the request's index in it. Numpy and C
+        maps only: no Python code per row."""
+        assert self.predlog is not None
+        tags = list(map(_TAG, batch))
+        logged = list(filter(None, tags))
+        if not logged:
+            return None
+        sizes = np.fromiter(map(_ROWS_OF, batch), dtype=np.int64, count=len(batch))
+        inputs, prediction, proba = merged, pred.prediction, pred.proba
+        if len(logged) < len(batch):  # some sampled out (or logged per request)
+            keep = np.fromiter(map(operator.truth, tags), dtype=bool, count=len(tags))
+            rows = np.repeat(keep, sizes)
+            inputs = {name: arr[rows] for name, arr in merged.items()}
+            prediction = prediction[rows]
+            proba = None if proba is None else proba[rows]
+            sizes = sizes[keep]
+        ids, endpoints, paths, keys, starts, bodies = zip(*logged, strict=True)
+        latency = (time.perf_counter() - np.array(starts, dtype=np.float64)) * 1000.0
+        self.predlog.record_batch(
+            model=served.name,
+            version=served.version,
+            request_ids=ids,
+            endpoints=endpoints,
+            paths=paths,
+            keys=keys,
+            latency_ms=latency,
+            sizes=sizes,
+            inputs=inputs,
+            prediction=prediction,
+            proba=proba,
+            body_bytes=sum(bodies),
+        )
+        return zip(itertools.repeat(latency), range(len(logged)), strict=False)
 
     def start_pool(self) -> None:
         """Start the predict pool's threads now (each sizes its OpenMP pool as it starts,

@@ -271,7 +271,9 @@ def test_an_oip_matrix_request_queues_its_tensor_and_logs_every_column(
     from strata.serving import handlers
     from strata.serving.models import ServeConfig
 
-    config = {"endpoints": [{"model": "flights/1"}]}
+    # without adaptive batching: a batch's requests are queued as one entry (with the batch's
+    # inputs, test_predlog_batches.py), each other request as itself
+    config = {"endpoints": [{"model": "flights/1", "batching": {"enabled": False}}]}
     app = build_serving_app(ServeConfig.model_validate(config), flights.settings, auth=False)
     queued: list[Any] = []
     record = app.router.predlog.record
