@@ -55,9 +55,14 @@ class RunRow(Base):
     parent_run_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
 
 
+#: The run's key-value tables keep their rows in their primary key's B-tree on SQLite (migration
+#: c41d7e2a9b10): a run's rows are read with one lookup each, not an index entry then a row.
+_CLUSTERED = {"sqlite_with_rowid": False}
+
+
 class ParamRow(Base):
     __tablename__ = "trk_params"
-    __table_args__ = (sa.Index("ix_trk_params_key_value", "key", "value"),)
+    __table_args__ = (sa.Index("ix_trk_params_key_value", "key", "value"), _CLUSTERED)
 
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(250), primary_key=True)
@@ -66,7 +71,7 @@ class ParamRow(Base):
 
 class TagRow(Base):
     __tablename__ = "trk_tags"
-    __table_args__ = (sa.Index("ix_trk_tags_key_value", "key", "value"),)
+    __table_args__ = (sa.Index("ix_trk_tags_key_value", "key", "value"), _CLUSTERED)
 
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(250), primary_key=True)
@@ -99,7 +104,7 @@ class MetricBlockRow(Base):
 
 class LatestMetricRow(Base):
     __tablename__ = "trk_latest_metrics"
-    __table_args__ = (sa.Index("ix_trk_latest_key_value", "key", "value"),)
+    __table_args__ = (sa.Index("ix_trk_latest_key_value", "key", "value"), _CLUSTERED)
 
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("trk_runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(250), primary_key=True)
