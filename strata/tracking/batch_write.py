@@ -134,12 +134,19 @@ def prepare(
     return Batch(blocks, latest, params_, tags_, details)
 
 
-def write(db: Database, conn: Connection, run_id: str, batch: Batch) -> None:
+def write(
+    db: Database, conn: Connection, run_id: str, batch: Batch, *, active: bool = False
+) -> None:
     """Write ``batch`` into the active run ``run_id`` inside the caller's transaction.
 
     NotFound for an unknown run, Conflict for a deleted run or a changed param (params are
-    immutable; the same value again is accepted)."""
-    stage = conn.exec_driver_sql(db.sql(RUN_STAGE), (run_id,)).scalar()
+    immutable; the same value again is accepted). ``active``: the caller has read the run's
+    stage in this transaction already (the lean path, with the token's row)."""
+    stage = (
+        LifecycleStage.ACTIVE.value
+        if active
+        else conn.exec_driver_sql(db.sql(RUN_STAGE), (run_id,)).scalar()
+    )
     if stage is None:
         raise NotFound(f"Run with id {run_id!r} does not exist", details={"run_id": run_id})
     if stage != LifecycleStage.ACTIVE.value:

@@ -6,10 +6,11 @@ check, then the write) and runs seven statements through SQLAlchemy: about 0.5 m
 CPU, as much as half of what the mlflow client itself spends on the call. Here the same call
 runs on the event loop, on one ``sqlite3`` connection of this process, in one transaction:
 
-``BEGIN IMMEDIATE`` → the token's row (the query :meth:`EmbeddedGovernance.authenticate`
-runs) → the permission → the run's rows (:mod:`strata.tracking.batch_write`, the statements
-the embedded service runs) → the audit record (:func:`strata.governance.audit.append`) →
-``COMMIT``.
+``BEGIN IMMEDIATE`` → one ``SELECT``: the token's row (the query
+:meth:`EmbeddedGovernance.authenticate` runs), the run's stage and the audit chain's head →
+the permission → the run's rows (:mod:`strata.tracking.batch_write`, the statements the
+embedded service runs) → the audit record (:func:`strata.governance.audit.append`, given
+that head) → ``COMMIT``.
 
 It serves only the plain success: an authenticated caller allowed to write, a valid body, an
 active run, a free write lock. Anything else — no or a bad token, a token whose last use is
@@ -41,6 +42,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import sqlalchemy as sa
 from sqlalchemy import make_url
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
@@ -56,14 +58,35 @@ from strata.governance.embedded import (
     TOKEN_PREFIX,
     token_digest,
 )
+from strata.governance.tables import AuditHeadRow
 from strata.tracking import batch_write
 from strata.tracking.batch_write import Batch
+from strata.tracking.models import LifecycleStage
+from strata.tracking.tables import RunRow
 
 #: Lean commits between two WAL checkpoints (SQLite's own default is every 1,000 pages; a
 #: single-metric call writes about ten).
 CHECKPOINT_AFTER = 100
 #: Seconds the checkpoint waits for the write lock and for readers (it blocks writers meanwhile).
 CHECKPOINT_WAIT = 0.05
+
+
+_ONE: sa.ColumnClause[Any] = sa.literal_column("1")
+#: What the call needs to know before it writes, besides the caller: the run's stage and the
+#: audit chain's head. Read in the statement that reads the token's row (the query
+#: ``authenticate`` runs), as scalar subqueries: one statement instead of three.
+_FACTS = (
+    sa.select(RunRow.lifecycle_stage).where(RunRow.id == sa.bindparam("run_id")).scalar_subquery(),
+    sa.select(AuditHeadRow.seq).where(AuditHeadRow.id == _ONE).scalar_subquery(),
+    sa.select(AuditHeadRow.hash).where(AuditHeadRow.id == _ONE).scalar_subquery(),
+)
+_ACTIVE = LifecycleStage.ACTIVE.value
+
+
+def _positional(query: sa.Select[Any]) -> tuple[str, tuple[str, ...]]:
+    """``query`` in SQLite's SQL, and the names of its ``?`` parameters in order."""
+    compiled = query.compile(dialect=sqlite_dialect.dialect())
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 class _Result:
@@ -139,7 +162,8 @@ class HotWriter:
         self._conn = cast(_Connection, None)  # with _raw
         #: The connection the WAL checkpoints run on (in a worker thread, one at a time).
         self._checkpointer: sqlite3.Connection | None = None
-        self._auth_sql = str(_AUTH_QUERY.compile(dialect=sqlite_dialect.dialect()))
+        self._auth_sql, self._auth_params = _positional(_AUTH_QUERY.add_columns(*_FACTS))
+        self._open_sql, _ = _positional(sa.select(*_FACTS))  # authentication off: run_id only
         self._commits = 0
         #: Requests this path served, and those it left to the regular route (tests read them).
         self.served = 0
@@ -181,25 +205,35 @@ class HotWriter:
         """Whether ``token`` can be one :meth:`log` admits (checked before the body is parsed)."""
         return not self.auth.enabled or (token is not None and token.startswith(TOKEN_PREFIX))
 
-    def _writer(self, raw: sqlite3.Connection, token: str | None) -> str | None:
-        """The name of the caller as ``authenticate`` admits it, when its role may write;
-        else None (the regular path decides)."""
+    def _admit(
+        self, raw: sqlite3.Connection, token: str | None, run_id: str
+    ) -> tuple[str, tuple[int, str]] | None:
+        """(the caller's name, the audit chain's head) when ``authenticate`` admits the caller,
+        its role may write and ``run_id`` is an active run; else None (the regular path
+        decides, and words any refusal)."""
         if not self.auth.enabled:
-            return local_principal().name  # the embedded caller: an admin
-        if token is None or not self.may_admit(token):
+            name = local_principal().name  # the embedded caller: an admin
+            stage, seq, digest = raw.execute(self._open_sql, (run_id,)).fetchone()
+        else:
+            if token is None or not self.may_admit(token):
+                return None
+            values = {"digest": token_digest(token), "run_id": run_id}
+            row = raw.execute(self._auth_sql, [values[p] for p in self._auth_params]).fetchone()
+            if row is None:
+                return None
+            _, expires, revoked, last_used, _, name, role, disabled, stage, seq, digest = row
+            if revoked is not None or disabled or last_used is None:
+                return None
+            now = utcnow()
+            if (expires is not None and _utc(expires) <= now) or (
+                now - _utc(last_used) > LAST_USED_RESOLUTION  # the regular path records the use
+            ):
+                return None
+            if not role_allows(Role(role), Permission.WRITE):
+                return None
+        if stage != _ACTIVE or seq is None:  # unknown or deleted run; an empty audit log
             return None
-        row = raw.execute(self._auth_sql, (token_digest(token),)).fetchone()
-        if row is None:
-            return None
-        _, expires, revoked, last_used, _, name, role, disabled = row
-        if revoked is not None or disabled or last_used is None:
-            return None
-        now = utcnow()
-        if (expires is not None and _utc(expires) <= now) or (
-            now - _utc(last_used) > LAST_USED_RESOLUTION  # the regular path records the use
-        ):
-            return None
-        return str(name) if role_allows(Role(role), Permission.WRITE) else None
+        return str(name), (int(seq), str(digest))
 
     def log(self, token: str | None, request_id: str | None, run_id: str, batch: Batch) -> int:
         """Write ``batch`` into ``run_id`` with its audit record; the record's seq, or 0 when
@@ -211,13 +245,14 @@ class HotWriter:
             self.declined += 1
             return 0
         try:
-            actor = self._writer(raw, token)
-            if actor is None:
+            admitted = self._admit(raw, token, run_id)
+            if admitted is None:
                 raw.execute("ROLLBACK")
                 self.declined += 1
                 return 0
+            actor, head = admitted
             conn = self._conn
-            batch_write.write(self.db, conn, run_id, batch)
+            batch_write.write(self.db, conn, run_id, batch, active=True)
             seq = audit.append(
                 self.db,
                 cast(Session, conn),
@@ -227,6 +262,7 @@ class HotWriter:
                 details=batch.details,
                 actor=actor,
                 request_id=request_id,
+                head=head,
             )
             raw.execute("COMMIT")
         except Exception:  # any refusal or failure: nothing stays, the regular path answers

@@ -471,3 +471,56 @@ def test_a_failure_in_the_lean_path_is_a_500_with_the_request_id(
     assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR"
     assert r.headers["x-request-id"] == "boom-1" and "boom-1" in r.json()["message"]
     assert "disk on fire" not in r.text
+
+
+def _traced(env: AppEnv, route: str, body: dict[str, Any], headers: dict[str, str]) -> list[str]:
+    """The statements the lean connection runs while serving one call."""
+    seen: list[str] = []
+    raw = _hot(env)._connection()
+    raw.set_trace_callback(seen.append)
+    try:
+        r = env.http.post(f"{API}/runs/{route}", json=body, headers=headers)
+    finally:
+        raw.set_trace_callback(None)
+    assert r.status_code == 200, r.text
+    return seen
+
+
+def test_one_select_reads_the_caller_the_run_and_the_audit_head(env: AppEnv) -> None:
+    """BEGIN, one read (the token's row, the run's stage, the chain's head), the metric's two
+    rows, the audit record and head, COMMIT: three reads were two statements more a call."""
+    run_id = _run(env)
+    served = _hot(env).served
+    seen = _traced(env, "log-metric", _metric(run_id, 7), env.auth(Role.EDITOR))
+    assert _hot(env).served == served + 1
+    reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1, seen
+    assert all(table in reads[0] for table in ("gov_tokens", "trk_runs", "gov_audit_head"))
+    assert (seen[0], seen[-1], len(seen)) == ("BEGIN IMMEDIATE", "COMMIT", 7), seen
+    assert _history(env, run_id) == [7]
+    assert env.gov.verify_audit().ok
+
+
+@pytest.fixture
+def open_env(sqlite_settings: Settings) -> Any:
+    yield from build_env(sqlite_settings, auth=False)
+
+
+def test_without_authentication_the_lean_path_reads_the_run_and_head_alike(
+    open_env: AppEnv,
+) -> None:
+    env = open_env
+    r = env.http.post(f"{API}/runs/create", json={"experiment_id": "0"})
+    run_id = r.json()["run"]["info"]["run_id"]
+    served = _hot(env).served
+    seen = _traced(env, "log-metric", _metric(run_id, 3), {})
+    assert _hot(env).served == served + 1
+    assert len([s for s in seen if s.lstrip().upper().startswith("SELECT")]) == 1, seen
+    missing = "f" * 32  # an unknown run: declined, answered by the regular route
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(missing))
+    assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert _hot(env).served == served + 1
+    assert _history(env, run_id) == [3]
+    records = [e for e in env.gov.list_audit(action="run.log_batch").items]
+    assert [e.resource_id for e in records].count(run_id) == 1
+    assert env.gov.verify_audit().ok
