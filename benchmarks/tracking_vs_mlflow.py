@@ -2,10 +2,14 @@
 ``mlflow server`` (SQLite backend, MLflow 3.x, its default settings), side by side in one run.
 
     .venv/bin/python benchmarks/tracking_vs_mlflow.py [--seconds 5] [--search-runs 2000]
+    .venv/bin/python benchmarks/tracking_vs_mlflow.py --only log_metric [--rounds 3]
 
 Prints one table: each workload's rate on both servers and the ratio, with the issue's target.
 Then Strata-only figures: search over 10,000 runs (p50), metric history of 100,000 steps
 (embedded and through the mlflow client), and 4 concurrent SQLite writer processes (errors).
+
+``--only WORKLOAD`` (log_metric, search or log_batch) measures just that workload's busy share
+(``--rounds`` times, on ``--servers``: both, or strata alone) and prints it, with the load.
 """
 
 from __future__ import annotations
@@ -250,6 +254,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each rate workload")
     ap.add_argument(
+        "--only",
+        choices=BUSY_KEYS,
+        help="measure only this workload's busy share (see --rounds, --servers)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="with --only: rounds per server")
+    ap.add_argument(
+        "--servers",
+        choices=("both", "strata"),
+        default="both",
+        help="with --only: mlflow server and strata server, or strata alone",
+    )
+    ap.add_argument(
         "--search-runs",
         type=int,
         default=2000,
@@ -259,6 +275,10 @@ def main() -> int:
         "--scale-runs", type=int, default=10_000, help="runs for the Strata-only search figures"
     )
     args = ap.parse_args()
+    if args.only:
+        from _tracking_only import only
+
+        return only(args.only, args)
     work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
     (work / "mlflow").mkdir()
     (work / "strata").mkdir()
