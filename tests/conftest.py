@@ -67,6 +67,7 @@ def _pg_schema_url(base: str) -> Iterator[str]:
     yield f"{base}{sep}options=-csearch_path%3D{schema}"
     with admin.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}_optuna" CASCADE'))  # tune's
     admin.dispose()
 
 

@@ -4,9 +4,12 @@ database (see :mod:`strata.training.tune`, which runs studies)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from strata.core.errors import InvalidInput
@@ -120,17 +123,36 @@ def default_storage() -> str:
     if url.startswith("postgresql"):
         import sqlalchemy as sa
 
+        optuna_url, schema = optuna_pg_url(url)
         engine = sa.create_engine(url)
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS strata_optuna"))
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         finally:
             engine.dispose()
-        sep = "&" if "?" in url else "?"
-        if "search_path" in url:  # the test fixtures pin a schema: put optuna's beside it
-            return url.replace("search_path%3D", "search_path%3Dstrata_optuna%2C", 1)
-        return f"{url}{sep}options=-csearch_path%3Dstrata_optuna"
+        return optuna_url
     return url
+
+
+def optuna_pg_url(url: str) -> tuple[str, str]:
+    """Optuna's URL on the PostgreSQL database of ``url``, and its schema: ``strata_optuna``,
+    or ``<schema>_optuna`` when ``url`` pins Strata's schema (``options=-csearch_path=X``).
+    Optuna's search path holds its schema only: Optuna finds its Alembic version table by
+    the search path, and with Strata's schema on it found Strata's and refused to start
+    ("no longer compatible with the table schema")."""
+    import re
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    options = parsed.query.get("options") or ""
+    if not isinstance(options, str):
+        options = " ".join(options)
+    pinned = re.search(r"search_path\s*=\s*\"?([A-Za-z_][A-Za-z0-9_]*)", options)
+    schema = f"{pinned.group(1)}_optuna" if pinned else "strata_optuna"
+    rest = re.sub(r"-c\s*search_path\s*=\s*\S+", "", options).strip()
+    options = f"{rest} -csearch_path={schema}".strip()
+    return parsed.update_query_dict({"options": options}).render_as_string(False), schema
 
 
 def study_name(cfg: TrainConfig) -> str:
@@ -198,12 +220,34 @@ def _suggest(trial: optuna.Trial, key: str, spec: SpaceParam) -> Any:
     )
 
 
+HEARTBEAT_S = 30
+"""How often a running trial records that its worker is alive (Optuna's heartbeat thread)."""
+GRACE_S = 300
+"""A running trial whose last heartbeat is older than this is failed by the next worker to
+start a trial or by a resume, whatever machine it ran on, and its budget runs again: a dead
+machine's trials would otherwise hold their share of the budget forever."""
+
+
+@contextlib.contextmanager
+def quiet_heartbeat() -> Iterator[None]:
+    """Optuna warns on every use of its heartbeat (``ExperimentalWarning``: marked
+    experimental since 2.9): silence those warnings only, where Strata uses it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*(heartbeat|fail_stale_trials).*experimental",
+            category=Warning,
+        )
+        yield
+
+
 def _storage(url: str, *, set_up: bool) -> optuna.storages.RDBStorage:
     """One Optuna RDB storage per process. ``set_up``: create the tables and check the
     schema version (the launching process, once); the workers it starts skip both (and
     Alembic's import: a fifth of a second of every worker's start-up). A SQLite file runs
     in WAL mode with ``synchronous=NORMAL``, as Strata's own database: readers do not block
-    the other workers' writes and a commit is not an fsync."""
+    the other workers' writes and a commit is not an fsync. Trials record a heartbeat
+    (:data:`HEARTBEAT_S`, :data:`GRACE_S`)."""
     import optuna
 
     kwargs: dict[str, Any] = {}
@@ -219,12 +263,15 @@ def _storage(url: str, *, set_up: bool) -> optuna.storages.RDBStorage:
             return conn
 
         kwargs["creator"] = connect
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=kwargs,
-        skip_compatibility_check=not set_up,
-        skip_table_creation=not set_up,
-    )
+    with quiet_heartbeat():
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            skip_compatibility_check=not set_up,
+            skip_table_creation=not set_up,
+        )
 
 
 def _load_study(

@@ -7,7 +7,8 @@ trials between folds (``cv`` needed for pruning).
 
 Workers share one Optuna RDB storage, so the study resumes after a kill without repeating
 finished trials: run the same command again (same ``--study``). Trials a killed worker left
-RUNNING are marked FAIL on resume and re-run. The storage is, by default, beside Strata's
+RUNNING are marked FAIL on resume and re-run (on another machine: once their heartbeat has
+been silent for ``GRACE_S``). The storage is, by default, beside Strata's
 metadata database: a SQLite file ``optuna.db`` next to ``strata.db`` embedded, and the schema
 ``strata_optuna`` of the same PostgreSQL database at scale (Optuna keeps its own
 ``alembic_version`` table, which must not meet Strata's). ``executor="ray"`` runs the workers
@@ -39,6 +40,7 @@ from strata.training.study import (
     check_space,
     default_storage,
     objective_metric,
+    quiet_heartbeat,
     study_name,
 )
 
@@ -47,7 +49,8 @@ if TYPE_CHECKING:
 
 ATTR_PARENT = "strata_parent_run_id"
 #: A trial's worker process (host, PID, start time): a RUNNING trial whose process is gone is
-#: failed and re-run on resume; one running on another machine is left to it.
+#: failed and re-run on resume; one running on another machine is left to it while its
+#: heartbeat lasts (``study.GRACE_S``).
 ATTR_OWNER = "strata_owner"
 TAG_STUDY = "strata.tune.study"
 TAG_BEST = "strata.tune.best_run_id"
@@ -147,7 +150,8 @@ def run_worker(
 
     me = owner()
     if _claimed(study) < trials:
-        study.optimize(objective, callbacks=[_stop_at(trials)], catch=(_Surplus,))
+        with quiet_heartbeat():  # each trial starts by failing stale ones, and beats
+            study.optimize(objective, callbacks=[_stop_at(trials)], catch=(_Surplus,))
     return ran
 
 
@@ -337,9 +341,10 @@ def _set_up(
     metric: str,
     direction: str,
 ) -> str:
-    """The study (RUNNING trials whose worker process on this host is gone marked FAIL, so
-    their budget runs again) and its parent run's id (created with the study's params on
-    the first run)."""
+    """The study (RUNNING trials whose worker process on this host is gone, or whose
+    heartbeat stopped :data:`GRACE_S` ago on any machine, marked FAIL, so their budget runs
+    again) and its parent run's id (created with the study's params on the first run)."""
+    import optuna
     from optuna.trial import TrialState
 
     from strata.tracking import fluent
@@ -351,6 +356,8 @@ def _set_up(
         held = running.user_attrs.get(ATTR_OWNER)
         if held is None or owner_gone(held):  # its process died: run its budget again
             st._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+    with quiet_heartbeat():
+        optuna.storages.fail_stale_trials(st)  # another machine's, silent for GRACE_S
     parent_id = st.user_attrs.get(ATTR_PARENT)
     if parent_id is None:
         with fluent.start_run(

@@ -73,18 +73,28 @@ def test_a_trial_asked_after_the_last_was_claimed_is_not_trained(
     assert len(children(home_client, first.parent_run_id)) == 2  # nothing trained for it
 
 
-def test_only_trials_of_dead_processes_on_this_host_are_run_again(
+def test_trials_of_dead_processes_or_of_silent_machines_are_run_again(
     home_client: Client, flights: str
 ) -> None:
     T.tune(tune_config(), trials=1, client=home_client, study="stale")
     st = _study("stale")
-    dead, foreign, unowned = st.ask(), st.ask(), st.ask()
+    dead, foreign, unowned, silent = st.ask(), st.ask(), st.ask(), st.ask()
     dead.set_user_attr(T.ATTR_OWNER, _dead_owner())
-    elsewhere = {"host": "another-machine", "pid": 1, "started": 1}
-    foreign.set_user_attr(T.ATTR_OWNER, json.dumps(elsewhere))
+    elsewhere = json.dumps({"host": "another-machine", "pid": 1, "started": 1})
+    foreign.set_user_attr(T.ATTR_OWNER, elsewhere)
+    silent.set_user_attr(T.ATTR_OWNER, elsewhere)
+    beating = T._storage(T.default_storage(), set_up=False)
+    beating.record_heartbeat(foreign._trial_id)  # its machine is alive
+    beating.record_heartbeat(silent._trial_id)  # ...and this one's stopped an hour ago
+    with sqlite3.connect(T.default_storage().removeprefix("sqlite:///")) as raw:
+        raw.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour') WHERE trial_id = ?",
+            (silent._trial_id,),
+        )
     result = T.tune(tune_config(), trials=3, client=home_client, study="stale")
     states = {t.number: t.state for t in _study("stale").trials}
     assert states[dead.number] == states[unowned.number] == TrialState.FAIL
+    assert states[silent.number] == TrialState.FAIL  # silent past the grace period
     assert states[foreign.number] == TrialState.RUNNING  # that machine is still on it
     # 1 + 1 new finished, and the other machine's running one makes 3
     assert result.trials == 2 and list(states.values()).count(TrialState.COMPLETE) == 2
@@ -203,3 +213,18 @@ def test_two_launchers_share_one_study_as_on_two_machines(
     with Client() as client:
         kids = children(client, parent)
     assert len([k for k in kids if k.info.status == "FINISHED"]) == 6
+
+
+def test_optunas_schema_on_postgresql_is_alone_on_its_search_path() -> None:
+    """Optuna finds its Alembic table by the search path: with Strata's schema on it, it
+    found Strata's and refused to start; a pinned schema X gets X_optuna beside it."""
+    from strata.training.study import optuna_pg_url
+
+    base = "postgresql+psycopg://u:p%40ss@h/db"
+    assert optuna_pg_url(base) == (f"{base}?options=-csearch_path%3Dstrata_optuna", "strata_optuna")
+    pinned = f"{base}?options=-c%20statement_timeout%3D5000%20-csearch_path%3Dmine,public&x=1"
+    url, schema = optuna_pg_url(pinned)
+    assert schema == "mine_optuna" and "search_path%3Dmine_optuna&" in url
+    assert "statement_timeout%3D5000" in url and "public" not in url and "p%40ss@" in url
+    evil = f"{base}?options=-csearch_path%3D%22x%22%3BDROP"  # never quoted into SQL as given
+    assert optuna_pg_url(evil)[1] == "x_optuna"
