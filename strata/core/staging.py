@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OWNER_FILE = ".owner"
 PREFIXES = ("ingest-", "upload-", "model-")
@@ -43,6 +44,26 @@ def _started(pid: int) -> float | None:
         return None
 
 
+def process_owner() -> dict[str, Any]:
+    """This process as an owner of long work: host, PID and the PID's start time (a recycled
+    PID is another process)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _started(pid)}
+
+
+def owner_gone(owner: Any) -> bool:
+    """Whether the process :func:`process_owner` described is known to be gone: it ran on this
+    host and its PID is dead or reused. Another host's process, or a malformed owner: False
+    (nothing here can tell)."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    started = _started(pid)
+    return started is None or started != owner.get("started")
+
+
 def make_workdir(root: str | Path, prefix: str) -> str:
     """Create a fresh private directory ``<root>/<prefix>XXXX`` owned by this process, after
     sweeping dead ones. The caller removes it (``shutil.rmtree``) when done."""
@@ -63,8 +84,7 @@ def _dead(path: str, host: str, now: float) -> bool:
     except (OSError, ValueError):
         owner = None
     if isinstance(owner, dict) and owner.get("host") == host and isinstance(owner.get("pid"), int):
-        started = _started(owner["pid"])
-        return started is None or started != owner.get("started")
+        return owner_gone(owner)
     # Another host's directory, or one whose owner file was never written: age decides.
     try:
         return os.stat(path).st_mtime < now - STALE_SECONDS

@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from strata.core.errors import StrataError
+from strata.core.staging import owner_gone, process_owner
 from strata.governance.audit import record as audit_record
 from strata.monitoring.tables import MonAlertEventRow
 
@@ -66,7 +67,7 @@ class ActionJobs:
             self._held.setdefault(event, []).append(
                 lambda: ctx.run(self._run, event, index, kind, audit | {"job": job}, work)
             )
-        return {"ok": None, "status": "queued", "job": job}
+        return {"ok": None, "status": "queued", "job": job, "owner": process_owner()}
 
     def release(self, event: int) -> None:
         """Start ``event``'s held jobs (its detail is written)."""
@@ -139,6 +140,34 @@ class ActionJobs:
             if index < len(actions):
                 actions[index] = actions[index] | fields
                 row.detail = json.dumps(detail, default=str)
+
+
+def reconciled(detail: dict[str, Any]) -> dict[str, Any]:
+    """``detail`` as it stands: a ``queued`` or ``running`` action whose server process is gone
+    (killed, crashed: :meth:`ActionJobs.close` never ran) shown ``failed``, saying so, instead
+    of waiting forever. Only a process of this host can be known gone; another host's entry
+    is shown as recorded."""
+    actions = detail.get("actions")
+    if not isinstance(actions, list):
+        return detail
+    shown = []
+    for action in actions:
+        if (
+            isinstance(action, dict)
+            and action.get("status") in ("queued", "running")
+            and owner_gone(action.get("owner"))
+        ):
+            owner = action["owner"]
+            was = action["status"]
+            action = action | {
+                "ok": False,
+                "status": "failed",
+                "error": f"the server process that {'ran' if was == 'running' else 'queued'} "
+                f"this {action.get('type', 'action')} (pid {owner['pid']} on "
+                f"{owner['host']}) stopped before it finished",
+            }
+        shown.append(action)
+    return detail | {"actions": shown}
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from strata.core.errors import NotFound
 from strata.governance.audit import audited
 from strata.governance.audit import record as audit_record
 from strata.monitoring import alerts, series
+from strata.monitoring.jobs import reconciled
 from strata.monitoring.models import AlertEvent, AlertRule, RuleState, WebhookAction
 from strata.monitoring.tables import MonAlertEventRow, MonRuleRow
 
@@ -112,7 +113,7 @@ def _event(r: MonAlertEventRow) -> AlertEvent:
         model=r.model,
         fired_at=r.fired_at,
         value=r.value,
-        detail=json.loads(r.detail),
+        detail=reconciled(json.loads(r.detail)),
     )
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import socket
 from typing import Any
 
 from strata.core import faults
@@ -71,26 +69,19 @@ def fingerprint(config_json: str, data_ref: str) -> str:
 
 
 def owner() -> str:
-    from strata.core.staging import _started
+    from strata.core.staging import process_owner
 
-    pid = os.getpid()
-    return json.dumps({"host": socket.gethostname(), "pid": pid, "started": _started(pid)})
+    return json.dumps(process_owner())
 
 
 def owner_gone(value: str | None) -> bool:
-    from strata.core.staging import _started
+    from strata.core import staging
 
     try:
         doc: Any = json.loads(value or "")
     except ValueError:
         return False
-    if not isinstance(doc, dict) or doc.get("host") != socket.gethostname():
-        return False
-    pid = doc.get("pid")
-    if not isinstance(pid, int):
-        return False
-    started = _started(pid)
-    return started is None or started != doc.get("started")
+    return staging.owner_gone(doc)
 
 
 def resumable_run(tracking: TrackingService, experiment: str, fp: str) -> str | None:

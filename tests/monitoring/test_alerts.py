@@ -8,6 +8,9 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -22,6 +25,7 @@ from strata.core.principal import Principal, Role, bind, local_principal
 from strata.monitoring import alerts, series, webhook
 from strata.monitoring.models import SeriesPoint
 from strata.monitoring.scheduler import AlertScheduler
+from strata.monitoring.tables import MonAlertEventRow
 
 UTC = dt.UTC
 T0 = dt.datetime(2013, 7, 1, tzinfo=UTC)
@@ -330,6 +334,65 @@ def test_closing_finishes_the_running_action_and_fails_the_queued(client: Client
     runs = {d.details.get("run_id") for d in client.governance.list_audit(
         action="monitoring.action.retrain.done")}  # fmt: skip
     assert "late" not in runs and len(runs) == 2
+
+
+KILLED_SERVER = """
+import datetime as dt, sys, threading, time
+from strata.client import Client
+from strata.monitoring import actions, series
+from strata.monitoring.models import SeriesPoint
+
+def hang(*args):
+    time.sleep(600)
+    return {}
+
+actions._retrain = hang  # a training that is still running when the process is killed
+c = Client("")
+series.append(c.backends.db, [SeriesPoint(model="m", series="f1", value=0.5,
+              ts=dt.datetime(2013, 7, 1, tzinfo=dt.UTC))])
+c.monitoring.save_rule(name="killed", model="m", expr="f1 < 0.7", cooldown_s=0,
+                       actions=[{"type": "retrain", "config": {}} for _ in range(2)])
+c.monitoring.evaluate_rules()
+while [a["status"] for a in c.monitoring.list_alert_events("killed")[0].detail["actions"]] != [
+        "running", "queued"]:
+    time.sleep(0.05)
+print("running", flush=True)
+time.sleep(600)
+"""
+
+
+def test_actions_of_a_killed_server_are_shown_failed_not_pending(
+    client: Client, settings: Settings
+) -> None:
+    """A server killed mid-training (no close) left its retrain entries running/queued
+    forever; they show as failed, naming the process, once it is known gone."""
+    env = {**os.environ, "STRATA_HOME": str(settings.home), "STRATA_DB_URI": settings.db_uri,
+           "STRATA_ARTIFACT_URI": str(settings.artifact_uri)}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SERVER], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "running", (
+            proc.stderr.read() if proc.stderr else ""
+        )
+        (alive,) = client.monitoring.list_alert_events("killed")
+        assert [a["status"] for a in alive.detail["actions"]] == ["running", "queued"]
+        assert alive.detail["actions"][0]["owner"]["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(30)
+    (event,) = client.monitoring.list_alert_events("killed")
+    ran, queued = event.detail["actions"]
+    assert ran["status"] == queued["status"] == "failed" and ran["ok"] is queued["ok"] is False
+    assert f"process that ran this retrain (pid {proc.pid} on" in ran["error"]
+    assert "process that queued this retrain" in queued["error"]
+    # another host's process cannot be known gone from here: shown as recorded
+    with client.backends.db.write() as session:
+        row = session.get(MonAlertEventRow, event.id)
+        detail = json.loads(row.detail)
+        detail["actions"][1]["owner"]["host"] = "another-machine"
+        row.detail = json.dumps(detail)
+    (event,) = client.monitoring.list_alert_events("killed")
+    assert [a["status"] for a in event.detail["actions"]] == ["failed", "queued"]
 
 
 def test_a_failed_detail_write_still_starts_the_held_jobs(client: Client) -> None:
