@@ -25,6 +25,7 @@ one is alive is refused (a lock on the job directory).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -313,13 +314,10 @@ def _last_written(job: Path) -> float:
     """The newest modification time of the job's description and chunk files."""
     newest = job.stat().st_mtime
     for folder in (job, job / "chunks"):
-        try:
-            with os.scandir(folder) as it:
-                for f in it:
-                    if f.name != ".lock":
-                        newest = max(newest, f.stat(follow_symlinks=False).st_mtime)
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(FileNotFoundError), os.scandir(folder) as it:
+            for f in it:
+                if f.name != ".lock":
+                    newest = max(newest, f.stat(follow_symlinks=False).st_mtime)
     return newest
 
 
