@@ -41,7 +41,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy strata
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 --timeout=600 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --timeout=600 --durations=25 $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
