@@ -104,10 +104,16 @@ def flights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flights]:
 
 
 def start_serving(
-    settings: Settings, config: dict[str, Any], *, auth: bool = False, freeze_heap: bool = False
+    settings: Settings,
+    config: dict[str, Any],
+    *,
+    auth: bool = False,
+    freeze_heap: bool = False,
+    keep_alive_s: float = 5,
 ) -> Iterator[str]:
     """A live inference server (one worker, in a thread) on ``config``; waits until ready.
-    ``freeze_heap`` as ``strata serve`` does (the caller unfreezes the test process after)."""
+    ``freeze_heap`` as ``strata serve`` does (the caller unfreezes the test process after);
+    ``keep_alive_s``: uvicorn's idle keep-alive timeout."""
     from conftest import serve_in_thread
 
     from strata.server.serving import build_serving_app
@@ -115,7 +121,7 @@ def start_serving(
     app = build_serving_app(
         ServeConfig.model_validate(config), settings, auth=auth, freeze_heap=freeze_heap
     )
-    for url in serve_in_thread(app):
+    for url in serve_in_thread(app, keep_alive_s=keep_alive_s):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             r = httpx.get(f"{url}/v2/health/ready")

@@ -141,13 +141,16 @@ def test_alias_move_under_load_drops_nothing(flights: Flights, freeze_heap: bool
     }
     body = {"records": rows(flights.frame, 1)[FEATURES].to_dict(orient="records")}
     flights.client.registry.set_alias("flights", "champion", 1)
-    # The swap collects this whole process (the server runs in a thread of it): collect the
-    # garbage earlier tests left here first, so no finalizer of theirs (sockets, transports,
-    # event loops) runs in the middle of this test's connections. Why: once, in a full-suite
-    # run, two load threads of the frozen-heap case got "connection reset by peer" mid-run;
-    # not reproduced alone, under CPU load, nor with a 70M-object heap (a 4.3 s collection),
-    # so an earlier test's finalizer is the suspect, not proven. A serving worker process
-    # holds no other test's garbage.
+    # The swap unfreezes and collects this whole process (the server runs in a thread of it),
+    # and in a full-suite run that is the heap of every earlier test of this pytest worker:
+    # seconds of collection with the GIL held, where a serving worker's own heap takes ~0.1 s.
+    # Twice in full-suite runs (the second on a slow machine) load threads then got "connection
+    # reset by peer" / "server disconnected". Suspected, not proven: a pause longer than
+    # uvicorn's 5 s keep-alive lets its idle timer close a connection whose client (stalled in
+    # the same process) is about to send its next request — a race of the test's shared
+    # process, not of the swap. Not reproduced alone with an 85M-object heap (a 7.6 s pause)
+    # either way. Idle connections are kept longer here, and earlier tests' garbage is
+    # collected first.
     gc.collect()
     try:
         _swap_under_load(flights, config, body, freeze_heap)
@@ -161,7 +164,7 @@ def _swap_under_load(
 ) -> None:
     import gc
 
-    for url in start_serving(flights.settings, config, freeze_heap=freeze_heap):
+    for url in start_serving(flights.settings, config, freeze_heap=freeze_heap, keep_alive_s=120):
         if freeze_heap:
             assert gc.get_freeze_count() > 0
         stop = threading.Event()
