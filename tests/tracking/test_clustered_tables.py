@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -137,9 +138,8 @@ def test_sqlite_tables_are_rebuilt_without_rowid_keeping_every_row(
         old.close()
 
 
-def test_postgresql_tables_are_left_as_they_are(settings: Settings) -> None:
-    if not settings.db_uri.startswith("postgresql"):
-        pytest.skip("the PostgreSQL half; SQLite is tested above")
+def test_postgresql_tables_are_left_as_they_are(pg_url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", db_uri=pg_url, artifact_uri=str(tmp_path / "a"))
     _migrate(settings, BEFORE)
     exp, _ = _populate(settings)
     old = Backends(settings, migrate=False)
