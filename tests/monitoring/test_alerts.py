@@ -366,10 +366,19 @@ def test_actions_of_a_killed_server_are_shown_failed_not_pending(
 ) -> None:
     """A server killed mid-training (no close) left its retrain entries running/queued
     forever; they show as failed, naming the process, once it is known gone."""
-    env = {**os.environ, "STRATA_HOME": str(settings.home), "STRATA_DB_URI": settings.db_uri,
-           "STRATA_ARTIFACT_URI": str(settings.artifact_uri)}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_SERVER], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    env = {
+        **os.environ,
+        "STRATA_HOME": str(settings.home),
+        "STRATA_DB_URI": settings.db_uri,
+        "STRATA_ARTIFACT_URI": str(settings.artifact_uri),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SERVER],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "running", (
             proc.stderr.read() if proc.stderr else ""

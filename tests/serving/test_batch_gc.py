@@ -47,8 +47,16 @@ def _stopped_job(client: Client, output: str) -> Path:
 
     before = set(_jobs(client))
     with pytest.raises(BatchCancelled):
-        score_batch("flights-delay/1", "flights", output, client=client, chunk_rows=CHUNK,
-                    executor="inline", progress=progress, stop=stop)  # fmt: skip
+        score_batch(
+            "flights-delay/1",
+            "flights",
+            output,
+            client=client,
+            chunk_rows=CHUNK,
+            executor="inline",
+            progress=progress,
+            stop=stop,
+        )
     (job,) = set(_jobs(client)) - before
     assert len(list((job / "chunks").glob("part-*.parquet"))) >= 2
     return job
@@ -86,11 +94,13 @@ def test_old_unfinished_jobs_go_running_and_recent_ones_stay(client: Client) -> 
     assert not old.exists() and recent.exists() and running.exists()
 
     # the recent one resumes from its chunks; the removed one starts over, same rows
-    resumed = score_batch("flights-delay/1", "flights", "recent", client=client,
-                          chunk_rows=CHUNK, executor="inline")  # fmt: skip
+    resumed = score_batch(
+        "flights-delay/1", "flights", "recent", client=client, chunk_rows=CHUNK, executor="inline"
+    )
     assert resumed.resumed_chunks >= 2 and resumed.rows == ROWS
-    again = score_batch("flights-delay/1", "flights", "old", client=client, chunk_rows=CHUNK,
-                        executor="inline")  # fmt: skip
+    again = score_batch(
+        "flights-delay/1", "flights", "old", client=client, chunk_rows=CHUNK, executor="inline"
+    )
     assert again.resumed_chunks == 0 and again.rows == ROWS
     assert _jobs(client) == [running]
 
