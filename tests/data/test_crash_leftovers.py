@@ -148,3 +148,27 @@ def test_sweep_keeps_live_owners_and_removes_recycled_pids(tmp_path: Path) -> No
     os.utime(stranger, (day_old, day_old))
     assert sweep(root).names == ["ingest-from-elsewhere"]  # another host's: by age
     assert mine.exists()
+
+
+def test_an_owner_record_that_is_not_one_is_never_taken_for_dead() -> None:
+    """Owner records are read back from files and database rows: anything malformed, or
+    another host's, must not make live work look abandoned."""
+    import os
+    import socket
+
+    from strata.core.staging import owner_gone, process_owner
+
+    me = process_owner()
+    assert me["pid"] == os.getpid() and not owner_gone(me)
+    host = socket.gethostname()
+    for bad in (
+        None,
+        "x",
+        [],
+        {"host": host},
+        {"host": host, "pid": "1"},
+        {"host": host, "pid": True},
+        {"host": "elsewhere", "pid": 1, "started": 0},
+    ):
+        assert owner_gone(bad) is False, bad
+    assert owner_gone(me | {"started": me["started"] - 1000})  # same PID, another process

@@ -91,6 +91,15 @@ def _answers(t: EmbeddedTracking, exp: str) -> list[object]:
     ]
 
 
+def _answers_before(settings: Settings, exp: str) -> list[object]:
+    """The searches' answers on the database as it stands, not migrated further."""
+    old = Backends(settings, migrate=False)
+    try:
+        return _answers(EmbeddedTracking(old), exp)
+    finally:
+        old.close()
+
+
 def test_sqlite_tables_are_rebuilt_without_rowid_keeping_every_row(
     sqlite_settings: Settings,
 ) -> None:
@@ -99,11 +108,7 @@ def test_sqlite_tables_are_rebuilt_without_rowid_keeping_every_row(
     before = _definitions(settings)
     assert not any(before[t].rstrip().endswith("WITHOUT ROWID") for t in TABLES)
     exp, ids = _populate(settings)
-    old = Backends(settings, migrate=False)
-    try:
-        expected = _answers(EmbeddedTracking(old), exp)
-    finally:
-        old.close()
+    expected = _answers_before(settings, exp)
     assert len(expected) >= 5
 
     client = Client(settings=settings)  # first use upgrades to head
@@ -142,11 +147,7 @@ def test_postgresql_tables_are_left_as_they_are(pg_url: str, tmp_path: Path) -> 
     settings = Settings(home=tmp_path / "home", db_uri=pg_url, artifact_uri=str(tmp_path / "a"))
     _migrate(settings, BEFORE)
     exp, _ = _populate(settings)
-    old = Backends(settings, migrate=False)
-    try:
-        expected = _answers(EmbeddedTracking(old), exp)
-    finally:
-        old.close()
+    expected = _answers_before(settings, exp)
     client = Client(settings=settings)
     try:
         assert _answers(client.tracking, exp) == expected
