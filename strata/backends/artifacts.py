@@ -46,6 +46,7 @@ from strata.core.paths import safe_relpath
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 DIGEST_PREFIX = ".strata-digests"
 _S3_MIN_PART = 5 * 1024 * 1024
+_RACE_RETRIES = 5  # reads of one path that overwrites may race before DigestMismatch stands
 _TEMP_RE = re.compile(r"^\..*\.tmp-[0-9a-f]{32}$")
 _T = TypeVar("_T")
 
@@ -115,6 +116,11 @@ class ArtifactReader(io.BufferedIOBase):
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def expected(self) -> tuple[str, int] | None:
+        """The (sha256, size) recorded when the read began; None if none was."""
+        return self._expected
 
     def readable(self) -> bool:
         return True
@@ -451,9 +457,25 @@ class ArtifactStore:
                 os.chmod(self._full(rel), 0o444)
 
     def get_bytes(self, path: str) -> bytes:
-        """The whole content, verified (DigestMismatch on corruption)."""
-        with self.open_read(path) as src:
-            return src.read()
+        """The whole content, verified (DigestMismatch on corruption).
+
+        A read that an overwrite of ``path`` raced is read again, so a record rewritten while
+        its readers poll it (a scoring job's state) is never reported corrupted. Every write
+        drops the recorded digest before its bytes appear and records the new one after: a
+        read that met the new bytes finds the record gone or changed. Bytes changed behind
+        the store's back leave the record as it was, and that stays an error.
+        """
+        rel, attempt = self._rel(path), 1
+        while True:
+            with self.open_read(rel) as src:
+                try:
+                    return src.read()
+                except DigestMismatch:
+                    with self._err(rel):
+                        raced = self._read_digest(rel) != src.expected
+                    if attempt >= _RACE_RETRIES or not raced:
+                        raise
+                    attempt += 1
 
     def get_file(self, path: str, local_path: str | os.PathLike[str]) -> ArtifactInfo:
         """Download to ``local_path`` (parents created) via a verified temp file next to it.
