@@ -135,10 +135,9 @@ class LiveServer:
         return gov.create_token(user).secret
 
 
-def serve_in_thread(app: Any, keep_alive_s: float = 5) -> Iterator[str]:
+def serve_in_thread(app: Any) -> Iterator[str]:
     """Serve an ASGI app with uvicorn (as ``strata server`` does) on a free loopback port, in a
-    thread of this process; yield its base URL; stop it afterwards. ``keep_alive_s``:
-    uvicorn's idle keep-alive timeout (its default, 5 s)."""
+    thread of this process; yield its base URL; stop it afterwards."""
     import uvicorn
 
     from strata.server.run import NoDelayHttpToolsProtocol
@@ -152,7 +151,6 @@ def serve_in_thread(app: Any, keep_alive_s: float = 5) -> Iterator[str]:
         access_log=False,
         http=NoDelayHttpToolsProtocol,
         lifespan="on",
-        timeout_keep_alive=keep_alive_s,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -104,24 +108,15 @@ def flights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flights]:
 
 
 def start_serving(
-    settings: Settings,
-    config: dict[str, Any],
-    *,
-    auth: bool = False,
-    freeze_heap: bool = False,
-    keep_alive_s: float = 5,
+    settings: Settings, config: dict[str, Any], *, auth: bool = False
 ) -> Iterator[str]:
-    """A live inference server (one worker, in a thread) on ``config``; waits until ready.
-    ``freeze_heap`` as ``strata serve`` does (the caller unfreezes the test process after);
-    ``keep_alive_s``: uvicorn's idle keep-alive timeout."""
+    """A live inference server (one worker, in a thread) on ``config``; waits until ready."""
     from conftest import serve_in_thread
 
     from strata.server.serving import build_serving_app
 
-    app = build_serving_app(
-        ServeConfig.model_validate(config), settings, auth=auth, freeze_heap=freeze_heap
-    )
-    for url in serve_in_thread(app, keep_alive_s=keep_alive_s):
+    app = build_serving_app(ServeConfig.model_validate(config), settings, auth=auth)
+    for url in serve_in_thread(app):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             r = httpx.get(f"{url}/v2/health/ready")
@@ -131,6 +126,46 @@ def start_serving(
                 break
             time.sleep(0.05)
         yield url
+
+
+def serve_process(settings: Settings, config: dict[str, Any], workdir: Path) -> Iterator[str]:
+    """`strata serve --config` as its own process on ``config`` (a serving worker as deployed:
+    its heap frozen, its collections its own); waits until ready, stops it after."""
+    from conftest import free_port
+
+    config_file = workdir / "serve.yaml"
+    config_file.write_text(json.dumps(config))  # JSON is YAML
+    port, log = free_port(), (workdir / "serve.log").open("w+")
+    env = {
+        **os.environ,
+        "STRATA_HOME": str(settings.home),
+        "STRATA_ARTIFACT_URI": settings.artifact_uri,
+    }
+    cmd = [sys.executable, "-m", "strata.cli.main", "serve", "--config", str(config_file)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "--no-auth"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, f"strata serve exited: {log.seek(0) or log.read()}"
+            assert time.monotonic() < deadline, "strata serve not ready in 90 s"
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
 
 
 def rows(frame: pd.DataFrame, n: int, start: int = 0) -> pd.DataFrame:
