@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import orjson
 import pytest
 
@@ -298,6 +299,48 @@ def test_the_wal_starts_over_under_a_stream_of_lean_commits(env: AppEnv) -> None
         frames = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
     assert frames < 2000, frames  # ~10 frames a call: 350 calls without a restart = 3,500
     assert _history(env, run_id) == list(range(350))
+
+
+def test_a_call_during_the_workers_own_checkpoint_waits_for_it_on_the_lean_path(
+    env: AppEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 call in 100 arrived while the checkpoint after the previous one held the write
+    lock, and went down the regular route (several times the CPU of a lean call)."""
+    run_id = _run(env)
+    editor = env.auth(Role.EDITOR)
+    assert env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor).is_success
+    hot = _hot(env)
+    holding, release = threading.Event(), threading.Event()
+    real = hot.housekeeping
+
+    def a_long_checkpoint(seq: int) -> None:  # holds the write lock as a checkpoint does
+        with sqlite3.connect(hot.path, isolation_level=None) as raw:
+            raw.execute("BEGIN IMMEDIATE")
+            holding.set()
+            release.wait(10)
+            raw.execute("COMMIT")
+        real(seq)
+
+    due = iter([True])
+    monkeypatch.setattr(hot, "housekeeping", a_long_checkpoint)
+    monkeypatch.setattr(hot, "housekeeping_due", lambda seq: next(due, False))
+    served = hot.served
+    r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 1), headers=editor)
+    assert r.status_code == 200 and holding.wait(10)
+    answers: list[httpx.Response] = []
+    second = threading.Thread(
+        target=lambda: answers.append(
+            env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 2), headers=editor)
+        )
+    )
+    second.start()
+    time.sleep(0.3)
+    assert second.is_alive()  # waiting for the checkpoint
+    release.set()
+    second.join(10)
+    assert [a.status_code for a in answers] == [200]
+    assert hot.served == served + 2  # both lean: none went down the regular route
+    assert _history(env, run_id) == [0, 1, 2]
 
 
 def test_the_lean_connection_reads_through_the_same_memory_map(env: AppEnv) -> None:
