@@ -41,6 +41,7 @@ from strata.server.guard import BrowserGuard
 from strata.server.middleware import (
     Metrics,
     internal_error,
+    internal_error_answer,
     internal_error_logged,
     observe,
     request_id_of,
@@ -55,6 +56,9 @@ ErrorHandler = Callable[[Request, StrataError], Awaitable[Response]]
 
 #: Set in the scope once the hot path declined a request (FastPath does not try it again).
 _HOT_TRIED = "strata.hot_tried"
+#: Set in the scope (to the request id) when ``HotEntry.answer_now`` raised: serve() answers
+#: the 500 the stack would have, without running the hot path again.
+_HOT_RAISED = "strata.hot_raised"
 JSON = "application/json"
 
 
@@ -178,18 +182,83 @@ class HotEntry:
             }
         return self._table.get(path)
 
+    def takes(self, path: str) -> bool:
+        """Whether a POST to ``path`` has a hot path (the protocol's first look, run.py)."""
+        return self._lookup(path) is not None
+
+    def _admissible(self, scope: Scope, headers: dict[bytes, bytes]) -> int | None:
+        """The declared body length when the stack's checks before the body would pass (a
+        declared length within the size limit, the browser guard), else None."""
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return None  # chunked, or too large: the stack's size limit applies
+        if self.guard.refusal(scope) is not None:
+            return None
+        return int(length)
+
+    def _begin(self, scope: Scope, headers: dict[bytes, bytes], entry: _Entry) -> str:
+        """The request's id, and the scope as the stack leaves it for the handler."""
+        request_id = request_id_of(headers)
+        scope.setdefault("state", {})["request_id"] = request_id
+        scope["app"] = self.api
+        scope["route"] = entry.route
+        return request_id
+
+    def answer_now(
+        self, scope: Scope, body: bytes
+    ) -> tuple[bytes, str, float, Callable[[], None] | None] | None:
+        """The hot answer of a request whose whole body is here, for the protocol (run.py)
+        before any ASGI cycle exists: (content, request id, start, what to run after it
+        with :meth:`housekeep`), the metrics and access log to follow with :meth:`finish`.
+        None: the stack serves it, as from :meth:`serve`. A hot path raising propagates:
+        the protocol hands the request to the stack, which words the error."""
+        entry = self._lookup(scope["path"])
+        headers = dict(scope["headers"])
+        if entry is None or entry.hot is None or self._admissible(scope, headers) != len(body):
+            return None
+        if check_text(scope, body) is not None:
+            return None
+        start = time.perf_counter()
+        request_id = self._begin(scope, headers, entry)
+        answer = entry.hot(scope, body)
+        if answer is None:
+            if self._housekeeping is None:  # else serve() waits for it and tries again
+                scope[_HOT_TRIED] = True
+            return None
+        content, after = answer
+        return content, request_id, start, after
+
+    def failed_now(self, scope: Scope) -> None:
+        """:meth:`answer_now` raised (call it from the ``except`` block): the error logged as
+        the stack logs one, and the request marked for :meth:`serve`'s 500. The hot path
+        is not run again (it may have written before it raised)."""
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id") or request_id_of(dict(scope["headers"]))
+        state["request_id"] = request_id
+        internal_error_logged(scope, request_id)
+        scope[_HOT_RAISED] = request_id
+
+    def finish(self, scope: Scope, request_id: str, start: float) -> None:
+        """The metrics and access log line of an answer of :meth:`answer_now`, once sent."""
+        observe(self.metrics, scope, 200, time.perf_counter() - start, request_id)
+
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """None once the request is answered, else the ``receive`` to hand the full stack."""
-        entry = self._lookup(scope["path"]) if scope["method"] == "POST" else None
+        raised = scope.get(_HOT_RAISED)
+        if raised is not None:
+            start = time.perf_counter()
+            await internal_error_answer(_with_id(send, raised), raised)
+            observe(self.metrics, scope, 500, time.perf_counter() - start, raised)
+            return None
+        if scope["method"] != "POST" or scope.get(_HOT_TRIED):
+            return receive
+        entry = self._lookup(scope["path"])
         if entry is None or entry.hot is None:
             return receive
         headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            return receive  # chunked, or too large: the stack's size limit applies
-        if self.guard.refusal(scope) is not None:
+        declared = self._admissible(scope, headers)
+        if declared is None:
             return receive
-        declared = int(length)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -206,10 +275,7 @@ class HotEntry:
         if size != declared or check_text(scope, body) is not None:
             return replay
         start = time.perf_counter()
-        request_id = request_id_of(headers)
-        scope.setdefault("state", {})["request_id"] = request_id
-        scope["app"] = self.api
-        scope["route"] = entry.route
+        request_id = self._begin(scope, headers, entry)
         status = 500
         started = False
         try:
@@ -241,7 +307,7 @@ class HotEntry:
             status = 200
             await send({"type": "http.response.body", "body": content})
             if after is not None:  # as a BackgroundTask: after the response, in a thread
-                await self._after(after)
+                await self.housekeep(after)
         except Exception:
             if not started:
                 await internal_error(_with_id(send, request_id), scope, request_id)
@@ -250,7 +316,7 @@ class HotEntry:
         observe(self.metrics, scope, status, time.perf_counter() - start, request_id)
         return None
 
-    async def _after(self, after: Callable[[], None]) -> None:
+    async def housekeep(self, after: Callable[[], None]) -> None:
         """Run ``after`` in a worker thread, known as the running housekeeping meanwhile."""
         running = asyncio.ensure_future(run_in_threadpool(after))
         self._housekeeping = running

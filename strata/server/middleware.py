@@ -97,6 +97,11 @@ async def internal_error(send: Send, scope: Scope, request_id: str) -> None:
     """Log the error being handled and answer a 500 that carries the request id and nothing
     internal (call it from the ``except`` block, before the response has started)."""
     internal_error_logged(scope, request_id)
+    await internal_error_answer(send, request_id)
+
+
+async def internal_error_answer(send: Send, request_id: str) -> None:
+    """The 500 of :func:`internal_error`, for an error logged already."""
     await RequestMiddleware._send_json(
         send,
         500,

@@ -28,11 +28,17 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, cast
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from strata.core.config import Settings
 from strata.core.errors import Conflict, InvalidInput
+from strata.server.middleware import internal_error_logged
+from strata.tracking.mlflow_api.hot import MAX_LEAN_BODY
+
+#: A hot answer's headers after uvicorn's defaults: those ``HotEntry.serve`` sends.
+_HOT_HEADERS = b"content-length: %d\r\ncontent-type: application/json\r\nx-request-id: %s\r\n\r\n"
 
 
 class _HeadWithBody:
@@ -79,9 +85,44 @@ class _HeadWithBody:
         return self._transport.get_extra_info(name, default)
 
 
+def _hot_entry(app: Any) -> Any:
+    """The :class:`~strata.server.fastpath.HotEntry` of the app uvicorn serves (under its own
+    wrappers: proxy headers, message logger), or None."""
+    for _ in range(4):
+        if app is None:
+            return None
+        hot = getattr(app, "hot_entry", None)
+        if hot is not None:
+            return hot
+        app = getattr(app, "app", None)
+    return None
+
+
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with TCP_NODELAY set on the accepted socket and each
-    response written at once (:class:`_HeadWithBody`)."""
+    """uvicorn's httptools protocol, with TCP_NODELAY set on the accepted socket, each
+    response written at once (:class:`_HeadWithBody`), and the hot routes' plain success
+    answered from the parser's callbacks.
+
+    The hot routes (the MLflow logging calls: ``fastpath.HotEntry``) cost the server about
+    as much in uvicorn's ASGI machinery (a request-response cycle, a task, the app's
+    ``receive``/``send`` messages) as in their own work. For a plain keep-alive HTTP/1.1
+    ``POST`` to one, with nothing pipelined before it, no ``Expect``, no proxy headers, no
+    root path and a declared ``Content-Length`` no larger than any hot call can be
+    (``MAX_LEAN_BODY``), the body is gathered here and handed to ``HotEntry.answer_now``,
+    which runs the stack's checks and the hot path; its answer is written as uvicorn would
+    write it (status line, uvicorn's default headers, the same three headers) and the
+    keep-alive timer armed as after any response. Anything else — not such a request, more
+    body than declared, declined or refused — becomes an ordinary ASGI cycle with the body
+    given to it, and the stack answers it exactly as before; a hot path that raised is
+    logged here and the stack answers its 500 without running it again.
+    (``tests/server/test_hot_protocol.py``: parity with the stack's answer, pipelining,
+    keep-alive, HTTP/1.0, ``Connection: close``, ``Expect``, a raising hot path.)
+    """
+
+    _hot: Any = None
+    _hot_body: list[bytes] | None = None
+    _hot_size = 0
+    _hot_declared = 0
 
     def connection_made(self, transport: Any) -> None:
         sock = transport.get_extra_info("socket")
@@ -90,13 +131,112 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass  # not a TCP socket after all (e.g. a UNIX socket handed over)
+        self._hot = _hot_entry(self.app)
         super().connection_made(transport)
 
+    def on_message_begin(self) -> None:
+        # A request answered from these callbacks armed the keep-alive timer; a request
+        # pipelined behind it in the same read must not be cut off by it.
+        self._unset_keepalive_if_required()
+        self._hot_body = None
+        super().on_message_begin()
+
+    def _hot_candidate(self) -> bool:
+        hot = self._hot
+        if hot is None or self.parser.get_method() != b"POST" or self.pipeline:
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False
+        if self.expect_100_continue or self.root_path or self.limit_concurrency is not None:
+            return False
+        if self.parser.get_http_version() != "1.1" or not self.parser.should_keep_alive():
+            return False
+        length = b""
+        for name, value in self.headers:
+            if name.startswith(b"x-forwarded-"):
+                return False  # the proxy headers middleware's part
+            if name == b"content-length":
+                length = value
+        if not length.isdigit() or int(length) > MAX_LEAN_BODY:
+            return False  # chunked, or larger than any hot call: never gathered here
+        self._hot_declared = int(length)
+        url = httptools.parse_url(self.url)
+        if url.query or b"%" in url.path:
+            return False
+        path = url.path.decode("ascii")
+        if not hot.takes(path):
+            return False
+        self.scope["method"] = "POST"
+        self.scope["path"] = path
+        self.scope["raw_path"] = url.path
+        self.scope["query_string"] = b""
+        return True
+
     def on_headers_complete(self) -> None:
+        if self._hot_candidate():
+            self._hot_body, self._hot_size = [], 0
+            return
+        self._start_cycle()
+
+    def _start_cycle(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
             cycle.transport = cast(asyncio.Transport, _HeadWithBody(self.transport, cycle))
+
+    def _to_cycle(self, body: bytes) -> None:
+        """The request gathered so far, handed to an ordinary ASGI cycle."""
+        self._hot_body = None
+        self._start_cycle()
+        if body:
+            super().on_body(body)
+
+    def on_body(self, body: bytes) -> None:
+        chunks = self._hot_body
+        if chunks is None:
+            super().on_body(body)
+            return
+        chunks.append(body)
+        self._hot_size += len(body)
+        if self._hot_size > self._hot_declared:  # more than declared: the stack's to judge
+            self._to_cycle(b"".join(chunks))
+
+    def on_message_complete(self) -> None:
+        chunks = self._hot_body
+        if chunks is None:
+            super().on_message_complete()
+            return
+        body = b"".join(chunks)
+        self._hot_body = None
+        hot = self._hot
+        try:
+            answer = hot.answer_now(self.scope, body)
+        except Exception:  # logged; the stack answers the 500 (it never runs it twice)
+            hot.failed_now(self.scope)
+            answer = None
+        if answer is None:
+            self._to_cycle(body)
+            super().on_message_complete()
+            return
+        content, request_id, start, after = answer
+        head = [b"HTTP/1.1 200 OK\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [_HOT_HEADERS % (len(content), request_id.encode("latin-1")), content]
+        self.transport.write(b"".join(head))
+        try:
+            hot.finish(self.scope, request_id, start)
+            if after is not None:  # after the response, in a thread; shutdown waits for it
+                task = self.loop.create_task(hot.housekeep(after))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+        except Exception:  # answered already: only logged
+            internal_error_logged(cast(dict[str, Any], self.scope), request_id)
+        self.server_state.total_requests += 1
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,235 @@
+"""The hot routes answered from the protocol's parser callbacks (server/run.py
+``NoDelayHttpToolsProtocol``, ``fastpath.HotEntry.answer_now``), seen from a raw client
+socket on a real uvicorn: the same answer the stack gives, in order when pipelined, the
+connection kept alive and then closed when idle, and every request it must not take (HTTP/1.0,
+``Connection: close``, ``Expect``, proxy headers) left to the stack as before."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from strata.core.principal import Role
+from strata.server.fastpath import HotEntry
+
+from .conftest import AppEnv
+
+API = "/api/2.0/mlflow"
+
+
+def _run(env: AppEnv) -> str:
+    r = env.http.post(
+        f"{API}/runs/create", json={"experiment_id": "0"}, headers=env.auth(Role.EDITOR)
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["run"]["info"]["run_id"])
+
+
+def _request(env: AppEnv, run_id: str, step: int, *extra: str, version: str = "1.1") -> bytes:
+    body = json.dumps(
+        {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": step}
+    ).encode()
+    lines = [
+        f"POST {API}/runs/log-metric HTTP/{version}",
+        "Host: 127.0.0.1",
+        f"Authorization: Bearer {env.tokens[Role.EDITOR]}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f"X-Request-ID: step-{step}",
+        *extra,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _connect(env: AppEnv) -> socket.socket:
+    host, port = str(env.http.base_url.host), int(env.http.base_url.port or 80)
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Reader:
+    """Responses read off a socket one at a time (Content-Length framed)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def response(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            assert self._fill(), f"connection closed; read {self.buf!r}"
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = [(n.lower(), v.strip()) for n, v in (line.split(":", 1) for line in lines)]
+        status = int(status_line.split()[1])
+        if dict(headers).get("transfer-encoding") == "chunked":
+            return status, headers, self._chunks()
+        length = int(dict(headers).get("content-length", "0"))
+        while len(self.buf) < length:
+            assert self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, headers, body
+
+    def _chunks(self) -> bytes:
+        body = b""
+        while True:
+            while b"\r\n" not in self.buf:
+                assert self._fill()
+            size_line, self.buf = self.buf.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            while len(self.buf) < size + 2:
+                assert self._fill()
+            body, self.buf = body + self.buf[:size], self.buf[size + 2 :]
+            if size == 0:
+                return body
+
+    def closed_within(self, seconds: float) -> bool:
+        self.sock.settimeout(seconds)
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
+@pytest.fixture
+def answered(env: AppEnv, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The request ids the protocol answered itself (HotEntry.answer_now answers)."""
+    hot: HotEntry = env.app.hot_entry
+    ids: list[str] = []
+    real = hot.answer_now
+
+    def counting(scope: Any, body: bytes) -> Any:
+        answer = real(scope, body)
+        if answer is not None:
+            ids.append(answer[1])
+        return answer
+
+    monkeypatch.setattr(hot, "answer_now", counting)
+    return ids
+
+
+def _history(env: AppEnv, run_id: str) -> list[int]:
+    r = env.http.get(
+        f"{API}/metrics/get-history",
+        params={"run_id": run_id, "metric_key": "loss"},
+        headers=env.auth(Role.VIEWER),
+    )
+    return [m["step"] for m in r.json().get("metrics", [])]
+
+
+def test_the_protocols_answer_is_the_stacks(env: AppEnv, answered: list[str]) -> None:
+    run_id = _run(env)
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(_request(env, run_id, 1))
+        mine = reader.response()
+        assert answered == ["step-1"]
+        # With a proxy header the request goes through uvicorn's middleware and the stack
+        # (HotEntry.serve answers it there, lean too).
+        sock.sendall(_request(env, run_id, 2, "X-Forwarded-For: 10.1.2.3"))
+        stacks = reader.response()
+        assert answered == ["step-1"]
+    assert mine[0] == stacks[0] == 200 and mine[2] == stacks[2] == b"{}"
+    assert [n for n, _ in mine[1]] == [n for n, _ in stacks[1]]
+    same = {"content-type", "content-length", "server"}
+    assert [h for h in mine[1] if h[0] in same] == [h for h in stacks[1] if h[0] in same]
+    assert ("x-request-id", "step-1") in mine[1] and ("x-request-id", "step-2") in stacks[1]
+    assert _history(env, run_id) == [1, 2]
+
+
+def test_pipelined_requests_are_answered_in_order(env: AppEnv, answered: list[str]) -> None:
+    run_id = _run(env)
+    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(
+            _request(env, run_id, 1)
+            + _request(env, run_id, 2)
+            + health
+            + _request(env, run_id, 3)
+            + _request(env, run_id, 4)
+        )
+        got = [reader.response() for _ in range(5)]
+    assert [g[0] for g in got] == [200] * 5
+    ids = [dict(g[1]).get("x-request-id") for g in got]
+    assert ids[:2] == ["step-1", "step-2"] and ids[3:] == ["step-3", "step-4"]
+    assert json.loads(got[2][2]).get("status") == "ok", got[2]
+    assert answered[:2] == ["step-1", "step-2"]  # those behind the GET wait for it: the stack's
+    assert _history(env, run_id) == [1, 2, 3, 4]
+
+
+def test_kept_alive_then_closed_when_idle(env: AppEnv, answered: list[str]) -> None:
+    """Each answer arms uvicorn's keep-alive timer (5 s here): the connection serves more
+    calls, and an idle one is closed (a connection nobody uses must not stay forever)."""
+    run_id = _run(env)
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        for step in range(3):
+            sock.sendall(_request(env, run_id, step))
+            assert reader.response()[0] == 200
+        assert answered == ["step-0", "step-1", "step-2"]
+        started = time.monotonic()
+        assert reader.closed_within(15)
+        assert 3 < time.monotonic() - started < 12
+
+
+@pytest.mark.parametrize(
+    ("extra", "version", "closes"),
+    [
+        ((), "1.0", True),
+        (("Connection: close",), "1.1", True),
+        (("Expect: 100-continue",), "1.1", False),
+        (("X-Forwarded-Proto: https",), "1.1", False),
+    ],
+    ids=["http-1.0", "connection-close", "expect", "proxy-header"],
+)
+def test_what_the_protocol_leaves_to_the_stack(
+    env: AppEnv, answered: list[str], extra: tuple[str, ...], version: str, closes: bool
+) -> None:
+    run_id = _run(env)
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(_request(env, run_id, 7, *extra, version=version))
+        status, headers, body = reader.response()
+        if status == 100:  # Expect: the stack's interim answer, then the response
+            status, headers, body = reader.response()
+        assert (status, body) == (200, b"{}")
+        assert ("connection", "close") in headers if closes else True
+        if closes:
+            assert reader.closed_within(5)
+    assert answered == []
+    assert _history(env, run_id) == [7]
+
+
+def test_a_hot_path_that_raises_is_the_stacks_500_and_never_runs_twice(
+    env: AppEnv, answered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raising after its commit (here: deciding on housekeeping), the call must not be
+    written again by a second try; the client gets the stack's 500 with its request id."""
+    run_id = _run(env)
+    hot = env.app.state.hot_writer
+
+    def broken(seq: int) -> bool:
+        raise RuntimeError("housekeeping broke")
+
+    monkeypatch.setattr(hot, "housekeeping_due", broken)
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(_request(env, run_id, 5))
+        status, headers, body = reader.response()
+        assert status == 500, body
+        assert json.loads(body)["error_code"] == "INTERNAL_ERROR"
+        assert ("x-request-id", "step-5") in headers
+        assert "housekeeping broke" not in body.decode()
+        monkeypatch.undo()
+        sock.sendall(_request(env, run_id, 6))  # the connection still serves
+        assert reader.response()[0] == 200
+    assert _history(env, run_id) == [5, 6]
