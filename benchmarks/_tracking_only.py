@@ -12,6 +12,7 @@ from pathlib import Path
 from _servers import mlflow_server, strata_server
 from rich.table import Table
 from tracking_vs_mlflow import (
+    SEARCH_REPS,
     TOKEN,
     _run_rows,
     bench_log_batch,
@@ -72,8 +73,8 @@ def only(workload: str, args: argparse.Namespace) -> int:
                 if workload == "search":
                     srv0, cpu0 = server_cpu(uri), time.process_time()
                     _, _, wall, split = bench_search(uri, exps[name])
-                    client_op = (time.process_time() - cpu0) / 7
-                    server_op = (server_cpu(uri) - srv0) / 7
+                    client_op = (time.process_time() - cpu0) / SEARCH_REPS
+                    server_op = (server_cpu(uri) - srv0) / SEARCH_REPS
                 else:
                     fn = bench_log_metric if workload == "log_metric" else bench_log_batch
                     rate, client_op, server_op = timed(fn, uri, args.seconds)
