@@ -106,8 +106,9 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     The hot routes (the MLflow logging calls: ``fastpath.HotEntry``) cost the server about
     as much in uvicorn's ASGI machinery (a request-response cycle, a task, the app's
     ``receive``/``send`` messages) as in their own work. For a plain keep-alive HTTP/1.1
-    ``POST`` to one, with nothing pipelined before it, no ``Expect``, no proxy headers, no
-    root path and a declared ``Content-Length`` no larger than any hot call can be
+    ``POST`` to one, with nothing pipelined before it, no ``Expect`` or ``Upgrade``, no proxy
+    headers, no root path, its client reading its answers (the transport's writing not
+    paused) and a declared ``Content-Length`` no larger than any hot call can be
     (``MAX_LEAN_BODY``), the body is gathered here and handed to ``HotEntry.answer_now``,
     which runs the stack's checks and the hot path; its answer is written as uvicorn would
     write it (status line, uvicorn's default headers, the same three headers) and the
@@ -144,6 +145,10 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     def _hot_candidate(self) -> bool:
         hot = self._hot
         if hot is None or self.parser.get_method() != b"POST" or self.pipeline:
+            return False
+        if self.flow.write_paused or self.parser.should_upgrade():
+            # A client not reading its answers: an ordinary cycle waits for the drain (and
+            # pipelined requests behind it stop the reading), where writing here would not.
             return False
         if self.cycle is not None and not self.cycle.response_complete:
             return False

@@ -6,6 +6,7 @@ connection kept alive and then closed when idle, and every request it must not t
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import time
@@ -201,12 +202,25 @@ def test_what_the_protocol_leaves_to_the_stack(
         status, headers, body = reader.response()
         if status == 100:  # Expect: the stack's interim answer, then the response
             status, headers, body = reader.response()
-        assert (status, body) == (200, b"{}")
+        assert (status, body) == (200, b"{}"), body
         assert ("connection", "close") in headers if closes else True
         if closes:
             assert reader.closed_within(5)
     assert answered == []
     assert _history(env, run_id) == [7]
+
+
+def test_an_upgrade_request_is_the_stacks(env: AppEnv, answered: list[str]) -> None:
+    """uvicorn hands a request asking to upgrade (here to h2c) to the app without its body
+    (the parser leaves what follows the head to the new protocol): so does this path."""
+    run_id = _run(env)
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(_request(env, run_id, 7, "Connection: Upgrade", "Upgrade: h2c"))
+        status, _, body = reader.response()
+    assert status == 400 and b"run_id" in body
+    assert answered == []
+    assert _history(env, run_id) == []
 
 
 def test_a_hot_path_that_raises_is_the_stacks_500_and_never_runs_twice(
@@ -233,3 +247,37 @@ def test_a_hot_path_that_raises_is_the_stacks_500_and_never_runs_twice(
         sock.sendall(_request(env, run_id, 6))  # the connection still serves
         assert reader.response()[0] == 200
     assert _history(env, run_id) == [5, 6]
+
+
+def _protocol_of(sock: socket.socket) -> Any:
+    """The server's protocol object of this connection (found by the client's port)."""
+    from strata.server.run import NoDelayHttpToolsProtocol
+
+    port = sock.getsockname()[1]
+    for obj in gc.get_objects():
+        if isinstance(obj, NoDelayHttpToolsProtocol) and obj.client and obj.client[1] == port:
+            return obj
+    raise AssertionError("no protocol for this connection")
+
+
+def test_a_client_that_reads_no_answers_is_held_back(env: AppEnv, answered: list[str]) -> None:
+    """Once a client's unread answers fill the transport (uvicorn pauses its writing), a
+    hot call waits as an ordinary cycle for the drain (pipelined ones behind it stop the
+    reading) instead of being answered into an ever-growing buffer."""
+    run_id = _run(env)
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(_request(env, run_id, 1))
+        assert reader.response()[0] == 200 and answered == ["step-1"]
+        proto = _protocol_of(sock)
+        proto.loop.call_soon_threadsafe(proto.flow.pause_writing)  # as the transport does
+        time.sleep(0.2)
+        sock.sendall(_request(env, run_id, 2))
+        sock.settimeout(1)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # held: the cycle waits for the drain
+        proto.loop.call_soon_threadsafe(proto.flow.resume_writing)
+        sock.settimeout(10)
+        assert reader.response()[0] == 200
+    assert answered == ["step-1"]  # the second by the stack
+    assert _history(env, run_id) == [1, 2]
