@@ -279,7 +279,9 @@ def test_tampering_is_detected(case: Case, tmp_path: Path, tampered: bytes) -> N
             pass
 
 
-def _race_reads(store: ArtifactStore, path: str, writes: list[bytes]) -> list[bytes]:
+def _race_reads(
+    monkeypatch: pytest.MonkeyPatch, store: ArtifactStore, path: str, writes: list[bytes]
+) -> list[bytes]:
     """Make each read of ``path``'s recorded digest let one of ``writes`` land right after
     it, before the reader opens the file: the interleaving of a poll racing an overwrite,
     made certain. Returns the list, which shrinks as writes land."""
@@ -291,20 +293,26 @@ def _race_reads(store: ArtifactStore, path: str, writes: list[bytes]) -> list[by
             store.put_bytes(path, writes.pop(0))
         return recorded
 
-    store._read_digest = then_overwrite  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "_read_digest", then_overwrite)
     return writes
 
 
-def test_a_read_raced_by_an_overwrite_is_read_again(case: Case) -> None:
+def test_a_read_raced_by_an_overwrite_is_read_again(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
     case.store.put_bytes("jobs/j.json", b'{"state": "queued"}')
-    left = _race_reads(case.store, "jobs/j.json", [b'{"state": "running"}'])
+    left = _race_reads(monkeypatch, case.store, "jobs/j.json", [b'{"state": "running"}'])
     assert case.store.get_bytes("jobs/j.json") == b'{"state": "running"}'
     assert left == []
 
 
-def test_reads_raced_without_end_give_up_with_digest_mismatch(case: Case) -> None:
+def test_reads_raced_without_end_give_up_with_digest_mismatch(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
     case.store.put_bytes("jobs/j.json", b"0")
-    left = _race_reads(case.store, "jobs/j.json", [str(i).encode() for i in range(1, 50)])
+    left = _race_reads(
+        monkeypatch, case.store, "jobs/j.json", [str(i).encode() for i in range(1, 50)]
+    )
     with pytest.raises(DigestMismatch):
         case.store.get_bytes("jobs/j.json")
     # five attempts, each reading the record twice (to open, and after the mismatch):
