@@ -40,6 +40,7 @@ from strata.core.errors import StrataError
 from strata.server.guard import BrowserGuard
 from strata.server.middleware import (
     Metrics,
+    errlog,
     internal_error,
     internal_error_answer,
     internal_error_logged,
@@ -317,11 +318,14 @@ class HotEntry:
         return None
 
     async def housekeep(self, after: Callable[[], None]) -> None:
-        """Run ``after`` in a worker thread, known as the running housekeeping meanwhile."""
+        """Run ``after`` in a worker thread, known as the running housekeeping meanwhile. Its
+        failure is logged (the answer it follows has gone out)."""
         running = asyncio.ensure_future(run_in_threadpool(after))
         self._housekeeping = running
         try:
             await running
+        except Exception:
+            errlog.exception("Housekeeping after a hot call failed")
         finally:
             if self._housekeeping is running:
                 self._housekeeping = None

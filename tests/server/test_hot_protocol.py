@@ -281,3 +281,30 @@ def test_a_client_that_reads_no_answers_is_held_back(env: AppEnv, answered: list
         assert reader.response()[0] == 200
     assert answered == ["step-1"]  # the second by the stack
     assert _history(env, run_id) == [1, 2]
+
+
+def test_failed_housekeeping_is_logged_after_the_answer(
+    env: AppEnv, answered: list[str], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    run_id = _run(env)
+    hot = env.app.state.hot_writer
+
+    def broken(seq: int) -> None:
+        raise RuntimeError("checkpoint broke")
+
+    due = iter([True])
+    monkeypatch.setattr(hot, "housekeeping", broken)
+    monkeypatch.setattr(hot, "housekeeping_due", lambda seq: next(due, False))
+    with caplog.at_level("ERROR", logger="strata.server"), _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(_request(env, run_id, 1))
+        assert reader.response()[0] == 200
+        deadline = time.monotonic() + 10
+        while "Housekeeping after a hot call failed" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        assert "checkpoint broke" in caplog.text
+        sock.sendall(_request(env, run_id, 2))
+        assert reader.response()[0] == 200
+    assert answered == ["step-1", "step-2"]
+    assert _history(env, run_id) == [1, 2]
