@@ -191,8 +191,9 @@ class HotEntry:
         """The declared body length when the stack's checks before the body would pass (a
         declared length within the size limit, the browser guard), else None."""
         length = headers.get(b"content-length", b"")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            return None  # chunked, or too large: the stack's size limit applies
+        if not length.isdigit() or len(length) > 12 or int(length) > self.max_bytes:
+            # chunked, too large, or digits int() refuses (over 4,300): the stack's to judge
+            return None
         if self.guard.refusal(scope) is not None:
             return None
         return int(length)

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import httptools
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from strata.core.config import Settings
@@ -86,16 +87,13 @@ class _HeadWithBody:
 
 
 def _hot_entry(app: Any) -> Any:
-    """The :class:`~strata.server.fastpath.HotEntry` of the app uvicorn serves (under its own
-    wrappers: proxy headers, message logger), or None."""
-    for _ in range(4):
-        if app is None:
-            return None
-        hot = getattr(app, "hot_entry", None)
-        if hot is not None:
-            return hot
-        app = getattr(app, "app", None)
-    return None
+    """The :class:`~strata.server.fastpath.HotEntry` of the app uvicorn serves, or None. Only
+    uvicorn's proxy-headers wrapper may stand in front of it (the protocol leaves requests
+    with proxy headers to it); any other wrapper — uvicorn's trace-level message logger, or
+    one added later — would be skipped by answering here, so then nothing is."""
+    if isinstance(app, ProxyHeadersMiddleware):
+        app = app.app
+    return getattr(app, "hot_entry", None)
 
 
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
@@ -106,7 +104,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     The hot routes (the MLflow logging calls: ``fastpath.HotEntry``) cost the server about
     as much in uvicorn's ASGI machinery (a request-response cycle, a task, the app's
     ``receive``/``send`` messages) as in their own work. For a plain keep-alive HTTP/1.1
-    ``POST`` to one, with nothing pipelined before it, no ``Expect`` or ``Upgrade``, no proxy
+    ``POST`` to one (the first of its read: the ones pipelined behind it wait as cycles), with
+    nothing pipelined before it, no ``Expect`` or ``Upgrade``, no proxy
     headers, no root path, its client reading its answers (the transport's writing not
     paused) and a declared ``Content-Length`` no larger than any hot call can be
     (``MAX_LEAN_BODY``), the body is gathered here and handed to ``HotEntry.answer_now``,
@@ -115,7 +114,9 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     keep-alive timer armed as after any response. Anything else — not such a request, more
     body than declared, declined or refused — becomes an ordinary ASGI cycle with the body
     given to it, and the stack answers it exactly as before; a hot path that raised is
-    logged here and the stack answers its 500 without running it again.
+    logged here and the stack answers its 500 without running it again. A shutdown while a
+    hot call's body arrives lets it end on a cycle that answers and closes, as uvicorn's
+    shutdown lets a cycle in flight.
     (``tests/server/test_hot_protocol.py``: parity with the stack's answer, pipelining,
     keep-alive, HTTP/1.0, ``Connection: close``, ``Expect``, a raising hot path.)
     """
@@ -124,6 +125,11 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     _hot_body: list[bytes] | None = None
     _hot_size = 0
     _hot_declared = 0
+    #: A hot call was answered in the current read: the next pipelined in it takes a cycle
+    #: (one connection's pipelined calls never hold the event loop for a whole read).
+    _hot_fed = False
+    #: The server shut down while a hot call's body was arriving: it ends on a closing cycle.
+    _hot_closing = False
 
     def connection_made(self, transport: Any) -> None:
         sock = transport.get_extra_info("socket")
@@ -135,6 +141,16 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._hot = _hot_entry(self.app)
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        self._hot_fed = False
+        super().data_received(data)
+
+    def shutdown(self) -> None:
+        if self._hot_body is not None:  # no cycle yet: uvicorn's shutdown would close it
+            self._hot_closing = True
+            return
+        super().shutdown()
+
     def on_message_begin(self) -> None:
         # A request answered from these callbacks armed the keep-alive timer; a request
         # pipelined behind it in the same read must not be cut off by it.
@@ -144,7 +160,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
 
     def _hot_candidate(self) -> bool:
         hot = self._hot
-        if hot is None or self.parser.get_method() != b"POST" or self.pipeline:
+        if hot is None or self.parser.get_method() != b"POST" or self.pipeline or self._hot_fed:
             return False
         if self.flow.write_paused or self.parser.should_upgrade():
             # A client not reading its answers: an ordinary cycle waits for the drain (and
@@ -162,7 +178,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
                 return False  # the proxy headers middleware's part
             if name == b"content-length":
                 length = value
-        if not length.isdigit() or int(length) > MAX_LEAN_BODY:
+        if not length.isdigit() or len(length) > 12 or int(length) > MAX_LEAN_BODY:
             return False  # chunked, or larger than any hot call: never gathered here
         self._hot_declared = int(length)
         url = httptools.parse_url(self.url)
@@ -190,9 +206,12 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = cast(asyncio.Transport, _HeadWithBody(self.transport, cycle))
 
     def _to_cycle(self, body: bytes) -> None:
-        """The request gathered so far, handed to an ordinary ASGI cycle."""
+        """The request gathered so far, handed to an ordinary ASGI cycle (one that closes
+        the connection after its answer when the server is shutting down)."""
         self._hot_body = None
         self._start_cycle()
+        if self._hot_closing and self.cycle is not None:
+            self.cycle.keep_alive = False
         if body:
             super().on_body(body)
 
@@ -215,7 +234,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._hot_body = None
         hot = self._hot
         try:
-            answer = hot.answer_now(self.scope, body)
+            answer = None if self._hot_closing else hot.answer_now(self.scope, body)
         except Exception:  # logged; the stack answers the 500 (it never runs it twice)
             hot.failed_now(self.scope)
             answer = None
@@ -229,6 +248,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             head += [name, b": ", value, b"\r\n"]
         head += [_HOT_HEADERS % (len(content), request_id.encode("latin-1")), content]
         self.transport.write(b"".join(head))
+        self._hot_fed = True
         try:
             hot.finish(self.scope, request_id, start)
             if after is not None:  # after the response, in a thread; shutdown waits for it
