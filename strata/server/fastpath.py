@@ -63,6 +63,26 @@ _HOT_RAISED = "strata.hot_raised"
 JSON = "application/json"
 
 
+def declared_length(value: bytes, limit: int) -> int | None:
+    """A ``Content-Length`` value as a number no larger than ``limit``; None when it is not
+    plain digits (absent: chunked), is larger, or is longer than any such limit can be
+    (``int()`` refuses more than 4,300 digits: llhttp takes thousands of leading zeros)."""
+    if not value.isdigit() or len(value) > 12:
+        return None
+    length = int(value)
+    return length if length <= limit else None
+
+
+def hot_headers(content: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    """A hot answer's headers, as Starlette's ``Response(media_type=JSON)`` and the stack's
+    request id give them (the protocol's answer in run.py writes the same)."""
+    return [
+        (b"content-length", b"%d" % len(content)),
+        (b"content-type", JSON.encode()),
+        (b"x-request-id", request_id.encode("latin-1")),
+    ]
+
+
 class _Entry:
     __slots__ = ("checks", "endpoint", "hot", "route")
 
@@ -190,13 +210,10 @@ class HotEntry:
     def _admissible(self, scope: Scope, headers: dict[bytes, bytes]) -> int | None:
         """The declared body length when the stack's checks before the body would pass (a
         declared length within the size limit, the browser guard), else None."""
-        length = headers.get(b"content-length", b"")
-        if not length.isdigit() or len(length) > 12 or int(length) > self.max_bytes:
-            # chunked, too large, or digits int() refuses (over 4,300): the stack's to judge
-            return None
-        if self.guard.refusal(scope) is not None:
-            return None
-        return int(length)
+        declared = declared_length(headers.get(b"content-length", b""), self.max_bytes)
+        if declared is None or self.guard.refusal(scope) is not None:
+            return None  # chunked, too large, malformed, or refused: the stack's to judge
+        return declared
 
     def _begin(self, scope: Scope, headers: dict[bytes, bytes], entry: _Entry) -> str:
         """The request's id, and the scope as the stack leaves it for the handler."""
@@ -298,12 +315,7 @@ class HotEntry:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    # as Starlette's Response(media_type=JSON) and the stack's request id
-                    "headers": [
-                        (b"content-length", b"%d" % len(content)),
-                        (b"content-type", JSON.encode()),
-                        (b"x-request-id", request_id.encode("latin-1")),
-                    ],
+                    "headers": hot_headers(content, request_id),
                 }
             )
             status = 200

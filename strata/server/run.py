@@ -35,11 +35,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from strata.core.config import Settings
 from strata.core.errors import Conflict, InvalidInput
+from strata.server.fastpath import declared_length, hot_headers
 from strata.server.middleware import internal_error_logged
 from strata.tracking.mlflow_api.hot import MAX_LEAN_BODY
-
-#: A hot answer's headers after uvicorn's defaults: those ``HotEntry.serve`` sends.
-_HOT_HEADERS = b"content-length: %d\r\ncontent-type: application/json\r\nx-request-id: %s\r\n\r\n"
 
 
 class _HeadWithBody:
@@ -178,9 +176,9 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
                 return False  # the proxy headers middleware's part
             if name == b"content-length":
                 length = value
-        if not length.isdigit() or len(length) > 12 or int(length) > MAX_LEAN_BODY:
-            return False  # chunked, or larger than any hot call: never gathered here
-        self._hot_declared = int(length)
+        declared = declared_length(length, MAX_LEAN_BODY)
+        if declared is None:
+            return False  # chunked, malformed, or larger than any hot call: never gathered
         url = httptools.parse_url(self.url)
         if url.query or b"%" in url.path:
             return False
@@ -191,6 +189,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self.scope["path"] = path
         self.scope["raw_path"] = url.path
         self.scope["query_string"] = b""
+        self._hot_declared = declared
         return True
 
     def on_headers_complete(self) -> None:
@@ -243,10 +242,10 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         content, request_id, start, after = answer
-        head = [b"HTTP/1.1 200 OK\r\n"]
-        for name, value in self.server_state.default_headers:
+        head = [b"HTTP/1.1 200 OK\r\n"]  # as uvicorn writes a response's head
+        for name, value in [*self.server_state.default_headers, *hot_headers(content, request_id)]:
             head += [name, b": ", value, b"\r\n"]
-        head += [_HOT_HEADERS % (len(content), request_id.encode("latin-1")), content]
+        head += [b"\r\n", content]
         self.transport.write(b"".join(head))
         self._hot_fed = True
         try:
