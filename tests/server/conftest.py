@@ -22,6 +22,8 @@ from strata.core.principal import Role
 from strata.governance.embedded import EmbeddedGovernance
 from strata.server.app import create_app
 
+MLFLOW_API = "/api/2.0/mlflow"
+
 
 @dataclass
 class AppEnv:
@@ -36,6 +38,25 @@ class AppEnv:
 
     def auth(self, role: Role) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def new_run(self) -> str:
+        """A run created over MLflow's REST API by the editor (its token's first use)."""
+        r = self.http.post(
+            f"{MLFLOW_API}/runs/create",
+            json={"experiment_id": "0"},
+            headers=self.auth(Role.EDITOR),
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["run"]["info"]["run_id"])
+
+    def loss_steps(self, run_id: str) -> list[int]:
+        """The steps of the run's ``loss`` history, as MLflow's REST API gives them."""
+        r = self.http.get(
+            f"{MLFLOW_API}/metrics/get-history",
+            params={"run_id": run_id, "metric_key": "loss"},
+            headers=self.auth(Role.VIEWER),
+        )
+        return [m["step"] for m in r.json().get("metrics", [])]
 
 
 def build_env(settings: Settings, *, auth: bool = True) -> Iterator[AppEnv]:

@@ -29,30 +29,13 @@ def _hot(env: AppEnv) -> HotWriter:
     return writer
 
 
-def _run(env: AppEnv) -> str:
-    r = env.http.post(
-        f"{API}/runs/create", json={"experiment_id": "0"}, headers=env.auth(Role.EDITOR)
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["run"]["info"]["run_id"])
-
-
 def _metric(run_id: str, step: int = 0, **extra: Any) -> dict[str, Any]:
     return {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": step} | extra
 
 
-def _history(env: AppEnv, run_id: str) -> list[int]:
-    r = env.http.get(
-        f"{API}/metrics/get-history",
-        params={"run_id": run_id, "metric_key": "loss"},
-        headers=env.auth(Role.VIEWER),
-    )
-    return [m["step"] for m in r.json().get("metrics", [])]
-
-
 def test_serves_the_logging_calls_with_the_same_rows_and_audit(env: AppEnv) -> None:
     editor = {**env.auth(Role.EDITOR), "X-Request-ID": "hot-1"}
-    run_id = _run(env)  # the token's first use is recorded by the regular path
+    run_id = env.new_run()  # the token's first use is recorded by the regular path
     hot = _hot(env)
     served = hot.served
     url = f"{API}/runs/"
@@ -73,7 +56,7 @@ def test_serves_the_logging_calls_with_the_same_rows_and_audit(env: AppEnv) -> N
     assert {p["key"]: p["value"] for p in data["params"]} == {"lr": "0.1"}
     assert {"key": "team", "value": "a"} in data["tags"]
     assert [m["value"] for m in data["metrics"] if m["key"] == "loss"] == [0.5]
-    assert _history(env, run_id) == [1, 2]
+    assert env.loss_steps(run_id) == [1, 2]
     records = [
         e
         for e in env.gov.list_audit(action="run.log_batch", limit=20).items
@@ -98,7 +81,7 @@ def test_serves_the_logging_calls_with_the_same_rows_and_audit(env: AppEnv) -> N
 def test_refused_callers_get_the_regular_answer_and_write_nothing(
     env: AppEnv, headers: Any, status: int, code: str
 ) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     if headers == "viewer":
         headers = env.auth(Role.VIEWER)
         # a read first, so the token's use is recorded and the lean path would take it
@@ -107,7 +90,7 @@ def test_refused_callers_get_the_regular_answer_and_write_nothing(
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=headers)
     assert r.status_code == status and r.json()["error_code"] == code, r.text
     assert _hot(env).served == before
-    assert _history(env, run_id) == []
+    assert env.loss_steps(run_id) == []
     refused = [
         e for e in env.gov.list_audit(limit=20).items if e.action == f"POST {API}/runs/log-metric"
     ]
@@ -119,7 +102,7 @@ def test_of_two_authorization_headers_the_first_decides_as_on_the_regular_route(
 ) -> None:
     """The regular route reads the first ``Authorization`` header: the lean path must not
     take a later one (an editor's token behind a viewer's would write as the editor)."""
-    run_id = _run(env)
+    run_id = env.new_run()
     viewer, editor = env.auth(Role.VIEWER), env.auth(Role.EDITOR)
     env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=viewer)  # use recorded
     before = _hot(env).served
@@ -127,11 +110,11 @@ def test_of_two_authorization_headers_the_first_decides_as_on_the_regular_route(
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=both)
     assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
     assert _hot(env).served == before
-    assert _history(env, run_id) == []
+    assert env.loss_steps(run_id) == []
 
 
 def test_a_revoked_token_or_disabled_user_stops_at_once(env: AppEnv) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     assert env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor).is_success
     served = _hot(env).served
@@ -147,11 +130,11 @@ def test_a_revoked_token_or_disabled_user_stops_at_once(env: AppEnv) -> None:
     env.gov.revoke_token(token_id)
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 3), headers=editor)
     assert r.status_code == 401
-    assert _history(env, run_id) == [0, 1]
+    assert env.loss_steps(run_id) == [0, 1]
 
 
 def test_bad_bodies_and_runs_get_mlflows_words(env: AppEnv) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
     env.http.post(
@@ -159,7 +142,7 @@ def test_bad_bodies_and_runs_get_mlflows_words(env: AppEnv) -> None:
         json={"run_id": run_id, "key": "lr", "value": "1"},
         headers=editor,
     )
-    deleted = _run(env)
+    deleted = env.new_run()
     env.http.post(f"{API}/runs/delete", json={"run_id": deleted}, headers=editor)
     missing_run = "f" * 32
     cases = [
@@ -203,16 +186,16 @@ def test_bad_bodies_and_runs_get_mlflows_words(env: AppEnv) -> None:
     ],
 )
 def test_path_tricks_never_write_without_a_token(env: AppEnv, path: str) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     before = _hot(env).served
     r = env.http.post(path, json=_metric(run_id))
     assert r.status_code in (401, 404, 405), (path, r.status_code, r.text)
     assert _hot(env).served == before
-    assert _history(env, run_id) == []
+    assert env.loss_steps(run_id) == []
 
 
 def test_a_held_write_lock_sends_the_call_to_the_regular_path(env: AppEnv) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
     hot = _hot(env)
@@ -230,12 +213,12 @@ def test_a_held_write_lock_sends_the_call_to_the_regular_path(env: AppEnv) -> No
     assert r.status_code == 200, r.text
     assert time.monotonic() - start >= 0.4  # the regular path waited for the lock
     assert (hot.declined, hot.served) == (declined + 1, served)
-    assert _history(env, run_id) == [0, 1]
+    assert env.loss_steps(run_id) == [0, 1]
 
 
 def test_oversized_and_non_json_bodies_are_refused_before_it(small_env: AppEnv) -> None:
     env = small_env
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     before = _hot(env).served
     big = _metric(run_id, key="k" * 2000)
@@ -251,7 +234,7 @@ def test_oversized_and_non_json_bodies_are_refused_before_it(small_env: AppEnv) 
     r = env.http.post(f"{API}/runs/log-metric", json=nul, headers=editor)
     assert r.status_code == 400 and "NUL" in r.json()["message"]
     assert _hot(env).served == before
-    assert _history(env, run_id) == []
+    assert env.loss_steps(run_id) == []
 
 
 def test_the_plain_success_skips_the_middleware_stack(
@@ -259,7 +242,7 @@ def test_the_plain_success_skips_the_middleware_stack(
 ) -> None:
     from strata.server.middleware import RequestMiddleware
 
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = {**env.auth(Role.EDITOR), "X-Request-ID": "outer-1"}
     env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
     calls = [0]
@@ -288,7 +271,7 @@ def test_the_plain_success_skips_the_middleware_stack(
 def test_the_wal_starts_over_under_a_stream_of_lean_commits(env: AppEnv) -> None:
     """A passive checkpoint racing the commits never let the WAL restart: it grew by every
     commit (133 MB after 3,000 calls)."""
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     for step in range(350):
         r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, step), headers=editor)
@@ -298,7 +281,7 @@ def test_the_wal_starts_over_under_a_stream_of_lean_commits(env: AppEnv) -> None
     with sqlite3.connect(_hot(env).path) as raw:
         frames = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
     assert frames < 2000, frames  # ~10 frames a call: 350 calls without a restart = 3,500
-    assert _history(env, run_id) == list(range(350))
+    assert env.loss_steps(run_id) == list(range(350))
 
 
 def test_a_call_during_the_workers_own_checkpoint_waits_for_it_on_the_lean_path(
@@ -306,7 +289,7 @@ def test_a_call_during_the_workers_own_checkpoint_waits_for_it_on_the_lean_path(
 ) -> None:
     """1 call in 100 arrived while the checkpoint after the previous one held the write
     lock, and went down the regular route (several times the CPU of a lean call)."""
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     assert env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor).is_success
     hot = _hot(env)
@@ -340,11 +323,11 @@ def test_a_call_during_the_workers_own_checkpoint_waits_for_it_on_the_lean_path(
     second.join(10)
     assert [a.status_code for a in answers] == [200]
     assert hot.served == served + 2  # both lean: none went down the regular route
-    assert _history(env, run_id) == [0, 1, 2]
+    assert env.loss_steps(run_id) == [0, 1, 2]
 
 
 def test_the_lean_connection_reads_through_the_same_memory_map(env: AppEnv) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=env.auth(Role.EDITOR))
     assert r.status_code == 200 and _hot(env).served >= 1
     raw = _hot(env)._connection()
@@ -352,7 +335,7 @@ def test_the_lean_connection_reads_through_the_same_memory_map(env: AppEnv) -> N
 
 
 def test_an_expired_token_is_refused_on_the_next_call(env: AppEnv) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     assert env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor).is_success
     token_id = next(t.id for t in env.gov.list_tokens(env.users[Role.EDITOR]))
@@ -365,13 +348,13 @@ def test_an_expired_token_is_refused_on_the_next_call(env: AppEnv) -> None:
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, 1), headers=editor)
     assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
     assert _hot(env).served == served
-    assert _history(env, run_id) == [0]
+    assert env.loss_steps(run_id) == [0]
 
 
 def test_a_long_reader_never_stalls_writes_behind_the_checkpoint(env: AppEnv) -> None:
     """The checkpoint blocks writers while it waits for readers of older snapshots: only
     briefly (it gave up after 5 s before, and a call waited that long behind it)."""
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=editor)
     reader = sqlite3.connect(_hot(env).path, isolation_level=None, check_same_thread=False)
@@ -388,7 +371,7 @@ def test_a_long_reader_never_stalls_writes_behind_the_checkpoint(env: AppEnv) ->
         reader.execute("COMMIT")
         reader.close()
     assert slowest < 1.0, slowest
-    assert _history(env, run_id) == list(range(230))
+    assert env.loss_steps(run_id) == list(range(230))
 
 
 def _parse_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -414,7 +397,7 @@ def test_a_flood_batch_is_refused_before_any_item_is_parsed(
     with a viewer's, with an editor's: the refusal comes without one metric parsed."""
     from strata.tracking.mlflow_api.hot import MAX_LEAN_BODY
 
-    run_id = _run(env)
+    run_id = env.new_run()
     viewer = env.auth(Role.VIEWER)
     env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=viewer)  # use recorded
     flood = {"run_id": run_id, "metrics": [_metric(run_id, i) for i in range(30_000)]}
@@ -430,7 +413,7 @@ def test_a_flood_batch_is_refused_before_any_item_is_parsed(
         )
     assert parsed == []
     assert len(r.request.content) < MAX_LEAN_BODY < len(orjson.dumps(flood))
-    assert _history(env, run_id) == []
+    assert env.loss_steps(run_id) == []
     # the lean path still parses (once) what it may serve
     r = env.http.post(url, json={**small, "metrics": small["metrics"][:2]}, headers=viewer)
     assert r.status_code == 403
@@ -444,7 +427,7 @@ def test_a_flood_batch_is_refused_before_any_item_is_parsed(
 def test_a_tokenless_call_is_left_to_the_regular_route_unparsed(
     env: AppEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     parsed = _parse_spy(monkeypatch)
     body = {"run_id": run_id, "metrics": [_metric(run_id, i) for i in range(10)]}
     for headers in ({}, {"Authorization": "Bearer not-a-strata-token"}):
@@ -456,7 +439,7 @@ def test_a_tokenless_call_is_left_to_the_regular_route_unparsed(
 def test_a_body_past_any_valid_call_goes_to_the_regular_route(env: AppEnv) -> None:
     from strata.tracking.mlflow_api.hot import MAX_LEAN_BODY
 
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = env.auth(Role.EDITOR)
     hot = _hot(env)
     assert 1_500_000 < MAX_LEAN_BODY < 3_000_000
@@ -471,7 +454,7 @@ def test_a_body_past_any_valid_call_goes_to_the_regular_route(env: AppEnv) -> No
     )
     assert r.status_code == 200, r.text
     assert hot.served == served
-    assert _history(env, run_id) == [7]
+    assert env.loss_steps(run_id) == [7]
 
 
 def test_a_sqlite_uri_query_is_never_part_of_the_file_name(tmp_path: Path) -> None:
@@ -480,14 +463,14 @@ def test_a_sqlite_uri_query_is_never_part_of_the_file_name(tmp_path: Path) -> No
     for env in build_env(settings):
         hot = _hot(env)
         assert hot.path == str(db_file) and hot.available
-        run_id = _run(env)
+        run_id = env.new_run()
         editor = env.auth(Role.EDITOR)
         served = hot.served
         for step in (1, 2):
             r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id, step), headers=editor)
             assert r.status_code == 200, r.text
         assert hot.served > served  # the lean path serves (it declined every call before)
-        assert _history(env, run_id) == [1, 2]
+        assert env.loss_steps(run_id) == [1, 2]
     assert [p.name for p in db_file.parent.iterdir() if "?" in p.name] == []
 
 
@@ -503,7 +486,7 @@ def test_no_lean_path_where_it_cannot_honour_the_uri(tmp_path: Path, uri: str) -
 def test_a_failure_in_the_lean_path_is_a_500_with_the_request_id(
     env: AppEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     editor = {**env.auth(Role.EDITOR), "X-Request-ID": "boom-1"}
 
     def failing(*_: Any) -> int:
@@ -532,7 +515,7 @@ def _traced(env: AppEnv, route: str, body: dict[str, Any], headers: dict[str, st
 def test_one_select_reads_the_caller_the_run_and_the_audit_head(env: AppEnv) -> None:
     """BEGIN, one read (the token's row, the run's stage, the chain's head), the metric's two
     rows, the audit record and head, COMMIT: three reads were two statements more a call."""
-    run_id = _run(env)
+    run_id = env.new_run()
     served = _hot(env).served
     seen = _traced(env, "log-metric", _metric(run_id, 7), env.auth(Role.EDITOR))
     assert _hot(env).served == served + 1
@@ -540,7 +523,7 @@ def test_one_select_reads_the_caller_the_run_and_the_audit_head(env: AppEnv) -> 
     assert len(reads) == 1, seen
     assert all(table in reads[0] for table in ("gov_tokens", "trk_runs", "gov_audit_head"))
     assert (seen[0], seen[-1], len(seen)) == ("BEGIN IMMEDIATE", "COMMIT", 7), seen
-    assert _history(env, run_id) == [7]
+    assert env.loss_steps(run_id) == [7]
     assert env.gov.verify_audit().ok
 
 
@@ -563,7 +546,7 @@ def test_without_authentication_the_lean_path_reads_the_run_and_head_alike(
     r = env.http.post(f"{API}/runs/log-metric", json=_metric(missing))
     assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
     assert _hot(env).served == served + 1
-    assert _history(env, run_id) == [3]
+    assert env.loss_steps(run_id) == [3]
     records = [e for e in env.gov.list_audit(action="run.log_batch").items]
     assert [e.resource_id for e in records].count(run_id) == 1
     assert env.gov.verify_audit().ok

@@ -22,14 +22,6 @@ from .conftest import AppEnv
 API = "/api/2.0/mlflow"
 
 
-def _run(env: AppEnv) -> str:
-    r = env.http.post(
-        f"{API}/runs/create", json={"experiment_id": "0"}, headers=env.auth(Role.EDITOR)
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["run"]["info"]["run_id"])
-
-
 def _request(env: AppEnv, run_id: str, step: int, *extra: str, version: str = "1.1") -> bytes:
     body = json.dumps(
         {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": step}
@@ -117,17 +109,8 @@ def answered(env: AppEnv, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ids
 
 
-def _history(env: AppEnv, run_id: str) -> list[int]:
-    r = env.http.get(
-        f"{API}/metrics/get-history",
-        params={"run_id": run_id, "metric_key": "loss"},
-        headers=env.auth(Role.VIEWER),
-    )
-    return [m["step"] for m in r.json().get("metrics", [])]
-
-
 def test_the_protocols_answer_is_the_stacks(env: AppEnv, answered: list[str]) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     with _connect(env) as sock:
         reader = _Reader(sock)
         sock.sendall(_request(env, run_id, 1))
@@ -143,11 +126,11 @@ def test_the_protocols_answer_is_the_stacks(env: AppEnv, answered: list[str]) ->
     same = {"content-type", "content-length", "server"}
     assert [h for h in mine[1] if h[0] in same] == [h for h in stacks[1] if h[0] in same]
     assert ("x-request-id", "step-1") in mine[1] and ("x-request-id", "step-2") in stacks[1]
-    assert _history(env, run_id) == [1, 2]
+    assert env.loss_steps(run_id) == [1, 2]
 
 
 def test_pipelined_requests_are_answered_in_order(env: AppEnv, answered: list[str]) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with _connect(env) as sock:
         reader = _Reader(sock)
@@ -164,20 +147,20 @@ def test_pipelined_requests_are_answered_in_order(env: AppEnv, answered: list[st
     assert ids[:2] == ["step-1", "step-2"] and ids[3:] == ["step-3", "step-4"]
     assert json.loads(got[2][2]).get("status") == "ok", got[2]
     assert answered[:1] == ["step-1"] and "step-2" not in answered  # behind it: a cycle
-    assert _history(env, run_id) == [1, 2, 3, 4]
+    assert env.loss_steps(run_id) == [1, 2, 3, 4]
 
 
 def test_one_read_of_pipelined_calls_gets_one_answer_here(env: AppEnv, answered: list[str]) -> None:
     """The rest of the read wait as cycles, one at a time, with the reading paused: a
     client pipelining calls never holds the event loop for a whole read buffer."""
-    run_id = _run(env)
+    run_id = env.new_run()
     calls = 60
     with _connect(env) as sock:
         reader = _Reader(sock)
         sock.sendall(b"".join(_request(env, run_id, i) for i in range(calls)))
         assert [reader.response()[0] for _ in range(calls)] == [200] * calls
     assert 1 <= len(answered) <= 5  # one per read (60 calls: ~18 KB, one read or a few)
-    assert _history(env, run_id) == list(range(calls))
+    assert env.loss_steps(run_id) == list(range(calls))
 
 
 def test_a_shutdown_while_a_body_arrives_answers_it_then_closes(
@@ -185,7 +168,7 @@ def test_a_shutdown_while_a_body_arrives_answers_it_then_closes(
 ) -> None:
     """uvicorn's shutdown closes a connection with no cycle in flight: a hot call whose body
     was still arriving would have been cut off unanswered."""
-    run_id = _run(env)
+    run_id = env.new_run()
     request = _request(env, run_id, 3)
     head, body = request.split(b"\r\n\r\n", 1)
     with _connect(env) as sock:
@@ -201,13 +184,13 @@ def test_a_shutdown_while_a_body_arrives_answers_it_then_closes(
         assert ("connection", "close") in headers
         assert reader.closed_within(5)
     assert answered == []  # answered by the closing cycle
-    assert _history(env, run_id) == [3]
+    assert env.loss_steps(run_id) == [3]
 
 
 def test_kept_alive_then_closed_when_idle(env: AppEnv, answered: list[str]) -> None:
     """Each answer arms uvicorn's keep-alive timer (5 s here): the connection serves more
     calls, and an idle one is closed (a connection nobody uses must not stay forever)."""
-    run_id = _run(env)
+    run_id = env.new_run()
     with _connect(env) as sock:
         reader = _Reader(sock)
         for step in range(3):
@@ -232,7 +215,7 @@ def test_kept_alive_then_closed_when_idle(env: AppEnv, answered: list[str]) -> N
 def test_what_the_protocol_leaves_to_the_stack(
     env: AppEnv, answered: list[str], extra: tuple[str, ...], version: str, closes: bool
 ) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     with _connect(env) as sock:
         reader = _Reader(sock)
         sock.sendall(_request(env, run_id, 7, *extra, version=version))
@@ -244,20 +227,20 @@ def test_what_the_protocol_leaves_to_the_stack(
         if closes:
             assert reader.closed_within(5)
     assert answered == []
-    assert _history(env, run_id) == [7]
+    assert env.loss_steps(run_id) == [7]
 
 
 def test_an_upgrade_request_is_the_stacks(env: AppEnv, answered: list[str]) -> None:
     """uvicorn hands a request asking to upgrade (here to h2c) to the app without its body
     (the parser leaves what follows the head to the new protocol): so does this path."""
-    run_id = _run(env)
+    run_id = env.new_run()
     with _connect(env) as sock:
         reader = _Reader(sock)
         sock.sendall(_request(env, run_id, 7, "Connection: Upgrade", "Upgrade: h2c"))
         status, _, body = reader.response()
     assert status == 400 and b"run_id" in body
     assert answered == []
-    assert _history(env, run_id) == []
+    assert env.loss_steps(run_id) == []
 
 
 def test_a_hot_path_that_raises_is_the_stacks_500_and_never_runs_twice(
@@ -265,7 +248,7 @@ def test_a_hot_path_that_raises_is_the_stacks_500_and_never_runs_twice(
 ) -> None:
     """Raising after its commit (here: deciding on housekeeping), the call must not be
     written again by a second try; the client gets the stack's 500 with its request id."""
-    run_id = _run(env)
+    run_id = env.new_run()
     hot = env.app.state.hot_writer
 
     def broken(seq: int) -> bool:
@@ -283,7 +266,7 @@ def test_a_hot_path_that_raises_is_the_stacks_500_and_never_runs_twice(
         monkeypatch.undo()
         sock.sendall(_request(env, run_id, 6))  # the connection still serves
         assert reader.response()[0] == 200
-    assert _history(env, run_id) == [5, 6]
+    assert env.loss_steps(run_id) == [5, 6]
 
 
 def _protocol_of(sock: socket.socket) -> Any:
@@ -301,7 +284,7 @@ def test_a_client_that_reads_no_answers_is_held_back(env: AppEnv, answered: list
     """Once a client's unread answers fill the transport (uvicorn pauses its writing), a
     hot call waits as an ordinary cycle for the drain (pipelined ones behind it stop the
     reading) instead of being answered into an ever-growing buffer."""
-    run_id = _run(env)
+    run_id = env.new_run()
     with _connect(env) as sock:
         reader = _Reader(sock)
         sock.sendall(_request(env, run_id, 1))
@@ -317,13 +300,13 @@ def test_a_client_that_reads_no_answers_is_held_back(env: AppEnv, answered: list
         sock.settimeout(10)
         assert reader.response()[0] == 200
     assert answered == ["step-1"]  # the second by the stack
-    assert _history(env, run_id) == [1, 2]
+    assert env.loss_steps(run_id) == [1, 2]
 
 
 def test_failed_housekeeping_is_logged_after_the_answer(
     env: AppEnv, answered: list[str], monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
-    run_id = _run(env)
+    run_id = env.new_run()
     hot = env.app.state.hot_writer
 
     def broken(seq: int) -> None:
@@ -344,14 +327,14 @@ def test_failed_housekeeping_is_logged_after_the_answer(
         sock.sendall(_request(env, run_id, 2))
         assert reader.response()[0] == 200
     assert answered == ["step-1", "step-2"]
-    assert _history(env, run_id) == [1, 2]
+    assert env.loss_steps(run_id) == [1, 2]
 
 
 def test_a_length_with_thousands_of_digits_is_the_stacks(env: AppEnv, answered: list[str]) -> None:
     """llhttp takes a Content-Length of 5,000 leading zeros; Python's int() refuses more than
     4,300 digits: parsed here, it raised inside the parser's callback (uvicorn's 400), and in
     HotEntry.serve (a 500). The stack reads it as the length it is."""
-    run_id = _run(env)
+    run_id = env.new_run()
     request = _request(env, run_id, 4)
     head, body = request.split(b"\r\n\r\n", 1)
     head = head.replace(b"Content-Length: ", b"Content-Length: " + b"0" * 5000)
@@ -361,4 +344,47 @@ def test_a_length_with_thousands_of_digits_is_the_stacks(env: AppEnv, answered: 
         status, _, answer = reader.response()
     assert (status, answer) == (200, b"{}")  # was 400 here, and 500 on the ASGI path
     assert answered == []
-    assert _history(env, run_id) == [4]
+    assert env.loss_steps(run_id) == [4]
+
+
+class _Wrapper:
+    """An ASGI middleware of the usual shape (``self.app``) in front of the app."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def test_only_uvicorns_proxy_wrapper_may_stand_in_front(env: AppEnv) -> None:
+    """Answering from the protocol skips whatever wraps the app: uvicorn's proxy-headers
+    middleware (the protocol leaves requests with proxy headers to it) and nothing else —
+    not uvicorn's trace-level message logger, not a middleware added around the app."""
+    from uvicorn.middleware.message_logger import MessageLoggerMiddleware
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from strata.server.run import _hot_entry
+
+    app = env.app
+    assert _hot_entry(app) is app.hot_entry is not None
+    assert _hot_entry(ProxyHeadersMiddleware(app)) is app.hot_entry
+    assert _hot_entry(MessageLoggerMiddleware(app)) is None
+    assert _hot_entry(_Wrapper(app)) is None
+    assert _hot_entry(ProxyHeadersMiddleware(_Wrapper(app))) is None
+
+
+def test_a_request_id_with_a_control_character_is_replaced(
+    env: AppEnv, answered: list[str]
+) -> None:
+    """The protocol writes the answer's head itself: a caller's X-Request-ID goes into it
+    only when short and printable (a tab passes the HTTP parser), as on the stack."""
+    run_id = env.new_run()
+    request = _request(env, run_id, 1).replace(b"X-Request-ID: step-1", b"X-Request-ID: a\tb")
+    with _connect(env) as sock:
+        reader = _Reader(sock)
+        sock.sendall(request)
+        status, headers, _ = reader.response()
+    sent = dict(headers)["x-request-id"]
+    assert status == 200 and len(answered) == 1 and sent == answered[0]
+    assert "\t" not in sent and len(sent) == 32 and int(sent, 16) >= 0
