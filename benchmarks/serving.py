@@ -22,7 +22,8 @@ idle but for the one measured; the 1-row load (32 keep-alive connections) runs `
 (default 3: each 1-row figure is a true median, one disturbed round does not move it) in which
 they take turns, every other round in the reverse order (ceiling, log on, log off, no batching;
 then no batching first), so a change in this shared machine's load falls on all alike; then
-100-row requests on 8 connections. Every line: req/s, rows/s, wrk's p50/p99, the server's CPU
+``--reps`` rounds of 100-row requests on 8 connections (ceiling, log on, log off, in turns
+alike). Every line: req/s, rows/s, wrk's p50/p99, the server's CPU
 per request (all its processes, /proc) and the load average. Last, each target of issue 14 with
 the measured value (medians of the rounds) and met/MISSED: strata ≥ 50% of the ceiling's req/s
 at 1 row/32 conns with p99 ≤ 25 ms, ≥ 50% of its rows/s at 100 rows/8 conns, the prediction log
@@ -250,7 +251,10 @@ def main() -> None:
         help="seconds of unmeasured load each server gets before its first measured line",
     )
     parser.add_argument(
-        "--reps", type=int, default=3, help="rounds of the 1-row load, the servers taking turns"
+        "--reps",
+        type=int,
+        default=3,
+        help="rounds of the 1-row and of the 100-row load, the servers taking turns",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -371,10 +375,14 @@ def run(root: Path, args: argparse.Namespace) -> None:
             # round does not always fall on the same server.
             for label, server, kind in turns if rep % 2 == 0 else turns[::-1]:
                 measure(label, server, kind, 1, 32)
-        print("-- 100 rows @8", flush=True)
-        measure("ceiling (bare)", ceiling, "ceiling", 100, 8)
-        for variant in ("on", "off"):
-            measure(f"{variants[variant]} (OIP)", servers[variant].at(infer), "oip", 100, 8)
+        # 100 rows take turns too (the log's on / off is judged by their medians): one 10 s
+        # line each moved more than the 5% being judged.
+        turns = [("ceiling (bare)", ceiling, "ceiling")]
+        turns += [(f"{variants[v]} (OIP)", servers[v].at(infer), "oip") for v in ("on", "off")]
+        for rep in range(args.reps):
+            print(f"-- 100 rows @8, round {rep + 1} of {args.reps}", flush=True)
+            for label, server, kind in turns if rep % 2 == 0 else turns[::-1]:
+                measure(label, server, kind, 100, 8)
         print("-- strata over MLflow's dataframe_split (what mlflow models serve gets)")
         for n, conns in ((1, 32), (100, 8)):
             measure("strata (MLflow fmt)", servers["on"].at("/invocations"), "mlflow", n, conns)
@@ -478,7 +486,7 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
         ("100 rows @8: strata / ceiling rows/s", f"{ratio_100:.2f}", ">= 0.50", ratio_100 >= 0.5),
         ("log on / off, 1 row @32 req/s", f"{log_rps:.2f}", ">= 0.95", log_rps >= 0.95),
         ("log on / off, 1 row @32, by server CPU/request", f"{log_cpu:.2f}", ">= 0.95", None),
-        ("log on / off, 100 rows @8 rows/s", f"{log_rows:.2f}", ">= 0.95", None),
+        ("log on / off, 100 rows @8 rows/s", f"{log_rows:.2f}", ">= 0.95", log_rows >= 0.95),
         ("batching (default) / none, 1 row @32 req/s", f"{batching:.2f}", "> 1", batching > 1),
     ]
     if mlflow is not None:

@@ -61,7 +61,13 @@ def test_layout_columns_and_types_as_agreed(tmp_path: Path) -> None:
     assert str(schema.field("ts").type) == "timestamp[us, tz=UTC]"
     assert str(schema.field("latency_ms").type) == "double"
     assert str(schema.field("entity_key").type) == "string"
-    assert str(schema.field("inputs").type) == "struct<dep_delay: double, carrier: string>"
+    # The writer marks a column without nulls as required (cheaper to write): the agreed
+    # layout is the names and types, whatever the nullability.
+    inputs = schema.field("inputs").type
+    assert [(f.name, str(f.type)) for f in inputs] == [
+        ("dep_delay", "double"),
+        ("carrier", "string"),
+    ]
     outputs = schema.field("outputs").type
     assert [outputs.field(i).name for i in range(outputs.num_fields)] == ["prediction", "proba"]
     assert outputs.field("prediction").type == pa.int64()
@@ -258,3 +264,39 @@ def test_the_writer_slices_by_requests_and_by_rows_never_splitting_a_request(
     assert ends([60] * 5) == [2, 4, 5]  # 120 rows, 120 rows, 60: about SLICE_ROWS
     assert ends([500, 1, 1]) == [1, 3]  # a large request alone, never cut
     assert ends([7]) == [1]
+
+
+def test_written_cheaply_yet_read_as_agreed(tmp_path: Path) -> None:
+    """The writer's shortcuts (to_table, to_parquet): a request's id and the model's strings
+    dictionary-encoded as handed over, columns without nulls required (no definition
+    levels), min/max only where a reader skips by them — and pyarrow still reads plain
+    strings, not dictionaries."""
+    plog = PredictionLog(ArtifactStore(str(tmp_path)))
+    for i in range(3):
+        assert _record(plog, f"req-{i}", 4)
+    assert plog.flush() == 12
+    (name,) = _files(tmp_path)
+    parquet = pq.ParquetFile(tmp_path / name)
+    chunks = {
+        parquet.metadata.row_group(0).column(i).path_in_schema: parquet.metadata.row_group(
+            0
+        ).column(i)
+        for i in range(parquet.metadata.num_columns)
+    }
+    levels = {
+        parquet.schema.column(i).path: parquet.schema.column(i).max_definition_level
+        for i in range(parquet.metadata.num_columns)
+    }
+    for column in ("request_id", "model", "version", "endpoint", "path"):
+        assert "RLE_DICTIONARY" in chunks[column].encodings, column
+    for column in ("request_id", "row", "ts", "model", "latency_ms", "inputs.dep_delay"):
+        assert levels[column] == 0, column  # required
+    assert levels["entity_key"] == 1  # all null here: optional
+    assert [c for c, chunk in chunks.items() if chunk.is_stats_set] == ["row", "ts", "latency_ms"]
+    table = parquet.read()
+    assert table.schema.field("request_id").type == pa.string()
+    assert table.schema.field("model").type == pa.string()
+    assert table.column("request_id").to_pylist() == [
+        f"req-{i}" for i in range(3) for _ in range(4)
+    ]
+    assert set(table.column("model").to_pylist()) == {"flights"}
