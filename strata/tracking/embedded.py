@@ -422,6 +422,7 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         max_results: int = 1000,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
+        params_json: bool = False,
     ) -> RunRecords:
         check_max_results(max_results, 50_000)
         refs = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
@@ -439,4 +440,4 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
             token = (
                 search.encode_page_token(offset + max_results) if len(rows) > max_results else None
             )
-            return run_records.read(self.db, s, rows[:max_results], token)
+            return run_records.read(self.db, s, rows[:max_results], token, params_json=params_json)

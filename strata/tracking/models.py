@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -252,6 +252,11 @@ class RunRecords:
     they were logged (``context`` is ``""`` when none; ``tags_json`` a JSON object);
     ``models`` ``(run_id, model_id, direction, step)`` by model id (``direction`` a
     :class:`ModelDirection` value).
+
+    ``params_json``, when a reader asked for it and the store can write it (SQLite's JSON
+    functions): each run's params already as MLflow's JSON list (``[{"key": ..., "value":
+    ...}]`` by key, the bytes ``orjson`` writes for the same list), with ``params`` left
+    empty; runs without params are absent.
     """
 
     runs: Sequence[Sequence[Any]]
@@ -261,6 +266,7 @@ class RunRecords:
     inputs: Sequence[Sequence[Any]] = ()
     models: Sequence[Sequence[Any]] = ()
     next_page_token: str | None = None
+    params_json: Mapping[str, str] | None = None
 
     @classmethod
     def from_runs(
@@ -321,7 +327,15 @@ class RunRecords:
             )
             for i in infos
         ]
-        return cls(rows, next_page_token=next_page_token, **out)
+        return cls(
+            rows,
+            params=out["params"],
+            tags=out["tags"],
+            metrics=out["metrics"],
+            inputs=out["inputs"],
+            models=out["models"],
+            next_page_token=next_page_token,
+        )
 
 
 def proxied_store_path(uri: str) -> str | None:

@@ -221,11 +221,14 @@ class TrackingService(ABC):
         max_results: int = 1000,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
+        params_json: bool = False,
     ) -> RunRecords:
         """:meth:`search_runs` as plain tuples with each run's model links, for a renderer
         that builds its own format from them (the MLflow search route); same runs, same
         order, same errors. The embedded service reads them straight from its tables; this
-        default builds them from :meth:`search_runs` and :meth:`list_run_models`."""
+        default builds them from :meth:`search_runs` and :meth:`list_run_models`.
+        ``params_json``: the params as :attr:`RunRecords.params_json` where the store can
+        write them so (the embedded service on SQLite); a hint, the default ignores it."""
         page = self.search_runs(
             experiment_ids,
             filter,

@@ -118,6 +118,8 @@ def populate(t: TrackingService) -> dict[str, Any]:
         params = [Param("lr", ["0.01", "0.1", "0.001"][i % 3]), Param("i", str(i))]
         if i % 4 != 3:
             params.append(Param("model", ["lgbm", "xgb", "LGBM-x", "rf"][i % 4]))
+        if i % 5 == 2:  # what a JSON writer must escape (SQLite writes the params' JSON)
+            params.append(Param("a note", 'q"uo\\te\n\ttab\x01\x1f é漢😀 </x>'))
         t.log_batch(run, metrics=metrics, params=params, tags=[RunTag("k", f"v{i % 2}")])
         if i % 2 == 0:
             t.end_run(run, "FINISHED" if i % 4 else "FAILED")

@@ -453,6 +453,7 @@ async def search_runs(request: Request) -> Response:
                 max_results=limit,
                 order_by=str_list(body, "order_by") or None,
                 page_token=opt_str(body, "page_token") or None,
+                params_json=True,
             )
             answer = search_page_json(records)
             del records  # freed while paused: the collector resumes with nothing new to scan

@@ -85,7 +85,11 @@ def _models(rows: Rows) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
 def search_page(rec: RunRecords) -> dict[str, Any]:
     """The ``runs/search`` answer as a dict: ``runs`` (left out when none) and
     ``next_page_token`` (left out on the last page)."""
-    params = _key_values(rec.params)
+    params: dict[str, Any]
+    if rec.params_json is not None:  # already JSON (SQLite): embedded as it is
+        params = {rid: orjson.Fragment(text) for rid, text in rec.params_json.items()}
+    else:
+        params = _key_values(rec.params)
     tags = _tags(rec.tags)
     metrics = _metrics(rec.metrics)
     datasets = _datasets(rec.inputs) if rec.inputs else {}
