@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,16 @@ def normalize_db_uri(uri: str) -> str:
 #: The map is the operating system's page cache, shared by every connection and process (a
 #: bigger per-connection ``cache_size`` would hold a copy per pooled connection).
 SQLITE_MMAP_BYTES = 256 * 2**20
+
+# sqlite3 binds int, float, str and bytearray parameters as they are, but sends bytes and bool
+# (metric blocks' packed arrays, a latest metric's NaN flag) through its adaptation protocol
+# first: a miss in its adapter registry, then ``__adapt__`` and ``__conform__`` looked up and
+# not found, formatting an AttributeError each time — about 2,500 instructions a parameter,
+# four per single ``log_metric``. Registered adapters are found at the first step; these bind
+# the very values sqlite3 would have bound (the bytes themselves, 0 or 1), in every sqlite3
+# connection of the process (SQLAlchemy's included).
+sqlite3.register_adapter(bytes, bytes)
+sqlite3.register_adapter(bool, int)
 
 
 def _sqlite_engine(uri: str, immediate: bool) -> Engine:

@@ -180,7 +180,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         if declared is None:
             return False  # chunked, malformed, or larger than any hot call: never gathered
         url = httptools.parse_url(self.url)
-        if url.query or b"%" in url.path:
+        if url.query or url.path.find(b"%") >= 0:  # find: cheaper than `in` on bytes
             return False
         path = url.path.decode("ascii")
         if not hot.takes(path):

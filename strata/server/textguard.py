@@ -70,9 +70,11 @@ def _orjson_accepts(body: bytes) -> bool:
 
 
 def _check_json(body: bytes) -> tuple[str, str] | None:
-    if b"\\u" not in body:  # neither can appear unescaped in valid JSON: the common case
+    # bytes.find, not ``in``: ``sub in data`` first tries ``sub`` as an int and formats the
+    # TypeError it raises (CPython 3.11), several times the cost of the search itself.
+    if body.find(b"\\u") < 0:  # neither can appear unescaped in valid JSON: the common case
         return None
-    if b"\\u0000" not in body and _orjson_accepts(body):
+    if body.find(b"\\u0000") < 0 and _orjson_accepts(body):
         return None  # orjson refuses lone surrogates, so most bodies end here
     docs: list[Any] = []
     try:
@@ -90,6 +92,10 @@ def _check_json(body: bytes) -> tuple[str, str] | None:
     return None
 
 
+#: What a query string must contain to hold a NUL or a JSON escape (checked further).
+_QUERY_MARKS = (b"%00", b"\x00", b"%5Cu", b"%5cu")
+
+
 def check_text(scope: Scope, body: bytes | None) -> InvalidInput | None:
     """The error for the first bad text of a request, or None."""
     path = scope.get("path", "")
@@ -97,7 +103,7 @@ def check_text(scope: Scope, body: bytes | None) -> InvalidInput | None:
     if problem:
         return InvalidInput(f"The path contains {problem}", details={"field": "path"})
     query = scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query or b"%5Cu" in query or b"%5cu" in query:
+    if query and any(query.find(mark) >= 0 for mark in _QUERY_MARKS):
         for pair in query.split(b"&"):
             name, _, value = pair.partition(b"=")
             field = _shown(unquote(name.decode("latin-1"), errors="replace"))
@@ -125,7 +131,7 @@ def check_text(scope: Scope, body: bytes | None) -> InvalidInput | None:
                 f"Text field {field or 'body'!r} contains {problem}: not allowed in any text",
                 details={"field": field},
             )
-    elif ctype == "application/x-www-form-urlencoded" and b"%00" in body:
+    elif ctype == "application/x-www-form-urlencoded" and body.find(b"%00") >= 0:
         return InvalidInput(
             "A form field contains a NUL character (\\u0000)", details={"field": "form"}
         )

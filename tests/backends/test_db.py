@@ -348,3 +348,18 @@ def test_concurrent_writer_processes(settings: Settings) -> None:
         assert by_action["data.ingest"] == WRITERS * COMMITS_PER_WRITER
     finally:
         db.dispose()
+
+
+def test_sqlite_binds_bytes_and_bools_as_it_would_without_adapters() -> None:
+    """strata.backends.db registers sqlite3 adapters for bytes and bool (a cheaper way to the
+    same binding): the stored values and their SQLite types must be what sqlite3 stores for
+    them unadapted — a blob of the same bytes, the integers 1 and 0 — in any connection."""
+    import sqlite3
+
+    blob = bytes(range(256))
+    with sqlite3.connect(":memory:") as conn:
+        row = conn.execute(
+            "SELECT ?, typeof(?), ?, typeof(?), ?, ?", (blob, blob, True, True, False, None)
+        ).fetchone()
+    assert row == (blob, "blob", 1, "integer", 0, None)
+    assert type(row[0]) is bytes

@@ -337,3 +337,20 @@ def test_checkpoints_are_written_automatically_and_forgeries_ignored(
         s=RECORDS,
     )
     assert not audit.verify(db).ok
+
+
+@pytest.mark.parametrize("key_length", [1, 32, 63, 64, 65, 200])
+def test_record_hash_is_the_standard_hmac_sha256(key_length: int) -> None:
+    """The chain's HMAC is computed from cached key pads: it must stay RFC 2104's
+    HMAC-SHA256, or records written before (and any outside verifier) stop matching. Keys
+    longer than SHA-256's block are hashed first, shorter ones padded."""
+    import hashlib
+    import hmac
+
+    key = bytes(range(256))[:key_length]
+    values = (7, 1_700_000_000_000, "ada", "run.log_batch", "run", "r1", "", "ok", "{}", "0" * 64)
+    body = audit._CANONICAL.encode(list(values)).encode()
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    assert audit._digest_values(values, key) == expected
+    assert audit._digest_values(values, key) == expected  # the cached pads are not consumed
+    assert audit._digest_values(values, key[::-1] + b"x") != expected
