@@ -63,27 +63,17 @@ def _digest_values(values: tuple[Any, ...], key: bytes | None) -> str:
     body = _CANONICAL.encode(list(values)).encode()
     if key is None:
         return hashlib.sha256(body).hexdigest()
-    inner, outer = _hmac_pads(key)
-    mac = inner.copy()
+    mac = _keyed(key).copy()
     mac.update(body)
-    out = outer.copy()
-    out.update(mac.digest())
-    return out.hexdigest()
+    return mac.hexdigest()
 
 
 @functools.lru_cache(maxsize=8)
-def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """HMAC-SHA256 under ``key`` as RFC 2104 defines it: SHA-256 states that have hashed the
-    key's inner and outer pads, copied for each record (the same digest as
-    ``hmac.digest(key, body, "sha256")``; OpenSSL 3's one-shot HMAC looks its algorithms up
-    on every call, 2.4 us against 1.0 here, paid by every mutating call)."""
-    block = hashlib.sha256().block_size
-    if len(key) > block:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(block, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    return inner, outer
+def _keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 object that has taken ``key`` and nothing else, copied for each record:
+    the same digest as ``hmac.digest(key, body, "sha256")``, without OpenSSL 3 looking its
+    algorithms up again on every call (2.4 us a record that way, 1.6 copying)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 #: The action of the record that hands the chain over to a new key (signed by the old one).

@@ -341,9 +341,9 @@ def test_checkpoints_are_written_automatically_and_forgeries_ignored(
 
 @pytest.mark.parametrize("key_length", [1, 32, 63, 64, 65, 200])
 def test_record_hash_is_the_standard_hmac_sha256(key_length: int) -> None:
-    """The chain's HMAC is computed from cached key pads: it must stay RFC 2104's
-    HMAC-SHA256, or records written before (and any outside verifier) stop matching. Keys
-    longer than SHA-256's block are hashed first, shorter ones padded."""
+    """The chain's HMAC comes from a cached keyed HMAC object: it must stay RFC 2104's
+    HMAC-SHA256, or records written before (and any outside verifier) stop matching, and each
+    record must hash a copy, leaving the cached object unconsumed. Keys of every length."""
     import hashlib
     import hmac
 
@@ -352,5 +352,5 @@ def test_record_hash_is_the_standard_hmac_sha256(key_length: int) -> None:
     body = audit._CANONICAL.encode(list(values)).encode()
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
     assert audit._digest_values(values, key) == expected
-    assert audit._digest_values(values, key) == expected  # the cached pads are not consumed
+    assert audit._digest_values(values, key) == expected  # the cached object is not consumed
     assert audit._digest_values(values, key[::-1] + b"x") != expected
