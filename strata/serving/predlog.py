@@ -42,16 +42,16 @@ import numpy as np
 
 from strata.serving.models import PredictionLogConfig
 from strata.serving.predlog_arrow import (
-    _ARRAYS,
-    _MODEL,
-    _NAMES,
-    _PROBA,
-    _ROWS,
-    _SIZES,
-    _TS,
-    _VERSION,
+    F_ARRAYS,
+    F_MODEL,
+    F_NAMES,
+    F_PROBA,
+    F_ROWS,
+    F_SIZES,
+    F_TS,
+    F_VERSION,
     Columns,
-    _same,
+    same,
     to_parquet,
     to_table,
 )
@@ -306,14 +306,14 @@ class PredictionLog:
             except Exception:
                 log.exception("prediction log: could not group %d requests", len(part))
                 groups = []
-                failed["?"] = failed.get("?", 0) + sum(map(operator.itemgetter(_ROWS), part))
+                failed["?"] = failed.get("?", 0) + sum(map(operator.itemgetter(F_ROWS), part))
             for key, cols in groups:
                 time.sleep(0)  # the event loop shares this GIL: let it run between steps
                 try:
                     files.setdefault(key, []).append(to_table(cols))
                 except Exception:
                     log.exception("prediction log: could not convert rows of %s", key[0])
-                    failed[key[0]] = failed.get(key[0], 0) + sum(cols[_ROWS])
+                    failed[key[0]] = failed.get(key[0], 0) + sum(cols[F_ROWS])
         written = 0
         for (model, _version, day), tables in files.items():
             rows = sum(t.num_rows for t in tables)
@@ -367,7 +367,7 @@ def request_bytes(arrays: tuple[np.ndarray | None, ...], body_bytes: int | None)
 def _slices(items: list[Any]) -> list[int]:
     """Where the writer's slices end: at most :data:`SLICE` requests and about
     :data:`SLICE_ROWS` rows each (a request is never split)."""
-    rows = np.fromiter(map(operator.itemgetter(_ROWS), items), dtype=np.int64, count=len(items))
+    rows = np.fromiter(map(operator.itemgetter(F_ROWS), items), dtype=np.int64, count=len(items))
     by_rows = np.searchsorted(
         np.cumsum(rows), np.arange(1, rows.sum() // SLICE_ROWS + 1) * SLICE_ROWS
     )
@@ -380,28 +380,28 @@ def _groups(queued: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str, str], C
     probabilities — each group transposed to columns. All in C (``zip``, ``tuple.count``,
     ``itemgetter``, numpy): no Python code runs per request."""
     cols: Columns = list(zip(*queued, strict=True))
-    days = np.asarray(cols[_TS], dtype=np.int64) // _US_PER_DAY
-    nones = sum(map(operator.is_, cols[_PROBA], itertools.repeat(None)))
-    matrices = sum(map(isinstance, cols[_ARRAYS], itertools.repeat(np.ndarray)))
-    singles = sum(map(operator.is_, cols[_SIZES], itertools.repeat(None)))
+    days = np.asarray(cols[F_TS], dtype=np.int64) // _US_PER_DAY
+    nones = sum(map(operator.is_, cols[F_PROBA], itertools.repeat(None)))
+    matrices = sum(map(isinstance, cols[F_ARRAYS], itertools.repeat(np.ndarray)))
+    singles = sum(map(operator.is_, cols[F_SIZES], itertools.repeat(None)))
     if (
-        _same(cols[_MODEL])
-        and _same(cols[_VERSION])
+        same(cols[F_MODEL])
+        and same(cols[F_VERSION])
         and days.min() == days.max()
-        and _same(cols[_NAMES])
+        and same(cols[F_NAMES])
         and nones in (0, len(queued))
         and matrices in (0, len(queued))
         and singles in (0, len(queued))
     ):  # the usual case: one model version, one day, one form of inputs
-        return [((cols[_MODEL][0], cols[_VERSION][0], _date(int(days[0]))), cols)]
+        return [((cols[F_MODEL][0], cols[F_VERSION][0], _date(int(days[0]))), cols)]
     keys = zip(
-        cols[_MODEL],
-        cols[_VERSION],
+        cols[F_MODEL],
+        cols[F_VERSION],
         days.tolist(),
-        cols[_NAMES],
-        map(operator.is_, cols[_PROBA], itertools.repeat(None)),
-        map(isinstance, cols[_ARRAYS], itertools.repeat(np.ndarray)),
-        map(operator.is_, cols[_SIZES], itertools.repeat(None)),
+        cols[F_NAMES],
+        map(operator.is_, cols[F_PROBA], itertools.repeat(None)),
+        map(isinstance, cols[F_ARRAYS], itertools.repeat(np.ndarray)),
+        map(operator.is_, cols[F_SIZES], itertools.repeat(None)),
         strict=True,
     )
     first: dict[tuple[Any, ...], int] = {}
@@ -420,7 +420,7 @@ def _groups(queued: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str, str], C
             part: Columns = [(c[idx[0]],) for c in cols]
         else:
             part = [pick(c) for c in cols]
-        groups.append(((part[_MODEL][0], part[_VERSION][0], _date(int(days[idx[0]]))), part))
+        groups.append(((part[F_MODEL][0], part[F_VERSION][0], _date(int(days[idx[0]]))), part))
     return groups
 
 

@@ -26,18 +26,20 @@ strings was 8% of a write), nor the inputs and outputs (3%), nor the strings (th
 version are the file's own, :func:`PredictionLog._write`; finding which of a dictionary's
 values are used was 3%)."""
 
-# The fields of a queued tuple (see PredictionLog.record and record_batch). In a batch's
-# entry _ID, _ENDPOINT, _PATH, _KEY are tuples and _LATENCY an array, one value per request,
-# and _SIZES the requests' rows (None in one request's entry).
-_ID, _TS, _MODEL, _VERSION, _ENDPOINT, _PATH, _LATENCY, _KEY = range(8)
-_NAMES, _ARRAYS, _PRED, _PROBA, _ROWS, _BYTES, _SIZES = range(8, 15)
+# The fields of a queued tuple, by index (see PredictionLog.record and record_batch; the
+# writer in predlog.py reads them too). In a batch's
+# entry F_ID, F_ENDPOINT, F_PATH, F_KEY are tuples and F_LATENCY an array, one value per request,
+# and F_SIZES the requests' rows (None in one request's entry).
+F_ID, F_TS, F_MODEL, F_VERSION, F_ENDPOINT, F_PATH, F_LATENCY, F_KEY = range(8)
+F_NAMES, F_ARRAYS, F_PRED, F_PROBA, F_ROWS, F_BYTES, F_SIZES = range(8, 15)
 
 Columns = list[tuple[Any, ...]]
 """Queued requests transposed: one tuple per field of :meth:`PredictionLog.record`'s
 tuples (``zip(*queue)``, done in C)."""
 
 
-def _same(values: tuple[Any, ...]) -> bool:
+def same(values: tuple[Any, ...]) -> bool:
+    """Whether every one of ``values`` equals the first (counted in C)."""
     return values.count(values[0]) == len(values)
 
 
@@ -62,12 +64,12 @@ def _per_request(cols: Columns) -> Columns:
     group has one of each (:func:`_groups`)."""
     chain = itertools.chain.from_iterable
     flat: list[Any] = list(cols)
-    for field in (_ID, _ENDPOINT, _PATH, _KEY):
+    for field in (F_ID, F_ENDPOINT, F_PATH, F_KEY):
         flat[field] = tuple(chain(cols[field]))
-    counts = np.fromiter(map(len, cols[_SIZES]), dtype=np.int64, count=len(cols[_SIZES]))
-    flat[_TS] = np.repeat(np.asarray(cols[_TS], dtype=np.int64), counts)
-    flat[_LATENCY] = np.concatenate(cols[_LATENCY])
-    flat[_ROWS] = np.concatenate(cols[_SIZES])
+    counts = np.fromiter(map(len, cols[F_SIZES]), dtype=np.int64, count=len(cols[F_SIZES]))
+    flat[F_TS] = np.repeat(np.asarray(cols[F_TS], dtype=np.int64), counts)
+    flat[F_LATENCY] = np.concatenate(cols[F_LATENCY])
+    flat[F_ROWS] = np.concatenate(cols[F_SIZES])
     return flat
 
 
@@ -77,10 +79,10 @@ def to_table(cols: Columns) -> Any:
     over its rows (Arrow ``take``), the arrays concatenated (numpy)."""
     import pyarrow as pa
 
-    if cols[_SIZES][0] is not None:
+    if cols[F_SIZES][0] is not None:
         cols = _per_request(cols)
-    n = len(cols[_ID])
-    sizes = np.asarray(cols[_ROWS], dtype=np.int64)
+    n = len(cols[F_ID])
+    sizes = np.asarray(cols[F_ROWS], dtype=np.int64)
     total = int(sizes.sum())
     one_row_each = total == n
     owner = None if one_row_each else np.repeat(np.arange(n), sizes)
@@ -96,47 +98,47 @@ def to_table(cols: Columns) -> Any:
 
     zeros = pa.array(np.zeros(total, dtype=np.int32))
     no_strings = pa.array([], type=pa.string())
-    ids = pa.array(cols[_ID], type=pa.string())
+    ids = pa.array(cols[F_ID], type=pa.string())
     if owner is not None:  # a request's id once, an index per row (see STRING_COLUMNS)
         ids = pa.DictionaryArray.from_arrays(pa.array(owner.astype(np.int32)), ids, safe=False)
 
     def strings(values: tuple[Any, ...]) -> Any:
         """A value per request, dictionary-encoded (see STRING_COLUMNS)."""
-        if not _same(values):
+        if not same(values):
             return per_row(pa.array(values, type=pa.string()).dictionary_encode())
         if values[0] is None:
             return pa.DictionaryArray.from_arrays(pa.nulls(total, pa.int32()), no_strings)
         one = pa.array(values[:1], type=pa.string())
         return pa.DictionaryArray.from_arrays(zeros, one, safe=False)  # indices known valid
 
-    names = cols[_NAMES][0]
-    first = cols[_ARRAYS][0]
+    names = cols[F_NAMES][0]
+    first = cols[F_ARRAYS][0]
     by_input: list[Any]
     if isinstance(first, np.ndarray):  # [n, k] matrices: one concatenation, then k columns
-        merged = np.concatenate(cols[_ARRAYS]) if n > 1 else first
+        merged = np.concatenate(cols[F_ARRAYS]) if n > 1 else first
         by_input = [(np.ascontiguousarray(merged[:, i]),) for i in range(merged.shape[1])]
     else:
-        by_input = list(zip(*cols[_ARRAYS], strict=True))
+        by_input = list(zip(*cols[F_ARRAYS], strict=True))
     in_arrays = [_column(a) for a in by_input]
     inputs = pa.StructArray.from_arrays(in_arrays, fields=_fields(names, in_arrays))
-    out_arrays = [_column(cols[_PRED])]
+    out_arrays = [_column(cols[F_PRED])]
     out_names = ["prediction"]
-    if cols[_PROBA][0] is not None:
-        out_arrays.append(_column(cols[_PROBA]).cast(pa.list_(pa.float64())))
+    if cols[F_PROBA][0] is not None:
+        out_arrays.append(_column(cols[F_PROBA]).cast(pa.list_(pa.float64())))
         out_names.append("proba")
     outputs = pa.StructArray.from_arrays(out_arrays, fields=_fields(out_names, out_arrays))
-    ts = np.asarray(cols[_TS], dtype=np.int64).view("datetime64[us]")
-    latency = np.asarray(cols[_LATENCY], dtype=np.float64)
+    ts = np.asarray(cols[F_TS], dtype=np.int64).view("datetime64[us]")
+    latency = np.asarray(cols[F_LATENCY], dtype=np.float64)
     columns = {
         "request_id": ids,
         "row": pa.array(row, type=pa.int32()),
         "ts": per_row(pa.array(ts, type=pa.timestamp("us", tz="UTC"))),
-        "model": strings(cols[_MODEL]),
-        "version": strings(cols[_VERSION]),
-        "endpoint": strings(cols[_ENDPOINT]),
-        "path": strings(cols[_PATH]),
+        "model": strings(cols[F_MODEL]),
+        "version": strings(cols[F_VERSION]),
+        "endpoint": strings(cols[F_ENDPOINT]),
+        "path": strings(cols[F_PATH]),
         "latency_ms": per_row(pa.array(latency)),
-        "entity_key": strings(cols[_KEY]),
+        "entity_key": strings(cols[F_KEY]),
         "inputs": inputs,
         "outputs": outputs,
     }
