@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "registry": ["--models", "300", "--versions", "10", "--repeat", "10", "--mlflow-repeat", "3"],
     "training": ["--rows", "50000", "--repeat", "1", "--trials", "8", "--epochs", "300"],
     "serving": ["--seconds", "3"],
+    "serving_predlog": ["--requests", "200", "--repeat", "3"],
     "monitoring_drift": ["--rows", "100000", "--repeat", "1", "--log-rows", "1000000"],
 }
 

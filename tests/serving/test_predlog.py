@@ -293,6 +293,8 @@ def test_written_cheaply_yet_read_as_agreed(tmp_path: Path) -> None:
         assert levels[column] == 0, column  # required
     assert levels["entity_key"] == 1  # all null here: optional
     assert [c for c, chunk in chunks.items() if chunk.is_stats_set] == ["row", "ts", "latency_ms"]
+    split = [c for c, chunk in chunks.items() if "BYTE_STREAM_SPLIT" in chunk.encodings]
+    assert split == ["latency_ms", "inputs.dep_delay", "outputs.proba.list.element"]  # floats
     table = parquet.read()
     assert table.schema.field("request_id").type == pa.string()
     assert table.schema.field("model").type == pa.string()
@@ -300,3 +302,10 @@ def test_written_cheaply_yet_read_as_agreed(tmp_path: Path) -> None:
         f"req-{i}" for i in range(3) for _ in range(4)
     ]
     assert set(table.column("model").to_pylist()) == {"flights"}
+    inputs = table.column("inputs").combine_chunks()
+    assert inputs.field("dep_delay").to_pylist() == [0.0, 1.0, 2.0, 3.0] * 3
+    read = duckdb.sql(
+        f"SELECT sum(inputs.dep_delay), sum(list_sum(outputs.proba)) "
+        f"FROM read_parquet('{tmp_path / name}')"
+    ).fetchall()
+    assert read == [(18.0, 12.0)]  # byte-stream-split floats, read back by DuckDB
