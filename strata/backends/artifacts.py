@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 DIGEST_PREFIX = ".strata-digests"
 _S3_MIN_PART = 5 * 1024 * 1024
 _RACE_RETRIES = 5  # reads of one path that overwrites may race before DigestMismatch stands
+_RACE_WAIT = 0.005  # seconds, times the attempt: a raced read waiting for a digest to be recorded
 _TEMP_RE = re.compile(r"^\..*\.tmp-[0-9a-f]{32}$")
 _T = TypeVar("_T")
 
@@ -463,11 +465,24 @@ class ArtifactStore:
         its readers poll it (a scoring job's state) is never reported corrupted. Every write
         drops the recorded digest before its bytes appear and records the new one after: a
         read that met the new bytes finds the record gone or changed. Bytes changed behind
-        the store's back leave the record as it was, and that stays an error.
+        the store's back leave the record as it was, and that stays an error. Once a read
+        has raced, only bytes read against a record are returned: a retry that finds none (a
+        write between dropping the old record and recording the new one, or a record
+        deleted) waits and reads again, and DigestMismatch stands when none appears.
         """
-        rel, attempt = self._rel(path), 1
+        rel, attempt, raced_by = self._rel(path), 1, None
         while True:
             with self.open_read(rel) as src:
+                if raced_by is not None and src.expected is None:
+                    if attempt >= _RACE_RETRIES:
+                        raise DigestMismatch(
+                            f"artifact {rel!r} in {self.uri} changed while it was read and "
+                            f"no digest is recorded for what it holds now",
+                            details={"path": rel, "expected": raced_by[0], "actual": None},
+                        ) from None
+                    attempt += 1
+                    time.sleep(_RACE_WAIT * attempt)  # the write records its digest next
+                    continue
                 try:
                     return src.read()
                 except DigestMismatch:
@@ -475,6 +490,7 @@ class ArtifactStore:
                         raced = self._read_digest(rel) != src.expected
                     if attempt >= _RACE_RETRIES or not raced:
                         raise
+                    raced_by = src.expected
                     attempt += 1
 
     def get_file(self, path: str, local_path: str | os.PathLike[str]) -> ArtifactInfo:

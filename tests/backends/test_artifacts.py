@@ -320,6 +320,56 @@ def test_reads_raced_without_end_give_up_with_digest_mismatch(
     assert len(left) == 49 - 2 * 5
 
 
+def _tamper_on_first_open(
+    monkeypatch: pytest.MonkeyPatch, case: Case, path: str, raw: bytes, then: Any = None
+) -> None:
+    """On the first read of ``path``'s record, after it: its bytes replaced by ``raw`` behind
+    the store's back and its record dropped. ``then(calls)`` runs on each later read of the
+    record and may return "none" to hide it (a write between dropping and recording)."""
+    read_digest, calls = case.store._read_digest, [0]
+
+    def digest(rel: str) -> tuple[str, int] | None:
+        calls[0] += 1
+        recorded = read_digest(rel)
+        if calls[0] == 1:
+            case.write_raw(path, raw)
+            case.store._drop_digest(rel)
+        elif then is not None and then(calls[0]) == "none":
+            return None
+        return recorded if calls[0] == 1 else read_digest(rel)
+
+    monkeypatch.setattr(case.store, "_read_digest", digest)
+
+
+def test_a_raced_read_never_returns_bytes_no_digest_vouches_for(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that met other bytes than its record, whose record then vanished (deleted with
+    the bytes rewritten behind the store's back), does not fall back to the unrecorded bytes:
+    they are not returned after the race, and the read fails as corrupted."""
+    case.store.put_bytes("models/m.bin", b"the model")
+    _tamper_on_first_open(monkeypatch, case, "models/m.bin", b"evil bytes")
+    with pytest.raises(DigestMismatch, match="no digest is recorded"):
+        case.store.get_bytes("models/m.bin")
+
+
+def test_a_raced_read_waits_for_the_write_to_record_its_digest(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read racing a write that has dropped the old record and not yet recorded the new one
+    reads again once it has, and returns the recorded bytes, not those seen in between."""
+    case.store.put_bytes("jobs/j.json", b'{"state": "queued"}')
+
+    def write_lands(call: int) -> str | None:
+        if call == 4:  # the third open: the write completes and records its digest
+            case.store.put_bytes("jobs/j.json", b'{"state": "done"}')
+            return None
+        return "none"  # the check after the mismatch and the second open see no record
+
+    _tamper_on_first_open(monkeypatch, case, "jobs/j.json", b'{"state": "half', write_lands)
+    assert case.store.get_bytes("jobs/j.json") == b'{"state": "done"}'
+
+
 def test_file_without_recorded_digest_is_not_checked(case: Case) -> None:
     case.write_raw("foreign.bin", b"written elsewhere")
     assert case.store.get_bytes("foreign.bin") == b"written elsewhere"
