@@ -43,10 +43,15 @@ async def set_policy(request: Request, name: str, policy: dict[str, Any] = Body(
 
 
 @router.get("/jobs", dependencies=READ)
-async def list_jobs(request: Request, max_results: int = Query(100, ge=1, le=1000)) -> Response:
-    """The newest ``max_results`` scoring jobs started through the API, newest first, with
-    their progress."""
-    return json_response(await run_blocking(_svc(request).list_jobs, max_results))
+async def list_jobs(
+    request: Request,
+    max_results: int = Query(100, ge=1, le=1000),
+    page_token: str | None = Query(None, max_length=200),
+) -> Response:
+    """Scoring jobs started through the API, newest first, with their progress:
+    ``{"items": [...], "next_page_token": ...}``, ``max_results`` a page; pass the token back
+    as ``page_token`` for the next page."""
+    return json_response(await run_blocking(_svc(request).list_jobs, max_results, page_token))
 
 
 @router.post("/jobs/batch", dependencies=WRITE, status_code=201)

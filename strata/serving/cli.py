@@ -170,12 +170,21 @@ def jobs_list(
     max_results: Annotated[
         int, typer.Option("--max-results", help="At most this many jobs, newest (1-1000).")
     ] = 100,
+    page_token: Annotated[
+        str | None, typer.Option("--page-token", help="Where the next page starts (printed).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scoring jobs, newest first, with their state and progress."""
-    items = _client().serving.list_jobs(max_results=max_results)
+    found = _client().serving.list_jobs(max_results=max_results, page_token=page_token)
+    items = found.items
     if as_json:
-        print_json([j.model_dump(mode="json") for j in items])
+        print_json(
+            {
+                "jobs": [j.model_dump(mode="json") for j in items],
+                "next_page_token": found.next_page_token,
+            }
+        )
         return
     rows = [
         {
@@ -191,6 +200,8 @@ def jobs_list(
         for j in items
     ]
     print_table(rows, ["job", "kind", "state", "model", "from", "into", "by", "started"])
+    if found.next_page_token:
+        console.print(f"More: add --page-token {found.next_page_token}", highlight=False)
 
 
 @jobs_app.command("show")

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from strata.backends.context import Backends
 from strata.core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from strata.core.page import Page, decode_page_token, encode_page_token
 from strata.governance.audit import audited
 from strata.serving.jobs import (
     SERVER_STOPPED,
@@ -112,12 +113,16 @@ class EmbeddedServing(ServingService):
         self._check_exists(spec.model)
         return self._start("stream", spec)
 
-    def list_jobs(self, max_results: int = 100) -> list[ScoringJob]:
+    def list_jobs(self, max_results: int = 100, page_token: str | None = None) -> Page[ScoringJob]:
         if not 1 <= max_results <= 1000:
             raise InvalidInput(
                 f"max_results must be 1..1000, got {max_results}", details={"field": "max_results"}
             )
-        return self._jobs.list()[:max_results]
+        start = decode_page_token(page_token, "offset")
+        jobs = self._jobs.list()
+        end = start + max_results
+        following = encode_page_token("offset", end) if end < len(jobs) else None
+        return Page[ScoringJob](items=jobs[start:end], next_page_token=following)
 
     def get_job(self, job_id: str) -> ScoringJob:
         return self._jobs.get(job_id)

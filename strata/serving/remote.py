@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from strata.core.page import Page
 from strata.core.transport import HttpTransport
 from strata.serving.models import (
     BatchJobSpec,
@@ -56,9 +57,10 @@ class RemoteServing(ServingService):
         body = spec.model_dump(mode="json") if isinstance(spec, StreamJobSpec) else spec
         return self._job("POST", f"{J}/stream", body)
 
-    def list_jobs(self, max_results: int = 100) -> list[ScoringJob]:
-        answer = self.http.request("GET", J, params={"max_results": max_results})
-        return [ScoringJob.model_validate(j) for j in answer]
+    def list_jobs(self, max_results: int = 100, page_token: str | None = None) -> Page[ScoringJob]:
+        params = {"max_results": max_results, "page_token": page_token}
+        answer = self.http.request("GET", J, params={k: v for k, v in params.items() if v})
+        return Page[ScoringJob].model_validate(answer)
 
     def get_job(self, job_id: str) -> ScoringJob:
         return self._job("GET", f"{J}/{quote(job_id, safe='')}")

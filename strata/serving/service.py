@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from strata.core.page import Page
 from strata.serving.models import (
     BatchJobSpec,
     EndpointStatus,
@@ -58,9 +59,10 @@ class ServingService(ABC):
         the server is not configured with."""
 
     @abstractmethod
-    def list_jobs(self, max_results: int = 100) -> list[ScoringJob]:
-        """The newest ``max_results`` (1..1000) scoring jobs started through this service,
-        newest first."""
+    def list_jobs(self, max_results: int = 100, page_token: str | None = None) -> Page[ScoringJob]:
+        """Scoring jobs started through this service, newest first, ``max_results`` (1..1000)
+        a page; pass ``next_page_token`` back as ``page_token`` for the next page (None at
+        the end). InvalidInput for a token no page returned."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> ScoringJob:

@@ -65,7 +65,7 @@ def test_an_editor_scores_a_dataset_and_a_viewer_reads_the_job(server: LiveServe
     assert np.array_equal(out["prediction"].to_numpy(), model.predict(frame))
     headers = {"authorization": f"Bearer {viewer_token}"}
     listed = httpx.get(f"{server.url}/api/v1/serving/jobs", headers=headers)
-    assert listed.status_code == 200 and job.id in [j["id"] for j in listed.json()]
+    assert listed.status_code == 200 and job.id in [j["id"] for j in listed.json()["items"]]
     one = httpx.get(f"{server.url}/api/v1/serving/jobs/{job.id}", headers=headers)
     assert one.json()["state"] == "succeeded"
     refused = httpx.post(f"{server.url}/api/v1/serving/jobs/batch", json=spec, headers=headers)
@@ -221,7 +221,7 @@ def test_the_cli_starts_follows_lists_and_cancels_jobs(
     job = json.loads(done.stdout)
     assert job["state"] == "succeeded" and job["result"]["output"].startswith("scored_cli@")
     listed = runner.invoke(app, ["serving", "jobs", "list", "--json"])
-    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)]
+    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)["jobs"]]
     shown = runner.invoke(app, ["serving", "jobs", "cancel", job["id"]])
     assert shown.exit_code == 0 and "succeeded" in shown.stdout
     deleted = runner.invoke(app, ["serving", "jobs", "delete", job["id"]])

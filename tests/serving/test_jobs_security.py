@@ -6,6 +6,7 @@ running forever; bad specs are refused at once; a REST job cannot start a Ray cl
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -205,16 +206,45 @@ def test_a_stream_job_names_a_registered_model_that_exists(
     assert r.status_code == 404 and "nosuch" in r.text, r.text
 
 
-def test_the_job_list_is_bounded_newest_first(server: LiveServer) -> None:
+def test_the_job_list_is_paged_newest_first(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui.conftest import login
+
+    from strata.core.page import iterate_pages
+
     editor = server.client(server.token_for(Role.EDITOR))
     for output in ("listed_a", "listed_b"):
         _wait(editor, editor.serving.start_batch_job({**OK, "output": output}).id)
     two = editor.serving.list_jobs(max_results=2)
     assert [j.spec["output"] for j in two] == ["listed_b", "listed_a"]
-    assert len(editor.serving.list_jobs()) > 2
+    everything = editor.serving.list_jobs(max_results=1000)
+    assert len(everything) > 2 and everything.next_page_token is None
+    # page by page, through the SDK (remote) and REST: every job once, in the same order
+    paged = list(iterate_pages(lambda t: editor.serving.list_jobs(max_results=1, page_token=t)))
+    assert [j.id for j in paged] == [j.id for j in everything]
     headers = {"authorization": f"Bearer {server.token_for(Role.VIEWER)}"}
-    r = httpx.get(f"{server.url}/api/v1/serving/jobs?max_results=0", headers=headers)
-    assert r.status_code in (400, 422) and "max_results" in r.text
+    url = f"{server.url}/api/v1/serving/jobs"
+    first = httpx.get(url, params={"max_results": 2}, headers=headers).json()
+    token = first["next_page_token"]
+    second = httpx.get(url, params={"max_results": 2, "page_token": token}, headers=headers)
+    assert [j["id"] for j in first["items"] + second.json()["items"]] == [
+        j.id for j in everything[:4]
+    ]
+    for bad in ("max_results=0", "page_token=nonsense", "page_token=eyJvZmZzZXQiOiAtMX0="):
+        r = httpx.get(f"{url}?{bad}", headers=headers)
+        assert r.status_code in (400, 422), (bad, r.text)
+        assert bad.split("=")[0] in r.text and "Traceback" not in r.text
+    # the web UI: a page of JOBS_PAGE, and a link to the next
+    monkeypatch.setattr("strata.ui.serving.JOBS_PAGE", 1)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        login(http, server.token_for(Role.VIEWER))
+        page = http.get("/serving/jobs")
+        assert everything[0].id[:12] in page.text and everything[1].id[:12] not in page.text
+        following = re.search(r'href="(/serving/jobs\?page=[^"]+)" rel="next"', page.text)
+        assert following is not None, page.text
+        nxt = http.get(following.group(1).replace("&amp;", "&"))
+        assert everything[1].id[:12] in nxt.text and everything[0].id[:12] not in nxt.text
 
 
 def test_the_cli_lists_the_newest_jobs(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,5 +258,10 @@ def test_the_cli_lists_the_newest_jobs(server: LiveServer, monkeypatch: pytest.M
     monkeypatch.setenv("STRATA_TOKEN", server.token_for(Role.VIEWER))
     listed = CliRunner().invoke(app, ["serving", "jobs", "list", "--max-results", "1", "--json"])
     assert listed.exit_code == 0, listed.output
-    newest = server.embedded.serving.list_jobs(max_results=1)
-    assert [j["id"] for j in json.loads(listed.stdout)] == [newest[0].id]
+    newest = server.embedded.serving.list_jobs(max_results=2)
+    first = json.loads(listed.stdout)
+    assert [j["id"] for j in first["jobs"]] == [newest[0].id]
+    more = ["--max-results", "1", "--page-token", first["next_page_token"]]
+    second = CliRunner().invoke(app, ["serving", "jobs", "list", *more])
+    assert second.exit_code == 0, second.output
+    assert newest[1].id in second.stdout and newest[0].id not in second.stdout
