@@ -195,3 +195,50 @@ def test_docs_render_offline(page: Any, ui_env: UiEnv) -> None:
     loaded = page.evaluate("() => ui.specSelectors.operations().size")
     assert loaded > 100
     assert page.evaluate("() => ui.errSelectors.allErrors().size") == 0
+
+
+def test_scoring_jobs_page_by_page(
+    page: Any, ui_env: UiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Scoring jobs page shows JOBS_PAGE jobs, newest first; Next page walks to the older
+    ones and « Newest comes back."""
+    from datetime import UTC, datetime, timedelta
+
+    from strata.backends.artifacts import ArtifactStore
+    from strata.serving.jobs import JobStore
+    from strata.serving.models import ScoringJob
+
+    jobs = JobStore(ArtifactStore(ui_env.client.settings.artifact_uri))
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    ids = []
+    for i in range(3):  # finished jobs, oldest first, as the server records them
+        job = ScoringJob(
+            id=f"{i:02d}" + "ab" * 15,
+            kind="batch",
+            state="succeeded",
+            spec={"model": "flights@production", "input": "flights", "output": f"paged_{i}"},
+            created_by="editor-user",
+            created_at=start + timedelta(minutes=i),
+            finished_at=start + timedelta(minutes=i, seconds=30),
+            progress={"rows_done": 10.0, "rows_total": 10.0},
+            result={"output": f"paged_{i}@1"},
+        )
+        jobs.save(job)
+        ids.append(job.id)
+    monkeypatch.setattr("strata.ui.serving.JOBS_PAGE", 2)
+    _login(page, ui_env, Role.VIEWER, "/serving/jobs")
+    page.wait_for_selector("#jobs")
+
+    def shown() -> list[str]:
+        return page.eval_on_selector_all(
+            "#jobs tbody code", "els => els.map(e => e.getAttribute('title'))"
+        )
+
+    assert shown() == [ids[2], ids[1]]  # newest first, two a page
+    page.click("a[rel=next]")
+    page.wait_for_url("**/serving/jobs?page=*")
+    assert shown() == [ids[0]]
+    assert page.locator("a[rel=next]").count() == 0  # the last page
+    page.click("text=« Newest")
+    page.wait_for_url("**/serving/jobs")
+    assert shown() == [ids[2], ids[1]]
