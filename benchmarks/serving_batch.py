@@ -26,26 +26,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _summary import emit, row
+from _timing import best_of
 from rich.console import Console
 
 FEATURES = ["month", "day", "hour", "dep_delay", "sched_dep_time", "distance", "air_time"]
-
-
-def best_of(n: int, fn: Callable[[], Any]) -> tuple[Any, float]:
-    """``fn()``'s result and its fastest time over ``n`` calls (seconds)."""
-    best, out = float("inf"), None
-    for _ in range(n):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
 
 
 def main() -> int:

@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _summary import emit, row
+from _timing import best_of
 
 FEATURES = ["dep_delay", "sched_dep_time", "distance", "month", "day", "hour", "minute", "air_time"]
 
@@ -70,17 +71,6 @@ def queued(requests: int, rows: int, seed: int = 0) -> tuple[list[Any], np.ndarr
     return list(log._queue), np.concatenate(matrices)
 
 
-def best(fn: Any, repeat: int) -> tuple[float, Any]:
-    """The least thread CPU seconds of ``repeat`` calls, and the last call's result."""
-    least = float("inf")
-    out = None
-    for _ in range(repeat):
-        start = time.thread_time()
-        out = fn()
-        least = min(least, time.thread_time() - start)
-    return least, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
@@ -101,8 +91,8 @@ def main() -> None:
     def tables() -> list[Any]:
         return [predlog_arrow.to_table(cols) for _, cols in _groups(items)]
 
-    t_table, built = best(tables, args.repeat)
-    t_bss, data = best(lambda: predlog_arrow.to_parquet(built), args.repeat)
+    built, t_table = best_of(args.repeat, tables, time.thread_time)
+    data, t_bss = best_of(args.repeat, lambda: predlog_arrow.to_parquet(built), time.thread_time)
 
     def plain() -> bytes:  # the same write, floats PLAIN (before byte-stream-split)
         sink = pa.BufferOutputStream()
@@ -116,7 +106,7 @@ def main() -> None:
         )
         return bytes(sink.getvalue().to_pybytes())
 
-    t_plain, plain_data = best(plain, args.repeat)
+    plain_data, t_plain = best_of(args.repeat, plain, time.thread_time)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "predictions.parquet"
         path.write_bytes(data)
