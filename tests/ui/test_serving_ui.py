@@ -49,3 +49,11 @@ def test_serving_page(ui_env: UiEnv) -> None:
             assert needle in text, needle
     with ui_env.http() as anonymous:
         assert anonymous.get("/serving").status_code in (302, 303, 401)
+
+
+def test_a_forged_jobs_page_token_is_a_clear_400(ui_env: UiEnv) -> None:
+    with ui_env.http(Role.VIEWER) as http:
+        for forged in ("nonsense", "eyJvZmZzZXQiOiAtMX0=", "x" * 5000):
+            page = http.get("/serving/jobs", params={"page": forged})
+            assert page.status_code == 400, (forged[:20], page.status_code)
+            assert "page_token" in page.text and "Traceback" not in page.text
