@@ -4,7 +4,7 @@ quarantine rows, runs trained on it), the diff of two versions, and lineage as a
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
@@ -16,7 +16,7 @@ from strata.data.models import ColumnSchema, DatasetVersion
 from strata.ui import lineage as lineage_view
 from strata.ui.deps import client_of, page_viewer
 from strata.ui.session import Viewer, check_write, require_text
-from strata.ui.web import PageRoute, render
+from strata.ui.web import PageRoute, next_link, render
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -28,13 +28,6 @@ HIST_W = 220
 HIST_H = 60
 
 
-def _next_link(path: str, token: str | None, **query: str) -> str | None:
-    """The URL of the page after this one (tokens only go forward), or None at the end."""
-    if not token:
-        return None
-    return f"{path}?{urlencode({k: v for k, v in query.items() if v} | {'page': token})}"
-
-
 @router.get("/datasets")
 def datasets(
     request: Request, q: str = "", page: str = "", who: Viewer = Depends(page_viewer)
@@ -42,7 +35,7 @@ def datasets(
     found = client_of(request).data.list_datasets(
         query=q or None, max_results=PAGE_SIZE, page_token=page or None
     )
-    following = _next_link("/datasets", found.next_page_token, q=q)
+    following = next_link("/datasets", found.next_page_token, q=q)
     return render(
         request, who, "datasets.html", datasets=found.items, q=q, page=page, following=following
     )
@@ -65,7 +58,7 @@ def dataset(
         dataset=ds,
         versions=found.items,
         page=page,
-        following=_next_link(path, found.next_page_token),
+        following=next_link(path, found.next_page_token),
     )
 
 

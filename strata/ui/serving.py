@@ -5,14 +5,13 @@ refreshed at every change and at least every 30 s)."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from strata.ui.deps import client_of, page_viewer
 from strata.ui.session import Viewer
-from strata.ui.web import PageRoute, render
+from strata.ui.web import PageRoute, next_link, render
 
 JOBS_PAGE = 50
 """Scoring jobs per page of /serving/jobs."""
@@ -48,9 +47,7 @@ def scoring_jobs(request: Request, page: str = "", who: Viewer = Depends(page_vi
     """Batch and stream scoring jobs started through the API: state, progress, result;
     ``JOBS_PAGE`` a page, newest first."""
     found = client_of(request).serving.list_jobs(max_results=JOBS_PAGE, page_token=page or None)
-    following = None
-    if found.next_page_token:
-        following = f"/serving/jobs?{urlencode({'page': found.next_page_token})}"
+    following = next_link("/serving/jobs", found.next_page_token)
     return render(
         request, who, "serving_jobs.html", jobs=found.items, page=page, following=following
     )

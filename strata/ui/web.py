@@ -130,6 +130,13 @@ def _build_env() -> Environment:
 ENV = _build_env()
 
 
+def next_link(path: str, token: str | None, **query: str) -> str | None:
+    """The URL of the page after this one (tokens only go forward), or None at the end."""
+    if not token:
+        return None
+    return f"{path}?{urlencode({k: v for k, v in query.items() if v} | {'page': token})}"
+
+
 def render(
     request: Request,
     who: Viewer | None,
