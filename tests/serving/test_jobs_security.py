@@ -214,12 +214,12 @@ def test_the_job_list_is_paged_newest_first(
     from strata.core.page import iterate_pages
 
     editor = server.client(server.token_for(Role.EDITOR))
-    for output in ("listed_a", "listed_b"):
+    for output in ("listed_a", "listed_b", "listed_c"):  # three of its own, whatever ran before
         _wait(editor, editor.serving.start_batch_job({**OK, "output": output}).id)
     two = editor.serving.list_jobs(max_results=2)
-    assert [j.spec["output"] for j in two] == ["listed_b", "listed_a"]
+    assert [j.spec["output"] for j in two] == ["listed_c", "listed_b"]
     everything = editor.serving.list_jobs(max_results=1000)
-    assert len(everything) > 2 and everything.next_page_token is None
+    assert len(everything) >= 3 and everything.next_page_token is None
     # page by page, through the SDK (remote) and REST: every job once, in the same order
     paged = list(iterate_pages(lambda t: editor.serving.list_jobs(max_results=1, page_token=t)))
     assert [j.id for j in paged] == [j.id for j in everything]
