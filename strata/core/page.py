@@ -1,7 +1,8 @@
 """One page of a list that can grow, and the one page-token format every layer uses.
 
 A token is URL-safe base64 of a small JSON object (``{"offset": 200}`` for offset paging,
-``{"after_seq": 1234}`` for keyset paging); clients pass it back unchanged.
+``{"after_seq": 1234}`` or ``{"before_us": ..., "before_id": "..."}`` for keyset paging);
+clients pass it back unchanged.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -58,6 +59,44 @@ def decode_page_token(token: str | None, key: str) -> int:
     if not 0 <= value <= MAX_POSITION:
         raise InvalidInput("Invalid page_token", details={"field": "page_token"})
     return value
+
+
+def encode_position(position: dict[str, int | str]) -> str:
+    """The token of the page that starts after ``position``: a keyset of several fields (a
+    time and an id, say), for a list whose order is not one number."""
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+
+#: The longest string field a position token may hold.
+MAX_POSITION_TEXT = 128
+
+
+def decode_position(token: str | None, fields: dict[str, type]) -> dict[str, int | str] | None:
+    """The position in ``token`` (None without one): exactly ``fields``, each of its type (an
+    ``int`` in 0..MAX_POSITION, a ``str`` of at most MAX_POSITION_TEXT characters);
+    InvalidInput for any other token."""
+    if not token:
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or set(doc) != set(fields):
+        raise InvalidInput(
+            "Invalid page_token: pass back the token a previous page returned",
+            details={"field": "page_token"},
+        )
+    for name, kind in fields.items():
+        value = doc[name]
+        if type(value) is not kind:
+            good = False
+        elif isinstance(value, int):
+            good = 0 <= value <= MAX_POSITION
+        else:
+            good = isinstance(value, str) and len(value) <= MAX_POSITION_TEXT
+        if not good:
+            raise InvalidInput("Invalid page_token", details={"field": "page_token"})
+    return cast(dict[str, int | str], doc)
 
 
 def iterate_pages(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from strata.backends.context import Backends
 from strata.core.errors import Conflict, InvalidInput, NotFound, Unavailable
-from strata.core.page import Page, decode_page_token, encode_page_token
+from strata.core.page import Page, decode_position, encode_position
 from strata.governance.audit import audited
 from strata.serving.jobs import (
     SERVER_STOPPED,
@@ -19,6 +19,7 @@ from strata.serving.jobs import (
     allowed_stream_hosts,
     check_datasets,
     check_stream_uri,
+    order_key,
     orphaned,
     spec_error,
 )
@@ -35,6 +36,9 @@ from strata.serving.models import (
 )
 from strata.serving.policies import ENDPOINTS, read_policy, write_policy
 from strata.serving.service import ServingService
+
+#: A job list's page token: the creation time (µs) and id of the last job of the page before.
+_JOB_POSITION: dict[str, type] = {"before_us": int, "before_id": str}
 
 
 class EmbeddedServing(ServingService):
@@ -118,11 +122,18 @@ class EmbeddedServing(ServingService):
             raise InvalidInput(
                 f"max_results must be 1..1000, got {max_results}", details={"field": "max_results"}
             )
-        start = decode_page_token(page_token, "offset")
-        jobs = self._jobs.list()
-        end = start + max_results
-        following = encode_page_token("offset", end) if end < len(jobs) else None
-        return Page[ScoringJob](items=jobs[start:end], next_page_token=following)
+        after = decode_position(page_token, _JOB_POSITION)
+        jobs = self._jobs.list()  # newest first, then by id: a total order
+        start = 0
+        if after is not None:  # keyset: the jobs after the last one shown, whatever started since
+            last = (after["before_us"], after["before_id"])
+            start = next((i for i, j in enumerate(jobs) if order_key(j) < last), len(jobs))
+        page = jobs[start : start + max_results]
+        following = None
+        if start + max_results < len(jobs):
+            at, job_id = order_key(page[-1])
+            following = encode_position({"before_us": at, "before_id": job_id})
+        return Page[ScoringJob](items=page, next_page_token=following)
 
     def get_job(self, job_id: str) -> ScoringJob:
         return self._jobs.get(job_id)

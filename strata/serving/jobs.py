@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -171,7 +171,7 @@ class JobStore:
             if info.is_dir or not info.path.endswith(".json"):
                 continue
             out.append(self.get(info.path.rsplit("/", 1)[-1].removesuffix(".json")))
-        return sorted(out, key=lambda j: j.created_at, reverse=True)
+        return sorted(out, key=order_key, reverse=True)
 
     def delete(self, job_id: str) -> None:
         """Remove the job's record and its cancel marker (NotFound when there is none)."""
@@ -184,6 +184,17 @@ class JobStore:
 
     def cancelled(self, job_id: str) -> bool:
         return bool(self.store.exists(self.path(job_id, "cancel")))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def order_key(job: ScoringJob) -> tuple[int, str]:
+    """Where a job sorts in the list (newest first: descending): its creation time in
+    microseconds since the epoch, then its id (a total order, for keyset paging)."""
+    created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
+    return (created - _EPOCH) // _MICROSECOND, job.id
 
 
 class JobRunner:
