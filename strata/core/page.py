@@ -42,6 +42,18 @@ def encode_page_token(key: str, value: int) -> str:
 
 #: The largest offset or sequence a page token may hold (a database BIGINT).
 MAX_POSITION = 2**63 - 1
+#: The longest token decoded (this module's are under 200 characters): a longer one is refused
+#: unread, so a forged token cannot make the JSON parser recurse or allocate much.
+MAX_TOKEN_LENGTH = 1024
+
+
+def _refuse_long(token: str) -> None:
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidInput(
+            f"Invalid page_token: longer than {MAX_TOKEN_LENGTH} characters; pass back the "
+            "token a previous page returned",
+            details={"field": "page_token"},
+        )
 
 
 def decode_page_token(token: str | None, key: str) -> int:
@@ -49,9 +61,10 @@ def decode_page_token(token: str | None, key: str) -> int:
     :func:`encode_page_token` with that key, or a negative value."""
     if not token:
         return 0
+    _refuse_long(token)
     try:
         value = int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidInput(
             "Invalid page_token: pass back the token a previous page returned",
             details={"field": "page_token"},
@@ -77,9 +90,10 @@ def decode_position(token: str | None, fields: dict[str, type]) -> dict[str, int
     InvalidInput for any other token."""
     if not token:
         return None
+    _refuse_long(token)
     try:
         doc = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or set(doc) != set(fields):
         raise InvalidInput(

@@ -170,7 +170,10 @@ class JobStore:
         for info in self.store.list(PREFIX):
             if info.is_dir or not info.path.endswith(".json"):
                 continue
-            out.append(self.get(info.path.rsplit("/", 1)[-1].removesuffix(".json")))
+            try:
+                out.append(self.get(info.path.rsplit("/", 1)[-1].removesuffix(".json")))
+            except NotFound:  # deleted since the store listed it: not a job any more
+                continue
         return sorted(out, key=order_key, reverse=True)
 
     def delete(self, job_id: str) -> None:

@@ -12,6 +12,7 @@ from strata.core.errors import InvalidInput
 from strata.core.page import (
     MAX_POSITION,
     MAX_POSITION_TEXT,
+    MAX_TOKEN_LENGTH,
     decode_page_token,
     decode_position,
     encode_page_token,
@@ -57,3 +58,29 @@ def test_a_forged_keyset_position_is_bad_input(token: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         decode_position(token, FIELDS)
     assert caught.value.details == {"field": "page_token"}
+
+
+def test_a_long_token_is_refused_unread() -> None:
+    token = base64.urlsafe_b64encode(b"[" * 1000).decode()  # deep enough to recurse, if read
+    assert len(token) > MAX_TOKEN_LENGTH
+    for decode in (lambda: decode_position(token, FIELDS), lambda: decode_page_token(token, "x")):
+        with pytest.raises(InvalidInput, match="longer than") as caught:
+            decode()
+        assert caught.value.details == {"field": "page_token"}
+
+
+def test_a_token_nested_past_the_parser_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind the length cap too: JSON nested past the parser's recursion limit."""
+    monkeypatch.setattr("strata.core.page.MAX_TOKEN_LENGTH", 10**6)
+    token = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    for decode in (lambda: decode_position(token, FIELDS), lambda: decode_page_token(token, "x")):
+        with pytest.raises(InvalidInput):
+            decode()
+
+
+def test_the_deepest_token_under_the_cap_is_bad_input() -> None:
+    token = base64.urlsafe_b64encode(b"[" * 768).decode()
+    assert len(token) <= MAX_TOKEN_LENGTH
+    for decode in (lambda: decode_position(token, FIELDS), lambda: decode_page_token(token, "x")):
+        with pytest.raises(InvalidInput):
+            decode()

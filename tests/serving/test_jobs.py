@@ -254,3 +254,34 @@ def test_the_serving_page_shows_the_live_request_rate(server: LiveServer) -> Non
         login(http, server.token_for(Role.VIEWER))
         page = http.get("/serving")
     assert f"{rate:.1f}/s" in page.text
+
+
+def test_a_job_deleted_while_the_list_is_read_is_left_out(tmp_path: Any) -> None:
+    """The store listed a job's file, then it was deleted before it was read: the list goes
+    on without it (not a 404 for the whole list)."""
+    from datetime import UTC, datetime
+
+    from strata.backends.artifacts import ArtifactStore
+    from strata.serving.jobs import JobStore
+
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    jobs = JobStore(store)
+    for n in range(3):
+        jobs.save(
+            ScoringJob(
+                id=f"{n:032x}",
+                kind="batch",
+                state="succeeded",
+                spec={"output": f"out{n}"},
+                created_at=datetime(2026, 12, 2, 12, n, tzinfo=UTC),
+            )
+        )
+    listing = store.list
+
+    def list_then_delete(prefix: str) -> Any:
+        found = listing(prefix)
+        store.delete(jobs.path(f"{1:032x}"))  # gone between the listing and the reads
+        return found
+
+    store.list = list_then_delete  # type: ignore[method-assign]
+    assert [j.id for j in jobs.list()] == [f"{2:032x}", f"{0:032x}"]

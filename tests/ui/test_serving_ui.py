@@ -3,6 +3,8 @@ counts and latency, shadow and fallback; policy load errors."""
 
 from __future__ import annotations
 
+import base64
+
 from strata.backends.artifacts import ArtifactStore
 from strata.core.principal import Role
 from strata.serving.models import EndpointStatus, TrafficPolicy
@@ -53,7 +55,8 @@ def test_serving_page(ui_env: UiEnv) -> None:
 
 def test_a_forged_jobs_page_token_is_a_clear_400(ui_env: UiEnv) -> None:
     with ui_env.http(Role.VIEWER) as http:
-        for forged in ("nonsense", "eyJvZmZzZXQiOiAtMX0=", "x" * 5000):
+        deep = base64.urlsafe_b64encode(b"[" * 1000).decode()  # JSON past the parser's depth
+        for forged in ("nonsense", "eyJvZmZzZXQiOiAtMX0=", "x" * 5000, deep):
             page = http.get("/serving/jobs", params={"page": forged})
             assert page.status_code == 400, (forged[:20], page.status_code)
             assert "page_token" in page.text and "Traceback" not in page.text
