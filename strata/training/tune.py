@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from strata.core.errors import InvalidInput
@@ -52,6 +53,9 @@ ATTR_PARENT = "strata_parent_run_id"
 #: failed and re-run on resume; one running on another machine is left to it while its
 #: heartbeat lasts (``study.GRACE_S``).
 ATTR_OWNER = "strata_owner"
+#: Seconds a RUNNING trial without an owner is taken for one starting (asked for, its owner
+#: not recorded yet: another launcher's, on a loaded machine) rather than a dead one's.
+OWNERLESS_GRACE_S = 60.0
 TAG_STUDY = "strata.tune.study"
 TAG_BEST = "strata.tune.best_run_id"
 EXECUTORS = ("local", "ray")
@@ -117,6 +121,7 @@ def run_worker(
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal ran
+        trial.set_user_attr(ATTR_OWNER, me)  # first: until then a resume takes it for starting
         if _claimed(study, before=trial.number) >= trials:
             # another worker claimed the last trial between this one's check and its ask
             raise _Surplus(f"trial {trial.number}: {trials} trials are finished or running")
@@ -125,7 +130,6 @@ def run_worker(
         for key, spec in (cfg.tune.space if cfg.tune else {}).items():
             _set_path(trial_raw, key, _suggest(trial, key, spec))
         trial_raw["run_name"] = f"trial-{trial.number}"
-        trial.set_user_attr(ATTR_OWNER, me)
         fold_key = metric.removeprefix("cv_").rsplit("_", 1)[0] if metric.startswith("cv_") else ""
 
         def on_fold(i: int, values: dict[str, float]) -> None:
@@ -352,9 +356,15 @@ def _set_up(
 
     assert cfg.tune is not None
     st = _load_study(cfg, store, name, cfg.seed)
+    now = datetime.now()  # Optuna stamps a trial's start in naive local time
     for running in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         held = running.user_attrs.get(ATTR_OWNER)
-        if held is None or owner_gone(held):  # its process died: run its budget again
+        if held is None:  # asked for, its owner not yet recorded: starting, or died then
+            started = running.datetime_start
+            if started is not None and now - started < timedelta(seconds=OWNERLESS_GRACE_S):
+                continue  # another launcher's trial starting now (its heartbeat covers it)
+            st._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        elif owner_gone(held):  # its process died: run its budget again
             st._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
     with quiet_heartbeat():
         optuna.storages.fail_stale_trials(st)  # another machine's, silent for GRACE_S

@@ -91,6 +91,11 @@ def test_trials_of_dead_processes_or_of_silent_machines_are_run_again(
             "UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour') WHERE trial_id = ?",
             (silent._trial_id,),
         )
+        raw.execute(  # asked for an hour ago and still no owner: its process died then
+            "UPDATE trials SET datetime_start = datetime('now', 'localtime', '-1 hour') "
+            "WHERE trial_id = ?",
+            (unowned._trial_id,),
+        )
     result = T.tune(tune_config(), trials=3, client=home_client, study="stale")
     states = {t.number: t.state for t in _study("stale").trials}
     assert states[dead.number] == states[unowned.number] == TrialState.FAIL
@@ -98,6 +103,23 @@ def test_trials_of_dead_processes_or_of_silent_machines_are_run_again(
     assert states[foreign.number] == TrialState.RUNNING  # that machine is still on it
     # 1 + 1 new finished, and the other machine's running one makes 3
     assert result.trials == 2 and list(states.values()).count(TrialState.COMPLETE) == 2
+
+
+def test_a_trial_asked_for_just_now_without_an_owner_yet_is_left_running(
+    home_client: Client, flights: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another launcher's trial between its ask and its owner being recorded (a loaded
+    machine: CI once failed it here, and its launcher then died on "Cannot tell a FAIL
+    trial") is not taken for a dead one; past OWNERLESS_GRACE_S it is."""
+    T.tune(tune_config(), trials=1, client=home_client, study="starting")
+    starting = _study("starting").ask()
+    T.tune(tune_config(), trials=1, client=home_client, study="starting")  # a resume
+    states = {t.number: t.state for t in _study("starting").trials}
+    assert states[starting.number] == TrialState.RUNNING
+    monkeypatch.setattr(T, "OWNERLESS_GRACE_S", 0.0)
+    T.tune(tune_config(), trials=1, client=home_client, study="starting")
+    states = {t.number: t.state for t in _study("starting").trials}
+    assert states[starting.number] == TrialState.FAIL
 
 
 def test_the_spawned_worker_exits_fast_with_everything_written(
