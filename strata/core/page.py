@@ -47,13 +47,26 @@ MAX_POSITION = 2**63 - 1
 MAX_TOKEN_LENGTH = 1024
 
 
-def _refuse_long(token: str) -> None:
+def _read(token: str) -> Any:
+    """The JSON inside ``token``; InvalidInput when it is longer than any token made here or
+    is not base64 of JSON (nested past the parser's depth included)."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidInput(
             f"Invalid page_token: longer than {MAX_TOKEN_LENGTH} characters; pass back the "
             "token a previous page returned",
             details={"field": "page_token"},
         )
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, RecursionError) as exc:
+        raise _unreadable() from exc
+
+
+def _unreadable() -> InvalidInput:
+    return InvalidInput(
+        "Invalid page_token: pass back the token a previous page returned",
+        details={"field": "page_token"},
+    )
 
 
 def decode_page_token(token: str | None, key: str) -> int:
@@ -61,14 +74,11 @@ def decode_page_token(token: str | None, key: str) -> int:
     :func:`encode_page_token` with that key, or a negative value."""
     if not token:
         return 0
-    _refuse_long(token)
+    doc = _read(token)
     try:
-        value = int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise InvalidInput(
-            "Invalid page_token: pass back the token a previous page returned",
-            details={"field": "page_token"},
-        ) from exc
+        value = int(doc[key])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _unreadable() from exc
     if not 0 <= value <= MAX_POSITION:
         raise InvalidInput("Invalid page_token", details={"field": "page_token"})
     return value
@@ -90,16 +100,9 @@ def decode_position(token: str | None, fields: dict[str, type]) -> dict[str, int
     InvalidInput for any other token."""
     if not token:
         return None
-    _refuse_long(token)
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, RecursionError):
-        doc = None
+    doc = _read(token)
     if not isinstance(doc, dict) or set(doc) != set(fields):
-        raise InvalidInput(
-            "Invalid page_token: pass back the token a previous page returned",
-            details={"field": "page_token"},
-        )
+        raise _unreadable()
     for name, kind in fields.items():
         value = doc[name]
         if type(value) is not kind:

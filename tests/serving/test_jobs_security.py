@@ -219,7 +219,7 @@ def test_the_job_list_is_paged_newest_first(
     two = editor.serving.list_jobs(max_results=2)
     assert [j.spec["output"] for j in two] == ["listed_c", "listed_b"]
     # a job started between two pages goes on the first page, not into the next one: the
-    # next page starts after the last job shown (listed_b), nothing repeated or skipped
+    # next page starts after the last job shown (listed_b), nothing repeated or missed
     _wait(editor, editor.serving.start_batch_job({**OK, "output": "listed_d"}).id)
     after = editor.serving.list_jobs(max_results=2, page_token=two.next_page_token)
     assert after[0].spec["output"] == "listed_a", [j.spec["output"] for j in after]
