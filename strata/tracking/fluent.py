@@ -33,16 +33,17 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
-from strata.core.errors import Conflict, InvalidInput, StrataError
+from strata.core.errors import InvalidInput, StrataError
 from strata.tracking import capture
 from strata.tracking import fluent_services as _services
 from strata.tracking import fluent_writer as _writer
+from strata.tracking.fluent_checks import check_key as _check_key
+from strata.tracking.fluent_checks import ok_keys as _ok_keys
+from strata.tracking.fluent_checks import param_item, tag_value
 from strata.tracking.fluent_services import HasTracking
 from strata.tracking.fluent_signals import SigtermGuard
 from strata.tracking.models import (
     DEFAULT_EXPERIMENT_ID,
-    MAX_PARAM_VALUE_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
     RunInfo,
     RunStatus,
     RunTag,
@@ -124,7 +125,6 @@ def remove_on_end(hook: Callable[[ActiveRun, str], None]) -> None:
         _end_hooks.remove(hook)
 
 
-_ok_keys: set[str] = set()
 _flusher: threading.Thread | None = None
 _error_pending = False
 _errors: deque[StrataError] = deque(maxlen=100)
@@ -449,16 +449,6 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- logging calls -----------------------------------------------------------------------------
-def _check_key(key: object, kind: str) -> str:
-    # Imported here, on a cache miss only: `import strata` stays light.
-    from strata.tracking.validation import validate_key
-
-    validate_key(key, kind)
-    if len(_ok_keys) < 100_000:
-        _ok_keys.add(key)  # type: ignore[arg-type]
-    return key  # type: ignore[return-value]
-
-
 def log_metric(
     key: str, value: float, step: int | None = None, timestamp: int | None = None
 ) -> None:
@@ -505,27 +495,6 @@ def log_metrics(
         log_metric(key, value, step, ts)
 
 
-def _param(run: ActiveRun, key: str, value: object) -> tuple[str, str] | None:
-    if key not in _ok_keys:
-        _check_key(key, "param")
-    v = str(value)
-    if len(v) > MAX_PARAM_VALUE_LENGTH:
-        raise InvalidInput(
-            f"Param {key!r} value is {len(v)} characters; the limit is {MAX_PARAM_VALUE_LENGTH}",
-            details={"field": "param.value"},
-        )
-    old = run._params.get(key)
-    if old is None:
-        return key, v
-    if old != v:
-        raise Conflict(
-            f"Param {key!r} of run {run.run_id} was logged as {old!r}; it cannot "
-            f"change to {v!r} (params are immutable)",
-            details={"key": key, "old_value": old, "new_value": v},
-        )
-    return None
-
-
 def log_param(key: str, value: object) -> str:
     """Buffer one param (stored as ``str(value)``); returns that string.
 
@@ -540,7 +509,11 @@ def log_params(params: Mapping[str, object]) -> dict[str, str]:
     if _error_pending:
         _raise_pending()
     run = _top or _auto_run()
-    new = [kv for k, v in params.items() if (kv := _param(run, k, v)) is not None]
+    new = [
+        kv
+        for k, v in params.items()
+        if (kv := param_item(run._params, run.run_id, k, v)) is not None
+    ]
     for k, v in new:
         run._params[k] = v
         run._other.append((_PARAM, k, v))
@@ -557,17 +530,7 @@ def set_tags(tags: Mapping[str, object]) -> None:
     if _error_pending:
         _raise_pending()
     run = _top or _auto_run()
-    items = []
-    for key, value in tags.items():
-        if key not in _ok_keys:
-            _check_key(key, "tag")
-        v = str(value)
-        if len(v) > MAX_TAG_VALUE_LENGTH:
-            raise InvalidInput(
-                f"Tag {key!r} value is {len(v)} characters; the limit is {MAX_TAG_VALUE_LENGTH}",
-                details={"field": "tag.value"},
-            )
-        items.append((_TAG, key, v))
+    items = [(_TAG, key, tag_value(key, value)) for key, value in tags.items()]
     run._other.extend(items)
 
 

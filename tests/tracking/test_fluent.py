@@ -259,11 +259,21 @@ def test_bad_keys_and_values_fail_at_the_call(emb: Client) -> None:
             strata.log_metric("a/../b", 1.0)
         with pytest.raises(InvalidInput, match="must be a number"):
             strata.log_metric("ok", "high")  # type: ignore[arg-type]
-        with pytest.raises(InvalidInput, match="limit is 6000"):
+        with pytest.raises(InvalidInput, match="Param 'long' value is 6001 characters") as got:
             strata.log_param("long", "x" * 6001)
+        assert got.value.details == {"field": "param.value"}
+        with pytest.raises(InvalidInput, match="Tag 'note' value is 8001 characters") as got:
+            strata.set_tags({"fine": "a", "note": "x" * 8001})
+        assert got.value.details == {"field": "tag.value"}
+        with pytest.raises(InvalidInput, match="tag key"):
+            strata.set_tag("a/../b", "v")
         strata.log_param("lr", 0.1)
         with pytest.raises(Conflict, match=r"'0\.1'.*'0\.2'"):
             strata.log_param("lr", 0.2)
+        run_id = fluent.current_run().run_id
+    got_run = emb.tracking.get_run(run_id)
+    assert got_run.params == {"lr": "0.1"}  # nothing of a refused call was buffered
+    assert "fine" not in got_run.tags and "note" not in got_run.tags
 
 
 def test_background_conflict_surfaces_as_conflict(both: Client) -> None:
