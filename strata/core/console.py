@@ -43,9 +43,14 @@ def _cell(value: Any) -> str:
 
 
 def print_table(
-    rows: Iterable[dict[str, Any]], columns: Sequence[str], title: str | None = None
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    title: str | None = None,
+    *,
+    empty: str | None = None,
 ) -> None:
-    """A Rich table of ``rows`` showing ``columns`` in that order.
+    """A Rich table of ``rows`` showing ``columns`` in that order; with no rows, ``empty``
+    (what there is none of, and how to make one), else "No <title> found.".
 
     In a terminal, long cells fold onto more lines (never cut); piped, the table is as wide as
     its content.
@@ -58,7 +63,10 @@ def print_table(
         table.add_row(*(_cell(row.get(c)) for c in columns))
         count += 1
     if count == 0:
-        console.print(f"[dim]No {title.lower() if title else 'rows'} found.[/dim]")
+        if empty is not None:
+            console.print(empty, highlight=False, markup=False)
+        else:
+            console.print(f"[dim]No {title.lower() if title else 'rows'} found.[/dim]")
         return
     # Piped output has no terminal width to respect: print every row on one line, uncut.
     if console.is_terminal:

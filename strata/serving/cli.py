@@ -199,7 +199,17 @@ def jobs_list(
         }
         for j in items
     ]
-    print_table(rows, ["job", "kind", "state", "model", "from", "into", "by", "started"])
+    print_table(
+        rows,
+        ["job", "kind", "state", "model", "from", "into", "by", "started"],
+        empty=(
+            "No scoring jobs on this page."
+            if page_token
+            else "No scoring jobs yet. Start one with: strata serving jobs batch MODEL_REF "
+            "--input DATASET --output NAME, or strata serving jobs stream MODEL_REF "
+            "--from URI --to URI"
+        ),
+    )
     if found.next_page_token:
         console.print(f"More: add --page-token {found.next_page_token}", highlight=False)
 

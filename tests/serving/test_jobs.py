@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -285,3 +286,19 @@ def test_a_job_deleted_while_the_list_is_read_is_left_out(tmp_path: Any) -> None
 
     store.list = list_then_delete  # type: ignore[method-assign]
     assert [j.id for j in jobs.list()] == [f"{2:032x}", f"{0:032x}"]
+
+
+def test_an_empty_job_list_says_how_to_start_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from strata.cli.main import app
+
+    monkeypatch.delenv("STRATA_URI", raising=False)
+    monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
+    listed = CliRunner().invoke(app, ["serving", "jobs", "list"])
+    assert listed.exit_code == 0, listed.output
+    said = " ".join(listed.stdout.split())
+    assert said.startswith("No scoring jobs yet. Start one with: strata serving jobs batch")
+    assert "strata serving jobs stream MODEL_REF --from URI --to URI" in said
