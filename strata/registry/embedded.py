@@ -1,6 +1,6 @@
 """The embedded registry: models, versions and aliases in the metadata database, model files
 left where tracking stored them (pinned by digest). Aliases and their history are in
-:mod:`.aliases`, approvals in :mod:`.approvals`."""
+:mod:`.aliases`, approvals in :mod:`.approvals`, tags in :mod:`.tags`."""
 
 from __future__ import annotations
 
@@ -47,12 +47,13 @@ from strata.registry.tables import (
     RegVersionRow,
     RegVersionTagRow,
 )
+from strata.registry.tags import TagsMixin
 from strata.tracking.service import TrackingService
 
 T = TypeVar("T")
 
 
-class EmbeddedRegistry(ApprovalsMixin, AliasesMixin, RegistryService):
+class EmbeddedRegistry(ApprovalsMixin, AliasesMixin, TagsMixin, RegistryService):
     def __init__(self, backends: Backends, tracking: TrackingService, data: DataService) -> None:
         self.backends = backends
         self.tracking = tracking
@@ -308,31 +309,6 @@ class EmbeddedRegistry(ApprovalsMixin, AliasesMixin, RegistryService):
                 s.execute(sa.delete(table).where(table.name == name))
             s.execute(sa.delete(RegModelRow).where(RegModelRow.name == name))
 
-    def set_model_tag(self, name: str, key: str, value: str) -> None:
-        key, value = check_tag(key, value)
-        with self._write("registry.set_model_tag", "registered_model", name, key=key) as scope:
-            self._model_row(scope.session, name)
-            self.db.upsert(
-                scope.session,
-                RegModelTagRow.__table__,
-                [{"name": name, "key": key, "value": value}],
-                keys=["name", "key"],
-                update=["value"],
-            )
-
-    def delete_model_tag(self, name: str, key: str) -> None:
-        with self._write("registry.delete_model_tag", "registered_model", name, key=key) as scope:
-            self._model_row(scope.session, name)
-            done = scope.session.execute(
-                sa.delete(RegModelTagRow).where(
-                    RegModelTagRow.name == name, RegModelTagRow.key == key
-                )
-            )
-            if not done.rowcount:  # type: ignore[attr-defined]
-                raise NotFound(
-                    f"Model {name!r} has no tag {key!r}", details={"name": name, "key": key}
-                )
-
     def set_gate(self, name: str, gate: Gate | dict[str, Any] | None) -> RegisteredModel:
         parsed: Gate | None = None
         if isinstance(gate, Gate):
@@ -531,37 +507,6 @@ class EmbeddedRegistry(ApprovalsMixin, AliasesMixin, RegistryService):
                     RegVersionRow.name == name, RegVersionRow.version == number
                 )
             )
-
-    def set_version_tag(self, name: str, version: int | str, key: str, value: str) -> None:
-        number = check_version(version)
-        key, value = check_tag(key, value)
-        with self._write(
-            "registry.set_version_tag", "model_version", f"{name}/{number}", key=key
-        ) as scope:
-            self._version_row(scope.session, name, number)
-            self.db.upsert(
-                scope.session,
-                RegVersionTagRow.__table__,
-                [{"name": name, "version": number, "key": key, "value": value}],
-                keys=["name", "version", "key"],
-                update=["value"],
-            )
-
-    def delete_version_tag(self, name: str, version: int | str, key: str) -> None:
-        number = check_version(version)
-        with self._write(
-            "registry.delete_version_tag", "model_version", f"{name}/{number}", key=key
-        ) as scope:
-            self._version_row(scope.session, name, number)
-            t = RegVersionTagRow
-            done = scope.session.execute(
-                sa.delete(t).where(t.name == name, t.version == number, t.key == key)
-            )
-            if not done.rowcount:  # type: ignore[attr-defined]
-                raise NotFound(
-                    f"Version {number} of {name!r} has no tag {key!r}",
-                    details={"name": name, "version": number, "key": key},
-                )
 
     def update_card(
         self, name: str, version: int | str, sections: CardSections | dict[str, Any]
