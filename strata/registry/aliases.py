@@ -5,7 +5,7 @@ serialize. MLflow's legacy stages map onto aliases here too."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,27 +24,12 @@ from strata.registry.models import (
     check_text,
     check_version,
 )
-from strata.registry.tables import RegAliasHistoryRow, RegAliasRow, RegModelRow, RegVersionRow
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from strata.governance.audit import AuditScope
+from strata.registry.parts import RegistryParts
+from strata.registry.tables import RegAliasHistoryRow, RegAliasRow, RegVersionRow
 
 
-class AliasesMixin:
+class AliasesMixin(RegistryParts):
     if TYPE_CHECKING:  # what the embedded registry provides
-
-        @property
-        def db(self) -> Any: ...
-
-        def _write(
-            self, action: str, resource_type: str, resource_id: str, **details: Any
-        ) -> AbstractContextManager[AuditScope]: ...
-
-        def _model_row(self, s: Session, name: str, *, lock: bool = False) -> RegModelRow: ...
-
-        def _version_row(self, s: Session, name: str, version: int) -> RegVersionRow: ...
 
         def get_version(self, name: str, version: int | str) -> ModelVersion: ...
 

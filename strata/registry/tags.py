@@ -3,35 +3,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from strata.core.errors import NotFound
 from strata.registry.models import check_tag, check_version
-from strata.registry.tables import RegModelRow, RegModelTagRow, RegVersionRow, RegVersionTagRow
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from strata.governance.audit import AuditScope
+from strata.registry.parts import RegistryParts
+from strata.registry.tables import RegModelTagRow, RegVersionTagRow
 
 
-class TagsMixin:
-    if TYPE_CHECKING:  # what the embedded registry provides
-
-        @property
-        def db(self) -> Any: ...
-
-        def _write(
-            self, action: str, resource_type: str, resource_id: str, **details: Any
-        ) -> AbstractContextManager[AuditScope]: ...
-
-        def _model_row(self, s: Session, name: str, *, lock: bool = False) -> RegModelRow: ...
-
-        def _version_row(self, s: Session, name: str, version: int) -> RegVersionRow: ...
-
+class TagsMixin(RegistryParts):
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         key, value = check_tag(key, value)
         with self._write("registry.set_model_tag", "registered_model", name, key=key) as scope:
