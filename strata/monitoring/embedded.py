@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ from strata.monitoring.refs import (
 )
 from strata.monitoring.service import MonitoringService
 from strata.registry.service import RegistryService
+
+log = logging.getLogger("strata.monitoring")
 
 if TYPE_CHECKING:
     import duckdb
@@ -396,9 +399,14 @@ class EmbeddedMonitoring(MonitoringService):
     def jobs(self) -> ActionJobs:
         """The queue running this service's long alert actions (retraining) off the
         evaluating thread; one per service, so per server process."""
-        from strata.monitoring.jobs import ActionJobs
+        from strata.monitoring.jobs import ActionJobs, settle_orphans
 
-        return ActionJobs(self.db)
+        jobs = ActionJobs(self.db)
+        try:  # what a killed process left pending is written down as failed, once
+            settle_orphans(self.db)
+        except Exception:  # readers are still shown them failed (rules.events)
+            log.exception("alert actions left by stopped processes could not be settled")
+        return jobs
 
     def close(self) -> None:
         """Stop the alert-action queue (see :meth:`ActionJobs.close`), if one was started."""

@@ -26,13 +26,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+import sqlalchemy as sa
+
 from strata.core.errors import StrataError
 from strata.core.staging import owner_gone, process_owner
+from strata.governance.audit import append as audit_append
+from strata.governance.audit import maybe_checkpoint
 from strata.governance.audit import record as audit_record
 from strata.monitoring.tables import MonAlertEventRow
 
 log = logging.getLogger("strata.monitoring")
 MAX_PENDING = 16
+PENDING = ("queued", "running")
+"""The states of an action not finished yet."""
 Work = Callable[[], dict[str, Any]]
 
 
@@ -154,7 +160,7 @@ def reconciled(detail: dict[str, Any]) -> dict[str, Any]:
     for action in actions:
         if (
             isinstance(action, dict)
-            and action.get("status") in ("queued", "running")
+            and action.get("status") in PENDING
             and owner_gone(action.get("owner"))
         ):
             owner = action["owner"]
@@ -168,6 +174,50 @@ def reconciled(detail: dict[str, Any]) -> dict[str, Any]:
             }
         shown.append(action)
     return detail | {"actions": shown}
+
+
+def settle_orphans(db: Any) -> int:
+    """Write down as failed the queued or running actions whose server process is gone
+    (:func:`reconciled`), each with an audit record closing it
+    (``monitoring.action.<type>.done``, ``ok: false``, in the same transaction), so the
+    stored event, and not only what readers are shown, says how it ended; the actions
+    settled. Run once per process, when its action queue starts
+    (:attr:`strata.monitoring.embedded.EmbeddedMonitoring.jobs`). Another host's actions are
+    left as recorded: only a process of this host can be known gone."""
+    pending = sa.or_(*(MonAlertEventRow.detail.like(f'%"status": "{s}"%') for s in PENDING))
+    with db.read() as session:
+        ids = list(session.execute(sa.select(MonAlertEventRow.id).where(pending)).scalars())
+    settled = 0
+    for event in ids:  # one transaction each: a live job's own update waits on this row only
+        seqs = []
+        with db.write() as session:
+            row = session.get(MonAlertEventRow, event, with_for_update=True)
+            if row is None:
+                continue
+            detail = json.loads(row.detail)
+            shown = reconciled(detail)
+            if shown == detail:
+                continue
+            row.detail = json.dumps(shown, default=str)
+            for was, now in zip(detail["actions"], shown["actions"], strict=True):
+                if was == now:
+                    continue
+                kind = now.get("type", "action")
+                brief = {"rule": row.rule, "event": row.id, "job": now.get("job"), "ok": False}
+                seqs.append(
+                    audit_append(
+                        db,
+                        session,
+                        action=f"monitoring.action.{kind}.done",
+                        resource_type="alert_rule",
+                        resource_id=row.rule,
+                        details=brief | {"error": now["error"]},
+                    )
+                )
+        for seq in seqs:
+            maybe_checkpoint(db, seq)
+        settled += len(seqs)
+    return settled
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:

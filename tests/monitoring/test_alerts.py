@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 from monitoring_helpers import Receiver
@@ -402,6 +403,33 @@ def test_actions_of_a_killed_server_are_shown_failed_not_pending(
         row.detail = json.dumps(detail)
     (event,) = client.monitoring.list_alert_events("killed")
     assert [a["status"] for a in event.detail["actions"]] == ["failed", "queued"]
+    # Readers are shown it; the stored event still says pending until a process starts its
+    # action queue, which writes this host's dead entries down as failed, each audited.
+    assert [a["status"] for a in _stored(client, event.id)["actions"]] == ["running", "queued"]
+    assert not client.governance.list_audit(action="monitoring.action.retrain.done")
+    fresh = Client(settings=settings)
+    try:
+        assert fresh.monitoring.jobs is not None  # a process starting its queue (a server)
+    finally:
+        fresh.close()
+    stored = _stored(client, event.id)["actions"]
+    assert [a["status"] for a in stored] == ["failed", "queued"]  # another host's: as it was
+    assert stored[0]["ok"] is False and stored[0]["error"] == event.detail["actions"][0]["error"]
+    (done,) = client.governance.list_audit(action="monitoring.action.retrain.done")
+    assert done.resource_id == "killed"
+    assert done.details["event"] == event.id and done.details["ok"] is False
+    assert done.details["job"] == stored[0]["job"] and "stopped" in done.details["error"]
+    from strata.monitoring.jobs import settle_orphans
+
+    assert settle_orphans(client.backends.db) == 0  # once: nothing left to settle
+
+
+def _stored(client: Client, event: int) -> dict[str, Any]:
+    """An event's detail as stored (not as readers are shown it)."""
+    with client.backends.db.read() as session:
+        row = session.get(MonAlertEventRow, event)
+        assert row is not None
+        return cast(dict[str, Any], json.loads(row.detail))
 
 
 def test_a_failed_detail_write_still_starts_the_held_jobs(client: Client) -> None:
