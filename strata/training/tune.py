@@ -34,6 +34,7 @@ from strata.training.models import (
     TuneResult,
 )
 from strata.training.study import (
+    ATTR_OWNER,
     _load_study,
     _set_path,
     _storage,
@@ -49,12 +50,9 @@ if TYPE_CHECKING:
     import optuna
 
 ATTR_PARENT = "strata_parent_run_id"
-#: A trial's worker process (host, PID, start time): a RUNNING trial whose process is gone is
-#: failed and re-run on resume; one running on another machine is left to it while its
-#: heartbeat lasts (``study.GRACE_S``).
-ATTR_OWNER = "strata_owner"
-#: Seconds a RUNNING trial without an owner is taken for one starting (asked for, its owner
-#: not recorded yet: another launcher's, on a loaded machine) rather than a dead one's.
+#: Seconds a RUNNING trial without an owner (:data:`ATTR_OWNER`; one asked for outside
+#: Strata's storage, which records it at the ask) is taken for one starting rather than a
+#: dead one's.
 OWNERLESS_GRACE_S = 60.0
 TAG_STUDY = "strata.tune.study"
 TAG_BEST = "strata.tune.best_run_id"
@@ -121,7 +119,7 @@ def run_worker(
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal ran
-        trial.set_user_attr(ATTR_OWNER, me)  # first: until then a resume takes it for starting
+        trial.set_user_attr(ATTR_OWNER, me)  # Strata's storage did at the ask; another may not
         if _claimed(study, before=trial.number) >= trials:
             # another worker claimed the last trial between this one's check and its ask
             raise _Surplus(f"trial {trial.number}: {trials} trials are finished or running")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -120,6 +121,34 @@ def test_a_trial_asked_for_just_now_without_an_owner_yet_is_left_running(
     T.tune(tune_config(), trials=1, client=home_client, study="starting")
     states = {t.number: t.state for t in _study("starting").trials}
     assert states[starting.number] == TrialState.FAIL
+
+
+KILLED_AFTER_ASK = """
+import os, signal, optuna
+from strata.training import tune as T
+study = optuna.load_study(study_name="asked", storage=T._storage(T.default_storage(), set_up=False))
+study.ask()
+os.kill(os.getpid(), signal.SIGKILL)  # before an objective could record anything
+"""
+
+
+def test_a_launcher_killed_right_after_its_ask_leaves_a_trial_a_resume_runs_again(
+    home_client: Client, flights: str
+) -> None:
+    """Killed between Optuna's ask and the objective's first line (CI once: the resumed
+    study finished one trial short, the dead launcher's trial counted as running): Strata's
+    storage creates an asked-for trial with its owner, so a resume knows its process gone."""
+    T.tune(tune_config(), trials=1, client=home_client, study="asked")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_ASK], stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    (orphan,) = [t for t in _study("asked").trials if t.state == TrialState.RUNNING]
+    assert json.loads(orphan.user_attrs[T.ATTR_OWNER])["pid"] == proc.pid
+    result = T.tune(tune_config(), trials=3, client=home_client, study="asked")
+    assert result.trials == 3  # its budget ran again
+    states = {t.number: t.state for t in _study("asked").trials}
+    assert states[orphan.number] == TrialState.FAIL
+    assert list(states.values()).count(TrialState.COMPLETE) == 3
 
 
 def test_the_spawned_worker_exits_fast_with_everything_written(
