@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,28 +24,55 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"server did not answer {url} within {timeout}s")
+@contextmanager
+def started(
+    cmd: list[str],
+    ready: Callable[[], bool],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 90,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in a session of its own (output to ``log``) until ``ready()`` says so
+    (an HTTP error counts as not yet); then stop it and whatever it started (SIGTERM, then
+    SIGKILL after 20 s). Raises, with the log's tail, when it exits or is not ready within
+    ``timeout`` seconds."""
+    out = log.open("wb")
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{cmd[0]} exited with {proc.returncode} before it was ready; its log "
+                    f"({log}) ends:\n{log.read_text(errors='replace')[-2000:]}"
+                )
+            try:
+                if ready():
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[0]} was not ready within {timeout:.0f} s: see {log}")
+            time.sleep(0.25)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.close()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def answers(url: str) -> Callable[[], bool]:
+    """Ready once ``GET url`` answers below 500."""
+    return lambda: httpx.get(url, timeout=2).status_code < 500
 
 
 @contextmanager
@@ -55,20 +82,10 @@ def strata_server(home: Path, *, workers: int = 1, token: str) -> Iterator[str]:
     env = dict(
         os.environ, STRATA_HOME=str(home), STRATA_ADMIN_TOKEN=token, STRATA_LOG_LEVEL="WARNING"
     )
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "strata"), "server", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/healthz", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
-        log.close()
+    cmd = [str(VENV_BIN / "strata"), "server", "--port", str(port), "--workers", str(workers)]
+    url = f"http://127.0.0.1:{port}"
+    with started(cmd, answers(f"{url}/healthz"), home / "server.log", env=env):
+        yield url
 
 
 @contextmanager
@@ -76,28 +93,19 @@ def mlflow_server(root: Path) -> Iterator[str]:
     """``mlflow server`` with its defaults and a SQLite backend, as users run it."""
     exe = shutil.which("mlflow", path=str(VENV_BIN)) or "mlflow"
     port = free_port()
-    log = open(root / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            exe,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "mlartifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=root,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/health", proc, timeout=180)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
-        log.close()
+    cmd = [
+        exe,
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "mlartifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    log = root / "mlflow-server.log"
+    with started(cmd, answers(f"{url}/health"), log, cwd=root, timeout=180):
+        yield url

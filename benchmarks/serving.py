@@ -41,7 +41,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-from _servers import VENV_BIN, free_port
+from _servers import VENV_BIN, free_port, started
 from _summary import emit, row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,33 +141,13 @@ class Server:
 
 @contextmanager
 def process(cmd: list[str], env: dict[str, str], ready: str, log: Path) -> Iterator[Server]:
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited: see {log}\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(ready, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd} not ready: {log}")
-            time.sleep(0.25)
+    """A server started with ``cmd``, once ``GET ready`` answers 200."""
+
+    def ok() -> bool:
+        return httpx.get(ready, timeout=2).status_code == 200
+
+    with started(cmd, ok, log, env=env, timeout=180) as proc:
         yield Server(proc.pid, ready)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        out.close()
 
 
 def wrk(url: str, body: bytes, conns: int, seconds: int, work: Path) -> dict[str, float]:
@@ -458,33 +437,14 @@ def run(root: Path, args: argparse.Namespace) -> None:
 def _post_ready(
     cmd: list[str], env: dict[str, str], url: str, body: bytes, log: Path
 ) -> Iterator[Server]:
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=env["PYTHONPATH"].split(os.pathsep)[0],
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ceiling exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.post(url, content=body, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("ceiling not ready")
-            time.sleep(0.25)
+    """The ceiling, once ``POST url`` of ``body`` answers 200 (it has no health route)."""
+
+    def ok() -> bool:
+        return httpx.post(url, content=body, timeout=2).status_code == 200
+
+    cwd = env["PYTHONPATH"].split(os.pathsep)[0]
+    with started(cmd, ok, log, env=env, cwd=cwd, timeout=120) as proc:
         yield Server(proc.pid, url)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-        out.close()
 
 
 def _median(runs: list[Result], key: str) -> float:
