@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import hashlib
 import os
 import warnings
 from collections.abc import Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from strata.core.errors import InvalidInput
@@ -249,41 +247,6 @@ process is gone is failed and re-run on resume; one running on another machine i
 while its heartbeat lasts (:data:`GRACE_S`)."""
 
 
-@functools.cache
-def _owned_storage() -> type[optuna.storages.RDBStorage]:
-    """Optuna's RDB storage whose trials asked for (``Study.ask``, so ``optimize``) are
-    created with their owner (:data:`ATTR_OWNER`: this process) in the same transaction:
-    a launcher killed between its ask and its first line of objective no longer leaves a
-    RUNNING trial without an owner, which a resume could not tell from another launcher's
-    trial starting (and so counted as claimed: the resumed study finished one trial short)."""
-    import optuna
-    from optuna.trial import FrozenTrial, TrialState
-
-    from strata.training.checkpoints import owner
-
-    class OwnedStorage(optuna.storages.RDBStorage):
-        def _create_new_trial(
-            self, study_id: int, template_trial: FrozenTrial | None = None
-        ) -> FrozenTrial:
-            if template_trial is None:  # asked for (a template: enqueued or added)
-                template_trial = FrozenTrial(
-                    number=-1,
-                    state=TrialState.RUNNING,
-                    value=None,
-                    datetime_start=datetime.now(),  # as Optuna stamps it: naive local time
-                    datetime_complete=None,
-                    params={},
-                    distributions={},
-                    user_attrs={ATTR_OWNER: owner()},
-                    system_attrs={},
-                    intermediate_values={},
-                    trial_id=-1,
-                )
-            return super()._create_new_trial(study_id, template_trial)
-
-    return OwnedStorage
-
-
 def _storage(url: str, *, set_up: bool) -> optuna.storages.RDBStorage:
     """One Optuna RDB storage per process. ``set_up``: create the tables and check the
     schema version (the launching process, once); the workers it starts skip both (and
@@ -291,7 +254,7 @@ def _storage(url: str, *, set_up: bool) -> optuna.storages.RDBStorage:
     in WAL mode with ``synchronous=NORMAL``, as Strata's own database: readers do not block
     the other workers' writes and a commit is not an fsync. Trials record a heartbeat
     (:data:`HEARTBEAT_S`, :data:`GRACE_S`) and are created with their owner
-    (:func:`_owned_storage`)."""
+    (:mod:`strata.training.owned_storage`)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///") and url.removeprefix("sqlite:///") not in ("", ":memory:"):
         path = url.removeprefix("sqlite:///").partition("?")[0]
@@ -305,8 +268,10 @@ def _storage(url: str, *, set_up: bool) -> optuna.storages.RDBStorage:
             return conn
 
         kwargs["creator"] = connect
+    from strata.training.owned_storage import OwnedStorage
+
     with quiet_heartbeat():
-        return _owned_storage()(
+        return OwnedStorage(
             url,
             engine_kwargs=kwargs,
             heartbeat_interval=HEARTBEAT_S,
