@@ -40,6 +40,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from strata.core.threads import name_os_thread
 from strata.serving.models import PredictionLogConfig
 from strata.serving.predlog_arrow import (
     F_ARRAYS,
@@ -252,6 +253,7 @@ class PredictionLog:
         return self
 
     def _run(self) -> None:
+        name_os_thread()  # its CPU is told apart in /proc (benchmarks/serving.py reads it)
         _warm()
         while not self._stop.is_set():
             self._wake.wait(self.config.flush_seconds)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strata.core.errors import NotFound, StrataError, Unavailable
+from strata.core.threads import name_os_thread
 from strata.serving.batching import Batcher
 from strata.serving.endpoints import Endpoint
 from strata.serving.served import Prediction, ServedModel
@@ -115,6 +116,7 @@ def _limit_threads(threads: int) -> None:
     """The predict pool's threads (large requests) use ``threads`` OpenMP threads; the
     event loop's thread keeps the worker's pinned count (1: small requests). OpenMP's
     thread count is per calling thread, so one setting never races the other."""
+    name_os_thread()
     try:
         from threadpoolctl import threadpool_limits
 
