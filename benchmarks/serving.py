@@ -267,18 +267,32 @@ def load() -> str:
 def session_cpu(sid: int) -> float:
     """CPU seconds (user + system) of every live process of session ``sid`` (a server and
     its workers: each server is started in a session of its own)."""
+    return _cpu(sid)[0]
+
+
+#: The prediction log's writer thread, as the kernel names it (``strata.core.threads``).
+WRITER = "strata-predlog"
+
+
+def _cpu(sid: int) -> tuple[float, float]:
+    """CPU seconds of session ``sid``'s processes, and of their :data:`WRITER` threads."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    total = writer = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid:  # field 6 of stat: the session id
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in (entry / "task").iterdir():
+                if (task / "comm").read_text().strip() == WRITER:
+                    t = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    writer += (int(t[11]) + int(t[12])) / tick
         except OSError:
             continue
-        if int(fields[3]) == sid:  # field 6 of stat: the session id
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return total, writer
 
 
 Result = dict[str, float]
@@ -314,17 +328,19 @@ def run(root: Path, args: argparse.Namespace) -> None:
         if server.sid not in warmed and args.warmup > 0:  # every server alike, unmeasured
             wrk(server.url, bodies(x, n)[kind], conns, args.warmup, root)
             warmed.add(server.sid)
-        before = session_cpu(server.sid)
+        before, writer_before = _cpu(server.sid)
         r = wrk(server.url, bodies(x, n)[kind], conns, secs, root)
         time.sleep(settle)  # the CPU of what the window left to do (the log's last flush)
-        cpu = session_cpu(server.sid) - before
+        after, writer_after = _cpu(server.sid)
         r["rows"] = r["rps"] * n
-        r["cpu_us"] = cpu / max(r["rps"] * secs, 1) * 1e6  # server CPU per request
+        r["cpu_us"] = (after - before) / max(r["rps"] * secs, 1) * 1e6  # per request
+        r["writer_us"] = (writer_after - writer_before) / max(r["rps"] * secs, 1) * 1e6
         results.setdefault((label, n), []).append(r)
         print(
             f"{label:<26} {n:>3} row(s) @{conns:<2} {r['rps']:>7.0f} req/s {r['rows']:>8.0f} rows/s"
             f"  p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:5.0f} us/req"
-            f"  non-2xx {r['errors']:.0f}  ({load()})",
+            + (f" (log writer {r['writer_us']:.1f})" if r["writer_us"] > 0 else "")
+            + f"  non-2xx {r['errors']:.0f}  ({load()})",
             flush=True,
         )
 
@@ -534,6 +550,18 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
             ),
             ("log on / off, 100 rows @8, by server CPU/row (pairs)", f"{pair_cpu:.2f}", "", None),
         ]
+    for n, on_runs in ((1, pair1_on), (100, pair_on)):
+        if on_runs:  # what the log's own thread costs, told apart from the noise of windows
+            writer = statistics.median(r["writer_us"] for r in on_runs)
+            share = statistics.median(r["writer_us"] / r["cpu_us"] for r in on_runs)
+            lines.append(
+                (
+                    f"log writer thread, {n} row(s): us/request (share of server CPU)",
+                    f"{writer:.1f} ({share:.1%})",
+                    "",
+                    None,
+                )
+            )
     lines += [
         ("log on / off, 100 rows @8 rows/s (rounds)", f"{log_rows:.2f}", ">= 0.95", None),
         ("batching (default) / none, 1 row @32 req/s", f"{batching:.2f}", "> 1", batching > 1),
