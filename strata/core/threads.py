@@ -4,7 +4,6 @@ system's name of a Strata thread."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import sys
 import threading
@@ -46,8 +45,8 @@ def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
+        # The process's own symbols, libc's among them (find_library would run ldconfig).
+        prctl: Callable[..., int] = ctypes.CDLL(None).prctl
         return prctl
     except (OSError, AttributeError):
         return None
