@@ -472,6 +472,52 @@ def _median(runs: list[Result], key: str) -> float:
     return float(np.median([r[key] for r in runs]))
 
 
+@dataclass(frozen=True)
+class LogPairs:
+    """The log's on/off pairs at one request size: medians of the on and off windows'
+    ``key`` (req/s or rows/s), of the pairs' ratios of it and of their CPU per request (off
+    over on), and of the writer thread's CPU per request and share of the server's."""
+
+    count: int
+    on: float
+    off: float
+    ratio: float
+    cpu: float
+    writer_us: float
+    writer_share: float
+
+    def lines(self, size: str, rate: str, per: str) -> list[tuple[str, str, str, bool | None]]:
+        """The verdict (the rate's ratio) and, as context, the CPU's."""
+        return [
+            (
+                f"log on / off, {size} {rate} ({self.count} pairs)",
+                f"{self.ratio:.2f}",
+                ">= 0.95",
+                self.ratio >= 0.95,
+            ),
+            (f"log on / off, {size}, by server {per} (pairs)", f"{self.cpu:.2f}", "", None),
+        ]
+
+
+def _log_pairs(results: dict[tuple[str, int], list[Result]], n: int, key: str) -> LogPairs | None:
+    """The pairs of ``n``-row windows, or None where none ran."""
+    on = results.get(("log pair: strata (OIP)", n), [])
+    off = results.get(("log pair: strata, log off (OIP)", n), [])
+    pairs = list(zip(on, off, strict=False))
+    if not pairs:
+        return None
+    median = statistics.median
+    return LogPairs(
+        count=len(pairs),
+        on=median(a[key] for a, _ in pairs),
+        off=median(b[key] for _, b in pairs),
+        ratio=median(a[key] / b[key] for a, b in pairs),
+        cpu=median(b["cpu_us"] / a["cpu_us"] for a, b in pairs),
+        writer_us=median(a["writer_us"] for a, _ in pairs),
+        writer_share=median(a["writer_us"] / a["cpu_us"] for a, _ in pairs),
+    )
+
+
 def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
     """Each target: measured, target, met or missed (medians over the rounds)."""
 
@@ -486,18 +532,8 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
     log_rps = med(on, 1, "rps") / med(off, 1, "rps")
     log_cpu = med(off, 1, "cpu_us") / med(on, 1, "cpu_us")
     log_rows = med(on, 100, "rows") / med(off, 100, "rows")
-    pair_on = results.get(("log pair: strata (OIP)", 100), [])
-    pair_off = results.get(("log pair: strata, log off (OIP)", 100), [])
-    pairs = list(zip(pair_on, pair_off, strict=False))
-    if pairs:
-        pair_rows = statistics.median(a["rows"] / b["rows"] for a, b in pairs)
-        pair_cpu = statistics.median(b["cpu_us"] / a["cpu_us"] for a, b in pairs)
-    pair1_on = results.get(("log pair: strata (OIP)", 1), [])
-    pair1_off = results.get(("log pair: strata, log off (OIP)", 1), [])
-    pairs1 = list(zip(pair1_on, pair1_off, strict=False))
-    if pairs1:
-        pair1_rps = statistics.median(a["rps"] / b["rps"] for a, b in pairs1)
-        pair1_cpu = statistics.median(b["cpu_us"] / a["cpu_us"] for a, b in pairs1)
+    pairs1 = _log_pairs(results, 1, "rps")
+    pairs = _log_pairs(results, 100, "rows")
     batching = med(on, 1, "rps") / med(nob, 1, "rps")
     mlflow = results.get(("mlflow models serve", 1))
 
@@ -517,20 +553,7 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
     ]
     # The log's verdicts: the adjacent pairs' medians where they ran, else the rounds'.
     if pairs1:
-        lines += [
-            (
-                f"log on / off, 1 row @32 req/s ({len(pairs1)} pairs)",
-                f"{pair1_rps:.2f}",
-                ">= 0.95",
-                pair1_rps >= 0.95,
-            ),
-            (
-                "log on / off, 1 row @32, by server CPU/request (pairs)",
-                f"{pair1_cpu:.2f}",
-                "",
-                None,
-            ),
-        ]
+        lines += pairs1.lines("1 row @32", "req/s", "CPU/request")
     lines += [
         (
             "log on / off, 1 row @32 req/s (rounds)",
@@ -541,23 +564,13 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
         ("log on / off, 1 row @32, by server CPU/request (rounds)", f"{log_cpu:.2f}", "", None),
     ]
     if pairs:
-        lines += [
-            (
-                f"log on / off, 100 rows @8 rows/s ({len(pairs)} pairs)",
-                f"{pair_rows:.2f}",
-                ">= 0.95",
-                pair_rows >= 0.95,
-            ),
-            ("log on / off, 100 rows @8, by server CPU/row (pairs)", f"{pair_cpu:.2f}", "", None),
-        ]
-    for n, on_runs in ((1, pair1_on), (100, pair_on)):
-        if on_runs:  # what the log's own thread costs, told apart from the noise of windows
-            writer = statistics.median(r["writer_us"] for r in on_runs)
-            share = statistics.median(r["writer_us"] / r["cpu_us"] for r in on_runs)
+        lines += pairs.lines("100 rows @8", "rows/s", "CPU/row")
+    for n, found in ((1, pairs1), (100, pairs)):
+        if found:  # what the log's own thread costs, told apart from the noise of windows
             lines.append(
                 (
                     f"log writer thread, {n} row(s): us/request (share of server CPU)",
-                    f"{writer:.1f} ({share:.1%})",
+                    f"{found.writer_us:.1f} ({found.writer_share:.1%})",
                     "",
                     None,
                 )
@@ -585,8 +598,7 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
             f"{30 * m1 / med(c1, 1, 'rps'):.2f}x the ceiling itself)"
         )
     if pairs1:
-        log1_on = statistics.median(a["rps"] for a in pair1_on)
-        log1_off = statistics.median(b["rps"] for b in pair1_off)
+        log1_on, log1_off = pairs1.on, pairs1.off
     else:
         log1_on, log1_off = med(on, 1, "rps"), med(off, 1, "rps")
     rows = [
@@ -607,20 +619,20 @@ def summarize(results: dict[tuple[str, int], list[Result]]) -> None:
         ),
         row(
             "prediction log on vs off, 1 row @32, req/s"
-            + (f" (median of {len(pairs1)} adjacent pairs)" if pairs1 else ""),
+            + (f" (median of {pairs1.count} adjacent pairs)" if pairs1 else ""),
             f"{log1_on:.0f}",
             f"{log1_off:.0f}",
-            f"{pair1_rps if pairs1 else log_rps:.2f}",
+            f"{pairs1.ratio if pairs1 else log_rps:.2f}",
             "≥ 0.95",
         ),
         *(
             [
                 row(
-                    f"prediction log on vs off, 100 rows @8, rows/s (median of {len(pairs)} "
+                    f"prediction log on vs off, 100 rows @8, rows/s (median of {pairs.count} "
                     "adjacent pairs)",
-                    f"{statistics.median(a['rows'] for a in pair_on):.0f}",
-                    f"{statistics.median(b['rows'] for b in pair_off):.0f}",
-                    f"{pair_rows:.2f}",
+                    f"{pairs.on:.0f}",
+                    f"{pairs.off:.0f}",
+                    f"{pairs.ratio:.2f}",
                     "≥ 0.95",
                 )
             ]
