@@ -36,6 +36,7 @@ from strata.backends.db import Database
 from strata.core.clock import from_ms, now_ms, to_ms
 from strata.core.errors import StrataError
 from strata.core.principal import current
+from strata.governance import audit_keys
 from strata.governance.models import AuditRecord, AuditVerification
 from strata.governance.tables import AuditHeadRow, AuditRow
 
@@ -185,6 +186,8 @@ def append(
         conn.exec_driver_sql(
             db.sql("UPDATE gov_audit_head SET seq = ?, hash = ? WHERE id = 1"), (seq, digest)
         )
+    if audit_keys.due(seq):  # the lookup keys of the records since the last copy
+        audit_keys.catch_up(db, conn, seq)
     return seq
 
 
@@ -371,24 +374,20 @@ def list_records(
     after_seq: int = 0,
 ) -> list[AuditRecord]:
     """Records in ascending ``seq`` order, filtered; ``action`` may end in ``*`` (prefix);
-    ``since``/``until`` bound the record time, both inclusive."""
-    stmt = sa.select(AuditRow).where(AuditRow.seq > after_seq)
-    if actor:
-        stmt = stmt.where(AuditRow.actor == actor)
-    if action:
-        if action.endswith("*"):
-            stmt = stmt.where(AuditRow.action.startswith(action[:-1], autoescape=True))
-        else:
-            stmt = stmt.where(AuditRow.action == action)
-    if resource_type:
-        stmt = stmt.where(AuditRow.resource_type == resource_type)
-    if since is not None:
-        stmt = stmt.where(AuditRow.ts_ms >= to_ms(since))
-    if until is not None:
-        stmt = stmt.where(AuditRow.ts_ms <= to_ms(until))
-    stmt = stmt.order_by(AuditRow.seq).limit(limit)
+    ``since``/``until`` bound the record time, both inclusive (looked up through the
+    records' keys: :mod:`strata.governance.audit_keys`)."""
     with db.read() as session:
-        return [_to_model(r) for r in session.scalars(stmt)]
+        found = audit_keys.rows(
+            session,
+            actor=actor,
+            action=action,
+            resource_type=resource_type,
+            since_ms=None if since is None else to_ms(since),
+            until_ms=None if until is None else to_ms(until),
+            limit=limit,
+            after_seq=after_seq,
+        )
+        return [_to_model(r) for r in found]
 
 
 def _broken_link(

@@ -39,9 +39,10 @@ class AuditRow(Base):
     __tablename__ = "gov_audit"
 
     seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
-    ts_ms: Mapped[int] = mapped_column(sa.BigInteger, index=True)
-    actor: Mapped[str] = mapped_column(sa.String(64), index=True)
-    action: Mapped[str] = mapped_column(sa.String(64), index=True)
+    # Not indexed here: their lookups go through AuditKeyRow (strata.governance.audit_keys).
+    ts_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    action: Mapped[str] = mapped_column(sa.String(64))
     resource_type: Mapped[str] = mapped_column(sa.String(64))
     resource_id: Mapped[str] = mapped_column(sa.String(256))
     request_id: Mapped[str] = mapped_column(sa.String(64))
@@ -49,6 +50,23 @@ class AuditRow(Base):
     details: Mapped[str] = mapped_column(sa.Text)
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class AuditKeyRow(Base):
+    """A record's lookup keys, copied from ``gov_audit`` in batches and indexed here
+    (:mod:`strata.governance.audit_keys`)."""
+
+    __tablename__ = "gov_audit_keys"
+    __table_args__ = (
+        sa.Index("ix_gov_audit_keys_actor_seq", "actor", "seq"),
+        sa.Index("ix_gov_audit_keys_action_seq", "action", "seq"),
+        sa.Index("ix_gov_audit_keys_ts_ms", "ts_ms"),
+    )
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    ts_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    action: Mapped[str] = mapped_column(sa.String(64))
 
 
 class ConnectionRow(Base):

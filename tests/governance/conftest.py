@@ -19,7 +19,14 @@ from strata.backends.artifacts import ArtifactStore
 from strata.backends.db import Database
 from strata.backends.keys import KeyRing
 from strata.core.config import Settings
-from strata.governance.tables import AuditHeadRow, AuditRow, ConnectionRow, TokenRow, UserRow
+from strata.governance.tables import (
+    AuditHeadRow,
+    AuditKeyRow,
+    AuditRow,
+    ConnectionRow,
+    TokenRow,
+    UserRow,
+)
 
 
 def _postgres_base_url() -> str:
@@ -69,7 +76,7 @@ def gov_db(module_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     module_db.keys = KeyRing(tmp_path / "keys", SecretStr(TEST_AUDIT_KEY), None)
     module_db.audit_store = ArtifactStore(str(tmp_path / "artifacts"))
     with module_db.write() as session:
-        for table in (AuditRow, AuditHeadRow, TokenRow, UserRow, ConnectionRow):
+        for table in (AuditRow, AuditKeyRow, AuditHeadRow, TokenRow, UserRow, ConnectionRow):
             session.execute(sa.delete(table))
     return module_db
 

@@ -1,0 +1,99 @@
+"""The audit log's lookup keys (actor, action, time), indexed in batches rather than per record.
+
+Every mutating call appends one ``gov_audit`` record in its own transaction. Indexed there by
+actor, action and time, each record also changed three more B-tree leaves: on SQLite three
+more WAL pages of the ~10 a single MLflow ``log_metric`` call writes, the largest share of a
+small write's cost after the row itself (docs/tracking.md). So the records themselves are
+indexed by ``seq`` only, and their keys are copied into ``gov_audit_keys`` — indexed by
+``(actor, seq)``, ``(action, seq)`` and ``ts_ms`` — once every :data:`KEYS_EVERY` records:
+the record whose ``seq`` is a multiple of it copies the keys of every record since the last
+copy (:func:`catch_up`, one ``INSERT ... SELECT``, in that record's transaction: the copy
+and the records commit or roll back together, and the audit lock orders them).
+
+A filtered listing (:func:`rows`) reads the copied keys through their indexes, then scans
+only the records after the last copy (fewer than :data:`KEYS_EVERY`, unless records were
+written by a server older than this table, which leaves its records to the next copy). Its
+filters are applied to the records' own columns as well, so what is listed is always what the
+records say. An unfiltered listing reads the records in ``seq`` order and never needs the
+keys (it works on a database not yet migrated to this table).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from strata.backends.db import Database
+from strata.governance.tables import AuditKeyRow, AuditRow
+
+#: A record whose seq is a multiple of this copies the keys of the records since the last copy.
+KEYS_EVERY = 256
+
+_CATCH_UP = (
+    "INSERT INTO gov_audit_keys (seq, ts_ms, actor, action) "
+    "SELECT seq, ts_ms, actor, action FROM gov_audit "
+    "WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM gov_audit_keys) AND seq <= ?"
+)
+
+
+def due(seq: int) -> bool:
+    return seq % KEYS_EVERY == 0
+
+
+def catch_up(db: Database, conn: Any, seq: int) -> None:
+    """Copy the keys of the records up to ``seq`` not copied yet, in the caller's write
+    transaction (a connection offering ``exec_driver_sql``: SQLAlchemy's, or the lean
+    path's over ``sqlite3``)."""
+    conn.exec_driver_sql(db.sql(_CATCH_UP), (seq,))
+
+
+def rows(
+    session: Session,
+    *,
+    actor: str | None,
+    action: str | None,
+    resource_type: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    limit: int,
+    after_seq: int,
+) -> list[AuditRow]:
+    """Records after ``after_seq`` matching every filter given, in ``seq`` order, at most
+    ``limit`` (``action`` ending in ``*``: a prefix)."""
+    keyed = actor or action or since_ms is not None or until_ms is not None
+
+    def filtered(stmt: sa.Select[Any], table: Any) -> sa.Select[Any]:
+        if actor:
+            stmt = stmt.where(table.actor == actor)
+        if action:
+            if action.endswith("*"):
+                stmt = stmt.where(table.action.startswith(action[:-1], autoescape=True))
+            else:
+                stmt = stmt.where(table.action == action)
+        if since_ms is not None:
+            stmt = stmt.where(table.ts_ms >= since_ms)
+        if until_ms is not None:
+            stmt = stmt.where(table.ts_ms <= until_ms)
+        return stmt
+
+    records = sa.select(AuditRow)
+    if resource_type:
+        records = records.where(AuditRow.resource_type == resource_type)
+    if not keyed:
+        stmt = records.where(AuditRow.seq > after_seq).order_by(AuditRow.seq).limit(limit)
+        return list(session.scalars(stmt))
+    copied = session.scalar(sa.select(sa.func.max(AuditKeyRow.seq))) or 0
+    found: list[AuditRow] = []
+    if copied > after_seq:
+        through_keys = filtered(
+            filtered(records, AuditRow).join(AuditKeyRow, AuditKeyRow.seq == AuditRow.seq),
+            AuditKeyRow,
+        )
+        stmt = through_keys.where(AuditKeyRow.seq > after_seq).order_by(AuditKeyRow.seq)
+        found = list(session.scalars(stmt.limit(limit)))
+    if len(found) < limit:
+        tail = filtered(records, AuditRow).where(AuditRow.seq > max(after_seq, copied))
+        found += session.scalars(tail.order_by(AuditRow.seq).limit(limit - len(found)))
+    return found
