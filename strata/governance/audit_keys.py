@@ -49,6 +49,11 @@ def catch_up(db: Database, conn: Any, seq: int) -> None:
     conn.exec_driver_sql(db.sql(_CATCH_UP), (seq,))
 
 
+def copied_through(session: Session) -> int:
+    """The newest record whose keys are copied (0: none)."""
+    return session.scalar(sa.select(sa.func.max(AuditKeyRow.seq))) or 0
+
+
 def rows(
     session: Session,
     *,
@@ -84,15 +89,17 @@ def rows(
     if not keyed:
         stmt = records.where(AuditRow.seq > after_seq).order_by(AuditRow.seq).limit(limit)
         return list(session.scalars(stmt))
-    copied = session.scalar(sa.select(sa.func.max(AuditKeyRow.seq))) or 0
+    copied = copied_through(session)
     found: list[AuditRow] = []
     if copied > after_seq:
         through_keys = filtered(
             filtered(records, AuditRow).join(AuditKeyRow, AuditKeyRow.seq == AuditRow.seq),
             AuditKeyRow,
         )
-        stmt = through_keys.where(AuditKeyRow.seq > after_seq).order_by(AuditKeyRow.seq)
-        found = list(session.scalars(stmt.limit(limit)))
+        # Bounded by the copy read above: a copy committed since (PostgreSQL reads each
+        # statement's own snapshot) must not list its records twice, here and in the tail.
+        stmt = through_keys.where(AuditKeyRow.seq > after_seq, AuditKeyRow.seq <= copied)
+        found = list(session.scalars(stmt.order_by(AuditKeyRow.seq).limit(limit)))
     if len(found) < limit:
         tail = filtered(records, AuditRow).where(AuditRow.seq > max(after_seq, copied))
         found += session.scalars(tail.order_by(AuditRow.seq).limit(limit - len(found)))
