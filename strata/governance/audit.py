@@ -456,6 +456,9 @@ def _verify_chain(db: Database, batch: int, checkpoint: dict[str, Any] | None) -
         broken = _check_ends(walk, checkpoint, head)
         if broken is not None:
             return broken
+        mismatch = audit_keys.first_mismatch(session)
+        if mismatch is not None:
+            return walk.broken(*mismatch)
     reason = ""
     if walk.legacy_last:
         reason = (

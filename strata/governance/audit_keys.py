@@ -16,6 +16,10 @@ written by a server older than this table, which leaves its records to the next 
 filters are applied to the records' own columns as well, so what is listed is always what the
 records say. An unfiltered listing reads the records in ``seq`` order and never needs the
 keys (it works on a database not yet migrated to this table).
+
+The keys are outside the hash chain: an edited or deleted key could hide an intact record
+from a filtered listing. ``verify`` therefore compares them with the records
+(:func:`first_mismatch`) once the chain checks out.
 """
 
 from __future__ import annotations
@@ -104,3 +108,38 @@ def rows(
         tail = filtered(records, AuditRow).where(AuditRow.seq > max(after_seq, copied))
         found += session.scalars(tail.order_by(AuditRow.seq).limit(limit - len(found)))
     return found
+
+
+_KEY_DIFFERS = (
+    "SELECT k.seq FROM gov_audit_keys k LEFT JOIN gov_audit a ON a.seq = k.seq "
+    "WHERE a.seq IS NULL OR a.actor <> k.actor OR a.action <> k.action OR a.ts_ms <> k.ts_ms "
+    "ORDER BY k.seq LIMIT 1"
+)
+_KEY_MISSING = (
+    "SELECT a.seq FROM gov_audit a LEFT JOIN gov_audit_keys k ON k.seq = a.seq "
+    "WHERE a.seq <= :copied AND k.seq IS NULL ORDER BY a.seq LIMIT 1"
+)
+
+
+def first_mismatch(session: Session) -> tuple[int, str] | None:
+    """The first record whose copied keys are not its own — edited, deleted or added in
+    ``gov_audit_keys``, which the hash chain does not cover — and why; None when they all
+    agree. An edited key could hide an intact record from a filtered listing, so ``verify``
+    reports it (its reads are one snapshot)."""
+    differs = session.execute(sa.text(_KEY_DIFFERS)).scalar()
+    missing = session.execute(sa.text(_KEY_MISSING), {"copied": copied_through(session)}).scalar()
+    found = [
+        (int(seq), what)
+        for seq, what in (
+            (differs, "the copied lookup keys of record {} (gov_audit_keys) differ from it"),
+            (missing, "record {} has no copied lookup keys (gov_audit_keys)"),
+        )
+        if seq
+    ]
+    if not found:
+        return None
+    seq, what = min(found)
+    return seq, (
+        what.format(seq) + ": a filtered `strata audit list` could leave it out. The records "
+        "and their chain are intact; the keys table was changed outside Strata"
+    )

@@ -191,3 +191,28 @@ def test_a_copy_committed_while_listing_lists_no_record_twice(
     for filters in ({"actor": "bob"}, {"action": "run.*"}, {"actor": "cy", "after_seq": 2}):
         got = [r.seq for r in audit.list_records(gov_db, **filters)]  # type: ignore[arg-type]
         assert got == _scan(everything, **filters)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "says"),
+    [
+        ("UPDATE gov_audit_keys SET actor = 'nobody' WHERE seq = 4", 4, "differ"),
+        ("DELETE FROM gov_audit_keys WHERE seq = 3", 3, "has no copied"),
+        # A key past the records moves the copy mark: the records after the real mark are
+        # then looked up through keys they do not have.
+        ("INSERT INTO gov_audit_keys VALUES (99, 0, 'ghost', 'x')", EVERY + 1, "has no copied"),
+    ],
+)
+def test_verify_reports_lookup_keys_changed_outside_strata(
+    gov_db: Database, monkeypatch: pytest.MonkeyPatch, tamper: str, seq: int, says: str
+) -> None:
+    """The keys are outside the hash chain: an edited key could hide an intact record from a
+    filtered listing, so verify compares them with the records."""
+    monkeypatch.setattr(audit_keys, "KEYS_EVERY", EVERY)
+    _append(gov_db, EVERY + 2)
+    assert audit.verify(gov_db).ok
+    with gov_db.write() as session:
+        session.execute(sa.text(tamper))
+    result = audit.verify(gov_db)
+    assert not result.ok and result.first_broken_seq == seq and says in result.reason
+    assert "chain are intact" in result.reason
