@@ -307,7 +307,9 @@ def test_500_is_rendered_without_internals(shared_env: AppEnv) -> None:
 def test_no_auth_mode_acts_as_local_admin(sqlite_settings: Settings) -> None:
     app = create_app(sqlite_settings, auth=False)
     for url in serve_in_thread(app):
-        with httpx.Client(base_url=url) as http:
+        # The app's first request builds FastAPI's route contexts (~0.3 s alone): on a loaded
+        # CI machine it once took 5.2 s, past httpx's default 5 s timeout.
+        with httpx.Client(base_url=url, timeout=60) as http:
             r = http.get("/api/v1/whoami")
             assert r.status_code == 200
             assert r.json()["role"] == "admin"
