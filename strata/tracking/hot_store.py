@@ -10,7 +10,8 @@ runs on the event loop, on one ``sqlite3`` connection of this process, in one tr
 :meth:`EmbeddedGovernance.authenticate` runs), the run's stage and the audit chain's head →
 the permission → the run's rows (:mod:`strata.tracking.batch_write`, the statements the
 embedded service runs) → the audit record (:func:`strata.governance.audit.append`, given
-that head) → ``COMMIT``.
+that head; one call in 256 also copies the last 256 records' lookup keys,
+:mod:`strata.governance.audit_keys`, about a millisecond on the event loop) → ``COMMIT``.
 
 It serves only the plain success: an authenticated caller allowed to write, a valid body, an
 active run, a free write lock. Anything else — no or a bad token, a token whose last use is
