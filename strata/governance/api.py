@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from strata.core.page import Page
 from strata.governance.models import (
     AuditCheckpoint,
+    AuditKeysRebuilt,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -143,6 +144,13 @@ def list_audit(
 def checkpoint_audit(request: Request) -> AuditCheckpoint | None:
     """Sign the chain head into the artifact store; ``null`` when the log is empty."""
     return _svc(request).checkpoint_audit()
+
+
+@router.post("/audit/keys/rebuild", dependencies=ADMIN)
+def rebuild_audit_keys(request: Request) -> AuditKeysRebuilt:
+    """Copy the records' lookup keys again from the records: the repair for a keys table
+    that verify reports edited (audited; the records and their chain are not touched)."""
+    return _svc(request).rebuild_audit_keys()
 
 
 @router.get("/audit/verify", dependencies=ADMIN)

@@ -37,7 +37,7 @@ from strata.core.clock import from_ms, now_ms, to_ms
 from strata.core.errors import StrataError
 from strata.core.principal import current
 from strata.governance import audit_keys
-from strata.governance.models import AuditRecord, AuditVerification
+from strata.governance.models import AuditKeysRebuilt, AuditRecord, AuditVerification
 from strata.governance.tables import AuditHeadRow, AuditRow
 
 GENESIS = "0" * 64
@@ -388,6 +388,20 @@ def list_records(
             after_seq=after_seq,
         )
         return [_to_model(r) for r in found]
+
+
+def rebuild_keys(db: Database) -> AuditKeysRebuilt:
+    """Copy every record's lookup keys again from the records (``strata audit rebuild-keys``):
+    the repair for what ``verify`` reports about ``gov_audit_keys``, which the hash chain does
+    not cover. One write transaction under the audit lock (no record is appended meanwhile),
+    audited as ``audit.rebuild_keys``; the records and their chain are not touched."""
+    with audited(db, "audit.rebuild_keys", "audit") as scope:
+        db.lock(scope.session, _AUDIT_LOCK_KEY)
+        conn = scope.session.connection()
+        head = conn.exec_driver_sql("SELECT seq FROM gov_audit_head WHERE id = 1").scalar()
+        copied, mark = audit_keys.rebuild(db, conn, int(head or 0))
+        scope.details.update({"keys_copied": copied, "copied_through_seq": mark})
+    return AuditKeysRebuilt(keys_copied=copied, copied_through_seq=mark)
 
 
 def _broken_link(

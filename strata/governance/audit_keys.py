@@ -19,7 +19,8 @@ keys (it works on a database not yet migrated to this table).
 
 The keys are outside the hash chain: an edited or deleted key could hide an intact record
 from a filtered listing. ``verify`` therefore compares them with the records
-(:func:`first_mismatch`) once the chain checks out.
+(:func:`first_mismatch`) once the chain checks out, and :func:`rebuild` (``strata audit
+rebuild-keys``) copies them again from the records, which are the truth.
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ def catch_up(db: Database, conn: Any, seq: int) -> None:
     transaction (a connection offering ``exec_driver_sql``: SQLAlchemy's, or the lean
     path's over ``sqlite3``)."""
     conn.exec_driver_sql(db.sql(_CATCH_UP), (seq,))
+
+
+_DELETE_ALL = "DELETE FROM gov_audit_keys"
+_COPY_THROUGH = (
+    "INSERT INTO gov_audit_keys (seq, ts_ms, actor, action) "
+    "SELECT seq, ts_ms, actor, action FROM gov_audit WHERE seq <= ?"
+)
+
+
+def rebuild(db: Database, conn: Any, head: int) -> tuple[int, int]:
+    """Copy every record's keys again, from the records, in the caller's write transaction
+    (which holds the audit lock, so no record is appended meanwhile): the keys table as the
+    copies would have left it with records up to ``head`` — every record through the last
+    multiple of :data:`KEYS_EVERY`, the rest to the next copy. Returns ``(keys copied, the
+    copy mark)``. Whatever the table held is replaced (edited, deleted or added keys)."""
+    mark = head - head % KEYS_EVERY
+    conn.exec_driver_sql(_DELETE_ALL)
+    copied = conn.exec_driver_sql(db.sql(_COPY_THROUGH), (mark,)).rowcount
+    return int(copied), mark
 
 
 def copied_through(session: Session) -> int:
@@ -141,5 +161,6 @@ def first_mismatch(session: Session) -> tuple[int, str] | None:
     seq, what = min(found)
     return seq, (
         what.format(seq) + ": a filtered `strata audit list` could leave it out. The records "
-        "and their chain are intact; the keys table was changed outside Strata"
+        "and their chain are intact; the keys table was changed outside Strata. `strata audit "
+        "rebuild-keys` copies the keys again from the records"
     )

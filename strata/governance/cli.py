@@ -223,6 +223,24 @@ def audit_rotate_key(json_out: JsonOpt = False) -> None:
     )
 
 
+@audit_app.command("rebuild-keys")
+def audit_rebuild_keys(json_out: JsonOpt = False) -> None:
+    """Copy the audit records' lookup keys again from the records (admin).
+
+    The repair for what `strata audit verify` reports about the keys table (gov_audit_keys),
+    which filtered listings read and the hash chain does not cover. The records and their
+    chain are not touched; the rebuild is itself audited.
+    """
+    done = _governance().rebuild_audit_keys()
+    if json_out:
+        print_json(done)
+        return
+    console.print(
+        f"Audit lookup keys rebuilt: {done.keys_copied} records' keys copied from the records "
+        f"(through record {done.copied_through_seq}; newer records are copied with the next)."
+    )
+
+
 @audit_app.command("verify")
 def audit_verify(json_out: JsonOpt = False) -> None:
     """Check the audit hash chain; exit 1 naming the first broken record if any."""

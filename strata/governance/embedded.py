@@ -22,6 +22,7 @@ from strata.core.principal import Principal, Role, current
 from strata.governance import audit, connections
 from strata.governance.models import (
     AuditCheckpoint,
+    AuditKeysRebuilt,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -251,6 +252,9 @@ class EmbeddedGovernance(GovernanceService):
     def checkpoint_audit(self) -> AuditCheckpoint | None:
         done = audit.write_checkpoint(self.db)
         return None if done is None else AuditCheckpoint.model_validate(done)
+
+    def rebuild_audit_keys(self) -> AuditKeysRebuilt:
+        return audit.rebuild_keys(self.db)
 
     def create_connection(self, name: str, url: str) -> Connection:
         return connections.create(self.db, name, url)

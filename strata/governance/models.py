@@ -87,6 +87,15 @@ class AuditVerification(BaseModel):
     legacy_until: int = 0
 
 
+class AuditKeysRebuilt(BaseModel):
+    """What ``rebuild_audit_keys`` did: the records whose lookup keys it copied again (every
+    record through ``copied_through_seq``, the last multiple of the copy interval; the newer
+    ones are copied with the next)."""
+
+    keys_copied: int
+    copied_through_seq: int
+
+
 class AuditCheckpoint(BaseModel):
     """A signed chain head stored in the artifact store (``audit/checkpoints/``).
 

@@ -10,6 +10,7 @@ from strata.core.principal import Role
 from strata.core.transport import HttpTransport
 from strata.governance.models import (
     AuditCheckpoint,
+    AuditKeysRebuilt,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -88,6 +89,10 @@ class RemoteGovernance(GovernanceService):
     def checkpoint_audit(self) -> AuditCheckpoint | None:
         out = self.http.request("POST", f"{P}/audit/checkpoint")
         return None if out is None else AuditCheckpoint.model_validate(out)
+
+    def rebuild_audit_keys(self) -> AuditKeysRebuilt:
+        out = self.http.request("POST", f"{P}/audit/keys/rebuild")
+        return AuditKeysRebuilt.model_validate(out)
 
     def create_connection(self, name: str, url: str) -> Connection:
         body = self.http.request("POST", f"{P}/connections", json={"name": name, "url": url})

@@ -12,6 +12,7 @@ from strata.core.page import Page
 from strata.core.principal import Role
 from strata.governance.models import (
     AuditCheckpoint,
+    AuditKeysRebuilt,
     AuditRecord,
     AuditVerification,
     Connection,
@@ -75,6 +76,11 @@ class GovernanceService(ABC):
     @abstractmethod
     def checkpoint_audit(self) -> AuditCheckpoint | None:
         """Sign the audit chain's head into the artifact store (admin); None when empty."""
+
+    @abstractmethod
+    def rebuild_audit_keys(self) -> AuditKeysRebuilt:
+        """Copy the audit records' lookup keys again from the records (admin): the repair
+        for a keys table that ``verify_audit`` reports edited (the records are not touched)."""
 
     @abstractmethod
     def create_connection(self, name: str, url: str) -> Connection:

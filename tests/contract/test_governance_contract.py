@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from conftest import LiveServer
 
 from strata.backends.context import Backends
@@ -27,7 +28,7 @@ from strata.core.errors import (
 )
 from strata.core.principal import Role
 from strata.governance.embedded import EmbeddedGovernance
-from strata.governance.models import AuditCheckpoint, User
+from strata.governance.models import AuditCheckpoint, AuditKeysRebuilt, User
 from strata.governance.tables import TokenRow
 
 INVALID_NAMES = [
@@ -335,3 +336,28 @@ def test_audit_checkpoint_is_a_typed_signed_head(client: Client) -> None:
     assert done.path == f"audit/checkpoints/{head.seq:016d}.json"
     assert len(done.mac) == 64 and done.ts_ms > 0
     assert gov.verify_audit().ok
+
+
+def test_rebuilding_the_audit_keys_is_typed_audited_and_keeps_the_chain(
+    client: Client, db: Database
+) -> None:
+    """rebuild_audit_keys, embedded and remote: the keys copied again from the records (the
+    repair for a keys table verify reports edited), itself audited, the chain intact."""
+    gov = client.governance
+    gov.create_user("lee", "viewer")
+    with db.write() as session:  # a key edited outside Strata (every record copied first)
+        session.execute(
+            sa.text("INSERT INTO gov_audit_keys SELECT seq, ts_ms, actor, action FROM gov_audit")
+        )
+        session.execute(sa.text("UPDATE gov_audit_keys SET actor = 'nobody'"))
+    assert not gov.verify_audit().ok
+    done = gov.rebuild_audit_keys()
+    assert isinstance(done, AuditKeysRebuilt)
+    assert done.keys_copied == done.copied_through_seq == 0  # fewer records than one copy
+    assert gov.verify_audit().ok
+    last = gov.list_audit(limit=10_000).items[-1]
+    assert (last.action, last.details) == (
+        "audit.rebuild_keys",
+        {"keys_copied": 0, "copied_through_seq": 0},
+    )
+    assert [r.resource_id for r in gov.list_audit(action="user.create").items][-1] == "lee"

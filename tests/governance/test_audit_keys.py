@@ -216,3 +216,50 @@ def test_verify_reports_lookup_keys_changed_outside_strata(
     result = audit.verify(gov_db)
     assert not result.ok and result.first_broken_seq == seq and says in result.reason
     assert "chain are intact" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reported"),
+    [
+        ("UPDATE gov_audit_keys SET actor = 'nobody' WHERE seq = 4", True),
+        ("DELETE FROM gov_audit_keys WHERE seq = 3", True),
+        ("INSERT INTO gov_audit_keys VALUES (99, 0, 'ghost', 'x')", True),
+        # As a server older than the table leaves it: nothing copied, nothing wrong (the
+        # listings scan the records), but every filtered listing scans them all.
+        ("DELETE FROM gov_audit_keys", False),
+    ],
+)
+def test_rebuild_copies_the_keys_again_from_the_records(
+    gov_db: Database, monkeypatch: pytest.MonkeyPatch, tamper: str, reported: bool
+) -> None:
+    """The repair of what verify reports: the keys copied again from the records, as the
+    copies would have left them, in one audited transaction; the records untouched."""
+    monkeypatch.setattr(audit_keys, "KEYS_EVERY", EVERY)
+    _append(gov_db, 2 * EVERY + 2)  # 12 records: keys through 10
+    before = audit.list_records(gov_db, limit=1000)
+    with gov_db.write() as session:
+        session.execute(sa.text(tamper))
+    assert audit.verify(gov_db).ok is not reported
+
+    done = audit.rebuild_keys(gov_db)
+    assert (done.keys_copied, done.copied_through_seq) == (2 * EVERY, 2 * EVERY)
+    assert _copied(gov_db) == list(range(1, 2 * EVERY + 1))
+    assert audit.verify(gov_db).ok
+    everything = audit.list_records(gov_db, limit=1000)
+    assert everything[:-1] == before  # the records and their chain as they were
+    last = everything[-1]
+    assert (last.seq, last.action, last.resource_type) == (13, "audit.rebuild_keys", "audit")
+    assert last.details == {"keys_copied": 2 * EVERY, "copied_through_seq": 2 * EVERY}
+    for filters in ({"actor": "nobody"}, {"actor": "ann"}, {"action": "data.*"}):
+        got = [r.seq for r in audit.list_records(gov_db, **filters)]  # type: ignore[arg-type]
+        assert got == _scan(everything, **filters)
+    _append(gov_db, 2)  # the next copy (at 15) goes on from the rebuilt mark
+    assert _copied(gov_db) == list(range(1, 3 * EVERY + 1))
+    assert audit.verify(gov_db).ok
+
+
+def test_rebuild_on_an_empty_log_copies_nothing_and_is_audited(gov_db: Database) -> None:
+    done = audit.rebuild_keys(gov_db)
+    assert (done.keys_copied, done.copied_through_seq) == (0, 0)
+    assert [r.action for r in audit.list_records(gov_db)] == ["audit.rebuild_keys"]
+    assert audit.verify(gov_db).ok

@@ -354,3 +354,19 @@ def test_record_hash_is_the_standard_hmac_sha256(key_length: int) -> None:
     assert audit._digest_values(values, key) == expected
     assert audit._digest_values(values, key) == expected  # the cached object is not consumed
     assert audit._digest_values(values, key[::-1] + b"x") != expected
+
+
+def test_edited_lookup_keys_are_reported_and_rebuilt_from_the_cli(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`strata audit verify` names an edited lookup key and says how to repair it; `strata
+    audit rebuild-keys` does, and verify then passes."""
+    _exec(db, "INSERT INTO gov_audit_keys SELECT seq, ts_ms, actor, action FROM gov_audit")
+    _exec(db, "UPDATE gov_audit_keys SET action = 'x' WHERE seq = 2")
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code == 1 and "record 2" in out and "strata audit rebuild-keys" in out, out
+    result = CliRunner().invoke(app, ["audit", "rebuild-keys"])
+    assert result.exit_code == 0, result.output
+    assert "Audit lookup keys rebuilt: 0 records' keys copied" in result.output
+    code, out = _verify_cli(monkeypatch, settings)
+    assert code == 0 and f"{RECORDS + 1} records verified" in out, out
