@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, list[str]] = {  # name -> quick-mode arguments
     "training": ["--rows", "50000", "--repeat", "1", "--trials", "8", "--epochs", "300"],
     "serving": ["--seconds", "3"],
     "serving_predlog": ["--requests", "200", "--repeat", "3"],
+    "serving_predlog_cost": ["--requests", "1000"],
     "monitoring_drift": ["--rows", "100000", "--repeat", "1", "--log-rows", "1000000"],
 }
 

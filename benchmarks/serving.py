@@ -250,6 +250,8 @@ def main() -> None:
         "judge the log's cost",
     )
     args = parser.parse_args()
+    if args.reps < 1:  # the targets are medians of the rounds
+        parser.error("--reps must be at least 1 (each target is a median of its rounds)")
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
