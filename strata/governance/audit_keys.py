@@ -54,23 +54,18 @@ def catch_up(db: Database, conn: Any, seq: int) -> None:
     conn.exec_driver_sql(db.sql(_CATCH_UP), (seq,))
 
 
-_DELETE_ALL = "DELETE FROM gov_audit_keys"
-_COPY_THROUGH = (
-    "INSERT INTO gov_audit_keys (seq, ts_ms, actor, action) "
-    "SELECT seq, ts_ms, actor, action FROM gov_audit WHERE seq <= ?"
-)
-
-
 def rebuild(db: Database, conn: Any, head: int) -> tuple[int, int]:
     """Copy every record's keys again, from the records, in the caller's write transaction
-    (which holds the audit lock, so no record is appended meanwhile): the keys table as the
-    copies would have left it with records up to ``head`` — every record through the last
-    multiple of :data:`KEYS_EVERY`, the rest to the next copy. Returns ``(keys copied, the
-    copy mark)``. Whatever the table held is replaced (edited, deleted or added keys)."""
+    (which holds the audit lock, so no record is appended meanwhile): the keys table emptied,
+    then caught up as the copies would have left it with records up to ``head`` — every
+    record through the last multiple of :data:`KEYS_EVERY`, the rest to the next copy.
+    Returns ``(keys copied, the copy mark)``. Whatever the table held is replaced (edited,
+    deleted or added keys)."""
     mark = head - head % KEYS_EVERY
-    conn.exec_driver_sql(_DELETE_ALL)
-    copied = conn.exec_driver_sql(db.sql(_COPY_THROUGH), (mark,)).rowcount
-    return int(copied), mark
+    conn.exec_driver_sql("DELETE FROM gov_audit_keys")
+    catch_up(db, conn, mark)
+    copied = conn.exec_driver_sql("SELECT COUNT(*) FROM gov_audit_keys").scalar()
+    return int(copied or 0), mark
 
 
 def copied_through(session: Session) -> int:

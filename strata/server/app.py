@@ -207,7 +207,7 @@ def create_app(
         # FastAPI builds its included routers' route contexts on first use, each route's
         # dependencies analysed again (~0.3 s for ~340 routes): built here, before serving,
         # so the first caller does not wait for them (a loaded CI machine once took 5.2 s).
-        await run_blocking(lambda: sum(1 for _ in iter_route_contexts(app.routes)))
+        await run_blocking(lambda: list(iter_route_contexts(app.routes)))
         if freeze_heap:
             gc.collect()  # what is garbage now is freed, not frozen
             gc.freeze()
