@@ -235,10 +235,19 @@ def audit_rebuild_keys(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(done)
         return
-    console.print(
-        f"Audit lookup keys rebuilt: {done.keys_copied} records' keys copied from the records "
-        f"(through record {done.copied_through_seq}; newer records are copied with the next)."
-    )
+    from strata.governance.audit_keys import KEYS_EVERY
+
+    if done.copied_through_seq == 0:
+        console.print(
+            f"Audit lookup keys rebuilt: none to copy yet (keys are copied every {KEYS_EVERY} "
+            "records; listings read the newer records themselves)."
+        )
+    else:
+        console.print(
+            f"Audit lookup keys rebuilt: records 1-{done.copied_through_seq} copied again from "
+            f"the records ({done.keys_copied} keys); listings read the newer records themselves "
+            f"until the next copy, every {KEYS_EVERY} records."
+        )
 
 
 @audit_app.command("verify")

@@ -367,6 +367,20 @@ def test_edited_lookup_keys_are_reported_and_rebuilt_from_the_cli(
     assert code == 1 and "record 2" in out and "strata audit rebuild-keys" in out, out
     result = CliRunner().invoke(app, ["audit", "rebuild-keys"])
     assert result.exit_code == 0, result.output
-    assert "Audit lookup keys rebuilt: 0 records' keys copied" in result.output
+    assert "Audit lookup keys rebuilt: none to copy yet" in result.output
     code, out = _verify_cli(monkeypatch, settings)
     assert code == 0 and f"{RECORDS + 1} records verified" in out, out
+
+
+def test_rebuild_keys_from_the_cli_says_which_records_it_copied(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strata.governance import audit_keys
+
+    monkeypatch.setattr(audit_keys, "KEYS_EVERY", 5)
+    _verify_cli(monkeypatch, settings)  # points the CLI at this database
+    result = CliRunner().invoke(app, ["audit", "rebuild-keys"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "records 1-5 copied again from the records (5 keys)" in said
+    assert "until the next copy, every 5 records" in said
