@@ -316,20 +316,26 @@ def _status_publisher(client: Any, stats: dict[str, dict[str, float]]) -> Any:
 
     store = client.backends.artifacts
     server = f"{socket.gethostname()}:{os.getpid()}"
-    last: dict[str, tuple[float, float]] = {}
+    last: dict[str, tuple[float, dict[str, float]]] = {}
 
     def publish(statuses: list[Any]) -> None:
         now = datetime.now(UTC)
         for status in statuses:
-            counts = dict(stats.get(status.name, {}))
-            # The request rate since the previous report (at most 30 s ago): the live rate.
-            tick, requests = time.monotonic(), counts.get("requests", 0.0)
+            totals = dict(stats.get(status.name, {}))
+            counts = dict(totals)
+            # Since the previous report (at most 30 s ago): the live rate, errors, latency.
+            tick = time.monotonic()
             previous = last.get(status.name)
             if previous is not None and tick > previous[0]:
-                counts["rate_rps"] = (requests - previous[1]) / (tick - previous[0])
-            last[status.name] = (tick, requests)
+                before = previous[1]
+                requests = counts.get("requests", 0.0) - before.get("requests", 0.0)
+                counts["rate_rps"] = requests / (tick - previous[0])
+                counts["window_requests"] = requests
+                for key in ("errors", "latency_s"):
+                    counts[f"window_{key}"] = counts.get(key, 0.0) - before.get(key, 0.0)
+            last[status.name] = (tick, totals)
             update = {"updated_at": now, "server": server, "stats": counts}
-            publish_status(store, status.model_copy(update=update))
+            publish_status(store, status.model_copy(update=update), first=previous is None)
 
     return publish
 

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strata.core.errors import NotFound, StrataError
 from strata.serving.access import AccessLog
 from strata.serving.endpoints import Endpoints
-from strata.serving.handlers import _JSON, HttpError, PredictRoutes
+from strata.serving.handlers import _JSON, ENDPOINT, PROTOCOLS, HttpError, PredictRoutes
 from strata.serving.metrics import ServingMetrics
 from strata.serving.routing import Router
 
@@ -154,12 +154,15 @@ class ServingApp(PredictRoutes):
             refusal = await self._guard(scope, headers, path)
             if refusal is not None:
                 status, body = refusal
+                self._refused(scope, handler, status)
                 await self._respond(send, status, body, _JSON, request_id)
                 return
             status, body, extra = await handler(scope, receive, headers, request_id)
             await self._respond(send, status, body, extra, request_id)
         except HttpError as exc:
             status = exc.status
+            if not exc.counted:
+                self._refused(scope, handler, status)
             body = self._error_body(path, exc.error, request_id)
             await self._respond(send, status, body, [*_JSON, *exc.headers], request_id)
         except Exception:
@@ -175,6 +178,24 @@ class ServingApp(PredictRoutes):
         finally:
             if self.access_log.enabled():
                 self.access_log.add(method, path, status, start, request_id)
+
+    def _refused(self, scope: Scope, handler: Any, status: int) -> None:
+        """Count a prediction refused before it was admitted (unauthenticated, malformed,
+        too large, an unknown model or version...) in ``requests_total`` by code, and in its
+        endpoint's errors. Labelled with the endpoint its path named when it names one
+        served here, else with none (never with what the caller wrote: no label per
+        made-up name)."""
+        protocol = PROTOCOLS.get(getattr(handler, "__name__", ""))
+        if protocol is None:
+            return  # not a prediction (health, metadata, metrics)
+        ep = scope.get(ENDPOINT)
+        name, model = ("", "") if ep is None else (ep.name, ep.ref.name)
+        metrics = self.metrics
+        metrics.add(metrics.child(metrics.requests, name, model, "", protocol, "", str(status)))
+        if ep is not None:
+            stats = self.router.stats.setdefault(ep.name, {})
+            stats["requests"] = stats.get("requests", 0.0) + 1
+            stats["errors"] = stats.get("errors", 0.0) + 1
 
     def close(self) -> None:
         """Write what the access log and the metrics still hold (at shutdown)."""

@@ -42,7 +42,7 @@ def endpoints(as_json: JsonOpt = False) -> None:
             "ready": "yes" if i.ready else f"no: {i.error or 'loading'}",
             "canary": ", ".join(f"{t.model}={t.weight:g}" for t in i.policy.canary) or "-",
             "shadow": i.policy.shadow.model if i.policy.shadow else "-",
-            "fallback": i.policy.fallback.model if i.policy.fallback else "-",
+            "fallback": i.policy.fallback.text() if i.policy.fallback else "-",
             "reported": i.updated_at.isoformat(timespec="seconds") if i.updated_at else "-",
         }
         for i in items
@@ -68,6 +68,14 @@ def policy(
     fallback: Annotated[
         str | None, typer.Option(help="REF answering when the primary fails.")
     ] = None,
+    fallback_cached: Annotated[
+        bool,
+        typer.Option(
+            "--fallback-cached",
+            help="When the primary fails, answer with the last good answer for the same "
+            "inputs first (then --fallback, if given).",
+        ),
+    ] = False,
     timeout_ms: Annotated[
         float | None, typer.Option(help="Fallback after this primary latency.")
     ] = None,
@@ -88,16 +96,21 @@ def policy(
         import yaml
 
         fields = yaml.safe_load(file.read_text()) or {}
-    elif clear or any(v is not None for v in (canary, shadow, fallback, cache_ttl)):
+    elif (
+        clear
+        or fallback_cached
+        or any(v is not None for v in (canary, shadow, fallback, cache_ttl))
+    ):
         fields = {}
         if canary:
             fields["canary"] = [_target(c) for c in canary]
         if shadow:
             ref, _, fraction = shadow.partition(":")
             fields["shadow"] = {"model": ref, "fraction": float(fraction or 1.0)}
-        if fallback:
+        if fallback or fallback_cached:
             fields["fallback"] = {
                 "model": fallback,
+                "cached": fallback_cached,
                 "timeout_ms": timeout_ms,
                 "min_confidence": min_confidence,
             }
@@ -105,7 +118,8 @@ def policy(
             fields["cache"] = {"ttl_seconds": cache_ttl}
     if fields is not None:
         result = client.serving.set_traffic_policy(name, fields)
-        console.print(f"Policy of {name} set; servers apply it at their next poll.")
+        if not as_json:  # --json prints the JSON alone, for a program to read
+            console.print(f"Policy of {name} set; servers apply it at their next poll.")
     else:
         result = client.serving.get_traffic_policy(name)
     if as_json or fields is None:

@@ -34,7 +34,7 @@ from strata.serving.models import (
     parse_ref,
     policy_refs,
 )
-from strata.serving.policies import ENDPOINTS, read_policy, write_policy
+from strata.serving.policies import read_policy, read_status, read_statuses, write_policy
 from strata.serving.service import ServingService
 
 #: A job list's page token: the creation time (µs) and id of the last job of the page before.
@@ -165,28 +165,19 @@ class EmbeddedServing(ServingService):
             self._jobs.delete(job_id)
 
     def list_endpoints(self) -> list[EndpointStatus]:
-        store = self.backends.artifacts
-        if not store.exists(ENDPOINTS):
-            return []
-        out = []
-        for info in store.list(ENDPOINTS):
-            if info.is_dir or not info.path.endswith(".json"):
-                continue
-            out.append(EndpointStatus.model_validate_json(store.get_bytes(info.path)))
-        return sorted(out, key=lambda s: s.name)
+        return read_statuses(self.backends.artifacts)
 
     def get_endpoint(self, name: str) -> EndpointStatus:
         check_endpoint_name(name)
-        path = f"{ENDPOINTS}/{name}.json"
-        store = self.backends.artifacts
-        if not store.exists(path):
+        status = read_status(self.backends.artifacts, name)
+        if status is None:
             known = [s.name for s in self.list_endpoints()]
             raise NotFound(
                 f"No endpoint {name!r} has been published by an inference server; known: "
                 f"{', '.join(known) or 'none'}",
                 details={"endpoint": name, "known": known},
             )
-        return EndpointStatus.model_validate_json(store.get_bytes(path))
+        return status
 
     def get_traffic_policy(self, name: str) -> TrafficPolicy:
         status = self.get_endpoint(name)

@@ -32,6 +32,7 @@ from strata.serving.models import (
     ServeConfig,
     TrafficPolicy,
     parse_ref,
+    policy_refs,
 )
 from strata.serving.served import ServedModel, load_served, resolve_version
 
@@ -207,12 +208,7 @@ class Endpoints:
         self.report()
 
     def _policy_refs(self, policy: TrafficPolicy) -> list[str]:
-        refs = [t.model for t in policy.canary]
-        if policy.shadow is not None:
-            refs.append(policy.shadow.model)
-        if policy.fallback is not None:
-            refs.append(policy.fallback.model)
-        return refs
+        return [ref for _, ref in policy_refs(policy)]
 
     def _load_policy_models(self, ep: Endpoint, policy: TrafficPolicy) -> bool:
         """Load the models ``policy`` names (kept ones reused); True when all loaded."""
@@ -280,12 +276,14 @@ class Endpoints:
             gc.freeze()
             self._frozen = True
 
-    def report(self, every: float = 30.0) -> None:
-        """Publish the statuses (``on_status``) when they changed or ``every`` s passed."""
+    def report(self) -> None:
+        """Publish the statuses (``on_status``) when they changed or ``report_seconds``
+        passed."""
         if self.on_status is None:
             return
         statuses = self.statuses()
         last = self._reported
+        every = self.config.report_seconds
         if last is not None and last[0] == statuses and time.monotonic() - last[1] < every:
             return
         try:

@@ -133,7 +133,7 @@ def mlflow_columns(doc: Any) -> Columns | np.ndarray:
 @_ragged_is_bad_input
 def strata_columns(doc: Any) -> tuple[Columns | np.ndarray, str | None]:
     """Columns from a Strata JSON request (``records``, ``columns`` or ``inputs``) and its
-    optional ``key`` (the entity key logged and used for sticky routing)."""
+    optional ``key`` (the entity key logged; the sticky key with ``sticky_key: field:key``)."""
     if not isinstance(doc, dict):
         raise InvalidInput('The body must be a JSON object with "records" or "columns"')
     key = doc.get("key")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
+import numpy as np
 import orjson
 from starlette.types import Receive, Scope
 
@@ -44,10 +45,30 @@ DECODE_INLINE_BYTES = 64 * 1024
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, error: StrataError, headers: list[tuple[bytes, bytes]]):
+    """An error answer. ``counted``: already in the metrics (an admitted request's error,
+    counted when its place is released); the app counts the others (a body refused before
+    admission: malformed, too large, an unknown model)."""
+
+    def __init__(
+        self,
+        status: int,
+        error: StrataError,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        counted: bool = False,
+    ):
         self.status = status
         self.error = error
         self.headers = headers
+        self.counted = counted
+
+
+ENDPOINT = "strata.endpoint"
+"""The scope key where a prediction handler leaves the endpoint it resolved (the app labels
+the metrics of a request refused before admission with it)."""
+
+PROTOCOLS = {"_infer": "oip", "_invocations": "mlflow", "_strata": "strata"}
+"""The prediction handlers (by name) and the protocol label of their requests."""
 
 
 async def decode(size: int, fn: Callable[..., _T], *args: Any) -> _T:
@@ -86,6 +107,7 @@ class PredictRoutes:
                     details={"max_in_flight": self.max_in_flight},
                 ),
                 _RETRY,
+                counted=True,
             )
         self.in_flight += 1
         gauge = metrics.child(metrics.in_flight, ep.name)
@@ -191,13 +213,13 @@ class PredictRoutes:
             return outcome
         except InvalidInput as exc:
             code = "422"
-            raise HttpError(422, exc, []) from None
+            raise HttpError(422, exc, [], counted=True) from None
         except NotFound as exc:
             code = "404"
-            raise HttpError(404, exc, []) from None
+            raise HttpError(404, exc, [], counted=True) from None
         except Unavailable as exc:
             code = "503"
-            raise HttpError(503, exc, [(b"retry-after", b"1")]) from None
+            raise HttpError(503, exc, [(b"retry-after", b"1")], counted=True) from None
         except PredictFailed as exc:
             log.error(
                 "endpoint %s: the model raised: %s", ep.name, exc, extra={"request_id": request_id}
@@ -210,6 +232,7 @@ class PredictRoutes:
                     details={"request_id": request_id, "endpoint": ep.name},
                 ),
                 [],
+                counted=True,
             ) from None
         finally:
             self._release(
@@ -253,12 +276,21 @@ class PredictRoutes:
             (b"x-strata-path", outcome.path.encode()),
         ]
 
-    def _sticky(self, ep: Endpoint, headers: dict[str, str], doc: Any) -> str | None:
+    def _sticky(self, ep: Endpoint, headers: dict[str, str], doc: Any, columns: Any) -> str | None:
+        """The request's sticky key (the endpoint's ``sticky_key``): ``header:NAME``'s
+        value, or for ``field:NAME`` a top-level field of the body (Strata JSON's ``key``,
+        OIP's ``parameters``), else the request's input ``NAME`` (its first row's value);
+        None when the request has none (the request id places it)."""
         kind, _, name = ep.policy.sticky_key.partition(":")
         if kind == "header":
             return headers.get(name.lower())
         if isinstance(doc, dict) and name in doc:
             return str(doc[name])
+        if isinstance(columns, dict):
+            values = columns.get(name)
+            if isinstance(values, np.ndarray) and values.ndim == 1 and len(values):
+                first = values[0]
+                return first.decode() if isinstance(first, bytes) else str(first)
         return None
 
     async def _infer(
@@ -266,6 +298,7 @@ class PredictRoutes:
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         start = time.perf_counter()
         ep, version, suffix = self._oip_target(scope["path"][len("/v2/models/") :])
+        scope[ENDPOINT] = ep
         if suffix != "infer":
             raise HttpError(404, NotFound(f"No endpoint {scope['path']}"), [])
         body = await self._body(receive, headers)
@@ -286,7 +319,7 @@ class PredictRoutes:
             raise HttpError(503, exc, [(b"retry-after", b"1")]) from None
         except InvalidInput as exc:
             raise HttpError(422, exc, []) from None
-        sticky = self._sticky(ep, headers, req.parameters)
+        sticky = self._sticky(ep, headers, req.parameters, columns)
         outcome = await self._predict(
             ep,
             columns,
@@ -328,6 +361,7 @@ class PredictRoutes:
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         start = time.perf_counter()
         ep = self._only()
+        scope[ENDPOINT] = ep
         body = await self._body(receive, headers)
         ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype not in ("application/json", ""):
@@ -343,7 +377,7 @@ class PredictRoutes:
             columns = await decode(len(body), _mlflow, body)
         except InvalidInput as exc:
             raise HttpError(400, exc, []) from None
-        sticky = self._sticky(ep, headers, None)
+        sticky = self._sticky(ep, headers, None, columns)
         outcome = await self._predict(
             ep,
             columns,
@@ -386,6 +420,7 @@ class PredictRoutes:
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         start = time.perf_counter()
         ep, version, action = self._strata_target(scope["path"])
+        scope[ENDPOINT] = ep
         body = await self._body(receive, headers)
         try:
             doc, columns, key = await decode(len(body), _strata_doc, body)
@@ -393,11 +428,7 @@ class PredictRoutes:
             raise HttpError(400, exc, []) from None
         if action == "explain":
             return await self._explain(ep, version, columns, request_id, start)
-        sticky = (
-            key
-            if ep.policy.sticky_key.startswith("field:") and key
-            else self._sticky(ep, headers, doc)
-        )
+        sticky = self._sticky(ep, headers, doc, columns)
         outcome = await self._predict(
             ep,
             columns,
@@ -428,17 +459,22 @@ class PredictRoutes:
                 served = ep.by_version(version) if version is not None else ep.primary
             except NotFound as exc:
                 code = "404"
-                raise HttpError(404, exc, []) from None
+                raise HttpError(404, exc, [], counted=True) from None
             if served is None:
                 code = "503"
-                raise HttpError(503, Unavailable(f"Endpoint {ep.name!r} is not ready"), _RETRY)
+                raise HttpError(
+                    503,
+                    Unavailable(f"Endpoint {ep.name!r} is not ready"),
+                    _RETRY,
+                    counted=True,
+                )
             model, ver = served.name, served.version
             try:
                 checked = served.check(columns)
                 doc = await run_blocking(explain_rows, served, checked)
             except InvalidInput as exc:
                 code = "422"
-                raise HttpError(422, exc, []) from None
+                raise HttpError(422, exc, [], counted=True) from None
             code = "200"
         finally:
             self._release(

@@ -27,8 +27,8 @@ _REF = re.compile(
 _RUN_REF = re.compile(r"^runs:/(?P<run>[A-Za-z0-9_\-]{1,64})/(?P<path>[A-Za-z0-9_.\-/]{1,256})$")
 
 Runtime = Literal["native", "onnx", "auto"]
-Path = Literal["primary", "canary", "fallback", "shadow", "cache"]
-PATHS: tuple[str, ...] = ("primary", "canary", "fallback", "shadow", "cache")
+Path = Literal["primary", "canary", "fallback", "fallback_cache", "shadow", "cache"]
+PATHS: tuple[str, ...] = ("primary", "canary", "fallback", "fallback_cache", "shadow", "cache")
 
 
 _ENDPOINT = re.compile(rf"^{_NAME}$")
@@ -160,18 +160,38 @@ class Shadow(_Strict):
 
 
 class Fallback(_Strict):
-    """Answer from ``model`` when the primary errors, exceeds ``timeout_ms`` or (a
-    classifier) its highest probability is below ``min_confidence``."""
+    """What answers when the primary errors, exceeds ``timeout_ms`` or (a classifier) its
+    highest probability is below ``min_confidence``: with ``cached``, the last good answer
+    given for the same inputs (path ``fallback_cache``; stale-if-error: kept past any
+    response cache's TTL, the last ``cache_entries`` distinct inputs), then ``model``
+    (path ``fallback``). At least one of the two."""
 
-    model: str
+    model: str | None = None
+    cached: bool = False
+    #: The last good answers kept (LRU) for ``cached``: bounded so memory is.
+    cache_entries: int = Field(default=10_000, ge=1, le=100_000)
     timeout_ms: float | None = Field(default=None, gt=0)
     min_confidence: float | None = Field(default=None, gt=0, le=1)
 
     @field_validator("model")
     @classmethod
-    def _ref(cls, value: str) -> str:
-        parse_ref(value)
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_ref(value)
         return value
+
+    def text(self) -> str:
+        """For a table cell: ``cached answers, then flights/2``."""
+        parts = ["cached answers"] if self.cached else []
+        if self.model is not None:
+            parts.append(self.model)
+        return ", then ".join(parts)
+
+    @model_validator(mode="after")
+    def _something_answers(self) -> Fallback:
+        if self.model is None and not self.cached:
+            raise ValueError("a fallback needs a model, cached: true, or both")
+        return self
 
 
 class Cache(_Strict):
@@ -187,7 +207,7 @@ def policy_refs(policy: TrafficPolicy) -> list[tuple[str, str]]:
     refs = [(f"canary[{i}].model", t.model) for i, t in enumerate(policy.canary)]
     if policy.shadow is not None:
         refs.append(("shadow.model", policy.shadow.model))
-    if policy.fallback is not None:
+    if policy.fallback is not None and policy.fallback.model is not None:
         refs.append(("fallback.model", policy.fallback.model))
     return refs
 
@@ -267,6 +287,9 @@ class ServeConfig(_Strict):
 
     endpoints: list[EndpointConfig] = Field(min_length=1)
     poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    report_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Each worker reports its endpoints (status and counts, what ``strata serving
+    endpoints`` and the UI show) at every change and at least this often (at its polls)."""
     max_in_flight: int = Field(default=256, ge=1)
     """Requests a worker holds at once; the next gets 503 with Retry-After."""
     threads: int = Field(default=1, ge=1, le=256)
@@ -305,11 +328,16 @@ class EndpointStatus(_Strict):
     policy: TrafficPolicy = Field(default_factory=TrafficPolicy)
     policy_errors: dict[str, str] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
-    """The reporting worker's totals since it started: ``requests``, ``errors``,
-    ``latency_s`` (summed) and answers by path (``primary``, ``canary``, ``shadow``...);
-    ``rate_rps``: its requests per second since its previous report (the live rate)."""
+    """The worker's totals since it started: ``requests``, ``errors``, ``latency_s``
+    (summed) and answers by path (``primary``, ``canary``, ``shadow``, ``fallback``...);
+    since its previous report (the live figures): ``rate_rps`` (requests per second),
+    ``window_requests``, ``window_errors`` and ``window_latency_s``. Listed, an endpoint's
+    are its live workers' added up (``workers``)."""
     updated_at: datetime | None = None
     server: str | None = None
+    """The reporting worker (``host:pid``); listed, the newest report's."""
+    workers: int = 1
+    """Listed: the workers whose reports were added up (those that reported lately)."""
 
 
 JobKind = Literal["batch", "stream"]

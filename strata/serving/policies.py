@@ -5,6 +5,9 @@ audited there; read by each worker's alias/policy poll)."""
 from __future__ import annotations
 
 import json
+import re
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strata.core.errors import InvalidInput, NotFound
@@ -59,7 +62,107 @@ def write_sample_rate(store: Any, model: str, rate: float) -> None:
     store.put_bytes(sampling_path(model), json.dumps({"sample_rate": rate}).encode())
 
 
-def publish_status(store: Any, status: EndpointStatus) -> None:
-    """A worker's report of one endpoint (what ``list_endpoints`` reads)."""
-    path = f"{ENDPOINTS}/{check_endpoint_name(status.name)}.json"
-    store.put_bytes(path, status.model_dump_json().encode())
+REPORT_WINDOW = timedelta(seconds=90)
+"""Reports of an endpoint this much older than its newest one are not its live workers' (a
+worker reports at least every 30 s): they are left out of the merged status."""
+REPORT_KEEP = timedelta(days=7)
+"""A worker's report older than this is deleted when a worker starts reporting the endpoint."""
+
+
+def _report_dir(endpoint: str) -> str:
+    return f"{ENDPOINTS}/{check_endpoint_name(endpoint)}"
+
+
+def _report_name(server: str | None) -> str:
+    """A worker's report file name from its ``host:pid``: only letters, digits, ``._-``."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", server or "worker")[:200] + ".json"
+
+
+def publish_status(store: Any, status: EndpointStatus, *, first: bool = False) -> None:
+    """A worker's report of one endpoint: ``serving/endpoints/<name>/<host_pid>.json``, one
+    file per worker (:func:`read_status` merges them). ``first``: the worker's first report
+    of the endpoint, which deletes reports older than :data:`REPORT_KEEP` (workers gone)."""
+    folder = _report_dir(status.name)
+    if first:
+        now = datetime.now(UTC)
+        for old in _reports(store, folder):
+            if old.updated_at is not None and now - old.updated_at > REPORT_KEEP:
+                with suppress(NotFound):
+                    store.delete(f"{folder}/{_report_name(old.server)}")
+    store.put_bytes(f"{folder}/{_report_name(status.server)}", status.model_dump_json().encode())
+
+
+def _reports(store: Any, folder: str) -> list[EndpointStatus]:
+    try:
+        infos = store.list(folder)
+    except NotFound:
+        return []
+    out = []
+    for info in infos:
+        if info.is_dir or not info.path.endswith(".json"):
+            continue
+        with suppress(NotFound):  # deleted since listed
+            out.append(EndpointStatus.model_validate_json(store.get_bytes(info.path)))
+    return out
+
+
+def read_status(store: Any, endpoint: str) -> EndpointStatus | None:
+    """``endpoint`` as its live workers report it (:func:`merge_reports`); None when no
+    worker ever reported it. A report of an older release (one file for the endpoint,
+    ``serving/endpoints/<name>.json``) counts as one worker's."""
+    reports = _reports(store, _report_dir(endpoint))
+    with suppress(NotFound):
+        legacy = store.get_bytes(f"{_report_dir(endpoint)}.json")
+        reports.append(EndpointStatus.model_validate_json(legacy))
+    return merge_reports(reports) if reports else None
+
+
+def read_statuses(store: Any) -> list[EndpointStatus]:
+    """Every endpoint a worker reported (:func:`read_status`), by name."""
+    if not store.exists(ENDPOINTS):
+        return []
+    names = set()
+    for info in store.list(ENDPOINTS):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.is_dir:
+            names.add(name)
+        elif name.endswith(".json"):
+            names.add(name[: -len(".json")])
+    statuses = [read_status(store, name) for name in sorted(names)]
+    return [s for s in statuses if s is not None]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _reported_at(report: EndpointStatus) -> datetime:
+    """When ``report`` was made (the epoch for one that does not say)."""
+    return report.updated_at or _EPOCH
+
+
+def merge_reports(reports: list[EndpointStatus]) -> EndpointStatus:
+    """One endpoint's status from its workers' reports: the newest report's view (version,
+    policy, readiness, ...), with the counts of every live worker (reported within
+    :data:`REPORT_WINDOW` of the newest) added up, ``ready`` only when all of them are, the
+    first error among them, and ``workers`` their number."""
+    reports = sorted(reports, key=_reported_at)
+    newest = reports[-1]
+    since = _reported_at(newest) - REPORT_WINDOW
+    live = [r for r in reports if _reported_at(r) >= since]
+    stats: dict[str, float] = {}
+    for report in live:
+        for key, value in report.stats.items():
+            stats[key] = stats.get(key, 0.0) + value
+    errors = [r.error for r in live if r.error]
+    policy_errors: dict[str, str] = {}
+    for report in live:
+        policy_errors.update(report.policy_errors)
+    return newest.model_copy(
+        update={
+            "ready": all(r.ready for r in live),
+            "error": errors[0] if errors else None,
+            "stats": stats,
+            "policy_errors": policy_errors,
+            "workers": len(live),
+        }
+    )

@@ -70,9 +70,10 @@ _ROWS_OF = operator.itemgetter(1)
 
 
 class _Cache:
-    """LRU + TTL of predictions by the digest of a request's inputs."""
+    """LRU + TTL of predictions by the digest of a request's inputs (``ttl`` None: kept
+    until evicted)."""
 
-    def __init__(self, max_entries: int, ttl: float) -> None:
+    def __init__(self, max_entries: int, ttl: float | None) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
         self.items: OrderedDict[bytes, tuple[float, Outcome]] = OrderedDict()
@@ -88,7 +89,8 @@ class _Cache:
         return hit[1]
 
     def put(self, key: bytes, outcome: Outcome) -> None:
-        self.items[key] = (time.monotonic() + self.ttl, outcome)
+        expires = float("inf") if self.ttl is None else time.monotonic() + self.ttl
+        self.items[key] = (expires, outcome)
         self.items.move_to_end(key)
         while len(self.items) > self.max_entries:
             self.items.popitem(last=False)
@@ -153,6 +155,9 @@ class Router:
             initargs=(self.large_batch_threads,),
         )
         self.caches: dict[str, _Cache] = {}
+        """Per endpoint, its response cache (``policy.cache``)."""
+        self.known_good: dict[str, _Cache] = {}
+        """Per endpoint, the last good answers its fallback may give (``fallback.cached``)."""
         self.batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
         """Every live batcher (each hangs on its served version: one swapped out goes with
         it); closed with the router."""
@@ -163,6 +168,17 @@ class Router:
         self.stats: dict[str, dict[str, float]] = {}
         """Per endpoint, this worker's totals since it started: requests, errors,
         latency_s (summed) and answers by path; published with the endpoint reports."""
+
+    @staticmethod
+    def _cache(
+        caches: dict[str, _Cache], endpoint: str, max_entries: int, ttl: float | None
+    ) -> _Cache:
+        """``endpoint``'s cache in ``caches``, made anew (empty) when its policy's size or
+        TTL changed."""
+        cache = caches.get(endpoint)
+        if cache is None or cache.ttl != ttl or cache.max_entries != max_entries:
+            cache = caches[endpoint] = _Cache(max_entries, ttl)
+        return cache
 
     # -- the predict -------------------------------------------------------------------
     async def _predict(
@@ -273,11 +289,9 @@ class Router:
         cache = None
         digest = b""
         if policy.cache is not None:
-            cache = self.caches.get(ep.name)
-            if cache is None or cache.ttl != policy.cache.ttl_seconds:
-                cache = self.caches[ep.name] = _Cache(
-                    policy.cache.max_entries, policy.cache.ttl_seconds
-                )
+            cache = self._cache(
+                self.caches, ep.name, policy.cache.max_entries, policy.cache.ttl_seconds
+            )
             digest = cache_key(served, checked)
             hit = cache.get(digest)
             if hit is not None:
@@ -302,18 +316,35 @@ class Router:
             except PredictFailed as exc:
                 reason = "error"
                 log.warning("endpoint %s: primary failed, falling back: %s", ep.name, exc)
+            known = None
+            if fallback.cached:  # the last good answers, by the inputs alone (any version)
+                known = self._cache(self.known_good, ep.name, fallback.cache_entries, None)
+                key = input_digest(checked)
+                if reason is None:
+                    known.put(key, Outcome(served, pred, path, {}))
+                else:
+                    hit = known.get(key)
+                    if hit is not None:
+                        self.metrics.add(
+                            self.metrics.child(self.metrics.fallbacks, ep.name, reason)
+                        )
+                        return Outcome(hit.served, hit.prediction, "fallback_cache", checked)
             if reason is not None:
-                backup = ep.models.get(fallback.model)
+                backup = None if fallback.model is None else ep.models.get(fallback.model)
                 if backup is None:
                     if reason == "low_confidence":
                         return Outcome(served, pred, path, checked)
-                    raise PredictFailed(f"the model failed ({reason}) and no fallback is loaded")
+                    what = "no answer of these inputs is cached" if known is not None else ""
+                    if fallback.model is not None:
+                        what = f"{what} and " if what else ""
+                        what += "the fallback model is not loaded"
+                    raise PredictFailed(f"the model failed ({reason}); {what}")
                 self.metrics.add(self.metrics.child(self.metrics.fallbacks, ep.name, reason))
                 checked = backup.check(columns)
                 pred, slot = await self._predict(ep, backup, checked, rows, log_as("fallback"))
                 served, path = backup, "fallback"
-        if cache is not None:
-            cache.put(digest, Outcome(served, pred, path, checked))
+        if cache is not None:  # the inputs are the key's: the entry keeps the answer only
+            cache.put(digest, Outcome(served, pred, path, {}))
         shadow = policy.shadow
         if shadow is not None and (shadow.fraction >= 1 or random.random() < shadow.fraction):
             mirror = ep.models.get(shadow.model)

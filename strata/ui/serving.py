@@ -1,6 +1,7 @@
 """Serving page: the endpoints running inference servers published — served version, traffic
-split, request counts, errors and latency, shadow and fallback counts (each server's report,
-refreshed at every change and at least every 30 s)."""
+split, request counts, errors and latency (since start, and live: since each worker's
+previous report), shadow and fallback counts; every live worker's report added up (each
+worker reports at every change and at least every 30 s)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ def _row(status: Any) -> dict[str, Any]:
         "rate": stats.get("rate_rps"),
         "errors": int(stats.get("errors", 0.0)),
         "latency_ms": (stats.get("latency_s", 0.0) / requests * 1000) if requests else None,
+        # Since each worker's previous report (at most 30 s old): the live figures.
+        "recent_errors": int(stats.get("window_errors", 0.0)),
+        "recent_latency_ms": (
+            stats.get("window_latency_s", 0.0) / recent * 1000
+            if (recent := stats.get("window_requests", 0.0))
+            else None
+        ),
         "shadow": int(stats.get("shadow", 0.0)),
-        "fallback": int(stats.get("fallback", 0.0)),
+        "fallback": int(stats.get("fallback", 0.0) + stats.get("fallback_cache", 0.0)),
         "cache": int(stats.get("cache", 0.0)),
     }
 

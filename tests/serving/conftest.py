@@ -128,9 +128,12 @@ def start_serving(
         yield url
 
 
-def serve_process(settings: Settings, config: dict[str, Any], workdir: Path) -> Iterator[str]:
+def serve_process(
+    settings: Settings, config: dict[str, Any], workdir: Path, args: tuple[str, ...] = ()
+) -> Iterator[str]:
     """`strata serve --config` as its own process on ``config`` (a serving worker as deployed:
-    its heap frozen, its collections its own); waits until ready, stops it after."""
+    its heap frozen, its collections its own), with more ``args`` (``--workers 2``); waits
+    until ready (every worker), stops it after."""
     from conftest import free_port
 
     config_file = workdir / "serve.yaml"
@@ -143,7 +146,10 @@ def serve_process(settings: Settings, config: dict[str, Any], workdir: Path) -> 
     }
     cmd = [sys.executable, "-m", "strata.cli.main", "serve", "--config", str(config_file)]
     proc = subprocess.Popen(
-        [*cmd, "--port", str(port), "--no-auth"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [*cmd, "--port", str(port), "--no-auth", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -99,3 +99,14 @@ def test_serving_cli(flights: Flights, tmp_path: Path, monkeypatch: pytest.Monke
     assert json.loads(shown.output)["canary"] == [{"model": "flights/2", "weight": 0.25}]
     bad = runner.invoke(app, ["serving", "policy", "cli-ep", "--canary", "flights/2"])
     assert bad.exit_code != 0 and "REF=WEIGHT" in str(bad.exception)
+    cached = runner.invoke(app, ["serving", "policy", "cli-ep", "--fallback-cached", "--json"])
+    assert cached.exit_code == 0, cached.output
+    fallback = json.loads(cached.output)["fallback"]
+    assert (fallback["cached"], fallback["model"]) == (True, None)
+    both = runner.invoke(
+        app, ["serving", "policy", "cli-ep", "--fallback-cached", "--fallback", "flights/2"]
+    )
+    assert both.exit_code == 0, both.output
+    shown = runner.invoke(app, ["serving", "policy", "cli-ep"])
+    assert json.loads(shown.output)["fallback"]["model"] == "flights/2"
+    assert json.loads(shown.output)["fallback"]["cached"] is True

@@ -5,11 +5,13 @@ prediction log and the metrics."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,15 @@ from strata.core.principal import Role
 from .conftest import FEATURES, Flights, rows, serve_process, start_serving
 
 USER_CODE = '''
+import os
 import time
 
 import numpy as np
 
 
 class Touchy:
-    """Doubles x; raises on a negative x; sleeps when x is 999."""
+    """Doubles x; raises on a negative x, and on every x while the file named by
+    TOUCHY_BROKEN exists; sleeps when x is 999."""
 
     def load(self, context):
         pass
@@ -39,6 +43,8 @@ class Touchy:
         x = inputs["x"].to_numpy()
         if (x < 0).any():
             raise ValueError("negative input")
+        if os.path.exists(os.environ.get("TOUCHY_BROKEN", "/nonexistent/touchy")):
+            raise RuntimeError("broken")
         if (x == 999).any():
             time.sleep(1.0)
         return x * 2.0
@@ -323,3 +329,137 @@ def test_fallback_on_error_and_timeout(flights: Flights, touchy_run: str) -> Non
         metrics = httpx.get(f"{url}/metrics").text
         assert 'strata_serving_fallbacks_total{endpoint="touchy",reason="error"} 1.0' in metrics
         assert 'strata_serving_fallbacks_total{endpoint="touchy",reason="timeout"} 1.0' in metrics
+
+
+def test_fallback_answers_with_the_last_good_answer_for_the_same_inputs(
+    flights: Flights, touchy_run: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fallback: {cached: true}``: a failing primary answers with its last good answer
+    for the same inputs (``fallback_cache``); inputs never answered well get the fallback
+    model, or a 500 without one. Counted by reason."""
+    broken = tmp_path / "broken"
+    monkeypatch.setenv("TOUCHY_BROKEN", str(broken))
+    model, steady = f"runs:/{touchy_run}/model", f"runs:/{touchy_run}/steady"
+    config = {
+        "endpoints": [
+            {
+                "model": model,
+                "name": "cached",
+                "trusted": True,
+                "policy": {"fallback": {"cached": True}},
+            },
+            {
+                "model": model,
+                "name": "both",
+                "trusted": True,
+                "policy": {"fallback": {"cached": True, "model": steady}},
+            },
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    for url in start_serving(flights.settings, config):
+        for name in ("cached", "both"):
+            good = httpx.post(f"{url}/v1/models/{name}/predict", json={"records": [{"x": 7.0}]})
+            assert (good.json()["path"], good.json()["predictions"]) == ("primary", [14.0])
+        broken.touch()
+        for name in ("cached", "both"):
+            again = httpx.post(f"{url}/v1/models/{name}/predict", json={"records": [{"x": 7.0}]})
+            assert again.status_code == 200, again.text
+            assert again.json()["path"] == "fallback_cache"
+            assert again.headers["x-strata-path"] == "fallback_cache"
+            assert again.json()["predictions"] == [14.0]
+        never = httpx.post(f"{url}/v1/models/cached/predict", json={"records": [{"x": 8.0}]})
+        assert never.status_code == 500  # no good answer of x=8 yet, and no fallback model
+        by_model = httpx.post(f"{url}/v1/models/both/predict", json={"records": [{"x": 8.0}]})
+        assert by_model.json()["path"] == "fallback"
+        assert by_model.json()["predictions"] == [pytest.approx(24.0)]
+        broken.unlink()
+        healed = httpx.post(f"{url}/v1/models/cached/predict", json={"records": [{"x": 8.0}]})
+        assert healed.json()["path"] == "primary"
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'strata_serving_fallbacks_total{endpoint="cached",reason="error"} 1.0' in metrics
+        assert 'strata_serving_fallbacks_total{endpoint="both",reason="error"} 2.0' in metrics
+        assert 'path="fallback_cache"' in metrics
+
+
+def test_a_failing_shadow_never_reaches_the_caller(flights: Flights, touchy_run: str) -> None:
+    """The shadow fails on every request here (a candidate whose signature wants other
+    inputs); the caller gets the primary's answers, and the failures are counted in
+    ``strata_serving_shadow_errors_total`` only. (A policy's models never run stored code:
+    a runtime policy could name any model.)"""
+    config = {
+        "endpoints": [
+            {
+                "model": f"runs:/{touchy_run}/steady",
+                "name": "steady",
+                "policy": {"shadow": {"model": "flights/1"}},
+            }
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    for url in start_serving(flights.settings, config):
+        for _ in range(5):
+            r = httpx.post(f"{url}/v1/models/steady/predict", json={"records": [{"x": -1.0}]})
+            assert r.status_code == 200, r.text
+            assert (r.json()["path"], r.json()["predictions"]) == ("primary", [pytest.approx(-3.0)])
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = httpx.get(f"{url}/metrics").text
+            errors = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("strata_serving_shadow_errors_total{")
+            ]
+            if errors and errors[0].endswith(" 5.0"):
+                break
+            assert time.monotonic() < deadline, errors
+            time.sleep(0.1)
+        assert 'endpoint="steady"' in errors[0]
+
+
+def test_the_endpoint_status_adds_up_every_worker(flights: Flights, tmp_path: Path) -> None:
+    """``strata serve --workers 2``: each worker reports its own counts; the listed status
+    (CLI, REST, UI) adds up the live workers' (every request counted once) and says how
+    many reported."""
+    from strata.serving.policies import ENDPOINTS
+
+    config = {
+        "endpoints": [{"model": "flights/1", "name": "two"}],  # no other test's reports
+        "poll_seconds": 0.2,
+        "report_seconds": 0.3,
+        "prediction_log": {"enabled": False},
+    }
+    body = {"records": rows(flights.frame, 1)[FEATURES].to_dict(orient="records")}
+    store = flights.client.backends.artifacts
+    folder = f"{ENDPOINTS}/two"
+    for url in serve_process(flights.settings, config, tmp_path, ("--workers", "2")):
+        sent = 0
+
+        def per_worker() -> list[float]:
+            if not store.exists(folder):
+                return []
+            reports = [json.loads(store.get_bytes(i.path)) for i in store.list(folder)]
+            return [r["stats"].get("requests", 0.0) for r in reports]
+
+        deadline = time.monotonic() + 60
+        while True:  # new connections until each worker has answered some
+            predict = f"{url}/v1/models/two/predict"
+            with ThreadPoolExecutor(4) as pool:
+                statuses = list(pool.map(lambda p: httpx.post(p, json=body), [predict] * 40))
+            assert all(r.status_code == 200 for r in statuses)
+            sent += len(statuses)
+            time.sleep(0.8)  # a report from each
+            counts = per_worker()
+            if len(counts) == 2 and all(counts):
+                break
+            assert time.monotonic() < deadline, counts
+        deadline = time.monotonic() + 20
+        while True:
+            status = flights.client.serving.get_endpoint("two")
+            if status.stats.get("requests") == sent:
+                break
+            assert time.monotonic() < deadline, (status.stats, sent, per_worker())
+            time.sleep(0.2)
+        assert status.workers == 2 and status.ready
+        assert sum(per_worker()) == sent and max(per_worker()) < sent  # neither alone
+        assert "two" in [s.name for s in flights.client.serving.list_endpoints()]

@@ -123,3 +123,85 @@ def test_runtime_policies(flights: Flights) -> None:
     assert ("fallback", "2") in shadow_of_fb and ("shadow", "2") in shadow_of_fb
     audit = flights.client.governance.list_audit(action="serving.set_traffic_policy")
     assert len(audit) >= 3
+
+
+def test_field_stickiness_reads_the_named_field_in_every_protocol(flights: Flights) -> None:
+    """``sticky_key: field:hour``: a request is placed by its ``hour`` (a top-level field,
+    else the input's first row), whatever else it carries (a Strata ``key``, other
+    features), in Strata JSON, OIP and MLflow alike."""
+    config = {
+        "endpoints": [
+            {
+                "model": "flights@champion",
+                "name": "sticky",  # not "flights": test_runtime_policies stored its policy
+                "policy": {
+                    "canary": [{"model": "flights/2", "weight": 0.5}],
+                    "sticky_key": "field:hour",
+                },
+            }
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    flights.client.registry.set_alias("flights", "champion", 1)
+    frame = rows(flights.frame, 40)[FEATURES]
+    for url in start_serving(flights.settings, config):
+        by_hour: dict[float, set[str]] = {}
+        for i, record in enumerate(frame.to_dict(orient="records")):
+            hour = record["hour"]
+            strata = httpx.post(
+                f"{url}/v1/models/sticky/predict", json={"records": [record], "key": f"k{i}"}
+            ).json()["path"]
+            split = {"columns": FEATURES, "data": [[record[f] for f in FEATURES]]}
+            mlflow = httpx.post(f"{url}/invocations", json={"dataframe_split": split})
+            oip = httpx.post(
+                f"{url}/v2/models/sticky/infer",
+                json={
+                    "inputs": [
+                        {"name": f, "shape": [1], "datatype": "FP64", "data": [record[f]]}
+                        for f in FEATURES
+                    ]
+                },
+            )
+            assert mlflow.status_code == 200 and oip.status_code == 200
+            paths = {strata, mlflow.headers["x-strata-path"], oip.headers["x-strata-path"]}
+            by_hour.setdefault(hour, set()).update(paths)
+        assert all(len(p) == 1 for p in by_hour.values()), by_hour  # an hour: one path
+        assert {p for ps in by_hour.values() for p in ps} == {"primary", "canary"}
+        # a top-level field of the body wins over the inputs' (OIP: its parameters)
+        record = frame.iloc[0].to_dict()
+        placed = {
+            httpx.post(
+                f"{url}/v1/models/sticky/predict",
+                json={"records": [{**record, "hour": float(h)}], "hour": 5},
+            ).json()["path"]
+            for h in range(24)
+        }
+        assert len(placed) == 1
+
+
+def test_response_cache_evicts_the_least_recent_and_expires(flights: Flights) -> None:
+    """``cache: {max_entries: 2, ttl_seconds: 3}``: a third distinct input evicts the least
+    recently used; an entry past its TTL is predicted again."""
+    config = {
+        "endpoints": [
+            {
+                "model": "flights/1",
+                "name": "cached",
+                "policy": {"cache": {"max_entries": 2, "ttl_seconds": 3}},
+            }
+        ],
+        "prediction_log": {"enabled": False},
+    }
+    records = rows(flights.frame, 3)[FEATURES].to_dict(orient="records")
+
+    def path(url: str, i: int) -> str:
+        r = httpx.post(f"{url}/v1/models/cached/predict", json={"records": [records[i]]})
+        assert r.status_code == 200
+        return str(r.json()["path"])
+
+    for url in start_serving(flights.settings, config):
+        assert [path(url, i) for i in (0, 1, 0)] == ["primary", "primary", "cache"]
+        assert path(url, 2) == "primary"  # evicts 1 (0 was used after it)
+        assert [path(url, 0), path(url, 2), path(url, 1)] == ["cache", "cache", "primary"]
+        time.sleep(3.2)
+        assert path(url, 1) == "primary"  # expired

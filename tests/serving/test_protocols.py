@@ -178,6 +178,33 @@ def test_bad_input_codes(url: str, flights: Flights) -> None:
     many = post(f"{url}/invocations", json={"inputs": {}})
     assert many.status_code == 404  # two models: /invocations says which routes to use
     assert "carriers" in many.json()["message"]
+    # Refused before admission, each is still counted by code: with the endpoint its path
+    # named when one is served, else with none (never a label per made-up name).
+    counted = _requests_by_labels(httpx.get(f"{url}/metrics").text)
+    for endpoint, protocol, code in [
+        ("flights", "strata", "400"),
+        ("", "strata", "404"),
+        ("flights", "strata", "413"),
+        ("flights", "strata", "422"),
+        ("", "oip", "404"),
+        ("", "mlflow", "404"),
+    ]:
+        assert counted.get((endpoint, protocol, code), 0) >= 1, (endpoint, protocol, code)
+    assert not any(e == "nope" for e, _, _ in counted)
+
+
+def _requests_by_labels(text: str) -> dict[tuple[str, str, str], float]:
+    """``strata_serving_requests_total`` summed by (endpoint, protocol, code)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "strata_serving_requests_total":
+                labels = sample.labels
+                key = (labels["endpoint"], labels["protocol"], labels["code"])
+                out[key] = out.get(key, 0) + sample.value
+    return out
 
 
 def test_explain_gives_per_row_shap(url: str, flights: Flights) -> None:

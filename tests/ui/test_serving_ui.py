@@ -4,6 +4,7 @@ counts and latency, shadow and fallback; policy load errors."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 from strata.backends.artifacts import ArtifactStore
 from strata.core.principal import Role
@@ -30,9 +31,32 @@ def test_serving_page(ui_env: UiEnv) -> None:
         ready=True,
         policy=policy,
         policy_errors={"flights@challenger": "alias 'challenger' not found"},
-        stats={"requests": 200, "errors": 3, "latency_s": 0.5, "shadow": 90, "fallback": 7},
+        stats={"requests": 120, "errors": 2, "latency_s": 0.3, "shadow": 50, "fallback": 4},
+        updated_at=datetime.now(UTC),
+        server="host-a:1",
     )
-    publish_status(ArtifactStore(ui_env.client.settings.artifact_uri), status)
+    store = ArtifactStore(ui_env.client.settings.artifact_uri)
+    publish_status(store, status)
+    second = {
+        "stats": {
+            "requests": 80,
+            "errors": 1,
+            "latency_s": 0.2,
+            "shadow": 40,
+            "fallback_cache": 3,
+            "window_requests": 10,
+            "window_errors": 1,
+            "window_latency_s": 0.04,
+        },
+        "server": "host-b:2",
+    }
+    publish_status(store, status.model_copy(update=second))
+    gone = {
+        "stats": {"requests": 5000},
+        "server": "host-c:3",
+        "updated_at": datetime(2020, 1, 1, tzinfo=UTC),
+    }
+    publish_status(store, status.model_copy(update=gone))  # long gone: not added
     with ui_env.http(Role.VIEWER) as http:
         page = http.get("/serving")
         assert page.status_code == 200
@@ -42,9 +66,13 @@ def test_serving_page(ui_env: UiEnv) -> None:
             "primary 90.0%",
             "flights/4 10.0%",
             "flights@challenger (50.0%)",
-            "2.50 ms",
+            '<td class="num">200</td>',  # the two live workers' requests added up
+            "2.50 ms overall",
+            "4.00 ms lately",
+            "3 (1 lately)",
             '<td class="num">90</td>',
-            '<td class="num">7</td>',
+            '<td class="num">7</td>',  # fallbacks: by model and by cached answer
+            "2 workers",
             "alias &#39;challenger&#39; not found",
         ]
         for needle in needles:

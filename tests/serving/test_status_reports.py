@@ -1,0 +1,86 @@
+"""Workers' endpoint reports (``serving/endpoints/<name>/<host_pid>.json``) and the status
+the serving service lists from them: live workers added up, gone ones left out and pruned,
+an older release's single file still read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from strata.backends.artifacts import ArtifactStore
+from strata.serving.models import EndpointStatus
+from strata.serving.policies import (
+    ENDPOINTS,
+    REPORT_KEEP,
+    REPORT_WINDOW,
+    merge_reports,
+    publish_status,
+    read_status,
+    read_statuses,
+)
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def _report(server: str, at: datetime, **fields: object) -> EndpointStatus:
+    base: dict[str, object] = {"name": "flights", "model": "flights@production", "ready": True}
+    return EndpointStatus.model_validate({**base, "server": server, "updated_at": at, **fields})
+
+
+def test_live_workers_are_added_up_and_the_newest_speaks_for_the_endpoint() -> None:
+    merged = merge_reports(
+        [
+            _report("b:2", NOW, version="4", stats={"requests": 5, "canary": 2}),
+            _report("a:1", NOW - timedelta(seconds=20), version="3", stats={"requests": 7}),
+            _report("c:3", NOW - REPORT_WINDOW - timedelta(seconds=1), stats={"requests": 900}),
+        ]
+    )
+    assert merged.stats == {"requests": 12, "canary": 2}  # c:3 is not live
+    assert (merged.workers, merged.version, merged.server) == (2, "4", "b:2")
+
+
+def test_one_worker_not_ready_makes_the_endpoint_not_ready_with_its_error() -> None:
+    merged = merge_reports(
+        [
+            _report("a:1", NOW),
+            _report("b:2", NOW, ready=False, error="model file missing"),
+        ]
+    )
+    assert not merged.ready and merged.error == "model file missing"
+
+
+def test_a_stopped_server_keeps_its_last_report(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    publish_status(store, _report("a:1", NOW - timedelta(days=1), stats={"requests": 3}))
+    publish_status(store, _report("b:2", NOW - timedelta(days=1), stats={"requests": 4}))
+    status = read_status(store, "flights")
+    assert status is not None and status.stats == {"requests": 7} and status.workers == 2
+
+
+def test_reports_of_workers_gone_for_a_week_are_pruned_by_a_new_worker(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    old = datetime.now(UTC) - REPORT_KEEP - timedelta(hours=1)
+    publish_status(store, _report("old:1", old))
+    publish_status(store, _report("recent:2", datetime.now(UTC) - timedelta(days=1)))
+    publish_status(store, _report("new:3", datetime.now(UTC)))  # not its first report
+    assert len(store.list(f"{ENDPOINTS}/flights")) == 3
+    publish_status(store, _report("new:3", datetime.now(UTC)), first=True)
+    names = sorted(i.path.rsplit("/", 1)[-1] for i in store.list(f"{ENDPOINTS}/flights"))
+    assert names == ["new_3.json", "recent_2.json"]
+
+
+def test_a_report_of_an_older_release_is_read_and_listed(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    legacy = _report("a:1", NOW, stats={"requests": 2}).model_copy(update={"name": "legacy"})
+    store.put_bytes(f"{ENDPOINTS}/legacy.json", legacy.model_dump_json().encode())
+    publish_status(store, _report("b:2", NOW, stats={"requests": 1}))
+    listed = read_statuses(store)
+    assert [(s.name, s.stats["requests"]) for s in listed] == [("flights", 1), ("legacy", 2)]
+
+
+def test_a_server_name_cannot_leave_the_endpoint_folder(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    publish_status(store, _report("../../../escape:1", NOW))
+    names = [i.path for i in store.list(f"{ENDPOINTS}/flights")]
+    assert names == [f"{ENDPOINTS}/flights/.._.._.._escape_1.json"]
+    assert not (tmp_path / "escape_1.json").exists()
