@@ -20,7 +20,7 @@ from strata.governance.routing import (
     run_blocking,
 )
 from strata.tracking.api import UPLOAD_DOC, BodyReader, _svc
-from strata.tracking.models import FileInfo, LoggedModel, ModelMetric
+from strata.tracking.models import DatasetRef, FileInfo, LoggedModel, ModelMetric, ModelOrder
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
 
@@ -35,8 +35,18 @@ class CreateLoggedModel(BaseModel):
 
 
 class OrderField(BaseModel):
+    """An attribute, or ``metrics.<key>`` (each model's latest point; optionally only those
+    logged against ``dataset_name``/``dataset_digest``)."""
+
     field: str
     ascending: bool = True
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+
+
+class DatasetFilter(BaseModel):
+    name: str
+    digest: str | None = None
 
 
 class SearchLoggedModels(BaseModel):
@@ -45,6 +55,8 @@ class SearchLoggedModels(BaseModel):
     order_by: list[OrderField] = Field(default_factory=list)
     max_results: int = 100
     page_token: str | None = None
+    datasets: list[DatasetFilter] = Field(default_factory=list)
+    """Only metric points logged against one of these count (see the service)."""
 
 
 class UpdateLoggedModel(BaseModel):
@@ -98,9 +110,13 @@ def search_logged_models(body: SearchLoggedModels, request: Request) -> Response
     page = _svc(request).search_logged_models(
         body.experiment_ids,
         filter=body.filter,
-        order_by=[(o.field, o.ascending) for o in body.order_by],
+        order_by=[
+            ModelOrder(o.field, o.ascending, o.dataset_name, o.dataset_digest)
+            for o in body.order_by
+        ],
         max_results=body.max_results,
         page_token=body.page_token,
+        datasets=[DatasetRef(d.name, d.digest) for d in body.datasets],
     )
     return json_response({"models": page.items, "next_page_token": page.next_page_token})
 

@@ -152,7 +152,7 @@ def write(
     if stage != LifecycleStage.ACTIVE.value:
         raise Conflict(
             f"Run {run_id!r} is deleted; restore it before logging to it",
-            details={"run_id": run_id},
+            details={"run_id": run_id, "lifecycle_stage": stage},
         )
     params_, tags_ = batch.params, batch.tags
     if params_:

@@ -131,7 +131,7 @@ class EmbeddedTracking(ExperimentsMixin, LoggedModelsMixin, ArtifactsMixin, Trac
         if row.lifecycle_stage != LifecycleStage.ACTIVE.value:
             raise Conflict(
                 f"Run {run_id!r} is deleted; restore it before logging to it",
-                details={"run_id": run_id},
+                details={"run_id": run_id, "lifecycle_stage": row.lifecycle_stage},
             )
         return row
 

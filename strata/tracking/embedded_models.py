@@ -24,15 +24,17 @@ from strata.core.ids import new_id
 from strata.core.parse import parse_enum
 from strata.core.principal import current
 from strata.governance.audit import audited
-from strata.tracking import search
+from strata.tracking import search, search_models
 from strata.tracking.models import (
     MAX_KEY_LENGTH,
     MAX_MODEL_NAME_LENGTH,
+    DatasetRef,
     LifecycleStage,
     LoggedModel,
     LoggedModelStatus,
     ModelDirection,
     ModelMetric,
+    ModelOrder,
     Page,
     RunModels,
 )
@@ -210,21 +212,20 @@ class LoggedModelsMixin(ABC):
         experiment_ids: Sequence[str],
         *,
         filter: str | None = None,
-        order_by: Sequence[tuple[str, bool]] = (),
+        order_by: Sequence[ModelOrder | tuple[str, bool]] = (),
         max_results: int = 100,
         page_token: str | None = None,
+        datasets: Sequence[DatasetRef | tuple[str, str | None]] = (),
     ) -> Page[LoggedModel]:
         check_max_results(max_results, 1000)
         offset = search.decode_page_token(page_token)
-        stmt = (
-            sa.select(LoggedModelRow)
-            .where(
-                LoggedModelRow.experiment_id.in_([str(e) for e in experiment_ids]),
-                LoggedModelRow.lifecycle_stage == LifecycleStage.ACTIVE.value,
-                *search.logged_model_conditions(filter),
-            )
-            .order_by(*search.logged_model_order(order_by))
+        refs = [DatasetRef(*d) for d in datasets]
+        stmt = sa.select(LoggedModelRow).where(
+            LoggedModelRow.experiment_id.in_([str(e) for e in experiment_ids]),
+            LoggedModelRow.lifecycle_stage == LifecycleStage.ACTIVE.value,
+            *search_models.logged_model_conditions(filter, refs),
         )
+        stmt = search_models.order_logged_models(stmt, [ModelOrder(*o) for o in order_by])
         with self.db.read() as session:
             rows = list(session.scalars(stmt.offset(offset).limit(max_results + 1)))
             models = self._load_models(session, rows[:max_results])

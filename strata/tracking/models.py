@@ -195,6 +195,26 @@ class ModelDirection(StrEnum):
     OUTPUT = "output"
 
 
+class ModelOrder(NamedTuple):
+    """One key of a logged-model search's order: an attribute (``name``,
+    ``creation_time``...) or ``metrics.<key>`` (each model's latest point of it, optionally
+    only those logged against ``dataset_name``/``dataset_digest``). A plain
+    ``(field, ascending)`` pair is one too."""
+
+    field: str
+    ascending: bool = True
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+
+
+class DatasetRef(NamedTuple):
+    """A dataset a logged-model search is limited to (its metrics logged against it); no
+    digest: any version of the named dataset."""
+
+    name: str
+    digest: str | None = None
+
+
 class ModelMetric(BaseModel):
     """One metric point recorded on a LoggedModel (``timestamp`` in epoch ms; the value may be
     NaN or ±inf), optionally with the run and the dataset it was measured with."""

@@ -23,6 +23,7 @@ from strata.core.paths import safe_relpath
 from strata.core.transport import HttpTransport
 from strata.tracking.models import (
     DatasetInput,
+    DatasetRef,
     DatasetSummary,
     Experiment,
     FileInfo,
@@ -33,6 +34,7 @@ from strata.tracking.models import (
     MetricPoint,
     ModelDirection,
     ModelMetric,
+    ModelOrder,
     Page,
     Param,
     Run,
@@ -345,18 +347,20 @@ class RemoteTracking(TrackingService):
         experiment_ids: Sequence[str],
         *,
         filter: str | None = None,
-        order_by: Sequence[tuple[str, bool]] = (),
+        order_by: Sequence[ModelOrder | tuple[str, bool]] = (),
         max_results: int = 100,
         page_token: str | None = None,
+        datasets: Sequence[DatasetRef | tuple[str, str | None]] = (),
     ) -> Page[LoggedModel]:
         body = self._post(
             f"{P}/logged-models/search",
             {
                 "experiment_ids": list(experiment_ids),
                 "filter": filter,
-                "order_by": [{"field": f, "ascending": a} for f, a in order_by],
+                "order_by": [ModelOrder(*o)._asdict() for o in order_by],
                 "max_results": max_results,
                 "page_token": page_token,
+                "datasets": [DatasetRef(*d)._asdict() for d in datasets],
             },
         )
         items = [LoggedModel.model_validate(m) for m in body["models"]]

@@ -29,10 +29,6 @@ from strata.tracking.tables import (
     ExperimentTagRow,
     InputRow,
     LatestMetricRow,
-    LoggedModelMetricRow,
-    LoggedModelParamRow,
-    LoggedModelRow,
-    LoggedModelTagRow,
     ParamRow,
     RunRow,
     TagRow,
@@ -330,11 +326,13 @@ def _compare(col: Any, op: str, value: Any) -> Any:
     return col.is_not(None)
 
 
-def _metric_condition(owner: Any, fk: Any, table: Any, c: Clause) -> ColumnElement[bool]:
-    """``owner`` (an id column) has a non-NaN point of metric ``c.key`` satisfying ``c``;
-    ``fk`` is the metric table's column holding that id."""
+def _metric_condition(
+    owner: Any, fk: Any, table: Any, c: Clause, also: Sequence[ColumnElement[bool]] = ()
+) -> ColumnElement[bool]:
+    """``owner`` (an id column) has a non-NaN point of metric ``c.key`` satisfying ``c``
+    (and ``also``); ``fk`` is the metric table's column holding that id."""
     sub = sa.select(fk).where(
-        table.key == c.key, table.is_nan.is_(False), _compare(table.value, c.op, c.value)
+        table.key == c.key, table.is_nan.is_(False), _compare(table.value, c.op, c.value), *also
     )
     in_: ColumnElement[bool] = owner.in_(sub)
     return in_
@@ -515,75 +513,6 @@ def experiment_order(items: Sequence[str] | None) -> list[Any]:
         return [ExperimentRow.creation_time.desc(), ExperimentRow.id.asc()]
     if not any(k.key == "experiment_id" for k in keys):
         order.append(ExperimentRow.id.desc())
-    return order
-
-
-# -- logged models ---------------------------------------------------------------------------
-_MODEL_ENTITIES = {k: v for k, v in _ENTITY.items() if v != "datasets" and k != "run"}
-_MODEL_ATTRS: dict[str, Any] = {
-    "name": LoggedModelRow.name,
-    "model_id": LoggedModelRow.id,
-    "model_type": LoggedModelRow.model_type,
-    "status": LoggedModelRow.status,
-    "source_run_id": LoggedModelRow.source_run_id,
-    "creation_timestamp": LoggedModelRow.created,
-    "creation_time": LoggedModelRow.created,
-    "last_updated_timestamp": LoggedModelRow.updated,
-}
-_MODEL_NUMERIC = {"creation_timestamp", "creation_time", "last_updated_timestamp"}
-
-
-def _model_status(value: Any) -> Any:
-    """``LOGGED_MODEL_READY`` (MLflow's proto name) or ``READY``, as stored."""
-    if isinstance(value, list):
-        return [_model_status(v) for v in value]
-    return value.removeprefix("LOGGED_MODEL_") if isinstance(value, str) else value
-
-
-def logged_model_conditions(text: str | None) -> list[ColumnElement[bool]]:
-    """Filter LoggedModels with the run grammar: ``name = 'x' AND params.lr = '0.1' AND
-    metrics.acc > 0.9 AND tags.k LIKE 'v%' AND status = 'READY'``. A metric clause matches
-    when any point logged on the model satisfies it."""
-    if not text or not text.strip():
-        return []
-    out: list[ColumnElement[bool]] = []
-    for c in _Parser(text, _MODEL_ENTITIES, set(_MODEL_ATTRS)).parse():
-        _check_clause(text, c, _MODEL_ATTRS, _MODEL_NUMERIC, "logged model")
-        if c.entity == "attributes":
-            value = c.value
-            if c.key in _MODEL_NUMERIC and value is not None:
-                value = int(value)
-            elif c.key == "status":
-                value = _model_status(value)
-            out.append(_compare(_MODEL_ATTRS[c.key], c.op, value))
-        elif c.entity == "metrics":
-            metrics = LoggedModelMetricRow
-            out.append(_metric_condition(LoggedModelRow.id, metrics.model_id, metrics, c))
-        else:
-            table: Any = LoggedModelParamRow if c.entity == "params" else LoggedModelTagRow
-            out.append(_kv_condition(LoggedModelRow.id, table.model_id, table, c))
-    return out
-
-
-def logged_model_order(items: Sequence[tuple[str, bool]]) -> list[Any]:
-    """``[(attribute, ascending), ...]`` as ORDER BY terms, then MLflow's tie-breaks: newest
-    first unless creation time is a key, then model id ascending unless it is one."""
-    order: list[Any] = []
-    cols = []
-    for field, ascending in items:
-        name = field.strip().removeprefix("attributes.")
-        col = _MODEL_ATTRS.get(name)
-        if col is None:
-            raise InvalidInput(
-                f"cannot order logged models by {field!r}: use one of {sorted(_MODEL_ATTRS)}",
-                details={"field": "order_by"},
-            )
-        cols.append(col)
-        order.append(col.asc() if ascending else col.desc())
-    if not any(c is LoggedModelRow.created for c in cols):
-        order.append(LoggedModelRow.created.desc())
-    if not any(c is LoggedModelRow.id for c in cols):
-        order.append(LoggedModelRow.id.asc())
     return order
 
 

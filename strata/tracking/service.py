@@ -18,6 +18,7 @@ from strata.core.clock import now_ms
 from strata.core.errors import InvalidInput
 from strata.tracking.models import (
     DatasetInput,
+    DatasetRef,
     DatasetSummary,
     Experiment,
     FileInfo,
@@ -28,6 +29,7 @@ from strata.tracking.models import (
     MetricPoint,
     ModelDirection,
     ModelMetric,
+    ModelOrder,
     Page,
     Param,
     Run,
@@ -394,16 +396,20 @@ class TrackingService(ABC):
         experiment_ids: Sequence[str],
         *,
         filter: str | None = None,
-        order_by: Sequence[tuple[str, bool]] = (),
+        order_by: Sequence[ModelOrder | tuple[str, bool]] = (),
         max_results: int = 100,
         page_token: str | None = None,
+        datasets: Sequence[DatasetRef | tuple[str, str | None]] = (),
     ) -> Page[LoggedModel]:
         """Active models of the experiments matching ``filter`` (the run filter grammar of
         :meth:`search_runs` over ``name``, ``model_id``, ``model_type``, ``status``,
         ``source_run_id``, ``creation_timestamp``, ``last_updated_timestamp``, ``params.*``,
         ``tags.*`` and ``metrics.*``, a metric clause matching any logged point), ordered by
-        ``order_by`` (``(attribute, ascending)`` pairs), then newest first. ``max_results``
-        is 1 to 1,000; InvalidInput names a malformed filter's position."""
+        ``order_by`` (:class:`ModelOrder`: attributes, or ``metrics.<key>`` by each model's
+        latest point, models without one last), then newest first, then by id (MLflow's
+        order). ``datasets``: only metric points logged against one of them count, and
+        without a metric clause only models with such a point match. ``max_results`` is 1
+        to 1,000; InvalidInput names a malformed filter's position."""
 
     @abstractmethod
     def update_logged_model(

@@ -18,11 +18,13 @@ from strata.client import Client
 from strata.core.errors import AlreadyExists, Conflict, DigestMismatch, InvalidInput, NotFound
 from strata.tracking.models import (
     DatasetInput,
+    DatasetRef,
     LifecycleStage,
     LoggedModelStatus,
     Metric,
     ModelDirection,
     ModelMetric,
+    ModelOrder,
     Param,
     RunStatus,
     RunTag,
@@ -1007,6 +1009,44 @@ def test_search_logged_models_filter_order_and_pages(t: TrackingService) -> None
     _exactly(InvalidInput, t.search_logged_models, [exp_id], max_results=0)
     _exactly(InvalidInput, t.search_logged_models, [exp_id], max_results=1001)
     _exactly(InvalidInput, t.search_logged_models, [exp_id], page_token="not-a-token")
+
+
+def test_search_logged_models_by_metric_and_dataset(t: TrackingService) -> None:
+    """Ordered by each model's latest point of a metric (on one dataset when named; models
+    without one last, either way), and limited to models with points on given datasets."""
+    exp_id = t.create_experiment("models-by-metric").experiment_id
+    ids = {n: t.create_logged_model(exp_id, name=n).model_id for n in ("p", "q", "r", "s")}
+
+    def point(name: str, value: float, ts: int, dataset: str, digest: str = "d1") -> ModelMetric:
+        return ModelMetric(
+            model_id=ids[name],
+            key="acc",
+            value=value,
+            timestamp=ts,
+            dataset_name=dataset,
+            dataset_digest=digest,
+        )
+
+    t.log_model_metrics(
+        [
+            point("p", 0.9, 1, "A"),
+            point("p", 0.1, 5, "B"),  # p's latest point overall
+            point("q", 0.5, 1, "A"),
+            point("r", 0.7, 1, "B", "d2"),
+        ]
+    )
+
+    def names(**kw: object) -> list[str]:
+        return [m.name for m in t.search_logged_models([exp_id], **kw).items]  # type: ignore[arg-type]
+
+    assert names(order_by=[ModelOrder("metrics.acc", False)]) == ["r", "q", "p", "s"]
+    assert names(order_by=[ModelOrder("metrics.acc", True)]) == ["p", "q", "r", "s"]
+    on_a = ModelOrder("metrics.acc", False, dataset_name="A")
+    assert names(order_by=[on_a]) == ["p", "q", "s", "r"]  # no point on A: last, newest first
+    assert names(datasets=[DatasetRef("B")]) == ["r", "p"]
+    assert names(datasets=[DatasetRef("B", "d2")]) == ["r"]
+    assert names(filter="metrics.acc > 0.6", datasets=[DatasetRef("A")]) == ["p"]
+    assert names(filter="metrics.acc > 0.6") == ["r", "p"]
 
 
 def test_logged_model_artifacts_are_uploaded_below_its_root(

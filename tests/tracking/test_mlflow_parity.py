@@ -9,6 +9,7 @@ experiment's lifecycle. The MLflow server runs once per module (SQLite backend, 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -48,9 +49,9 @@ class Peer:
         return MlflowClient(tracking_uri=self.url)
 
 
-@pytest.fixture(scope="module")
-def mlflow_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
-    root = tmp_path_factory.mktemp("mlflow-server")
+def _mlflow_server(root: Path, artifacts: str, name: str = "mlflow") -> Iterator[Peer]:
+    """``mlflow server`` (SQLite backend, defaults) in ``root``, its artifacts proxied to
+    ``artifacts``; stopped after."""
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
@@ -61,7 +62,7 @@ def mlflow_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
             "--backend-store-uri",
             f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
-            str(root / "mlartifacts"),
+            artifacts,
             "--host",
             "127.0.0.1",
             "--port",
@@ -86,7 +87,7 @@ def mlflow_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
             if time.monotonic() > deadline:
                 raise RuntimeError("mlflow server did not start within 180 s")
             time.sleep(0.25)
-        yield Peer("mlflow", url, root)
+        yield Peer(name, url, root)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -96,6 +97,24 @@ def mlflow_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    yield from _mlflow_server(root, str(root / "mlartifacts"))
+
+
+@pytest.fixture(scope="module")
+def mlflow_s3_peer(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Peer]:
+    """``mlflow server`` whose artifacts go to S3 (moto): the store MLflow does multipart
+    uploads on (its local store refuses them)."""
+    from conftest import S3_BUCKET
+
+    root = tmp_path_factory.mktemp("mlflow-s3-server")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)  # inherited by the server
+        yield from _mlflow_server(root, f"s3://{S3_BUCKET}/mlflow-s3", "mlflow-s3")
 
 
 @pytest.fixture
@@ -159,6 +178,144 @@ def test_paging_through_tied_runs_returns_each_run_once_in_mlflow_order(
         assert by_start == sorted(made)
 
 
+def _pages(search: Callable[[str | None], Any]) -> list[Any]:
+    """Every item of a paged search, following its tokens."""
+    seen: list[Any] = []
+    token = None
+    while True:
+        page = search(token)
+        seen += list(page)
+        token = page.token
+        if not token:
+            return seen
+
+
+def test_paging_experiments_and_registered_models_in_mlflow_order(
+    peers: list[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 experiments and 40 registered models, paged 7 at a time by time: each comes once,
+    in MLflow's total order — ties broken by id descending for experiments (the newer
+    first), by name for registered models. MLflow's server makes them as fast as it takes
+    them (some share a millisecond); Strata's (in this process) all at one frozen time, so
+    every key ties."""
+    from datetime import UTC, datetime
+
+    stamp = time.time_ns()
+
+    def ask(peer: Peer) -> tuple[Any, ...]:
+        if peer.name == "strata":
+            frozen = datetime(2026, 1, 1, tzinfo=UTC)
+            monkeypatch.setattr("strata.tracking.embedded_experiments.now_ms", lambda: 1_000)
+            monkeypatch.setattr("strata.registry.embedded.utcnow", lambda: frozen)
+        c = peer.client()
+        made = [c.create_experiment(f"tie-{stamp}-{i:02d}") for i in range(40)]
+        for i in random.Random(7).sample(range(40), 40):  # not in name order
+            c.create_registered_model(f"tie-{stamp}-{i:02d}")
+        found = f"name LIKE 'tie-{stamp}-%'"
+        by_created = _pages(
+            lambda t: c.search_experiments(
+                max_results=7, filter_string=found, order_by=["creation_time ASC"], page_token=t
+            )
+        )
+        models = _pages(
+            lambda t: c.search_registered_models(
+                filter_string=found,
+                max_results=7,
+                order_by=["last_updated_timestamp DESC"],
+                page_token=t,
+            )
+        )
+        made_index = {e: i for i, e in enumerate(made)}
+        experiments = [(e.creation_time, made_index[e.experiment_id]) for e in by_created]
+        registered = [(m.last_updated_timestamp, m.name) for m in models]
+        monkeypatch.undo()
+        return experiments, registered
+
+    theirs, ours = both(peers, ask)
+    assert len({t for t, _ in ours[0]}) == 1 and len({t for t, _ in ours[1]}) == 1  # all tie
+    for experiments, registered in (theirs, ours):
+        assert sorted(i for _, i in experiments) == list(range(40))  # each exactly once
+        assert experiments == sorted(experiments, key=lambda e: (e[0], -e[1]))
+        assert len({n for _, n in registered}) == 40
+        assert registered == sorted(registered, key=lambda m: (-m[0], m[1]))
+
+
+def test_logged_models_order_by_metrics_and_filter_by_datasets(peers: list[Peer]) -> None:
+    """``search_logged_models`` ordered by ``metrics.<key>`` (each model's latest point,
+    optionally on one dataset; models without one last, ties newest first) and limited to
+    ``datasets``, paged 2 at a time: the same models in the same order on both servers."""
+
+    def ask(peer: Peer) -> list[list[str]]:
+        c = peer.client()
+        exp = c.create_experiment(f"lm-order-{time.time_ns()}")
+        run = c.create_run(exp).info.run_id
+        models = {}
+        for name in ("m0", "m1", "m2", "m3", "m4", "m5"):
+            models[name] = c.create_logged_model(exp, name=name, source_run_id=run).model_id
+            time.sleep(0.01)  # distinct creation times: ties below are by metric only
+        points = [  # model, value, dataset, timestamp
+            ("m0", 0.5, "A", 1000),
+            ("m1", 0.9, "A", 1000),
+            ("m2", 0.7, "B", 1000),
+            ("m3", 0.1, "A", 1000),
+            ("m3", 0.95, "A", 2000),  # the latest point is m3's value
+            ("m5", 0.5, "A", 1000),  # ties with m0
+            ("m1", 0.2, "B", 3000),  # m1's latest overall; on A it stays 0.9
+        ]
+        for name, value, dataset, ts in points:
+            c.log_metric(
+                run,
+                "acc",
+                value,
+                timestamp=ts,
+                dataset_name=dataset,
+                dataset_digest=f"d-{dataset}",
+                model_id=models[name],
+            )
+
+        def names(**kw: Any) -> list[str]:
+            found = _pages(
+                lambda t: c.search_logged_models([exp], max_results=2, page_token=t, **kw)
+            )
+            return [m.name for m in found]
+
+        acc = {"field_name": "metrics.acc"}
+        return [
+            names(order_by=[{**acc, "ascending": False}]),
+            names(order_by=[{**acc, "ascending": True}]),
+            names(order_by=[{**acc, "ascending": False, "dataset_name": "A"}]),
+            names(order_by=[{"field_name": "name", "ascending": False}]),
+            names(datasets=[{"dataset_name": "B", "dataset_digest": "d-B"}]),
+            names(datasets=[{"dataset_name": "A", "dataset_digest": "d-A"}]),
+            names(
+                filter_string="metrics.acc > 0.6",
+                datasets=[{"dataset_name": "A", "dataset_digest": "d-A"}],
+            ),
+            names(filter_string="metrics.acc < 0.3"),
+        ]
+
+    theirs, ours = both(peers, ask)
+    for i, (want, got) in enumerate(zip(theirs, ours, strict=True)):
+        assert got == want, i
+    assert ours[0] == ["m3", "m2", "m5", "m0", "m1", "m4"]  # m1's latest is 0.2; m4 has none
+    assert ours[4] == ["m2", "m1"]  # newest first
+
+
+def test_a_dataset_named_without_a_digest_matches_any_digest(strata_peer: Peer) -> None:
+    """Strata only: ``datasets=[{"dataset_name": "A"}]`` matches A's points whatever their
+    digest. (MLflow 3.17's server compares the missing digest with NULL and so matches only
+    points logged without one: not copied.)"""
+    c = strata_peer.client()
+    exp = c.create_experiment("lm-any-digest")
+    run = c.create_run(exp).info.run_id
+    a = c.create_logged_model(exp, name="a", source_run_id=run).model_id
+    b = c.create_logged_model(exp, name="b", source_run_id=run).model_id
+    c.log_metric(run, "acc", 0.5, dataset_name="A", dataset_digest="d1", model_id=a)
+    c.log_metric(run, "acc", 0.5, dataset_name="B", dataset_digest="d1", model_id=b)
+    found = c.search_logged_models([exp], datasets=[{"dataset_name": "A"}])
+    assert [m.name for m in found] == ["a"]
+
+
 # -- errors ----------------------------------------------------------------------------------
 _CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "runs/get", {"params": {}}),
@@ -210,12 +367,13 @@ _CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def _fill(value: Any, run_id: str) -> Any:
+def _fill(value: Any, run_id: str, deleted: str = "") -> Any:
+    """``value`` with "RUN" replaced by ``run_id`` and "DEL" by ``deleted``."""
     if isinstance(value, dict):
-        return {k: _fill(v, run_id) for k, v in value.items()}
+        return {k: _fill(v, run_id, deleted) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, run_id) for v in value]
-    return run_id if value == "RUN" else value
+        return [_fill(v, run_id, deleted) for v in value]
+    return {"RUN": run_id, "DEL": deleted}.get(value, value) if isinstance(value, str) else value
 
 
 def test_errors_use_mlflow_words_codes_and_statuses(peers: list[Peer]) -> None:
@@ -246,6 +404,134 @@ def test_errors_use_mlflow_words_codes_and_statuses(peers: list[Peer]) -> None:
     assert sum(status >= 400 for status, *_ in theirs) == len(_CASES) - 1
 
 
+_LONG = "v" * 6001
+_MORE_CASES: list[tuple[str, str, dict[str, Any]]] = [
+    # the issue's own example: a run id of the wrong type
+    ("POST", "runs/log-metric", {"json": {"run_id": 31, "key": "a", "value": 1, "timestamp": 1}}),
+    ("GET", "runs/get", {"params": {"run_id": ""}}),
+    # a deleted run takes no more data
+    (
+        "POST",
+        "runs/log-metric",
+        {"json": {"run_id": "DEL", "key": "a", "value": 1, "timestamp": 1}},
+    ),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "DEL", "key": "p", "value": "1"}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "DEL", "key": "t", "value": "1"}}),
+    ("POST", "runs/log-batch", {"json": {"run_id": "DEL", "tags": [{"key": "t", "value": "1"}]}}),
+    # names and lengths
+    (
+        "POST",
+        "runs/log-metric",
+        {"json": {"run_id": "RUN", "key": "bad*key", "value": 1, "timestamp": 1}},
+    ),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "RUN", "key": "../up", "value": "1"}}),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "RUN", "key": "long", "value": _LONG}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "RUN", "key": "long", "value": "t" * 8001}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "RUN", "key": "k" * 251, "value": "1"}}),
+    # batch limits
+    (
+        "POST",
+        "runs/log-batch",
+        {
+            "json": {
+                "run_id": "RUN",
+                "metrics": [
+                    {"key": "m", "value": 1, "timestamp": 1, "step": i} for i in range(1001)
+                ],
+            }
+        },
+    ),
+    (
+        "POST",
+        "runs/log-batch",
+        {"json": {"run_id": "RUN", "params": [{"key": f"p{i}", "value": "1"} for i in range(101)]}},
+    ),
+    # names already taken
+    ("POST", "experiments/create", {"json": {"name": "Default"}}),
+    # metric histories
+    (
+        "GET",
+        "metrics/get-history",
+        {"params": {"run_id": "RUN", "metric_key": "a", "max_results": 0}},
+    ),
+    ("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk", {"params": {"metric_key": "a"}}),
+    ("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk", {"params": {"run_id": "RUN"}}),
+    (
+        "GET",
+        "/ajax-api/2.0/mlflow/metrics/get-history-bulk",
+        {"params": {"run_id": [f"r{i}" for i in range(101)], "metric_key": "a"}},
+    ),
+    # artifact locations MLflow refuses
+    *[
+        ("POST", "experiments/create", {"json": {"name": f"loc-{i}", "artifact_location": loc}})
+        for i, loc in enumerate(
+            [
+                "runs:/abcdef/model",
+                "s3://bucket/x#fragment",
+                "http://bucket/x;params",
+                "s3://bucket/x?a=%252E%252E/b",
+                "http://169.254.169.254/latest",
+                "sftp://elsewhere/x",
+                "mlflow-artifacts://elsewhere:5000/x",
+                "s3://bucket/" + "x" * 2050,
+            ]
+        )
+    ],
+]
+
+
+def test_more_errors_use_mlflow_words(peers: list[Peer]) -> None:
+    """The rest of MLflow's set: a deleted run, names and lengths, batch limits, a taken
+    name, orders, filters, page tokens and metric histories, worded as MLflow's server
+    words them (status, code and message)."""
+
+    def ask(peer: Peer) -> list[Any]:
+        def new_run() -> str:
+            r = peer.rest("POST", "runs/create", json={"experiment_id": "0"})
+            return str(r.json()["run"]["info"]["run_id"])
+
+        run_id, deleted = new_run(), new_run()
+        peer.rest("POST", "runs/delete", json={"run_id": deleted})
+        out = []
+        for method, path, kw in _MORE_CASES:
+            filled = _fill(kw, run_id, deleted)
+            if path.startswith("/"):
+                r = httpx.request(
+                    method, f"{peer.url}{path}", headers=peer.headers, timeout=30, **filled
+                )
+            else:
+                r = peer.rest(method, path, **filled)
+            body = r.json()
+            message = body.get("message", "").replace(run_id, "RUN").replace(deleted, "DEL")
+            # MLflow appends its database's own error to a taken name: not part of its words
+            out.append((r.status_code, body.get("error_code", ""), message.split(" Error: ")[0]))
+        data = peer.rest("GET", "runs/get", params={"run_id": run_id}).json()["run"]["data"]
+        # values over the limits are cut, not refused (MLFLOW_TRUNCATE_LONG_VALUES)
+        out.append(
+            [
+                len(i["value"])
+                for kind in ("params", "tags")
+                for i in data[kind]
+                if i["key"] == "long"
+            ]
+        )
+        return out
+
+    theirs, ours = both(peers, ask)
+    differ = [
+        f"{case[0]} {case[1]} {str(case[2])[:80]}:\n  mlflow {want}\n  strata {got}"
+        for case, want, got in zip(_MORE_CASES, theirs, ours, strict=False)
+        if got != want
+    ]
+    assert not differ, "\n".join(differ)
+    assert ours[-1] == theirs[-1]  # what was stored of the long values
+    assert ours[-1] == [6000, 8000]
+    cut = {i for i, (_, _, kw) in enumerate(_MORE_CASES) if kw.get("json", {}).get("key") == "long"}
+    statuses = [(case[1], answer[0]) for case, answer in zip(_MORE_CASES, theirs, strict=False)]
+    unlike = [(i, c, s) for i, (c, s) in enumerate(statuses) if (s == 200) != (i in cut)]
+    assert not unlike  # cut values are accepted (200), every other case is an error
+
+
 # -- users -----------------------------------------------------------------------------------
 def test_run_without_user_gets_unknown_not_the_server_os_user(peers: list[Peer]) -> None:
     def ask(peer: Peer) -> tuple[str, str]:
@@ -263,33 +549,47 @@ def test_claimed_user_is_honoured_only_for_admins(live_server: LiveServer) -> No
     (importing history), an editor's claim is ignored."""
     editor = live_server.token_for("editor", "ed")
 
-    def create(token: str, user: str) -> str:
+    def create(token: str, user: str) -> tuple[str, str]:
+        """The run's user and its ``mlflow.user`` tag (what the MLflow UI shows)."""
         r = httpx.post(
             f"{live_server.url}/api/2.0/mlflow/runs/create",
-            json={"experiment_id": "0", "user_id": user},
+            json={
+                "experiment_id": "0",
+                "user_id": user,
+                "tags": [{"key": "mlflow.user", "value": user}],
+            },
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         )
         r.raise_for_status()
-        user_id: str = r.json()["run"]["info"]["user_id"]
-        return user_id
+        run = r.json()["run"]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        return run["info"]["user_id"], tags["mlflow.user"]
 
-    assert create(editor, "mallory") == "ed"
-    assert create(live_server.admin_token, "imported-bob") == "imported-bob"
+    assert create(editor, "mallory") == ("ed", "ed")
+    assert create(live_server.admin_token, "imported-bob") == ("imported-bob", "imported-bob")
 
 
 # -- experiments -----------------------------------------------------------------------------
 def test_relative_artifact_location_resolves_against_the_server_cwd(peers: list[Peer]) -> None:
     stamp = time.time_ns()
 
-    def ask(peer: Peer) -> tuple[str, str, str, str]:
+    def ask(peer: Peer) -> tuple[str, ...]:
         c = peer.client()
         locations = []
-        for given in (f"rel/{stamp}", f"file:rel/{stamp}", f"/abs/{stamp}", f"s3://b/{stamp}"):
+        for given in (
+            f"rel/{stamp}",
+            f"file:rel/{stamp}",
+            f"/abs/{stamp}",
+            f"s3://b/{stamp}",
+            f"rel%20dir/{stamp}",
+            f"file:rel%20dir/{stamp}",
+            f"mlflow-artifacts:/x/{stamp}",
+        ):
             exp = c.create_experiment(f"loc-{given}", artifact_location=given)
             got = c.get_experiment(exp).artifact_location
             locations.append(got.replace(peer.cwd.as_posix(), "CWD"))
-        return tuple(locations)  # type: ignore[return-value]
+        return tuple(locations)
 
     theirs, ours = both(peers, ask)
     assert ours == theirs
@@ -436,6 +736,25 @@ def test_get_history_bulk_interval_matches(peers: list[Peer]) -> None:
         assert got == want, f"case {i}"
 
 
+def _upload_with_the_client(
+    peer: Peer, data: bytes, parts: list[int], tmp_path: Path
+) -> tuple[Any, str, dict[str, str]]:
+    """A new run's ``model/weights.bin`` (``data``) logged by the mlflow client and downloaded
+    again: the client, the run id and the sha256 of each file downloaded (``parts`` is
+    emptied first: it then holds the parts the client PUT)."""
+    import hashlib
+
+    c = peer.client()
+    run = c.create_run("0").info.run_id
+    local = tmp_path / peer.name / "weights.bin"
+    local.parent.mkdir()
+    local.write_bytes(data)
+    parts.clear()
+    c.log_artifact(run, str(local), "model")
+    down = Path(c.download_artifacts(run, "model", str(tmp_path / peer.name / "down")))
+    return c, run, {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in down.iterdir()}
+
+
 def test_multipart_upload_matches(
     peers: list[Peer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -450,22 +769,62 @@ def test_multipart_upload_matches(
     data = os.urandom(2 * CHUNK + 12345)
 
     def ask(peer: Peer) -> Any:
-        c = peer.client()
-        run = c.create_run("0").info.run_id
-        local = tmp_path / peer.name / "weights.bin"
-        local.parent.mkdir()
-        local.write_bytes(data)
-        parts.clear()
-        c.log_artifact(run, str(local), "model")
-        down = Path(c.download_artifacts(run, "model", str(tmp_path / peer.name / "down")))
+        c, run, got = _upload_with_the_client(peer, data, parts, tmp_path)
         listed = [(f.path, f.file_size) for f in c.list_artifacts(run, "model")]
-        got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in down.iterdir()}
         return sorted(parts), listed, got
 
     (their_parts, *theirs), (our_parts, *ours) = both(peers, ask)
     assert ours == theirs
     assert ours[1] == {"weights.bin": hashlib.sha256(data).hexdigest()}
     assert (their_parts, our_parts) == ([], [1, 2, 3])
+
+
+def test_multipart_create_complete_abort_match_mlflow_on_s3(
+    mlflow_s3_peer: Peer, strata_peer: Peer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Against ``mlflow server`` on S3, where it does multipart uploads: the client's
+    multipart upload lands the same file in the same parts; ``mpu/create`` answers the same
+    shape (an upload id, one presigned URL per part, numbered from 1); ``mpu/abort`` and
+    ``mpu/complete`` answer the same, and a completed upload is the file."""
+    import hashlib
+
+    from mlflow_multipart_helpers import CHUNK, enable_multipart
+
+    parts = enable_multipart(monkeypatch)
+    data = os.urandom(2 * CHUNK + 12345)
+
+    def ask(peer: Peer) -> Any:
+        c, run, got = _upload_with_the_client(peer, data, parts, tmp_path)
+        # the REST calls themselves, under the run's artifact root
+        root = c.get_run(run).info.artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/")
+        base = f"{peer.url}/api/2.0/mlflow-artifacts/mpu"
+        path = f"{root}/raw"  # <experiment>/<run>/artifacts/raw
+        answers: list[Any] = []
+
+        def call(verb: str, body: dict[str, Any]) -> httpx.Response:
+            r = httpx.post(f"{base}/{verb}/{path}", json=body, timeout=30, headers=peer.headers)
+            answers.append((verb, r.status_code, sorted(r.json())))
+            return r
+
+        made = call("create", {"path": "data.bin", "num_parts": 2}).json()
+        answers.append([cred["part_number"] for cred in made["credentials"]])
+        call("abort", {"path": "data.bin", "upload_id": made["upload_id"]})
+        made = call("create", {"path": "data.bin", "num_parts": 2}).json()
+        chunks = [data[:CHUNK], data[CHUNK : CHUNK + 100]]
+        etags = []
+        for cred, chunk in zip(made["credentials"], chunks, strict=True):
+            put = httpx.put(cred["url"], content=chunk, headers=cred.get("headers") or {})
+            assert put.status_code == 200, put.text
+            etags.append({"part_number": cred["part_number"], "etag": put.headers["etag"]})
+        call("complete", {"path": "data.bin", "upload_id": made["upload_id"], "parts": etags})
+        fetched = Path(c.download_artifacts(run, "raw/data.bin", str(tmp_path / peer.name)))
+        answers.append(hashlib.sha256(fetched.read_bytes()).hexdigest())
+        return sorted(parts), got, answers
+
+    theirs, ours = both([mlflow_s3_peer, strata_peer], ask)
+    assert ours == theirs
+    assert ours[0] == [1, 2, 3]  # both took the client's file in three parts
+    assert ours[2][-1] == hashlib.sha256(data[: CHUNK + 100]).hexdigest()
 
 
 GET_RUN = """

@@ -131,6 +131,11 @@ def mlflow_message(exc: StrataError, code: str) -> str:
         words = _NOT_FOUND_WORDS.get(field)
         if words is not None:
             return words.format(value)
+    if isinstance(exc, Conflict) and {"run_id", "lifecycle_stage"} <= details.keys():
+        return (
+            f"The run {details['run_id']} must be in the 'active' state. Current state is "
+            f"{details['lifecycle_stage']}."
+        )
     mlflow_words = details.get("mlflow_message")
     return mlflow_words if isinstance(mlflow_words, str) else exc.message
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from strata.core.errors import InvalidInput, NotFound
+from strata.core.errors import AlreadyExists, InvalidInput, NotFound
 from strata.core.principal import Permission
 from strata.tracking.mlflow_api._common import (
     AJAX,
@@ -35,14 +36,84 @@ async def create_experiment(request: Request) -> Response:
     body = await read_body(request)
     name = req_str(body, "name")
     tags = dict(key_values(body, "tags"))
-    exp = await run_sync(
-        tracking(request).create_experiment,
-        name,
-        artifact_location=resolve_if_local(opt_str(body, "artifact_location") or None),
-        tags=tags or None,
-        description=tags.get(NOTE_TAG),
-    )
+    location = opt_str(body, "artifact_location") or None
+    if location is not None:
+        check_location(location)
+    try:
+        exp = await run_sync(
+            tracking(request).create_experiment,
+            name,
+            artifact_location=resolve_if_local(location),
+            tags=tags or None,
+            description=tags.get(NOTE_TAG),
+        )
+    except AlreadyExists as exc:  # MLflow's words (it adds its database's error after them)
+        raise AlreadyExists(
+            f"Experiment(name={name}) already exists.", details=exc.details
+        ) from None
     return json_response({"experiment_id": exp.experiment_id})
+
+
+#: Schemes whose URIs name a host to connect to (MLflow's
+#: ``store.artifact.host_policy.HOST_ADDRESSED_ARTIFACT_SCHEMES``); ``mlflow-artifacts:``
+#: without a host means this server.
+HOST_ADDRESSED = frozenset(
+    {"ftp", "sftp", "hdfs", "viewfs", "http", "https", "mlflow-artifacts", "r2", "b2", "abfss"}
+)
+ALLOWED_HOST_SCHEMES_ENV = "MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES"
+MAX_LOCATION_LENGTH = 2048
+"""MLflow's ``MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH`` default."""
+
+
+def _bad(message: str) -> InvalidInput:
+    return InvalidInput(message, details={"field": "artifact_location"})
+
+
+def check_location(location: str) -> None:
+    """Refuse an experiment's ``artifact_location`` where MLflow's server refuses it, in its
+    words (``server.handlers._validate_storage_location_uri``): a fragment or params, a
+    query that climbs (``..``, however often percent-encoded), a scheme naming another host
+    (unless ``MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES`` allows it), a ``runs:`` URI,
+    more than 2,048 characters, a ``file:`` URI naming a remote host."""
+    parsed = urllib.parse.urlparse(location)
+    if parsed.fragment or parsed.params:
+        raise _bad("'artifact_location' URL can't include fragments or params.")
+    query = parsed.query
+    for _ in range(10):  # MLflow decodes until the query stops changing
+        decoded = urllib.parse.urlunparse(urllib.parse.urlparse(urllib.parse.unquote(query)))
+        if decoded == query:
+            break
+        query = decoded
+    if ".." in query:
+        raise _bad("Invalid query string")
+    scheme = parsed.scheme
+    allowed = {s.strip().lower() for s in os.environ.get(ALLOWED_HOST_SCHEMES_ENV, "").split(",")}
+    this_server = scheme == "mlflow-artifacts" and not parsed.netloc
+    if scheme in HOST_ADDRESSED and scheme not in allowed and not this_server:
+        raise _bad(
+            f"'artifact_location' cannot use the '{scheme}' scheme: the '{scheme}' scheme "
+            "addresses a host other than the tracking server's configured artifact "
+            "storage, so the server would connect to the host named in the URI. Set the "
+            f"{ALLOWED_HOST_SCHEMES_ENV} environment variable on the server to allow it."
+        )
+    if location.startswith("runs:"):
+        raise _bad(f"Artifact location cannot be a runs:/ URI. Given: '{location}'")
+    if len(location) > MAX_LOCATION_LENGTH:
+        raise _bad(
+            "Invalid artifact path length. The length of the artifact path cannot be greater "
+            f"than {MAX_LOCATION_LENGTH} characters. To configure this limit, please set the "
+            "MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH environment variable."
+        )
+    host = parsed.hostname
+    if (
+        scheme == "file"
+        and host
+        and not (host == "." or host.startswith(("localhost", "127.0.0.1")))
+    ):
+        raise _bad(
+            f"{location} is not a valid remote uri. For remote access on windows, please "
+            "consider using a different scheme such as SMB (e.g. smb://<hostname>/<path>)."
+        )
 
 
 def resolve_if_local(location: str | None) -> str | None:
@@ -56,7 +127,8 @@ def resolve_if_local(location: str | None) -> str | None:
     parts = urllib.parse.urlsplit(location)
     if parts.scheme not in ("", "file") or len(parts.scheme) == 1:  # 1 letter: a drive
         return location
-    path = parts.path if parts.scheme else location
+    # Percent-escapes decoded, as MLflow's url2pathname decodes them.
+    path = urllib.parse.unquote(parts.path if parts.scheme else location)
     if not path or path.startswith("/"):
         return location
     absolute = (Path.cwd() / path).as_posix()

@@ -45,7 +45,8 @@ async def get_metric_history(request: Request) -> Response:
     max_results = opt_int(body, "max_results")
     if max_results is not None and max_results <= 0:
         raise InvalidInput(
-            f"Invalid value {max_results} for parameter 'max_results': it must be positive",
+            f"Invalid value {max_results} for parameter 'max_results' supplied. It must be a "
+            "positive integer.",
             details={"field": "max_results"},
         )
     offset = search.decode_page_token(opt_str(body, "page_token") or None)
@@ -64,13 +65,24 @@ async def get_metric_history(request: Request) -> Response:
 
 
 def _bulk_args(body: dict[str, Any], field: str) -> tuple[list[str], str]:
+    """The run ids and the metric key of ``get-history-bulk``, refused in MLflow's words."""
     run_ids = str_list(body, field)
     if not run_ids:
-        raise missing(field)
+        raise InvalidInput(
+            "GetMetricHistoryBulk request must specify at least one run_id.",
+            details={"field": field},
+        )
     if len(run_ids) > MAX_BULK_RUNS:
         raise InvalidInput(
-            f"at most {MAX_BULK_RUNS} run ids per request; got {len(run_ids)}",
+            f"GetMetricHistoryBulk request cannot specify more than {MAX_BULK_RUNS} run_ids. "
+            f"Received {len(run_ids)} run_ids.",
             details={"field": field},
+        )
+    key = body.get("metric_key")
+    if key is None:
+        raise InvalidInput(
+            "GetMetricHistoryBulk request must specify a metric_key.",
+            details={"field": "metric_key"},
         )
     return run_ids, req_str(body, "metric_key")
 

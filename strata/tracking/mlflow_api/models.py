@@ -27,7 +27,7 @@ from strata.tracking.mlflow_api._common import (
 )
 from strata.tracking.mlflow_api._convert import logged_model_json
 from strata.tracking.mlflow_api.artifacts import file_entries, stream_file
-from strata.tracking.models import LoggedModelStatus
+from strata.tracking.models import DatasetRef, LoggedModelStatus, ModelOrder
 
 router = APIRouter()
 _STATUSES = {
@@ -120,12 +120,25 @@ async def search_logged_models(request: Request) -> Response:
     experiment_ids = str_list(body, "experiment_ids")
     if not experiment_ids:
         raise missing("experiment_ids")
-    order: list[tuple[str, bool]] = []
+    order: list[ModelOrder] = []
     for i, item in enumerate(obj_list(body, "order_by")):
         field = item.get("field_name")
         if not isinstance(field, str) or not field:
             raise missing(f"order_by[{i}].field_name")
-        order.append((field, item.get("ascending", True) is not False))
+        order.append(
+            ModelOrder(
+                field,
+                item.get("ascending", True) is not False,
+                opt_str(item, "dataset_name") or None,
+                opt_str(item, "dataset_digest") or None,
+            )
+        )
+    datasets = []
+    for i, item in enumerate(obj_list(body, "datasets")):
+        name = opt_str(item, "dataset_name")
+        if not name:
+            raise missing(f"datasets[{i}].dataset_name")
+        datasets.append(DatasetRef(name, opt_str(item, "dataset_digest") or None))
     page = await run_sync(
         tracking(request).search_logged_models,
         experiment_ids,
@@ -133,6 +146,7 @@ async def search_logged_models(request: Request) -> Response:
         order_by=order,
         max_results=opt_int(body, "max_results") or 100,
         page_token=opt_str(body, "page_token") or None,
+        datasets=datasets,
     )
     out: dict[str, Any] = {"models": [logged_model_json(m) for m in page.items]}
     if page.next_page_token:

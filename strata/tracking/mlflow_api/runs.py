@@ -21,6 +21,7 @@ from strata.core.errors import Conflict, InvalidInput, StrataError
 from strata.core.principal import Permission, Role, current
 from strata.tracking import batch_write
 from strata.tracking.batch_write import Batch
+from strata.tracking.mlflow_api import words
 from strata.tracking.mlflow_api._common import (
     Body,
     add_route,
@@ -79,6 +80,17 @@ def _at(field: str, i: int, name: str) -> str:
     return f"{field}[{i}].{name}" if field else name
 
 
+def _params(body: Body) -> list[Param]:
+    """A batch's params, checked and cut as MLflow's server checks and cuts them."""
+    pairs = key_values(body, "params")
+    return [Param(*words.param(k, v, f"params[{i}]")) for i, (k, v) in enumerate(pairs)]
+
+
+def _tags(body: Body) -> list[RunTag]:
+    pairs = key_values(body, "tags")
+    return [RunTag(*words.tag(k, v, f"tags[{i}]")) for i, (k, v) in enumerate(pairs)]
+
+
 def parse_metrics(items: object, field: str) -> tuple[list[Metric], list[Linked]]:
     """MLflow ``Metric`` objects as Metric tuples, plus those that name a model.
 
@@ -111,6 +123,7 @@ def parse_metrics(items: object, field: str) -> tuple[list[Metric], list[Linked]
         step = m.get("step", 0)
         if type(step) is not int:
             step = 0 if step is None else to_int(step, _at(field, i, "step"))
+        words.metric_key(key, f"{field}[{i}]" if field else "")
         metric = Metric(key, value, ts, step)
         out.append(metric)
         model_id = m.get("model_id")
@@ -133,11 +146,12 @@ def _check_batch(metrics: int, params: int, tags: int) -> None:
         ("metrics", metrics, MAX_BATCH_METRICS),
         ("params", params, MAX_BATCH_PARAMS),
         ("tags", tags, MAX_BATCH_TAGS),
-        ("metrics, params and tags", metrics + params + tags, MAX_BATCH_TOTAL),
+        ("metrics, params, and tags", metrics + params + tags, MAX_BATCH_TOTAL),
     ):
         if n > limit:
             raise InvalidInput(
-                f"A batch logging request can contain at most {limit} {what}; got {n}",
+                f"A batch logging request can contain at most {limit} {what}. Got {n} "
+                f"{what}. Please split up {what} across multiple requests and try again.",
                 details={"field": what.split(",")[0]},
             )
 
@@ -195,8 +209,7 @@ async def log_batch(request: Request) -> Response:
     run_id = req_str(body, "run_id", "run_uuid")
     _check_lists(body)
     metrics, linked = parse_metrics(body.get("metrics"), "metrics")
-    params = [Param(k, v) for k, v in key_values(body, "params")]
-    tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
+    params, tags = _params(body), _tags(body)
     try:
         await run_sync(_log, tracking(request), run_id, metrics, params, tags, linked)
     except Conflict as exc:
@@ -215,7 +228,7 @@ async def log_metric(request: Request) -> Response:
 async def log_param(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
-    param = Param(req_str(body, "key"), opt_str(body, "value") or "")
+    param = Param(*words.param(req_str(body, "key"), opt_str(body, "value") or ""))
     try:
         await run_sync(tracking(request).log_batch, run_id, params=[param])
     except Conflict as exc:
@@ -248,7 +261,7 @@ def _param_changed(exc: Conflict, *, batch: bool) -> StrataError:
 async def set_tag(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
-    tag = RunTag(req_str(body, "key"), opt_str(body, "value") or "")
+    tag = RunTag(*words.tag(req_str(body, "key"), opt_str(body, "value") or ""))
     await run_sync(tracking(request).log_batch, run_id, tags=[tag])
     return json_response()
 
@@ -375,6 +388,11 @@ def _status(value: object) -> str | None:
 async def create_run(request: Request) -> Response:
     body = await read_body(request)
     tags = dict(key_values(body, "tags"))
+    user = run_user(opt_str(body, "user_id") or tags.get(USER_TAG))
+    if USER_TAG in tags and current().principal.token_id is not None:
+        # The tag the MLflow UI shows as the run's user says who owns it, not who the
+        # client claimed to be (an editor's claim is ignored, see run_user).
+        tags[USER_TAG] = user
     run = await run_sync(
         tracking(request).create_run,
         opt_str(body, "experiment_id") or "0",
@@ -382,7 +400,7 @@ async def create_run(request: Request) -> Response:
         start_time=opt_int(body, "start_time"),
         tags=tags,
         parent_run_id=tags.get(PARENT_TAG) or None,
-        user=run_user(opt_str(body, "user_id") or tags.get(USER_TAG)),
+        user=user,
     )
     return json_response({"run": run_json(run)})
 
@@ -474,20 +492,19 @@ def _hot_batch(body: Body) -> tuple[str, Batch] | None:
     run_id = req_str(body, "run_id", "run_uuid")
     _check_lists(body)
     metrics, linked = parse_metrics(body.get("metrics"), "metrics")
-    params = [Param(k, v) for k, v in key_values(body, "params")]
-    tags = [RunTag(k, v) for k, v in key_values(body, "tags")]
+    params, tags = _params(body), _tags(body)
     return None if linked else (run_id, batch_write.prepare(metrics, params, tags))
 
 
 def _hot_param(body: Body) -> tuple[str, Batch]:
     run_id = req_str(body, "run_id", "run_uuid")
-    param = Param(req_str(body, "key"), opt_str(body, "value") or "")
+    param = Param(*words.param(req_str(body, "key"), opt_str(body, "value") or ""))
     return run_id, batch_write.prepare(params=[param])
 
 
 def _hot_tag(body: Body) -> tuple[str, Batch]:
     run_id = req_str(body, "run_id", "run_uuid")
-    tag = RunTag(req_str(body, "key"), opt_str(body, "value") or "")
+    tag = RunTag(*words.tag(req_str(body, "key"), opt_str(body, "value") or ""))
     return run_id, batch_write.prepare(tags=[tag])
 
 
