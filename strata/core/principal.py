@@ -42,6 +42,10 @@ _MIN_ROLE: dict[Permission, Role] = {
 }
 _ORDER = {role: i for i, role in enumerate(Role)}
 
+PREDICT_SCOPE = "predict"
+"""The scope of a service token: it may call models on inference servers, nothing else."""
+TOKEN_SCOPES = (PREDICT_SCOPE,)
+
 
 def role_allows(role: Role, permission: Permission) -> bool:
     """True when ``role`` carries ``permission``."""
@@ -56,8 +60,13 @@ class Principal:
     role: Role
     user_id: str | None = None
     token_id: str | None = None
+    scope: str | None = None
+    """``"predict"``: a service token's principal, which may only predict (its role is then
+    the least, viewer, for any check that reads the role itself)."""
 
     def can(self, permission: Permission) -> bool:
+        if self.scope == PREDICT_SCOPE:
+            return permission is Permission.PREDICT
         return role_allows(self.role, permission)
 
 

@@ -45,6 +45,8 @@ class CreateToken(BaseModel):
     user: str
     name: str = ""
     expires_in_days: float | None = None
+    scope: str | None = None
+    """``predict``: a service token (it may only predict); none: the user's role."""
 
 
 class CreateConnection(BaseModel):
@@ -97,7 +99,7 @@ def update_user(name: str, body: UpdateUser, request: Request) -> User:
 @router.post("/tokens", dependencies=ADMIN, status_code=201)
 def create_token(body: CreateToken, request: Request) -> NewToken:
     return _svc(request).create_token(
-        body.user, name=body.name, expires_in_days=body.expires_in_days
+        body.user, name=body.name, expires_in_days=body.expires_in_days, scope=body.scope
     )
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from strata.core.console import console, print_error, print_json, print_table
+from strata.core.principal import PREDICT_SCOPE
 
 if TYPE_CHECKING:
     from strata.governance.service import GovernanceService
@@ -104,15 +105,29 @@ def tokens_create(
     expires_in_days: Annotated[
         float | None, typer.Option("--expires-in-days", help="Expiry; none by default.")
     ] = None,
+    predict_only: Annotated[
+        bool,
+        typer.Option(
+            "--predict-only",
+            help="A service token: it may only call models on inference servers (strata "
+            "serve), whatever the user's role. For an application that calls a model.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API token and print it once; only its digest is stored."""
-    new = _governance().create_token(user, name=name, expires_in_days=expires_in_days)
+    new = _governance().create_token(
+        user,
+        name=name,
+        expires_in_days=expires_in_days,
+        scope=PREDICT_SCOPE if predict_only else None,
+    )
     if json_out:
         print_json(new)
         return
     typer.echo(new.secret)
-    note = f"Token {new.info.id} for {new.info.user}. It is shown only now; store it."
+    what = "A service token (it may only predict)" if new.info.scope else "Token"
+    note = f"{what} {new.info.id} for {new.info.user}. It is shown only now; store it."
     typer.echo(note, err=True)
 
 
@@ -127,8 +142,18 @@ def tokens_list(
         print_json(tokens)
         return
     print_table(
-        (t.model_dump() | {"active": t.active} for t in tokens),
-        ["id", "user", "name", "prefix", "created_at", "expires_at", "revoked_at", "active"],
+        (t.model_dump() | {"active": t.active, "scope": t.scope or "role"} for t in tokens),
+        [
+            "id",
+            "user",
+            "name",
+            "prefix",
+            "scope",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "active",
+        ],
         title="Tokens",
     )
 

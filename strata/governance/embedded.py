@@ -18,7 +18,7 @@ from strata.core.errors import AlreadyExists, InvalidInput, NotFound, Unauthenti
 from strata.core.ids import new_id
 from strata.core.page import Page, decode_page_token, encode_page_token
 from strata.core.parse import parse_enum
-from strata.core.principal import Principal, Role, current
+from strata.core.principal import TOKEN_SCOPES, Principal, Role, current
 from strata.governance import audit, connections
 from strata.governance.models import (
     AuditCheckpoint,
@@ -51,6 +51,7 @@ _AUTH_QUERY = (
         UserRow.name,
         UserRow.role,
         UserRow.disabled,
+        TokenRow.scope,
     )
     .join(UserRow, TokenRow.user_id == UserRow.id)
     .where(TokenRow.digest == sa.bindparam("digest"))
@@ -87,6 +88,7 @@ def _token(row: TokenRow, user: str) -> TokenInfo:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        scope=row.scope,
     )
 
 
@@ -156,7 +158,12 @@ class EmbeddedGovernance(GovernanceService):
             return _user(row)
 
     def create_token(
-        self, user: str, *, name: str = "", expires_in_days: float | None = None
+        self,
+        user: str,
+        *,
+        name: str = "",
+        expires_in_days: float | None = None,
+        scope: str | None = None,
     ) -> NewToken:
         if expires_in_days is not None and not (
             MIN_TOKEN_DAYS <= expires_in_days <= MAX_TOKEN_DAYS
@@ -170,15 +177,28 @@ class EmbeddedGovernance(GovernanceService):
             raise InvalidInput(
                 "Token name is longer than 128 characters", details={"field": "name"}
             )
+        if scope is not None and scope not in TOKEN_SCOPES:
+            raise InvalidInput(
+                f"Unknown token scope {scope!r}: use {', '.join(TOKEN_SCOPES)} (a service token "
+                "that may only predict), or none (the user's role)",
+                details={"field": "scope"},
+            )
         expires = timedelta(days=expires_in_days) if expires_in_days is not None else None
-        return self._store_token(user, name, TOKEN_PREFIX + secrets.token_urlsafe(32), expires)
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        return self._store_token(user, name, secret, expires, scope)
 
     def _store_token(
-        self, user: str, name: str, secret: str, expires_in: timedelta | None
+        self,
+        user: str,
+        name: str,
+        secret: str,
+        expires_in: timedelta | None,
+        scope: str | None = None,
     ) -> NewToken:
         """Record a token's digest (never the secret) for ``user``, audited."""
         now = utcnow()
-        with audit.audited(self.db, "token.create", "token", details={"user": user}) as sc:
+        details = {"user": user, **({"scope": scope} if scope else {})}
+        with audit.audited(self.db, "token.create", "token", details=details) as sc:
             owner = self._user_row(sc.session, user)
             row = TokenRow(
                 id=new_id(),
@@ -190,6 +210,7 @@ class EmbeddedGovernance(GovernanceService):
                 expires_at=now + expires_in if expires_in else None,
                 revoked_at=None,
                 last_used_at=None,
+                scope=scope,
             )
             sc.session.add(row)
             sc.resource_id = row.id
@@ -287,7 +308,7 @@ class EmbeddedGovernance(GovernanceService):
             found = conn.execute(_AUTH_QUERY, {"digest": digest}).first()
         if found is None:
             raise invalid
-        token_id, expires, revoked, last_used, user_id, name, role, disabled = found
+        token_id, expires, revoked, last_used, user_id, name, role, disabled, scope = found
         now = utcnow()
         if revoked is not None or disabled or (expires and expires <= now):
             raise invalid
@@ -298,6 +319,8 @@ class EmbeddedGovernance(GovernanceService):
                 session.execute(
                     sa.update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=now)
                 )
+        if scope is not None:  # a service token: predicts, and is the least of roles
+            return Principal(name, Role.VIEWER, user_id, token_id, scope=scope)
         return Principal(name=name, role=Role(role), user_id=user_id, token_id=token_id)
 
     def has_admin(self) -> bool:

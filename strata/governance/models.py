@@ -34,6 +34,8 @@ class TokenInfo(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    scope: str | None = None
+    """``predict``: a service token (it may only predict); None: its user's role."""
 
     @property
     def active(self) -> bool:

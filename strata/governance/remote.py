@@ -45,9 +45,14 @@ class RemoteGovernance(GovernanceService):
         return User.model_validate(self.http.request("PATCH", f"{P}/users/{name}", json=body))
 
     def create_token(
-        self, user: str, *, name: str = "", expires_in_days: float | None = None
+        self,
+        user: str,
+        *,
+        name: str = "",
+        expires_in_days: float | None = None,
+        scope: str | None = None,
     ) -> NewToken:
-        body = {"user": user, "name": name, "expires_in_days": expires_in_days}
+        body = {"user": user, "name": name, "expires_in_days": expires_in_days, "scope": scope}
         return NewToken.model_validate(self.http.request("POST", f"{P}/tokens", json=body))
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:

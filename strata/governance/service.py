@@ -42,9 +42,16 @@ class GovernanceService(ABC):
 
     @abstractmethod
     def create_token(
-        self, user: str, *, name: str = "", expires_in_days: float | None = None
+        self,
+        user: str,
+        *,
+        name: str = "",
+        expires_in_days: float | None = None,
+        scope: str | None = None,
     ) -> NewToken:
-        """Create an API token; the secret is in the result only, never stored."""
+        """Create an API token; the secret is in the result only, never stored. ``scope``
+        ``"predict"``: a service token, which may only call models on inference servers,
+        whatever its user's role (for an application that calls ``strata serve``)."""
 
     @abstractmethod
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]: ...

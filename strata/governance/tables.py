@@ -33,6 +33,9 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    scope: Mapped[str | None] = mapped_column(sa.String(16))
+    """None: the token acts with its user's role; ``"predict"``: a service token, which may
+    only call models on inference servers (``Permission.PREDICT``)."""
 
 
 class AuditRow(Base):

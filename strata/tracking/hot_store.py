@@ -225,9 +225,9 @@ class HotWriter:
             row = raw.execute(self._auth_sql, [values[p] for p in self._auth_params]).fetchone()
             if row is None:
                 return None
-            _, expires, revoked, last_used, _, name, role, disabled, stage, seq, digest = row
-            if revoked is not None or disabled or last_used is None:
-                return None
+            _, expires, revoked, last_used, _, name, role, disabled, scope, stage, seq, digest = row
+            if revoked is not None or disabled or last_used is None or scope is not None:
+                return None  # (a service token may not write: the regular route's 403)
             now = utcnow()
             if (expires is not None and _utc(expires) <= now) or (
                 now - _utc(last_used) > LAST_USED_RESOLUTION  # the regular path records the use

@@ -59,6 +59,32 @@ def _matches_today(settings: Settings, table: str) -> bool:
     return {c.name for c in Base.metadata.tables[table].columns} <= have
 
 
+def _old_token(backends: Backends, user: str) -> str:
+    """A token of ``user`` written with the columns ``gov_tokens`` had before ``scope``."""
+    import secrets
+
+    from strata.core.clock import utcnow
+    from strata.core.ids import new_id
+    from strata.governance.embedded import TOKEN_PREFIX, token_digest
+    from strata.governance.tables import TokenRow, UserRow
+
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    tokens = TokenRow.__table__
+    with backends.db.write() as session:
+        user_id = session.scalar(sa.select(UserRow.id).where(UserRow.name == user))
+        session.execute(
+            sa.insert(tokens).values(
+                id=new_id(),
+                user_id=user_id,
+                name="ci",
+                prefix=secret[: len(TOKEN_PREFIX) + 4],
+                digest=token_digest(secret),
+                created_at=utcnow(),
+            )
+        )
+    return secret
+
+
 def test_the_history_has_earlier_revisions() -> None:
     assert len(EARLIER) >= 3, EARLIER  # governance, tracking, logged models before data
 
@@ -73,7 +99,10 @@ def test_database_populated_at_an_earlier_revision_upgrades_to_head(
     try:
         gov = EmbeddedGovernance(old)
         gov.create_user("ann", "editor")
-        secret = gov.create_token("ann", name="ci").secret
+        if _matches_today(settings, "gov_tokens"):
+            secret = gov.create_token("ann", name="ci").secret
+        else:  # before token scopes: a token as that schema stores it, to work after too
+            secret = _old_token(old, "ann")
         if "trk_runs" in tables:
             trk = EmbeddedTracking(old)
             exp = trk.create_experiment("old-exp", tags={"team": "ml"}).experiment_id

@@ -138,6 +138,12 @@ def test_tokens_commands() -> None:
     assert by_id[token_id]["revoked_at"] is not None
     assert by_id[with_expiry["info"]["id"]]["revoked_at"] is None
 
+    service = run("tokens", "create", "--user", "carol", "--predict-only")
+    assert "service token (it may only predict)" in service.stderr
+    scopes = {t["id"]: t["scope"] for t in run_json("tokens", "list")}
+    assert sorted(scopes.values(), key=str) == [None, None, "predict"]
+    assert "predict" in run("tokens", "list").stdout
+
 
 def test_audit_commands() -> None:
     run("users", "create", "dan")

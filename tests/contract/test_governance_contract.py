@@ -26,7 +26,7 @@ from strata.core.errors import (
     StrataError,
     Unauthenticated,
 )
-from strata.core.principal import Role
+from strata.core.principal import Permission, Role
 from strata.governance.embedded import EmbeddedGovernance
 from strata.governance.models import AuditCheckpoint, AuditKeysRebuilt, User
 from strata.governance.tables import TokenRow
@@ -190,6 +190,28 @@ def test_tokens_shown_once_and_stored_as_digests(client: Client, db: Database) -
     with pytest.raises(Unauthenticated):
         auth.authenticate(secret)
     assert auth.authenticate(second.secret).name == "frank"
+
+
+def test_service_tokens_may_only_predict(client: Client, db: Database) -> None:
+    """``scope="predict"``: a service token, whatever its user's role, carries the predict
+    permission only (its principal's role reads as the least, viewer)."""
+    gov = client.governance
+    gov.create_user("svc-owner", "admin")
+    new = gov.create_token("svc-owner", name="app", scope="predict")
+    assert new.info.scope == "predict"
+    assert [t.scope for t in gov.list_tokens("svc-owner")] == ["predict"]
+    plain = gov.create_token("svc-owner")
+    assert plain.info.scope is None
+    with pytest.raises(InvalidInput, match="scope"):
+        gov.create_token("svc-owner", scope="admin")
+    auth = EmbeddedGovernance(Backends.around(db))
+    service = auth.authenticate(new.secret)
+    assert service.can(Permission.PREDICT)
+    assert not any(service.can(p) for p in (Permission.READ, Permission.WRITE, Permission.ADMIN))
+    assert service.role is Role.VIEWER and service.name == "svc-owner"
+    assert auth.authenticate(plain.secret).can(Permission.ADMIN)
+    created = gov.list_audit(action="token.create", limit=10).items
+    assert any(r.details.get("scope") == "predict" for r in created)
 
 
 def test_token_expiry(client: Client, db: Database) -> None:

@@ -113,6 +113,26 @@ def test_of_two_authorization_headers_the_first_decides_as_on_the_regular_route(
     assert env.loss_steps(run_id) == []
 
 
+def test_a_service_token_writes_nothing_on_either_path(env: AppEnv) -> None:
+    """A service token (scope ``predict``) of an admin may only predict: the lean path
+    declines its writes and the regular route refuses them (403), even after its use is
+    recorded (which otherwise lets the lean path serve a token)."""
+    run_id = env.new_run()
+    service = env.gov.create_token(env.users[Role.ADMIN], scope="predict").secret
+    headers = {"Authorization": f"Bearer {service}"}
+    before = _hot(env).served
+    for _ in range(2):  # the second call comes after the token's use was recorded
+        r = env.http.post(f"{API}/runs/log-metric", json=_metric(run_id), headers=headers)
+        assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
+    assert (
+        env.http.get(f"{API}/runs/get", params={"run_id": run_id}, headers=headers).status_code
+        == 403
+    )
+    assert env.http.get("/api/v1/users", headers=headers).status_code == 403
+    assert _hot(env).served == before
+    assert env.loss_steps(run_id) == []
+
+
 def test_a_revoked_token_or_disabled_user_stops_at_once(env: AppEnv) -> None:
     run_id = env.new_run()
     editor = env.auth(Role.EDITOR)

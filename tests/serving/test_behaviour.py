@@ -279,6 +279,12 @@ def test_auth_tokens_and_the_predict_permission(flights: Flights) -> None:
         )
         assert ok.status_code == 200
         assert httpx.get(f"{url}/v2/models/flights").status_code == 401
+        # a service token (--predict-only) of an admin predicts, and may do nothing else
+        gov.create_user("serving-app", Role.ADMIN)
+        service = gov.create_token("serving-app", scope="predict").secret
+        as_service = {"authorization": f"Bearer {service}"}
+        predicted = httpx.post(f"{url}/v1/models/flights/predict", json=body, headers=as_service)
+        assert predicted.status_code == 200
 
 
 def test_serves_a_model_directory_and_a_bare_name(flights: Flights, tmp_path: Path) -> None:

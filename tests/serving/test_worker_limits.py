@@ -255,6 +255,34 @@ def test_an_onnx_export_serves_on_onnx_runtime_and_auto_picks_one(flights: Fligh
             assert np.allclose(got, want, atol=1e-5)  # ONNX runs in float32
         status = httpx.get(f"{url}/v1/endpoints").json()["endpoints"]
         assert {s["name"]: s["runtime"] for s in status}["flights_onnx"] == "onnx"
+    _auto_picks_the_faster(flights, version)
+
+
+def _auto_picks_the_faster(flights: Flights, version: str) -> None:
+    """``runtime: auto`` keeps whichever runtime answers the example faster: each in turn is
+    made 2 ms slower a predict (the rest is the models' real work)."""
+    import time
+
+    from strata.serving.models import parse_ref
+    from strata.serving.served import ServedModel, load_served
+
+    real = ServedModel.predict
+    for slow, want in (("onnx", "native"), ("native", "onnx")):
+
+        def predict(self: ServedModel, checked: Any, _slow: str = slow) -> Any:
+            if self.runtime == _slow:
+                time.sleep(0.002)
+            return real(self, checked)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ServedModel, "predict", predict)
+            served = load_served(
+                parse_ref(f"flights_onnx/{version}"),
+                tracking=flights.client.tracking,
+                registry=flights.client.registry,
+                runtime="auto",
+            )
+        assert served.runtime == want, slow
 
 
 @pytest.mark.parametrize(
