@@ -65,8 +65,8 @@ class Principal:
     the least, viewer, for any check that reads the role itself)."""
 
     def can(self, permission: Permission) -> bool:
-        if self.scope == PREDICT_SCOPE:
-            return permission is Permission.PREDICT
+        if self.scope is not None:  # a scope this release does not know grants nothing
+            return self.scope == PREDICT_SCOPE and permission is Permission.PREDICT
         return role_allows(self.role, permission)
 
 

@@ -132,7 +132,7 @@ def build_serving_app(
         metrics, predlog, threads=config.threads, large_batch_threads=config.large_batch_threads
     )
     router.sample_rates = endpoints.sample_rates
-    publish = _status_publisher(client, router.stats)
+    publish = _status_publisher(client, router.stats, config.report_seconds)
 
     def on_status(statuses: list[Any]) -> None:
         metrics.sample_process()  # every worker's CPU and memory, fresh within 30 s
@@ -305,7 +305,9 @@ def mount_from_env(app: Any, settings: Settings, auth: bool) -> None:
     app.add_middleware(ServingRoutes, serving=serving)
 
 
-def _status_publisher(client: Any, stats: dict[str, dict[str, float]]) -> Any:
+def _status_publisher(
+    client: Any, stats: dict[str, dict[str, float]], report_seconds: float = 30.0
+) -> Any:
     """Publishes this worker's endpoint statuses where the serving service lists them."""
     if client.is_remote:
         return None
@@ -334,7 +336,12 @@ def _status_publisher(client: Any, stats: dict[str, dict[str, float]]) -> Any:
                 for key in ("errors", "latency_s"):
                     counts[f"window_{key}"] = counts.get(key, 0.0) - before.get(key, 0.0)
             last[status.name] = (tick, totals)
-            update = {"updated_at": now, "server": server, "stats": counts}
+            update = {
+                "updated_at": now,
+                "server": server,
+                "stats": counts,
+                "report_seconds": report_seconds,
+            }
             publish_status(store, status.model_copy(update=update), first=previous is None)
 
     return publish

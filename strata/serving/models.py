@@ -338,6 +338,9 @@ class EndpointStatus(_Strict):
     """The reporting worker (``host:pid``); listed, the newest report's."""
     workers: int = 1
     """Listed: the workers whose reports were added up (those that reported lately)."""
+    report_seconds: float | None = None
+    """How often the reporting worker reports at least (its ``ServeConfig.report_seconds``):
+    a listing counts a worker live for three of these (at least 90 s)."""
 
 
 JobKind = Literal["batch", "stream"]

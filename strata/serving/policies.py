@@ -5,6 +5,7 @@ audited there; read by each worker's alias/policy poll)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,8 @@ from typing import Any
 
 from strata.core.errors import InvalidInput, NotFound
 from strata.serving.models import EndpointStatus, TrafficPolicy, check_endpoint_name
+
+log = logging.getLogger("strata.serving")
 
 PREFIX = "serving/policies"
 ENDPOINTS = "serving/endpoints"
@@ -63,8 +66,9 @@ def write_sample_rate(store: Any, model: str, rate: float) -> None:
 
 
 REPORT_WINDOW = timedelta(seconds=90)
-"""Reports of an endpoint this much older than its newest one are not its live workers' (a
-worker reports at least every 30 s): they are left out of the merged status."""
+"""Reports of an endpoint this much older than its newest one (or three times the slowest
+``report_seconds`` its reports state, when longer) are not its live workers': they are left
+out of the merged status."""
 REPORT_KEEP = timedelta(days=7)
 """A worker's report older than this is deleted when a worker starts reporting the endpoint."""
 
@@ -85,24 +89,30 @@ def publish_status(store: Any, status: EndpointStatus, *, first: bool = False) -
     folder = _report_dir(status.name)
     if first:
         now = datetime.now(UTC)
-        for old in _reports(store, folder):
+        for path, old in _reports(store, folder):
             if old.updated_at is not None and now - old.updated_at > REPORT_KEEP:
                 with suppress(NotFound):
-                    store.delete(f"{folder}/{_report_name(old.server)}")
+                    store.delete(path)
     store.put_bytes(f"{folder}/{_report_name(status.server)}", status.model_dump_json().encode())
 
 
-def _reports(store: Any, folder: str) -> list[EndpointStatus]:
+def _reports(store: Any, folder: str) -> list[tuple[str, EndpointStatus]]:
+    """The reports in ``folder`` with their paths; a file that is not a report (unreadable,
+    not a status) is logged and left out, never failing the listing."""
     try:
         infos = store.list(folder)
-    except NotFound:
+    except (NotFound, InvalidInput):
         return []
     out = []
     for info in infos:
         if info.is_dir or not info.path.endswith(".json"):
             continue
-        with suppress(NotFound):  # deleted since listed
-            out.append(EndpointStatus.model_validate_json(store.get_bytes(info.path)))
+        try:
+            out.append((info.path, EndpointStatus.model_validate_json(store.get_bytes(info.path))))
+        except NotFound:  # deleted since listed
+            continue
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            log.warning("serving: %s is not an endpoint report, left out: %s", info.path, exc)
     return out
 
 
@@ -110,8 +120,8 @@ def read_status(store: Any, endpoint: str) -> EndpointStatus | None:
     """``endpoint`` as its live workers report it (:func:`merge_reports`); None when no
     worker ever reported it. A report of an older release (one file for the endpoint,
     ``serving/endpoints/<name>.json``) counts as one worker's."""
-    reports = _reports(store, _report_dir(endpoint))
-    with suppress(NotFound):
+    reports = [status for _, status in _reports(store, _report_dir(endpoint))]
+    with suppress(NotFound, ValueError):
         legacy = store.get_bytes(f"{_report_dir(endpoint)}.json")
         reports.append(EndpointStatus.model_validate_json(legacy))
     return merge_reports(reports) if reports else None
@@ -124,10 +134,10 @@ def read_statuses(store: Any) -> list[EndpointStatus]:
     names = set()
     for info in store.list(ENDPOINTS):
         name = info.path.rsplit("/", 1)[-1]
-        if info.is_dir:
-            names.add(name)
-        elif name.endswith(".json"):
-            names.add(name[: -len(".json")])
+        if not info.is_dir:
+            name = name.removesuffix(".json") if name.endswith(".json") else ""
+        with suppress(InvalidInput):  # anything else there is not an endpoint's
+            names.add(check_endpoint_name(name))
     statuses = [read_status(store, name) for name in sorted(names)]
     return [s for s in statuses if s is not None]
 
@@ -147,7 +157,8 @@ def merge_reports(reports: list[EndpointStatus]) -> EndpointStatus:
     first error among them, and ``workers`` their number."""
     reports = sorted(reports, key=_reported_at)
     newest = reports[-1]
-    since = _reported_at(newest) - REPORT_WINDOW
+    every = max((r.report_seconds or 0.0 for r in reports), default=0.0)
+    since = _reported_at(newest) - max(REPORT_WINDOW, timedelta(seconds=3 * every))
     live = [r for r in reports if _reported_at(r) >= since]
     stats: dict[str, float] = {}
     for report in live:

@@ -70,15 +70,16 @@ _ROWS_OF = operator.itemgetter(1)
 
 
 class _Cache:
-    """LRU + TTL of predictions by the digest of a request's inputs (``ttl`` None: kept
-    until evicted)."""
+    """LRU + TTL of answers by the digest of a request's inputs (``ttl`` None: kept until
+    evicted): Outcomes in the response cache, ``(weak reference to the model, Prediction)``
+    in the fallback's store of good answers."""
 
     def __init__(self, max_entries: int, ttl: float | None) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self.items: OrderedDict[bytes, tuple[float, Outcome]] = OrderedDict()
+        self.items: OrderedDict[bytes, tuple[float, Any]] = OrderedDict()
 
-    def get(self, key: bytes) -> Outcome | None:
+    def get(self, key: bytes) -> Any:
         hit = self.items.get(key)
         if hit is None:
             return None
@@ -88,7 +89,7 @@ class _Cache:
         self.items.move_to_end(key)
         return hit[1]
 
-    def put(self, key: bytes, outcome: Outcome) -> None:
+    def put(self, key: bytes, outcome: Any) -> None:
         expires = float("inf") if self.ttl is None else time.monotonic() + self.ttl
         self.items[key] = (expires, outcome)
         self.items.move_to_end(key)
@@ -98,8 +99,10 @@ class _Cache:
 
 def input_digest(checked: dict[str, np.ndarray]) -> bytes:
     h = hashlib.blake2b(digest_size=16)
-    for name, arr in checked.items():
-        h.update(name.encode())
+    for name, arr in checked.items():  # the name, dtype and shape, then the values
+        h.update(
+            b"%s\x00%s\x00%s\x00" % (name.encode(), arr.dtype.str.encode(), str(arr.shape).encode())
+        )
         h.update(arr.tobytes() if arr.dtype.kind != "O" else repr(arr.tolist()).encode())
     return h.digest()
 
@@ -320,15 +323,16 @@ class Router:
             if fallback.cached:  # the last good answers, by the inputs alone (any version)
                 known = self._cache(self.known_good, ep.name, fallback.cache_entries, None)
                 key = input_digest(checked)
-                if reason is None:
-                    known.put(key, Outcome(served, pred, path, {}))
+                if reason is None:  # the model by weak reference: a swapped-out one is freed
+                    known.put(key, (weakref.ref(served), pred))
                 else:
                     hit = known.get(key)
-                    if hit is not None:
+                    gave = None if hit is None else hit[0]()
+                    if gave is not None:
                         self.metrics.add(
                             self.metrics.child(self.metrics.fallbacks, ep.name, reason)
                         )
-                        return Outcome(hit.served, hit.prediction, "fallback_cache", checked)
+                        return Outcome(gave, hit[1], "fallback_cache", checked)
             if reason is not None:
                 backup = None if fallback.model is None else ep.models.get(fallback.model)
                 if backup is None:

@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from strata.core.errors import InvalidInput, Unauthenticated
+from strata.core.principal import Permission
 from strata.core.threads import run_blocking
 from strata.ui import (
     artifacts,
@@ -25,6 +26,7 @@ from strata.ui import (
 from strata.ui.deps import admin_viewer, client_of, page_viewer
 from strata.ui.session import (
     CSRF_FIELD,
+    SERVICE_TOKEN_REFUSED,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
     Viewer,
@@ -80,9 +82,11 @@ async def login(request: Request) -> Response:
         return _login_page(request, target, "Paste an API token to log in")
     governance = request.app.state.auth.governance
     try:
-        await run_blocking(governance.authenticate, token)
+        principal = await run_blocking(governance.authenticate, token)
     except Unauthenticated as exc:
         return _login_page(request, target, exc.message)
+    if not principal.can(Permission.READ):  # a service token: it may only predict
+        return _login_page(request, target, SERVICE_TOKEN_REFUSED)
     response = RedirectResponse(target, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, token, SESSION_MAX_AGE_S)
     return response

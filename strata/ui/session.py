@@ -89,6 +89,12 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         )
 
 
+SERVICE_TOKEN_REFUSED = (
+    "This is a service token: it may only call models on inference servers. Log in with a "
+    "user's own token"
+)
+
+
 async def viewer(request: Request, *, required: bool = True) -> Viewer | None:
     """Authenticate the page request from the session cookie.
 
@@ -111,6 +117,8 @@ async def viewer(request: Request, *, required: bool = True) -> Viewer | None:
             raise Unauthenticated("Log in with an API token to see this page")
         try:
             principal = await run_blocking(state.governance.authenticate, token)
+            if not principal.can(Permission.READ):  # a service token: it may only predict
+                raise Unauthenticated(SERVICE_TOKEN_REFUSED)
         except Unauthenticated:
             if not required:
                 return None

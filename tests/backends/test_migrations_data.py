@@ -165,3 +165,27 @@ def test_database_populated_at_an_earlier_revision_upgrades_to_head(
         assert d.read_pandas("trips").equals(FRAME.head(2))
     finally:
         client.close()
+
+
+def test_downgrading_past_token_scopes_revokes_the_service_tokens(settings: Settings) -> None:
+    """Without ``gov_tokens.scope`` a service token would act with its user's whole role:
+    the downgrade revokes it; a plain token keeps working."""
+    client = Client(settings=settings)  # at head
+    try:
+        client.governance.create_user("ops", "admin")
+        service = client.governance.create_token("ops", scope="predict").secret
+        plain = client.governance.create_token("ops").secret
+    finally:
+        client.close()
+    db = Database(settings.db_uri)
+    try:
+        with db.write_engine.begin() as conn:
+            command.downgrade(db._alembic_config(conn), "d8e4a61f2c05")
+        with db.read_engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT digest, revoked_at FROM gov_tokens")).all()
+    finally:
+        db.dispose()
+    from strata.governance.embedded import token_digest
+
+    revoked = {digest: at is not None for digest, at in rows}
+    assert revoked[token_digest(service)] and not revoked[token_digest(plain)]

@@ -26,7 +26,7 @@ from strata.core.errors import (
     StrataError,
     Unauthenticated,
 )
-from strata.core.principal import Permission, Role
+from strata.core.principal import Permission, Principal, Role
 from strata.governance.embedded import EmbeddedGovernance
 from strata.governance.models import AuditCheckpoint, AuditKeysRebuilt, User
 from strata.governance.tables import TokenRow
@@ -212,6 +212,9 @@ def test_service_tokens_may_only_predict(client: Client, db: Database) -> None:
     assert auth.authenticate(plain.secret).can(Permission.ADMIN)
     created = gov.list_audit(action="token.create", limit=10).items
     assert any(r.details.get("scope") == "predict" for r in created)
+    # a scope this release does not know (a newer one wrote it) grants nothing
+    unknown = Principal("svc-owner", Role.ADMIN, scope="train")
+    assert not any(unknown.can(p) for p in Permission)
 
 
 def test_token_expiry(client: Client, db: Database) -> None:

@@ -53,5 +53,7 @@ def test_the_digest_tells_inputs_apart_by_name_and_value() -> None:
     assert input_digest(x) == input_digest({"a": np.array([1.0, 2.0])})
     assert input_digest(x) != input_digest({"b": np.array([1.0, 2.0])})
     assert input_digest(x) != input_digest({"a": np.array([1.0, 3.0])})
+    assert input_digest({"a": np.zeros((2, 2))}) != input_digest({"a": np.zeros(4)})
+    assert input_digest({"a": np.zeros(2)}) != input_digest({"a": np.zeros(2, dtype=np.int64)})
     texts = {"a": np.array(["x", None], dtype=object)}
     assert input_digest(texts) != input_digest({"a": np.array(["x", "None"], dtype=object)})

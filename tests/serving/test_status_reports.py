@@ -84,3 +84,27 @@ def test_a_server_name_cannot_leave_the_endpoint_folder(tmp_path: Path) -> None:
     names = [i.path for i in store.list(f"{ENDPOINTS}/flights")]
     assert names == [f"{ENDPOINTS}/flights/.._.._.._escape_1.json"]
     assert not (tmp_path / "escape_1.json").exists()
+
+
+def test_what_is_not_a_report_is_left_out_of_the_listing(tmp_path: Path) -> None:
+    """A folder whose name is no endpoint's, a file that is no report: listed past, the
+    endpoints' reports still listed."""
+    store = ArtifactStore(str(tmp_path))
+    publish_status(store, _report("a:1", NOW, stats={"requests": 1}))
+    store.put_bytes(f"{ENDPOINTS}/_x/r/artifacts/f.json", b"{}")
+    store.put_bytes(f"{ENDPOINTS}/flights/garbage.json", b"not json")
+    store.put_bytes(f"{ENDPOINTS}/flights/other.json", b'{"name": 5}')
+    listed = read_statuses(store)
+    assert [(s.name, s.stats) for s in listed] == [("flights", {"requests": 1})]
+
+
+def test_workers_reporting_seldom_stay_live_for_three_of_their_intervals() -> None:
+    slow = {"report_seconds": 600.0}
+    merged = merge_reports(
+        [
+            _report("a:1", NOW, stats={"requests": 1}, **slow),
+            _report("b:2", NOW - timedelta(minutes=25), stats={"requests": 2}, **slow),
+            _report("c:3", NOW - timedelta(minutes=31), stats={"requests": 4}, **slow),
+        ]
+    )
+    assert merged.stats == {"requests": 3} and merged.workers == 2

@@ -568,6 +568,31 @@ def test_claimed_user_is_honoured_only_for_admins(live_server: LiveServer) -> No
 
     assert create(editor, "mallory") == ("ed", "ed")
     assert create(live_server.admin_token, "imported-bob") == ("imported-bob", "imported-bob")
+    # later, by set-tag or log-batch: an editor's claim is the editor again
+    run = httpx.post(
+        f"{live_server.url}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": "0"},
+        headers={"Authorization": f"Bearer {editor}"},
+        timeout=10,
+    ).json()["run"]["info"]["run_id"]
+    for route, body in (
+        ("set-tag", {"run_id": run, "key": "mlflow.user", "value": "mallory"}),
+        ("log-batch", {"run_id": run, "tags": [{"key": "mlflow.user", "value": "mallory"}]}),
+    ):
+        r = httpx.post(
+            f"{live_server.url}/api/2.0/mlflow/runs/{route}",
+            json=body,
+            headers={"Authorization": f"Bearer {editor}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        got = httpx.get(
+            f"{live_server.url}/api/2.0/mlflow/runs/get",
+            params={"run_id": run},
+            headers={"Authorization": f"Bearer {editor}"},
+            timeout=10,
+        ).json()["run"]["data"]["tags"]
+        assert {t["key"]: t["value"] for t in got}["mlflow.user"] == "ed", route
 
 
 # -- experiments -----------------------------------------------------------------------------

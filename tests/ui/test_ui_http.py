@@ -58,6 +58,25 @@ def test_login_refuses_bad_token_missing_csrf_and_foreign_next(ui_env: UiEnv) ->
             assert r.status_code == 303 and r.headers["location"] == "/", target
 
 
+def test_a_service_token_cannot_log_in_nor_ride_a_session_cookie(ui_env: UiEnv) -> None:
+    """A predict-only token of an admin: the login form refuses it, and set as the session
+    cookie by hand it opens no page (it may only call models on inference servers)."""
+    users = ui_env.client.governance.list_users()
+    admin = next(u.name for u in users if u.role is Role.ADMIN)
+    service = ui_env.client.governance.create_token(admin, scope="predict").secret
+    with ui_env.http() as http:
+        csrf = csrf_of(http.get("/login").text)
+        r = http.post("/login", data={"token": service, "csrf": csrf})
+        assert r.status_code == 401 and "service token" in r.text
+        assert "strata_session" not in r.headers.get("set-cookie", "")
+    with ui_env.http() as http:
+        http.cookies.set("strata_session", service)
+        for page in ("/experiments", f"/runs/{ui_env.run_ids[0]}", "/serving"):
+            r = http.get(page)
+            assert r.status_code in (302, 303, 401), (page, r.status_code)
+            assert ui_env.run_ids[0] not in r.text or page.startswith("/runs")
+
+
 def test_rest_api_ignores_the_session_cookie(ui_env: UiEnv) -> None:
     with ui_env.http(Role.ADMIN) as http:
         assert http.cookies.get("strata_session")

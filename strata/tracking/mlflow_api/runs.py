@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from strata.core.errors import Conflict, InvalidInput, StrataError
-from strata.core.principal import Permission, Role, current
+from strata.core.principal import Permission, current
 from strata.tracking import batch_write
 from strata.tracking.batch_write import Batch
 from strata.tracking.mlflow_api import words
@@ -209,7 +209,7 @@ async def log_batch(request: Request) -> Response:
     run_id = req_str(body, "run_id", "run_uuid")
     _check_lists(body)
     metrics, linked = parse_metrics(body.get("metrics"), "metrics")
-    params, tags = _params(body), _tags(body)
+    params, tags = _params(body), _as_caller(_tags(body))
     try:
         await run_sync(_log, tracking(request), run_id, metrics, params, tags, linked)
     except Conflict as exc:
@@ -262,7 +262,7 @@ async def set_tag(request: Request) -> Response:
     body = await read_body(request)
     run_id = req_str(body, "run_id", "run_uuid")
     tag = RunTag(*words.tag(req_str(body, "key"), opt_str(body, "value") or ""))
-    await run_sync(tracking(request).log_batch, run_id, tags=[tag])
+    await run_sync(tracking(request).log_batch, run_id, tags=_as_caller([tag]))
     return json_response()
 
 
@@ -414,8 +414,18 @@ def run_user(claimed: str | None) -> str:
     """
     principal = current().principal
     if principal.token_id is not None:
-        return claimed if claimed and principal.role is Role.ADMIN else principal.name
+        return claimed if claimed and principal.can(Permission.ADMIN) else principal.name
     return claimed or "unknown"
+
+
+def _as_caller(tags: list[RunTag]) -> list[RunTag]:
+    """``tags`` with an ``mlflow.user`` tag (the user the MLflow UI shows) set to the
+    authenticated caller, unless the caller is an admin (importing history) or nobody is
+    authenticated (the client's word stands, as on MLflow's server)."""
+    principal = current().principal
+    if principal.token_id is None or principal.can(Permission.ADMIN):
+        return tags
+    return [RunTag(t.key, principal.name) if t.key == USER_TAG else t for t in tags]
 
 
 async def update_run(request: Request) -> Response:
@@ -493,7 +503,9 @@ def _hot_batch(body: Body) -> tuple[str, Batch] | None:
     _check_lists(body)
     metrics, linked = parse_metrics(body.get("metrics"), "metrics")
     params, tags = _params(body), _tags(body)
-    return None if linked else (run_id, batch_write.prepare(metrics, params, tags))
+    if linked or any(t.key == USER_TAG for t in tags):  # the regular route sets it (_as_caller)
+        return None
+    return run_id, batch_write.prepare(metrics, params, tags)
 
 
 def _hot_param(body: Body) -> tuple[str, Batch]:
@@ -502,9 +514,11 @@ def _hot_param(body: Body) -> tuple[str, Batch]:
     return run_id, batch_write.prepare(params=[param])
 
 
-def _hot_tag(body: Body) -> tuple[str, Batch]:
+def _hot_tag(body: Body) -> tuple[str, Batch] | None:
     run_id = req_str(body, "run_id", "run_uuid")
     tag = RunTag(*words.tag(req_str(body, "key"), opt_str(body, "value") or ""))
+    if tag.key == USER_TAG:  # the regular route sets it (_as_caller)
+        return None
     return run_id, batch_write.prepare(tags=[tag])
 
 

@@ -60,7 +60,7 @@ def check_name(name: str, path: str) -> None:
             "Names may be treated as files in certain cases, and must not resolve to other "
             f"names when treated as such. This name would resolve to {norm!r}",
         )
-    if len(_passed) < 100_000:
+    if len(_passed) < 100_000 and len(name) <= MAX_KEY_LENGTH:  # (a long one is refused next)
         _passed.add(name)
 
 
