@@ -190,23 +190,14 @@ def _pages(search: Callable[[str | None], Any]) -> list[Any]:
             return seen
 
 
-def test_paging_experiments_and_registered_models_in_mlflow_order(
-    peers: list[Peer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """40 experiments and 40 registered models, paged 7 at a time by time: each comes once,
-    in MLflow's total order — ties broken by id descending for experiments (the newer
-    first), by name for registered models. MLflow's server makes them as fast as it takes
-    them (some share a millisecond); Strata's (in this process) all at one frozen time, so
-    every key ties."""
-    from datetime import UTC, datetime
-
+def test_paging_experiments_and_registered_models_in_mlflow_order(peers: list[Peer]) -> None:
+    """40 experiments and 40 registered models made as fast as each server takes them (some
+    share a millisecond), paged 7 at a time by time: each comes once, in MLflow's total
+    order — ties broken by id descending for experiments (the newer first), by name for
+    registered models. (With every key tied: ``test_tie_order.py``, Strata's clock frozen.)"""
     stamp = time.time_ns()
 
     def ask(peer: Peer) -> tuple[Any, ...]:
-        if peer.name == "strata":
-            frozen = datetime(2026, 1, 1, tzinfo=UTC)
-            monkeypatch.setattr("strata.tracking.embedded_experiments.now_ms", lambda: 1_000)
-            monkeypatch.setattr("strata.registry.embedded.utcnow", lambda: frozen)
         c = peer.client()
         made = [c.create_experiment(f"tie-{stamp}-{i:02d}") for i in range(40)]
         for i in random.Random(7).sample(range(40), 40):  # not in name order
@@ -228,12 +219,9 @@ def test_paging_experiments_and_registered_models_in_mlflow_order(
         made_index = {e: i for i, e in enumerate(made)}
         experiments = [(e.creation_time, made_index[e.experiment_id]) for e in by_created]
         registered = [(m.last_updated_timestamp, m.name) for m in models]
-        monkeypatch.undo()
         return experiments, registered
 
-    theirs, ours = both(peers, ask)
-    assert len({t for t, _ in ours[0]}) == 1 and len({t for t, _ in ours[1]}) == 1  # all tie
-    for experiments, registered in (theirs, ours):
+    for experiments, registered in both(peers, ask):
         assert sorted(i for _, i in experiments) == list(range(40))  # each exactly once
         assert experiments == sorted(experiments, key=lambda e: (e[0], -e[1]))
         assert len({n for _, n in registered}) == 40
