@@ -44,9 +44,11 @@ class Peer:
         )
 
     def client(self) -> Any:
+        """An mlflow client of this server for tracking and the registry alike (the registry
+        URI is otherwise process-wide state another test may have set)."""
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=self.url)
+        return MlflowClient(tracking_uri=self.url, registry_uri=self.url)
 
 
 def _mlflow_server(root: Path, artifacts: str, name: str = "mlflow") -> Iterator[Peer]:
