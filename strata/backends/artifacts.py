@@ -46,6 +46,14 @@ from strata.core.paths import safe_relpath
 
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 DIGEST_PREFIX = ".strata-digests"
+STRATA_FOLDERS = frozenset(
+    {DIGEST_PREFIX, "datasets", "predictions", "serving", "monitoring", "audit"}
+)
+"""The artifact root's top-level folders that Strata's layers write themselves (dataset
+versions, the prediction log, endpoint reports and policies, monitoring profiles, audit
+checkpoints): an experiment's ``mlflow-artifacts:`` location may not lie under one, or a run
+could add files where those layers read (tests/backends/test_artifact_folders.py holds every
+layer's prefix to this list)."""
 _S3_MIN_PART = 5 * 1024 * 1024
 _RACE_RETRIES = 5  # reads of one path that overwrites may race before DigestMismatch stands
 _RACE_WAIT = 0.005  # seconds, times the attempt: a raced read waiting for a digest to be recorded

@@ -27,7 +27,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from strata.core.errors import NotFound, StrataError
+from strata.core.errors import NotFound, PermissionDenied, StrataError
+from strata.core.principal import Permission
 from strata.serving.access import AccessLog
 from strata.serving.endpoints import Endpoints
 from strata.serving.handlers import _JSON, ENDPOINT, PROTOCOLS, HttpError, PredictRoutes
@@ -272,7 +273,15 @@ class ServingApp(PredictRoutes):
         if path in _OPEN:
             return None
         try:
-            await self.authenticate(headers.get("authorization"))
+            principal = await self.authenticate(headers.get("authorization"))
+            if path == "/v1/endpoints" and not principal.can(Permission.READ):
+                # a service token predicts; the endpoints' load errors (paths, buckets,
+                # URLs) are for the people who run the server
+                raise PermissionDenied(
+                    f"{principal.name!r} may only predict: listing the endpoints needs "
+                    "the 'read' permission (a user's token, not a service token)",
+                    details={"needed": "read"},
+                )
         except StrataError as exc:
             status = exc.http_status
             return status, self._error_body(path, exc)

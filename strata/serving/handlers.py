@@ -276,6 +276,20 @@ class PredictRoutes:
             (b"x-strata-path", outcome.path.encode()),
         ]
 
+    def _unrendered(self, ep: Endpoint, outcome: Any, protocol: str) -> None:
+        """Count a request whose answer could not be rendered after a good predict (admitted,
+        so already counted once by :meth:`_release`): an error of the version that served it,
+        with code 400."""
+        stats = self.router.stats.setdefault(ep.name, {})
+        stats["errors"] = stats.get("errors", 0.0) + 1
+        metrics = self.metrics
+        served = outcome.served
+        metrics.add(
+            metrics.child(
+                metrics.requests, ep.name, served.name, served.version, protocol, "", "400"
+            )
+        )
+
     def _sticky(self, ep: Endpoint, headers: dict[str, str], doc: Any, columns: Any) -> str | None:
         """The request's sticky key (the endpoint's ``sticky_key``): ``header:NAME``'s
         value, or for ``field:NAME`` a top-level field of the body (Strata JSON's ``key``,
@@ -333,8 +347,9 @@ class PredictRoutes:
         )
         try:
             body_out, extra = oip.render_infer(outcome.served, outcome.prediction, req, request_id)
-        except InvalidInput as exc:
-            raise HttpError(400, exc, []) from None
+        except InvalidInput as exc:  # e.g. an output name the model has not
+            self._unrendered(ep, outcome, "oip")
+            raise HttpError(400, exc, [], counted=True) from None
         matrix = (
             None if outcome.slot is not None else _matrix_of(req.inputs, columns, outcome.checked)
         )

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from strata.backends.artifacts import STRATA_FOLDERS
 from strata.backends.db import Database
 from strata.core.clock import now_ms
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
@@ -26,6 +27,7 @@ from strata.tracking.models import (
     LifecycleStage,
     Page,
     ViewType,
+    proxied_store_path,
 )
 from strata.tracking.tables import ExperimentRow, ExperimentTagRow, InputRow, RunRow
 from strata.tracking.validation import check_max_results, validate_key, view_condition
@@ -93,6 +95,8 @@ class ExperimentsMixin(ABC):
     ) -> Experiment:
         name = self._check_exp_name(name)
         tags = {validate_key(k, "tag"): str(v) for k, v in (tags or {}).items()}
+        if artifact_location is not None:
+            _check_proxied_location(artifact_location)
         if description is None and "mlflow.note.content" in tags:
             description = tags["mlflow.note.content"]
         db = self.db
@@ -314,3 +318,26 @@ class ExperimentsMixin(ABC):
         self._set_exp_stage(experiment_id, LifecycleStage.ACTIVE)
 
     # -- runs --------------------------------------------------------------------------------
+
+
+def _check_proxied_location(location: str) -> None:
+    """Refuse an experiment location whose ``mlflow-artifacts:`` store path would put runs
+    inside a folder Strata's own layers write (``STRATA_FOLDERS``), or climb out of the
+    artifact root. Other schemes are where the client writes, never this server."""
+    path = proxied_store_path(location)
+    if path is None:
+        return
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidInput(
+            f"artifact_location {location!r} climbs out of the artifact root ('..'): "
+            "expected mlflow-artifacts:/<folder>[/<folder>...]",
+            details={"field": "artifact_location"},
+        )
+    if parts and parts[0] in STRATA_FOLDERS:
+        raise InvalidInput(
+            f"artifact_location {location!r} lies under {parts[0]!r}, a folder Strata "
+            f"itself writes ({', '.join(sorted(STRATA_FOLDERS))}): choose another folder, "
+            "or leave the location out to get mlflow-artifacts:/<experiment id>",
+            details={"field": "artifact_location", "reserved": parts[0]},
+        )

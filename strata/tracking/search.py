@@ -380,10 +380,23 @@ class OrderKey:
     ascending: bool
 
 
+MAX_ORDER_KEYS = 20
+"""Order keys a search takes at most: each metric key is a join of its own."""
+
+
+def check_order_count(items: Sequence[object] | None) -> None:
+    if items is not None and len(items) > MAX_ORDER_KEYS:
+        raise InvalidInput(
+            f"order_by has {len(items)} keys: at most {MAX_ORDER_KEYS} are allowed",
+            details={"field": "order_by", "limit": MAX_ORDER_KEYS},
+        )
+
+
 def parse_order_by(
     items: Sequence[str] | None, allowed_attrs: set[str] | None = None
 ) -> list[OrderKey]:
     """``["metrics.auc DESC", "start_time"]`` → order keys (ASC is the default)."""
+    check_order_count(items)
     out: list[OrderKey] = []
     attrs = allowed_attrs if allowed_attrs is not None else set(_RUN_ATTRS)
     for item in items or []:

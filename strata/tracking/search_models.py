@@ -19,6 +19,7 @@ from strata.tracking.search import (
     _kv_condition,
     _metric_condition,
     _Parser,
+    check_order_count,
 )
 from strata.tracking.tables import (
     LoggedModelMetricRow,
@@ -102,6 +103,7 @@ def order_logged_models(stmt: Any, items: Sequence[ModelOrder]) -> Any:
     then step, then run id; on ``dataset_name``/``dataset_digest`` only, when given; outer
     joined), models without a value last; then newest first unless creation time is a key,
     then model id ascending unless it is one."""
+    check_order_count(items)
     order: list[Any] = []
     cols = []
     for n, item in enumerate(items):

@@ -75,6 +75,27 @@ def test_experiment_create_get_and_unique_names(t: TrackingService) -> None:
         t.create_experiment("x" * 501)
 
 
+def test_an_experiment_location_may_not_lie_in_stratas_own_folders(t: TrackingService) -> None:
+    """Runs of an experiment write under its location: one at ``mlflow-artifacts:/predictions``
+    or ``/serving/...`` would add files where the prediction log and the endpoint reports are
+    read. Refused, however it is spelled; other folders and other schemes are the editor's."""
+    for bad in (
+        "mlflow-artifacts:/predictions",
+        "mlflow-artifacts:/serving/endpoints",
+        "mlflow-artifacts:///datasets/x",
+        "mlflow-artifacts:/./monitoring/profiles",
+        "mlflow-artifacts://host/audit/checkpoints",
+        "mlflow-artifacts:/.strata-digests",
+        "mlflow-artifacts:/x/../serving",
+    ):
+        with pytest.raises(InvalidInput, match="artifact_location") as err:
+            t.create_experiment(f"placed-{len(bad)}-{bad[-3:]}", artifact_location=bad)
+        assert err.value.details["field"] == "artifact_location"
+    for good in ("mlflow-artifacts:/teams/ml", "mlflow-artifacts:/predictions-archive"):
+        assert t.create_experiment(good[-8:], artifact_location=good).artifact_location == good
+    assert [e.name for e in t.search_experiments() if e.name.startswith("placed-")] == []
+
+
 def test_search_experiments_filter_order_pages_and_views(t: TrackingService) -> None:
     a1 = t.create_experiment("alpha-1", tags={"team": "ml"})
     time.sleep(0.003)  # creation times are milliseconds: ties order by id (MLflow's rule)
@@ -557,6 +578,12 @@ def test_search_runs_order_by_and_pagination(
         t.search_runs(exp_id, order_by=["metrics.auc SIDEWAYS"])
     with pytest.raises(InvalidInput, match="order_by"):
         t.search_runs(exp_id, order_by=["attributes.nonsense"])
+    # each metric key is a join of its own: a caller may not ask for thousands
+    twenty = [f"metrics.m{i} DESC" for i in range(20)]
+    assert len(t.search_runs(exp_id, order_by=twenty).items) == 6
+    with pytest.raises(InvalidInput, match="at most 20") as many:
+        t.search_runs(exp_id, order_by=[*twenty, "metrics.auc"])
+    assert many.value.details == {"field": "order_by", "limit": 20}
     with pytest.raises(InvalidInput, match="max_results"):
         t.search_runs(exp_id, max_results=0)
 
@@ -985,6 +1012,8 @@ def test_search_logged_models_filter_order_and_pages(t: TrackingService) -> None
     assert names(filter="status = 'LOGGED_MODEL_READY'") == ["a"]
     assert names(filter="attributes.status = 'READY'") == ["a"]
     assert names(filter="name IN ('a', 'c')", order_by=[("name", True)]) == ["a", "c"]
+    with pytest.raises(InvalidInput, match="at most 20"):
+        names(order_by=[(f"metrics.m{i}", True) for i in range(21)])
     t.set_logged_model_tags(ids["a"], {"owner": "me"})
     assert names(filter="tags.owner IS NULL") == ["b", "c"]
     assert names(filter="tags.owner IS NOT NULL") == ["a"]

@@ -285,6 +285,13 @@ def test_auth_tokens_and_the_predict_permission(flights: Flights) -> None:
         as_service = {"authorization": f"Bearer {service}"}
         predicted = httpx.post(f"{url}/v1/models/flights/predict", json=body, headers=as_service)
         assert predicted.status_code == 200
+        # the endpoints' listing (load errors name paths and buckets) is for the people who
+        # run the server: a viewer's token reads it, a service token does not
+        listed = httpx.get(f"{url}/v1/endpoints", headers=as_service)
+        assert listed.status_code == 403, listed.text
+        assert "only predict" in listed.json()["message"]
+        viewer = httpx.get(f"{url}/v1/endpoints", headers={"authorization": f"Bearer {token}"})
+        assert viewer.status_code == 200 and viewer.json()["endpoints"][0]["name"] == "flights"
 
 
 def test_serves_a_model_directory_and_a_bare_name(flights: Flights, tmp_path: Path) -> None:
@@ -469,3 +476,40 @@ def test_the_endpoint_status_adds_up_every_worker(flights: Flights, tmp_path: Pa
         assert status.workers == 2 and status.ready
         assert sum(per_worker()) == sent and max(per_worker()) < sent  # neither alone
         assert "two" in [s.name for s in flights.client.serving.list_endpoints()]
+
+
+def test_an_answer_that_fails_to_render_counts_once(flights: Flights) -> None:
+    """An OIP request naming an output the model has not is predicted, then refused (400)
+    when its answer is rendered: one request, one error, in the endpoint's status and in
+    ``requests_total`` (by code 400, not 200)."""
+    from .test_protocols import _requests_by_labels
+
+    config = {
+        "endpoints": [{"model": "flights/1", "name": "render"}],  # no other test's reports
+        "poll_seconds": 0.2,
+        "report_seconds": 0.2,
+        "prediction_log": {"enabled": False},
+    }
+    x = rows(flights.frame, 1)[FEATURES]
+    inputs = [
+        {"name": c, "shape": [1], "datatype": "FP64", "data": x[c].astype(float).tolist()}
+        for c in FEATURES
+    ]
+    for url in start_serving(flights.settings, config):
+        r = httpx.post(
+            f"{url}/v2/models/render/infer",
+            json={"inputs": inputs, "outputs": [{"name": "no-such-output"}]},
+        )
+        assert r.status_code == 400, r.text
+        assert "no-such-output" in r.text
+        counted = _requests_by_labels(httpx.get(f"{url}/metrics").text)
+        assert counted.get(("render", "oip", "400")) == 1
+        assert counted.get(("render", "oip", "200"), 0) == 0
+        deadline = time.monotonic() + 20
+        while True:
+            status = flights.client.serving.get_endpoint("render")
+            if status.stats.get("requests"):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert (status.stats["requests"], status.stats.get("errors")) == (1, 1), status.stats
