@@ -30,6 +30,10 @@ class StrataError(Exception):
 
     error_code: str = "INTERNAL_ERROR"
     http_status: int = 500
+    peer_words: str | None = None
+    """The same refusal in the words of the peer API it arrived through, where that API
+    words it otherwise (MLflow's REST surface: ``tracking/mlflow_api``); never sent by
+    Strata's own REST."""
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)

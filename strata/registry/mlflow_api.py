@@ -42,6 +42,7 @@ from strata.tracking.mlflow_api._common import (
 )
 from strata.tracking.mlflow_api._common import read_body as read_fields
 from strata.tracking.mlflow_api.schemas import KEY_VALUES, STRING, body_schema
+from strata.tracking.mlflow_api.search_words import worded_page_token
 
 router = APIRouter()
 R, W = Permission.READ, Permission.WRITE
@@ -207,12 +208,14 @@ async def _search(
 ) -> Response:
     """A registered-model or model-version search: MLflow's fields in, its page out."""
     body = await read_body(request)
-    page = await run_sync(
+    page_token = opt_str(body, "page_token") or None
+    page = await worded_page_token(
+        page_token,
         search,
-        opt_str(body, "filter") or None,
+        filter=opt_str(body, "filter") or None,
         order_by=_order(body),
         max_results=opt_int(body, "max_results") or 100,
-        page_token=opt_str(body, "page_token") or None,
+        page_token=page_token,
     )
     out: dict[str, Any] = {key: [render(item) for item in page.items]}
     if page.next_page_token:

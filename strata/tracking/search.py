@@ -62,8 +62,13 @@ _RUN_ATTRS: dict[str, Any] = {
     "lifecycle_stage": RunRow.lifecycle_stage,
     "experiment_id": RunRow.experiment_id,
     "parent_run_id": RunRow.parent_run_id,
+    # MLflow's aliases, spelled as it spells them
+    "Created": RunRow.start_time,
+    "run name": RunRow.name,
+    "Run name": RunRow.name,
+    "Run Name": RunRow.name,
 }
-_NUMERIC_ATTRS = {"start_time", "created", "end_time"}
+_NUMERIC_ATTRS = {"start_time", "created", "Created", "end_time"}
 _DATASET_ATTRS: dict[str, Any] = {
     "name": InputRow.name,
     "digest": InputRow.digest,

@@ -509,6 +509,10 @@ def test_search_runs_grammar(t: TrackingService, searchable: tuple[str, dict[str
     assert n("attributes.run_name = 'r2'") == ["r2"]
     assert n("attributes.run_name LIKE 'r%' and attributes.start_time > 4500") == ["r6", "r5"]
     assert n("attributes.start_time <= 2000") == ["r2", "r1"]
+    # MLflow's aliases: `run name` (any of its spellings) and Created
+    assert n("`run name` = 'r2'") == n("attributes.`Run Name` LIKE 'r2'") == ["r2"]
+    assert n("Created <= 2000") == n("attributes.Created <= 2000") == ["r2", "r1"]
+    assert _names(t, exp_id, None, order_by=["`Run name` DESC"])[:2] == ["r6", "r5"]
     assert n(f"attributes.run_id = '{ids['r3']}'") == ["r3"]
     assert n("tags.mlflow.runName = 'r4'") == ["r4"]
     assert n(

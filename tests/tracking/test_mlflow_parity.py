@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -523,6 +524,133 @@ def test_more_errors_use_mlflow_words(peers: list[Peer]) -> None:
 
 
 # -- users -----------------------------------------------------------------------------------
+_BAD_FILTERS = [
+    "attributes.foo = 'x'",
+    "foo.bar = 1",
+    "metrics.acc = 'abc'",
+    "params.lr > '0.1'",
+    "params.lr = 0.1",
+    "tags.t = 1",
+    "metrics.acc LIKE 1",
+    "start_time = 'x'",
+    "Created < 'z'",
+    "end_time LIKE '1'",
+    "metrics.acc > 0.1 OR metrics.acc < 0",
+    "metrics.acc >",
+    "acc",
+    "run_name = foo",
+    "dataset.foo = 'x'",
+    "datasets.name > 'x'",
+    "datasets.context = 5",
+    "metrics.acc IS NULL",
+    "run_id IN ('a', 1)",
+    "run_id IN ()",
+    "metrics.a = 1; metrics.b = 2",
+    "'x' = metrics.a",
+    "(metrics.a > 1)",
+    "metrics.acc == 1",
+    "x.y.z = 1",
+    "tags.x IS NULL and metrics.acc = 'a' and foo.bar = 1",
+]
+_BAD_ORDERS = [
+    ["metrics.acc SIDEWAYS"],
+    ["attributes.nonsense"],
+    ["foo.bar"],
+    ["metrics.acc DESC ASC"],
+    ["timestamp"],
+    ["datasets.name"],
+]
+# What MLflow's server refuses and Strata answers (its grammar is a superset on this surface:
+# comparisons of text attributes, lists of params and statuses, its own attributes), and
+# MLflow's aliases, which both answer.
+_STRATA_ALSO_ANSWERS = [
+    "status > 'x'",
+    "params.p IN ('a')",
+    "status IN ('A')",
+    "lifecycle_stage = 'active'",
+]
+_BOTH_ANSWER = ["`run name` = 'x'", "attributes.`Run Name` LIKE 'x%'", "Created > 0", "created < 1"]
+# base64 that is not JSON, JSON without an offset, an offset that is no number; not base64
+_BAD_TOKENS = ["garbage!", "abc", "eyJ4IjogMX0=", "bm90IGpzb24=", "eyJvZmZzZXQiOiAiYSJ9"]
+
+
+def _sorted_sets(message: str) -> str:
+    """MLflow prints its sets of keys with Python's set repr, in an order that changes with
+    each server process: compared as sets."""
+    return re.sub(
+        r"\{([^{}]*)\}", lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", message
+    )
+
+
+def test_refused_searches_use_mlflow_words(peers: list[Peer]) -> None:
+    """A run search's filter, order and page token, refused as MLflow's server refuses them:
+    what it refuses first, in its words (status, code, message); and the page tokens of
+    experiment and registered-model searches."""
+
+    def ask(peer: Peer) -> list[tuple[int, str, str]]:
+        cases: list[tuple[str, dict[str, Any]]] = [
+            *[("runs/search", {"experiment_ids": ["0"], "filter": f}) for f in _BAD_FILTERS],
+            *[("runs/search", {"experiment_ids": ["0"], "order_by": o}) for o in _BAD_ORDERS],
+            *[("runs/search", {"experiment_ids": ["0"], "page_token": t}) for t in _BAD_TOKENS],
+            # the filter is refused first, then the order, then the comparators, then the token
+            (
+                "runs/search",
+                {
+                    "experiment_ids": ["0"],
+                    "filter": "params.x > 'a'",
+                    "order_by": ["nope"],
+                    "page_token": "abc",
+                },
+            ),
+            (
+                "runs/search",
+                {"experiment_ids": ["0"], "filter": "params.x > 'a'", "page_token": "abc"},
+            ),
+            *[("experiments/search", {"page_token": t, "max_results": 10}) for t in _BAD_TOKENS],
+        ]
+        out = []
+        for path, body in cases:
+            r = peer.rest("POST", path, json=body)
+            doc = r.json()
+            out.append(
+                (r.status_code, doc.get("error_code", ""), _sorted_sets(doc.get("message", "")))
+            )
+        for t in _BAD_TOKENS:
+            query = {"page_token": t, "max_results": 10}
+            r = peer.rest("GET", "registered-models/search", params=query)
+            doc = r.json()
+            out.append((r.status_code, doc.get("error_code", ""), doc.get("message", "")))
+        return out
+
+    theirs, ours = both(peers, ask)
+    assert all(status == 400 for status, _, _ in theirs)
+    differ = [
+        f"mlflow {want}\n  strata {got}"
+        for want, got in zip(theirs, ours, strict=True)
+        if got != want
+    ]
+    assert not differ, "\n".join(differ)
+
+
+def test_searches_mlflow_refuses_that_strata_answers(peers: list[Peer]) -> None:
+    """The run filter on the MLflow surface is a superset of MLflow's: what its server refuses
+    and Strata answers is listed here, and MLflow's own aliases (``run name``, ``Created``)
+    are answered by both."""
+
+    def ask(peer: Peer) -> list[int]:
+        return [
+            peer.rest(
+                "POST", "runs/search", json={"experiment_ids": ["0"], "filter": f}
+            ).status_code
+            for f in [*_STRATA_ALSO_ANSWERS, *_BOTH_ANSWER]
+        ]
+
+    theirs, ours = both(peers, ask)
+    extra = len(_STRATA_ALSO_ANSWERS)
+    assert theirs == [400] * extra + [200] * len(_BOTH_ANSWER)
+    assert ours == [200] * len(theirs)
+
+
 def test_run_without_user_gets_unknown_not_the_server_os_user(peers: list[Peer]) -> None:
     def ask(peer: Peer) -> tuple[str, str]:
         c = peer.client()

@@ -125,6 +125,8 @@ _NOT_FOUND_WORDS = {
 
 def mlflow_message(exc: StrataError, code: str) -> str:
     """The message as MLflow's server words it, where the error is one it words itself."""
+    if exc.peer_words is not None:
+        return exc.peer_words
     details = exc.details if isinstance(exc.details, dict) else {}
     if code == "RESOURCE_DOES_NOT_EXIST" and len(details) == 1:
         ((field, value),) = details.items()
@@ -136,8 +138,7 @@ def mlflow_message(exc: StrataError, code: str) -> str:
             f"The run {details['run_id']} must be in the 'active' state. Current state is "
             f"{details['lifecycle_stage']}."
         )
-    mlflow_words = details.get("mlflow_message")
-    return mlflow_words if isinstance(mlflow_words, str) else exc.message
+    return exc.message
 
 
 def error_response(exc: StrataError) -> Response:

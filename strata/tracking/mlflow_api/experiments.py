@@ -27,6 +27,7 @@ from strata.tracking.mlflow_api._common import (
     view_type,
 )
 from strata.tracking.mlflow_api._convert import NOTE_TAG, experiment_json
+from strata.tracking.mlflow_api.search_words import worded_page_token
 from strata.tracking.models import MAX_DATASET_SEARCH_EXPERIMENTS, ViewType
 
 router = APIRouter()
@@ -155,13 +156,15 @@ async def get_experiment_by_name(request: Request) -> Response:
 
 async def search_experiments(request: Request) -> Response:
     body = await read_body(request)
-    page = await run_sync(
+    page_token = opt_str(body, "page_token") or None
+    page = await worded_page_token(
+        page_token,
         tracking(request).search_experiments,
         filter=opt_str(body, "filter") or None,
         order_by=str_list(body, "order_by") or None,
         view=ViewType(view_type(body, "view_type")),
         max_results=max_results(body, 1000, 50_000, schema_limit=False),
-        page_token=opt_str(body, "page_token") or None,
+        page_token=page_token,
     )
     out: dict[str, object] = {"experiments": [experiment_json(e) for e in page.items]}
     if page.next_page_token:

@@ -52,6 +52,7 @@ from strata.tracking.mlflow_api._convert import (
 )
 from strata.tracking.mlflow_api.hot import lean_write
 from strata.tracking.mlflow_api.search_json import collector_paused, search_page_json
+from strata.tracking.mlflow_api.search_words import run_search_words
 from strata.tracking.models import (
     MAX_BATCH_METRICS,
     MAX_BATCH_PARAMS,
@@ -472,17 +473,26 @@ async def search_runs(request: Request) -> Response:
     limit = max_results(body, 1000, 50_000, schema_limit=True)
     svc = tracking(request)
 
+    filter_string = opt_str(body, "filter") or None
+    order_by = str_list(body, "order_by") or None
+    page_token = opt_str(body, "page_token") or None
+
     def work() -> bytes:
         with collector_paused():
-            records = svc.search_run_records(
-                experiment_ids,
-                opt_str(body, "filter") or None,
-                view=ViewType(view_type(body, "run_view_type")),
-                max_results=limit,
-                order_by=str_list(body, "order_by") or None,
-                page_token=opt_str(body, "page_token") or None,
-                params_json=True,
-            )
+            try:
+                records = svc.search_run_records(
+                    experiment_ids,
+                    filter_string,
+                    view=ViewType(view_type(body, "run_view_type")),
+                    max_results=limit,
+                    order_by=order_by,
+                    page_token=page_token,
+                    params_json=True,
+                )
+            except InvalidInput as exc:  # refused: in MLflow's words where it refuses it too
+                if exc.details.get("field") in ("filter", "order_by", "page_token"):
+                    exc.peer_words = run_search_words(filter_string, order_by, page_token)
+                raise
             answer = search_page_json(records)
             del records  # freed while paused: the collector resumes with nothing new to scan
         return answer
