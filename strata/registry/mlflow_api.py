@@ -42,7 +42,7 @@ from strata.tracking.mlflow_api._common import (
 )
 from strata.tracking.mlflow_api._common import read_body as read_fields
 from strata.tracking.mlflow_api.schemas import KEY_VALUES, STRING, body_schema
-from strata.tracking.mlflow_api.search_words import worded_page_token
+from strata.tracking.mlflow_api.search_words import page_words, worded
 
 router = APIRouter()
 R, W = Permission.READ, Permission.WRITE
@@ -209,8 +209,9 @@ async def _search(
     """A registered-model or model-version search: MLflow's fields in, its page out."""
     body = await read_body(request)
     page_token = opt_str(body, "page_token") or None
-    page = await worded_page_token(
-        page_token,
+    page = await worded(
+        lambda: page_words(page_token),
+        ("page_token",),
         search,
         filter=opt_str(body, "filter") or None,
         order_by=_order(body),

@@ -560,6 +560,19 @@ _BAD_ORDERS = [
     ["timestamp"],
     ["datasets.name"],
 ]
+_BAD_EXPERIMENT_FILTERS = [
+    "foo = 'x'",
+    "metrics.a > 1",
+    "tags.t = 1",
+    "creation_time = 'x'",
+    "creation_time LIKE 1",
+    "name = 'a' OR name = 'b'",
+    "name",
+    "name = x",
+    "name = 'a'; name = 'b'",
+    "(name = 'a')",
+]
+_BAD_EXPERIMENT_ORDERS = [["foo"], ["tags.x"], ["name SIDEWAYS"], ["metrics.a"], ["name DESC ASC"]]
 # What MLflow's server refuses and Strata answers (its grammar is a superset on this surface:
 # comparisons of text attributes, lists of params and statuses, its own attributes), and
 # MLflow's aliases, which both answer.
@@ -568,6 +581,13 @@ _STRATA_ALSO_ANSWERS = [
     "params.p IN ('a')",
     "status IN ('A')",
     "lifecycle_stage = 'active'",
+]
+_STRATA_ALSO_ANSWERS_EXPERIMENTS = [
+    "tags.t > 'a'",
+    "name > 'a'",
+    "name IN ('a')",
+    "creation_time > 1.5",
+    "name IS NULL",
 ]
 _BOTH_ANSWER = ["`run name` = 'x'", "attributes.`Run Name` LIKE 'x%'", "Created > 0", "created < 1"]
 # base64 that is not JSON, JSON without an offset, an offset that is no number; not base64
@@ -607,6 +627,25 @@ def test_refused_searches_use_mlflow_words(peers: list[Peer]) -> None:
                 {"experiment_ids": ["0"], "filter": "params.x > 'a'", "page_token": "abc"},
             ),
             *[("experiments/search", {"page_token": t, "max_results": 10}) for t in _BAD_TOKENS],
+            *[
+                ("experiments/search", {"filter": f, "max_results": 10})
+                for f in _BAD_EXPERIMENT_FILTERS
+            ],
+            *[
+                ("experiments/search", {"order_by": o, "max_results": 10})
+                for o in _BAD_EXPERIMENT_ORDERS
+            ],
+            # its comparators are checked before its order, then the page token
+            (
+                "experiments/search",
+                {
+                    "filter": "name > 'a'",
+                    "order_by": ["foo"],
+                    "page_token": "abc",
+                    "max_results": 1,
+                },
+            ),
+            ("experiments/search", {"order_by": ["foo"], "page_token": "abc", "max_results": 1}),
         ]
         out = []
         for path, body in cases:
@@ -633,21 +672,26 @@ def test_refused_searches_use_mlflow_words(peers: list[Peer]) -> None:
 
 
 def test_searches_mlflow_refuses_that_strata_answers(peers: list[Peer]) -> None:
-    """The run filter on the MLflow surface is a superset of MLflow's: what its server refuses
-    and Strata answers is listed here, and MLflow's own aliases (``run name``, ``Created``)
-    are answered by both."""
+    """The run and experiment filters on the MLflow surface are supersets of MLflow's: what
+    its server refuses and Strata answers is listed here, and MLflow's own aliases (``run
+    name``, ``Created``) are answered by both."""
 
     def ask(peer: Peer) -> list[int]:
-        return [
-            peer.rest(
-                "POST", "runs/search", json={"experiment_ids": ["0"], "filter": f}
-            ).status_code
+        runs = [
+            peer.rest("POST", "runs/search", json={"experiment_ids": ["0"], "filter": f})
             for f in [*_STRATA_ALSO_ANSWERS, *_BOTH_ANSWER]
         ]
+        experiments = [
+            peer.rest("POST", "experiments/search", json={"filter": f, "max_results": 10})
+            for f in _STRATA_ALSO_ANSWERS_EXPERIMENTS
+        ]
+        return [r.status_code for r in [*runs, *experiments]]
 
     theirs, ours = both(peers, ask)
     extra = len(_STRATA_ALSO_ANSWERS)
-    assert theirs == [400] * extra + [200] * len(_BOTH_ANSWER)
+    assert theirs == (
+        [400] * extra + [200] * len(_BOTH_ANSWER) + [400] * len(_STRATA_ALSO_ANSWERS_EXPERIMENTS)
+    )
     assert ours == [200] * len(theirs)
 
 

@@ -27,7 +27,7 @@ from strata.tracking.mlflow_api._common import (
     view_type,
 )
 from strata.tracking.mlflow_api._convert import NOTE_TAG, experiment_json
-from strata.tracking.mlflow_api.search_words import worded_page_token
+from strata.tracking.mlflow_api.search_words import experiment_search_words, worded
 from strata.tracking.models import MAX_DATASET_SEARCH_EXPERIMENTS, ViewType
 
 router = APIRouter()
@@ -156,12 +156,15 @@ async def get_experiment_by_name(request: Request) -> Response:
 
 async def search_experiments(request: Request) -> Response:
     body = await read_body(request)
+    filter_string = opt_str(body, "filter") or None
+    order_by = str_list(body, "order_by") or None
     page_token = opt_str(body, "page_token") or None
-    page = await worded_page_token(
-        page_token,
+    page = await worded(
+        lambda: experiment_search_words(filter_string, order_by, page_token),
+        ("filter", "order_by", "page_token"),
         tracking(request).search_experiments,
-        filter=opt_str(body, "filter") or None,
-        order_by=str_list(body, "order_by") or None,
+        filter=filter_string,
+        order_by=order_by,
         view=ViewType(view_type(body, "view_type")),
         max_results=max_results(body, 1000, 50_000, schema_limit=False),
         page_token=page_token,

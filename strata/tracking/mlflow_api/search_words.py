@@ -82,6 +82,7 @@ class _Comparison:
     kind: str
     key: str
     comparator: str = ""
+    value: Any = None
 
 
 def run_search_words(
@@ -139,21 +140,24 @@ def page_words(token: str | None) -> str | None:
     return None
 
 
-async def worded_page_token(token: str | None, fn: Callable[..., _T], **kwargs: Any) -> _T:
-    """``fn(**kwargs)`` off the event loop; a refused page token is worded as MLflow's
-    server words it (experiments and registered models page by offset as runs do)."""
+async def worded(
+    words: Callable[[], str | None], fields: tuple[str, ...], fn: Callable[..., _T], **kwargs: Any
+) -> _T:
+    """``fn(**kwargs)`` off the event loop; when it refuses one of ``fields`` (a search's
+    ``filter``, ``order_by`` or ``page_token``), the refusal carries ``words()``: MLflow's
+    words for the same search, where its server refuses it too."""
     try:
         return await run_sync(fn, **kwargs)
     except InvalidInput as exc:
-        if exc.details.get("field") == "page_token":
-            exc.peer_words = page_words(token)
+        if exc.details.get("field") in fields:
+            exc.peer_words = words()
         raise
 
 
 # -- the filter ---------------------------------------------------------------------------------
-def _filter(text: str | None) -> list[_Comparison]:
-    if not text:
-        return []
+def _statement(text: str) -> list[Any]:
+    """The filter's tokens as MLflow's server groups them (one statement, comparisons
+    joined)."""
     try:
         parsed = sqlparse.parse(text)
     except Exception:  # sqlparse's own failures, as MLflow words them
@@ -164,8 +168,12 @@ def _filter(text: str | None) -> list[_Comparison]:
         raise _Refused(
             f"Search filter contained multiple expression {text!r}. Provide AND-ed expression list."
         )
-    tokens = _join_comparisons(parsed[0].tokens)
-    invalid = [
+    return _join_comparisons(parsed[0].tokens)
+
+
+def _invalid(tokens: list[Any]) -> list[Any]:
+    """What is neither a comparison nor ``AND``."""
+    return [
         t
         for t in tokens
         if not (
@@ -174,10 +182,17 @@ def _filter(text: str | None) -> list[_Comparison]:
             or t.match(ttype=ttypes.Keyword, values=["AND"])
         )
     ]
+
+
+def _filter(text: str | None) -> list[_Comparison]:
+    if not text:
+        return []
+    tokens = _statement(text)
+    invalid = _invalid(tokens)
     if invalid:
         listed = ", ".join(f"'{t}'" for t in invalid)
         raise _Refused(f"Invalid clause(s) in filter string: {listed}")
-    return [_comparison(t) for t in tokens if isinstance(t, Comparison)]
+    return [_comparison(t, _run_key, _run_nulls) for t in tokens if isinstance(t, Comparison)]
 
 
 def _keyword(token: Any, word: str) -> bool:
@@ -227,28 +242,45 @@ def _join_comparisons(all_tokens: list[Any]) -> list[Any]:
     return out
 
 
-def _comparison(token: Comparison) -> _Comparison:
+def _comparison(
+    token: Comparison,
+    identify: Callable[[str], _Comparison],
+    nulls: Callable[[_Comparison], None],
+    numeric: Sequence[str] = _NUMERIC_ATTRS,
+    lists: Sequence[str] = _LIST_KEYS,
+) -> _Comparison:
+    """One comparison as MLflow reads it: ``identify`` names its key, ``nulls`` refuses an
+    ``IS [NOT] NULL`` of a kind that has none, ``numeric``/``lists`` are the attributes
+    compared with numbers and with lists."""
     parts = [t for t in token.tokens if not t.is_whitespace]
     bad = "Invalid comparison clause"
     if len(parts) == 2 and parts[1].value.upper() in ("IS NULL", "IS NOT NULL"):
         if not isinstance(parts[0], Identifier):
             raise _Refused(f"{bad}. Expected 'Identifier' found '{parts[0]}'")
-        found = _identifier(parts[0].value, _FILTER_KEYS)
-        if found.kind not in (_TAG, _PARAM):
-            raise _Refused(
-                "IS NULL / IS NOT NULL is only supported for tags and params, "
-                f"not for '{found.kind}' '{found.key}'"
-            )
+        found = identify(parts[0].value)
+        nulls(found)
         found.comparator = parts[1].value.upper()
         return found
     if len(parts) != 3:
         raise _Refused(f"{bad}. Expected 3 tokens found {len(parts)}")
     if not isinstance(parts[0], Identifier):
         raise _Refused(f"{bad}. Expected 'Identifier' found '{parts[0]}'")
-    found = _identifier(parts[0].value, _FILTER_KEYS)
+    found = identify(parts[0].value)
     found.comparator = parts[1].value
-    _value(found, parts[2])
+    _value(found, parts[2], numeric, lists)
     return found
+
+
+def _run_key(identifier: str) -> _Comparison:
+    return _identifier(identifier, _FILTER_KEYS)
+
+
+def _run_nulls(found: _Comparison) -> None:
+    if found.kind not in (_TAG, _PARAM):
+        raise _Refused(
+            "IS NULL / IS NOT NULL is only supported for tags and params, "
+            f"not for '{found.kind}' '{found.key}'"
+        )
 
 
 def _quoted(value: str, mark: str) -> bool:
@@ -296,46 +328,55 @@ def _text_value(token: Any) -> bool:
     return token.ttype in _STRINGS or isinstance(token, Identifier)
 
 
-def _value(found: _Comparison, token: Any) -> None:
+def _value(
+    found: _Comparison,
+    token: Any,
+    numeric: Sequence[str] = _NUMERIC_ATTRS,
+    lists: Sequence[str] = _LIST_KEYS,
+) -> None:
+    """The comparison's value as MLflow reads it (``found.value``), or its refusal."""
     kind, key, value = found.kind, found.key, token.value
     if kind == _METRIC:
         if token.ttype not in _NUMBERS:
             raise _Refused(f"Expected numeric value type for metric. Found {value}")
+        found.value = value
     elif kind in (_PARAM, _TAG):
         if not _text_value(token):
             raise _Refused(
                 f"Expected a quoted string value for {kind} (e.g. 'my-value'). Got value {value}"
             )
-        _strip_quotes(value, expected=True)
+        found.value = _strip_quotes(value, expected=True)
     elif kind == _ATTRIBUTE:
-        if key in _NUMERIC_ATTRS:
+        if key in numeric:
             if token.ttype not in _NUMBERS:
                 raise _Refused(
                     f"Expected numeric value type for numeric attribute: {key}. Found {value}"
                 )
+            integer = token.ttype == ttypes.Literal.Number.Integer
+            found.value = int(value) if integer else float(value)
         elif _text_value(token):
-            _strip_quotes(value, expected=True)
+            found.value = _strip_quotes(value, expected=True)
         elif isinstance(token, Parenthesis):
-            if key not in _LIST_KEYS:
+            if key not in lists:
                 raise _Refused(
-                    f"Only {sorted(_LIST_KEYS)} attributes support comparison with a list of "
+                    f"Only {sorted(lists)} attributes support comparison with a list of "
                     "quoted string values."
                 )
-            _string_list(value)
+            found.value = _string_list(value)
         else:
             raise _Refused(f"Expected a quoted string value for attributes. Got value {value}")
     elif kind == _DATASET:
         if _text_value(token):
-            _strip_quotes(value, expected=True)
+            found.value = _strip_quotes(value, expected=True)
         elif isinstance(token, Parenthesis):
-            _string_list(value)
+            found.value = _string_list(value)
         else:
             raise _Refused(
                 f"Expected a quoted string value for dataset attributes. Got value {value}"
             )
 
 
-def _string_list(text: str) -> None:
+def _string_list(text: str) -> tuple[Any, ...]:
     """A parenthesised list as MLflow reads it: a Python literal of strings, one at least."""
     start = "While parsing a list in the query,"
     try:
@@ -352,6 +393,7 @@ def _string_list(text: str) -> None:
             f"{start} expected string value, punctuation, or whitespace, but got different "
             f"type in list: {items}"
         )
+    return items
 
 
 def _alias(key: str) -> str:
@@ -386,6 +428,13 @@ def _comparator(found: _Comparison) -> None:
 
 # -- order_by -----------------------------------------------------------------------------------
 def _order_by(clause: str) -> None:
+    found = _identifier(_order_key(clause), _ORDER_KEYS)
+    if found.kind == _DATASET:
+        raise _Refused(f"Invalid identifier type '{_DATASET}'")
+
+
+def _order_key(clause: str) -> str:
+    """The key of an ``order_by`` clause (its direction checked), as MLflow parses it."""
     unparsed = f"Invalid order_by clause '{clause}'. Could not be parsed."
     try:
         parsed = sqlparse.parse(clause)
@@ -395,8 +444,9 @@ def _order_by(clause: str) -> None:
         raise _Refused(unparsed)
     tokens = parsed[0].tokens
     first, last = tokens[0], tokens[-1]
+    text: str
     if len(tokens) == 1 and isinstance(first, Identifier):
-        text = first.value
+        text = str(first.value)
     elif len(tokens) == 1 and first.match(ttype=ttypes.Name.Builtin, values=["timestamp"]):
         text = "timestamp"
     elif (
@@ -404,7 +454,7 @@ def _order_by(clause: str) -> None:
         and all(t.is_whitespace for t in tokens[1:-1])
         and last.ttype == ttypes.Keyword.Order
     ):
-        text = "timestamp " + last.value
+        text = f"timestamp {last.value}"
     else:
         raise _Refused(unparsed)
     words = shlex.split(text.replace("`", '"'))
@@ -414,6 +464,100 @@ def _order_by(clause: str) -> None:
         if words[1].lower() not in ("asc", "desc"):
             raise _Refused(f"Invalid ordering key in order_by clause '{clause}'.")
         text = words[0]
-    found = _identifier(text.strip(), _ORDER_KEYS)
-    if found.kind == _DATASET:
-        raise _Refused(f"Invalid identifier type '{_DATASET}'")
+    return text.strip()
+
+
+# -- experiments --------------------------------------------------------------------------------
+_EXPERIMENT_KEYS = ("name", "experiment_id", "creation_time", "last_update_time")
+_EXPERIMENT_NUMERIC = ("creation_time", "last_update_time")
+_EXPERIMENT_ENTITIES = ("attribute", "tag", "tags")
+_LISTS = ("experiment_id",)
+
+
+def experiment_search_words(
+    filter_string: str | None, order_by: Sequence[str] | None, page_token: str | None
+) -> str | None:
+    """MLflow's words for the first thing its server refuses in this experiment search (the
+    filter, its comparators, the order, the page token); None when it would refuse none."""
+    try:
+        comparisons = _experiment_filter(filter_string)
+        for comparison in comparisons:
+            _experiment_comparator(comparison)
+        for clause in order_by or []:
+            found = _experiment_identifier(_order_key(clause))
+            if found.kind != _ATTRIBUTE:
+                raise _Refused(f"Invalid order_by entity: {found.kind}")
+        _page_token(page_token)
+    except _Refused as refused:
+        return refused.words
+    except ValueError:
+        return None
+    return None
+
+
+def _experiment_filter(text: str | None) -> list[_Comparison]:
+    if not text:
+        return []
+    tokens = _statement(text)
+    invalid = _invalid(tokens)
+    if invalid:  # unquoted, unlike a run search's
+        raise _Refused(f"Invalid clause(s) in filter string: {', '.join(map(str, invalid))}")
+    return [
+        _comparison(t, _experiment_identifier, _experiment_nulls, _EXPERIMENT_NUMERIC, _LISTS)
+        for t in tokens
+        if isinstance(t, Comparison)
+    ]
+
+
+def _experiment_nulls(found: _Comparison) -> None:
+    if found.kind != _TAG:
+        raise _Refused(
+            f"IS NULL / IS NOT NULL is only supported for tags, not for attribute '{found.key}'"
+        )
+
+
+def _experiment_identifier(identifier: str) -> _Comparison:
+    entity, dot, key = identifier.partition(".")
+    if not dot:
+        kind, key = _ATTRIBUTE, entity
+    elif entity not in _EXPERIMENT_ENTITIES:
+        raise _Refused(
+            f"Invalid entity type '{entity}'. Valid entity types are {_EXPERIMENT_ENTITIES}"
+        )
+    else:
+        kind = _ALIASES[entity]
+    key = _trim_backticks(_strip_quotes(key))
+    if kind == _ATTRIBUTE and key not in _EXPERIMENT_KEYS:
+        raise _Refused(
+            f"Invalid attribute key '{key}' specified. Valid keys are '{_set(_EXPERIMENT_KEYS)}'"
+        )
+    return _Comparison(kind, key)
+
+
+def _experiment_comparator(found: _Comparison) -> None:
+    """As MLflow's SQL store checks an experiment filter's clauses (operators as written,
+    not upper-cased; its own words for each kind)."""
+    op, key, value = found.comparator, found.key, found.value
+    if found.kind == _TAG:
+        if op not in ("IS NULL", "IS NOT NULL", "=", "!=", "LIKE", "ILIKE"):
+            raise _Refused(f"Invalid comparator for tag: {op}")
+    elif key == "experiment_id":
+        if op not in ("=", "!=", "IN", "NOT IN"):
+            raise _Refused(f"Invalid comparator for experiment_id: {op}")
+        for one in value if isinstance(value, tuple) else (value,):
+            try:
+                int(one)
+            except (TypeError, ValueError):
+                raise _Refused(
+                    f"Invalid experiment ID '{one}'. Experiment ID must be a valid integer."
+                ) from None
+    elif key not in _EXPERIMENT_NUMERIC:
+        if op not in _STRING_OPS:
+            raise _Refused(f"Invalid comparator '{op}' not one of '{_set(_STRING_OPS)}'")
+        if op not in ("=", "!=", "LIKE", "ILIKE"):
+            raise _Refused(f"Invalid comparator for string attribute: {op}")
+    else:
+        if op not in _METRIC_OPS:
+            raise _Refused(f"Invalid comparator '{op}' not one of '{_set(_STRING_OPS)}")
+        if isinstance(value, float):
+            raise _Refused(f"Invalid value for numeric attribute '{key}': {str(value)!r}")
