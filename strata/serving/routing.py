@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -69,17 +69,23 @@ _TAG = operator.itemgetter(4)
 _ROWS_OF = operator.itemgetter(1)
 
 
-class _Cache:
+_V = TypeVar("_V")
+KnownGood = tuple["weakref.ref[ServedModel]", Prediction]
+"""A good answer the fallback keeps: the model that gave it (weakly: a swapped-out model is
+freed) and its prediction."""
+
+
+class _Cache(Generic[_V]):
     """LRU + TTL of answers by the digest of a request's inputs (``ttl`` None: kept until
-    evicted): Outcomes in the response cache, ``(weak reference to the model, Prediction)``
-    in the fallback's store of good answers."""
+    evicted): Outcomes in the response cache, :data:`KnownGood` in the fallback's
+    store of good answers."""
 
     def __init__(self, max_entries: int, ttl: float | None) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self.items: OrderedDict[bytes, tuple[float, Any]] = OrderedDict()
+        self.items: OrderedDict[bytes, tuple[float, _V]] = OrderedDict()
 
-    def get(self, key: bytes) -> Any:
+    def get(self, key: bytes) -> _V | None:
         hit = self.items.get(key)
         if hit is None:
             return None
@@ -89,7 +95,7 @@ class _Cache:
         self.items.move_to_end(key)
         return hit[1]
 
-    def put(self, key: bytes, outcome: Any) -> None:
+    def put(self, key: bytes, outcome: _V) -> None:
         expires = float("inf") if self.ttl is None else time.monotonic() + self.ttl
         self.items[key] = (expires, outcome)
         self.items.move_to_end(key)
@@ -157,9 +163,9 @@ class Router:
             initializer=_limit_threads,
             initargs=(self.large_batch_threads,),
         )
-        self.caches: dict[str, _Cache] = {}
+        self.caches: dict[str, _Cache[Outcome]] = {}
         """Per endpoint, its response cache (``policy.cache``)."""
-        self.known_good: dict[str, _Cache] = {}
+        self.known_good: dict[str, _Cache[KnownGood]] = {}
         """Per endpoint, the last good answers its fallback may give (``fallback.cached``)."""
         self.batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
         """Every live batcher (each hangs on its served version: one swapped out goes with
@@ -174,8 +180,8 @@ class Router:
 
     @staticmethod
     def _cache(
-        caches: dict[str, _Cache], endpoint: str, max_entries: int, ttl: float | None
-    ) -> _Cache:
+        caches: dict[str, _Cache[_V]], endpoint: str, max_entries: int, ttl: float | None
+    ) -> _Cache[_V]:
         """``endpoint``'s cache in ``caches``, made anew (empty) when its policy's size or
         TTL changed."""
         cache = caches.get(endpoint)
@@ -326,13 +332,13 @@ class Router:
                 if reason is None:  # the model by weak reference: a swapped-out one is freed
                     known.put(key, (weakref.ref(served), pred))
                 else:
-                    hit = known.get(key)
-                    gave = None if hit is None else hit[0]()
-                    if gave is not None:
+                    good = known.get(key)
+                    gave = None if good is None else good[0]()
+                    if good is not None and gave is not None:
                         self.metrics.add(
                             self.metrics.child(self.metrics.fallbacks, ep.name, reason)
                         )
-                        return Outcome(gave, hit[1], "fallback_cache", checked)
+                        return Outcome(gave, good[1], "fallback_cache", checked)
             if reason is not None:
                 backup = None if fallback.model is None else ep.models.get(fallback.model)
                 if backup is None:

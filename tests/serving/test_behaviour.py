@@ -279,6 +279,12 @@ def test_auth_tokens_and_the_predict_permission(flights: Flights) -> None:
         )
         assert ok.status_code == 200
         assert httpx.get(f"{url}/v2/models/flights").status_code == 401
+        # refused predictions are counted by code; before its token is checked a request
+        # names no endpoint (an unauthenticated caller picks no label)
+        from .test_protocols import _requests_by_labels
+
+        counted = _requests_by_labels(httpx.get(f"{url}/metrics").text)
+        assert counted.get(("", "strata", "401")) == 2
         # a service token (--predict-only) of an admin predicts, and may do nothing else
         gov.create_user("serving-app", Role.ADMIN)
         service = gov.create_token("serving-app", scope="predict").secret
@@ -513,3 +519,4 @@ def test_an_answer_that_fails_to_render_counts_once(flights: Flights) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert (status.stats["requests"], status.stats.get("errors")) == (1, 1), status.stats
+        assert status.report_seconds == 0.2  # the config's, as the listing's live window reads

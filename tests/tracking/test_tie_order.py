@@ -9,11 +9,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from strata.client import Client
 from strata.core.config import Settings
+from strata.core.page import iterate_pages
 
 
 @pytest.fixture
@@ -26,15 +28,8 @@ def frozen(sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterat
     client.close()
 
 
-def _pages(search: object) -> list[object]:
-    seen: list[object] = []
-    token = None
-    while True:
-        page = search(token)  # type: ignore[operator]
-        seen += page.items
-        token = page.next_page_token
-        if not token:
-            return seen
+def _pages(search: Any) -> list[Any]:
+    return list(iterate_pages(search))
 
 
 def test_tied_experiments_page_by_id_descending(frozen: Client) -> None:
