@@ -313,9 +313,14 @@ class ServeConfig(_Strict):
         return self
 
 
-class EndpointStatus(_Strict):
+class EndpointStatus(BaseModel):
     """What one endpoint serves right now, in one worker. Workers publish it to the
-    artifact store (``updated_at``, ``server``), where the serving service lists it."""
+    artifact store (``updated_at``, ``server``), where the serving service lists it.
+
+    A report, not a setting: fields it does not know are ignored (a newer worker's report
+    read by an older server or SDK during a rolling upgrade), where configs refuse them."""
+
+    model_config = ConfigDict(extra="ignore")
 
     name: str
     model: str

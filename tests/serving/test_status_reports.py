@@ -108,3 +108,12 @@ def test_workers_reporting_seldom_stay_live_for_three_of_their_intervals() -> No
         ]
     )
     assert merged.stats == {"requests": 3} and merged.workers == 2
+
+
+def test_a_report_with_fields_this_release_does_not_know_is_read() -> None:
+    """A newer worker's report, read by this release during a rolling upgrade: its new
+    fields are ignored, the rest is read (configs, unlike reports, refuse unknown fields)."""
+    doc = _report("a:1", NOW, stats={"requests": 3}).model_dump(mode="json")
+    read = EndpointStatus.model_validate({**doc, "gpu_seconds": 1.5, "shards": [1, 2]})
+    assert read.stats == {"requests": 3} and read.server == "a:1"
+    assert not hasattr(read, "gpu_seconds")
