@@ -54,6 +54,17 @@ versions, the prediction log, endpoint reports and policies, monitoring profiles
 checkpoints): an experiment's ``mlflow-artifacts:`` location may not lie under one, or a run
 could add files where those layers read (tests/backends/test_artifact_folders.py holds every
 layer's prefix to this list)."""
+
+
+def strata_folder(path: str) -> str | None:
+    """The folder of :data:`STRATA_FOLDERS` that ``path`` (a store path) lies under, compared
+    without case (a case-insensitive disk stores ``Datasets`` in ``datasets``); None when it
+    lies under none."""
+    first = next((p for p in path.split("/") if p not in ("", ".")), "")
+    lowered = first.lower()
+    return next((f for f in STRATA_FOLDERS if f.lower() == lowered), None)
+
+
 _S3_MIN_PART = 5 * 1024 * 1024
 _RACE_RETRIES = 5  # reads of one path that overwrites may race before DigestMismatch stands
 _RACE_WAIT = 0.005  # seconds, times the attempt: a raced read waiting for a digest to be recorded

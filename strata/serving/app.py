@@ -27,11 +27,20 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from strata.core.errors import NotFound, PermissionDenied, StrataError
+from strata.core.errors import NotFound, PermissionDenied, StrataError, Unavailable
 from strata.core.principal import Permission
 from strata.serving.access import AccessLog
 from strata.serving.endpoints import Endpoints
-from strata.serving.handlers import _JSON, ENDPOINT, PROTOCOLS, HttpError, PredictRoutes
+from strata.serving.handlers import (
+    _JSON,
+    ENDPOINT,
+    HIDDEN_LOAD_ERROR,
+    PROTOCOLS,
+    READS,
+    HttpError,
+    PredictRoutes,
+    load_error,
+)
 from strata.serving.metrics import ServingMetrics
 from strata.serving.routing import Router
 
@@ -164,7 +173,15 @@ class ServingApp(PredictRoutes):
             status = exc.status
             if not exc.counted:
                 self._refused(scope, handler, status)
-            body = self._error_body(path, exc.error, request_id)
+            error = exc.error
+            details = error.details
+            if details.get("error") and load_error(scope, details["error"]) != details["error"]:
+                name = details.get("endpoint")  # not_ready: the load error for users only
+                error = Unavailable(
+                    f"Endpoint {name!r} is not ready: {HIDDEN_LOAD_ERROR}",
+                    details={"endpoint": name},
+                )
+            body = self._error_body(path, error, request_id)
             await self._respond(send, status, body, [*_JSON, *exc.headers], request_id)
         except Exception:
             log.exception(
@@ -274,7 +291,10 @@ class ServingApp(PredictRoutes):
             return None
         try:
             principal = await self.authenticate(headers.get("authorization"))
-            if path == "/v1/endpoints" and not principal.can(Permission.READ):
+            reads = principal.can(Permission.READ)
+            if not reads:
+                scope[READS] = False
+            if path == "/v1/endpoints" and not reads:
                 # a service token predicts; the endpoints' load errors (paths, buckets,
                 # URLs) are for the people who run the server
                 raise PermissionDenied(
@@ -368,7 +388,7 @@ class ServingApp(PredictRoutes):
             # name paths, buckets or URLs) stays on the authenticated /v1/endpoints.
             if text is None or self.authenticate is None:
                 return text
-            return "failed to load; GET /v1/endpoints with a token shows why"
+            return HIDDEN_LOAD_ERROR
 
         doc = {
             "ready": workers_ready,

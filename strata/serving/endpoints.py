@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from strata.core.errors import NotFound, StrataError
+from strata.core.errors import NotFound, StrataError, Unavailable
 from strata.serving.models import (
     EndpointConfig,
     EndpointStatus,
@@ -379,3 +379,12 @@ def wait_ready(endpoints: Endpoints, timeout: float) -> bool:
     while not endpoints.ready and time.monotonic() < deadline:
         time.sleep(0.05)
     return endpoints.ready
+
+
+def not_ready(ep: Endpoint) -> Unavailable:
+    """The 503 of an endpoint with no model to answer (the serving app hides ``error``, which
+    may name paths, buckets or URLs, from a caller that may only predict)."""
+    return Unavailable(
+        f"Endpoint {ep.name!r} is not ready: {ep.error or 'its model is loading'}",
+        details={"endpoint": ep.name, "error": ep.error},
+    )

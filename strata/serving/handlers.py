@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope
 from strata.core.errors import InvalidInput, NotFound, StrataError, Unavailable
 from strata.core.threads import run_blocking
 from strata.serving import formats, oip
-from strata.serving.endpoints import Endpoint
+from strata.serving.endpoints import Endpoint, not_ready
 from strata.serving.routing import PredictFailed
 
 if TYPE_CHECKING:
@@ -61,6 +61,19 @@ class HttpError(Exception):
         self.error = error
         self.headers = headers
         self.counted = counted
+
+
+READS = "strata.reads"
+"""Scope key: False when the caller's token may only predict (a service token): a model's
+load error (it may name paths, buckets or URLs) is then not shown (:func:`load_error`)."""
+HIDDEN_LOAD_ERROR = "failed to load; GET /v1/endpoints with a user's token shows why"
+
+
+def load_error(scope: Scope, error: str | None) -> str | None:
+    """``error`` as this caller may see it: itself, or a pointer to where it is shown."""
+    if error is None or scope.get(READS, True):
+        return error
+    return HIDDEN_LOAD_ERROR
 
 
 ENDPOINT = "strata.endpoint"
@@ -171,14 +184,10 @@ class PredictRoutes:
             ready = served is not None
             doc = {"name": ep.name, "ready": ready, "version": served.version if served else None}
             if not ready:
-                doc["error"] = ep.error
+                doc["error"] = load_error(scope, ep.error)
             return (200 if ready else 503), orjson.dumps(doc), _JSON
         if served is None:
-            raise HttpError(
-                503,
-                Unavailable(f"Endpoint {ep.name!r} is not ready: {ep.error}"),
-                [(b"retry-after", b"1")],
-            )
+            raise HttpError(503, not_ready(ep), [(b"retry-after", b"1")])
         return 200, orjson.dumps(oip.model_metadata(served)), _JSON
 
     # -- predictions -------------------------------------------------------------------
@@ -325,7 +334,7 @@ class PredictRoutes:
         try:
             shape_of = ep.by_version(version) if version is not None else ep.primary
             if shape_of is None:
-                raise Unavailable(f"Endpoint {ep.name!r} is not ready: {ep.error}")
+                raise not_ready(ep)
             columns = oip.to_columns(shape_of, req.inputs)
         except NotFound as exc:
             raise HttpError(404, exc, []) from None

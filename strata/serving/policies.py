@@ -108,12 +108,29 @@ def _reports(store: Any, folder: str) -> list[tuple[str, EndpointStatus]]:
         if info.is_dir or not info.path.endswith(".json"):
             continue
         try:
-            out.append((info.path, EndpointStatus.model_validate_json(store.get_bytes(info.path))))
+            out.append((info.path, _read_report(store.get_bytes(info.path))))
         except NotFound:  # deleted since listed
             continue
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             log.warning("serving: %s is not an endpoint report, left out: %s", info.path, exc)
     return out
+
+
+def _read_report(data: bytes) -> EndpointStatus:
+    """A report; one whose policy this release cannot read (a newer worker's, with fields
+    this one does not know, during a rolling upgrade) is read without it, and says so."""
+    try:
+        return EndpointStatus.model_validate_json(data)
+    except ValueError:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or "policy" not in doc:
+            raise
+        known = doc.get("policy_errors")
+        errors: dict[str, Any] = known if isinstance(known, dict) else {}
+        note = "written by a newer release: not shown by this one"
+        return EndpointStatus.model_validate(
+            {**doc, "policy": {}, "policy_errors": {**errors, "policy": note}}
+        )
 
 
 def read_status(store: Any, endpoint: str) -> EndpointStatus | None:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from strata.core.errors import NotFound, StrataError, Unavailable
+from strata.core.errors import NotFound, StrataError
 from strata.core.threads import name_os_thread
 from strata.serving.batching import Batcher
-from strata.serving.endpoints import Endpoint
+from strata.serving.endpoints import Endpoint, not_ready
 from strata.serving.served import Prediction, ServedModel
 
 if TYPE_CHECKING:
@@ -276,10 +276,7 @@ class Router:
             return Outcome(served, pred, path, checked, slot)
         primary = ep.primary
         if primary is None:
-            raise Unavailable(
-                f"Endpoint {ep.name!r} is not ready: {ep.error or 'its model is loading'}",
-                details={"endpoint": ep.name, "error": ep.error},
-            )
+            raise not_ready(ep)
         policy = ep.policy
         served, path = primary, "primary"
         if policy.canary:

@@ -14,7 +14,7 @@ from typing import BinaryIO, cast
 
 from sqlalchemy.orm import Session
 
-from strata.backends.artifacts import ArtifactStore
+from strata.backends.artifacts import ArtifactStore, strata_folder
 from strata.backends.db import Database
 from strata.core.errors import InvalidInput, NotFound
 from strata.core.paths import safe_relpath
@@ -71,6 +71,7 @@ class ArtifactsMixin(ABC):
                 "only mlflow-artifacts:/ locations are served",
                 details={"artifact_uri": row.artifact_uri},
             )
+        _outside_strata_folders(root, f"run {run_id!r}")
         return _Owner("run", row.id, root)
 
     def _model_owner(self, model_id: str) -> _Owner:
@@ -83,6 +84,7 @@ class ArtifactsMixin(ABC):
                 "outside this server's artifact store",
                 details={"model_id": model_id, "artifact_location": row.artifact_location},
             )
+        _outside_strata_folders(root, f"logged model {model_id!r}")
         return _Owner("logged_model", row.id, root)
 
     def run_artifact_path(self, run_id: str, path: str = "") -> str:
@@ -206,3 +208,15 @@ class ArtifactsMixin(ABC):
 
     def delete_model_artifact(self, model_id: str, path: str) -> None:
         self._delete(self._model_owner(model_id), path)
+
+
+def _outside_strata_folders(root: str, owner: str) -> None:
+    """Refuse artifacts whose root lies in a folder Strata's layers write (an experiment
+    made before such locations were refused at creation, or through the database)."""
+    reserved = strata_folder(root)
+    if reserved is not None:
+        raise InvalidInput(
+            f"{owner} keeps its artifacts under {reserved!r}, a folder Strata itself writes: "
+            "its artifacts are not served; move its experiment's runs to another experiment",
+            details={"artifact_root": root, "reserved": reserved},
+        )

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from strata.backends.artifacts import STRATA_FOLDERS
+from strata.backends.artifacts import STRATA_FOLDERS, strata_folder
 from strata.backends.db import Database
 from strata.core.clock import now_ms
 from strata.core.errors import AlreadyExists, InvalidInput, NotFound
@@ -334,10 +334,11 @@ def _check_proxied_location(location: str) -> None:
             "expected mlflow-artifacts:/<folder>[/<folder>...]",
             details={"field": "artifact_location"},
         )
-    if parts and parts[0] in STRATA_FOLDERS:
+    reserved = strata_folder(path)
+    if reserved is not None:
         raise InvalidInput(
-            f"artifact_location {location!r} lies under {parts[0]!r}, a folder Strata "
+            f"artifact_location {location!r} lies under {reserved!r}, a folder Strata "
             f"itself writes ({', '.join(sorted(STRATA_FOLDERS))}): choose another folder, "
             "or leave the location out to get mlflow-artifacts:/<experiment id>",
-            details={"field": "artifact_location", "reserved": parts[0]},
+            details={"field": "artifact_location", "reserved": reserved},
         )

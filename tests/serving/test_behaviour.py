@@ -520,3 +520,36 @@ def test_an_answer_that_fails_to_render_counts_once(flights: Flights) -> None:
             time.sleep(0.1)
         assert (status.stats["requests"], status.stats.get("errors")) == (1, 1), status.stats
         assert status.report_seconds == 0.2  # the config's, as the listing's live window reads
+
+
+def test_a_service_token_is_not_shown_load_errors(flights: Flights) -> None:
+    """A model's load error may name paths, buckets or URLs: a user's token sees it on every
+    route that reports it; a service token (it may only predict) is told where to look."""
+    gov = flights.client.governance
+    gov.create_user("ops-viewer", Role.VIEWER)
+    gov.create_user("ghost-app", Role.ADMIN)
+    as_user = {"authorization": f"Bearer {gov.create_token('ops-viewer').secret}"}
+    service = gov.create_token("ghost-app", scope="predict").secret
+    as_service = {"authorization": f"Bearer {service}"}
+    config = {"endpoints": [{"model": "ghost/1"}], "prediction_log": {"enabled": False}}
+    inputs = [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]
+    for url in start_serving(flights.settings, config, auth=True):
+        listed = httpx.get(f"{url}/v1/endpoints", headers=as_user).json()["endpoints"]
+        error = listed[0]["error"]
+        assert error and "ghost" in error
+
+        def answers(headers: dict[str, str], url: str = url) -> list[str]:
+            return [
+                httpx.get(f"{url}/v2/models/ghost/ready", headers=headers).json()["error"],
+                httpx.get(f"{url}/v2/models/ghost", headers=headers).json()["error"],
+                httpx.post(
+                    f"{url}/v2/models/ghost/infer", json={"inputs": inputs}, headers=headers
+                ).json()["error"],
+                httpx.post(
+                    f"{url}/v1/models/ghost/predict", json={"records": [{}]}, headers=headers
+                ).json()["message"],
+            ]
+
+        assert all(error in text for text in answers(as_user))
+        hidden = answers(as_service)
+        assert all(error not in text and "user's token shows why" in text for text in hidden)

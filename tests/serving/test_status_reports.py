@@ -4,6 +4,7 @@ an older release's single file still read."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,3 +118,15 @@ def test_a_report_with_fields_this_release_does_not_know_is_read() -> None:
     read = EndpointStatus.model_validate({**doc, "gpu_seconds": 1.5, "shards": [1, 2]})
     assert read.stats == {"requests": 3} and read.server == "a:1"
     assert not hasattr(read, "gpu_seconds")
+
+
+def test_a_report_whose_policy_this_release_cannot_read_is_listed_without_it(
+    tmp_path: Path,
+) -> None:
+    store = ArtifactStore(str(tmp_path))
+    doc = _report("new:1", NOW, stats={"requests": 4}).model_dump(mode="json")
+    doc["policy"] = {**doc["policy"], "mirror_to_queue": "kafka://x"}  # a newer policy field
+    store.put_bytes(f"{ENDPOINTS}/flights/new_1.json", json.dumps(doc).encode())
+    (listed,) = read_statuses(store)
+    assert listed.name == "flights" and listed.stats == {"requests": 4}
+    assert "newer release" in listed.policy_errors["policy"]

@@ -478,8 +478,8 @@ async def search_runs(request: Request) -> Response:
     page_token = opt_str(body, "page_token") or None
 
     def work() -> bytes:
-        with collector_paused():
-            try:
+        try:
+            with collector_paused():
                 records = svc.search_run_records(
                     experiment_ids,
                     filter_string,
@@ -489,12 +489,12 @@ async def search_runs(request: Request) -> Response:
                     page_token=page_token,
                     params_json=True,
                 )
-            except InvalidInput as exc:  # refused: in MLflow's words where it refuses it too
-                if exc.details.get("field") in ("filter", "order_by", "page_token"):
-                    exc.peer_words = run_search_words(filter_string, order_by, page_token)
-                raise
-            answer = search_page_json(records)
-            del records  # freed while paused: the collector resumes with nothing new to scan
+                answer = search_page_json(records)
+                del records  # freed while paused: the collector resumes with nothing new
+        except InvalidInput as exc:  # refused: in MLflow's words where it refuses it too
+            if exc.details.get("field") in ("filter", "order_by", "page_token"):
+                exc.peer_words = run_search_words(filter_string, order_by, page_token)
+            raise
         return answer
 
     return Response(await run_sync(work), media_type="application/json")

@@ -31,7 +31,9 @@ from sqlparse import tokens as ttypes
 from sqlparse.sql import Comparison, Identifier, Parenthesis, Statement, Token, TokenList
 
 from strata.core.errors import InvalidInput
+from strata.core.page import MAX_TOKEN_LENGTH
 from strata.tracking.mlflow_api._common import run_sync
+from strata.tracking.search import MAX_ORDER_KEYS
 
 _T = TypeVar("_T")
 
@@ -85,23 +87,54 @@ class _Comparison:
     value: Any = None
 
 
+MAX_WORDED_TEXT = 4096
+"""The longest filter or ``order_by`` item worded as MLflow words it: sqlparse's time grows
+with the text (about 10 ms a kilobyte), so a longer one keeps Strata's words, which its own
+parser found at once."""
+
+
+def _worded(
+    check: Callable[[], None],
+    filter_string: str | None,
+    order_by: Sequence[str] | None,
+    page_token: str | None,
+) -> str | None:
+    """The words of the refusal ``check()`` raises; None when it refuses nothing, when the
+    request is larger than any worded here (text, keys, token), or when the check itself
+    fails (what MLflow's server fails on with a 500, a list nested past Python's depth...):
+    the refusal then keeps Strata's words, never becoming an error of its own."""
+    orders = order_by or []
+    if (
+        len(filter_string or "") > MAX_WORDED_TEXT
+        or len(orders) > MAX_ORDER_KEYS
+        or any(len(o) > MAX_WORDED_TEXT for o in orders)
+        or len(page_token or "") > MAX_TOKEN_LENGTH
+    ):
+        return None
+    try:
+        check()
+    except _Refused as refused:
+        return refused.words
+    except Exception:  # the refusal stands, in Strata's words
+        return None
+    return None
+
+
 def run_search_words(
     filter_string: str | None, order_by: Sequence[str] | None, page_token: str | None
 ) -> str | None:
     """MLflow's words for the first thing its server refuses in this run search; None when
     it would refuse none of the three."""
-    try:
+
+    def check() -> None:
         comparisons = _filter(filter_string)
         for clause in order_by or []:
             _order_by(clause)
         for comparison in comparisons:
             _comparator(comparison)
         _page_token(page_token)
-    except _Refused as refused:
-        return refused.words
-    except ValueError:  # what MLflow's server fails on itself (a 500 there): not worded
-        return None
-    return None
+
+    return _worded(check, filter_string, order_by, page_token)
 
 
 def _page_token(token: str | None) -> None:
@@ -131,13 +164,7 @@ def _page_token(token: str | None) -> None:
 def page_words(token: str | None) -> str | None:
     """MLflow's words for a page token its server refuses (any search by offset); None when
     it would take it."""
-    try:
-        _page_token(token)
-    except _Refused as refused:
-        return refused.words
-    except ValueError:
-        return None
-    return None
+    return _worded(lambda: _page_token(token), None, None, token)
 
 
 async def worded(
@@ -150,7 +177,7 @@ async def worded(
         return await run_sync(fn, **kwargs)
     except InvalidInput as exc:
         if exc.details.get("field") in fields:
-            exc.peer_words = words()
+            exc.peer_words = await run_sync(words)
         raise
 
 
@@ -479,7 +506,8 @@ def experiment_search_words(
 ) -> str | None:
     """MLflow's words for the first thing its server refuses in this experiment search (the
     filter, its comparators, the order, the page token); None when it would refuse none."""
-    try:
+
+    def check() -> None:
         comparisons = _experiment_filter(filter_string)
         for comparison in comparisons:
             _experiment_comparator(comparison)
@@ -488,11 +516,8 @@ def experiment_search_words(
             if found.kind != _ATTRIBUTE:
                 raise _Refused(f"Invalid order_by entity: {found.kind}")
         _page_token(page_token)
-    except _Refused as refused:
-        return refused.words
-    except ValueError:
-        return None
-    return None
+
+    return _worded(check, filter_string, order_by, page_token)
 
 
 def _experiment_filter(text: str | None) -> list[_Comparison]:
